@@ -1,0 +1,277 @@
+"""Multi-head attention (Vaswani et al. 2017) with grouped/multi-query heads
+(Ainslie et al. 2023; Shazeer 2019), batch-first ``(b, s, d)``."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from qkv.attention import _record
+from qkv.attention.functional import BackendName, MaskLike, Score, make_problem, pick_backend
+from qkv.attention.kv_cache import KVCache, StaticKVCache
+from qkv.masks import Mask
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head self- or cross-attention.
+
+    ``MHA(Q, K, V) = Concat(head_1..head_h) W_o`` with
+    ``head_i = attention(Q W_q^i, K W_k^j, V W_v^j)``, ``j = i // (h / h_kv)``.
+
+    Args:
+        d_model: model width ``d`` (query input and output size).
+        n_heads: query heads ``h``.
+        n_kv_heads: key/value heads ``h_kv`` (a divisor of ``h``; 1 = multi-query).
+        kdim: key input size (defaults to ``d_model``).
+        vdim: value input size (defaults to ``d_model``).
+        bias: biases on the four projections.
+        dropout: dropout on the attention weights during training.
+        backend: attention backend (see :func:`qkv.attention`).
+        head_dim: per-head size ``d_h`` (defaults to ``d_model // n_heads``).
+        scale: score scale (defaults to ``1/sqrt(d_h)``; T5 uses 1.0).
+        rope: an optional rotary embedding applied to queries and keys (``qkv.pos.RoPE``).
+        score: ``"scaled_dot"``, ``"dot"`` or a score module.
+
+    Raises:
+        ValueError: sizes that do not divide, or non-positive sizes.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        *,
+        n_kv_heads: int | None = None,
+        kdim: int | None = None,
+        vdim: int | None = None,
+        bias: bool = True,
+        dropout: float = 0.0,
+        backend: BackendName = "auto",
+        head_dim: int | None = None,
+        scale: float | None = None,
+        rope: nn.Module | None = None,
+        score: Score = "scaled_dot",
+    ) -> None:
+        super().__init__()
+        for name, val in (("d_model", d_model), ("n_heads", n_heads)):
+            if not isinstance(val, int) or isinstance(val, bool) or val <= 0:
+                raise ValueError(f"{name} must be a positive int, got {val!r}")
+        n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
+        if not isinstance(n_kv_heads, int) or n_kv_heads <= 0 or n_heads % n_kv_heads:
+            raise ValueError(
+                f"n_kv_heads ({n_kv_heads}) must be a positive divisor of n_heads ({n_heads})"
+            )
+        if head_dim is None:
+            if d_model % n_heads:
+                raise ValueError(f"n_heads ({n_heads}) must divide d_model ({d_model})")
+            head_dim = d_model // n_heads
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        kdim = d_model if kdim is None else kdim
+        vdim = d_model if vdim is None else vdim
+        self.d_model, self.n_heads, self.n_kv_heads = d_model, n_heads, n_kv_heads
+        self.head_dim, self.kdim, self.vdim = head_dim, kdim, vdim
+        self.dropout, self.backend, self.scale, self.score = dropout, backend, scale, score
+        self.q_proj = nn.Linear(d_model, n_heads * head_dim, bias=bias)
+        self.k_proj = nn.Linear(kdim, n_kv_heads * head_dim, bias=bias)
+        self.v_proj = nn.Linear(vdim, n_kv_heads * head_dim, bias=bias)
+        self.out_proj = nn.Linear(n_heads * head_dim, d_model, bias=bias)
+        self.rope = rope
+
+    def extra_repr(self) -> str:
+        kv = f", n_kv_heads={self.n_kv_heads}" if self.n_kv_heads != self.n_heads else ""
+        return f"d_model={self.d_model}, n_heads={self.n_heads}{kv}, backend={self.backend!r}"
+
+    # -----------------------------------------------------------------------------------
+    def _split(self, x: Tensor, heads: int) -> Tensor:
+        b, s, _ = x.shape
+        return x.view(b, s, heads, self.head_dim).transpose(1, 2)  # (b, heads, s, d_h)
+
+    def project_kv(self, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor]:
+        """Project memory to keys/values ``(b, h_kv, s_k, d_h)`` (no rotary)."""
+        return self._split(self.k_proj(key), self.n_kv_heads), self._split(
+            self.v_proj(value), self.n_kv_heads
+        )
+
+    def forward(
+        self,
+        query: Tensor,
+        key: Tensor | None = None,
+        value: Tensor | None = None,
+        *,
+        mask: MaskLike = None,
+        key_padding_mask: Tensor | None = None,
+        is_causal: bool = False,
+        return_weights: bool = False,
+        attn_bias: Tensor | None = None,
+        positions: Tensor | None = None,
+        cache: KVCache | StaticKVCache | None = None,
+        head_mask: Tensor | None = None,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """Attend from ``query`` to ``key``/``value`` (self-attention when both are None).
+
+        Args:
+            query: ``(b, s_q, d_model)``.
+            key: ``(b, s_k, kdim)`` or None for self-attention.
+            value: ``(b, s_k, vdim)``; defaults to ``key``.
+            mask: bool (True = may attend), float bias, or :mod:`qkv.masks` object,
+                broadcastable to ``(b, h, s_q, s_k)``.
+            key_padding_mask: ``(b, s_k)`` bool, **True = real token** (torch's
+                ``nn.MultiheadAttention`` uses the opposite: True = padding).
+            is_causal: causal self-attention (aligned to the end of the keys).
+            return_weights: also return per-head weights ``(b, h, s_q, s_k)``.
+            attn_bias: float additive bias broadcastable to ``(b, h, s_q, s_k)`` (ALiBi,
+                T5 relative bias).
+            positions: absolute positions ``(s_q,)`` or ``(b, s_q)`` for rotary embeddings.
+            cache: a :class:`KVCache` (self-attention) or :class:`StaticKVCache`
+                (cross-attention) for incremental decoding.
+            head_mask: ``(h,)`` or ``(b, h)`` multipliers on each head's output (Michel et
+                al. 2019 head importance; 0 removes a head).
+
+        Returns:
+            ``(b, s_q, d_model)``, or ``(out, weights)`` with weights ``(b, h, s_q, s_k)``.
+        """
+        if query.ndim != 3 or query.shape[-1] != self.d_model:
+            raise ValueError(
+                f"query must be (b, s_q, d_model={self.d_model}), got {tuple(query.shape)}"
+            )
+        b, s_q, _ = query.shape
+        self_attn = key is None
+        if self_attn and value is not None:
+            raise ValueError("value given without key; pass both for cross-attention")
+        q = self._split(self.q_proj(query), self.n_heads)  # (b, h, s_q, d_h)
+
+        if isinstance(cache, StaticKVCache) and cache.is_set:
+            k, v = cache.k, cache.v  # (b, h_kv, s_k, d_h), projected once
+            assert k is not None and v is not None
+        else:
+            key = query if self_attn else key
+            value = key if value is None else value
+            assert key is not None and value is not None
+            if key.ndim != 3 or key.shape[-1] != self.kdim or key.shape[0] != b:
+                raise ValueError(
+                    f"key must be (b={b}, s_k, kdim={self.kdim}), got {tuple(key.shape)}"
+                )
+            if value.shape[:2] != key.shape[:2] or value.shape[-1] != self.vdim:
+                raise ValueError(
+                    f"value must be (b, s_k, vdim={self.vdim}) matching key "
+                    f"{tuple(key.shape)}, got {tuple(value.shape)}"
+                )
+            k, v = self.project_kv(key, value)  # (b, h_kv, s_k, d_h)
+            if self.rope is not None:
+                q = self.rope(q, positions)
+                k = self.rope(k, positions if self_attn else None)
+            if isinstance(cache, KVCache):
+                k, v = cache.update(k, v)
+            elif isinstance(cache, StaticKVCache):
+                k, v = cache.set(k, v)
+        if self.rope is not None and isinstance(cache, StaticKVCache):
+            raise ValueError("rotary embeddings are for self-attention, not a cross cache")
+
+        full_mask = self._combine_masks(mask, key_padding_mask, attn_bias, b, s_q, k.shape[2])
+        p = make_problem(
+            q,
+            k,
+            v,
+            full_mask,
+            score=self.score,
+            scale=self.scale,
+            is_causal=is_causal,
+            dropout_p=self.dropout if self.training else 0.0,
+            return_weights=return_weights,
+        )
+        rec = _record.current()
+        if rec is not None:
+            rec(self, p, {"self_attention": self_attn})
+        backend = "math" if return_weights and self.backend == "auto" else self.backend
+        res = pick_backend(p, backend).run(p)
+        out, weights = res if isinstance(res, tuple) else (res, None)
+        if head_mask is not None:
+            hm = head_mask.to(out.dtype)
+            hm = hm.view(1, -1, 1, 1) if hm.ndim == 1 else hm.view(b, -1, 1, 1)
+            out = out * hm  # (b, h, s_q, d_h)
+        out = out.transpose(1, 2).reshape(b, s_q, self.n_heads * self.head_dim)
+        out = self.out_proj(out)  # (b, s_q, d_model)
+        return (out, weights) if return_weights else out  # type: ignore[return-value]
+
+    @staticmethod
+    def _combine_masks(
+        mask: MaskLike,
+        key_padding_mask: Tensor | None,
+        attn_bias: Tensor | None,
+        b: int,
+        s_q: int,
+        s_k: int,
+    ) -> MaskLike:
+        if key_padding_mask is not None:
+            if key_padding_mask.dtype != torch.bool or tuple(key_padding_mask.shape) != (b, s_k):
+                raise ValueError(
+                    f"key_padding_mask must be a bool (b, s_k) = ({b}, {s_k}) tensor with "
+                    f"True = real token, got {key_padding_mask.dtype} "
+                    f"{tuple(key_padding_mask.shape)}"
+                )
+            kpm = key_padding_mask[:, None, None, :]  # (b, 1, 1, s_k)
+            if mask is None:
+                mask = kpm
+            elif isinstance(mask, Mask):
+                mask = mask.to_dense(s_q, s_k, device=kpm.device)
+                mask = (mask if mask.ndim == 4 else mask[None, None]) & kpm
+            elif mask.dtype == torch.bool:
+                mask = mask & kpm
+            else:
+                mask = mask.masked_fill(~kpm, float("-inf"))
+        if attn_bias is None:
+            return mask
+        if isinstance(mask, Mask):
+            mask = mask.to_dense(s_q, s_k, device=attn_bias.device)
+            mask = mask if mask.ndim == 4 else mask[None, None]
+        if mask is None:
+            return attn_bias
+        if mask.dtype == torch.bool:
+            return attn_bias.masked_fill(~mask, float("-inf"))
+        return attn_bias + mask
+
+    # -----------------------------------------------------------------------------------
+    @classmethod
+    def from_torch(
+        cls, m: nn.MultiheadAttention, *, backend: BackendName = "auto"
+    ) -> MultiHeadAttention:
+        """Copy a ``torch.nn.MultiheadAttention`` into an equivalent qkv module.
+
+        The result is batch-first whatever ``m.batch_first`` is. Masks keep qkv's
+        convention (True = may attend / real token).
+
+        Raises:
+            ValueError: ``add_bias_kv`` or ``add_zero_attn``, which qkv does not model.
+        """
+        if not isinstance(m, nn.MultiheadAttention):
+            raise TypeError(f"from_torch needs nn.MultiheadAttention, got {type(m).__name__}")
+        if m.bias_k is not None or m.add_zero_attn:
+            raise ValueError("from_torch: add_bias_kv and add_zero_attn are not supported")
+        has_bias = m.in_proj_bias is not None
+        out = cls(
+            m.embed_dim,
+            m.num_heads,
+            kdim=m.kdim,
+            vdim=m.vdim,
+            bias=has_bias,
+            dropout=m.dropout,
+            backend=backend,
+        )
+        d = m.embed_dim
+        with torch.no_grad():
+            if m._qkv_same_embed_dim:
+                wq, wk, wv = m.in_proj_weight.split(d, dim=0)
+            else:
+                wq, wk, wv = m.q_proj_weight, m.k_proj_weight, m.v_proj_weight
+            out.q_proj.weight.copy_(wq)
+            out.k_proj.weight.copy_(wk)
+            out.v_proj.weight.copy_(wv)
+            out.out_proj.weight.copy_(m.out_proj.weight)
+            if has_bias:
+                bq, bk, bv = m.in_proj_bias.split(d, dim=0)
+                out.q_proj.bias.copy_(bq)
+                out.k_proj.bias.copy_(bk)
+                out.v_proj.bias.copy_(bv)
+                out.out_proj.bias.copy_(m.out_proj.bias)
+        return out.to(device=m.out_proj.weight.device, dtype=m.out_proj.weight.dtype)

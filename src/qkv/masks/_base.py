@@ -1,0 +1,208 @@
+"""The mask algebra shared by every mask family.
+
+Convention (the one of ``F.scaled_dot_product_attention`` and FlexAttention): a boolean
+``True`` means *query may attend to key*.
+
+A :class:`Mask` is a lazy description. ``mask.mod(s_q, s_k)`` returns a FlexAttention-style
+``mask_mod(b, h, q_idx, kv_idx) -> bool`` closure that works on broadcastable index tensors,
+so one definition serves the dense materializer here and the block-sparse and FlexAttention
+backends elsewhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeAlias
+
+import torch
+from torch import Tensor
+
+MaskMod: TypeAlias = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
+
+
+class Mask:
+    """Base class of all lazy masks. Combine masks with ``&``, ``|`` and ``~``.
+
+    Subclasses implement :meth:`mod`. The batch size of a mask, when it depends on the batch
+    (padding, documents), is :attr:`batch_size`; otherwise it is ``None``.
+    """
+
+    #: Number of batch rows this mask is specific to, or ``None`` when batch-independent.
+    batch_size: int | None = None
+
+    def mod(self, s_q: int, s_k: int) -> MaskMod:
+        """Return ``mask_mod(b, h, q_idx, kv_idx) -> bool`` for a ``(s_q, s_k)`` problem."""
+        raise NotImplementedError
+
+    # -- algebra -------------------------------------------------------------------------
+    def __and__(self, other: Mask) -> Mask:
+        return And(self, _as_mask(other, "&"))
+
+    def __or__(self, other: Mask) -> Mask:
+        return Or(self, _as_mask(other, "|"))
+
+    def __invert__(self) -> Mask:
+        return Not(self)
+
+    # -- materialization -----------------------------------------------------------------
+    def to_dense(self, s_q: int, s_k: int, device: torch.device | str | None = None) -> Tensor:
+        """Materialize as a boolean tensor (True = may attend).
+
+        Returns:
+            ``(s_q, s_k)`` for batch-independent masks, ``(b, 1, s_q, s_k)`` for masks that
+            depend on the batch row (padding, documents).
+        """
+        _check_len("s_q", s_q)
+        _check_len("s_k", s_k)
+        device = device if device is not None else self._device()
+        b = self.batch_size
+        bi = torch.arange(b or 1, device=device).view(-1, 1, 1, 1)
+        hi = torch.zeros(1, 1, 1, 1, dtype=torch.long, device=device)
+        qi = torch.arange(s_q, device=device).view(1, 1, -1, 1)
+        ki = torch.arange(s_k, device=device).view(1, 1, 1, -1)
+        dense = self.mod(s_q, s_k)(bi, hi, qi, ki)
+        dense = torch.as_tensor(dense, device=device).expand(b or 1, 1, s_q, s_k)
+        return dense if b is not None else dense[0, 0]
+
+    def to_bias(
+        self,
+        s_q: int,
+        s_k: int,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+    ) -> Tensor:
+        """Materialize as an additive float bias: 0 where allowed, ``-inf`` elsewhere."""
+        dense = self.to_dense(s_q, s_k, device)
+        zero = torch.zeros((), dtype=dtype, device=dense.device)
+        return torch.where(
+            dense, zero, torch.tensor(float("-inf"), dtype=dtype, device=dense.device)
+        )
+
+    def _device(self) -> torch.device:
+        return torch.device("cpu")
+
+    def __repr__(self) -> str:  # pragma: no cover - cosmetic
+        return f"{type(self).__name__}()"
+
+
+def _check_len(name: str, value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+
+
+def _as_mask(other: object, op: str) -> Mask:
+    if isinstance(other, Mask):
+        return other
+    if isinstance(other, Tensor) and other.dtype == torch.bool:
+        return DenseMask(other)
+    raise TypeError(f"cannot combine a qkv Mask with {type(other).__name__} using '{op}'")
+
+
+def _merge_batch(*masks: Mask) -> int | None:
+    sizes = {m.batch_size for m in masks if m.batch_size is not None}
+    if len(sizes) > 1:
+        raise ValueError(f"cannot combine masks with different batch sizes {sorted(sizes)}")
+    return sizes.pop() if sizes else None
+
+
+class And(Mask):
+    """Attend only where every part allows it."""
+
+    def __init__(self, *parts: Mask) -> None:
+        self.parts = parts
+        self.batch_size = _merge_batch(*parts)
+
+    def mod(self, s_q: int, s_k: int) -> MaskMod:
+        mods = [p.mod(s_q, s_k) for p in self.parts]
+
+        def mask_mod(b: Tensor, h: Tensor, q: Tensor, k: Tensor) -> Tensor:
+            out = mods[0](b, h, q, k)
+            for m in mods[1:]:
+                out = out & m(b, h, q, k)
+            return out
+
+        return mask_mod
+
+    def _device(self) -> torch.device:
+        return self.parts[0]._device()
+
+    def __repr__(self) -> str:
+        return "(" + " & ".join(map(repr, self.parts)) + ")"
+
+
+class Or(Mask):
+    """Attend where any part allows it."""
+
+    def __init__(self, *parts: Mask) -> None:
+        self.parts = parts
+        self.batch_size = _merge_batch(*parts)
+
+    def mod(self, s_q: int, s_k: int) -> MaskMod:
+        mods = [p.mod(s_q, s_k) for p in self.parts]
+
+        def mask_mod(b: Tensor, h: Tensor, q: Tensor, k: Tensor) -> Tensor:
+            out = mods[0](b, h, q, k)
+            for m in mods[1:]:
+                out = out | m(b, h, q, k)
+            return out
+
+        return mask_mod
+
+    def _device(self) -> torch.device:
+        return self.parts[0]._device()
+
+    def __repr__(self) -> str:
+        return "(" + " | ".join(map(repr, self.parts)) + ")"
+
+
+class Not(Mask):
+    """Attend exactly where the inner mask forbids it."""
+
+    def __init__(self, inner: Mask) -> None:
+        self.inner = inner
+        self.batch_size = inner.batch_size
+
+    def mod(self, s_q: int, s_k: int) -> MaskMod:
+        inner = self.inner.mod(s_q, s_k)
+        return lambda b, h, q, k: ~inner(b, h, q, k)
+
+    def _device(self) -> torch.device:
+        return self.inner._device()
+
+    def __repr__(self) -> str:
+        return f"~{self.inner!r}"
+
+
+class DenseMask(Mask):
+    """Wrap an explicit boolean tensor ``(s_q, s_k)`` or ``(b, 1|h, s_q, s_k)`` as a Mask."""
+
+    def __init__(self, dense: Tensor) -> None:
+        if not isinstance(dense, Tensor) or dense.dtype != torch.bool:
+            raise TypeError(
+                f"DenseMask needs a bool tensor, got {getattr(dense, 'dtype', type(dense))}"
+            )
+        if dense.ndim not in (2, 4):
+            raise ValueError(
+                f"DenseMask needs shape (s_q, s_k) or (b, h, s_q, s_k), got {tuple(dense.shape)}"
+            )
+        self.dense = dense
+        self.batch_size = dense.shape[0] if dense.ndim == 4 and dense.shape[0] > 1 else None
+
+    def mod(self, s_q: int, s_k: int) -> MaskMod:
+        d = self.dense
+        if tuple(d.shape[-2:]) != (s_q, s_k):
+            raise ValueError(f"DenseMask of shape {tuple(d.shape)} used for s_q={s_q}, s_k={s_k}")
+        d4 = d if d.ndim == 4 else d[None, None]
+
+        def mask_mod(b: Tensor, h: Tensor, q: Tensor, k: Tensor) -> Tensor:
+            bb = b if d4.shape[0] > 1 else torch.zeros_like(b)
+            hh = h if d4.shape[1] > 1 else torch.zeros_like(h)
+            return d4[bb, hh, q, k]
+
+        return mask_mod
+
+    def _device(self) -> torch.device:
+        return self.dense.device
+
+    def __repr__(self) -> str:
+        return f"DenseMask(shape={tuple(self.dense.shape)})"

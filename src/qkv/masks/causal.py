@@ -1,0 +1,42 @@
+"""Causal (autoregressive) masks."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from qkv.masks._base import Mask, MaskMod
+
+
+class Causal(Mask):
+    """Query ``i`` may attend to key ``j`` iff ``j <= i + offset``.
+
+    With ``offset=None`` (the default) queries are aligned to the *end* of the keys
+    ("bottom-right"): ``offset = s_k - s_q``. For ``s_q == s_k`` this is the usual lower
+    triangle; for a decoding step with a KV cache (``s_q = 1``) the new token sees the whole
+    cache. Note that ``F.scaled_dot_product_attention(is_causal=True)`` aligns top-left, which
+    differs only when ``s_q != s_k``.
+
+    Args:
+        offset: absolute position of query 0 minus that of key 0, or ``None`` for bottom-right.
+    """
+
+    def __init__(self, offset: int | None = None) -> None:
+        if offset is not None and not isinstance(offset, int):
+            raise TypeError(f"offset must be an int or None, got {type(offset).__name__}")
+        self.offset = offset
+
+    def mod(self, s_q: int, s_k: int) -> MaskMod:
+        off = s_k - s_q if self.offset is None else self.offset
+
+        def mask_mod(b: Tensor, h: Tensor, q: Tensor, k: Tensor) -> Tensor:
+            return k <= q + off
+
+        return mask_mod
+
+    def __repr__(self) -> str:
+        return "causal()" if self.offset is None else f"causal(offset={self.offset})"
+
+
+def causal(offset: int | None = None) -> Causal:
+    """A causal mask; see :class:`Causal`."""
+    return Causal(offset)
