@@ -5,7 +5,7 @@
 >>> out, w = qkv.attention(q, k, v, is_causal=True, return_weights=True)
 """
 
-from qkv import masks, scores
+from qkv import layers, masks, pos, scores
 from qkv._version import __version__
 from qkv.attention import KVCache, MultiHeadAttention, StaticKVCache, attention
 
@@ -15,6 +15,8 @@ __all__ = [
     "StaticKVCache",
     "__version__",
     "attention",
+    "layers",
     "masks",
+    "pos",
     "scores",
 ]

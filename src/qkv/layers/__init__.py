@@ -1,0 +1,7 @@
+"""Transformer building layers: norms, feed-forward networks and residual wrappers."""
+
+from qkv.layers.feedforward import FeedForward
+from qkv.layers.norms import LayerNorm, RMSNorm, make_norm
+from qkv.layers.residual import Residual
+
+__all__ = ["FeedForward", "LayerNorm", "RMSNorm", "Residual", "make_norm"]

@@ -1,0 +1,24 @@
+"""Position information for attention.
+
+Absolute encodings added to the token embeddings (:class:`Sinusoidal`, :class:`Learned`),
+a rotation applied to queries and keys (:class:`RoPE`), and additive score biases of shape
+``(1, h, s_q, s_k)`` (:class:`ALiBi`, :class:`RelativeBias`). Every module takes optional
+absolute positions (or an ``offset``) so that KV-cache decoding sees the same positions as a
+full forward pass.
+"""
+
+from qkv.pos.alibi import ALiBi, alibi_slopes
+from qkv.pos.learned import Learned
+from qkv.pos.relative import RelativeBias
+from qkv.pos.rope import RoPE
+from qkv.pos.sinusoidal import Sinusoidal, sinusoidal_table
+
+__all__ = [
+    "ALiBi",
+    "Learned",
+    "RelativeBias",
+    "RoPE",
+    "Sinusoidal",
+    "alibi_slopes",
+    "sinusoidal_table",
+]
