@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -13,6 +14,7 @@ from qkv._version import __version__
 #: subcommand name -> module under qkv.cli implementing ``register(subparsers)``
 SUBCOMMANDS: dict[str, str] = {
     "demo": "qkv.cli.demo",
+    "info": "qkv.cli.info",
 }
 
 
@@ -40,7 +42,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return int(args.func(args) or 0)
-    except CLIError as e:
+    except (CLIError, ValueError, FileNotFoundError) as e:
+        # bad input (unknown task, missing/ill-formed data, bad checkpoint): no traceback
+        if os.environ.get("QKV_DEBUG"):
+            raise
         print(f"qkv {args.command}: error: {e}", file=sys.stderr)
         return 2
 

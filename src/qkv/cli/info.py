@@ -1,0 +1,66 @@
+"""``qkv info PRESET``: parameter count and FLOPs per token of a model preset."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+from qkv.cli import CLIError
+from qkv.models import (
+    PRESETS,
+    build,
+    count_parameters,
+    flops_per_token,
+    non_embedding_parameters,
+    preset_config,
+)
+
+
+def register(sub: argparse._SubParsersAction, name: str) -> None:
+    p = sub.add_parser(
+        name,
+        help="parameter count and FLOPs per token of a model preset",
+        description="Build a model preset on the meta device (no memory for weights) and "
+        "print its parameter count and forward FLOPs per token "
+        "(2N + 2 n_attn n_ctx d_attn, Kaplan et al. 2020). Presets: " + ", ".join(PRESETS),
+    )
+    p.add_argument("preset", metavar="PRESET", help="a preset name, e.g. gpt2-small")
+    p.add_argument("--seq-len", type=int, default=None, help="context n_ctx (default: max_len)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.preset not in PRESETS:
+        raise CLIError(f"unknown preset {args.preset!r}; known presets: {', '.join(PRESETS)}")
+    if args.seq_len is not None and args.seq_len <= 0:
+        raise CLIError(f"--seq-len must be positive, got {args.seq_len}")
+    cfg = preset_config(args.preset)
+    with torch.device("meta"):
+        model = build(cfg)
+    seq_len = args.seq_len if args.seq_len is not None else cfg.max_len  # type: ignore[attr-defined]
+    info = {
+        "preset": args.preset,
+        "model": type(model).__name__,
+        "family": cfg.family,
+        "parameters": count_parameters(model),
+        "non_embedding_parameters": non_embedding_parameters(model),
+        "seq_len": seq_len,
+        "flops_per_token": flops_per_token(cfg, seq_len),
+        "config": cfg.to_dict(),
+    }
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"{args.preset}: {info['model']} (family {cfg.family!r})")
+    print(f"  parameters:               {info['parameters']:>15,}")
+    print(f"  non-embedding parameters: {info['non_embedding_parameters']:>15,}")
+    print(
+        f"  forward FLOPs per token:  {info['flops_per_token']:>15,}  "
+        f"(2N + 2 n_attn n_ctx d_attn, n_ctx={seq_len}; Kaplan et al. 2020)"
+    )
+    fields = ", ".join(f"{k}={v!r}" for k, v in cfg.to_dict().items() if k != "family")
+    print(f"  config: {fields}")
+    return 0

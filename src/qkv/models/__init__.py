@@ -1,0 +1,75 @@
+"""Transformer models and presets.
+
+Families (one config dataclass each, validated and JSON round-trippable):
+
+* :class:`Seq2SeqTransformer` / :class:`Seq2SeqConfig`: the encoder-decoder of Vaswani et al.
+* :class:`DecoderLM` / :class:`LMConfig`: a GPT-style language model.
+* :class:`EncoderModel` / :class:`EncoderConfig`: a BERT-style encoder.
+* :class:`ViT` / :class:`ViTConfig`: the Vision Transformer.
+
+>>> import qkv.models as M
+>>> model = M.from_preset("gpt2-tiny")
+>>> M.count_parameters(model) > 0
+True
+"""
+
+from qkv.models.base import TransformerModel
+from qkv.models.bert import EncoderModel, EncoderOutput, MLMHead, Pooler
+from qkv.models.blocks import DecoderLayer, EncoderLayer
+from qkv.models.build import build
+from qkv.models.config import (
+    ACTIVATIONS,
+    INIT_SCHEMES,
+    POS_KINDS,
+    EncoderConfig,
+    LMConfig,
+    Seq2SeqConfig,
+    TransformerConfig,
+    ViTConfig,
+    config_from_dict,
+)
+from qkv.models.counting import count_parameters, flops_per_token, non_embedding_parameters
+from qkv.models.decoder import Decoder, cache_length
+from qkv.models.embeddings import Embeddings
+from qkv.models.encoder import Encoder
+from qkv.models.init import init_weights
+from qkv.models.lm import DecoderLM, positions_from_mask
+from qkv.models.presets import PRESETS, from_preset, preset_config
+from qkv.models.seq2seq import Seq2SeqTransformer
+from qkv.models.vit import PatchEmbedding, ViT
+
+__all__ = [
+    "ACTIVATIONS",
+    "INIT_SCHEMES",
+    "POS_KINDS",
+    "PRESETS",
+    "Decoder",
+    "DecoderLM",
+    "DecoderLayer",
+    "Embeddings",
+    "Encoder",
+    "EncoderConfig",
+    "EncoderLayer",
+    "EncoderModel",
+    "EncoderOutput",
+    "LMConfig",
+    "MLMHead",
+    "PatchEmbedding",
+    "Pooler",
+    "Seq2SeqConfig",
+    "Seq2SeqTransformer",
+    "TransformerConfig",
+    "TransformerModel",
+    "ViT",
+    "ViTConfig",
+    "build",
+    "cache_length",
+    "config_from_dict",
+    "count_parameters",
+    "flops_per_token",
+    "from_preset",
+    "init_weights",
+    "non_embedding_parameters",
+    "positions_from_mask",
+    "preset_config",
+]

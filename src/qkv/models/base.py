@@ -1,0 +1,76 @@
+"""What every model shares: its config, the attention backend switch, cache allocation."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import nn
+
+from qkv.attention.functional import available_backends
+from qkv.attention.kv_cache import KVCache
+from qkv.attention.mha import MultiHeadAttention
+from qkv.models.config import TransformerConfig
+
+
+def _check_backend(name: str) -> None:
+    known = available_backends()
+    if name not in known:
+        raise ValueError(f"attn_backend must be one of {known}, got {name!r}")
+
+
+class TransformerModel(nn.Module):
+    """Base class of the qkv models.
+
+    Args:
+        config: the model's config, kept as :attr:`config`.
+
+    Raises:
+        ValueError: an ``attn_backend`` that is not registered.
+    """
+
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        _check_backend(config.attn_backend)
+        self.config = config
+
+    @property
+    def backend(self) -> str:
+        """The attention backend of every attention module (``config.attn_backend``)."""
+        return self.config.attn_backend
+
+    def set_backend(self, name: str) -> None:
+        """Switch every attention module to backend ``name`` and record it in the config.
+
+        Raises:
+            ValueError: an unknown backend (the registered ones are listed).
+        """
+        _check_backend(name)
+        for m in self.modules():
+            if isinstance(m, MultiHeadAttention):
+                m.backend = name
+        self.config = dataclasses.replace(self.config, attn_backend=name)
+
+    def _kv_caches(
+        self,
+        n_layers: int,
+        batch: int,
+        max_len: int,
+        dtype: torch.dtype | None,
+        device: torch.device | str | None,
+    ) -> list[KVCache]:
+        """One self-attention cache per layer.
+
+        The dtype defaults to the autocast dtype when autocast is on for the device (the
+        projections then produce that dtype), else to the parameters' dtype.
+        """
+        p = next(self.parameters())
+        dev = p.device if device is None else torch.device(device)
+        if dtype is None:
+            on = torch.is_autocast_enabled(dev.type)
+            dtype = torch.get_autocast_dtype(dev.type) if on else p.dtype
+        cfg = self.config
+        return [
+            KVCache(batch, cfg.kv_heads, max_len, cfg.d_head, dtype=dtype, device=dev)
+            for _ in range(n_layers)
+        ]

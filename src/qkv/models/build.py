@@ -1,0 +1,39 @@
+"""``build(config)``: the model class of a config's family."""
+
+from __future__ import annotations
+
+from qkv.models.base import TransformerModel
+from qkv.models.bert import EncoderModel
+from qkv.models.config import CONFIG_CLASSES, TransformerConfig
+from qkv.models.lm import DecoderLM
+from qkv.models.seq2seq import Seq2SeqTransformer
+from qkv.models.vit import ViT
+
+MODEL_CLASSES: dict[str, type[TransformerModel]] = {
+    "seq2seq": Seq2SeqTransformer,
+    "lm": DecoderLM,
+    "encoder": EncoderModel,
+    "vit": ViT,
+}
+
+
+def build(config: TransformerConfig) -> TransformerModel:
+    """Build the model a config describes (on the current default device).
+
+    Args:
+        config: a family config (:class:`~qkv.models.config.Seq2SeqConfig`,
+            :class:`~qkv.models.config.LMConfig`, :class:`~qkv.models.config.EncoderConfig`
+            or :class:`~qkv.models.config.ViTConfig`).
+
+    Returns:
+        The freshly initialized model.
+
+    Raises:
+        TypeError: not a family config.
+    """
+    if not isinstance(config, TransformerConfig) or config.family not in MODEL_CLASSES:
+        raise TypeError(
+            f"build needs one of {[c.__name__ for c in CONFIG_CLASSES.values()]}, "
+            f"got {type(config).__name__}"
+        )
+    return MODEL_CLASSES[config.family](config)  # type: ignore[call-arg]

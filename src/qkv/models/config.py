@@ -1,0 +1,425 @@
+"""Model configurations: one validated, JSON-serializable dataclass per model family.
+
+Every family shares the fields of :class:`TransformerConfig` (the attention/feed-forward
+stack) and adds its own (vocabulary, layer counts, image geometry). Defaults are the
+papers' base models; :mod:`qkv.models.presets` names the published sizes.
+
+>>> cfg = LMConfig(d_model=64, n_heads=4, d_ff=256, n_layers=2, vocab_size=100)
+>>> LMConfig.from_json(cfg.to_json()) == cfg
+True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, TypeVar, get_args
+
+from qkv.layers.feedforward import Activation
+from qkv.layers.norms import NORM_KINDS, NormKind
+
+PosKind = Literal["sinusoidal", "learned", "rope", "alibi", "relative", "none"]
+Placement = Literal["pre", "post"]
+InitScheme = Literal["xavier", "normal", "gpt2"]
+
+POS_KINDS: tuple[str, ...] = get_args(PosKind)
+PLACEMENTS: tuple[str, ...] = get_args(Placement)
+INIT_SCHEMES: tuple[str, ...] = get_args(InitScheme)
+ACTIVATIONS: tuple[str, ...] = get_args(Activation)
+
+C = TypeVar("C", bound="TransformerConfig")
+
+
+def _check_int(name: str, value: object, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        what = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+
+
+def _check_float(name: str, value: object, *, lo: float, hi: float | None = None) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok and (value < lo or (hi is not None and value >= hi)):  # type: ignore[operator]
+        ok = False
+    if not ok:
+        rng = f"[{lo}, {hi})" if hi is not None else f">= {lo}"
+        raise ValueError(f"{name} must be a finite number in {rng}, got {value!r}")
+
+
+def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+def _check_bool(name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be a bool, got {value!r}")
+
+
+@dataclass
+class TransformerConfig:
+    """Fields shared by every family: the attention and feed-forward stack.
+
+    Args:
+        d_model: model width ``d``.
+        n_heads: query heads ``h``.
+        d_ff: feed-forward hidden width.
+        n_kv_heads: key/value heads ``h_kv`` (grouped-query attention); None = ``n_heads``.
+        head_dim: per-head width ``d_h``; None = ``d_model // n_heads``.
+        activation: feed-forward activation, one of :data:`ACTIVATIONS`.
+        norm: ``"layer"`` (LayerNorm) or ``"rms"`` (RMSNorm).
+        norm_eps: epsilon of every norm.
+        norm_placement: ``"post"`` (Vaswani et al. 2017, BERT) or ``"pre"`` (GPT-2, ViT;
+            Xiong et al. 2020); pre-norm stacks end with a final norm.
+        bias: biases on the attention and feed-forward projections.
+        dropout: residual dropout on every sublayer output and on the embeddings.
+        attn_dropout: dropout on the attention weights.
+        ff_dropout: dropout on the feed-forward hidden activations (BART's
+            ``activation_dropout``; 0 in the paper).
+        pos: position information, one of :data:`POS_KINDS`: added to the embeddings
+            (``sinusoidal``, ``learned``), rotating queries and keys (``rope``), or a bias on
+            the scores (``alibi``, ``relative`` = T5's bucketed bias), or ``none``.
+        rope_base: RoPE frequency base.
+        rel_buckets: buckets of the relative bias (T5: 32).
+        rel_max_distance: distance from which the relative bias shares one bucket (T5: 128).
+        attn_scale: score scale; None = ``1/sqrt(d_h)`` (T5 uses 1.0).
+        attn_backend: attention backend of every attention module (``"auto"``, ``"math"``,
+            ``"sdpa"``, ...).
+        init: ``"xavier"`` (original Transformer), ``"normal"`` (``N(0, init_std^2)``,
+            BERT/ViT) or ``"gpt2"`` (normal, residual projections scaled by
+            ``1/sqrt(2 n_layers)``, Radford et al. 2019).
+        init_std: standard deviation of the normal schemes.
+
+    Raises:
+        ValueError: from ``__post_init__``, naming the offending values.
+    """
+
+    family: ClassVar[str] = ""
+
+    d_model: int = 512
+    n_heads: int = 8
+    d_ff: int = 2048
+    n_kv_heads: int | None = None
+    head_dim: int | None = None
+    activation: Activation = "relu"
+    norm: NormKind = "layer"
+    norm_eps: float = 1e-5
+    norm_placement: Placement = "post"
+    bias: bool = True
+    dropout: float = 0.1
+    attn_dropout: float = 0.0
+    ff_dropout: float = 0.0
+    pos: PosKind = "sinusoidal"
+    rope_base: float = 10000.0
+    rel_buckets: int = 32
+    rel_max_distance: int = 128
+    attn_scale: float | None = None
+    attn_backend: str = "auto"
+    init: InitScheme = "xavier"
+    init_std: float = 0.02
+
+    def __post_init__(self) -> None:
+        for name in ("d_model", "n_heads", "d_ff", "rel_buckets", "rel_max_distance"):
+            _check_int(name, getattr(self, name))
+        if self.head_dim is None:
+            if self.d_model % self.n_heads:
+                raise ValueError(
+                    f"n_heads ({self.n_heads}) must divide d_model ({self.d_model}); "
+                    f"or set head_dim"
+                )
+        else:
+            _check_int("head_dim", self.head_dim)
+        if self.n_kv_heads is not None:
+            _check_int("n_kv_heads", self.n_kv_heads)
+            if self.n_heads % self.n_kv_heads:
+                raise ValueError(
+                    f"n_kv_heads ({self.n_kv_heads}) must divide n_heads ({self.n_heads})"
+                )
+        _check_choice("activation", self.activation, ACTIVATIONS)
+        _check_choice("norm", self.norm, NORM_KINDS)
+        _check_choice("norm_placement", self.norm_placement, PLACEMENTS)
+        _check_choice("pos", self.pos, POS_KINDS)
+        _check_choice("init", self.init, INIT_SCHEMES)
+        _check_bool("bias", self.bias)
+        for name in ("dropout", "attn_dropout", "ff_dropout"):
+            _check_float(name, getattr(self, name), lo=0.0, hi=1.0)
+        _check_float("norm_eps", self.norm_eps, lo=0.0)
+        if self.norm_eps <= 0:
+            raise ValueError(f"norm_eps must be > 0, got {self.norm_eps!r}")
+        _check_float("rope_base", self.rope_base, lo=0.0)
+        _check_float("init_std", self.init_std, lo=0.0)
+        if self.attn_scale is not None:
+            _check_float("attn_scale", self.attn_scale, lo=0.0)
+            if self.attn_scale <= 0:
+                raise ValueError(f"attn_scale must be > 0 or None, got {self.attn_scale!r}")
+        if not isinstance(self.attn_backend, str) or not self.attn_backend:
+            raise ValueError(f"attn_backend must be a backend name, got {self.attn_backend!r}")
+        if self.pos == "sinusoidal" and self.d_model % 2:
+            raise ValueError(f"pos='sinusoidal' needs an even d_model, got {self.d_model}")
+        if self.pos == "rope" and self.d_head % 2:
+            raise ValueError(f"pos='rope' needs an even head_dim, got {self.d_head}")
+        if self.pos == "relative" and self.rel_buckets < 4:
+            raise ValueError(f"pos='relative' needs rel_buckets >= 4, got {self.rel_buckets}")
+
+    # -- derived sizes -------------------------------------------------------------------
+    @property
+    def d_head(self) -> int:
+        """Per-head width ``d_h``."""
+        return self.head_dim if self.head_dim is not None else self.d_model // self.n_heads
+
+    @property
+    def kv_heads(self) -> int:
+        """Key/value heads ``h_kv``."""
+        return self.n_kv_heads if self.n_kv_heads is not None else self.n_heads
+
+    # -- serialization -------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-Python dict with a ``"family"`` key first (see :func:`config_from_dict`)."""
+        return {"family": self.family, **dataclasses.asdict(self)}
+
+    def to_json(self, indent: int | None = 2) -> str:
+        """JSON text of :meth:`to_dict`."""
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_dict(cls: type[C], d: dict[str, Any]) -> C:
+        """Rebuild from :meth:`to_dict` output.
+
+        Raises:
+            ValueError: a ``family`` of another class, or unknown keys (listed).
+        """
+        d = dict(d)
+        family = d.pop("family", cls.family)
+        if family != cls.family:
+            raise ValueError(f"{cls.__name__} needs family={cls.family!r}, got {family!r}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(
+                f"unknown {cls.__name__} fields {unknown}; valid fields: {sorted(names)}"
+            )
+        return cls(**d)
+
+    @classmethod
+    def from_json(cls: type[C], text: str) -> C:
+        """Rebuild from :meth:`to_json` output."""
+        return cls.from_dict(json.loads(text))
+
+
+def _check_vocab(cfg: Any, n_layer_fields: tuple[str, ...]) -> None:
+    for name in ("vocab_size", "max_len", *n_layer_fields):
+        _check_int(name, getattr(cfg, name))
+    for name in ("tie_embeddings", "scale_embeddings", "embed_norm"):
+        _check_bool(name, getattr(cfg, name))
+    if cfg.pad_token_id is not None:
+        _check_int("pad_token_id", cfg.pad_token_id, minimum=0)
+        if cfg.pad_token_id >= cfg.vocab_size:
+            raise ValueError(
+                f"pad_token_id ({cfg.pad_token_id}) must be < vocab_size ({cfg.vocab_size})"
+            )
+
+
+@dataclass
+class Seq2SeqConfig(TransformerConfig):
+    """The encoder-decoder Transformer (Vaswani et al. 2017). Defaults: the base model.
+
+    Args:
+        vocab_size: source vocabulary (the shared one when ``share_embeddings``).
+        tgt_vocab_size: target vocabulary; None = ``vocab_size``.
+        n_encoder_layers: encoder layers ``N``.
+        n_decoder_layers: decoder layers ``N``.
+        max_len: longest sequence (size of learned/sinusoidal tables).
+        pad_token_id: padding token (its embedding row starts at zero, gets no gradient).
+        share_embeddings: one embedding matrix for source and target (sec. 3.4).
+        tie_embeddings: the output projection reuses the target embedding.
+        scale_embeddings: multiply embeddings by ``sqrt(d_model)`` (sec. 3.4).
+        embed_norm: a norm after the embedding sum (BART's ``layernorm_embedding``).
+        (other fields: :class:`TransformerConfig`.)
+    """
+
+    family: ClassVar[str] = "seq2seq"
+
+    vocab_size: int = 37000
+    tgt_vocab_size: int | None = None
+    n_encoder_layers: int = 6
+    n_decoder_layers: int = 6
+    max_len: int = 1024
+    pad_token_id: int | None = None
+    share_embeddings: bool = True
+    tie_embeddings: bool = True
+    scale_embeddings: bool = True
+    embed_norm: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_vocab(self, ("n_encoder_layers", "n_decoder_layers"))
+        _check_bool("share_embeddings", self.share_embeddings)
+        if self.tgt_vocab_size is not None:
+            _check_int("tgt_vocab_size", self.tgt_vocab_size)
+            if self.share_embeddings and self.tgt_vocab_size != self.vocab_size:
+                raise ValueError(
+                    f"share_embeddings needs tgt_vocab_size ({self.tgt_vocab_size}) == "
+                    f"vocab_size ({self.vocab_size})"
+                )
+            if self.pad_token_id is not None and self.pad_token_id >= self.tgt_vocab_size:
+                raise ValueError(
+                    f"pad_token_id ({self.pad_token_id}) must be < tgt_vocab_size "
+                    f"({self.tgt_vocab_size})"
+                )
+
+    @property
+    def target_vocab(self) -> int:
+        """Target vocabulary size."""
+        return self.vocab_size if self.tgt_vocab_size is None else self.tgt_vocab_size
+
+
+@dataclass
+class LMConfig(TransformerConfig):
+    """A decoder-only language model (GPT-2, Radford et al. 2019). Defaults: GPT-2 small.
+
+    Args:
+        vocab_size: vocabulary.
+        n_layers: decoder layers.
+        max_len: context length (size of the learned position table).
+        pad_token_id: padding token, or None.
+        tie_embeddings: output projection = token embedding (GPT-2).
+        scale_embeddings: multiply embeddings by ``sqrt(d_model)``.
+        embed_norm: a norm after the embedding sum.
+        (other fields: :class:`TransformerConfig`.)
+    """
+
+    family: ClassVar[str] = "lm"
+
+    d_model: int = 768
+    n_heads: int = 12
+    d_ff: int = 3072
+    activation: Activation = "gelu_tanh"
+    norm_placement: Placement = "pre"
+    attn_dropout: float = 0.1
+    pos: PosKind = "learned"
+    init: InitScheme = "gpt2"
+    vocab_size: int = 50257
+    n_layers: int = 12
+    max_len: int = 1024
+    pad_token_id: int | None = None
+    tie_embeddings: bool = True
+    scale_embeddings: bool = False
+    embed_norm: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_vocab(self, ("n_layers",))
+
+
+@dataclass
+class EncoderConfig(TransformerConfig):
+    """A BERT-style encoder (Devlin et al. 2019). Defaults: BERT-base.
+
+    Args:
+        vocab_size: vocabulary.
+        n_layers: encoder layers.
+        max_len: longest sequence (size of the learned position table).
+        type_vocab_size: token types (segments); 0 = none.
+        pad_token_id: padding token, or None.
+        pooler: ``tanh(W h_[CLS] + b)`` pooled output.
+        mlm_head: masked-LM head (dense, activation, norm, projection to the vocabulary).
+        tie_embeddings: the MLM projection reuses the token embedding.
+        scale_embeddings: multiply embeddings by ``sqrt(d_model)``.
+        embed_norm: a norm after the embedding sum (BERT: yes).
+        (other fields: :class:`TransformerConfig`.)
+    """
+
+    family: ClassVar[str] = "encoder"
+
+    d_model: int = 768
+    n_heads: int = 12
+    d_ff: int = 3072
+    activation: Activation = "gelu"
+    norm_eps: float = 1e-12
+    attn_dropout: float = 0.1
+    pos: PosKind = "learned"
+    init: InitScheme = "normal"
+    vocab_size: int = 30522
+    n_layers: int = 12
+    max_len: int = 512
+    type_vocab_size: int = 2
+    pad_token_id: int | None = 0
+    pooler: bool = True
+    mlm_head: bool = True
+    tie_embeddings: bool = True
+    scale_embeddings: bool = False
+    embed_norm: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_vocab(self, ("n_layers",))
+        _check_int("type_vocab_size", self.type_vocab_size, minimum=0)
+        _check_bool("pooler", self.pooler)
+        _check_bool("mlm_head", self.mlm_head)
+
+
+@dataclass
+class ViTConfig(TransformerConfig):
+    """The Vision Transformer (Dosovitskiy et al. 2021). Defaults: ViT-B/16 at 224 px.
+
+    Args:
+        image_size: input height and width in pixels.
+        patch_size: square patch side; must divide ``image_size``.
+        in_channels: image channels.
+        n_classes: classes of the classification head.
+        n_layers: encoder layers.
+        (other fields: :class:`TransformerConfig`.)
+    """
+
+    family: ClassVar[str] = "vit"
+
+    d_model: int = 768
+    n_heads: int = 12
+    d_ff: int = 3072
+    activation: Activation = "gelu"
+    norm_eps: float = 1e-6
+    norm_placement: Placement = "pre"
+    pos: PosKind = "learned"
+    init: InitScheme = "normal"
+    image_size: int = 224
+    patch_size: int = 16
+    in_channels: int = 3
+    n_classes: int = 1000
+    n_layers: int = 12
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("image_size", "patch_size", "in_channels", "n_classes", "n_layers"):
+            _check_int(name, getattr(self, name))
+        if self.image_size % self.patch_size:
+            raise ValueError(
+                f"patch_size ({self.patch_size}) must divide image_size ({self.image_size})"
+            )
+
+    @property
+    def n_patches(self) -> int:
+        """Patches per image, ``(image_size / patch_size)^2``."""
+        return (self.image_size // self.patch_size) ** 2
+
+    @property
+    def max_len(self) -> int:
+        """Sequence length: the class token plus the patches."""
+        return 1 + self.n_patches
+
+
+CONFIG_CLASSES: dict[str, type[TransformerConfig]] = {
+    c.family: c for c in (Seq2SeqConfig, LMConfig, EncoderConfig, ViTConfig)
+}
+
+
+def config_from_dict(d: dict[str, Any]) -> TransformerConfig:
+    """Rebuild any family's config from a dict with a ``"family"`` key.
+
+    Raises:
+        ValueError: a missing or unknown family (the known ones are listed).
+    """
+    family = d.get("family")
+    if family not in CONFIG_CLASSES:
+        raise ValueError(f"family must be one of {tuple(CONFIG_CLASSES)}, got {family!r}")
+    return CONFIG_CLASSES[family].from_dict(d)

@@ -1,0 +1,113 @@
+"""The decoder stack: ``N`` causal :class:`~qkv.models.blocks.DecoderLayer` s, with or
+without cross-attention, and incremental decoding through per-layer KV caches."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TypeAlias
+
+import torch
+from torch import Tensor, nn
+
+from qkv.attention.functional import MaskLike
+from qkv.attention.kv_cache import KVCache, StaticKVCache
+from qkv.models.blocks import DecoderLayer
+
+#: One layer's cache: a self-attention cache, or (self, cross) for encoder-decoders.
+LayerCache: TypeAlias = KVCache | tuple[KVCache, StaticKVCache]
+
+
+def cache_length(cache: Sequence[LayerCache] | None) -> int:
+    """Tokens already held by a decoder cache (0 for None)."""
+    if not cache:
+        return 0
+    first = cache[0]
+    return (first[0] if isinstance(first, tuple) else first).length
+
+
+class Decoder(nn.Module):
+    """A stack of causal decoder layers with an optional final norm and position bias.
+
+    Causal masking is aligned to the end of the keys, so with a cache the new tokens see
+    every cached token. A position bias is computed for the new queries against all keys
+    (``offset = cached``), which is what a full forward pass would give them.
+
+    Args:
+        layers: the layers, applied in order; held as ``nn.ModuleList`` ``layers``.
+        norm: final norm (for pre-norm stacks), or None.
+        pos_bias: ``pos_bias(s_q, s_k, device=...) -> (1, h, s_q, s_k)`` added to every
+            self-attention's scores (:class:`qkv.pos.ALiBi`, :class:`qkv.pos.RelativeBias`).
+
+    Raises:
+        ValueError: an empty ``layers``.
+    """
+
+    def __init__(
+        self,
+        layers: Sequence[DecoderLayer],
+        *,
+        norm: nn.Module | None = None,
+        pos_bias: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        if len(layers) == 0:
+            raise ValueError("Decoder needs at least one layer, got 0")
+        self.layers = nn.ModuleList(layers)
+        self.norm = norm
+        self.pos_bias = pos_bias
+
+    def forward(
+        self,
+        x: Tensor,
+        memory: Tensor | None = None,
+        *,
+        padding_mask: Tensor | None = None,
+        memory_padding_mask: Tensor | None = None,
+        mask: MaskLike = None,
+        positions: Tensor | None = None,
+        cache: Sequence[LayerCache] | None = None,
+    ) -> Tensor:
+        """Decode.
+
+        Args:
+            x: ``(b, s, d)`` embedded inputs (only the new tokens when using ``cache``).
+            memory: ``(b, s_m, d)`` encoder output, for layers with cross-attention.
+            padding_mask: ``(b, s_k)`` bool, True = real token, ``s_k = cached + s``.
+            memory_padding_mask: ``(b, s_m)`` bool, True = real memory token.
+            mask: extra self-attention mask broadcastable to ``(b, h, s, s_k)``.
+            positions: ``(s,)`` or ``(b, s)`` positions for rotary embeddings; default
+                ``cached + arange(s)``.
+            cache: one entry per layer (see :data:`LayerCache`); updated in place.
+
+        Returns:
+            ``(b, s, d)``.
+
+        Raises:
+            ValueError: a cache with the wrong number of layers.
+        """
+        if cache is not None and len(cache) != len(self.layers):
+            raise ValueError(
+                f"cache has {len(cache)} entries but the decoder has {len(self.layers)} layers"
+            )
+        s = x.shape[1]
+        past = cache_length(cache)
+        if positions is None and past:
+            positions = torch.arange(past, past + s, device=x.device)  # (s,)
+        bias = None
+        if self.pos_bias is not None:
+            bias = self.pos_bias(s, past + s, device=x.device)  # (1, h, s, past + s)
+        for i, layer in enumerate(self.layers):
+            entry = None if cache is None else cache[i]
+            self_cache, cross_cache = entry if isinstance(entry, tuple) else (entry, None)
+            x = layer(
+                x,
+                memory,
+                mask=mask,
+                padding_mask=padding_mask,
+                memory_padding_mask=memory_padding_mask,
+                attn_bias=bias,
+                positions=positions,
+                cache=self_cache,
+                cross_cache=cross_cache,
+            )
+        return x if self.norm is None else self.norm(x)  # (b, s, d)

@@ -1,0 +1,113 @@
+"""A decoder-only language model (GPT-2; Radford et al. 2019)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from qkv.attention.kv_cache import KVCache
+from qkv.models.base import TransformerModel
+from qkv.models.config import LMConfig
+from qkv.models.decoder import cache_length
+from qkv.models.init import init_weights
+from qkv.models.parts import decoder_for, embeddings_for, token_embedding
+
+
+def positions_from_mask(attention_mask: Tensor, s: int) -> Tensor:
+    """Positions of the last ``s`` tokens counting only real tokens: ``cumsum(mask) - 1``.
+
+    With left padding, the first real token gets position 0 whatever the padding, so a
+    padded batch sees the positions each sequence would see alone. Padding gets 0.
+
+    Args:
+        attention_mask: ``(b, s_total)`` bool, True = real token.
+        s: number of new tokens (the last ``s`` columns).
+
+    Returns:
+        ``(b, s)`` long.
+    """
+    pos = attention_mask.long().cumsum(-1) - 1  # (b, s_total)
+    return pos[:, -s:].clamp(min=0)  # (b, s)
+
+
+class DecoderLM(TransformerModel):
+    """GPT-style language model: ``logits = W_out decoder(E(x))``.
+
+    Pre-norm with a final norm, learned (or sinusoidal, RoPE, ALiBi, relative) positions,
+    output projection tied to the token embedding (all set by the config; defaults GPT-2).
+
+    Modules: ``embed`` (:class:`~qkv.models.embeddings.Embeddings`), ``decoder`` (a
+    :class:`~qkv.models.decoder.Decoder` without cross-attention), ``lm_head``.
+
+    Args:
+        config: an :class:`~qkv.models.config.LMConfig`.
+    """
+
+    config: LMConfig
+
+    def __init__(self, config: LMConfig) -> None:
+        if not isinstance(config, LMConfig):
+            raise TypeError(f"DecoderLM needs an LMConfig, got {type(config).__name__}")
+        super().__init__(config)
+        cfg = config
+        tok = token_embedding(cfg.vocab_size, cfg, cfg.pad_token_id)
+        self.embed = embeddings_for(
+            cfg, tok, max_len=cfg.max_len, scale=cfg.scale_embeddings, norm=cfg.embed_norm
+        )
+        self.decoder = decoder_for(cfg, cfg.n_layers, cross_attention=False)
+        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = tok.weight
+        init_weights(self, cfg.init, std=cfg.init_std, n_layers=cfg.n_layers)
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        *,
+        attention_mask: Tensor | None = None,
+        positions: Tensor | None = None,
+        cache: list[KVCache] | None = None,
+    ) -> Tensor:
+        """Next-token logits.
+
+        Args:
+            input_ids: ``(b, s)`` long; with ``cache``, only the new tokens.
+            attention_mask: ``(b, s_total)`` bool, True = real token, ``s_total`` = cached +
+                new tokens; padded keys are never attended.
+            positions: ``(s,)`` or ``(b, s)`` absolute positions. Default: from
+                ``attention_mask`` when given (:func:`positions_from_mask`, so left padding
+                is harmless), else ``cached + arange(s)``. ALiBi and relative biases use
+                token distances and need no positions.
+            cache: from :meth:`make_cache`; updated in place.
+
+        Returns:
+            logits ``(b, s, vocab)``.
+        """
+        s = input_ids.shape[1]
+        if positions is None:
+            if attention_mask is not None:
+                positions = positions_from_mask(attention_mask, s)  # (b, s)
+            else:
+                past = cache_length(cache)  # type: ignore[arg-type]
+                positions = torch.arange(past, past + s, device=input_ids.device)  # (s,)
+        x = self.embed(input_ids, positions=positions)  # (b, s, d)
+        x = self.decoder(x, padding_mask=attention_mask, positions=positions, cache=cache)  # type: ignore[arg-type]
+        return self.lm_head(x)  # (b, s, vocab)
+
+    def make_cache(
+        self,
+        batch: int,
+        max_len: int,
+        *,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> list[KVCache]:
+        """One preallocated self-attention cache per layer.
+
+        Args:
+            batch: batch size.
+            max_len: most tokens (prompt + generated) the cache will hold.
+            dtype: default the autocast dtype under autocast, else the parameters' dtype.
+            device: default the parameters' device.
+        """
+        return self._kv_caches(self.config.n_layers, batch, max_len, dtype, device)
