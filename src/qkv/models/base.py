@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable, Mapping
 
 import torch
 from torch import nn
@@ -50,6 +51,20 @@ class TransformerModel(nn.Module):
             if isinstance(m, MultiHeadAttention):
                 m.backend = name
         self.config = dataclasses.replace(self.config, attn_backend=name)
+
+    def prune_heads(self, heads: Mapping[int | str, Iterable[int]]) -> dict[str, tuple[int, ...]]:
+        """Remove attention heads in place (Michel et al. 2019); see
+        :func:`qkv.models.prune.prune_heads`.
+
+        Args:
+            heads: ``{layer index or module name: [head, ...]}``.
+
+        Returns:
+            Module name -> the old indices of the heads it kept.
+        """
+        from qkv.models.prune import prune_heads
+
+        return prune_heads(self, heads)
 
     def _kv_caches(
         self,

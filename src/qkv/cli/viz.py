@@ -1,0 +1,41 @@
+"""``qkv viz``: an interactive HTML attention report (and heatmaps) for a trained model."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction, name: str) -> None:
+    p = sub.add_parser(
+        name,
+        help="write an interactive attention report for a checkpoint and an input",
+        description="Run a trained checkpoint on INPUT, record every attention head "
+        "(qkv.interp.record_attention) and write a self-contained HTML report: head view, "
+        "model view, heatmap and head statistics, for encoder self-, decoder self- and "
+        "cross-attention. Encoder-decoders read INPUT as the source and their own greedy "
+        "output (or --target) as the target.",
+    )
+    p.add_argument("input", metavar="INPUT", help="the input text")
+    p.add_argument("--checkpoint", required=True, help="checkpoint or run directory")
+    p.add_argument("--out", default="report.html", help="HTML file (default: report.html)")
+    p.add_argument("--png", metavar="DIR", help="also save PNG heatmaps into DIR")
+    p.add_argument("--target", help="target text for encoder-decoders (default: generated)")
+    p.add_argument("--title", help="page title")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from qkv.interp.report import from_checkpoint
+
+    path = from_checkpoint(
+        args.checkpoint,
+        args.input,
+        args.out,
+        target=args.target,
+        png_dir=args.png,
+        device=args.device,
+        title=args.title,
+    )
+    print(f"wrote {path}" + (f" and figures in {args.png}" if args.png else ""))
+    return 0

@@ -1,0 +1,368 @@
+"""Capture attention weights from any backend, returned as a record.
+
+Inside :func:`record_attention`, every :class:`~qkv.attention.MultiHeadAttention` of a model
+hands its :class:`~qkv.attention.Problem` (queries, keys, mask, scale after projection and
+rotary embeddings) to a recorder just before running its backend. The recorder recomputes
+the weights ``softmax(f(q, k) * scale + mask)`` with the math reference
+(:func:`qkv.attention.attention_weights`) and stores them in an :class:`AttentionRecord`;
+the fast backend (SDPA, flash, ...) still computes the output, so outputs are bit-identical
+with and without recording. Nothing is stored on the modules.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+import torch
+from torch import Tensor, nn
+
+from qkv.attention import _record
+from qkv.attention.functional import Problem, attention_weights, dense_mask
+from qkv.attention.mha import MultiHeadAttention
+from qkv.models.naming import KINDS, Kind, attention_modules, layer_index, layer_kind
+
+LayerSelector: TypeAlias = int | str
+
+
+@dataclass(frozen=True)
+class AttentionEntry:
+    """The weights one attention module produced in one call.
+
+    Attributes:
+        name: module path in the model, e.g. ``"decoder.layers.1.cross_attn"``.
+        kind: ``"encoder_self"``, ``"decoder_self"`` or ``"cross"``.
+        layer_index: ``N`` of ``layers.N`` in the path (0 when there is none).
+        weights: ``(b, len(heads), len(rows), s_k)`` attention weights (pre-dropout,
+            detached); ``weights[:, i, r]`` is head ``heads[i]`` at query row ``rows[r]``.
+        heads: the module's head indices held along dim 1.
+        rows: the query rows of this call held along dim 2 (non-negative).
+        s_q: query length of the call (all rows, also those not recorded).
+        call: 0 for the module's first call inside the context, 1 for the second, ...
+    """
+
+    name: str
+    kind: Kind
+    layer_index: int
+    weights: Tensor
+    heads: tuple[int, ...]
+    rows: tuple[int, ...]
+    s_q: int
+    call: int = 0
+
+    @property
+    def s_k(self) -> int:
+        """Key length."""
+        return int(self.weights.shape[-1])
+
+    @property
+    def key_offset(self) -> int:
+        """Position of query row 0 among the keys: ``s_k - s_q`` for self-attention (so
+        decoding with a KV cache aligns new queries to the end), 0 for cross-attention."""
+        return self.s_k - self.s_q if self.kind != "cross" else 0
+
+    def head(self, head: int, batch: int = 0) -> Tensor:
+        """``(len(rows), s_k)`` weights of module head ``head`` for batch row ``batch``.
+
+        Raises:
+            ValueError: a head that was not recorded, or a batch row out of range.
+        """
+        if head not in self.heads:
+            raise ValueError(
+                f"head ({head}) was not recorded for {self.name!r}; heads {self.heads}"
+            )
+        if not 0 <= batch < self.weights.shape[0]:
+            raise ValueError(f"batch ({batch}) out of range [0, {self.weights.shape[0]})")
+        return self.weights[batch, self.heads.index(head)]
+
+
+class AttentionRecord(Mapping[str, AttentionEntry]):
+    """Attention weights per module, filled while :func:`record_attention` is active.
+
+    A mapping from module name to the :class:`AttentionEntry` of its **latest** call, in
+    the order modules first ran. A module that ran several times inside the context (e.g.
+    once per generated token with a KV cache) keeps every call in :meth:`calls`.
+    """
+
+    def __init__(self) -> None:
+        self._calls: dict[str, list[AttentionEntry]] = {}
+
+    def __getitem__(self, name: str) -> AttentionEntry:
+        if name not in self._calls:
+            raise KeyError(f"no attention recorded for {name!r}; recorded: {list(self._calls)}")
+        return self._calls[name][-1]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._calls)
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    def __repr__(self) -> str:
+        parts = [f"{n}: {tuple(e.weights.shape)}" for n, e in self.items()]
+        return f"AttentionRecord({', '.join(parts)})"
+
+    def add(self, entry: AttentionEntry) -> None:
+        """Append an entry (used by the recorder; ``entry.call`` is renumbered)."""
+        calls = self._calls.setdefault(entry.name, [])
+        calls.append(dataclasses.replace(entry, call=len(calls)))
+
+    def calls(self, name: str) -> list[AttentionEntry]:
+        """Every recorded call of module ``name``, in order.
+
+        Raises:
+            KeyError: a module that did not run inside the context.
+        """
+        if name not in self._calls:
+            raise KeyError(f"no attention recorded for {name!r}; recorded: {list(self._calls)}")
+        return list(self._calls[name])
+
+    @property
+    def kinds(self) -> tuple[Kind, ...]:
+        """The kinds present, in the order ``encoder_self, decoder_self, cross``."""
+        present = {e.kind for e in self.values()}
+        return tuple(k for k in KINDS if k in present)  # type: ignore[misc]
+
+    def by_kind(self, kind: Kind) -> list[AttentionEntry]:
+        """The entries of one kind, sorted by layer index.
+
+        Raises:
+            ValueError: an unknown kind.
+        """
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        return sorted((e for e in self.values() if e.kind == kind), key=lambda e: e.layer_index)
+
+    def stack(self, kind: Kind) -> Tensor:
+        """The weights of every layer of one kind, ``(layers, b, h, s_q, s_k)``.
+
+        Raises:
+            ValueError: no entries of that kind, or layers with different shapes (e.g.
+                different head or row selections).
+        """
+        entries = self.by_kind(kind)
+        if not entries:
+            raise ValueError(f"no {kind!r} attention recorded; recorded kinds: {self.kinds}")
+        shapes = {tuple(e.weights.shape) for e in entries}
+        if len(shapes) > 1:
+            raise ValueError(f"cannot stack {kind!r} layers of different shapes {sorted(shapes)}")
+        return torch.stack([e.weights for e in entries])  # (layers, b, h, s_q, s_k)
+
+
+# ---------------------------------------------------------------------------------------
+# naming
+# ---------------------------------------------------------------------------------------
+def token_sides(kind: Kind, has_target: bool) -> tuple[str, str]:
+    """Which token sequence the queries and the keys of a kind index: ``"input"`` (the
+    encoder's, or a decoder-only model's) or ``"target"`` (the decoder's input of an
+    encoder-decoder).
+
+    Raises:
+        ValueError: an unknown kind, or cross-attention without target tokens.
+    """
+    if kind == "encoder_self":
+        return "input", "input"
+    if kind == "decoder_self":
+        return ("target", "target") if has_target else ("input", "input")
+    if kind != "cross":
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if not has_target:
+        raise ValueError("cross-attention was recorded: pass target_tokens (the decoder's input)")
+    return "target", "input"
+
+
+def select_modules(
+    model: nn.Module, layers: Iterable[LayerSelector] | None
+) -> dict[str, MultiHeadAttention]:
+    """Resolve a ``layers=`` selection to attention modules.
+
+    Args:
+        model: the model.
+        layers: None (all), or ints (layer index ``N``, in every stack), module names, or
+            kinds (``"encoder_self"``, ``"decoder_self"``, ``"cross"``).
+
+    Raises:
+        ValueError: a model without attention modules, or a selector that matches nothing
+            (the available names are listed).
+    """
+    mods = attention_modules(model)
+    if not mods:
+        raise ValueError(f"model ({type(model).__name__}) has no qkv MultiHeadAttention modules")
+    if layers is None:
+        return mods
+    if isinstance(layers, (int, str)):
+        layers = [layers]
+    chosen: dict[str, MultiHeadAttention] = {}
+    for sel in layers:
+        if isinstance(sel, bool) or not isinstance(sel, (int, str)):
+            raise TypeError(f"layers entries must be ints or strings, got {sel!r}")
+        if isinstance(sel, int):
+            hit = [n for n in mods if layer_index(n) == sel]
+        elif sel in KINDS:
+            hit = [n for n in mods if layer_kind(n) == sel]
+        else:
+            hit = [sel] if sel in mods else []
+        if not hit:
+            indices = sorted({layer_index(n) for n in mods})
+            raise ValueError(
+                f"layers entry {sel!r} matches no attention module; use a layer index in "
+                f"{indices}, a kind in {KINDS} or a name in {list(mods)}"
+            )
+        for n in hit:
+            chosen[n] = mods[n]
+    return {n: m for n, m in mods.items() if n in chosen}  # model order
+
+
+# ---------------------------------------------------------------------------------------
+# the recorder
+# ---------------------------------------------------------------------------------------
+def _check_indices(name: str, values: Sequence[int] | None) -> tuple[int, ...] | None:
+    if values is None:
+        return None
+    if isinstance(values, int):
+        values = [values]
+    out = []
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise TypeError(f"{name} must be ints, got {v!r}")
+        out.append(int(v))
+    if not out:
+        raise ValueError(f"{name} must not be empty; pass None for all")
+    if len(set(out)) != len(out):
+        raise ValueError(f"{name} has duplicates: {out}")
+    return tuple(out)
+
+
+def _resolve_rows(rows: tuple[int, ...] | None, s_q: int, name: str) -> tuple[int, ...]:
+    if rows is None:
+        return tuple(range(s_q))
+    bad = [r for r in rows if not -s_q <= r < s_q]
+    if bad:
+        raise ValueError(f"rows {bad} out of range for {name!r} with s_q={s_q}")
+    return tuple(r % s_q for r in rows)
+
+
+def _to_4d(m: Tensor) -> Tensor:
+    while m.ndim < 4:
+        m = m[None]
+    return m
+
+
+def selected_weights(p: Problem, heads: Sequence[int], rows: Sequence[int]) -> Tensor:
+    """Weights ``(b, len(heads), len(rows), s_k)`` of a problem, computing only those.
+
+    Queries (and, for grouped heads, the keys of the selected heads' groups) are sliced
+    before the scores, so memory is ``O(b * len(heads) * len(rows) * s_k)``. A custom
+    score function may mix positions, so for those the full weights are computed and
+    then sliced.
+
+    Raises:
+        ValueError: a problem that is not ``(b, h, s, d)``.
+    """
+    if p.q.ndim != 4:
+        raise ValueError(f"expected (b, h, s_q, d_h) queries, got {tuple(p.q.shape)}")
+    h, s_q = p.q.shape[1], p.q.shape[2]
+    all_heads, all_rows = list(heads) == list(range(h)), list(rows) == list(range(s_q))
+    if all_heads and all_rows:
+        return attention_weights(p)  # (b, h, s_q, s_k)
+    if p.score != "dot":
+        return attention_weights(p)[:, list(heads)][:, :, list(rows)]
+    hi = torch.tensor(list(heads), device=p.q.device)
+    ri = torch.tensor(list(rows), device=p.q.device)
+    q = p.q.index_select(1, hi).index_select(2, ri)  # (b, h', r, d_h)
+    k, v = p.k, p.v
+    if k.ndim == 4 and k.shape[1] > 1:
+        kv_heads = hi // p.groups  # query head i reads kv head i // groups
+        k, v = k.index_select(1, kv_heads), v.index_select(1, kv_heads)  # (b, h', s_k, d_h)
+    mask = dense_mask(p)
+    if mask is not None:
+        mask = _to_4d(mask)  # (b | 1, h | 1, s_q | 1, s_k)
+        if mask.shape[1] > 1:
+            mask = mask.index_select(1, hi)
+        if mask.shape[2] > 1:
+            mask = mask.index_select(2, ri)
+    sub = dataclasses.replace(p, q=q, k=k, v=v, mask=mask, groups=1, return_weights=True)
+    return attention_weights(sub)  # (b, h', r, s_k)
+
+
+@contextmanager
+def record_attention(
+    model: nn.Module,
+    layers: Iterable[LayerSelector] | LayerSelector | None = None,
+    heads: Sequence[int] | int | None = None,
+    rows: Sequence[int] | int | None = None,
+) -> Iterator[AttentionRecord]:
+    """Record the attention weights of a qkv model while it runs its fast backend.
+
+    >>> with record_attention(model, layers=[0], heads=[1, 3], rows=[-1]) as rec:
+    ...     logits = model(ids)
+    >>> rec["decoder.layers.0.self_attn"].weights.shape  # (b, 2, 1, s_k)
+
+    The weights are ``softmax(f(Q, K) * scale + M)`` of each selected module (Vaswani et al.
+    2017, eq. 1), recomputed by the math reference from the very queries, keys and mask
+    the backend receives, so they equal the math backend's weights whatever backend runs,
+    and the model's outputs are unchanged. They are pre-dropout and detached.
+
+    Memory: one ``(b, len(heads), len(rows), s_k)`` tensor per selected module and call
+    (all heads and rows by default: ``4 * b * h * s_q * s_k`` bytes per layer in float32),
+    plus a transient one of the same size while it is computed. Select heads and rows to
+    record long inputs.
+
+    Recorders nest: an enclosing ``record_attention`` still sees every call.
+
+    Args:
+        model: a module containing :class:`~qkv.attention.MultiHeadAttention` modules.
+        layers: None (all), or ints (layer index ``N`` of ``layers.N``, matched in every
+            stack), module names, or kinds (``"encoder_self"``, ``"decoder_self"``,
+            ``"cross"``).
+        heads: head indices to keep (None = all); each must exist in every selected module.
+        rows: query rows to keep (None = all); negative rows count from the end (``-1`` =
+            the last query, e.g. the token being predicted).
+
+    Yields:
+        The :class:`AttentionRecord`, filled as the model runs.
+
+    Raises:
+        ValueError: selections that match nothing or are out of range (naming the values).
+    """
+    mods = select_modules(model, [layers] if isinstance(layers, (int, str)) else layers)
+    head_sel = _check_indices("heads", heads)  # type: ignore[arg-type]
+    row_sel = _check_indices("rows", rows)  # type: ignore[arg-type]
+    if head_sel is not None:
+        for n, m in mods.items():
+            bad = [i for i in head_sel if not 0 <= i < m.n_heads]
+            if bad:
+                raise ValueError(f"heads {bad} out of range for {n!r} with n_heads={m.n_heads}")
+    names = {id(m): n for n, m in mods.items()}
+    record = AttentionRecord()
+    outer = _record.current()
+
+    def recorder(module: nn.Module, problem: Problem, info: dict[str, Any]) -> None:
+        if outer is not None:
+            outer(module, problem, info)
+        name = names.get(id(module))
+        if name is None:
+            return
+        s_q = int(problem.q.shape[-2])
+        n_heads = int(problem.q.shape[-3])
+        hs = head_sel if head_sel is not None else tuple(range(n_heads))
+        rs = _resolve_rows(row_sel, s_q, name)
+        with torch.no_grad():
+            w = selected_weights(problem, hs, rs)  # (b, h', r, s_k)
+        record.add(
+            AttentionEntry(
+                name=name,
+                kind=layer_kind(name, bool(info.get("self_attention", True))),
+                layer_index=layer_index(name),
+                weights=w.detach(),
+                heads=hs,
+                rows=rs,
+                s_q=s_q,
+            )
+        )
+
+    with _record.recording(recorder):
+        yield record

@@ -1,0 +1,192 @@
+"""record_attention: weights equal the math backend's, outputs are unchanged, selections,
+no state left on modules."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from qkv.attention import MultiHeadAttention, _record
+from qkv.interp import AttentionRecord, record_attention
+
+TOL = {"atol": 1e-5, "rtol": 1e-4}
+
+
+def _module_state(model: nn.Module) -> dict[str, tuple]:
+    return {
+        name: (
+            tuple(m._forward_hooks),
+            tuple(m._forward_pre_hooks),
+            tuple(m._backward_hooks),
+            tuple(sorted(m.__dict__)),
+            tuple(sorted(m._buffers)),
+        )
+        for name, m in model.named_modules()
+    }
+
+
+def _math_weights(model: nn.Module, tiny) -> dict[str, torch.Tensor]:
+    """Every attention module's weights from the math backend itself (return_weights)."""
+    model.set_backend("math")
+    store: dict[str, torch.Tensor] = {}
+    mods = {n: m for n, m in model.named_modules() if isinstance(m, MultiHeadAttention)}
+
+    def wrap(name: str, forward):
+        def f(*args, **kwargs):
+            out, w = forward(*args, **{**kwargs, "return_weights": True})
+            store[name] = w
+            return out
+
+        return f
+
+    for n, m in mods.items():
+        m.forward = wrap(n, m.forward)  # instance attribute, deleted below
+    try:
+        tiny.run(model)
+    finally:
+        for m in mods.values():
+            del m.forward
+    return store
+
+
+@pytest.mark.parametrize("family", ["bert", "lm", "seq2seq", "vit"])
+@pytest.mark.parametrize("backend", ["sdpa", "auto"])
+def test_recording_equals_math_weights_and_keeps_outputs(family, backend, tiny):
+    model = tiny.family(family)
+    model.set_backend(backend)
+    plain = tiny.run(model)
+    with record_attention(model) as rec:
+        recorded = tiny.run(model)
+    assert torch.equal(plain, recorded)  # bit-identical: recording never touches the output
+    reference = _math_weights(model, tiny)
+    assert list(rec) == list(reference)
+    for name, entry in rec.items():
+        torch.testing.assert_close(entry.weights, reference[name], **TOL)
+        _, h, s_q, _ = reference[name].shape
+        assert entry.heads == tuple(range(h)) and entry.rows == tuple(range(s_q))
+
+
+def test_record_keys_kinds_and_layer_indices(tiny):
+    model = tiny.seq2seq()
+    with record_attention(model) as rec:
+        tiny.run(model)
+    assert list(rec) == [
+        "encoder.layers.0.self_attn",
+        "encoder.layers.1.self_attn",
+        "decoder.layers.0.self_attn",
+        "decoder.layers.0.cross_attn",
+        "decoder.layers.1.self_attn",
+        "decoder.layers.1.cross_attn",
+    ]
+    assert rec.kinds == ("encoder_self", "decoder_self", "cross")
+    cross = rec["decoder.layers.1.cross_attn"]
+    assert cross.kind == "cross" and cross.layer_index == 1
+    assert tuple(cross.weights.shape) == (2, 4, 5, 7)
+    # the padded source keys get no weight, every query row sums to 1
+    assert torch.all(cross.weights[-1, :, :, 5:] == 0)
+    torch.testing.assert_close(cross.weights.sum(-1), torch.ones(2, 4, 5))
+    assert rec.stack("encoder_self").shape == (2, 2, 4, 7, 7)
+    assert rec["decoder.layers.0.self_attn"].weights.triu(1).abs().max() == 0  # causal
+
+
+def test_selection_of_layers_heads_rows_matches_full_record(tiny):
+    model = tiny.seq2seq(pos="alibi")  # a per-head float bias must be sliced with the heads
+    with record_attention(model) as full:
+        tiny.run(model)
+    with record_attention(model, layers=[1], heads=[3, 1], rows=[0, -1]) as part:
+        tiny.run(model)
+    assert sorted(part) == [
+        "decoder.layers.1.cross_attn",
+        "decoder.layers.1.self_attn",
+        "encoder.layers.1.self_attn",
+    ]
+    for name, e in part.items():
+        s_q = full[name].s_q
+        assert e.heads == (3, 1) and e.rows == (0, s_q - 1)
+        expected = full[name].weights[:, [3, 1]][:, :, [0, s_q - 1]]
+        torch.testing.assert_close(e.weights, expected, **TOL)
+        torch.testing.assert_close(e.head(1), expected[0, 1], **TOL)
+    with record_attention(model, layers=["cross", "encoder.layers.0.self_attn"]) as sel:
+        tiny.run(model)
+    assert sorted(sel) == [
+        "decoder.layers.0.cross_attn",
+        "decoder.layers.1.cross_attn",
+        "encoder.layers.0.self_attn",
+    ]
+
+
+@pytest.mark.parametrize("pos", ["learned", "rope"])
+def test_grouped_query_attention(pos, tiny):
+    model = tiny.lm(n_heads=4, n_kv_heads=2, pos=pos)
+    model.set_backend("sdpa")
+    plain = tiny.run(model)
+    with record_attention(model) as full:
+        out = tiny.run(model)
+    assert torch.equal(plain, out)
+    with record_attention(model, heads=[1, 2], rows=[3, 8]) as part:
+        tiny.run(model)
+    for name, e in part.items():
+        torch.testing.assert_close(e.weights, full[name].weights[:, [1, 2]][:, :, [3, 8]], **TOL)
+    # math-backend weights of a GQA module, computed by hand from its projections
+    m = model.decoder.layers[0].self_attn
+    x = torch.randn(1, 6, 32)
+    with record_attention(m) as rec:
+        m(x, is_causal=True, positions=torch.arange(6))
+    _, w = m(x, is_causal=True, positions=torch.arange(6), return_weights=True)
+    torch.testing.assert_close(rec[""].weights, w, **TOL)
+
+
+def test_no_state_left_on_modules(tiny):
+    model = tiny.seq2seq()
+    before = _module_state(model)
+    with record_attention(model, heads=[0]) as rec:
+        tiny.run(model)
+        assert _module_state(model) == before  # not even while recording
+    assert _module_state(model) == before
+    assert _record.current() is None
+    n = len(rec.calls("encoder.layers.0.self_attn"))
+    tiny.run(model)  # after the block nothing is recorded any more
+    assert len(rec.calls("encoder.layers.0.self_attn")) == n == 1
+
+
+def test_recorders_nest_and_calls_accumulate(tiny):
+    model = tiny.lm()
+    with record_attention(model) as outer:
+        tiny.run(model)
+        with record_attention(model, layers=[0]) as inner:
+            tiny.run(model)
+    assert list(inner) == ["decoder.layers.0.self_attn"]
+    assert len(outer.calls("decoder.layers.0.self_attn")) == 2
+    assert [e.call for e in outer.calls("decoder.layers.1.self_attn")] == [0, 1]
+
+
+def test_incremental_decoding_aligns_queries_to_the_end(tiny):
+    model = tiny.lm()
+    ids = torch.randint(0, 50, (1, 6))
+    cache = model.make_cache(1, 8)
+    with record_attention(model) as rec:
+        model(ids[:, :5], cache=cache)
+        model(ids[:, 5:], cache=cache)
+    with record_attention(model) as full:
+        model(ids)
+    step = rec.calls("decoder.layers.1.self_attn")[1]
+    assert step.s_q == 1 and step.s_k == 6 and step.key_offset == 5
+    torch.testing.assert_close(
+        step.weights, full["decoder.layers.1.self_attn"].weights[:, :, 5:], **TOL
+    )
+
+
+def test_selection_errors_name_the_values(tiny):
+    model = tiny.seq2seq()
+    with pytest.raises(ValueError, match=r"layers entry 7 matches no attention module"):
+        record_attention(model, layers=[7]).__enter__()
+    with pytest.raises(ValueError, match=r"heads \[4\] out of range .* n_heads=4"):
+        record_attention(model, heads=[0, 4]).__enter__()
+    with pytest.raises(ValueError, match=r"rows \[9\] out of range"):
+        with record_attention(model, rows=[9]):
+            tiny.run(model)
+    with pytest.raises(ValueError, match="no qkv MultiHeadAttention"):
+        record_attention(nn.Linear(2, 2)).__enter__()
+    assert _record.current() is None
+    assert isinstance(AttentionRecord(), AttentionRecord)
