@@ -15,6 +15,11 @@ from qkv._version import __version__
 SUBCOMMANDS: dict[str, str] = {
     "demo": "qkv.cli.demo",
     "info": "qkv.cli.info",
+    "train": "qkv.cli.train",
+    "generate": "qkv.cli.generate",
+    "eval": "qkv.cli.eval",
+    "viz": "qkv.cli.viz",
+    "bench": "qkv.cli.bench",
 }
 
 

@@ -1,0 +1,91 @@
+"""Sentence pairs from the Ding German-English dictionary (Debian package ``trans-de-en``).
+
+Format (one entry per line, ``#`` comments)::
+
+    Abendessen {n} | Das Abendessen hat mir geschmeckt. :: supper | I enjoyed my supper.
+
+``::`` separates German from English; ``|`` separates aligned sub-entries (the i-th German
+sub-entry translates the i-th English one); ``;`` separates synonyms within a sub-entry.
+Tags ``{m}`` ``[ugs.]`` ``<Abk.>`` and parenthesized optional words are stripped.
+:func:`parse_line` keeps the aligned alternatives that are sentences: the German side has at
+least ``min_words`` words and both sides end in ``.``, ``!`` or ``?``. Alternatives written
+with ``/`` or an ellipsis are dropped (they are several sentences in one).
+
+The dictionary is GPL-2+: it is read at run time and never copied into the repository.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+DING_PATH = Path("/usr/share/trans/de-en")
+_TAG = re.compile(r"\{[^{}]*\}|\[[^\[\]]*\]|<[^<>]*>")
+_PARENS = re.compile(r"\([^()]*\)")
+_SPACE_BEFORE_PUNCT = re.compile(r"\s+([.,!?;:])")
+_END = (".", "!", "?")
+
+
+def clean(text: str) -> str:
+    """Strip tags and parenthesized words, normalize spaces."""
+    text = _TAG.sub(" ", text)
+    text = _PARENS.sub(" ", text)
+    text = " ".join(text.split())
+    return _SPACE_BEFORE_PUNCT.sub(r"\1", text)
+
+
+def is_sentence(text: str, min_words: int = 5) -> bool:
+    """At least ``min_words`` words and a final ``.``, ``!`` or ``?``."""
+    return text.endswith(_END) and len(text.split()) >= min_words
+
+
+def _usable(text: str) -> bool:
+    return bool(text) and not any(c in text for c in "/…()[]{}<>") and text.endswith(_END)
+
+
+def parse_line(line: str, min_words: int = 5) -> list[tuple[str, str]]:
+    """The ``(german, english)`` sentence pairs of one dictionary line (often none)."""
+    line = line.strip()
+    if not line or line.startswith("#") or line.count(" :: ") != 1:
+        return []
+    de, en = line.split(" :: ")
+    de_parts, en_parts = de.split(" | "), en.split(" | ")
+    if len(de_parts) != len(en_parts):
+        return []
+    pairs = []
+    for d, e in zip(de_parts, en_parts):
+        de_alts = []
+        for alt in d.split(";"):
+            # cheap rejections first: cleaning only removes words and keeps the end mark
+            if len(alt.split()) < min_words or not any(c in alt for c in _END):
+                continue
+            alt = clean(alt)
+            if _usable(alt) and is_sentence(alt, min_words):
+                de_alts.append(alt)
+        if de_alts:
+            en_alts = [x for x in (clean(a) for a in e.split(";")) if _usable(x)]
+            pairs += [(x, y) for x in de_alts for y in en_alts]
+    return pairs
+
+
+def parse_lines(lines: Iterable[str], min_words: int = 5) -> list[tuple[str, str]]:
+    """All sentence pairs of the lines, first occurrence order, duplicates removed."""
+    seen: dict[tuple[str, str], None] = {}
+    for line in lines:
+        for p in parse_line(line, min_words):
+            seen.setdefault(p, None)
+    return list(seen)
+
+
+def read_ding(path: str | Path = DING_PATH, min_words: int = 5) -> list[tuple[str, str]]:
+    """Read the sentence pairs of a Ding dictionary file.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+    """
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return parse_lines(f, min_words)
+
+
+__all__ = ["DING_PATH", "clean", "is_sentence", "parse_line", "parse_lines", "read_ding"]

@@ -1,0 +1,124 @@
+"""A uniform incremental-decoding view of qkv's generative models.
+
+``Stepper`` hides the difference between a decoder-only LM (the prompt is the prefix) and an
+encoder-decoder (the source is encoded once; decoding starts from BOS), and between decoding
+with a KV cache (feed only the new token) and without one (re-run the whole prefix: the
+readable reference the cache is tested against).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+def is_seq2seq(model: nn.Module) -> bool:
+    return hasattr(model, "encode") and hasattr(model, "decode")
+
+
+class Stepper:
+    """Prefill once, then decode one token at a time.
+
+    Args:
+        model: a ``DecoderLM`` or ``Seq2SeqTransformer``.
+        inputs: ``(b, s)`` prompt (LM) or source (seq2seq) ids.
+        input_mask: ``(b, s)`` bool, True = real token (right padding); default all real.
+        max_new_tokens: decoding budget (sizes the caches).
+        bos_id: first decoder token for seq2seq models.
+        use_cache: decode with KV caches (fast) or by re-running the prefix (reference).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        inputs: Tensor,
+        input_mask: Tensor | None,
+        max_new_tokens: int,
+        *,
+        bos_id: int,
+        use_cache: bool,
+    ) -> None:
+        if inputs.ndim != 2 or inputs.dtype not in (torch.long, torch.int):
+            raise ValueError(
+                f"inputs must be (b, s) integer ids, got {inputs.dtype} {tuple(inputs.shape)}"
+            )
+        b, s = inputs.shape
+        if input_mask is None:
+            input_mask = torch.ones(b, s, dtype=torch.bool, device=inputs.device)
+        if input_mask.shape != inputs.shape or input_mask.dtype != torch.bool:
+            raise ValueError(
+                f"input_mask must be a bool tensor shaped like inputs {tuple(inputs.shape)}, "
+                f"got {input_mask.dtype} {tuple(input_mask.shape)}"
+            )
+        if not bool(input_mask.any(-1).all()) and not is_seq2seq(model):
+            raise ValueError("every prompt needs at least one real token")
+        self.model, self.use_cache, self.device = model, use_cache, inputs.device
+        self.seq2seq = is_seq2seq(model)
+        param = next(model.parameters())
+        if self.seq2seq:
+            self.memory = model.encode(inputs, src_mask=input_mask)  # (b, s_src, d)
+            self.memory_mask = input_mask
+            self.tokens = torch.full((b, 1), bos_id, dtype=torch.long, device=self.device)
+            self.mask = torch.ones(b, 1, dtype=torch.bool, device=self.device)
+            self.positions = torch.zeros(b, 1, dtype=torch.long, device=self.device)
+            cap = 1 + max_new_tokens
+        else:
+            # left-align the real tokens at the end so every row's next token is at index s
+            lengths = input_mask.sum(-1)
+            order = torch.argsort(input_mask.long(), dim=-1, stable=True)  # pads, then prompt
+            self.tokens = inputs.gather(1, order)  # (b, s): pads first, then the prompt
+            self.mask = input_mask.gather(1, order)
+            self.positions = (
+                torch.arange(s, device=self.device) - (s - lengths)[:, None]
+            ).clamp_min(0)
+            cap = s + max_new_tokens
+        self.cache = (
+            model.make_cache(b, cap, dtype=param.dtype, device=self.device) if use_cache else None
+        )
+        self._fed = 0  # how many of self.tokens the cache has seen
+
+    @property
+    def batch_size(self) -> int:
+        return self.tokens.shape[0]
+
+    def _run(self, tokens: Tensor, mask: Tensor, positions: Tensor) -> Tensor:
+        if self.seq2seq:
+            return self.model.decode(
+                tokens,
+                self.memory,
+                memory_mask=self.memory_mask,
+                tgt_mask=mask,
+                cache=self.cache,
+                positions=positions,
+            )
+        return self.model(tokens, attention_mask=mask, positions=positions, cache=self.cache)
+
+    def logits(self) -> Tensor:
+        """Next-token logits ``(b, vocab)`` for the current prefix (float32)."""
+        if self.cache is None:
+            out = self._run(self.tokens, self.mask, self.positions)
+        else:
+            new = slice(self._fed, None)
+            out = self._run(self.tokens[:, new], self.mask, self.positions[:, new])
+            self._fed = self.tokens.shape[1]
+        return out[:, -1].float()
+
+    def append(self, token: Tensor) -> None:
+        """Append ``token`` ``(b,)`` to every row."""
+        nxt = self.positions[:, -1:] + 1
+        self.tokens = torch.cat([self.tokens, token[:, None]], 1)
+        self.mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], 1)
+        self.positions = torch.cat([self.positions, nxt], 1)
+
+    def reorder(self, index: Tensor) -> None:
+        """Keep rows ``index`` (beam search), in that order."""
+        self.tokens = self.tokens.index_select(0, index)
+        self.mask = self.mask.index_select(0, index)
+        self.positions = self.positions.index_select(0, index)
+        if self.seq2seq:
+            self.memory = self.memory.index_select(0, index)
+            self.memory_mask = self.memory_mask.index_select(0, index)
+        if self.cache is not None:
+            for layer in self.cache:
+                for c in layer if isinstance(layer, (tuple, list)) else (layer,):
+                    c.reorder(index)

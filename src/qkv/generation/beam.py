@@ -1,0 +1,121 @@
+"""Beam search with the GNMT length penalty (Wu et al. 2016, eq. 14).
+
+A hypothesis ``Y`` is ranked by ``log P(Y | X) / lp(Y)`` with
+``lp(Y) = ((5 + |Y|) / 6) ** alpha``, where ``|Y|`` counts the generated tokens including the
+final EOS; ``alpha = 0.6`` as in Vaswani et al. (2017). ``alpha = 0`` ranks by raw log
+probability.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from qkv.generation._stepper import Stepper
+
+
+def length_penalty(length: int, alpha: float) -> float:
+    """GNMT ``lp = ((5 + length) / 6) ** alpha``."""
+    return ((5.0 + length) / 6.0) ** alpha
+
+
+def beam_search(
+    stepper: Stepper,
+    *,
+    beam_size: int,
+    max_new_tokens: int,
+    eos_id: int,
+    alpha: float = 0.6,
+    early_stopping: bool = True,
+) -> tuple[list[list[int]], list[float]]:
+    """Batched beam search over a :class:`Stepper` of batch ``b``.
+
+    Each step expands the ``k`` live beams of every row with every token, keeps the best
+    ``2k`` candidates, moves those ending in EOS to the row's finished list and keeps the
+    best ``k`` others alive. A row stops once it has ``k`` finished hypotheses
+    (``early_stopping=True``, as in GNMT and Hugging Face), or (``early_stopping=False``)
+    once no live beam can still beat its worst finished one. At the budget, live beams are
+    finished as they are (scored with the penalty at their length).
+
+    Returns:
+        ``(tokens, scores)``: the best hypothesis per row (EOS excluded) and its penalized
+        score.
+
+    Raises:
+        ValueError: ``beam_size < 1``.
+    """
+    if beam_size < 1:
+        raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+    b, k, dev = stepper.batch_size, beam_size, stepper.device
+    stepper.reorder(torch.arange(b, device=dev).repeat_interleave(k))  # (b*k) rows
+    scores = torch.full((b, k), float("-inf"), device=dev)
+    scores[:, 0] = 0.0  # all beams start identical: keep one alive
+    seqs = torch.zeros(b, k, 0, dtype=torch.long, device=dev)
+    finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(b)]
+    done = [False] * b
+
+    for t in range(max_new_tokens):
+        logp = stepper.logits().log_softmax(-1)  # (b*k, V)
+        vocab = logp.shape[-1]
+        cand = (scores[:, :, None] + logp.view(b, k, vocab)).view(b, k * vocab)
+        n_cand = min(2 * k, k * vocab)
+        top, idx = cand.topk(n_cand, dim=-1)  # (b, 2k)
+        beam_idx, tok_idx = idx // vocab, idx % vocab
+        new_scores = torch.full((b, k), float("-inf"), device=dev)
+        new_src = torch.zeros(b, k, dtype=torch.long, device=dev)
+        new_tok = torch.full((b, k), eos_id, dtype=torch.long, device=dev)
+        top_l, beam_l, tok_l = top.tolist(), beam_idx.tolist(), tok_idx.tolist()
+        prev = seqs.tolist()
+        lp_now = length_penalty(t + 1, alpha)
+        for r in range(b):
+            if done[r]:
+                continue
+            alive = 0
+            for sc, bi, ti in zip(top_l[r], beam_l[r], tok_l[r]):
+                if sc == float("-inf"):
+                    break
+                if ti == eos_id:
+                    finished[r].append((sc / lp_now, [*prev[r][bi], ti]))
+                elif alive < k:
+                    new_scores[r, alive], new_src[r, alive], new_tok[r, alive] = sc, bi, ti
+                    alive += 1
+            finished[r].sort(key=lambda x: -x[0])
+            del finished[r][k:]
+            if len(finished[r]) >= k and t < max_new_tokens - 1:
+                if early_stopping:
+                    done[r] = True
+                else:
+                    # the best any live beam can reach: its score now, penalized at the
+                    # longest length (log probs only fall, lp only grows for alpha >= 0)
+                    best_live = new_scores[r].max().item()
+                    bound = best_live / length_penalty(max_new_tokens, alpha)
+                    done[r] = best_live == float("-inf") or bound <= finished[r][-1][0]
+        if all(done) or t == max_new_tokens - 1:
+            scores = new_scores
+            seqs = torch.cat(
+                [seqs.gather(1, new_src[:, :, None].expand_as(seqs)), new_tok[:, :, None]], 2
+            )
+            break
+        flat_src = (new_src + torch.arange(b, device=dev)[:, None] * k).view(-1)
+        seqs = torch.cat(
+            [seqs.gather(1, new_src[:, :, None].expand_as(seqs)), new_tok[:, :, None]], 2
+        )
+        scores = new_scores
+        stepper.reorder(flat_src)
+        stepper.append(new_tok.view(-1))
+
+    lp_end = length_penalty(seqs.shape[2], alpha)
+    out_tokens: list[list[int]] = []
+    out_scores: list[float] = []
+    for r in range(b):
+        pool = list(finished[r])
+        if not done[r]:  # budget reached: live beams finish as they are
+            for j in range(k):
+                sc = scores[r, j].item()
+                if sc > float("-inf"):
+                    pool.append((sc / lp_end, seqs[r, j].tolist()))
+        best_score, best = max(pool, key=lambda x: x[0]) if pool else (float("-inf"), [])
+        if best and best[-1] == eos_id:
+            best = best[:-1]
+        out_tokens.append(best)
+        out_scores.append(best_score)
+    return out_tokens, out_scores

@@ -1,0 +1,206 @@
+"""Decoding: cached == uncached greedy, beam search == brute force, sampling filters."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+
+from qkv.generation import filter_logits, generate, length_penalty
+from qkv.models import from_preset
+
+V = 13
+
+
+def _lm(pos: str = "learned", **kw):
+    torch.manual_seed(0)
+    return from_preset(
+        "gpt2-tiny", vocab_size=V, pos=pos, dropout=0.0, attn_dropout=0.0, **kw
+    ).eval()
+
+
+def _s2s(pos: str = "sinusoidal", **kw):
+    torch.manual_seed(0)
+    return from_preset(
+        "transformer-tiny", vocab_size=V, pos=pos, dropout=0.0, attn_dropout=0.0, **kw
+    ).eval()
+
+
+@pytest.mark.parametrize("pos", ["learned", "rope", "alibi"])
+def test_lm_cached_greedy_equals_uncached_with_padding(pos):
+    model = _lm(pos)
+    inputs = torch.tensor([[5, 6, 7, 8, 9], [4, 3, 0, 0, 0], [7, 0, 0, 0, 0]])
+    mask = inputs != 0
+    a = generate(model, inputs, input_mask=mask, max_new_tokens=12, eos_id=None, return_logits=True)
+    b = generate(
+        model,
+        inputs,
+        input_mask=mask,
+        max_new_tokens=12,
+        eos_id=None,
+        use_cache=False,
+        return_logits=True,
+    )
+    assert a.tokens == b.tokens
+    assert len(a.logits) == len(b.logits) == 12
+    for la, lb in zip(a.logits, b.logits):
+        torch.testing.assert_close(la, lb, atol=1e-5, rtol=0)
+    # a padded row decodes exactly as it does alone
+    alone = generate(model, inputs[1:2, :2], max_new_tokens=12, eos_id=None)
+    assert alone.tokens[0] == a.tokens[1]
+
+
+@pytest.mark.parametrize("pos", ["sinusoidal", "learned", "relative"])
+def test_seq2seq_cached_greedy_equals_uncached(pos):
+    model = _s2s(pos)
+    src = torch.tensor([[5, 6, 7, 8], [9, 4, 0, 0]])
+    mask = src != 0
+    a = generate(model, src, input_mask=mask, max_new_tokens=10, eos_id=None, return_logits=True)
+    b = generate(
+        model,
+        src,
+        input_mask=mask,
+        max_new_tokens=10,
+        eos_id=None,
+        use_cache=False,
+        return_logits=True,
+    )
+    assert a.tokens == b.tokens
+    for la, lb in zip(a.logits, b.logits):
+        torch.testing.assert_close(la, lb, atol=1e-5, rtol=0)
+    alone = generate(model, src[1:, :2], max_new_tokens=10, eos_id=None)
+    assert alone.tokens[0] == a.tokens[1]
+
+
+def test_greedy_matches_manual_argmax_loop():
+    model = _lm()
+    prompt = torch.tensor([[3, 4, 5]])
+    out = generate(model, prompt, max_new_tokens=6, eos_id=None)
+    seq = prompt.clone()
+    with torch.no_grad():
+        for _ in range(6):
+            nxt = model(seq)[:, -1].argmax(-1, keepdim=True)
+            seq = torch.cat([seq, nxt], 1)
+    assert out.tokens[0] == seq[0, 3:].tolist()
+
+
+def test_greedy_stops_at_eos_and_excludes_it():
+    model = _lm()
+    prompt = torch.tensor([[3, 4, 5]])
+    free = generate(model, prompt, max_new_tokens=8, eos_id=None).tokens[0]
+    eos = free[2]
+    stopped = generate(model, prompt, max_new_tokens=8, eos_id=eos).tokens[0]
+    assert stopped == free[: free.index(eos)]
+
+
+def _seq_logprob(model, src, seq, bos=1):
+    """log P(seq | src) for a seq2seq model by one teacher-forced forward."""
+    tgt_in = torch.tensor([[bos, *seq[:-1]]])
+    with torch.no_grad():
+        logp = model(src, tgt_in).log_softmax(-1)[0]
+    return sum(logp[i, t].item() for i, t in enumerate(seq))
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.6, 2.0])
+def test_beam_with_vocab_size_beams_finds_brute_force_best(alpha):
+    torch.manual_seed(1)
+    vocab = 6
+    model = from_preset("transformer-tiny", vocab_size=vocab, dropout=0.0, attn_dropout=0.0).eval()
+    src = torch.tensor([[3, 4, 5]])
+    eos, max_new = 2, 2
+    # every hypothesis: ends in EOS at length 1..max_new, or runs to max_new without EOS
+    best, best_seq = -math.inf, None
+    for n in range(1, max_new + 1):
+        for seq in itertools.product(range(vocab), repeat=n):
+            if eos in seq[:-1] or (n < max_new and seq[-1] != eos):
+                continue
+            score = _seq_logprob(model, src, list(seq)) / length_penalty(n, alpha)
+            if score > best:
+                best, best_seq = score, list(seq)
+    out = generate(
+        model,
+        src,
+        strategy="beam",
+        beam_size=vocab,
+        length_penalty=alpha,
+        max_new_tokens=max_new,
+        eos_id=eos,
+    )
+    expect = best_seq[:-1] if best_seq[-1] == eos else best_seq
+    assert out.tokens[0] == expect
+    assert out.scores[0] == pytest.approx(best, abs=1e-4)
+
+
+def test_beam_batched_equals_one_by_one_and_beam1_equals_greedy():
+    model = _s2s()
+    src = torch.tensor([[5, 6, 7, 8], [9, 4, 0, 0]])
+    mask = src != 0
+    both = generate(model, src, input_mask=mask, strategy="beam", beam_size=3, max_new_tokens=8)
+    for i in range(2):
+        n = int(mask[i].sum())
+        one = generate(model, src[i : i + 1, :n], strategy="beam", beam_size=3, max_new_tokens=8)
+        assert one.tokens[0] == both.tokens[i]
+        assert one.scores[0] == pytest.approx(both.scores[i], abs=1e-5)
+    g = generate(model, src, input_mask=mask, max_new_tokens=8)
+    b1 = generate(
+        model,
+        src,
+        input_mask=mask,
+        strategy="beam",
+        beam_size=1,
+        max_new_tokens=8,
+        length_penalty=0.0,
+    )
+    assert g.tokens == b1.tokens
+
+
+def test_sampling_filters():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    k2 = filter_logits(logits, top_k=2)
+    assert torch.isinf(k2[0, 2:]).all() and torch.isfinite(k2[0, :2]).all()
+    p = filter_logits(logits, top_p=0.8)  # 0.5 + 0.3 reaches 0.8: keep two
+    assert torch.isfinite(p[0, :2]).all() and torch.isinf(p[0, 2:]).all()
+    p = filter_logits(logits, top_p=0.81)
+    assert torch.isfinite(p[0, :3]).all() and torch.isinf(p[0, 3])
+    t = filter_logits(logits, temperature=0.5)
+    torch.testing.assert_close(t, logits * 2)
+    with pytest.raises(ValueError, match="top_p must be in \\(0, 1\\], got 1.5"):
+        filter_logits(logits, top_p=1.5)
+    with pytest.raises(ValueError, match="temperature must be > 0, got 0"):
+        filter_logits(logits, temperature=0)
+
+
+def test_sampling_is_seeded_and_top_k1_is_greedy():
+    model = _lm()
+    prompt = torch.tensor([[3, 4, 5]])
+    g1 = generate(
+        model,
+        prompt,
+        strategy="sample",
+        max_new_tokens=8,
+        eos_id=None,
+        generator=torch.Generator().manual_seed(3),
+    )
+    g2 = generate(
+        model,
+        prompt,
+        strategy="sample",
+        max_new_tokens=8,
+        eos_id=None,
+        generator=torch.Generator().manual_seed(3),
+    )
+    assert g1.tokens == g2.tokens
+    k1 = generate(model, prompt, strategy="sample", top_k=1, max_new_tokens=8, eos_id=None)
+    assert k1.tokens == generate(model, prompt, max_new_tokens=8, eos_id=None).tokens
+
+
+def test_generate_errors():
+    model = _lm()
+    with pytest.raises(ValueError, match="strategy must be .*'nucleus'"):
+        generate(model, torch.tensor([[1]]), strategy="nucleus")
+    with pytest.raises(ValueError, match="inputs must be \\(b, s\\) integer ids"):
+        generate(model, torch.randn(1, 3))
+    with pytest.raises(ValueError, match="max_new_tokens must be a positive int, got 0"):
+        generate(model, torch.tensor([[1]]), max_new_tokens=0)
