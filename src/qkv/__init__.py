@@ -8,6 +8,7 @@
 from qkv import layers, masks, pos, scores
 from qkv._version import __version__
 from qkv.attention import KVCache, MultiHeadAttention, StaticKVCache, attention
+from qkv.interop import from_hf, to_hf
 
 __all__ = [
     "KVCache",
@@ -15,8 +16,10 @@ __all__ = [
     "StaticKVCache",
     "__version__",
     "attention",
+    "from_hf",
     "layers",
     "masks",
     "pos",
     "scores",
+    "to_hf",
 ]

@@ -46,7 +46,9 @@ def test_plain_activations_match_formula(activation: str, bias: bool) -> None:
     torch.testing.assert_close(ff(x), expected, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize(("activation", "gate"), [("swiglu", "silu"), ("geglu", "gelu")])
+@pytest.mark.parametrize(
+    ("activation", "gate"), [("swiglu", "silu"), ("geglu", "gelu"), ("geglu_tanh", "gelu_tanh")]
+)
 @pytest.mark.parametrize("bias", [True, False])
 def test_gated_activations_match_formula(activation: str, gate: str, bias: bool) -> None:
     torch.manual_seed(0)

@@ -16,17 +16,29 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         "is given.",
     )
     p.add_argument("inputs", nargs="*", metavar="INPUT")
-    p.add_argument("--checkpoint", required=True, help="checkpoint or run directory")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="checkpoint or run directory")
+    source.add_argument(
+        "--hf",
+        metavar="DIR",
+        help="a Hugging Face model directory (config.json, weights, tokenizer.json)",
+    )
     p.add_argument("--device", default="cpu")
     add_generation_args(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    inputs = args.inputs or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    if args.hf:
+        from qkv.interop.cli_support import generate_text
+
+        for out in generate_text(args.hf, inputs, device=args.device, **generation_kwargs(args)):
+            print(out)
+        return 0
     from qkv.training import load_trained
 
     model, task = load_trained(args.checkpoint, device=args.device)
-    inputs = args.inputs or [line.rstrip("\n") for line in sys.stdin if line.strip()]
     for out in task.predict(model, inputs, **generation_kwargs(args)):
         print(out)
     return 0

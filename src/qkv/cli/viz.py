@@ -16,7 +16,13 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         "output (or --target) as the target.",
     )
     p.add_argument("input", metavar="INPUT", help="the input text")
-    p.add_argument("--checkpoint", required=True, help="checkpoint or run directory")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="checkpoint or run directory")
+    source.add_argument(
+        "--hf",
+        metavar="DIR",
+        help="a Hugging Face model directory (config.json, weights, tokenizer.json)",
+    )
     p.add_argument("--out", default="report.html", help="HTML file (default: report.html)")
     p.add_argument("--png", metavar="DIR", help="also save PNG heatmaps into DIR")
     p.add_argument("--target", help="target text for encoder-decoders (default: generated)")
@@ -26,6 +32,20 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.hf:
+        from qkv.interop.cli_support import viz_hf
+
+        path = viz_hf(
+            args.hf,
+            args.input,
+            args.out,
+            png_dir=args.png,
+            target=args.target,
+            device=args.device,
+            title=args.title,
+        )
+        print(f"wrote {path}" + (f" and figures in {args.png}" if args.png else ""))
+        return 0
     from qkv.interp.report import from_checkpoint
 
     path = from_checkpoint(

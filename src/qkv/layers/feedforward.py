@@ -8,7 +8,7 @@ from typing import Literal
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-Activation = Literal["relu", "gelu", "gelu_tanh", "silu", "swiglu", "geglu"]
+Activation = Literal["relu", "gelu", "gelu_tanh", "silu", "swiglu", "geglu", "geglu_tanh"]
 
 
 def _gelu_tanh(x: Tensor) -> Tensor:
@@ -23,6 +23,7 @@ _ACTIVATIONS: dict[str, tuple[Callable[[Tensor], Tensor], bool]] = {
     "silu": (F.silu, False),
     "swiglu": (F.silu, True),
     "geglu": (F.gelu, True),
+    "geglu_tanh": (_gelu_tanh, True),
 }
 
 
@@ -33,8 +34,8 @@ class FeedForward(nn.Module):
 
         y = fc2(dropout(act(fc1(x))))
 
-    Gated (``swiglu``: SiLU gate, ``geglu``: exact-GELU gate; Shazeer 2020, "GLU Variants
-    Improve Transformer")::
+    Gated (``swiglu``: SiLU gate, ``geglu``: exact-GELU gate, ``geglu_tanh``: tanh-GELU
+    gate as in T5 v1.1 / Flan-T5; Shazeer 2020, "GLU Variants Improve Transformer")::
 
         y = fc2(dropout(act(fc_gate(x)) * fc1(x)))
 
@@ -46,12 +47,12 @@ class FeedForward(nn.Module):
         d_model: input and output width ``d``.
         d_ff: hidden width.
         activation: one of ``"relu"``, ``"gelu"``, ``"gelu_tanh"``, ``"silu"``, ``"swiglu"``,
-            ``"geglu"``.
+            ``"geglu"``, ``"geglu_tanh"``.
         dropout: dropout probability on the hidden activations, in ``[0, 1)``.
         bias: whether the linear layers have biases.
 
     Attributes:
-        gated: ``True`` for ``swiglu``/``geglu`` (then ``fc_gate`` exists).
+        gated: ``True`` for ``swiglu``/``geglu``/``geglu_tanh`` (then ``fc_gate`` exists).
 
     Raises:
         ValueError: if ``d_model`` or ``d_ff`` is not a positive int, ``activation`` is unknown

@@ -26,6 +26,7 @@ _ELEMENTWISE: dict[str, Callable[[Tensor], Tensor]] = {
     "silu": F.silu,
     "swiglu": F.silu,
     "geglu": F.gelu,
+    "geglu_tanh": _gelu_tanh,
 }
 
 

@@ -15,11 +15,13 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, TypeVar, get_args
+from typing import Any, ClassVar, Literal, TypeAlias, TypeVar, get_args
 
 from qkv.layers.feedforward import Activation
 from qkv.layers.norms import NORM_KINDS, NormKind
 
+#: The feed-forward activations of :mod:`qkv.layers` (``"geglu_tanh"``: T5 v1.1's "gated-gelu").
+ModelActivation: TypeAlias = Activation
 PosKind = Literal["sinusoidal", "learned", "rope", "alibi", "relative", "none"]
 Placement = Literal["pre", "post"]
 InitScheme = Literal["xavier", "normal", "gpt2"]
@@ -102,7 +104,7 @@ class TransformerConfig:
     d_ff: int = 2048
     n_kv_heads: int | None = None
     head_dim: int | None = None
-    activation: Activation = "relu"
+    activation: ModelActivation = "relu"
     norm: NormKind = "layer"
     norm_eps: float = 1e-5
     norm_placement: Placement = "post"
@@ -235,6 +237,10 @@ class Seq2SeqConfig(TransformerConfig):
         tie_embeddings: the output projection reuses the target embedding.
         scale_embeddings: multiply embeddings by ``sqrt(d_model)`` (sec. 3.4).
         embed_norm: a norm after the embedding sum (BART's ``layernorm_embedding``).
+        output_bias: a bias on the output projection (BART's and Marian's
+            ``final_logits_bias``).
+        output_scale: multiplier of the decoder output before the output projection (T5
+            with tied embeddings: ``d_model ** -0.5``).
         (other fields: :class:`TransformerConfig`.)
     """
 
@@ -250,11 +256,17 @@ class Seq2SeqConfig(TransformerConfig):
     tie_embeddings: bool = True
     scale_embeddings: bool = True
     embed_norm: bool = False
+    output_bias: bool = False
+    output_scale: float = 1.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_vocab(self, ("n_encoder_layers", "n_decoder_layers"))
         _check_bool("share_embeddings", self.share_embeddings)
+        _check_bool("output_bias", self.output_bias)
+        _check_float("output_scale", self.output_scale, lo=0.0)
+        if self.output_scale <= 0:
+            raise ValueError(f"output_scale must be > 0, got {self.output_scale!r}")
         if self.tgt_vocab_size is not None:
             _check_int("tgt_vocab_size", self.tgt_vocab_size)
             if self.share_embeddings and self.tgt_vocab_size != self.vocab_size:
@@ -294,7 +306,7 @@ class LMConfig(TransformerConfig):
     d_model: int = 768
     n_heads: int = 12
     d_ff: int = 3072
-    activation: Activation = "gelu_tanh"
+    activation: ModelActivation = "gelu_tanh"
     norm_placement: Placement = "pre"
     attn_dropout: float = 0.1
     pos: PosKind = "learned"
@@ -335,7 +347,7 @@ class EncoderConfig(TransformerConfig):
     d_model: int = 768
     n_heads: int = 12
     d_ff: int = 3072
-    activation: Activation = "gelu"
+    activation: ModelActivation = "gelu"
     norm_eps: float = 1e-12
     attn_dropout: float = 0.1
     pos: PosKind = "learned"
@@ -377,7 +389,7 @@ class ViTConfig(TransformerConfig):
     d_model: int = 768
     n_heads: int = 12
     d_ff: int = 3072
-    activation: Activation = "gelu"
+    activation: ModelActivation = "gelu"
     norm_eps: float = 1e-6
     norm_placement: Placement = "pre"
     pos: PosKind = "learned"

@@ -16,10 +16,12 @@ from qkv.models.parts import decoder_for, embeddings_for, encoder_for, token_emb
 class Seq2SeqTransformer(TransformerModel):
     """Encoder-decoder Transformer.
 
-    ``logits = W_out decoder(E_tgt(y), encoder(E_src(x)))``. With the defaults (the base
-    model): embeddings scaled by ``sqrt(d_model)``, sinusoidal positions, post-norm, one
-    embedding matrix shared by source, target and output projection (sec. 3.4), Xavier
-    initialization. Other position kinds, pre-norm, RMSNorm, ... come from the config.
+    ``logits = W_out (c * decoder(E_tgt(y), encoder(E_src(x)))) [+ b_out]`` with
+    ``c = config.output_scale`` (1 by default) and ``b_out`` only with ``config.output_bias``.
+    With the defaults (the base model): embeddings scaled by ``sqrt(d_model)``, sinusoidal
+    positions, post-norm, one embedding matrix shared by source, target and output
+    projection (sec. 3.4), Xavier initialization. Other position kinds, pre-norm, RMSNorm,
+    ... come from the config.
 
     Modules: ``src_embed``, ``tgt_embed`` (:class:`~qkv.models.embeddings.Embeddings`),
     ``encoder``, ``decoder`` (with ``cross_attn`` in each layer), ``lm_head``.
@@ -48,7 +50,7 @@ class Seq2SeqTransformer(TransformerModel):
         self.tgt_embed = embeddings_for(cfg, tgt_tok, **emb)  # type: ignore[arg-type]
         self.encoder = encoder_for(cfg, cfg.n_encoder_layers)
         self.decoder = decoder_for(cfg, cfg.n_decoder_layers, cross_attention=True)
-        self.lm_head = nn.Linear(cfg.d_model, cfg.target_vocab, bias=False)
+        self.lm_head = nn.Linear(cfg.d_model, cfg.target_vocab, bias=cfg.output_bias)
         if cfg.tie_embeddings:
             self.lm_head.weight = tgt_tok.weight
         init_weights(
@@ -103,6 +105,8 @@ class Seq2SeqTransformer(TransformerModel):
             positions=positions,
             cache=cache,  # type: ignore[arg-type]
         )
+        if self.config.output_scale != 1.0:
+            y = y * self.config.output_scale
         return self.lm_head(y)  # (b, s, tgt_vocab)
 
     def forward(

@@ -1,0 +1,139 @@
+"""Reading and writing Hugging Face model directories: ``config.json`` and the weights.
+
+Weights are read from ``model.safetensors`` (or its sharded index); a ``pytorch_model.bin``
+(or its index) is read only through ``torch.load(weights_only=True)``, which unpickles
+tensors and plain containers and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+CONFIG = "config.json"
+GENERATION_CONFIG = "generation_config.json"
+SAFETENSORS = "model.safetensors"
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+PICKLE = "pytorch_model.bin"
+PICKLE_INDEX = "pytorch_model.bin.index.json"
+#: Weight files in order of preference.
+WEIGHT_FILES: tuple[str, ...] = (SAFETENSORS, SAFETENSORS_INDEX, PICKLE, PICKLE_INDEX)
+
+
+def _directory(path: str | Path) -> Path:
+    p = Path(path)
+    if not p.is_dir():
+        raise FileNotFoundError(f"{p} is not a directory (expected a Hugging Face model directory)")
+    return p
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a JSON object, got {type(data).__name__}")
+    return data
+
+
+def read_hf_config(path: str | Path) -> dict[str, Any]:
+    """The ``config.json`` of a Hugging Face model directory, as a dict.
+
+    Args:
+        path: the model directory.
+
+    Returns:
+        The parsed JSON object.
+
+    Raises:
+        FileNotFoundError: no directory, or no ``config.json`` in it.
+        ValueError: a ``config.json`` that is not a JSON object.
+    """
+    d = _directory(path)
+    f = d / CONFIG
+    if not f.is_file():
+        raise FileNotFoundError(f"{d} has no {CONFIG}; found {sorted(x.name for x in d.iterdir())}")
+    return _read_json(f)
+
+
+def read_generation_config(path: str | Path) -> dict[str, Any]:
+    """``generation_config.json`` of a model directory, or ``{}`` when there is none."""
+    f = _directory(path) / GENERATION_CONFIG
+    return _read_json(f) if f.is_file() else {}
+
+
+def _load_safetensors(f: Path) -> dict[str, Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(f), device="cpu")
+
+
+def _load_pickle(f: Path) -> dict[str, Tensor]:
+    obj = torch.load(str(f), map_location="cpu", weights_only=True)
+    if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
+        raise ValueError(f"{f} does not hold a flat dict of tensors (a state dict)")
+    return obj
+
+
+def _load_index(index: Path, load: Any) -> dict[str, Tensor]:
+    weight_map = _read_json(index).get("weight_map")
+    if not isinstance(weight_map, dict):
+        raise ValueError(f"{index} has no 'weight_map' object")
+    out: dict[str, Tensor] = {}
+    for shard in sorted(set(weight_map.values())):
+        f = index.parent / shard
+        if not f.is_file():
+            raise FileNotFoundError(f"{index} names shard {shard}, which is not in {index.parent}")
+        out.update(load(f))
+    return out
+
+
+def read_hf_weights(path: str | Path) -> dict[str, Tensor]:
+    """Every tensor of a model directory, by name, on the CPU in its stored dtype.
+
+    Looks for, in order: ``model.safetensors``, ``model.safetensors.index.json`` (shards),
+    ``pytorch_model.bin``, ``pytorch_model.bin.index.json``.
+
+    Args:
+        path: the model directory.
+
+    Returns:
+        ``{name: tensor}``.
+
+    Raises:
+        FileNotFoundError: none of those files (the directory's files are listed).
+        ValueError: a pickle that is not a state dict.
+    """
+    d = _directory(path)
+    if (d / SAFETENSORS).is_file():
+        return _load_safetensors(d / SAFETENSORS)
+    if (d / SAFETENSORS_INDEX).is_file():
+        return _load_index(d / SAFETENSORS_INDEX, _load_safetensors)
+    if (d / PICKLE).is_file():
+        return _load_pickle(d / PICKLE)
+    if (d / PICKLE_INDEX).is_file():
+        return _load_index(d / PICKLE_INDEX, _load_pickle)
+    raise FileNotFoundError(
+        f"{d} has no weights: looked for {', '.join(WEIGHT_FILES)}; "
+        f"found {sorted(x.name for x in d.iterdir())}"
+    )
+
+
+def write_hf_dir(path: str | Path, config: dict[str, Any], tensors: dict[str, Tensor]) -> Path:
+    """Write ``config.json`` and ``model.safetensors`` into ``path`` (created if missing).
+
+    Returns:
+        The directory.
+    """
+    from safetensors.torch import save_file
+
+    d = Path(path)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    save_file(tensors, str(d / SAFETENSORS), metadata={"format": "pt"})
+    return d

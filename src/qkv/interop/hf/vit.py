@@ -1,0 +1,171 @@
+"""ViT (Dosovitskiy et al. 2021) <-> :class:`qkv.models.ViT`.
+
+Reads ``ViTForImageClassification`` checkpoints: a pre-norm encoder with a final
+LayerNorm, a class token, learned positions and a linear classifier on the class token,
+exactly ``ViTConfig``'s layout. ``ViTModel`` checkpoints (no classifier, a pooler instead)
+are refused: qkv's ViT always ends in a classification head.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from torch import Tensor
+
+from qkv.interop._convert import Rule, copy, modules
+from qkv.interop.hf._common import (
+    HFFamily,
+    Issues,
+    activation_to_hf,
+    common_to_hf,
+    required,
+)
+from qkv.models.config import TransformerConfig, ViTConfig
+
+# -- weight map ------------------------------------------------------------------------
+CLS_TOKEN: dict[str, str] = {"embeddings.cls_token": "cls_token"}  # (1, 1, d) both
+#: ``(1, 1 + n_patches, d)`` in HF; the qkv table is ``(1 + n_patches, d)``.
+POSITIONS: dict[str, str] = {"embeddings.position_embeddings": "pos_emb.emb.weight"}
+PATCHES: dict[str, str] = {"embeddings.patch_embeddings.projection": "patch_embed.proj"}
+#: HF ``ViTLayer`` submodule -> qkv ``EncoderLayer`` submodule (weight and bias each).
+LAYER: dict[str, str] = {
+    "layernorm_before": "self_attn_norm",
+    "attention.attention.query": "self_attn.q_proj",
+    "attention.attention.key": "self_attn.k_proj",
+    "attention.attention.value": "self_attn.v_proj",
+    "attention.output.dense": "self_attn.out_proj",
+    "layernorm_after": "ff_norm",
+    "intermediate.dense": "ff.fc1",
+    "output.dense": "ff.fc2",
+}
+FINAL_NORM: dict[str, str] = {"layernorm": "encoder.norm"}
+CLASSIFIER: dict[str, str] = {"classifier": "head"}
+ARCHITECTURE = "ViTForImageClassification"
+
+
+def weight_map(cfg: TransformerConfig) -> list[Rule]:
+    """The rules between a ViT checkpoint (without the ``vit.`` prefix) and a qkv ``ViT``."""
+    assert isinstance(cfg, ViTConfig)
+    rules = [copy(h, q) for h, q in CLS_TOKEN.items()]
+    rules += [
+        Rule((h,), (q,), to_qkv=lambda ts: [ts[0][0]], to_hf=lambda ts: [ts[0][None]])
+        for h, q in POSITIONS.items()
+    ]
+    rules += modules(PATCHES)
+    for i in range(cfg.n_layers):
+        rules += modules(LAYER, f"encoder.layer.{i}.", f"encoder.layers.{i}.")
+    rules += modules(FINAL_NORM)
+    rules += modules(CLASSIFIER)
+    return rules
+
+
+# -- config map ------------------------------------------------------------------------
+def _n_classes(hf: Mapping[str, Any], weights: Mapping[str, Tensor]) -> int:
+    if "classifier.weight" in weights:
+        return int(weights["classifier.weight"].shape[0])
+    labels = hf.get("id2label")
+    return len(labels) if isinstance(labels, dict) and labels else int(hf.get("num_labels", 2))
+
+
+def config_from_hf(hf: Mapping[str, Any], weights: Mapping[str, Tensor], what: str) -> ViTConfig:
+    """``ViTConfig`` (transformers) -> :class:`~qkv.models.ViTConfig`.
+
+    Raises:
+        HFConversionError: values qkv cannot express (no query/key/value bias, non-square
+            images or patches, a checkpoint without a classifier), all listed.
+    """
+    issues = Issues(what)
+    required(hf, issues, "hidden_size", "num_attention_heads", "intermediate_size")
+    required(hf, issues, "num_hidden_layers", "image_size", "patch_size")
+    issues.expect(hf, "qkv_bias", (True,), True)
+    for key in ("image_size", "patch_size"):
+        if not isinstance(hf.get(key, 0), int):
+            issues.add(f"{key}={hf.get(key)!r} (qkv supports square images and patches: an int)")
+    archs = hf.get("architectures") or []
+    if "classifier.weight" not in weights:
+        issues.add(
+            f"no classifier in the checkpoint (architectures={archs}); qkv's ViT needs one, "
+            f"as in {ARCHITECTURE}"
+        )
+    act = issues.activation("hidden_act", hf.get("hidden_act", "gelu"))
+    issues.raise_if_any()
+    return ViTConfig(
+        d_model=hf["hidden_size"],
+        n_heads=hf["num_attention_heads"],
+        d_ff=hf["intermediate_size"],
+        activation=act,  # type: ignore[arg-type]
+        norm="layer",
+        norm_eps=hf.get("layer_norm_eps", 1e-12),
+        norm_placement="pre",
+        bias=True,
+        dropout=hf.get("hidden_dropout_prob", 0.0),
+        attn_dropout=hf.get("attention_probs_dropout_prob", 0.0),
+        pos="learned",
+        init="normal",
+        init_std=hf.get("initializer_range", 0.02),
+        image_size=hf["image_size"],
+        patch_size=hf["patch_size"],
+        in_channels=hf.get("num_channels", 3),
+        n_classes=_n_classes(hf, weights),
+        n_layers=hf["num_hidden_layers"],
+    )
+
+
+def config_to_hf(cfg: TransformerConfig) -> dict[str, Any]:
+    """:class:`~qkv.models.ViTConfig` -> transformers ``ViTConfig`` dict
+    (``ViTForImageClassification``).
+
+    Raises:
+        HFConversionError: features ViT lacks (post-norm, RoPE, RMSNorm, ...), all listed.
+    """
+    issues = Issues("cannot write this model as ViT")
+    if not isinstance(cfg, ViTConfig):
+        issues.add(f"ViT needs a ViTConfig, got {type(cfg).__name__}")
+        issues.raise_if_any()
+    assert isinstance(cfg, ViTConfig)
+    common_to_hf(
+        cfg,
+        issues,
+        norm="layer",
+        norm_placement="pre",
+        bias=True,
+        pos="learned",
+        n_kv_heads=None,
+        head_dim=None,
+        attn_scale=None,
+    )
+    act = activation_to_hf(cfg, issues, ("gelu", "gelu_tanh", "relu", "silu"))
+    issues.raise_if_any()
+    return {
+        "model_type": "vit",
+        "architectures": [ARCHITECTURE],
+        "hidden_size": cfg.d_model,
+        "num_attention_heads": cfg.n_heads,
+        "intermediate_size": cfg.d_ff,
+        "num_hidden_layers": cfg.n_layers,
+        "hidden_act": act,
+        "layer_norm_eps": cfg.norm_eps,
+        "hidden_dropout_prob": cfg.dropout,
+        "attention_probs_dropout_prob": cfg.attn_dropout,
+        "initializer_range": cfg.init_std,
+        "image_size": cfg.image_size,
+        "patch_size": cfg.patch_size,
+        "num_channels": cfg.in_channels,
+        "qkv_bias": True,
+        "id2label": {str(i): f"LABEL_{i}" for i in range(cfg.n_classes)},
+        "label2id": {f"LABEL_{i}": i for i in range(cfg.n_classes)},
+    }
+
+
+FAMILY = HFFamily(
+    name="vit",
+    model_types=("vit",),
+    config_family="vit",
+    prefix="vit.",
+    heads=("classifier.",),
+    base_architectures=("ViTModel",),
+    config_from_hf=config_from_hf,
+    config_to_hf=config_to_hf,
+    weight_map=weight_map,
+)
