@@ -111,7 +111,7 @@ def test_models_that_do_not_generate_or_read_text(kit, tmp_path):
 def test_cli_generate_and_viz_with_hf_directory(kit, tmp_path, capsys):
     from qkv.cli import main
 
-    hf, d, tok = _t5_dir(kit)
+    _hf, d, _tok = _t5_dir(kit)
     assert main(["generate", "--hf", str(d), "--max-new-tokens", "6", "w5 w17 w40"]) == 0
     out = capsys.readouterr().out.strip()
     assert out == generate_text(d, ["w5 w17 w40"], max_new_tokens=6)[0]
