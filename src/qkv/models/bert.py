@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from qkv.attention.functional import MaskLike
 from qkv.models.base import TransformerModel
 from qkv.models.config import EncoderConfig
 from qkv.models.init import init_weights
@@ -38,11 +39,13 @@ class EncoderOutput:
         last_hidden_state: ``(b, s, d)`` final hidden states.
         pooled: ``(b, d)`` pooler output, or None without a pooler.
         mlm_logits: ``(b, s, vocab)`` masked-LM logits, or None without the head.
+        logits: ``(b, n_classes)`` sequence-classification logits, or None without the head.
     """
 
     last_hidden_state: Tensor
     pooled: Tensor | None = None
     mlm_logits: Tensor | None = None
+    logits: Tensor | None = None
 
 
 class Pooler(nn.Module):
@@ -115,6 +118,7 @@ class EncoderModel(TransformerModel):
             if cfg.mlm_head
             else None
         )
+        self.classifier = nn.Linear(cfg.d_model, cfg.n_classes) if cfg.n_classes else None
         if self.mlm_head is not None and cfg.tie_embeddings:
             self.mlm_head.decoder.weight = tok.weight
         init_weights(self, cfg.init, std=cfg.init_std, n_layers=cfg.n_layers)
@@ -125,6 +129,7 @@ class EncoderModel(TransformerModel):
         *,
         token_type_ids: Tensor | None = None,
         attention_mask: Tensor | None = None,
+        mask: MaskLike = None,
     ) -> EncoderOutput:
         """Encode.
 
@@ -132,14 +137,19 @@ class EncoderModel(TransformerModel):
             input_ids: ``(b, s)`` long.
             token_type_ids: ``(b, s)`` long segment ids; default zeros.
             attention_mask: ``(b, s)`` bool, True = real token.
+            mask: an attention pattern for every layer (bool, float bias or a
+                :mod:`qkv.masks` object such as ``sliding_window(w) & padding(lengths)``,
+                which lets sparse backends skip the masked blocks).
 
         Returns:
             An :class:`EncoderOutput`.
         """
         x = self.embed(input_ids, token_type_ids=token_type_ids)  # (b, s, d)
-        h = self.encoder(x, padding_mask=attention_mask)  # (b, s, d)
+        h = self.encoder(x, padding_mask=attention_mask, mask=mask)  # (b, s, d)
+        pooled = None if self.pooler is None else self.pooler(h)
         return EncoderOutput(
             last_hidden_state=h,
-            pooled=None if self.pooler is None else self.pooler(h),
+            pooled=pooled,
             mlm_logits=None if self.mlm_head is None else self.mlm_head(h),
+            logits=None if self.classifier is None else self.classifier(pooled),
         )

@@ -336,6 +336,8 @@ class EncoderConfig(TransformerConfig):
         pad_token_id: padding token, or None.
         pooler: ``tanh(W h_[CLS] + b)`` pooled output.
         mlm_head: masked-LM head (dense, activation, norm, projection to the vocabulary).
+        n_classes: size of a sequence-classification head on the pooled output
+            (``BertForSequenceClassification``); 0 = none.
         tie_embeddings: the MLM projection reuses the token embedding.
         scale_embeddings: multiply embeddings by ``sqrt(d_model)``.
         embed_norm: a norm after the embedding sum (BERT: yes).
@@ -359,6 +361,7 @@ class EncoderConfig(TransformerConfig):
     pad_token_id: int | None = 0
     pooler: bool = True
     mlm_head: bool = True
+    n_classes: int = 0
     tie_embeddings: bool = True
     scale_embeddings: bool = False
     embed_norm: bool = True
@@ -369,6 +372,11 @@ class EncoderConfig(TransformerConfig):
         _check_int("type_vocab_size", self.type_vocab_size, minimum=0)
         _check_bool("pooler", self.pooler)
         _check_bool("mlm_head", self.mlm_head)
+        _check_int("n_classes", self.n_classes, minimum=0)
+        if self.n_classes and not self.pooler:
+            raise ValueError(
+                f"n_classes ({self.n_classes}) needs pooler=True: it reads the pooled output"
+            )
 
 
 @dataclass

@@ -10,6 +10,7 @@ name               kind      data
 ``lm``             lm        ``--data file.txt``, Python's help topics, or the KJV Bible
 ``digits``         classify  scikit-learn's 8x8 digits (ViT)
 ``fashion-mnist``  classify  Fashion-MNIST 28x28 (ViT, ``dataset-fashion-mnist``)
+``listops``        classify  Long Range Arena ListOps, dense/local/BigBird attention
 =================  ========  ==========================================================
 
 >>> task = get_task("copy", TaskOptions(n_train=8, n_valid=2, n_test=2))
@@ -27,6 +28,7 @@ from qkv.data.tasks.base import LossOutput, Task, TaskError, TaskOptions
 from qkv.data.tasks.copy import CopyTask
 from qkv.data.tasks.digits import DigitsTask
 from qkv.data.tasks.fashion_mnist import FashionMNISTTask
+from qkv.data.tasks.listops import ListOpsTask
 from qkv.data.tasks.lm import LMTask
 from qkv.data.tasks.reverse import ReverseTask
 from qkv.data.tasks.synthetic import SyntheticTask
@@ -43,6 +45,7 @@ TASKS: dict[str, type[Task]] = {
         LMTask,
         DigitsTask,
         FashionMNISTTask,
+        ListOpsTask,
     )
 }
 
@@ -86,6 +89,7 @@ __all__ = [
     "DigitsTask",
     "FashionMNISTTask",
     "LMTask",
+    "ListOpsTask",
     "LossOutput",
     "ReverseTask",
     "SyntheticTask",

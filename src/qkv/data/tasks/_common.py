@@ -80,7 +80,7 @@ def sized_config(
 
     Args:
         task: the task (for error messages).
-        family: the config family the task needs (``"seq2seq"``, ``"lm"``, ``"vit"``).
+        family: the config family the task needs (``"seq2seq"``, ``"lm"``, ``"encoder"``, ``"vit"``).
         preset: a :data:`qkv.models.PRESETS` name, or None for ``default``.
         default: the task's own small architecture (without the sizes).
         sizes: fields fixed by the data: vocabulary, lengths, image geometry.
@@ -91,7 +91,12 @@ def sized_config(
     """
     import qkv.models as models
 
-    cls = {"seq2seq": models.Seq2SeqConfig, "lm": models.LMConfig, "vit": models.ViTConfig}[family]
+    cls = {
+        "seq2seq": models.Seq2SeqConfig,
+        "lm": models.LMConfig,
+        "encoder": models.EncoderConfig,
+        "vit": models.ViTConfig,
+    }[family]
     if preset is None:
         return cls.from_dict({**default, **sizes, **overrides})
     base = models.preset_config(preset)
