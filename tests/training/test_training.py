@@ -341,3 +341,38 @@ def test_train_config_validation_and_round_trip():
         TrainConfig(batch_size=8, grad_accum=3)
     with pytest.raises(ValueError, match="schedule must be .*'linear'"):
         TrainConfig(schedule="linear")
+
+
+def test_average_last_checkpoints_is_the_elementwise_mean(tmp_path):
+    tr = build_trainer(
+        _copy_task(), _cfg(steps=6, save_every=2, average_last=3), tmp_path, model_overrides=TINY
+    )
+    summary = tr.fit()
+    dirs = sorted((tmp_path / "checkpoints").glob("step-*"))
+    assert [d.name for d in dirs] == ["step-00000002", "step-00000004", "step-00000006"]
+    weights = [load_file(str(d / "model.safetensors")) for d in dirs]
+    avg = load_file(str(tmp_path / "averaged" / "model.safetensors"))
+    for k in avg:
+        torch.testing.assert_close(avg[k], sum(w[k] for w in weights) / 3)
+    assert summary["averaged"]["averaged_over"] == [d.name for d in dirs]
+    assert "exact_match" in summary["averaged"]["eval"]
+    model, _ = load_trained(tmp_path / "averaged")
+    assert model is not None
+
+
+def test_early_stopping_stops_after_patience(tmp_path):
+    calls = []
+    task = _copy_task()
+    real = task.evaluate
+
+    def flat(model, split="valid", **kw):  # a metric that never improves
+        calls.append(split)
+        return {
+            "exact_match": 0.0,
+            **{k: v for k, v in real(model, split, **kw).items() if k != "exact_match"},
+        }
+
+    task.evaluate = flat
+    tr = build_trainer(task, _cfg(steps=50, eval_every=2, patience=2), None, model_overrides=TINY)
+    summary = tr.fit()
+    assert summary["stopped_early"] and summary["step"] == 6  # evals at 2 (best), 4, 6
