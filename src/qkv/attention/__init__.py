@@ -1,5 +1,7 @@
 """Functional attention, score functions, multi-head attention and KV caches."""
 
+from qkv.attention import blocksparse as blocksparse  # registers "blocksparse"
+from qkv.attention import flex as flex  # registers "flex"
 from qkv.attention.functional import (
     Backend,
     Problem,

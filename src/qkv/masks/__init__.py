@@ -6,18 +6,55 @@ that takes a mask accepts one of these objects, a bool tensor, or a float bias.
 """
 
 from qkv.masks._base import And, DenseMask, Mask, MaskMod, Not, Or
+from qkv.masks._materialize import (
+    BlockBounds,
+    block_bounds,
+    draw,
+    eval_blocks,
+    flex_mask_mod,
+    to_block_layout,
+    to_block_mask,
+)
+from qkv.masks.bigbird import BigBird, bigbird
 from qkv.masks.causal import Causal, causal
+from qkv.masks.dilated import Dilated, dilated
+from qkv.masks.document import Document, document
+from qkv.masks.global_tokens import GlobalTokens, global_tokens
 from qkv.masks.padding import Padding, padding
+from qkv.masks.prefix_lm import PrefixLM, prefix_lm
+from qkv.masks.random_blocks import RandomBlocks, random_blocks
+from qkv.masks.sliding_window import SlidingWindow, sliding_window
 
 __all__ = [
     "And",
+    "BigBird",
+    "BlockBounds",
     "Causal",
     "DenseMask",
+    "Dilated",
+    "Document",
+    "GlobalTokens",
     "Mask",
     "MaskMod",
     "Not",
     "Or",
     "Padding",
+    "PrefixLM",
+    "RandomBlocks",
+    "SlidingWindow",
+    "bigbird",
+    "block_bounds",
     "causal",
+    "dilated",
+    "document",
+    "draw",
+    "eval_blocks",
+    "flex_mask_mod",
+    "global_tokens",
     "padding",
+    "prefix_lm",
+    "random_blocks",
+    "sliding_window",
+    "to_block_layout",
+    "to_block_mask",
 ]

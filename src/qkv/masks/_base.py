@@ -12,10 +12,15 @@ backends elsewhere.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torch.nn.attention.flex_attention import BlockMask
+
+    from qkv.masks._materialize import BlockBounds
 
 MaskMod: TypeAlias = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
 
@@ -77,6 +82,50 @@ class Mask:
         return torch.where(
             dense, zero, torch.tensor(float("-inf"), dtype=dtype, device=dense.device)
         )
+
+    def block_bounds(
+        self, s_q: int, s_k: int, block: int, device: torch.device | str | None = None
+    ) -> BlockBounds:
+        """Conservative per-tile summary ``(maybe, full)``, each ``(b_m, n_qb, n_kb)`` bool;
+        see :func:`qkv.masks.block_bounds`."""
+        from qkv.masks._materialize import block_bounds
+
+        return block_bounds(self, s_q, s_k, block, device)
+
+    def to_block_layout(
+        self,
+        s_q: int,
+        s_k: int,
+        block: int = 128,
+        *,
+        exact: bool = True,
+        device: torch.device | str | None = None,
+    ) -> Tensor:
+        """Tiles of the score matrix with at least one allowed pair.
+
+        Returns:
+            ``(n_qb, n_kb)`` bool, or ``(b, n_qb, n_kb)`` for batch-specific masks, with
+            ``n_qb = ceil(s_q / block)``, ``n_kb = ceil(s_k / block)``. Computed from the
+            family's analytic bounds where it has them (no dense mask), else by a chunked
+            dense reduction; see :func:`qkv.masks.to_block_layout`.
+        """
+        from qkv.masks._materialize import to_block_layout
+
+        return to_block_layout(self, s_q, s_k, block, exact=exact, device=device)
+
+    def to_block_mask(
+        self, s_q: int, s_k: int, block: int = 128, device: torch.device | str | None = None
+    ) -> BlockMask:
+        """A FlexAttention ``BlockMask``; see :func:`qkv.masks.to_block_mask`."""
+        from qkv.masks._materialize import to_block_mask
+
+        return to_block_mask(self, s_q, s_k, block, device)
+
+    def draw(self, s_q: int, s_k: int, *, batch: int = 0, max_size: int = 64) -> str:
+        """A small text picture of the mask; see :func:`qkv.masks.draw`."""
+        from qkv.masks._materialize import draw
+
+        return draw(self, s_q, s_k, batch=batch, max_size=max_size)
 
     def _device(self) -> torch.device:
         return torch.device("cpu")

@@ -1,0 +1,238 @@
+"""Timing helpers shared by the peer benchmarks (``qkv bench peers``, ``train``, ``generate``,
+``record``).
+
+Every peer benchmark times qkv and its peers **in one process, on the same inputs, with the
+same thread settings**, and interleaves them: after ``warmup`` untimed calls of each, round
+``r`` times every function once, starting at a different one each round. Load from other
+processes then falls on all of them alike, and each round gives one paired ratio
+``time(peer) / time(qkv)``; the reported ratio is the median of those per-round ratios
+(:func:`paired_ratio`), which is steadier on a busy machine than a ratio of medians. A time
+budget lets slow references (the eager math at long lengths) sit out later rounds while the
+fast implementations, whose ratios matter most, go on. Garbage collection is off while a call
+is timed, as in :mod:`timeit`, and runs once per round.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import math
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+@contextmanager
+def num_threads(n: int | None) -> Iterator[int]:
+    """Run the block with ``torch.set_num_threads(n)`` (``None``: keep torch's), restoring
+    the previous setting afterwards.
+
+    Yields:
+        The number of threads in effect.
+    """
+    before = torch.get_num_threads()
+    if n is not None:
+        if not isinstance(n, int) or isinstance(n, bool) or n <= 0:
+            raise ValueError(f"threads must be a positive int or None, got {n!r}")
+        torch.set_num_threads(n)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+
+
+def time_once(fn: Callable[[], object]) -> float:
+    """Wall seconds of one call of ``fn`` with the garbage collector off (the caller
+    collects between calls; :func:`time_interleaved` does once per round)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        t0 = time.perf_counter()
+        fn()
+        return time.perf_counter() - t0
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def time_interleaved(
+    fns: Mapping[str, Callable[[], object]],
+    *,
+    warmup: int = 1,
+    repeats: int = 3,
+    time_budget: float | None = None,
+    min_repeats: int = 1,
+    warmup_fns: Mapping[str, Callable[[], object]] | None = None,
+) -> dict[str, list[float]]:
+    """Time several functions in interleaved rounds.
+
+    Args:
+        fns: name -> zero-argument function doing one unit of work.
+        warmup: untimed calls of each function first (thread pools, allocator, lazy init).
+        repeats: the most timed rounds; in round ``r`` the functions run in their order
+            rotated by ``r``, so none is always first.
+        time_budget: seconds the timed calls may take, roughly, shared equally by the
+            functions: once a function has ``min_repeats`` times and one more call would
+            take it past its share, it sits out the remaining rounds while the faster ones
+            go on. Its times then pair with the first rounds of the others.
+            ``None``: every function runs ``repeats`` rounds.
+        min_repeats: rounds every function runs whatever the budget.
+        warmup_fns: cheaper stand-ins to warm up with (default: ``fns``).
+
+    Returns:
+        name -> wall seconds of its call in each round it ran, in round order.
+
+    Raises:
+        ValueError: no functions, or non-positive ``repeats``.
+    """
+    if not fns:
+        raise ValueError("time_interleaved needs at least one function")
+    if repeats < 1 or min_repeats < 1 or warmup < 0:
+        raise ValueError(
+            f"repeats and min_repeats must be >= 1 and warmup >= 0, got {repeats}, "
+            f"{min_repeats}, {warmup}"
+        )
+    names = list(fns)
+    warm = warmup_fns if warmup_fns is not None else fns
+    for _ in range(warmup):
+        for name in names:
+            time_once(warm.get(name, fns[name]))
+    share = None if time_budget is None else time_budget / len(names)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        active = [
+            n
+            for n in names
+            if r < min_repeats
+            or share is None
+            or sum(times[n]) + statistics.median(times[n]) <= share
+        ]
+        if not active:
+            break
+        gc.collect()  # once per round: a full collection takes ~0.2 s with torch loaded
+        for name in active[r % len(active) :] + active[: r % len(active)]:
+            times[name].append(time_once(fns[name]))
+    return times
+
+
+def paired_ratio(numerator: Sequence[float], denominator: Sequence[float]) -> float | None:
+    """Median over rounds of ``numerator[i] / denominator[i]`` (``None`` without data).
+
+    With times, ``paired_ratio(peer, qkv)`` is qkv's speed-up over the peer: > 1 means
+    qkv is faster.
+    """
+    pairs = [a / b for a, b in zip(numerator, denominator) if b > 0 and a > 0]
+    return statistics.median(pairs) if pairs else None
+
+
+def median(xs: Sequence[float]) -> float | None:
+    """The median, or ``None`` for no data."""
+    return statistics.median(xs) if xs else None
+
+
+def available_memory_bytes() -> int:
+    """Memory the OS could still give this process (``MemAvailable`` on Linux)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:  # pragma: no cover - not Linux
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):  # pragma: no cover
+        return 1 << 62
+
+
+def cpu_model() -> str:
+    """The processor's name (``model name`` of ``/proc/cpuinfo``, else ``platform``)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:  # pragma: no cover - not Linux
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(threads: int) -> dict[str, Any]:
+    """What a result depends on besides its config: versions, processor, threads, load."""
+    try:
+        import transformers
+
+        hf_version: str | None = transformers.__version__
+    except ImportError:
+        hf_version = None
+    return {
+        "torch": torch.__version__,
+        "transformers": hf_version,
+        "python": platform.python_version(),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "threads": threads,
+        "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
+
+
+def transformers_missing() -> str | None:
+    """Why the ``transformers`` peers cannot run, or ``None`` when they can."""
+    try:
+        import transformers  # noqa: F401
+    except ImportError:
+        return "transformers is not installed (pip install 'qkv[hf]')"
+    return None
+
+
+@contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silence ``transformers``' config warnings (e.g. token ids of a small vocabulary)."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        yield
+        return
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+
+
+# ---------------------------------------------------------------------------------------
+# output
+# ---------------------------------------------------------------------------------------
+def fmt(x: float | None, spec: str, suffix: str = "") -> str:
+    """``x`` formatted with ``spec``, or ``-`` for ``None``/NaN."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return f"{x:{spec}}{suffix}"
+
+
+def format_rows(head: Sequence[str], rows: Sequence[Sequence[str]], left: Sequence[int]) -> str:
+    """A plain-text table: columns ``left`` left-aligned, the others right-aligned."""
+    table = [list(head), *[list(r) for r in rows]]
+    widths = [max(len(r[i]) for r in table) for i in range(len(head))]
+    return "\n".join(
+        "  ".join(
+            c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))
+        ).rstrip()
+        for r in table
+    )
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON, creating parent folders."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2) + "\n")
+    return path

@@ -1,0 +1,251 @@
+"""Peer models of the same shape as a qkv model, for the benchmarks.
+
+Each builder takes one :class:`ModelShape` and returns the qkv model or a peer of identical
+shape: ``transformers``' GPT-2, BART and Marian, and a GPT built from
+``torch.nn.TransformerEncoderLayer``. Timing needs identical shapes, not identical weights,
+so every model keeps its own initialization; their parameter counts are reported (and
+tested) equal up to BART's two extra position rows.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from qkv.models import LMConfig, Seq2SeqConfig, build
+from qkv.models.base import TransformerModel
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """The sizes every twin shares.
+
+    Attributes:
+        d_model: width ``d``.
+        n_heads: heads ``h``.
+        n_layers: decoder layers of the language models.
+        vocab_size: vocabulary.
+        max_len: position table size.
+        d_ff: feed-forward width; ``None`` = ``4 d``.
+        n_encoder_layers: encoder layers of the seq2seq models.
+        n_decoder_layers: decoder layers of the seq2seq models.
+    """
+
+    d_model: int = 256
+    n_heads: int = 4
+    n_layers: int = 6
+    vocab_size: int = 8192
+    max_len: int = 1024
+    d_ff: int | None = None
+    n_encoder_layers: int = 3
+    n_decoder_layers: int = 3
+
+    def __post_init__(self) -> None:
+        for name in ("d_model", "n_heads", "n_layers", "vocab_size", "max_len"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"n_heads ({self.n_heads}) must divide d_model ({self.d_model})")
+
+    @property
+    def ff(self) -> int:
+        return 4 * self.d_model if self.d_ff is None else self.d_ff
+
+
+#: seq2seq model family -> its qkv config fields beyond the shape
+SEQ2SEQ_STYLES: dict[str, dict[str, Any]] = {
+    # BART: learned positions, post-norm, an embedding LayerNorm, GELU, final_logits_bias
+    "bart": {
+        "activation": "gelu",
+        "pos": "learned",
+        "embed_norm": True,
+        "scale_embeddings": False,
+        "output_bias": True,
+    },
+    # Marian (OPUS-MT): fixed sinusoids, embeddings scaled by sqrt(d), SiLU, no embedding norm
+    "marian": {
+        "activation": "silu",
+        "pos": "sinusoidal",
+        "embed_norm": False,
+        "scale_embeddings": True,
+        "output_bias": True,
+    },
+}
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Distinct parameters (tied matrices once)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+# ---------------------------------------------------------------------------------------
+# decoder-only language models
+# ---------------------------------------------------------------------------------------
+def qkv_lm(shape: ModelShape) -> TransformerModel:
+    """qkv's GPT-2-style :class:`~qkv.models.DecoderLM` (no dropout)."""
+    return build(
+        LMConfig(
+            d_model=shape.d_model,
+            n_heads=shape.n_heads,
+            d_ff=shape.ff,
+            n_layers=shape.n_layers,
+            vocab_size=shape.vocab_size,
+            max_len=shape.max_len,
+            activation="gelu_tanh",
+            norm_placement="pre",
+            pos="learned",
+            tie_embeddings=True,
+            dropout=0.0,
+            attn_dropout=0.0,
+        )
+    )
+
+
+def hf_gpt2(shape: ModelShape, attn_implementation: str = "sdpa") -> nn.Module:
+    """``transformers.GPT2LMHeadModel`` of the same shape (GPT-2's ``gelu_new`` = qkv's
+    ``gelu_tanh``; no dropout)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    cfg = GPT2Config(
+        n_embd=shape.d_model,
+        n_head=shape.n_heads,
+        n_layer=shape.n_layers,
+        n_inner=shape.ff,
+        vocab_size=shape.vocab_size,
+        n_positions=shape.max_len,
+        activation_function="gelu_new",
+        layer_norm_epsilon=1e-5,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        tie_word_embeddings=True,
+        bos_token_id=0,
+        eos_token_id=0,
+        pad_token_id=0,
+        attn_implementation=attn_implementation,
+    )
+    return GPT2LMHeadModel(cfg)
+
+
+class TorchGPT(nn.Module):
+    """A GPT-2-shaped language model from ``torch.nn.TransformerEncoderLayer``: token and
+    learned position embeddings, pre-norm layers with a causal mask, a final LayerNorm and
+    an output projection tied to the token embedding.
+
+    The embeddings start as GPT-2's, ``N(0, 0.02^2)``: with ``nn.Embedding``'s default
+    ``N(0, 1)`` the tied output saturates the softmax, and the resulting denormal
+    gradients slow the output layer's matmuls several times on x86 CPUs, which would time
+    the initialization rather than the model.
+
+    Args:
+        shape: the sizes.
+    """
+
+    def __init__(self, shape: ModelShape) -> None:
+        super().__init__()
+        d = shape.d_model
+        self.tok = nn.Embedding(shape.vocab_size, d)
+        self.pos = nn.Embedding(shape.max_len, d)
+        layer = nn.TransformerEncoderLayer(
+            d,
+            shape.n_heads,
+            shape.ff,
+            dropout=0.0,
+            activation=functools.partial(F.gelu, approximate="tanh"),
+            batch_first=True,
+            norm_first=True,
+        )
+        self.layers = nn.TransformerEncoder(layer, shape.n_layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(d)
+        self.head = nn.Linear(d, shape.vocab_size, bias=False)
+        self.head.weight = self.tok.weight
+        for emb in (self.tok, self.pos):
+            nn.init.normal_(emb.weight, std=0.02)
+
+    def forward(self, ids: Tensor) -> Tensor:
+        """``(b, s)`` ids -> ``(b, s, vocab)`` logits."""
+        s = ids.shape[1]
+        x = self.tok(ids) + self.pos(torch.arange(s, device=ids.device))  # (b, s, d)
+        causal = nn.Transformer.generate_square_subsequent_mask(s, device=ids.device)
+        x = self.layers(x, mask=causal, is_causal=True)  # (b, s, d)
+        return self.head(self.norm(x))  # (b, s, vocab)
+
+
+# ---------------------------------------------------------------------------------------
+# encoder-decoders
+# ---------------------------------------------------------------------------------------
+def qkv_seq2seq(shape: ModelShape, style: str) -> TransformerModel:
+    """qkv's :class:`~qkv.models.Seq2SeqTransformer` shaped as BART or Marian (no dropout).
+
+    Raises:
+        ValueError: an unknown style.
+    """
+    if style not in SEQ2SEQ_STYLES:
+        raise ValueError(f"style must be one of {list(SEQ2SEQ_STYLES)}, got {style!r}")
+    return build(
+        Seq2SeqConfig(
+            d_model=shape.d_model,
+            n_heads=shape.n_heads,
+            d_ff=shape.ff,
+            n_encoder_layers=shape.n_encoder_layers,
+            n_decoder_layers=shape.n_decoder_layers,
+            vocab_size=shape.vocab_size,
+            max_len=shape.max_len,
+            norm_placement="post",
+            dropout=0.0,
+            attn_dropout=0.0,
+            ff_dropout=0.0,
+            share_embeddings=True,
+            tie_embeddings=True,
+            init="normal",
+            **SEQ2SEQ_STYLES[style],
+        )
+    )
+
+
+def hf_seq2seq(shape: ModelShape, style: str, attn_implementation: str = "sdpa") -> nn.Module:
+    """``transformers``' ``BartForConditionalGeneration`` or ``MarianMTModel`` of the same
+    shape (no dropout).
+
+    Raises:
+        ValueError: an unknown style.
+    """
+    common: dict[str, Any] = {
+        "vocab_size": shape.vocab_size,
+        "d_model": shape.d_model,
+        "encoder_layers": shape.n_encoder_layers,
+        "decoder_layers": shape.n_decoder_layers,
+        "encoder_attention_heads": shape.n_heads,
+        "decoder_attention_heads": shape.n_heads,
+        "encoder_ffn_dim": shape.ff,
+        "decoder_ffn_dim": shape.ff,
+        "max_position_embeddings": shape.max_len,
+        "dropout": 0.0,
+        "attention_dropout": 0.0,
+        "activation_dropout": 0.0,
+        "pad_token_id": 0,
+        "bos_token_id": 0,
+        "eos_token_id": 0,
+        "decoder_start_token_id": 0,
+        "forced_eos_token_id": None,
+        "attn_implementation": attn_implementation,
+    }
+    if style == "bart":
+        from transformers import BartConfig, BartForConditionalGeneration
+
+        return BartForConditionalGeneration(
+            BartConfig(**common, activation_function="gelu", scale_embedding=False)
+        )
+    if style == "marian":
+        from transformers import MarianConfig, MarianMTModel
+
+        return MarianMTModel(
+            MarianConfig(**common, activation_function="swish", scale_embedding=True)
+        )
+    raise ValueError(f"style must be one of {list(SEQ2SEQ_STYLES)}, got {style!r}")

@@ -1,0 +1,296 @@
+"""The cost of recording attention weights (``qkv bench record``).
+
+For each sequence length, in interleaved rounds in one process on the same tokens
+(:mod:`qkv.bench._timing`), inference forwards (eval, ``no_grad``) of GPT-2-shaped models:
+
+* ``qkv_plain``: qkv's :class:`~qkv.models.DecoderLM`, fast backend (the reference);
+* ``qkv_record``: the same model inside :func:`qkv.interp.record_attention` (every layer,
+  every head, every row), which keeps the fast backend for the output and recomputes the
+  weights with the math reference;
+* ``hf_sdpa``: ``transformers``' ``GPT2LMHeadModel`` with ``attn_implementation="sdpa"``;
+* ``hf_attentions``: the same model with ``attn_implementation="eager"`` and
+  ``output_attentions=True``, the way ``transformers`` returns attention weights.
+
+Each recording row reports its overhead over its own plain forward
+(``time(qkv_record) / time(qkv_plain)``, ``time(hf_attentions) / time(hf_sdpa)``), and every
+``transformers`` row qkv's speed-up over it (``time(hf_*) / time(qkv_*)``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from qkv.bench._timing import (
+    available_memory_bytes,
+    environment,
+    fmt,
+    format_rows,
+    median,
+    num_threads,
+    paired_ratio,
+    quiet_transformers,
+    time_interleaved,
+    transformers_missing,
+)
+from qkv.bench._twins import ModelShape, hf_gpt2, qkv_lm
+
+#: implementation -> (its plain forward, the qkv row it is compared with, description)
+RECORD_IMPLS: dict[str, tuple[str, str, str]] = {
+    "qkv_plain": ("qkv_plain", "qkv_plain", "DecoderLM forward"),
+    "qkv_record": ("qkv_plain", "qkv_record", "DecoderLM forward in record_attention"),
+    "hf_sdpa": ("hf_sdpa", "qkv_plain", "GPT2LMHeadModel (sdpa) forward"),
+    "hf_attentions": (
+        "hf_sdpa",
+        "qkv_record",
+        "GPT2LMHeadModel (eager), output_attentions=True",
+    ),
+}
+
+
+@dataclass
+class RecordBenchConfig:
+    """What to measure.
+
+    Attributes:
+        d_model, n_heads, n_layers, vocab_size, d_ff: the GPT-2-shaped model (``d_ff``
+            None = ``4 d``).
+        lengths: sequence lengths.
+        batch: sequences per forward.
+        impls: names from :data:`RECORD_IMPLS`.
+        repeats: the most timed rounds per length.
+        min_repeats: rounds every implementation runs whatever ``time_budget``.
+        warmup: untimed calls of each implementation first.
+        time_budget: seconds of timed calls per length, roughly, shared by the
+            implementations (:func:`~qkv.bench._timing.time_interleaved`).
+        threads: ``torch.set_num_threads``; ``None`` keeps torch's.
+        memory_limit: bytes the recorded weights may be estimated to need; ``None`` = 50 %
+            of the memory available at the start.
+        seed: of the tokens and the weights.
+    """
+
+    d_model: int = 256
+    n_heads: int = 4
+    n_layers: int = 6
+    vocab_size: int = 8192
+    d_ff: int | None = None
+    lengths: tuple[int, ...] = (512, 1024, 2048, 4096)
+    batch: int = 1
+    impls: tuple[str, ...] = tuple(RECORD_IMPLS)
+    repeats: int = 7
+    min_repeats: int = 3
+    warmup: int = 1
+    time_budget: float = 120.0
+    threads: int | None = None
+    memory_limit: float | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        bad = [m for m in self.impls if m not in RECORD_IMPLS]
+        if bad or not self.impls:
+            raise ValueError(
+                f"impls must be a non-empty subset of {list(RECORD_IMPLS)}, got {list(self.impls)}"
+            )
+        for name in ("batch", "repeats", "min_repeats"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if not self.lengths or any(not isinstance(s, int) or s <= 0 for s in self.lengths):
+            raise ValueError(f"lengths must be positive ints, got {list(self.lengths)}")
+        if not isinstance(self.warmup, int) or self.warmup < 0:
+            raise ValueError(f"warmup must be an int >= 0, got {self.warmup!r}")
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads <= 0):
+            raise ValueError(f"threads must be a positive int, got {self.threads!r}")
+        _ = self.shape  # validates the sizes
+
+    @property
+    def shape(self) -> ModelShape:
+        return ModelShape(
+            d_model=self.d_model,
+            n_heads=self.n_heads,
+            n_layers=self.n_layers,
+            vocab_size=self.vocab_size,
+            max_len=max(self.lengths),
+            d_ff=self.d_ff,
+        )
+
+
+@dataclass
+class RecordMeasurement:
+    """One implementation at one length.
+
+    Attributes:
+        plain: the plain forward of the same framework.
+        overhead: ``time(this) / time(plain)``, median of per-round ratios (1.0 on plain rows).
+        qkv: the qkv row doing the same job (itself on qkv rows).
+        qkv_speedup: ``time(this) / time(qkv)``, median of per-round ratios.
+        weights_mib: MiB of attention weights the call returns (0 for plain forwards).
+    """
+
+    length: int
+    impl: str
+    description: str
+    plain: str
+    qkv: str
+    status: Literal["ok", "n/a", "error"]
+    reason: str = ""
+    time_s: float | None = None
+    time_min_s: float | None = None
+    repeats: int = 0
+    times_s: list[float] = field(default_factory=list)
+    tokens_per_s: float | None = None
+    overhead: float | None = None
+    qkv_speedup: float | None = None
+    weights_mib: float = 0.0
+
+
+@dataclass
+class RecordBenchResult:
+    """Everything a run produced; :meth:`to_json` is what ``--json`` writes."""
+
+    config: RecordBenchConfig
+    measurements: list[RecordMeasurement] = field(default_factory=list)
+    environment: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "benchmark": "record",
+            "config": asdict(self.config),
+            "environment": self.environment,
+            "results": [asdict(m) for m in self.measurements],
+        }
+
+
+def _calls(
+    models: dict[str, nn.Module], ids: Tensor, impls: list[str], n_layers: int
+) -> dict[str, Callable[[], object]]:
+    from qkv.interp import record_attention
+
+    def qkv_plain() -> None:
+        with torch.no_grad():
+            models["qkv"](ids)
+
+    def qkv_record() -> None:
+        with torch.no_grad(), record_attention(models["qkv"]) as rec:
+            models["qkv"](ids)
+        if len(rec) != n_layers:
+            raise RuntimeError(f"recorded {len(rec)} layers, expected {n_layers}")
+
+    def hf_sdpa() -> None:
+        with torch.no_grad():
+            models["hf_sdpa"](input_ids=ids)
+
+    def hf_attentions() -> None:
+        with torch.no_grad():
+            out = models["hf_eager"](input_ids=ids, output_attentions=True)
+        if len(out.attentions) != n_layers:
+            raise RuntimeError(f"got {len(out.attentions)} attentions, expected {n_layers}")
+
+    table = {
+        "qkv_plain": qkv_plain,
+        "qkv_record": qkv_record,
+        "hf_sdpa": hf_sdpa,
+        "hf_attentions": hf_attentions,
+    }
+    return {impl: table[impl] for impl in impls}
+
+
+def run_record_bench(
+    config: RecordBenchConfig, progress: Callable[[RecordMeasurement], None] | None = None
+) -> RecordBenchResult:
+    """Time plain and recording forwards at every length of ``config``.
+
+    Args:
+        config: what to measure.
+        progress: called with each finished :class:`RecordMeasurement`.
+
+    Returns:
+        The measurements with overheads over plain forwards and qkv's speed-ups.
+    """
+    hf_missing = transformers_missing()
+    with num_threads(config.threads) as threads, quiet_transformers():
+        result = RecordBenchResult(config, environment=environment(threads))
+        limit = config.memory_limit or 0.5 * available_memory_bytes()
+        models: dict[str, nn.Module] = {}
+        torch.manual_seed(config.seed)
+        models["qkv"] = qkv_lm(config.shape).eval()
+        if not hf_missing and any(i.startswith("hf") for i in config.impls):
+            torch.manual_seed(config.seed)
+            models["hf_sdpa"] = hf_gpt2(config.shape, "sdpa").eval()
+            models["hf_eager"] = hf_gpt2(config.shape, "eager").eval()
+            models["hf_eager"].load_state_dict(models["hf_sdpa"].state_dict())
+        gen = torch.Generator().manual_seed(config.seed)
+        c = config
+        for s in config.lengths:
+            ids = torch.randint(1, c.vocab_size, (c.batch, s), generator=gen)
+            weights = 4.0 * c.batch * c.n_heads * s * s * c.n_layers  # fp32 bytes
+            rows: dict[str, RecordMeasurement] = {}
+            runnable: list[str] = []
+            for impl in config.impls:
+                plain, qkv, desc = RECORD_IMPLS[impl]
+                records = impl in ("qkv_record", "hf_attentions")
+                row = rows[impl] = RecordMeasurement(
+                    s, impl, desc, plain, qkv, "ok", weights_mib=weights / 2**20 if records else 0
+                )
+                if impl.startswith("hf") and hf_missing:
+                    row.status, row.reason = "n/a", hf_missing
+                elif records and 1.5 * weights > limit:
+                    row.status = "n/a"
+                    row.reason = f"weights need ~{weights / 2**30:.1f} GiB > limit"
+                else:
+                    runnable.append(impl)
+            times: dict[str, list[float]] = {}
+            if runnable:
+                times = time_interleaved(
+                    _calls(models, ids, runnable, c.n_layers),
+                    warmup=c.warmup,
+                    repeats=c.repeats,
+                    time_budget=c.time_budget,
+                    min_repeats=c.min_repeats,
+                )
+            for impl, row in rows.items():
+                ts = times.get(impl)
+                if ts:
+                    row.time_s, row.time_min_s, row.repeats = median(ts), min(ts), len(ts)
+                    row.times_s = list(ts)
+                    row.tokens_per_s = c.batch * s / row.time_s if row.time_s else None
+                    if row.plain in times:
+                        row.overhead = paired_ratio(ts, times[row.plain])
+                    if row.qkv in times:
+                        row.qkv_speedup = paired_ratio(ts, times[row.qkv])
+                result.measurements.append(row)
+                if progress is not None:
+                    progress(row)
+    return result
+
+
+def format_record_table(result: RecordBenchResult) -> str:
+    """A plain-text table of the measurements, with the run's settings above."""
+    cfg, env = result.config, result.environment
+    head = ("length", "impl", "time ms", "weights MiB", "x plain", "qkv speed-up", "note")
+    rows = [
+        (
+            str(m.length),
+            m.impl,
+            fmt(None if m.time_s is None else m.time_s * 1e3, ".0f"),
+            fmt(m.weights_mib, ".0f"),
+            fmt(m.overhead, ".2f", "x"),
+            fmt(m.qkv_speedup, ".2f", "x"),
+            m.reason if m.status != "ok" else m.description,
+        )
+        for m in result.measurements
+    ]
+    info = [
+        f"inference forward with and without attention weights: GPT-2-shaped d={cfg.d_model} "
+        f"h={cfg.n_heads} layers={cfg.n_layers} vocab={cfg.vocab_size}, batch {cfg.batch}; "
+        f"fp32, {env.get('threads')} threads, torch {env.get('torch')}, transformers "
+        f"{env.get('transformers')}",
+        "x plain = time(impl) / time(plain forward of the same library); qkv speed-up = "
+        "time(impl) / time(qkv doing the same); both medians of per-round ratios",
+        "",
+    ]
+    return "\n".join(info) + format_rows(head, rows, left=(1, 6))

@@ -1,0 +1,223 @@
+"""Peer benchmarks (``qkv bench peers|train|generate|record``): the structure of tiny runs
+and the helpers they share. Timings are never asserted, only that every ratio is a positive
+finite number."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+
+import pytest
+import torch
+
+from qkv.bench._timing import num_threads, paired_ratio, time_interleaved
+from qkv.bench._twins import ModelShape, TorchGPT, count_parameters, qkv_lm, qkv_seq2seq
+from qkv.bench.attention_peers import (
+    PEER_IMPLS,
+    PeerAttentionConfig,
+    format_peer_table,
+    impl_flops,
+    naive_attention,
+    run_peer_attention_bench,
+)
+from qkv.bench.generate import GenerateBenchConfig, format_generate_table, run_generate_bench
+from qkv.bench.record import RecordBenchConfig, format_record_table, run_record_bench
+from qkv.bench.train import TrainBenchConfig, format_train_table, run_train_bench
+from qkv.cli import main
+
+TINY = {"d_model": 32, "n_heads": 2, "n_layers": 2, "vocab_size": 64}
+FAST = {"repeats": 2, "warmup": 1, "threads": 1}
+
+
+def _positive_finite(x: object) -> bool:
+    return isinstance(x, float) and math.isfinite(x) and x > 0
+
+
+# ---------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------
+def test_time_interleaved_rotates_the_order_and_times_every_round():
+    calls: list[str] = []
+    fns = {n: (lambda n=n: calls.append(n)) for n in ("a", "b", "c")}
+    times = time_interleaved(fns, warmup=1, repeats=3)
+    warm, rounds = calls[:3], calls[3:]
+    assert warm == ["a", "b", "c"]
+    assert rounds == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
+    assert {n: len(t) for n, t in times.items()} == {"a": 3, "b": 3, "c": 3}
+    assert all(t >= 0 for ts in times.values() for t in ts)
+
+
+def test_time_budget_cuts_rounds_but_keeps_the_minimum():
+    fns = {"slow": lambda: sum(range(20000))}
+    times = time_interleaved(fns, warmup=1, repeats=50, time_budget=0.0, min_repeats=2)
+    assert len(times["slow"]) == 2
+
+
+def test_slow_functions_sit_out_while_fast_ones_go_on():
+    calls: list[str] = []
+    fns = {"slow": lambda: (calls.append("slow"), time.sleep(0.05)), "fast": lambda: None}
+    times = time_interleaved(fns, warmup=0, repeats=6, time_budget=0.2, min_repeats=1)
+    assert len(times["fast"]) == 6
+    assert 1 <= len(times["slow"]) <= 2
+    assert calls[: len(times["slow"])] == ["slow"] * len(times["slow"])
+
+
+def test_paired_ratio_is_the_median_of_per_round_ratios():
+    assert paired_ratio([2.0, 4.0, 9.0], [1.0, 1.0, 3.0]) == 3.0
+    assert paired_ratio([], []) is None
+
+
+def test_num_threads_sets_and_restores():
+    before = torch.get_num_threads()
+    with num_threads(1) as n:
+        assert n == 1 == torch.get_num_threads()
+    assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="threads must be a positive int"):
+        with num_threads(0):
+            pass
+
+
+def test_naive_attention_matches_sdpa():
+    q, k, v = (torch.randn(1, 2, 5, 4) for _ in range(3))
+    mask = torch.ones(5, 5, dtype=torch.bool).tril()
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+    torch.testing.assert_close(naive_attention(q, k, v, mask), ref)
+
+
+def test_flops_count_useful_work():
+    f = impl_flops("sdpa", "fwd", 1, 2, 8, 4, causal=False)
+    assert f == 4 * 2 * 8 * 8 * 4
+    assert impl_flops("sdpa", "fwd", 1, 2, 8, 4, causal=True) == f / 2
+    assert impl_flops("sdpa", "fwdbwd", 1, 2, 8, 4, causal=False) == 3 * f
+    assert impl_flops("torch_mha", "fwd", 1, 2, 8, 4, causal=False) == f + 8 * 8 * 8 * 8
+
+
+def test_twins_have_the_same_parameter_count():
+    transformers = pytest.importorskip("transformers")
+    del transformers
+    from qkv.bench._twins import hf_gpt2, hf_seq2seq
+
+    shape = ModelShape(d_model=32, n_heads=2, n_layers=2, vocab_size=64, max_len=16)
+    n = count_parameters(qkv_lm(shape))
+    assert count_parameters(hf_gpt2(shape)) == n == count_parameters(TorchGPT(shape))
+    d, v = shape.d_model, shape.vocab_size
+    # BART: 2 extra position rows per stack in transformers; qkv's output bias is a
+    # parameter (a buffer in transformers)
+    bart = count_parameters(hf_seq2seq(shape, "bart"))
+    assert bart + v - 2 * 2 * d == count_parameters(qkv_seq2seq(shape, "bart"))
+    # Marian: transformers stores its fixed sinusoids as (frozen) parameters
+    marian = count_parameters(hf_seq2seq(shape, "marian"))
+    assert marian + v - 2 * shape.max_len * d == count_parameters(qkv_seq2seq(shape, "marian"))
+
+
+# ---------------------------------------------------------------------------------------
+# the benchmarks, tiny
+# ---------------------------------------------------------------------------------------
+def test_attention_peers_tiny_run_has_every_row_gflops_and_ratios():
+    cfg = PeerAttentionConfig(
+        lengths=(32, 48), heads=2, head_dim=8, matmul_size=64, time_budget=5.0, **FAST
+    )
+    result = run_peer_attention_bench(cfg)
+    data = json.loads(json.dumps(result.to_json()))
+    rows = data["results"]
+    assert len(rows) == 2 * 2 * len(PEER_IMPLS)
+    assert _positive_finite(data["peak_gflops"])
+    for r in rows:
+        assert r["status"] == "ok", r
+        assert r["repeats"] >= 1 and r["time_s"] > 0
+        assert _positive_finite(r["gflops"]) and _positive_finite(r["peak_share"])
+        assert _positive_finite(r["speedup_vs_ref"])
+        assert r["reference"] == ("torch_mha" if r["impl"].endswith("mha") else "sdpa")
+    table = format_peer_table(result)
+    assert "% peak" in table and len(table.splitlines()) == 4 + len(rows)
+
+
+def test_attention_peers_skips_what_cannot_fit():
+    cfg = PeerAttentionConfig(
+        lengths=(256,), impls=("sdpa", "naive"), modes=("fwd",), heads=1, head_dim=8,
+        matmul_size=32, memory_limit=400_000, **FAST,
+    )  # fmt: skip
+    rows = {m.impl: m for m in run_peer_attention_bench(cfg).measurements}
+    assert rows["naive"].status == "n/a" and "GiB" in rows["naive"].reason
+    assert rows["naive"].speedup_vs_ref is None and rows["sdpa"].status == "ok"
+
+
+def test_train_tiny_run_compares_every_model_with_its_qkv_twin():
+    pytest.importorskip("transformers")
+    cfg = TrainBenchConfig(
+        **TINY, n_encoder_layers=1, n_decoder_layers=1, seq_len=8, batch=2, **FAST
+    )
+    result = run_train_bench(cfg)
+    rows = {r["model"]: r for r in result.to_json()["results"]}
+    assert set(rows) == {
+        "qkv", "hf_gpt2", "torch_gpt", "qkv_bart", "hf_bart", "qkv_marian", "hf_marian",
+    }  # fmt: skip
+    for name, r in rows.items():
+        assert r["status"] == "ok", r
+        assert _positive_finite(r["tokens_per_s"]) and _positive_finite(r["qkv_speedup"])
+        assert r["parameters"] > 0 and r["repeats"] == 2
+        if name.startswith("qkv"):
+            assert r["twin"] == name and r["qkv_speedup"] == 1.0
+    assert rows["hf_bart"]["twin"] == "qkv_bart" and rows["torch_gpt"]["twin"] == "qkv"
+    assert "qkv speed-up" in format_train_table(result)
+
+
+def test_generate_tiny_run():
+    pytest.importorskip("transformers")
+    cfg = GenerateBenchConfig(
+        **TINY, prompt_len=3, new_tokens=4, batches=(1, 2), warmup_tokens=2, **FAST
+    )
+    result = run_generate_bench(cfg)
+    rows = {(r["batch"], r["impl"]): r for r in result.to_json()["results"]}
+    assert len(rows) == 6
+    assert rows[(2, "qkv_nocache")]["status"] == "n/a"  # only at --nocache-batches
+    for key, r in rows.items():
+        if key == (2, "qkv_nocache"):
+            continue
+        assert r["status"] == "ok", r
+        assert _positive_finite(r["tokens_per_s"]) and _positive_finite(r["qkv_speedup"])
+    assert rows[(1, "qkv_cache")]["qkv_speedup"] == 1.0
+    assert result.parameters["qkv"] == result.parameters["hf"]
+    assert "qkv_cache speed-up" in format_generate_table(result)
+
+
+def test_record_tiny_run():
+    pytest.importorskip("transformers")
+    cfg = RecordBenchConfig(**TINY, lengths=(8, 16), **FAST)
+    result = run_record_bench(cfg)
+    rows = {(r["length"], r["impl"]): r for r in result.to_json()["results"]}
+    assert len(rows) == 8
+    for (_, impl), r in rows.items():
+        assert r["status"] == "ok", r
+        assert _positive_finite(r["overhead"]) and _positive_finite(r["qkv_speedup"])
+        records = impl in ("qkv_record", "hf_attentions")
+        assert (r["weights_mib"] > 0) == records
+    assert rows[(8, "qkv_plain")]["overhead"] == 1.0
+    assert "x plain" in format_record_table(result)
+
+
+# ---------------------------------------------------------------------------------------
+# the command line
+# ---------------------------------------------------------------------------------------
+def test_cli_writes_json_and_prints_the_table(tmp_path, capsys):
+    pytest.importorskip("transformers")
+    out = tmp_path / "gen.json"
+    args = ["bench", "generate", "--d-model", "16", "--heads", "2", "--layers", "1"]
+    args += ["--vocab", "32", "--prompt-len", "2", "--new-tokens", "2", "--batches", "1"]
+    args += ["--repeats", "1", "--threads", "1", "--json", str(out)]
+    assert main(args) == 0
+    data = json.loads(out.read_text())
+    assert data["benchmark"] == "generate" and len(data["results"]) == 3
+    assert data["environment"]["threads"] == 1
+    assert "tokens/s" in capsys.readouterr().out
+
+
+def test_cli_peers_runs_and_rejects_bad_values(tmp_path, capsys):
+    out = tmp_path / "peers.json"
+    args = ["bench", "peers", "--lengths", "16", "--heads", "2", "--head-dim", "4"]
+    args += ["--matmul-size", "32", "--repeats", "1", "--threads", "1", "--json", str(out)]
+    assert main(args) == 0
+    assert json.loads(out.read_text())["benchmark"] == "attention-peers"
+    assert main(["bench", "peers", "--impls", "flash"]) == 2
+    assert "impls must be a non-empty subset" in capsys.readouterr().err
