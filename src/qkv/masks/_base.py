@@ -11,6 +11,7 @@ backends elsewhere.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeAlias
 
@@ -154,54 +155,47 @@ def _merge_batch(*masks: Mask) -> int | None:
     return sizes.pop() if sizes else None
 
 
-class And(Mask):
+class _Combine(Mask):
+    """Parts joined by one boolean operator (``&`` or ``|``)."""
+
+    symbol: str
+    op: Callable[[Tensor, Tensor], Tensor]
+
+    def __init__(self, *parts: Mask) -> None:
+        self.parts = parts
+        self.batch_size = _merge_batch(*parts)
+
+    def mod(self, s_q: int, s_k: int) -> MaskMod:
+        mods = [p.mod(s_q, s_k) for p in self.parts]
+        op = type(self).op
+
+        def mask_mod(b: Tensor, h: Tensor, q: Tensor, k: Tensor) -> Tensor:
+            out = mods[0](b, h, q, k)
+            for m in mods[1:]:
+                out = op(out, m(b, h, q, k))
+            return out
+
+        return mask_mod
+
+    def _device(self) -> torch.device:
+        return self.parts[0]._device()
+
+    def __repr__(self) -> str:
+        return "(" + f" {self.symbol} ".join(map(repr, self.parts)) + ")"
+
+
+class And(_Combine):
     """Attend only where every part allows it."""
 
-    def __init__(self, *parts: Mask) -> None:
-        self.parts = parts
-        self.batch_size = _merge_batch(*parts)
-
-    def mod(self, s_q: int, s_k: int) -> MaskMod:
-        mods = [p.mod(s_q, s_k) for p in self.parts]
-
-        def mask_mod(b: Tensor, h: Tensor, q: Tensor, k: Tensor) -> Tensor:
-            out = mods[0](b, h, q, k)
-            for m in mods[1:]:
-                out = out & m(b, h, q, k)
-            return out
-
-        return mask_mod
-
-    def _device(self) -> torch.device:
-        return self.parts[0]._device()
-
-    def __repr__(self) -> str:
-        return "(" + " & ".join(map(repr, self.parts)) + ")"
+    symbol = "&"
+    op = staticmethod(operator.and_)
 
 
-class Or(Mask):
+class Or(_Combine):
     """Attend where any part allows it."""
 
-    def __init__(self, *parts: Mask) -> None:
-        self.parts = parts
-        self.batch_size = _merge_batch(*parts)
-
-    def mod(self, s_q: int, s_k: int) -> MaskMod:
-        mods = [p.mod(s_q, s_k) for p in self.parts]
-
-        def mask_mod(b: Tensor, h: Tensor, q: Tensor, k: Tensor) -> Tensor:
-            out = mods[0](b, h, q, k)
-            for m in mods[1:]:
-                out = out | m(b, h, q, k)
-            return out
-
-        return mask_mod
-
-    def _device(self) -> torch.device:
-        return self.parts[0]._device()
-
-    def __repr__(self) -> str:
-        return "(" + " | ".join(map(repr, self.parts)) + ")"
+    symbol = "|"
+    op = staticmethod(operator.or_)
 
 
 class Not(Mask):
