@@ -306,6 +306,8 @@ def _run_sdpa(p: Problem) -> Tensor | tuple[Tensor, Tensor]:
     m: Tensor | None
     if isinstance(p.mask, Causal) and p.mask.offset in (None, 0) and p.s_q == p.s_k:
         m, is_causal = None, True  # the kernels' own (top-left) causal path
+    elif isinstance(p.mask, Causal) and p.mask.offset is None and p.s_q == 1:
+        m = None  # one query aligned to the end sees every key: a decoding step
     else:
         m = dense_mask(p)
     row_ok: Tensor | None = None

@@ -53,6 +53,8 @@ class Stepper:
         if not bool(input_mask.any(-1).all()) and not is_seq2seq(model):
             raise ValueError("every prompt needs at least one real token")
         self.model, self.use_cache, self.device = model, use_cache, inputs.device
+        self.padded = not bool(input_mask.all())
+        self.memory_padded = self.padded
         self.seq2seq = is_seq2seq(model)
         param = next(model.parameters())
         if self.seq2seq:
@@ -82,16 +84,19 @@ class Stepper:
         return self.tokens.shape[0]
 
     def _run(self, tokens: Tensor, mask: Tensor, positions: Tensor) -> Tensor:
+        # Without padding the masks say nothing the causal mask does not: pass None so the
+        # attention takes its unmasked fast path at every layer of every step.
         if self.seq2seq:
             return self.model.decode(
                 tokens,
                 self.memory,
-                memory_mask=self.memory_mask,
-                tgt_mask=mask,
+                memory_mask=self.memory_mask if self.memory_padded else None,
+                tgt_mask=None,
                 cache=self.cache,
                 positions=positions,
             )
-        return self.model(tokens, attention_mask=mask, positions=positions, cache=self.cache)
+        mask_or_none = mask if self.padded else None
+        return self.model(tokens, attention_mask=mask_or_none, positions=positions, cache=self.cache)
 
     def logits(self) -> Tensor:
         """Next-token logits ``(b, vocab)`` for the current prefix (float32)."""
