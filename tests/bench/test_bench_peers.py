@@ -129,8 +129,11 @@ def test_attention_peers_tiny_run_has_every_row_gflops_and_ratios():
         assert _positive_finite(r["gflops"]) and _positive_finite(r["peak_share"])
         assert _positive_finite(r["speedup_vs_ref"])
         assert r["reference"] == ("torch_mha" if r["impl"].endswith("mha") else "sdpa")
-    table = format_peer_table(result)
-    assert "% peak" in table and len(table.splitlines()) == 4 + len(rows)
+    summary = data["summary_geomean_speedup"]
+    assert set(summary) == set(PEER_IMPLS) and summary["sdpa"] == {"fwd": 1.0, "fwdbwd": 1.0}
+    assert all(_positive_finite(x) for by_mode in summary.values() for x in by_mode.values())
+    table = format_peer_table(result).splitlines()
+    assert "% peak" in table[3] and len(table) == 4 + len(rows) + 2 + len(PEER_IMPLS)
 
 
 def test_attention_peers_skips_what_cannot_fit():

@@ -24,6 +24,7 @@ the same run (the better of one bout before and one after the attention runs).
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -166,6 +167,22 @@ class PeerAttentionResult:
         vals = [v for v in self.matmul_gflops.values() if v]
         return max(vals) if vals else None
 
+    def summary(self) -> dict[str, dict[str, float]]:
+        """Per implementation and mode, the geometric mean over lengths of
+        ``speedup_vs_ref`` (one number per goal, steadier than any single length)."""
+        out: dict[str, dict[str, float]] = {}
+        for impl in self.config.impls:
+            for mode in self.config.modes:
+                xs = [
+                    m.speedup_vs_ref
+                    for m in self.measurements
+                    if m.impl == impl and m.mode == mode and m.speedup_vs_ref
+                ]
+                if xs:
+                    geo = math.exp(sum(math.log(x) for x in xs) / len(xs))
+                    out.setdefault(impl, {})[mode] = geo
+        return out
+
     def to_json(self) -> dict[str, Any]:
         return {
             "benchmark": "attention-peers",
@@ -173,6 +190,7 @@ class PeerAttentionResult:
             "environment": self.environment,
             "matmul_gflops": self.matmul_gflops,
             "peak_gflops": self.peak_gflops,
+            "summary_geomean_speedup": self.summary(),
             "results": [asdict(m) for m in self.measurements],
         }
 
@@ -416,4 +434,12 @@ def format_peer_table(result: PeerAttentionResult) -> str:
         "FLOPs (causal = half); fwd = inference, fwdbwd = forward + backward",
         "",
     ]
-    return "\n".join(info) + format_rows(head, rows, left=(1, 2, 7, 8))
+    summary = result.summary()
+    lines = [
+        f"  {impl:<10} "
+        + "  ".join(f"{mode} {x:.2f}x" for mode, x in by_mode.items())
+        + f"  vs {REFERENCE[PEER_IMPLS[impl][0]]}"
+        for impl, by_mode in summary.items()
+    ]
+    tail = ["", "geometric mean of speed over lengths:", *lines] if lines else []
+    return "\n".join(info) + format_rows(head, rows, left=(1, 2, 7, 8)) + "\n".join(["", *tail])
