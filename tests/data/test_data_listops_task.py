@@ -10,7 +10,10 @@ from qkv.models import build
 
 
 def _task(att, **kw):
-    return get_task("listops", TaskOptions(n_train=32, n_valid=8, n_test=8, max_len=96, extra={"attention": att, **kw}))
+    return get_task(
+        "listops",
+        TaskOptions(n_train=32, n_valid=8, n_test=8, max_len=96, extra={"attention": att, **kw}),
+    )
 
 
 def test_examples_start_with_cls_and_labels_are_values():

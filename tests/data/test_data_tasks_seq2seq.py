@@ -38,7 +38,9 @@ def test_copy_and_reverse_data() -> None:
 
 
 def test_copy_options_errors() -> None:
-    tiny = CopyTask(TaskOptions(n_train=10, n_valid=10, n_test=10, max_len=2, extra={"symbols": "ab"}))
+    tiny = CopyTask(
+        TaskOptions(n_train=10, n_valid=10, n_test=10, max_len=2, extra={"symbols": "ab"})
+    )
     assert len(tiny.examples("train")) == 10  # 6 strings exist: they repeat rather than fail
     with pytest.raises(TaskError, match=r"symbols.*'aa'"):
         CopyTask(TaskOptions(extra={"symbols": "aa"}))

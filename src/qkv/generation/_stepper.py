@@ -96,7 +96,9 @@ class Stepper:
                 positions=positions,
             )
         mask_or_none = mask if self.padded else None
-        return self.model(tokens, attention_mask=mask_or_none, positions=positions, cache=self.cache)
+        return self.model(
+            tokens, attention_mask=mask_or_none, positions=positions, cache=self.cache
+        )
 
     def logits(self) -> Tensor:
         """Next-token logits ``(b, vocab)`` for the current prefix (float32)."""
