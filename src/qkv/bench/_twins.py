@@ -3,8 +3,10 @@
 Each builder takes one :class:`ModelShape` and returns the qkv model or a peer of identical
 shape: ``transformers``' GPT-2, BART and Marian, and a GPT built from
 ``torch.nn.TransformerEncoderLayer``. Timing needs identical shapes, not identical weights,
-so every model keeps its own initialization; their parameter counts are reported (and
-tested) equal up to BART's two extra position rows.
+so every model keeps its own initialization. Parameter counts are reported and tested: equal
+for the language models; for BART and Marian they differ only by what ``transformers`` stores
+differently (two extra position rows per stack, Marian's fixed sinusoids as parameters, the
+output bias as a buffer).
 """
 
 from __future__ import annotations
