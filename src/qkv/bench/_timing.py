@@ -236,3 +236,22 @@ def write_json(path: str | Path, obj: Any) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, indent=2) + "\n")
     return path
+
+
+def check_settings(cfg: object, positive: tuple[str, ...]) -> None:
+    """Validate the settings every benchmark shares: the named positive ints, ``warmup``
+    (an int >= 0) and ``threads`` (None or a positive int).
+
+    Raises:
+        ValueError: naming the setting and its value.
+    """
+    for name in positive:
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    warmup = cfg.warmup
+    if not isinstance(warmup, int) or warmup < 0:
+        raise ValueError(f"warmup must be an int >= 0, got {warmup!r}")
+    threads = cfg.threads
+    if threads is not None and (not isinstance(threads, int) or threads <= 0):
+        raise ValueError(f"threads must be a positive int, got {threads!r}")

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from qkv.bench._timing import (
+    check_settings,
     environment,
     fmt,
     format_rows,
@@ -93,16 +94,11 @@ class GenerateBenchConfig:
                 f"impls must be a non-empty subset of {list(GENERATE_IMPLS)}, got "
                 f"{list(self.impls)}"
             )
-        for name in ("prompt_len", "new_tokens", "repeats", "min_repeats", "warmup_tokens"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        check_settings(
+            self, ("prompt_len", "new_tokens", "repeats", "min_repeats", "warmup_tokens")
+        )
         if not self.batches or any(not isinstance(b, int) or b <= 0 for b in self.batches):
             raise ValueError(f"batches must be positive ints, got {list(self.batches)}")
-        if not isinstance(self.warmup, int) or self.warmup < 0:
-            raise ValueError(f"warmup must be an int >= 0, got {self.warmup!r}")
-        if self.threads is not None and (not isinstance(self.threads, int) or self.threads <= 0):
-            raise ValueError(f"threads must be a positive int, got {self.threads!r}")
         _ = self.shape  # validates the sizes
 
     @property

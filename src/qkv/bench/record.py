@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from qkv.bench._timing import (
     available_memory_bytes,
+    check_settings,
     environment,
     fmt,
     format_rows,
@@ -95,16 +96,9 @@ class RecordBenchConfig:
             raise ValueError(
                 f"impls must be a non-empty subset of {list(RECORD_IMPLS)}, got {list(self.impls)}"
             )
-        for name in ("batch", "repeats", "min_repeats"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        check_settings(self, ("batch", "repeats", "min_repeats"))
         if not self.lengths or any(not isinstance(s, int) or s <= 0 for s in self.lengths):
             raise ValueError(f"lengths must be positive ints, got {list(self.lengths)}")
-        if not isinstance(self.warmup, int) or self.warmup < 0:
-            raise ValueError(f"warmup must be an int >= 0, got {self.warmup!r}")
-        if self.threads is not None and (not isinstance(self.threads, int) or self.threads <= 0):
-            raise ValueError(f"threads must be a positive int, got {self.threads!r}")
         _ = self.shape  # validates the sizes
 
     @property

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from qkv.bench._timing import (
+    check_settings,
     environment,
     fmt,
     format_rows,
@@ -106,21 +107,17 @@ class TrainBenchConfig:
                 f"models must be a non-empty subset of {list(TRAIN_MODELS)}, got "
                 f"{list(self.models)}"
             )
-        for name in (
-            "seq_len",
-            "batch",
-            "repeats",
-            "min_repeats",
-            "n_encoder_layers",
-            "n_decoder_layers",
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if not isinstance(self.warmup, int) or self.warmup < 0:
-            raise ValueError(f"warmup must be an int >= 0, got {self.warmup!r}")
-        if self.threads is not None and (not isinstance(self.threads, int) or self.threads <= 0):
-            raise ValueError(f"threads must be a positive int, got {self.threads!r}")
+        check_settings(
+            self,
+            (
+                "seq_len",
+                "batch",
+                "repeats",
+                "min_repeats",
+                "n_encoder_layers",
+                "n_decoder_layers",
+            ),
+        )
         _ = self.shape  # validates the sizes
 
     @property
