@@ -81,19 +81,22 @@ def test_grouped_heads_equal_explicitly_repeated_heads():
     full = MultiHeadAttention(32, 8)
     d_h = 4
     with torch.no_grad():
-        full.q_proj.load_state_dict(gqa.q_proj.state_dict())
+        for which in ("q", "k", "v"):
+            (w, b), (dst_w, dst_b) = gqa.projection(which), full.projection(which)
+            if which != "q":  # kv head j serves query heads 4j .. 4j+3
+                w = w.view(2, d_h, 32).repeat_interleave(4, 0).reshape(32, 32)
+                b = b.view(2, d_h).repeat_interleave(4, 0).reshape(32)
+            dst_w.copy_(w)
+            dst_b.copy_(b)
         full.out_proj.load_state_dict(gqa.out_proj.state_dict())
-        for src, dst in ((gqa.k_proj, full.k_proj), (gqa.v_proj, full.v_proj)):
-            w = src.weight.view(2, d_h, 32).repeat_interleave(4, 0).reshape(32, 32)
-            dst.weight.copy_(w)
-            dst.bias.copy_(src.bias.view(2, d_h).repeat_interleave(4, 0).reshape(32))
     x = torch.randn(2, 6, 32)
     for backend in ("math", "sdpa"):
         gqa.backend = full.backend = backend
         torch.testing.assert_close(
             gqa(x, is_causal=True), full(x, is_causal=True), atol=1e-6, rtol=0
         )
-    assert gqa.k_proj.weight.shape == (8, 32)  # 2 kv heads x d_h 4
+    assert gqa.projection("k")[0].shape == (8, 32)  # 2 kv heads x d_h 4
+    assert gqa.qkv_proj.weight.shape == (32 + 8 + 8, 32)
     mqa = MultiHeadAttention(32, 8, n_kv_heads=1)
     assert mqa(x).shape == (2, 6, 32)
 
@@ -153,3 +156,71 @@ def test_mha_errors():
         m(torch.randn(2, 5, 16), torch.randn(3, 5, 16))
     with pytest.raises(ValueError, match="add_bias_kv"):
         MultiHeadAttention.from_torch(nn.MultiheadAttention(8, 2, add_bias_kv=True))
+
+
+# -- the stacked projection and the unmasked shortcut ----------------------------------
+def test_packed_and_separate_projections_compute_the_same():
+    """qkv_proj (kdim == vdim == d_model) against the same weights held apart."""
+    torch.manual_seed(0)
+    packed = MultiHeadAttention(24, 6, n_kv_heads=2)
+    apart = MultiHeadAttention(24, 6, n_kv_heads=2, kdim=25)  # kdim != d: separate q/k/v
+    assert packed.packed and not apart.packed
+    assert packed.qkv_proj.weight.shape == (24 + 2 * 8, 24)
+    with torch.no_grad():
+        for which in "qv":
+            for dst, src in zip(apart.projection(which), packed.projection(which)):
+                dst.copy_(src)
+        wk, bk = packed.projection("k")
+        apart.k_proj.weight.copy_(torch.cat([wk, torch.zeros(8, 1)], 1))  # last input unused
+        apart.k_proj.bias.copy_(bk)
+        apart.out_proj.load_state_dict(packed.out_proj.state_dict())
+    x, mem = torch.randn(2, 5, 24), torch.randn(2, 7, 24)
+    mem_k = torch.cat([mem, torch.randn(2, 7, 1)], -1)
+    torch.testing.assert_close(apart(x, mem_k, mem), packed(x, mem, mem), atol=1e-6, rtol=0)
+    # key is value: one matmul for both; a distinct value: two
+    torch.testing.assert_close(packed(x, mem), packed(x, mem, mem.clone()), atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match=r"which must be 'q', 'k' or 'v', got 'o'"):
+        packed.projection("o")
+
+
+def test_projection_views_write_through():
+    m = MultiHeadAttention(8, 2)
+    with torch.no_grad():
+        m.projection("v")[0].fill_(3.0)
+    assert torch.all(m.qkv_proj.weight[16:] == 3.0) and not torch.any(m.qkv_proj.weight[:16] == 3)
+
+
+@pytest.mark.parametrize("kv_heads", [4, 2, 1])
+@pytest.mark.parametrize("case", ["none", "causal_square", "causal_one_query"])
+def test_unmasked_shortcut_equals_the_math_reference(kv_heads, case):
+    """MHA's shortcut (no Problem, straight to SDPA) against backend='math', forward and
+    backward, fp64; a decoding step's single query sees every cached key."""
+    torch.manual_seed(0)
+    fast = MultiHeadAttention(16, 4, n_kv_heads=kv_heads).double()
+    ref = MultiHeadAttention(16, 4, n_kv_heads=kv_heads, backend="math").double()
+    ref.load_state_dict(fast.state_dict())
+    s_q = 1 if case == "causal_one_query" else 6
+    causal = case != "none"
+    x = torch.randn(2, s_q, 16, dtype=torch.float64, requires_grad=True)
+    kv = torch.randn(2, 9, 16, dtype=torch.float64)
+    if case == "causal_one_query":
+        caches = [qkv.KVCache(2, kv_heads, 10, 4, dtype=torch.float64) for _ in range(2)]
+        for m, c in zip((fast, ref), caches):
+            m(kv, is_causal=True, cache=c)  # prefill 9 keys
+        outs = [m(x, is_causal=True, cache=c) for m, c in zip((fast, ref), caches)]
+    else:
+        outs = [m(x, is_causal=causal) for m in (fast, ref)]
+    torch.testing.assert_close(outs[0], outs[1], atol=1e-12, rtol=0)
+    grads = [torch.autograd.grad(o.square().sum(), x)[0] for o in outs]
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-12, rtol=0)
+
+
+def test_unmasked_sdpa_refuses_misaligned_causal():
+    from qkv.attention.functional import unmasked_sdpa
+
+    q, k = torch.randn(1, 2, 3, 4), torch.randn(1, 2, 5, 4)
+    with pytest.raises(ValueError, match=r"s_q == s_k or s_q == 1, got s_q=3, s_k=5"):
+        unmasked_sdpa(q, k, k, is_causal=True)
+    torch.testing.assert_close(
+        unmasked_sdpa(q, k, k, score="dot"), qkv.attention(q, k, k, score="dot", backend="math")
+    )

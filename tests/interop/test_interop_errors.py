@@ -55,7 +55,7 @@ def test_missing_unexpected_and_mismatched_tensors_in_one_error(kit):
     msg = str(e)
     assert msg.startswith(f"cannot load {d} as bert: 1 missing, 1 unexpected, 1 mismatched\n")
     assert e.missing == [
-        "encoder.layer.1.attention.self.key.bias -> encoder.layers.1.self_attn.k_proj.bias"
+        "encoder.layer.1.attention.self.key.bias -> encoder.layers.1.self_attn.qkv_proj.bias"
     ]
     assert e.unexpected == ["encoder.layer.0.attention.self.rotary.weight"]
     assert e.mismatched == [

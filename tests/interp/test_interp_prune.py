@@ -24,7 +24,7 @@ def test_pruning_equals_masking_the_heads(tiny):
     assert kept == {"encoder.layers.0.self_attn": (0, 2), "decoder.layers.1.cross_attn": (1, 2, 3)}
     enc = model.encoder.layers[0].self_attn
     assert (enc.n_heads, enc.n_kv_heads) == (2, 2)
-    assert enc.q_proj.weight.shape == (16, 32) and enc.out_proj.weight.shape == (32, 16)
+    assert enc.qkv_proj.weight.shape == (3 * 16, 32) and enc.out_proj.weight.shape == (32, 16)
     with torch.no_grad():
         torch.testing.assert_close(model(src, tgt), masked)
     with record_attention(model) as rec:
@@ -58,12 +58,12 @@ def test_pruning_grouped_query_heads(tiny):
 
 def test_pruning_errors_and_atomicity(tiny):
     model = tiny.lm(n_heads=4, n_kv_heads=2)
-    w = model.decoder.layers[0].self_attn.q_proj.weight.clone()
+    w = model.decoder.layers[0].self_attn.qkv_proj.weight.clone()
     with pytest.raises(ValueError, match=r"different numbers of query heads \{0: 1, 1: 2\}"):
         prune_heads(model, {0: [1]})
     with pytest.raises(ValueError, match=r"head 4 out of range .* n_heads=4"):
         prune_heads(model, {0: [0, 2], 1: [4]})
-    assert torch.equal(model.decoder.layers[0].self_attn.q_proj.weight, w)  # nothing changed
+    assert torch.equal(model.decoder.layers[0].self_attn.qkv_proj.weight, w)  # nothing changed
     with pytest.raises(ValueError, match="cannot prune every head"):
         prune_heads(model, {1: [0, 1, 2, 3]})
     with pytest.raises(ValueError, match=r"layer 0 matches 2 .* self-attention modules"):

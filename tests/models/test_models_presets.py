@@ -128,12 +128,15 @@ def _std(t: Tensor) -> float:
 
 def test_xavier_init_for_the_original_transformer() -> None:
     m = M.from_preset("transformer-tiny", d_model=128, n_heads=4, d_ff=256, vocab_size=512)
-    for lin in (m.encoder.layers[0].self_attn.q_proj, m.decoder.layers[1].ff.fc1):
-        fan_in, fan_out = lin.in_features, lin.out_features
+    attn, fc1 = m.encoder.layers[0].self_attn, m.decoder.layers[1].ff.fc1
+    # the stacked q/k/v projection gets Xavier per projection, as if they were separate
+    weights = [*(attn.projection(x) for x in "qkv"), (fc1.weight, fc1.bias)]
+    for weight, bias in weights:
+        fan_out, fan_in = weight.shape
         bound = math.sqrt(6 / (fan_in + fan_out))
-        assert float(lin.weight.detach().abs().max()) <= bound
-        assert _std(lin.weight) == pytest.approx(bound / math.sqrt(3), rel=0.1)
-        assert float(lin.bias.detach().abs().max()) == 0.0
+        assert float(weight.detach().abs().max()) <= bound
+        assert _std(weight) == pytest.approx(bound / math.sqrt(3), rel=0.1)
+        assert float(bias.detach().abs().max()) == 0.0
     emb = m.src_embed.tok_emb.weight
     assert _std(emb[1:]) == pytest.approx(128**-0.5, rel=0.1)
     assert float(emb[0].detach().abs().max()) == 0.0  # pad_token_id=0
@@ -145,7 +148,7 @@ def test_normal_init(name: str) -> None:
     m = M.from_preset(name, **big)
     stack = m.decoder if name == "gpt2-tiny" else m.encoder
     layer = stack.layers[0]
-    assert _std(layer.self_attn.q_proj.weight) == pytest.approx(0.02, rel=0.1)
+    assert _std(layer.self_attn.qkv_proj.weight) == pytest.approx(0.02, rel=0.1)
     assert _std(layer.ff.fc1.weight) == pytest.approx(0.02, rel=0.1)
     out_std = 0.02 / math.sqrt(2 * 2) if name == "gpt2-tiny" else 0.02
     assert _std(layer.self_attn.out_proj.weight) == pytest.approx(out_std, rel=0.1)

@@ -358,6 +358,49 @@ def _run_sdpa(p: Problem) -> Tensor | tuple[Tensor, Tensor]:
 register_backend(Backend("sdpa", _run_sdpa, _sdpa_why_not, auto_priority=10))
 
 
+def unmasked_sdpa(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    score: str = "scaled_dot",
+    scale: float | None = None,
+    is_causal: bool = False,
+    dropout_p: float = 0.0,
+) -> Tensor:
+    """The ``sdpa`` backend's answer for an unmasked (or plainly causal) problem, without
+    validation or a :class:`Problem`: the shortcut :class:`~qkv.MultiHeadAttention` takes
+    when there is nothing to mask, where per-op overhead dominates a decoding step.
+
+    Args:
+        q: ``(b, h, s_q, d)``; k, v: ``(b, h_kv, s_k, d)`` with ``h_kv`` dividing ``h``
+            (already checked by the caller).
+        score: ``"scaled_dot"`` or ``"dot"``.
+        scale, dropout_p: as in :func:`attention`.
+        is_causal: causal, aligned to the end of the keys; only for ``s_q == s_k`` (the
+            kernels' own mask) or ``s_q == 1`` (a decoding step, which sees every key).
+
+    Raises:
+        ValueError: ``is_causal`` with ``1 < s_q != s_k`` (use :func:`attention`).
+    """
+    s_q, s_k = q.shape[-2], k.shape[-2]
+    if is_causal and s_q != s_k and s_q != 1:
+        raise ValueError(
+            f"unmasked_sdpa: is_causal needs s_q == s_k or s_q == 1, got s_q={s_q}, s_k={s_k}"
+        )
+    if scale is None:
+        scale = default_scale(q.shape[-1]) if score == "scaled_dot" else 1.0
+    return F.scaled_dot_product_attention(
+        q,
+        k,
+        v,
+        dropout_p=dropout_p,
+        is_causal=is_causal and s_q > 1,
+        scale=scale,
+        enable_gqa=q.shape[-3] != k.shape[-3],
+    )
+
+
 # ---------------------------------------------------------------------------------------
 # the public function
 # ---------------------------------------------------------------------------------------

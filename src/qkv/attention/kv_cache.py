@@ -64,10 +64,10 @@ class KVCache:
                 f"KVCache holds (b, h_kv, *, d_h) = {tuple(self.k.shape)}, got k {tuple(k.shape)}"
             )
         end = self.length + s
-        self.k[:, :, self.length : end] = k.to(self.k.dtype)
-        self.v[:, :, self.length : end] = v.to(self.v.dtype)
+        self.k.narrow(2, self.length, s).copy_(k)  # copy_ casts to the cache dtype
+        self.v.narrow(2, self.length, s).copy_(v)
         self.length = end
-        return self.k[:, :, :end], self.v[:, :, :end]
+        return self.k.narrow(2, 0, end), self.v.narrow(2, 0, end)
 
     def reorder(self, index: Tensor) -> None:
         """Select batch rows (beam search): row ``i`` becomes old row ``index[i]``."""

@@ -4,10 +4,18 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from qkv.attention import _record
-from qkv.attention.functional import BackendName, MaskLike, Score, make_problem, pick_backend
+from qkv.attention.functional import (
+    BackendName,
+    MaskLike,
+    Score,
+    make_problem,
+    pick_backend,
+    unmasked_sdpa,
+)
 from qkv.attention.kv_cache import KVCache, StaticKVCache
 from qkv.masks import Mask
 
@@ -17,6 +25,13 @@ class MultiHeadAttention(nn.Module):
 
     ``MHA(Q, K, V) = Concat(head_1..head_h) W_o`` with
     ``head_i = attention(Q W_q^i, K W_k^j, V W_v^j)``, ``j = i // (h / h_kv)``.
+
+    When keys and values have the model width (``kdim == vdim == d_model``: every qkv model)
+    ``W_q``, ``W_k`` and ``W_v`` are stacked, in that order, in one ``qkv_proj`` of shape
+    ``(h d_h + 2 h_kv d_h, d_model)`` (like ``nn.MultiheadAttention``'s ``in_proj_weight`` and
+    GPT-2's ``c_attn``), so self-attention projects with one matmul; otherwise they are
+    separate ``q_proj``, ``k_proj`` and ``v_proj``. :meth:`projection` gives either layout's
+    ``(weight, bias)`` by name.
 
     Args:
         d_model: model width ``d`` (query input and output size).
@@ -72,25 +87,80 @@ class MultiHeadAttention(nn.Module):
         self.d_model, self.n_heads, self.n_kv_heads = d_model, n_heads, n_kv_heads
         self.head_dim, self.kdim, self.vdim = head_dim, kdim, vdim
         self.dropout, self.backend, self.scale, self.score = dropout, backend, scale, score
-        self.q_proj = nn.Linear(d_model, n_heads * head_dim, bias=bias)
-        self.k_proj = nn.Linear(kdim, n_kv_heads * head_dim, bias=bias)
-        self.v_proj = nn.Linear(vdim, n_kv_heads * head_dim, bias=bias)
-        self.out_proj = nn.Linear(n_heads * head_dim, d_model, bias=bias)
+        self.packed = kdim == d_model and vdim == d_model
+        if self.packed:
+            # one matmul for self-attention's queries, keys and values
+            self.qkv_proj = nn.Linear(d_model, self.q_width + 2 * self.kv_width, bias=bias)
+        else:
+            self.q_proj = nn.Linear(d_model, self.q_width, bias=bias)
+            self.k_proj = nn.Linear(kdim, self.kv_width, bias=bias)
+            self.v_proj = nn.Linear(vdim, self.kv_width, bias=bias)
+        self.out_proj = nn.Linear(self.q_width, d_model, bias=bias)
         self.rope = rope
+
+    @property
+    def q_width(self) -> int:
+        """Output width of the query projection, ``h d_h``."""
+        return self.n_heads * self.head_dim
+
+    @property
+    def kv_width(self) -> int:
+        """Output width of the key and of the value projection, ``h_kv d_h``."""
+        return self.n_kv_heads * self.head_dim
 
     def extra_repr(self) -> str:
         kv = f", n_kv_heads={self.n_kv_heads}" if self.n_kv_heads != self.n_heads else ""
         return f"d_model={self.d_model}, n_heads={self.n_heads}{kv}, backend={self.backend!r}"
 
     # -----------------------------------------------------------------------------------
-    def _split(self, x: Tensor, heads: int) -> Tensor:
+    def _rows(self, which: str) -> slice:
+        q, kv = self.q_width, self.kv_width
+        rows = {
+            "q": slice(0, q),
+            "k": slice(q, q + kv),
+            "v": slice(q + kv, q + 2 * kv),
+            "kv": slice(q, q + 2 * kv),
+        }
+        if which not in rows or (which == "kv" and not self.packed):
+            raise ValueError(f"which must be 'q', 'k' or 'v', got {which!r}")
+        return rows[which]
+
+    def projection(self, which: str) -> tuple[Tensor, Tensor | None]:
+        """``(weight, bias)`` of the ``"q"``, ``"k"`` or ``"v"`` projection: weight
+        ``(width, in_features)``. Views of ``qkv_proj`` when packed (writing to them writes
+        the module's parameters)."""
+        rows = self._rows(which)
+        if not self.packed:
+            lin = {"q": self.q_proj, "k": self.k_proj, "v": self.v_proj}[which]
+            return lin.weight, lin.bias
+        bias = self.qkv_proj.bias
+        return self.qkv_proj.weight[rows], None if bias is None else bias[rows]
+
+    def _proj(self, x: Tensor, which: str) -> Tensor:
+        weight, bias = self.projection(which)
+        return F.linear(x, weight, bias)
+
+    def _heads(self, x: Tensor, heads: int) -> Tensor:
         b, s, _ = x.shape
         return x.view(b, s, heads, self.head_dim).transpose(1, 2)  # (b, heads, s, d_h)
 
     def project_kv(self, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor]:
         """Project memory to keys/values ``(b, h_kv, s_k, d_h)`` (no rotary)."""
-        return self._split(self.k_proj(key), self.n_kv_heads), self._split(
-            self.v_proj(value), self.n_kv_heads
+        if self.packed and key is value:
+            k, v = self._proj(key, "kv").split(self.kv_width, dim=-1)  # one matmul
+        else:
+            k, v = self._proj(key, "k"), self._proj(value, "v")
+        return self._heads(k, self.n_kv_heads), self._heads(v, self.n_kv_heads)
+
+    def _project_self(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        if self.packed:
+            q, k, v = self.qkv_proj(x).split((self.q_width, self.kv_width, self.kv_width), -1)
+        else:
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        return (
+            self._heads(q, self.n_heads),
+            self._heads(k, self.n_kv_heads),
+            self._heads(v, self.n_kv_heads),
         )
 
     def forward(
@@ -139,25 +209,30 @@ class MultiHeadAttention(nn.Module):
         self_attn = key is None
         if self_attn and value is not None:
             raise ValueError("value given without key; pass both for cross-attention")
-        q = self._split(self.q_proj(query), self.n_heads)  # (b, h, s_q, d_h)
+        if self.rope is not None and isinstance(cache, StaticKVCache):
+            raise ValueError("rotary embeddings are for self-attention, not a cross cache")
 
         if isinstance(cache, StaticKVCache) and cache.is_set:
+            q = self._heads(self._proj(query, "q"), self.n_heads)  # (b, h, s_q, d_h)
             k, v = cache.k, cache.v  # (b, h_kv, s_k, d_h), projected once
             assert k is not None and v is not None
         else:
-            key = query if self_attn else key
-            value = key if value is None else value
-            assert key is not None and value is not None
-            if key.ndim != 3 or key.shape[-1] != self.kdim or key.shape[0] != b:
-                raise ValueError(
-                    f"key must be (b={b}, s_k, kdim={self.kdim}), got {tuple(key.shape)}"
-                )
-            if value.shape[:2] != key.shape[:2] or value.shape[-1] != self.vdim:
-                raise ValueError(
-                    f"value must be (b, s_k, vdim={self.vdim}) matching key "
-                    f"{tuple(key.shape)}, got {tuple(value.shape)}"
-                )
-            k, v = self.project_kv(key, value)  # (b, h_kv, s_k, d_h)
+            if self_attn:
+                q, k, v = self._project_self(query)
+            else:
+                value = key if value is None else value
+                assert key is not None
+                if key.ndim != 3 or key.shape[-1] != self.kdim or key.shape[0] != b:
+                    raise ValueError(
+                        f"key must be (b={b}, s_k, kdim={self.kdim}), got {tuple(key.shape)}"
+                    )
+                if value.shape[:2] != key.shape[:2] or value.shape[-1] != self.vdim:
+                    raise ValueError(
+                        f"value must be (b, s_k, vdim={self.vdim}) matching key "
+                        f"{tuple(key.shape)}, got {tuple(value.shape)}"
+                    )
+                q = self._heads(self._proj(query, "q"), self.n_heads)
+                k, v = self.project_kv(key, value)  # (b, h_kv, s_k, d_h)
             if self.rope is not None:
                 q = self.rope(q, positions)
                 k = self.rope(k, positions if self_attn else None)
@@ -165,32 +240,55 @@ class MultiHeadAttention(nn.Module):
                 k, v = cache.update(k, v)
             elif isinstance(cache, StaticKVCache):
                 k, v = cache.set(k, v)
-        if self.rope is not None and isinstance(cache, StaticKVCache):
-            raise ValueError("rotary embeddings are for self-attention, not a cross cache")
 
-        full_mask = self._combine_masks(mask, key_padding_mask, attn_bias, b, s_q, k.shape[2])
-        p = make_problem(
-            q,
-            k,
-            v,
-            full_mask,
-            score=self.score,
-            scale=self.scale,
-            is_causal=is_causal,
-            dropout_p=self.dropout if self.training else 0.0,
-            return_weights=return_weights,
-        )
+        s_k = k.shape[2]
+        dropout_p = self.dropout if self.training else 0.0
         rec = _record.current()
-        if rec is not None:
-            rec(self, p, {"self_attention": self_attn})
-        backend = "math" if return_weights and self.backend == "auto" else self.backend
-        res = pick_backend(p, backend).run(p)
-        out, weights = res if isinstance(res, tuple) else (res, None)
+        weights: Tensor | None = None
+        if (
+            mask is None
+            and key_padding_mask is None
+            and attn_bias is None
+            and not return_weights
+            and rec is None
+            and self.backend in ("auto", "sdpa")
+            and isinstance(self.score, str)
+            and (not is_causal or s_q == s_k or s_q == 1)
+        ):
+            # Nothing to mask beyond plain causality: exactly what "auto" and "sdpa" run,
+            # without building a Problem (a decoding step is dominated by per-op overhead).
+            out = unmasked_sdpa(
+                q,
+                k,
+                v,
+                score=self.score,  # type: ignore[arg-type]
+                scale=self.scale,
+                is_causal=is_causal,
+                dropout_p=dropout_p,
+            )
+        else:
+            full_mask = self._combine_masks(mask, key_padding_mask, attn_bias, b, s_q, s_k)
+            p = make_problem(
+                q,
+                k,
+                v,
+                full_mask,
+                score=self.score,
+                scale=self.scale,
+                is_causal=is_causal,
+                dropout_p=dropout_p,
+                return_weights=return_weights,
+            )
+            if rec is not None:
+                rec(self, p, {"self_attention": self_attn})
+            backend = "math" if return_weights and self.backend == "auto" else self.backend
+            res = pick_backend(p, backend).run(p)
+            out, weights = res if isinstance(res, tuple) else (res, None)
         if head_mask is not None:
             hm = head_mask.to(out.dtype)
             hm = hm.view(1, -1, 1, 1) if hm.ndim == 1 else hm.view(b, -1, 1, 1)
             out = out * hm  # (b, h, s_q, d_h)
-        out = out.transpose(1, 2).reshape(b, s_q, self.n_heads * self.head_dim)
+        out = out.transpose(1, 2).reshape(b, s_q, self.q_width)
         out = self.out_proj(out)  # (b, s_q, d_model)
         return (out, weights) if return_weights else out  # type: ignore[return-value]
 
@@ -261,17 +359,13 @@ class MultiHeadAttention(nn.Module):
         d = m.embed_dim
         with torch.no_grad():
             if m._qkv_same_embed_dim:
-                wq, wk, wv = m.in_proj_weight.split(d, dim=0)
+                out.qkv_proj.weight.copy_(m.in_proj_weight)
             else:
-                wq, wk, wv = m.q_proj_weight, m.k_proj_weight, m.v_proj_weight
-            out.q_proj.weight.copy_(wq)
-            out.k_proj.weight.copy_(wk)
-            out.v_proj.weight.copy_(wv)
+                for which, w in zip("qkv", (m.q_proj_weight, m.k_proj_weight, m.v_proj_weight)):
+                    out.projection(which)[0].copy_(w)
             out.out_proj.weight.copy_(m.out_proj.weight)
             if has_bias:
-                bq, bk, bv = m.in_proj_bias.split(d, dim=0)
-                out.q_proj.bias.copy_(bq)
-                out.k_proj.bias.copy_(bk)
-                out.v_proj.bias.copy_(bv)
+                for which, bias in zip("qkv", m.in_proj_bias.split(d, dim=0)):
+                    out.projection(which)[1].copy_(bias)  # type: ignore[union-attr]
                 out.out_proj.bias.copy_(m.out_proj.bias)
         return out.to(device=m.out_proj.weight.device, dtype=m.out_proj.weight.dtype)

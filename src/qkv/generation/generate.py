@@ -31,7 +31,7 @@ class Generated:
     logits: list[Tensor] = field(default_factory=list)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def generate(
     model: nn.Module,
     inputs: Tensor,

@@ -137,6 +137,37 @@ def modules(
     ]
 
 
+def _stack(ts: Sequence[Tensor]) -> list[Tensor]:
+    return [torch.cat(list(ts), dim=0)]
+
+
+def stacked(
+    pairs: Mapping[tuple[str, ...], str],
+    hf_prefix: str = "",
+    qkv_prefix: str = "",
+    suffixes: Sequence[str] = ("weight", "bias"),
+) -> list[Rule]:
+    """Rules for projections a checkpoint keeps apart and qkv stacks along the output
+    dimension (the query, key and value projections in
+    :class:`~qkv.attention.MultiHeadAttention`'s ``qkv_proj``): for each ``(hs, q)`` of
+    ``pairs`` and each suffix ``s``, the tensors ``hf_prefix + h + "." + s`` for ``h`` in
+    ``hs``, concatenated along dim 0 <-> ``qkv_prefix + q + "." + s`` cut into ``len(hs)``
+    equal parts (the families with separate projections give them equal widths)."""
+    rules = []
+    for hs, q in pairs.items():
+        parts = len(hs)
+        for s in suffixes:
+            rules.append(
+                Rule(
+                    tuple(f"{hf_prefix}{h}.{s}" for h in hs),
+                    (f"{qkv_prefix}{q}.{s}",),
+                    to_qkv=_stack,
+                    to_hf=lambda ts, n=parts: list(ts[0].chunk(n, dim=0)),
+                )
+            )
+    return rules
+
+
 def model_tensors(model: nn.Module) -> dict[str, Tensor]:
     """The tensors a weight map must cover: every parameter once (a tied tensor under its
     first name) and every persistent buffer."""

@@ -8,6 +8,8 @@ from typing import Literal
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from qkv.layers.dropout import dropout
+
 Activation = Literal["relu", "gelu", "gelu_tanh", "silu", "swiglu", "geglu", "geglu_tanh"]
 
 
@@ -95,7 +97,7 @@ class FeedForward(nn.Module):
             h = self._act(self.fc_gate(x)) * self.fc1(x)  # (..., d_ff)
         else:
             h = self._act(self.fc1(x))  # (..., d_ff)
-        return self.fc2(self.dropout(h))  # (..., d_model)
+        return self.fc2(dropout(self.dropout, h))  # (..., d_model)
 
     def extra_repr(self) -> str:
         return f"activation={self.activation!r}, gated={self.gated}"

@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from torch import Tensor, nn
 
+from qkv.layers.dropout import dropout
 from qkv.layers.norms import NORM_KINDS, NormKind, make_norm
 
 Placement = Literal["pre", "post"]
@@ -91,7 +92,7 @@ class Residual(nn.Module):
         rest: tuple[Any, ...] | None = None
         if isinstance(out, tuple):
             out, rest = out[0], tuple(out[1:])
-        y = x + self.dropout(out)  # (..., d)
+        y = x + dropout(self.dropout, out)  # (..., d)
         if self.placement == "post":
             y = self.norm(y)
         return y if rest is None else (y, *rest)

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from qkv.attention.functional import MaskLike
 from qkv.attention.kv_cache import KVCache, StaticKVCache
 from qkv.attention.mha import MultiHeadAttention
+from qkv.layers.dropout import dropout
 from qkv.models.config import Placement
 
 
@@ -28,12 +29,12 @@ def _check_placement(placement: str) -> None:
 
 
 def _sublayer(
-    x: Tensor, norm: nn.Module, f: Callable[[Tensor], Tensor], placement: str, drop: nn.Module
+    x: Tensor, norm: nn.Module, f: Callable[[Tensor], Tensor], placement: str, drop: nn.Dropout
 ) -> Tensor:
     """``norm(x + drop(f(x)))`` (post-norm) or ``x + drop(f(norm(x)))`` (pre-norm)."""
     if placement == "pre":
-        return x + drop(f(norm(x)))  # (b, s, d)
-    return norm(x + drop(f(x)))  # (b, s, d)
+        return x + dropout(drop, f(norm(x)))  # (b, s, d)
+    return norm(x + dropout(drop, f(x)))  # (b, s, d)
 
 
 class EncoderLayer(nn.Module):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from qkv.layers.dropout import dropout
+
 
 class Embeddings(nn.Module):
     """``dropout(norm(scale * E_tok[ids] + P[positions] + E_type[types]))``.
@@ -75,7 +77,7 @@ class Embeddings(nn.Module):
             x = x + self.type_emb(token_type_ids)  # (b, s, d)
         if self.norm is not None:
             x = self.norm(x)
-        return self.dropout(x)  # (b, s, d)
+        return dropout(self.dropout, x)  # (b, s, d)
 
     def extra_repr(self) -> str:
         return f"scale={self.scale:g}"

@@ -7,6 +7,7 @@ import math
 import torch
 from torch import nn
 
+from qkv.attention.mha import MultiHeadAttention
 from qkv.layers.norms import RMSNorm
 from qkv.models.config import INIT_SCHEMES, InitScheme
 
@@ -25,7 +26,8 @@ def init_weights(
       (``out_proj``, ``fc2``) get ``std / sqrt(2 n_layers)`` (Radford et al. 2019, sec. 2.3).
 
     Biases are zero, norm weights one, padding rows of embeddings zero. A linear layer whose
-    weight is tied to an embedding is left to the embedding's rule.
+    weight is tied to an embedding is left to the embedding's rule. A stacked ``qkv_proj``
+    gets Xavier per projection.
 
     Args:
         model: the module to initialize.
@@ -38,10 +40,16 @@ def init_weights(
     """
     if scheme not in INIT_SCHEMES:
         raise ValueError(f"scheme must be one of {INIT_SCHEMES}, got {scheme!r}")
-    embedded = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    done = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
     for m in model.modules():
+        if isinstance(m, MultiHeadAttention) and m.packed and scheme == "xavier":
+            # Xavier per projection, as if W_q, W_k, W_v were separate (the stacked
+            # qkv_proj's fan-out would otherwise shrink the bound by sqrt(2))
+            for which in ("q", "k", "v"):
+                nn.init.xavier_uniform_(m.projection(which)[0])
+            done.add(id(m.qkv_proj.weight))
         if isinstance(m, (nn.Linear, nn.Conv2d)):
-            if id(m.weight) not in embedded:
+            if id(m.weight) not in done:
                 if scheme == "xavier":
                     nn.init.xavier_uniform_(m.weight)
                 else:

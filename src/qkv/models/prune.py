@@ -119,16 +119,22 @@ def prune_module(
     keep, keep_kv = _keep(module, heads, name)
     if len(keep) == module.n_heads:
         return tuple(keep)
-    d_h, dev = module.head_dim, module.q_proj.weight.device
+    d_h, dev = module.head_dim, module.out_proj.weight.device
 
-    def span(idx: list[int]) -> torch.Tensor:
+    def span(idx: list[int], start: int = 0) -> torch.Tensor:
         # head i owns features i*d_h .. (i+1)*d_h of the concatenated heads
-        return torch.tensor([i * d_h + j for i in idx for j in range(d_h)], device=dev)
+        return torch.tensor([start + i * d_h + j for i in idx for j in range(d_h)], device=dev)
 
     q_rows, kv_rows = span(keep), span(keep_kv)
-    module.q_proj = _linear(module.q_proj, q_rows, None)
-    module.k_proj = _linear(module.k_proj, kv_rows, None)
-    module.v_proj = _linear(module.v_proj, kv_rows, None)
+    if module.packed:  # qkv_proj stacks the q, k and v rows
+        k0 = module.q_width
+        v0 = k0 + module.kv_width
+        rows = torch.cat([q_rows, span(keep_kv, k0), span(keep_kv, v0)])
+        module.qkv_proj = _linear(module.qkv_proj, rows, None)
+    else:
+        module.q_proj = _linear(module.q_proj, q_rows, None)
+        module.k_proj = _linear(module.k_proj, kv_rows, None)
+        module.v_proj = _linear(module.v_proj, kv_rows, None)
     module.out_proj = _linear(module.out_proj, None, q_rows)
     module.n_heads, module.n_kv_heads = len(keep), len(keep_kv)
     return tuple(keep)

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from qkv.interop._convert import Rule, copy, modules
+from qkv.interop._convert import Rule, copy, modules, stacked
 from qkv.interop.hf._common import (
     HFFamily,
     Issues,
@@ -35,9 +35,6 @@ from qkv.models.config import Seq2SeqConfig, TransformerConfig
 # -- weight map ------------------------------------------------------------------------
 #: HF ``BartEncoderLayer`` submodule -> qkv ``EncoderLayer`` submodule (weight and bias).
 ENCODER_LAYER: dict[str, str] = {
-    "self_attn.q_proj": "self_attn.q_proj",
-    "self_attn.k_proj": "self_attn.k_proj",
-    "self_attn.v_proj": "self_attn.v_proj",
     "self_attn.out_proj": "self_attn.out_proj",
     "self_attn_layer_norm": "self_attn_norm",
     "fc1": "ff.fc1",
@@ -47,11 +44,16 @@ ENCODER_LAYER: dict[str, str] = {
 #: HF ``BartDecoderLayer`` submodule -> qkv ``DecoderLayer`` submodule (weight and bias).
 DECODER_LAYER: dict[str, str] = {
     **ENCODER_LAYER,
-    "encoder_attn.q_proj": "cross_attn.q_proj",
-    "encoder_attn.k_proj": "cross_attn.k_proj",
-    "encoder_attn.v_proj": "cross_attn.v_proj",
     "encoder_attn.out_proj": "cross_attn.out_proj",
     "encoder_attn_layer_norm": "cross_attn_norm",
+}
+#: HF's separate query, key and value -> qkv's stacked projections (rows in this order).
+ENCODER_QKV: dict[tuple[str, ...], str] = {
+    ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"): "self_attn.qkv_proj"
+}
+DECODER_QKV: dict[tuple[str, ...], str] = {
+    **ENCODER_QKV,
+    ("encoder_attn.q_proj", "encoder_attn.k_proj", "encoder_attn.v_proj"): "cross_attn.qkv_proj",
 }
 EMBED_NORMS: dict[str, str] = {
     "encoder.layernorm_embedding": "src_embed.norm",
@@ -75,8 +77,10 @@ def layer_rules(cfg: Seq2SeqConfig) -> list[Rule]:
     rules: list[Rule] = []
     for i in range(cfg.n_encoder_layers):
         rules += modules(ENCODER_LAYER, f"encoder.layers.{i}.", f"encoder.layers.{i}.")
+        rules += stacked(ENCODER_QKV, f"encoder.layers.{i}.", f"encoder.layers.{i}.")
     for i in range(cfg.n_decoder_layers):
         rules += modules(DECODER_LAYER, f"decoder.layers.{i}.", f"decoder.layers.{i}.")
+        rules += stacked(DECODER_QKV, f"decoder.layers.{i}.", f"decoder.layers.{i}.")
     return rules
 
 

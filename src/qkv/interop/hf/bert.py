@@ -18,7 +18,7 @@ from typing import Any
 
 from torch import Tensor
 
-from qkv.interop._convert import Rule, copy, modules
+from qkv.interop._convert import Rule, copy, modules, stacked
 from qkv.interop.hf._common import (
     HFFamily,
     Issues,
@@ -41,14 +41,15 @@ EMBEDDINGS: dict[str, str] = {
 TOKEN_TYPES: dict[str, str] = {"embeddings.token_type_embeddings.weight": "embed.type_emb.weight"}
 #: HF ``BertLayer`` submodule -> qkv ``EncoderLayer`` submodule (weight and bias each).
 LAYER: dict[str, str] = {
-    "attention.self.query": "self_attn.q_proj",
-    "attention.self.key": "self_attn.k_proj",
-    "attention.self.value": "self_attn.v_proj",
     "attention.output.dense": "self_attn.out_proj",
     "attention.output.LayerNorm": "self_attn_norm",
     "intermediate.dense": "ff.fc1",
     "output.dense": "ff.fc2",
     "output.LayerNorm": "ff_norm",
+}
+#: HF's separate query, key and value -> qkv's stacked projection (rows in this order).
+LAYER_QKV: dict[tuple[str, ...], str] = {
+    ("attention.self.query", "attention.self.key", "attention.self.value"): "self_attn.qkv_proj"
 }
 POOLER: dict[str, str] = {"pooler.dense": "pooler.dense"}
 #: HF ``BertOnlyMLMHead`` submodule -> qkv ``MLMHead`` submodule.
@@ -87,6 +88,7 @@ def weight_map(cfg: TransformerConfig) -> list[Rule]:
         rules += [copy(h, q) for h, q in TOKEN_TYPES.items()]
     for i in range(cfg.n_layers):
         rules += modules(LAYER, f"encoder.layer.{i}.", f"encoder.layers.{i}.")
+        rules += stacked(LAYER_QKV, f"encoder.layer.{i}.", f"encoder.layers.{i}.")
     if cfg.pooler:
         rules += modules(POOLER)
     if cfg.mlm_head:

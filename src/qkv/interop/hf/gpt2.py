@@ -1,8 +1,8 @@
 """GPT-2 (Radford et al. 2019) <-> :class:`qkv.models.DecoderLM`.
 
 GPT-2 stores its projections as ``Conv1D`` weights of shape ``(in, out)``, the transpose of
-``nn.Linear``'s ``(out, in)``, and fuses the query, key and value projections into one
-``c_attn`` of width ``3 d``; the weight map transposes and splits them. Everything else
+``nn.Linear``'s ``(out, in)``, which the weight map transposes. Its ``c_attn`` stacks the
+query, key and value projections as qkv's ``qkv_proj`` does. Everything else
 (pre-norm with a final ``ln_f``, learned positions, tanh-GELU, tied output) is
 ``LMConfig``'s default.
 """
@@ -10,10 +10,9 @@ GPT-2 stores its projections as ``Conv1D`` weights of shape ``(in, out)``, the t
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from qkv.interop._convert import Rule, copy, modules, transposed
@@ -39,30 +38,15 @@ FINAL_NORM: dict[str, str] = {"ln_f": "decoder.norm"}
 LAYER_NORMS: dict[str, str] = {"ln_1": "self_attn_norm", "ln_2": "ff_norm"}
 #: HF ``Conv1D`` modules -> qkv ``nn.Linear`` modules: weights transposed, biases as is.
 LAYER_CONV1D: dict[str, str] = {
+    "attn.c_attn": "self_attn.qkv_proj",  # query, key and value stacked in both
     "attn.c_proj": "self_attn.out_proj",
     "mlp.c_fc": "ff.fc1",
     "mlp.c_proj": "ff.fc2",
 }
-#: The fused query/key/value projection, split in this order along its output width.
-C_ATTN = "attn.c_attn"
-QKV_PROJ: tuple[str, str, str] = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")
 LM_HEAD = "lm_head.weight"
 #: The causal-mask buffers that older checkpoints saved (``h.N.attn.bias``,
 #: ``h.N.attn.masked_bias``): not weights.
 IGNORED = re.compile(r"h\.\d+\.attn\.(bias|masked_bias)")
-
-
-def _split_qkv(ts: Sequence[Tensor]) -> list[Tensor]:
-    w = ts[0]
-    if w.ndim == 2:  # weight (d, 3 d): Conv1D (in, out) -> three Linear (out, in)
-        return [p.t() for p in w.chunk(3, dim=1)]
-    return list(w.chunk(3, dim=0))  # bias (3 d,)
-
-
-def _fuse_qkv(ts: Sequence[Tensor]) -> list[Tensor]:
-    if ts[0].ndim == 2:
-        return [torch.cat([p.t() for p in ts], dim=1)]  # (d, 3 d)
-    return [torch.cat(list(ts), dim=0)]  # (3 d,)
 
 
 def weight_map(cfg: TransformerConfig) -> list[Rule]:
@@ -76,15 +60,6 @@ def weight_map(cfg: TransformerConfig) -> list[Rule]:
     for i in range(cfg.n_layers):
         hf, qk = f"h.{i}.", f"decoder.layers.{i}."
         rules += modules(LAYER_NORMS, hf, qk)
-        for s in ("weight", "bias"):
-            rules.append(
-                Rule(
-                    (f"{hf}{C_ATTN}.{s}",),
-                    tuple(f"{qk}{q}.{s}" for q in QKV_PROJ),
-                    to_qkv=_split_qkv,
-                    to_hf=_fuse_qkv,
-                )
-            )
         for h, q in LAYER_CONV1D.items():
             rules.append(transposed(f"{hf}{h}.weight", f"{qk}{q}.weight"))
             rules.append(copy(f"{hf}{h}.bias", f"{qk}{q}.bias"))

@@ -21,7 +21,7 @@ from typing import Any
 
 from torch import Tensor
 
-from qkv.interop._convert import Rule, copy, modules
+from qkv.interop._convert import Rule, copy, modules, stacked
 from qkv.interop.hf._common import HFFamily, Issues, common_to_hf, pad_id, required, tied
 from qkv.models.config import Seq2SeqConfig, TransformerConfig
 
@@ -29,9 +29,6 @@ from qkv.models.config import Seq2SeqConfig, TransformerConfig
 #: HF encoder ``T5Block`` submodule -> qkv ``EncoderLayer`` submodule (weights only; T5 has
 #: no biases). ``layer.0`` is the self-attention sublayer, ``layer.1`` the feed-forward.
 ENCODER_BLOCK: dict[str, str] = {
-    "layer.0.SelfAttention.q": "self_attn.q_proj",
-    "layer.0.SelfAttention.k": "self_attn.k_proj",
-    "layer.0.SelfAttention.v": "self_attn.v_proj",
     "layer.0.SelfAttention.o": "self_attn.out_proj",
     "layer.0.layer_norm": "self_attn_norm",
     "layer.1.layer_norm": "ff_norm",
@@ -39,17 +36,19 @@ ENCODER_BLOCK: dict[str, str] = {
 #: HF decoder ``T5Block`` submodule -> qkv ``DecoderLayer`` submodule: ``layer.0``
 #: self-attention, ``layer.1`` cross-attention, ``layer.2`` feed-forward.
 DECODER_BLOCK: dict[str, str] = {
-    "layer.0.SelfAttention.q": "self_attn.q_proj",
-    "layer.0.SelfAttention.k": "self_attn.k_proj",
-    "layer.0.SelfAttention.v": "self_attn.v_proj",
     "layer.0.SelfAttention.o": "self_attn.out_proj",
     "layer.0.layer_norm": "self_attn_norm",
-    "layer.1.EncDecAttention.q": "cross_attn.q_proj",
-    "layer.1.EncDecAttention.k": "cross_attn.k_proj",
-    "layer.1.EncDecAttention.v": "cross_attn.v_proj",
     "layer.1.EncDecAttention.o": "cross_attn.out_proj",
     "layer.1.layer_norm": "cross_attn_norm",
     "layer.2.layer_norm": "ff_norm",
+}
+#: HF's separate query, key and value -> qkv's stacked projections (rows in this order).
+ENCODER_QKV: dict[tuple[str, ...], str] = {
+    tuple(f"layer.0.SelfAttention.{x}" for x in "qkv"): "self_attn.qkv_proj"
+}
+DECODER_QKV: dict[tuple[str, ...], str] = {
+    **ENCODER_QKV,
+    tuple(f"layer.1.EncDecAttention.{x}" for x in "qkv"): "cross_attn.qkv_proj",
 }
 #: The feed-forward sublayer's index in each stack's blocks.
 FF_SUBLAYER: dict[str, int] = {"encoder": 1, "decoder": 2}
@@ -98,13 +97,21 @@ PLAIN: dict[str, str] = {
 }
 
 
-def _blocks(stack: str, n: int, block: dict[str, str], cfg: Seq2SeqConfig) -> list[Rule]:
+def _blocks(
+    stack: str,
+    n: int,
+    block: dict[str, str],
+    qkv: dict[tuple[str, ...], str],
+    cfg: Seq2SeqConfig,
+) -> list[Rule]:
     ff = FF_GATED if cfg.activation in ("geglu_tanh", "geglu", "swiglu") else FF_PLAIN
     k = FF_SUBLAYER[stack]
     pairs = block | {f"layer.{k}.{h}": q for h, q in ff.items()}
     rules: list[Rule] = []
     for i in range(n):
-        rules += modules(pairs, f"{stack}.block.{i}.", f"{stack}.layers.{i}.", suffixes=("weight",))
+        hf, qk = f"{stack}.block.{i}.", f"{stack}.layers.{i}."
+        rules += modules(pairs, hf, qk, suffixes=("weight",))
+        rules += stacked(qkv, hf, qk, suffixes=("weight",))
     return rules
 
 
@@ -113,8 +120,8 @@ def weight_map(cfg: TransformerConfig) -> list[Rule]:
     assert isinstance(cfg, Seq2SeqConfig)
     head = (LM_HEAD,) if cfg.tie_embeddings else ()
     rules = [copy(SHARED, "src_embed.tok_emb.weight", aliases=(*TOKEN_ALIASES, *head))]
-    rules += _blocks("encoder", cfg.n_encoder_layers, ENCODER_BLOCK, cfg)
-    rules += _blocks("decoder", cfg.n_decoder_layers, DECODER_BLOCK, cfg)
+    rules += _blocks("encoder", cfg.n_encoder_layers, ENCODER_BLOCK, ENCODER_QKV, cfg)
+    rules += _blocks("decoder", cfg.n_decoder_layers, DECODER_BLOCK, DECODER_QKV, cfg)
     rules += modules(RELATIVE_BIAS, suffixes=("weight",))
     rules += modules(FINAL_NORMS, suffixes=("weight",))
     if not cfg.tie_embeddings:

@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import Tensor
 
-from qkv.interop._convert import Rule, copy, modules
+from qkv.interop._convert import Rule, copy, modules, stacked
 from qkv.interop.hf._common import (
     HFFamily,
     Issues,
@@ -31,13 +31,18 @@ PATCHES: dict[str, str] = {"embeddings.patch_embeddings.projection": "patch_embe
 #: HF ``ViTLayer`` submodule -> qkv ``EncoderLayer`` submodule (weight and bias each).
 LAYER: dict[str, str] = {
     "layernorm_before": "self_attn_norm",
-    "attention.attention.query": "self_attn.q_proj",
-    "attention.attention.key": "self_attn.k_proj",
-    "attention.attention.value": "self_attn.v_proj",
     "attention.output.dense": "self_attn.out_proj",
     "layernorm_after": "ff_norm",
     "intermediate.dense": "ff.fc1",
     "output.dense": "ff.fc2",
+}
+#: HF's separate query, key and value -> qkv's stacked projection (rows in this order).
+LAYER_QKV: dict[tuple[str, ...], str] = {
+    (
+        "attention.attention.query",
+        "attention.attention.key",
+        "attention.attention.value",
+    ): "self_attn.qkv_proj"
 }
 FINAL_NORM: dict[str, str] = {"layernorm": "encoder.norm"}
 CLASSIFIER: dict[str, str] = {"classifier": "head"}
@@ -55,6 +60,7 @@ def weight_map(cfg: TransformerConfig) -> list[Rule]:
     rules += modules(PATCHES)
     for i in range(cfg.n_layers):
         rules += modules(LAYER, f"encoder.layer.{i}.", f"encoder.layers.{i}.")
+        rules += stacked(LAYER_QKV, f"encoder.layer.{i}.", f"encoder.layers.{i}.")
     rules += modules(FINAL_NORM)
     rules += modules(CLASSIFIER)
     return rules
