@@ -232,3 +232,70 @@ def test_errors_name_the_argument():
         qkv.attention(torch.randn(2, 3, 4, 4), torch.randn(2, 2, 5, 4), torch.randn(2, 2, 5, 4))
     with pytest.raises(ValueError, match=r"q must have shape \(\.\.\., s, d\), got \(4,\)"):
         qkv.attention(torch.randn(4), k, v)
+
+
+# -- weights in row chunks (no gradients) against the one-piece reference ---------------
+def _reference_weights(p):
+    from qkv.attention.functional import _expand_kv, _masked_scores, safe_softmax
+
+    k, _ = _expand_kv(p)
+    return safe_softmax(_masked_scores(p, k))
+
+
+MASKS = {
+    "none": lambda s_q, s_k: (None, False),
+    "causal": lambda s_q, s_k: (None, True),
+    "causal_before_keys": lambda s_q, s_k: (masks.causal(offset=-3), False),
+    "bool_with_empty_rows": lambda s_q, s_k: (torch.rand(2, 1, s_q, s_k) > 0.6, False),
+    "float_bias": lambda s_q, s_k: (torch.randn(s_q, s_k, dtype=torch.float64), False),
+    "window_and_causal": lambda s_q, s_k: (masks.sliding_window(4), True),
+}
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    s_q=st.integers(1, 45),
+    s_k=st.integers(1, 45),
+    kv_heads=st.sampled_from([4, 2]),
+    mask=st.sampled_from(sorted(MASKS)),
+    chunk=st.sampled_from([1, 64, 1 << 20]),
+    seed=st.integers(0, 2**16),
+)
+def test_row_chunked_weights_equal_the_reference(s_q, s_k, kv_heads, mask, chunk, seed):
+    """attention_weights without gradients (row chunks, causal key skipping) against the
+    reference, fp64, whatever the chunk size (1 << 20 elements: one chunk; 1: 16 rows)."""
+    from qkv.attention import functional
+
+    torch.manual_seed(seed)
+    m, causal = MASKS[mask](s_q, s_k)
+    if isinstance(m, torch.Tensor) and m.dtype == torch.bool:
+        m[0, 0, 0] = False  # a row that sees nothing
+    q = torch.randn(2, 4, s_q, 8, dtype=torch.float64)
+    k = torch.randn(2, kv_heads, s_k, 8, dtype=torch.float64)
+    p = functional.make_problem(q, k, k, m, is_causal=causal)
+    saved, functional._CHUNK_ELEMENTS = functional._CHUNK_ELEMENTS, chunk
+    try:
+        with torch.no_grad():
+            got = functional.attention_weights(p)
+    finally:
+        functional._CHUNK_ELEMENTS = saved
+    torch.testing.assert_close(got, _reference_weights(p), atol=1e-12, rtol=0)
+    assert not got.isnan().any()
+
+
+def test_row_chunked_weights_in_half_precision_and_with_gradients():
+    from qkv.attention import functional
+
+    torch.manual_seed(0)
+    q, k = torch.randn(1, 2, 33, 16), torch.randn(1, 2, 33, 16)
+    p = functional.make_problem(q.half(), k.half(), k.half(), is_causal=True)
+    with torch.no_grad():
+        got = functional.attention_weights(p)
+    assert got.dtype == torch.float16
+    torch.testing.assert_close(got, _reference_weights(p), atol=1e-3, rtol=0)
+    # with gradients wanted, the one-piece reference runs and gradients flow
+    qg = q.double().requires_grad_()
+    pg = functional.make_problem(qg, k.double(), k.double(), is_causal=True)
+    w = functional.attention_weights(pg)
+    (g,) = torch.autograd.grad((w * torch.arange(33.0).double()).sum(), qg)
+    assert g.abs().sum() > 0

@@ -307,9 +307,9 @@ def record_attention(
     and the model's outputs are unchanged. They are pre-dropout and detached.
 
     Memory: one ``(b, len(heads), len(rows), s_k)`` tensor per selected module and call
-    (all heads and rows by default: ``4 * b * h * s_q * s_k`` bytes per layer in float32),
-    plus a transient one of the same size while it is computed. Select heads and rows to
-    record long inputs.
+    (all heads and rows by default: ``4 * b * h * s_q * s_k`` bytes per layer in float32);
+    the scores are computed a few rows at a time (a causal layer only below the diagonal),
+    so nothing else of that size is held. Select heads and rows to record long inputs.
 
     Recorders nest: an enclosing ``record_attention`` still sees every call.
 
