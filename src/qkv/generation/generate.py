@@ -12,6 +12,7 @@ from qkv.generation._stepper import Stepper
 from qkv.generation.beam import beam_search
 from qkv.generation.greedy import decode_loop
 from qkv.generation.sampling import filter_logits, greedy_choice, sample
+from qkv.layers.head import OutputHead
 
 
 @dataclass
@@ -82,6 +83,9 @@ def generate(
         raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
     was_training = model.training
     model.eval()
+    heads = _decoding_heads(model, max_new_tokens)
+    for head in heads:
+        head.prepare_decoding()
     try:
         stepper = Stepper(
             model, inputs, input_mask, max_new_tokens, bos_id=bos_id, use_cache=use_cache
@@ -115,4 +119,15 @@ def generate(
         )
         return Generated(toks, scores, logits)
     finally:
+        for head in heads:
+            head.release_decoding()
         model.train(was_training)
+
+
+def _decoding_heads(model: nn.Module, max_new_tokens: int) -> list[OutputHead]:
+    """The output heads worth a decoding copy of their weight: on the CPU (whose BLAS is
+    slow on a few rows times a transposed matrix; see :class:`OutputHead`), and when enough
+    steps repay the copy."""
+    if max_new_tokens < 8:
+        return []
+    return [m for m in model.modules() if isinstance(m, OutputHead) and m.weight.is_cpu]

@@ -1,7 +1,8 @@
 """Transformer building layers: norms, feed-forward networks and residual wrappers."""
 
 from qkv.layers.feedforward import FeedForward
+from qkv.layers.head import OutputHead
 from qkv.layers.norms import LayerNorm, RMSNorm, make_norm
 from qkv.layers.residual import Residual
 
-__all__ = ["FeedForward", "LayerNorm", "RMSNorm", "Residual", "make_norm"]
+__all__ = ["FeedForward", "LayerNorm", "OutputHead", "RMSNorm", "Residual", "make_norm"]

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from qkv.attention.kv_cache import KVCache
+from qkv.layers.head import OutputHead
 from qkv.models.base import TransformerModel
 from qkv.models.config import LMConfig
 from qkv.models.decoder import cache_length
@@ -55,7 +56,7 @@ class DecoderLM(TransformerModel):
             cfg, tok, max_len=cfg.max_len, scale=cfg.scale_embeddings, norm=cfg.embed_norm
         )
         self.decoder = decoder_for(cfg, cfg.n_layers, cross_attention=False)
-        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.lm_head = OutputHead(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = tok.weight
         init_weights(self, cfg.init, std=cfg.init_std, n_layers=cfg.n_layers)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from qkv.attention.kv_cache import KVCache, StaticKVCache
+from qkv.layers.head import OutputHead
 from qkv.models.base import TransformerModel
 from qkv.models.config import Seq2SeqConfig
 from qkv.models.decoder import cache_length
@@ -50,7 +51,7 @@ class Seq2SeqTransformer(TransformerModel):
         self.tgt_embed = embeddings_for(cfg, tgt_tok, **emb)  # type: ignore[arg-type]
         self.encoder = encoder_for(cfg, cfg.n_encoder_layers)
         self.decoder = decoder_for(cfg, cfg.n_decoder_layers, cross_attention=True)
-        self.lm_head = nn.Linear(cfg.d_model, cfg.target_vocab, bias=cfg.output_bias)
+        self.lm_head = OutputHead(cfg.d_model, cfg.target_vocab, bias=cfg.output_bias)
         if cfg.tie_embeddings:
             self.lm_head.weight = tgt_tok.weight
         init_weights(
