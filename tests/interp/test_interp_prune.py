@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -85,3 +87,57 @@ def test_model_method_prunes_like_the_function():
     x = _torch.randint(0, a.config.vocab_size, (2, 7))
     _torch.testing.assert_close(a(x), b(x))
     assert a.decoder.layers[0].self_attn.n_heads == a.config.n_heads - 1
+
+
+def test_a_pruned_model_saves_reloads_and_decodes(tiny, tmp_path):
+    """config.pruned_heads (unpruned numbering) rebuilds the pruned shapes: the checkpoint
+    loads strictly, logits match, and KV caches are sized per layer."""
+    from qkv import models as M
+    from qkv.generation import generate
+    from qkv.training.checkpoint import load_weights, save_checkpoint
+
+    model = tiny.lm(n_heads=4, n_kv_heads=2)
+    model.prune_heads({0: [1, 3]})  # one head of each kv group
+    model.prune_heads({0: [0], 1: [2, 3]})  # current numbering: old head 0; a whole group
+    assert model.config.pruned_heads == {
+        "decoder.layers.0.self_attn": [0, 1, 3],
+        "decoder.layers.1.self_attn": [2, 3],
+    }
+    save_checkpoint(tmp_path / "ckpt", model, model.config.to_dict())
+    cfg = M.config_from_dict(json.loads((tmp_path / "ckpt" / "config.json").read_text()))
+    again = M.build(cfg).eval()
+    load_weights(again, tmp_path / "ckpt")
+    layer0 = again.decoder.layers[0].self_attn
+    assert (layer0.n_heads, layer0.n_kv_heads) == (1, 1)
+    ids = torch.randint(4, 50, (2, 6))
+    with torch.no_grad():
+        torch.testing.assert_close(again(ids), model(ids), atol=0, rtol=0)
+    caches = again.make_cache(2, 16)
+    assert [c.k.shape[1] for c in caches] == [1, 1]
+    cached = generate(again, ids, max_new_tokens=5, eos_id=None)
+    assert (
+        cached.tokens == generate(again, ids, max_new_tokens=5, eos_id=None, use_cache=False).tokens
+    )
+
+
+def test_pruned_heads_config_is_validated_and_refused_by_to_hf(tiny, tmp_path):
+    from qkv import models as M
+    from qkv.interop import HFConversionError, to_hf
+
+    with pytest.raises(
+        ValueError,
+        match=r"pruned_heads\['x'\] must be a non-empty list of head indices in \[0, n_heads=4\), got \[4\]",
+    ):
+        M.LMConfig(n_heads=4, d_model=32, pruned_heads={"x": [4]})
+    with pytest.raises(ValueError, match=r"removes every head \(4\)"):
+        M.LMConfig(n_heads=4, d_model=32, pruned_heads={"x": [0, 1, 2, 3]})
+    with pytest.raises(ValueError, match=r"no attention module named 'decoder.layers.9.self_attn'"):
+        M.build(
+            M.LMConfig(
+                n_heads=4, d_model=32, n_layers=2, pruned_heads={"decoder.layers.9.self_attn": [0]}
+            )
+        )
+    model = M.from_preset("gpt2-tiny", vocab_size=50)
+    model.prune_heads({0: [0]})
+    with pytest.raises(HFConversionError, match=r"pruned_heads=.*export the unpruned model"):
+        to_hf(model, tmp_path / "hf")

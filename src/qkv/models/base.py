@@ -12,6 +12,7 @@ from qkv.attention.functional import available_backends
 from qkv.attention.kv_cache import KVCache
 from qkv.attention.mha import MultiHeadAttention
 from qkv.models.config import TransformerConfig
+from qkv.models.prune import apply_pruned_heads, prune_heads
 
 
 def _check_backend(name: str) -> None:
@@ -52,6 +53,11 @@ class TransformerModel(nn.Module):
                 m.backend = name
         self.config = dataclasses.replace(self.config, attn_backend=name)
 
+    def _prune_from_config(self) -> None:
+        """Remove the heads ``config.pruned_heads`` lists (each model's constructor ends
+        with this)."""
+        apply_pruned_heads(self)
+
     def prune_heads(self, heads: Mapping[int | str, Iterable[int]]) -> dict[str, tuple[int, ...]]:
         """Remove attention heads in place (Michel et al. 2019); see
         :func:`qkv.models.prune.prune_heads`.
@@ -62,19 +68,18 @@ class TransformerModel(nn.Module):
         Returns:
             Module name -> the old indices of the heads it kept.
         """
-        from qkv.models.prune import prune_heads
-
         return prune_heads(self, heads)
 
     def _kv_caches(
         self,
-        n_layers: int,
+        attns: Iterable[MultiHeadAttention],
         batch: int,
         max_len: int,
         dtype: torch.dtype | None,
         device: torch.device | str | None,
     ) -> list[KVCache]:
-        """One self-attention cache per layer.
+        """One self-attention cache per attention module, sized by its (possibly pruned)
+        key/value heads.
 
         The dtype defaults to the autocast dtype when autocast is on for the device (the
         projections then produce that dtype), else to the parameters' dtype.
@@ -84,8 +89,7 @@ class TransformerModel(nn.Module):
         if dtype is None:
             on = torch.is_autocast_enabled(dev.type)
             dtype = torch.get_autocast_dtype(dev.type) if on else p.dtype
-        cfg = self.config
         return [
-            KVCache(batch, cfg.kv_heads, max_len, cfg.d_head, dtype=dtype, device=dev)
-            for _ in range(n_layers)
+            KVCache(batch, a.n_kv_heads, max_len, a.head_dim, dtype=dtype, device=dev)
+            for a in attns
         ]

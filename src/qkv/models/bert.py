@@ -122,6 +122,7 @@ class EncoderModel(TransformerModel):
         if self.mlm_head is not None and cfg.tie_embeddings:
             self.mlm_head.decoder.weight = tok.weight
         init_weights(self, cfg.init, std=cfg.init_std, n_layers=cfg.n_layers)
+        self._prune_from_config()
 
     def forward(
         self,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, TypeAlias, TypeVar, get_args
 
 from qkv.layers.feedforward import Activation
@@ -92,6 +92,9 @@ class TransformerConfig:
             BERT/ViT) or ``"gpt2"`` (normal, residual projections scaled by
             ``1/sqrt(2 n_layers)``, Radford et al. 2019).
         init_std: standard deviation of the normal schemes.
+        pruned_heads: attention module name -> the heads removed from it, numbered as in
+            the unpruned module (``model.prune_heads`` fills it; building a model from the
+            config removes them again, so a pruned model's checkpoint reloads).
 
     Raises:
         ValueError: from ``__post_init__``, naming the offending values.
@@ -120,6 +123,7 @@ class TransformerConfig:
     attn_backend: str = "auto"
     init: InitScheme = "xavier"
     init_std: float = 0.02
+    pruned_heads: dict[str, list[int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("d_model", "n_heads", "d_ff", "rel_buckets", "rel_max_distance"):
@@ -163,6 +167,28 @@ class TransformerConfig:
             raise ValueError(f"pos='rope' needs an even head_dim, got {self.d_head}")
         if self.pos == "relative" and self.rel_buckets < 4:
             raise ValueError(f"pos='relative' needs rel_buckets >= 4, got {self.rel_buckets}")
+        self.pruned_heads = self._checked_pruned_heads()
+
+    def _checked_pruned_heads(self) -> dict[str, list[int]]:
+        if not isinstance(self.pruned_heads, dict):
+            raise ValueError(
+                f"pruned_heads must be a dict {{module name: [head, ...]}}, got "
+                f"{self.pruned_heads!r}"
+            )
+        out = {}
+        for name, heads in self.pruned_heads.items():
+            ok = isinstance(name, str) and isinstance(heads, (list, tuple))
+            if ok:
+                ok = all(isinstance(i, int) and not isinstance(i, bool) for i in heads)
+            if not ok or not all(0 <= i < self.n_heads for i in heads) or not heads:
+                raise ValueError(
+                    f"pruned_heads[{name!r}] must be a non-empty list of head indices in "
+                    f"[0, n_heads={self.n_heads}), got {heads!r}"
+                )
+            if len(set(heads)) == self.n_heads:
+                raise ValueError(f"pruned_heads[{name!r}] removes every head ({self.n_heads})")
+            out[name] = sorted(set(heads))
+        return out
 
     # -- derived sizes -------------------------------------------------------------------
     @property

@@ -60,6 +60,7 @@ class DecoderLM(TransformerModel):
         if cfg.tie_embeddings:
             self.lm_head.weight = tok.weight
         init_weights(self, cfg.init, std=cfg.init_std, n_layers=cfg.n_layers)
+        self._prune_from_config()
 
     def forward(
         self,
@@ -111,4 +112,5 @@ class DecoderLM(TransformerModel):
             dtype: default the autocast dtype under autocast, else the parameters' dtype.
             device: default the parameters' device.
         """
-        return self._kv_caches(self.config.n_layers, batch, max_len, dtype, device)
+        attns = [layer.self_attn for layer in self.decoder.layers]
+        return self._kv_caches(attns, batch, max_len, dtype, device)

@@ -10,6 +10,7 @@ pruning must leave the same number of query heads in every remaining group.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Iterable, Mapping
 
@@ -17,6 +18,7 @@ import torch
 from torch import nn
 
 from qkv.attention.mha import MultiHeadAttention
+from qkv.models.config import TransformerConfig
 from qkv.models.naming import attention_modules, layer_index, layer_kind
 
 
@@ -147,7 +149,9 @@ def prune_heads(
 
     ``model.prune_heads(heads)`` on the qkv models calls this. Head indices are the
     current ones: pruning twice counts from the already pruned module. The model config
-    keeps its ``n_heads``; modules now differ in head count.
+    keeps its ``n_heads`` (modules now differ in head count) and lists the removed heads,
+    in the unpruned numbering, in ``config.pruned_heads``: building a model from that
+    config prunes them again, so a pruned model's checkpoint reloads.
 
     Args:
         model: a model with :class:`~qkv.attention.MultiHeadAttention` modules.
@@ -177,4 +181,35 @@ def prune_heads(
     names = [n for n, _, _ in plan]
     if len(set(names)) != len(names):
         raise ValueError(f"heads names a module twice: {names}")
-    return {name: prune_module(module, idx, name=name) for name, module, idx in plan}
+    kept = {name: prune_module(module, idx, name=name) for name, module, idx in plan}
+    _record_in_config(model, kept)
+    return kept
+
+
+def _record_in_config(model: nn.Module, kept: Mapping[str, tuple[int, ...]]) -> None:
+    """Add the heads just removed to ``model.config.pruned_heads``, numbered as in the
+    unpruned modules, so that building from the config prunes them again."""
+    cfg = getattr(model, "config", None)
+    if not isinstance(cfg, TransformerConfig):
+        return
+    pruned = {n: list(h) for n, h in cfg.pruned_heads.items()}
+    for name, keep in kept.items():
+        before = set(pruned.get(name, ()))
+        current = [i for i in range(cfg.n_heads) if i not in before]  # unpruned numbering
+        removed = before | (set(current) - {current[i] for i in keep})
+        if removed:
+            pruned[name] = sorted(removed)
+    model.config = dataclasses.replace(cfg, pruned_heads=pruned)
+
+
+def apply_pruned_heads(model: nn.Module) -> None:
+    """Remove the heads ``model.config.pruned_heads`` lists from a freshly built model (the
+    model constructors call this last).
+
+    Raises:
+        ValueError: a module name the model lacks, or heads it cannot remove.
+    """
+    for key, idx in model.config.pruned_heads.items():
+        name, module = _resolve(model, key)
+        _check_no_shared_bias(model, name)
+        prune_module(module, idx, name=name)

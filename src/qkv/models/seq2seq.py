@@ -57,6 +57,7 @@ class Seq2SeqTransformer(TransformerModel):
         init_weights(
             self, cfg.init, std=cfg.init_std, n_layers=cfg.n_encoder_layers + cfg.n_decoder_layers
         )
+        self._prune_from_config()
 
     def encode(self, src: Tensor, src_mask: Tensor | None = None) -> Tensor:
         """Encode source tokens.
@@ -149,5 +150,6 @@ class Seq2SeqTransformer(TransformerModel):
                 parameters' dtype.
             device: default the parameters' device.
         """
-        selfs = self._kv_caches(self.config.n_decoder_layers, batch, max_len, dtype, device)
+        attns = [layer.self_attn for layer in self.decoder.layers]
+        selfs = self._kv_caches(attns, batch, max_len, dtype, device)
         return [(c, StaticKVCache()) for c in selfs]

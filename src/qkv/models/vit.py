@@ -74,6 +74,7 @@ class ViT(TransformerModel):
         init_weights(self, cfg.init, std=cfg.init_std, n_layers=cfg.n_layers)
         with torch.no_grad():
             nn.init.normal_(self.cls_token, std=cfg.init_std)
+        self._prune_from_config()
 
     def features(self, images: Tensor) -> Tensor:
         """Final hidden states.

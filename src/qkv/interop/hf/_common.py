@@ -111,7 +111,10 @@ def activation_to_hf(cfg: TransformerConfig, issues: Issues, allowed: tuple[str,
 
 
 def common_to_hf(cfg: TransformerConfig, issues: Issues, **expected: Any) -> None:
-    """Record every ``cfg`` field that differs from the value the family hard-wires."""
+    """Record every ``cfg`` field that differs from the value the family hard-wires, and
+    pruned heads (the families' weight maps expect every head)."""
+    if cfg.pruned_heads:
+        issues.add(f"pruned_heads={cfg.pruned_heads!r} (export the unpruned model)")
     for name, value in expected.items():
         got = getattr(cfg, name)
         if got != value:
