@@ -7,11 +7,11 @@ from collections.abc import Sequence
 from typing import TypeAlias
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from qkv.attention.functional import MaskLike
 from qkv.attention.kv_cache import KVCache, StaticKVCache
-from qkv.models.blocks import DecoderLayer
+from qkv.models.stack import LayerStack
 
 #: One layer's cache: a self-attention cache, or (self, cross) for encoder-decoders.
 LayerCache: TypeAlias = KVCache | tuple[KVCache, StaticKVCache]
@@ -25,7 +25,7 @@ def cache_length(cache: Sequence[LayerCache] | None) -> int:
     return (first[0] if isinstance(first, tuple) else first).length
 
 
-class Decoder(nn.Module):
+class Decoder(LayerStack):
     """A stack of causal decoder layers with an optional final norm and position bias.
 
     Causal masking is aligned to the end of the keys, so with a cache the new tokens see
@@ -41,20 +41,6 @@ class Decoder(nn.Module):
     Raises:
         ValueError: an empty ``layers``.
     """
-
-    def __init__(
-        self,
-        layers: Sequence[DecoderLayer],
-        *,
-        norm: nn.Module | None = None,
-        pos_bias: nn.Module | None = None,
-    ) -> None:
-        super().__init__()
-        if len(layers) == 0:
-            raise ValueError("Decoder needs at least one layer, got 0")
-        self.layers = nn.ModuleList(layers)
-        self.norm = norm
-        self.pos_bias = pos_bias
 
     def forward(
         self,

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-from torch import Tensor, nn
+from torch import Tensor
 
 from qkv.attention.functional import MaskLike
-from qkv.models.blocks import EncoderLayer
+from qkv.models.stack import LayerStack
 
 
-class Encoder(nn.Module):
+class Encoder(LayerStack):
     """A stack of encoder layers with an optional final norm and position bias.
 
     Args:
@@ -24,20 +22,6 @@ class Encoder(nn.Module):
     Raises:
         ValueError: an empty ``layers``.
     """
-
-    def __init__(
-        self,
-        layers: Sequence[EncoderLayer],
-        *,
-        norm: nn.Module | None = None,
-        pos_bias: nn.Module | None = None,
-    ) -> None:
-        super().__init__()
-        if len(layers) == 0:
-            raise ValueError("Encoder needs at least one layer, got 0")
-        self.layers = nn.ModuleList(layers)
-        self.norm = norm
-        self.pos_bias = pos_bias
 
     def forward(
         self,
