@@ -1,9 +1,10 @@
-"""What every family file shares: the :class:`HFFamily` record, configuration helpers and
-the name maps of activations."""
+"""What every family file shares: the :class:`HFFamily` record and its ``ignored``
+predicate, configuration helpers (collecting problems, the start of every ``to_hf``, the
+hyperparameter names of BERT-style configs) and the name maps of activations."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from qkv.interop._convert import HFConversionError, Rule
-from qkv.models.config import TransformerConfig
+from qkv.models.config import EncoderConfig, TransformerConfig, ViTConfig
 
 #: Hugging Face ``ACT2FN`` names -> qkv activations (exact equivalents only: ``gelu_fast``
 #: and ``quick_gelu`` are other approximations and are refused).
@@ -110,6 +111,32 @@ def activation_to_hf(cfg: TransformerConfig, issues: Issues, allowed: tuple[str,
     return ACT_TO_HF[cfg.activation]
 
 
+def to_hf_issues(
+    cfg: TransformerConfig, family: str, kind: type[TransformerConfig], *, article: str = "a"
+) -> Issues:
+    """Start writing ``cfg`` as ``family``: the collector of its problems, once ``cfg`` is
+    known to be a ``kind`` (``"cannot write this model as BERT"``).
+
+    Args:
+        cfg: the qkv config to write.
+        family: the family as the messages name it (``"BERT"``, ``"GPT-2"``).
+        kind: the qkv config class the family writes (:class:`~qkv.models.EncoderConfig`, ...).
+        article: ``"a"`` or ``"an"``, as ``kind``'s name is read (``"an LMConfig"``).
+
+    Returns:
+        The :class:`Issues` to record the family's other problems in; the caller raises it.
+
+    Raises:
+        HFConversionError: at once when ``cfg`` is not a ``kind`` (nothing else can be
+            checked then).
+    """
+    issues = Issues(f"cannot write this model as {family}")
+    if not isinstance(cfg, kind):
+        issues.add(f"{family} needs {article} {kind.__name__}, got {type(cfg).__name__}")
+        issues.raise_if_any()
+    return issues
+
+
 def common_to_hf(cfg: TransformerConfig, issues: Issues, **expected: Any) -> None:
     """Record every ``cfg`` field that differs from the value the family hard-wires, and
     pruned heads (the families' weight maps expect every head)."""
@@ -119,6 +146,74 @@ def common_to_hf(cfg: TransformerConfig, issues: Issues, **expected: Any) -> Non
         got = getattr(cfg, name)
         if got != value:
             issues.add(f"{name}={got!r} (the family needs {value!r})")
+
+
+# -- BERT-style configs ----------------------------------------------------------------
+#: ``config.json`` keys that every BERT-style config (``BertConfig``, and ``ViTConfig``, which
+#: names its encoder as BERT does) must hold; :func:`bert_style_fields` reads them.
+BERT_STYLE_REQUIRED: tuple[str, ...] = (
+    "hidden_size",
+    "num_attention_heads",
+    "intermediate_size",
+    "num_hidden_layers",
+)
+
+
+def bert_style_fields(hf: Mapping[str, Any], issues: Issues, *, dropout: float) -> dict[str, Any]:
+    """The qkv config fields that a BERT-style ``config.json`` names as BERT does: widths,
+    depth, ``hidden_act``, LayerNorm epsilon, dropouts and initialization scale.
+
+    Call it after the family's other checks (an unknown ``hidden_act`` is recorded last) and
+    before ``issues.raise_if_any()``; the keys of :data:`BERT_STYLE_REQUIRED` are the
+    caller's to require.
+
+    Args:
+        hf: the ``config.json`` dict.
+        issues: where an unknown ``hidden_act`` is recorded.
+        dropout: the family's default for both dropouts when absent (BERT 0.1, ViT 0.0).
+
+    Returns:
+        ``d_model``, ``n_heads``, ``d_ff``, ``n_layers``, ``activation``, ``norm_eps``,
+        ``dropout``, ``attn_dropout`` and ``init_std``.
+    """
+    act = issues.activation("hidden_act", hf.get("hidden_act", "gelu"))
+    return {
+        "d_model": hf.get("hidden_size"),
+        "n_heads": hf.get("num_attention_heads"),
+        "d_ff": hf.get("intermediate_size"),
+        "n_layers": hf.get("num_hidden_layers"),
+        "activation": act,
+        "norm_eps": hf.get("layer_norm_eps", 1e-12),
+        "dropout": hf.get("hidden_dropout_prob", dropout),
+        "attn_dropout": hf.get("attention_probs_dropout_prob", dropout),
+        "init_std": hf.get("initializer_range", 0.02),
+    }
+
+
+def bert_style_to_hf(cfg: EncoderConfig | ViTConfig, issues: Issues) -> dict[str, Any]:
+    """The ``config.json`` entries of :func:`bert_style_fields`, written from ``cfg``.
+
+    Call it before ``issues.raise_if_any()``: an activation without a Hugging Face name is
+    recorded in ``issues``.
+    """
+    return {
+        "hidden_size": cfg.d_model,
+        "num_attention_heads": cfg.n_heads,
+        "intermediate_size": cfg.d_ff,
+        "num_hidden_layers": cfg.n_layers,
+        "hidden_act": activation_to_hf(cfg, issues, ("gelu", "gelu_tanh", "relu", "silu")),
+        "layer_norm_eps": cfg.norm_eps,
+        "hidden_dropout_prob": cfg.dropout,
+        "attention_probs_dropout_prob": cfg.attn_dropout,
+        "initializer_range": cfg.init_std,
+    }
+
+
+# -- families --------------------------------------------------------------------------
+def ignore_exactly(names: Collection[str]) -> Callable[[str], bool]:
+    """An :attr:`HFFamily.ignored` predicate: true for exactly the checkpoint names ``names``."""
+    known = frozenset(names)
+    return known.__contains__
 
 
 def _no_ignored(name: str) -> bool:

@@ -26,9 +26,11 @@ from qkv.interop.hf._common import (
     Issues,
     activation_to_hf,
     common_to_hf,
+    ignore_exactly,
     pad_id,
     required,
     tied,
+    to_hf_issues,
 )
 from qkv.models.config import Seq2SeqConfig, TransformerConfig
 
@@ -235,10 +237,7 @@ def config_from_hf(
 
 def check_to_hf(cfg: TransformerConfig, family: str, *, embed_norm: bool) -> Issues:
     """The problems of writing ``cfg`` as BART or Marian (shared by both)."""
-    issues = Issues(f"cannot write this model as {family}")
-    if not isinstance(cfg, Seq2SeqConfig):
-        issues.add(f"{family} needs a Seq2SeqConfig, got {type(cfg).__name__}")
-        issues.raise_if_any()
+    issues = to_hf_issues(cfg, family, Seq2SeqConfig)
     common_to_hf(
         cfg,
         issues,
@@ -304,10 +303,6 @@ def config_to_hf(cfg: TransformerConfig) -> dict[str, Any]:
 IGNORED: tuple[str, ...] = ("encoder.version", "decoder.version", SHARED)
 
 
-def _ignored(name: str) -> bool:
-    return name in IGNORED
-
-
 FAMILY = HFFamily(
     name="bart",
     model_types=("bart",),
@@ -318,5 +313,5 @@ FAMILY = HFFamily(
     config_from_hf=config_from_hf,
     config_to_hf=config_to_hf,
     weight_map=weight_map,
-    ignored=_ignored,
+    ignored=ignore_exactly(IGNORED),
 )

@@ -20,13 +20,17 @@ from torch import Tensor
 
 from qkv.interop._convert import Rule, copy, modules, stacked
 from qkv.interop.hf._common import (
+    BERT_STYLE_REQUIRED,
     HFFamily,
     Issues,
-    activation_to_hf,
+    bert_style_fields,
+    bert_style_to_hf,
     common_to_hf,
+    ignore_exactly,
     pad_id,
     required,
     tied,
+    to_hf_issues,
 )
 from qkv.models.config import EncoderConfig, TransformerConfig
 
@@ -110,30 +114,21 @@ def config_from_hf(
             decoder, an unknown activation), all listed.
     """
     issues = Issues(what)
-    required(hf, issues, "hidden_size", "num_attention_heads", "intermediate_size")
-    required(hf, issues, "num_hidden_layers", "vocab_size")
+    required(hf, issues, *BERT_STYLE_REQUIRED, "vocab_size")
     issues.expect(hf, "position_embedding_type", ("absolute",), "absolute")
     issues.expect(hf, "is_decoder", (False,), False)
     issues.expect(hf, "add_cross_attention", (False,), False)
-    act = issues.activation("hidden_act", hf.get("hidden_act", "gelu"))
+    fields = bert_style_fields(hf, issues, dropout=0.1)
     issues.raise_if_any()
     mlm = "cls.predictions.transform.dense.weight" in weights
     return EncoderConfig(
-        d_model=hf["hidden_size"],
-        n_heads=hf["num_attention_heads"],
-        d_ff=hf["intermediate_size"],
-        activation=act,  # type: ignore[arg-type]
+        **fields,  # hidden_size, ..., initializer_range: named as in BERT
         norm="layer",
-        norm_eps=hf.get("layer_norm_eps", 1e-12),
         norm_placement="post",
         bias=True,
-        dropout=hf.get("hidden_dropout_prob", 0.1),
-        attn_dropout=hf.get("attention_probs_dropout_prob", 0.1),
         pos="learned",
         init="normal",
-        init_std=hf.get("initializer_range", 0.02),
         vocab_size=hf["vocab_size"],
-        n_layers=hf["num_hidden_layers"],
         max_len=hf.get("max_position_embeddings", 512),
         type_vocab_size=hf.get("type_vocab_size", 2),
         pad_token_id=pad_id(hf, 0),
@@ -159,10 +154,7 @@ def config_to_hf(cfg: TransformerConfig) -> dict[str, Any]:
     Raises:
         HFConversionError: features BERT lacks (pre-norm, RoPE, RMSNorm, ...), all listed.
     """
-    issues = Issues("cannot write this model as BERT")
-    if not isinstance(cfg, EncoderConfig):
-        issues.add(f"BERT needs an EncoderConfig, got {type(cfg).__name__}")
-        issues.raise_if_any()
+    issues = to_hf_issues(cfg, "BERT", EncoderConfig, article="an")
     assert isinstance(cfg, EncoderConfig)
     common_to_hf(
         cfg,
@@ -183,20 +175,12 @@ def config_to_hf(cfg: TransformerConfig) -> dict[str, Any]:
         issues.add(
             "a model without pooler and MLM head (transformers' BertModel always has a pooler)"
         )
-    act = activation_to_hf(cfg, issues, ("gelu", "gelu_tanh", "relu", "silu"))
+    out = bert_style_to_hf(cfg, issues)
     issues.raise_if_any()
     return {
         "model_type": "bert",
         "architectures": [architecture(cfg)],
-        "hidden_size": cfg.d_model,
-        "num_attention_heads": cfg.n_heads,
-        "intermediate_size": cfg.d_ff,
-        "num_hidden_layers": cfg.n_layers,
-        "hidden_act": act,
-        "layer_norm_eps": cfg.norm_eps,
-        "hidden_dropout_prob": cfg.dropout,
-        "attention_probs_dropout_prob": cfg.attn_dropout,
-        "initializer_range": cfg.init_std,
+        **out,  # hidden_size, ..., initializer_range: named as in BERT
         "vocab_size": cfg.vocab_size,
         "max_position_embeddings": cfg.max_len,
         "type_vocab_size": cfg.type_vocab_size,
@@ -213,10 +197,6 @@ def _rename(name: str) -> str:
     return name
 
 
-def _ignored(name: str) -> bool:
-    return name in IGNORED
-
-
 FAMILY = HFFamily(
     name="bert",
     model_types=("bert",),
@@ -227,6 +207,6 @@ FAMILY = HFFamily(
     config_from_hf=config_from_hf,
     config_to_hf=config_to_hf,
     weight_map=weight_map,
-    ignored=_ignored,
+    ignored=ignore_exactly(IGNORED),
     rename=_rename,
 )

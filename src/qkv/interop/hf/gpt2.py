@@ -24,6 +24,7 @@ from qkv.interop.hf._common import (
     pad_id,
     required,
     tied,
+    to_hf_issues,
 )
 from qkv.models.config import LMConfig, TransformerConfig
 
@@ -120,10 +121,7 @@ def config_to_hf(cfg: TransformerConfig) -> dict[str, Any]:
         HFConversionError: features GPT-2 lacks (RoPE, RMSNorm, post-norm, grouped-query
             heads, ...), all listed.
     """
-    issues = Issues("cannot write this model as GPT-2")
-    if not isinstance(cfg, LMConfig):
-        issues.add(f"GPT-2 needs an LMConfig, got {type(cfg).__name__}")
-        issues.raise_if_any()
+    issues = to_hf_issues(cfg, "GPT-2", LMConfig, article="an")
     assert isinstance(cfg, LMConfig)
     common_to_hf(
         cfg,

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from qkv.interop._convert import Rule
-from qkv.interop.hf._common import HFFamily, Issues
+from qkv.interop.hf._common import HFFamily, Issues, ignore_exactly
 from qkv.interop.hf.bart import (
     FINAL_LOGITS_BIAS,
     check_to_hf,
@@ -112,10 +112,6 @@ IGNORED: tuple[str, ...] = (
 )
 
 
-def _ignored(name: str) -> bool:
-    return name in IGNORED
-
-
 def finalize(model: nn.Module) -> None:
     """Freeze the fixed position tables."""
     params = dict(model.named_parameters())
@@ -133,6 +129,6 @@ FAMILY = HFFamily(
     config_from_hf=config_from_hf,
     config_to_hf=config_to_hf,
     weight_map=weight_map,
-    ignored=_ignored,
+    ignored=ignore_exactly(IGNORED),
     finalize=finalize,
 )

@@ -22,7 +22,16 @@ from typing import Any
 from torch import Tensor
 
 from qkv.interop._convert import Rule, copy, modules, stacked
-from qkv.interop.hf._common import HFFamily, Issues, common_to_hf, pad_id, required, tied
+from qkv.interop.hf._common import (
+    HFFamily,
+    Issues,
+    common_to_hf,
+    ignore_exactly,
+    pad_id,
+    required,
+    tied,
+    to_hf_issues,
+)
 from qkv.models.config import Seq2SeqConfig, TransformerConfig
 
 # -- weight map ------------------------------------------------------------------------
@@ -206,10 +215,7 @@ def config_to_hf(cfg: TransformerConfig) -> dict[str, Any]:
         HFConversionError: features T5 lacks (LayerNorm, biases, absolute positions, a scale
             other than none or ``d_model ** -0.5``, ...), all listed.
     """
-    issues = Issues("cannot write this model as T5")
-    if not isinstance(cfg, Seq2SeqConfig):
-        issues.add(f"T5 needs a Seq2SeqConfig, got {type(cfg).__name__}")
-        issues.raise_if_any()
+    issues = to_hf_issues(cfg, "T5", Seq2SeqConfig)
     assert isinstance(cfg, Seq2SeqConfig)
     common_to_hf(
         cfg,
@@ -273,5 +279,5 @@ FAMILY = HFFamily(
     config_from_hf=config_from_hf,
     config_to_hf=config_to_hf,
     weight_map=weight_map,
-    ignored=IGNORED.__contains__,
+    ignored=ignore_exactly(IGNORED),
 )

@@ -15,11 +15,14 @@ from torch import Tensor
 
 from qkv.interop._convert import Rule, copy, modules, stacked
 from qkv.interop.hf._common import (
+    BERT_STYLE_REQUIRED,
     HFFamily,
     Issues,
-    activation_to_hf,
+    bert_style_fields,
+    bert_style_to_hf,
     common_to_hf,
     required,
+    to_hf_issues,
 )
 from qkv.models.config import TransformerConfig, ViTConfig
 
@@ -82,8 +85,7 @@ def config_from_hf(hf: Mapping[str, Any], weights: Mapping[str, Tensor], what: s
             images or patches, a checkpoint without a classifier), all listed.
     """
     issues = Issues(what)
-    required(hf, issues, "hidden_size", "num_attention_heads", "intermediate_size")
-    required(hf, issues, "num_hidden_layers", "image_size", "patch_size")
+    required(hf, issues, *BERT_STYLE_REQUIRED, "image_size", "patch_size")
     issues.expect(hf, "qkv_bias", (True,), True)
     for key in ("image_size", "patch_size"):
         if not isinstance(hf.get(key, 0), int):
@@ -94,27 +96,19 @@ def config_from_hf(hf: Mapping[str, Any], weights: Mapping[str, Tensor], what: s
             f"no classifier in the checkpoint (architectures={archs}); qkv's ViT needs one, "
             f"as in {ARCHITECTURE}"
         )
-    act = issues.activation("hidden_act", hf.get("hidden_act", "gelu"))
+    fields = bert_style_fields(hf, issues, dropout=0.0)
     issues.raise_if_any()
     return ViTConfig(
-        d_model=hf["hidden_size"],
-        n_heads=hf["num_attention_heads"],
-        d_ff=hf["intermediate_size"],
-        activation=act,  # type: ignore[arg-type]
+        **fields,  # hidden_size, ..., initializer_range: named as in BERT
         norm="layer",
-        norm_eps=hf.get("layer_norm_eps", 1e-12),
         norm_placement="pre",
         bias=True,
-        dropout=hf.get("hidden_dropout_prob", 0.0),
-        attn_dropout=hf.get("attention_probs_dropout_prob", 0.0),
         pos="learned",
         init="normal",
-        init_std=hf.get("initializer_range", 0.02),
         image_size=hf["image_size"],
         patch_size=hf["patch_size"],
         in_channels=hf.get("num_channels", 3),
         n_classes=_n_classes(hf, weights),
-        n_layers=hf["num_hidden_layers"],
     )
 
 
@@ -125,10 +119,7 @@ def config_to_hf(cfg: TransformerConfig) -> dict[str, Any]:
     Raises:
         HFConversionError: features ViT lacks (post-norm, RoPE, RMSNorm, ...), all listed.
     """
-    issues = Issues("cannot write this model as ViT")
-    if not isinstance(cfg, ViTConfig):
-        issues.add(f"ViT needs a ViTConfig, got {type(cfg).__name__}")
-        issues.raise_if_any()
+    issues = to_hf_issues(cfg, "ViT", ViTConfig)
     assert isinstance(cfg, ViTConfig)
     common_to_hf(
         cfg,
@@ -141,20 +132,12 @@ def config_to_hf(cfg: TransformerConfig) -> dict[str, Any]:
         head_dim=None,
         attn_scale=None,
     )
-    act = activation_to_hf(cfg, issues, ("gelu", "gelu_tanh", "relu", "silu"))
+    out = bert_style_to_hf(cfg, issues)
     issues.raise_if_any()
     return {
         "model_type": "vit",
         "architectures": [ARCHITECTURE],
-        "hidden_size": cfg.d_model,
-        "num_attention_heads": cfg.n_heads,
-        "intermediate_size": cfg.d_ff,
-        "num_hidden_layers": cfg.n_layers,
-        "hidden_act": act,
-        "layer_norm_eps": cfg.norm_eps,
-        "hidden_dropout_prob": cfg.dropout,
-        "attention_probs_dropout_prob": cfg.attn_dropout,
-        "initializer_range": cfg.init_std,
+        **out,  # hidden_size, ..., initializer_range: named as in BERT
         "image_size": cfg.image_size,
         "patch_size": cfg.patch_size,
         "num_channels": cfg.in_channels,
