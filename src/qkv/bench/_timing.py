@@ -1,5 +1,5 @@
-"""Timing helpers shared by the peer benchmarks (``qkv bench peers``, ``train``, ``generate``,
-``record``).
+"""Timing, rows and results shared by the peer benchmarks (``qkv bench peers``, ``train``,
+``generate``, ``record``).
 
 Every peer benchmark times qkv and its peers **in one process, on the same inputs, with the
 same thread settings**, and interleaves them: after ``warmup`` untimed calls of each, round
@@ -10,6 +10,9 @@ processes then falls on all of them alike, and each round gives one paired ratio
 budget lets slow references (the eager math at long lengths) sit out later rounds while the
 fast implementations, whose ratios matter most, go on. Garbage collection is off while a call
 is timed, as in :mod:`timeit`, and runs once per round.
+
+Each benchmark's measurements are :class:`TimedRow` records gathered in a :class:`BenchResult`;
+:func:`time_rows` times one group of rows, and ``to_json`` is what ``--json`` writes.
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
 import torch
 
@@ -122,12 +126,17 @@ def time_interleaved(
     return times
 
 
-def paired_ratio(numerator: Sequence[float], denominator: Sequence[float]) -> float | None:
-    """Median over rounds of ``numerator[i] / denominator[i]`` (``None`` without data).
+def paired_ratio(
+    numerator: Sequence[float] | None, denominator: Sequence[float] | None
+) -> float | None:
+    """Median over rounds of ``numerator[i] / denominator[i]`` (``None`` without data,
+    e.g. ``times.get(name)`` of a function that did not run).
 
     With times, ``paired_ratio(peer, qkv)`` is qkv's speed-up over the peer: > 1 means
     qkv is faster.
     """
+    if not numerator or not denominator:
+        return None
     pairs = [a / b for a, b in zip(numerator, denominator) if b > 0 and a > 0]
     return statistics.median(pairs) if pairs else None
 
@@ -135,6 +144,145 @@ def paired_ratio(numerator: Sequence[float], denominator: Sequence[float]) -> fl
 def median(xs: Sequence[float]) -> float | None:
     """The median, or ``None`` for no data."""
     return statistics.median(xs) if xs else None
+
+
+# ---------------------------------------------------------------------------------------
+# rows and results
+# ---------------------------------------------------------------------------------------
+# keyword-only: a benchmark's row subclass still takes what it measured as its leading
+# positional arguments, although these fields come first (in asdict and the JSON too)
+@dataclass(kw_only=True)
+class TimedRow:
+    """What every peer-benchmark row records, whatever it measures: whether it ran and its
+    times. Each benchmark's row subclasses it with what was measured and its ratios.
+
+    Attributes:
+        status: ``"ok"`` (runs, or ran); ``"n/a"`` (not run) or ``"error"`` with ``reason``.
+        reason: why the row did not run or failed.
+        time_s: median wall seconds of one call.
+        time_min_s: the fastest call.
+        repeats: rounds it ran.
+        times_s: seconds of each round it ran, in round order (pairs with the other rows of
+            its group, :func:`paired_ratio`).
+    """
+
+    status: Literal["ok", "n/a", "error"] = "ok"
+    reason: str = ""
+    time_s: float | None = None
+    time_min_s: float | None = None
+    repeats: int = 0
+    times_s: list[float] = field(default_factory=list)
+
+    def skip(self, reason: str) -> None:
+        """Mark the row as not run (``"n/a"``) because of ``reason``."""
+        self.status, self.reason = "n/a", reason
+
+    def record_times(self, times: Sequence[float]) -> None:
+        """Keep the per-round ``times`` (seconds) and their median, minimum and count."""
+        self.time_s, self.time_min_s, self.repeats = median(times), min(times), len(times)
+        self.times_s = list(times)
+
+
+class TimingSettings(Protocol):
+    """The settings of a benchmark config that :func:`time_rows` passes on to
+    :func:`time_interleaved`."""
+
+    warmup: int
+    repeats: int
+    min_repeats: int
+    time_budget: float
+
+
+RowT = TypeVar("RowT", bound=TimedRow)
+
+
+def time_rows(
+    rows: Mapping[str, TimedRow],
+    calls: Mapping[str, Callable[[], object]],
+    settings: TimingSettings,
+    *,
+    warmup_fns: Mapping[str, Callable[[], object]] | None = None,
+    catch: tuple[type[Exception], ...] = (),
+) -> dict[str, list[float]]:
+    """Time one group of rows in interleaved rounds and record each one's times.
+
+    Args:
+        rows: name -> row, for every name of ``calls``; rows without a call (not run) are
+            left as they are.
+        calls: name -> one unit of work of each row to run; none: nothing is timed.
+        settings: ``warmup``, ``repeats``, ``min_repeats`` and ``time_budget`` of
+            :func:`time_interleaved`.
+        warmup_fns: cheaper stand-ins to warm up with (default: ``calls``).
+        catch: exceptions of the timed calls (e.g. running out of memory) that mark every
+            timed row ``"error"`` instead of propagating.
+
+    Returns:
+        name -> seconds of each round, for the rows that ran (empty when none did), to
+        pair with :func:`paired_ratio`.
+    """
+    if not calls:
+        return {}
+    try:
+        times = time_interleaved(
+            calls,
+            warmup=settings.warmup,
+            repeats=settings.repeats,
+            time_budget=settings.time_budget,
+            min_repeats=settings.min_repeats,
+            warmup_fns=warmup_fns,
+        )
+    except catch as e:
+        for name in calls:
+            rows[name].status = "error"
+            rows[name].reason = f"{type(e).__name__}: {str(e)[:200]}"
+        return {}
+    for name, ts in times.items():
+        rows[name].record_times(ts)
+    return times
+
+
+ConfigT = TypeVar("ConfigT")
+
+
+@dataclass
+class BenchResult(Generic[ConfigT, RowT]):
+    """Everything a run produced; :meth:`to_json` is what ``--json`` writes.
+
+    Subclasses name their benchmark in :attr:`benchmark` and may add run-wide fields,
+    written by :meth:`extra_json`.
+
+    Attributes:
+        config: what was measured.
+        measurements: the rows, in the order they finished.
+        environment: versions, processor and threads (:func:`environment`).
+    """
+
+    benchmark: ClassVar[str]
+    config: ConfigT
+    measurements: list[RowT] = field(default_factory=list)
+    environment: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, rows: Iterable[RowT], progress: Callable[[RowT], None] | None = None) -> None:
+        """Append finished ``rows``, passing each to ``progress`` (e.g. to print it)."""
+        for row in rows:
+            self.measurements.append(row)
+            if progress is not None:
+                progress(row)
+
+    def extra_json(self) -> dict[str, Any]:
+        """Run-wide results of the subclass, written between the environment and the rows."""
+        return {}
+
+    def to_json(self) -> dict[str, Any]:
+        """The result as JSON-ready data: benchmark name, config, environment, the
+        :meth:`extra_json` fields and one dict per row."""
+        return {
+            "benchmark": self.benchmark,
+            "config": asdict(self.config),
+            "environment": self.environment,
+            **self.extra_json(),
+            "results": [asdict(m) for m in self.measurements],
+        }
 
 
 def available_memory_bytes() -> int:
@@ -236,6 +384,27 @@ def write_json(path: str | Path, obj: Any) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, indent=2) + "\n")
     return path
+
+
+def check_subset(name: str, values: Sequence[str], known: Iterable[str]) -> None:
+    """Check that ``values`` (the setting ``name``) are some of the ``known`` names.
+
+    Raises:
+        ValueError: ``values`` is empty or has an unknown name.
+    """
+    known = list(known)
+    if not values or any(x not in known for x in values):
+        raise ValueError(f"{name} must be a non-empty subset of {known}, got {list(values)}")
+
+
+def check_sizes(name: str, values: Sequence[int]) -> None:
+    """Check that ``values`` (the setting ``name``, e.g. lengths) are positive ints.
+
+    Raises:
+        ValueError: ``values`` is empty or one is not a positive int.
+    """
+    if not values or any(not isinstance(x, int) or x <= 0 for x in values):
+        raise ValueError(f"{name} must be positive ints, got {list(values)}")
 
 
 def check_settings(cfg: object, positive: tuple[str, ...]) -> None:

@@ -27,22 +27,27 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from qkv.bench._timing import (
+    BenchResult,
+    TimedRow,
     available_memory_bytes,
+    check_settings,
+    check_sizes,
+    check_subset,
     environment,
     fmt,
     format_rows,
-    median,
     num_threads,
     paired_ratio,
     time_interleaved,
+    time_rows,
 )
 
 #: implementation -> (group, description)
@@ -101,38 +106,28 @@ class PeerAttentionConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name, values, known in (
-            ("impls", self.impls, tuple(PEER_IMPLS)),
-            ("modes", self.modes, MODES),
-        ):
-            bad = [x for x in values if x not in known]
-            if bad or not values:
-                raise ValueError(
-                    f"{name} must be a non-empty subset of {list(known)}, got {list(values)}"
-                )
+        check_subset("impls", self.impls, PEER_IMPLS)
+        check_subset("modes", self.modes, MODES)
         if self.mask not in PEER_MASKS:
             raise ValueError(f"mask must be one of {list(PEER_MASKS)}, got {self.mask!r}")
-        for name in ("heads", "head_dim", "batch", "repeats", "min_repeats", "matmul_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if not isinstance(self.warmup, int) or self.warmup < 0:
-            raise ValueError(f"warmup must be an int >= 0, got {self.warmup!r}")
-        if not self.lengths or any(not isinstance(s, int) or s <= 0 for s in self.lengths):
-            raise ValueError(f"lengths must be positive ints, got {list(self.lengths)}")
-        if self.threads is not None and (not isinstance(self.threads, int) or self.threads <= 0):
-            raise ValueError(f"threads must be a positive int, got {self.threads!r}")
+        check_settings(
+            self, ("heads", "head_dim", "batch", "repeats", "min_repeats", "matmul_size")
+        )
+        check_sizes("lengths", self.lengths)
 
 
 @dataclass
-class PeerMeasurement:
-    """One row: an implementation at one length and mode.
+class PeerMeasurement(TimedRow):
+    """One row: an implementation at one length and mode (status and times:
+    :class:`~qkv.bench._timing.TimedRow`).
 
     Attributes:
-        speedup_vs_ref: ``time(ref) / time(impl)``, the median over interleaved rounds of
-            the per-round ratio (> 1: faster than the group's reference).
+        reference: the group's reference implementation.
+        flops: useful FLOPs of one call (:func:`impl_flops`).
         gflops: useful GFLOP/s at the median time.
         peak_share: ``gflops`` over the run's matmul GFLOP/s.
+        speedup_vs_ref: ``time(ref) / time(impl)``, the median over interleaved rounds of
+            the per-round ratio (> 1: faster than the group's reference).
     """
 
     length: int
@@ -140,12 +135,6 @@ class PeerMeasurement:
     impl: str
     group: str
     reference: str
-    status: Literal["ok", "n/a", "error"]
-    reason: str = ""
-    time_s: float | None = None
-    time_min_s: float | None = None
-    repeats: int = 0
-    times_s: list[float] = field(default_factory=list)
     flops: float = 0.0
     gflops: float | None = None
     peak_share: float | None = None
@@ -153,13 +142,15 @@ class PeerMeasurement:
 
 
 @dataclass
-class PeerAttentionResult:
-    """Everything a run produced; :meth:`to_json` is what ``--json`` writes."""
+class PeerAttentionResult(BenchResult[PeerAttentionConfig, PeerMeasurement]):
+    """What :func:`run_peer_attention_bench` measured (``--json`` writes :meth:`to_json`).
 
-    config: PeerAttentionConfig
-    measurements: list[PeerMeasurement] = field(default_factory=list)
+    Attributes:
+        matmul_gflops: GFLOP/s of the peak matmul ``"before"`` and ``"after"`` the runs.
+    """
+
+    benchmark: ClassVar[str] = "attention-peers"
     matmul_gflops: dict[str, float] = field(default_factory=dict)
-    environment: dict[str, Any] = field(default_factory=dict)
 
     @property
     def peak_gflops(self) -> float | None:
@@ -183,15 +174,12 @@ class PeerAttentionResult:
                     out.setdefault(impl, {})[mode] = geo
         return out
 
-    def to_json(self) -> dict[str, Any]:
+    def extra_json(self) -> dict[str, Any]:
+        """The matmul rates, the peak and the :meth:`summary`."""
         return {
-            "benchmark": "attention-peers",
-            "config": asdict(self.config),
-            "environment": self.environment,
             "matmul_gflops": self.matmul_gflops,
             "peak_gflops": self.peak_gflops,
             "summary_geomean_speedup": self.summary(),
-            "results": [asdict(m) for m in self.measurements],
         }
 
 
@@ -352,7 +340,6 @@ def run_peer_attention_bench(
                         impl,
                         group,
                         REFERENCE[group],
-                        "ok",
                         flops=impl_flops(
                             impl,
                             mode,
@@ -365,37 +352,22 @@ def run_peer_attention_bench(
                     )
                     reason = _why_not_fit(impl, mode, config, s, limit)
                     if reason is not None:
-                        rows[impl].status, rows[impl].reason = "n/a", reason
+                        rows[impl].skip(reason)
                     else:
                         runnable.append(impl)
                 times: dict[str, list[float]] = {}
-                if runnable:
-                    calls = _make_calls(runnable, mode, s, config, qkv_mha, torch_mha)
-                    try:
-                        times = time_interleaved(
-                            calls,
-                            warmup=config.warmup,
-                            repeats=config.repeats,
-                            time_budget=config.time_budget,
-                            min_repeats=config.min_repeats,
-                        )
-                    except (RuntimeError, MemoryError) as e:  # e.g. out of memory
-                        for impl in runnable:
-                            rows[impl].status = "error"
-                            rows[impl].reason = f"{type(e).__name__}: {str(e)[:200]}"
-                    del calls
-                for impl, ts in times.items():
-                    m = rows[impl]
-                    m.time_s, m.time_min_s, m.repeats = median(ts), min(ts), len(ts)
-                    m.times_s = list(ts)
-                    m.gflops = m.flops / m.time_s / 1e9 if m.time_s else None
+                if runnable:  # else not even the inputs are made
+                    times = time_rows(
+                        rows,
+                        _make_calls(runnable, mode, s, config, qkv_mha, torch_mha),
+                        config,
+                        catch=(RuntimeError, MemoryError),  # e.g. out of memory
+                    )
                 for impl, m in rows.items():
-                    ref = times.get(m.reference)
-                    if m.status == "ok" and ref is not None:
-                        m.speedup_vs_ref = paired_ratio(ref, times[impl])
-                    result.measurements.append(m)
-                    if progress is not None:
-                        progress(m)
+                    if m.time_s:
+                        m.gflops = m.flops / m.time_s / 1e9
+                    m.speedup_vs_ref = paired_ratio(times.get(m.reference), times.get(impl))
+                result.add(rows.values(), progress)
         result.matmul_gflops["after"] = matmul_gflops(config.matmul_size)
         peak = result.peak_gflops
         for m in result.measurements:

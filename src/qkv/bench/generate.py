@@ -17,22 +17,25 @@ they do the same work; the weights differ (random), so the tokens do too. Throug
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from qkv.bench._timing import (
+    BenchResult,
+    TimedRow,
     check_settings,
+    check_sizes,
+    check_subset,
     environment,
     fmt,
     format_rows,
-    median,
     num_threads,
     paired_ratio,
     quiet_transformers,
-    time_interleaved,
+    time_rows,
     transformers_missing,
 )
 from qkv.bench._twins import ModelShape, count_parameters, hf_gpt2, qkv_lm
@@ -88,17 +91,11 @@ class GenerateBenchConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        bad = [m for m in self.impls if m not in GENERATE_IMPLS]
-        if bad or not self.impls:
-            raise ValueError(
-                f"impls must be a non-empty subset of {list(GENERATE_IMPLS)}, got "
-                f"{list(self.impls)}"
-            )
+        check_subset("impls", self.impls, GENERATE_IMPLS)
         check_settings(
             self, ("prompt_len", "new_tokens", "repeats", "min_repeats", "warmup_tokens")
         )
-        if not self.batches or any(not isinstance(b, int) or b <= 0 for b in self.batches):
-            raise ValueError(f"batches must be positive ints, got {list(self.batches)}")
+        check_sizes("batches", self.batches)
         _ = self.shape  # validates the sizes
 
     @property
@@ -114,10 +111,13 @@ class GenerateBenchConfig:
 
 
 @dataclass
-class GenerateMeasurement:
-    """One implementation at one batch size.
+class GenerateMeasurement(TimedRow):
+    """One implementation at one batch size (status and times:
+    :class:`~qkv.bench._timing.TimedRow`).
 
     Attributes:
+        tokens_per_s: ``batch * new_tokens`` over the median time.
+        ms_per_step: the median time per new token.
         qkv_speedup: ``time(this) / time(qkv_cache)``, the median of per-round ratios: how
             many times faster qkv's cached decoding is (1.0 on its own row).
     """
@@ -125,34 +125,25 @@ class GenerateMeasurement:
     batch: int
     impl: str
     description: str
-    status: Literal["ok", "n/a", "error"]
-    reason: str = ""
-    time_s: float | None = None
-    time_min_s: float | None = None
-    repeats: int = 0
-    times_s: list[float] = field(default_factory=list)
     tokens_per_s: float | None = None
     ms_per_step: float | None = None
     qkv_speedup: float | None = None
 
 
 @dataclass
-class GenerateBenchResult:
-    """Everything a run produced; :meth:`to_json` is what ``--json`` writes."""
+class GenerateBenchResult(BenchResult[GenerateBenchConfig, GenerateMeasurement]):
+    """What :func:`run_generate_bench` measured (``--json`` writes :meth:`to_json`).
 
-    config: GenerateBenchConfig
-    measurements: list[GenerateMeasurement] = field(default_factory=list)
+    Attributes:
+        parameters: parameter counts of the qkv and (when built) transformers models.
+    """
+
+    benchmark: ClassVar[str] = "generate"
     parameters: dict[str, int] = field(default_factory=dict)
-    environment: dict[str, Any] = field(default_factory=dict)
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "benchmark": "generate",
-            "config": asdict(self.config),
-            "environment": self.environment,
-            "parameters": self.parameters,
-            "results": [asdict(m) for m in self.measurements],
-        }
+    def extra_json(self) -> dict[str, Any]:
+        """The parameter counts."""
+        return {"parameters": self.parameters}
 
 
 def _qkv_call(model: nn.Module, prompts: Tensor, n: int, use_cache: bool) -> Callable[[], None]:
@@ -218,11 +209,11 @@ def run_generate_bench(
             calls: dict[str, Callable[[], object]] = {}
             warm: dict[str, Callable[[], object]] = {}
             for impl in config.impls:
-                row = rows[impl] = GenerateMeasurement(b, impl, GENERATE_IMPLS[impl], "ok")
+                row = rows[impl] = GenerateMeasurement(b, impl, GENERATE_IMPLS[impl])
                 if impl == "qkv_nocache" and b not in config.nocache_batches:
-                    row.status, row.reason = "n/a", "not at this batch size (--nocache-batches)"
+                    row.skip("not at this batch size (--nocache-batches)")
                 elif impl == "hf_cache" and hf_model is None:
-                    row.status, row.reason = "n/a", hf_missing or "not built"
+                    row.skip(hf_missing or "not built")
                 elif impl == "hf_cache":
                     calls[impl] = _hf_call(hf_model, prompts, config.new_tokens)  # type: ignore[arg-type]
                     warm[impl] = _hf_call(hf_model, prompts, n_warm)  # type: ignore[arg-type]
@@ -230,30 +221,14 @@ def run_generate_bench(
                     cache = impl == "qkv_cache"
                     calls[impl] = _qkv_call(qkv_model, prompts, config.new_tokens, cache)
                     warm[impl] = _qkv_call(qkv_model, prompts, n_warm, cache)
-            times: dict[str, list[float]] = {}
-            if calls:
-                times = time_interleaved(
-                    calls,
-                    warmup=config.warmup,
-                    repeats=config.repeats,
-                    time_budget=config.time_budget,
-                    min_repeats=config.min_repeats,
-                    warmup_fns=warm,
-                )
+            times = time_rows(rows, calls, config, warmup_fns=warm)
             tokens = b * config.new_tokens
             for impl, row in rows.items():
-                ts = times.get(impl)
-                if ts:
-                    row.time_s, row.time_min_s, row.repeats = median(ts), min(ts), len(ts)
-                    row.times_s = list(ts)
-                    if row.time_s:
-                        row.tokens_per_s = tokens / row.time_s
-                        row.ms_per_step = 1e3 * row.time_s / config.new_tokens
-                    if REFERENCE in times:
-                        row.qkv_speedup = paired_ratio(ts, times[REFERENCE])
-                result.measurements.append(row)
-                if progress is not None:
-                    progress(row)
+                if row.time_s:
+                    row.tokens_per_s = tokens / row.time_s
+                    row.ms_per_step = 1e3 * row.time_s / config.new_tokens
+                row.qkv_speedup = paired_ratio(times.get(impl), times.get(REFERENCE))
+            result.add(rows.values(), progress)
     return result
 
 

@@ -19,23 +19,26 @@ Each recording row reports its overhead over its own plain forward
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from qkv.bench._timing import (
+    BenchResult,
+    TimedRow,
     available_memory_bytes,
     check_settings,
+    check_sizes,
+    check_subset,
     environment,
     fmt,
     format_rows,
-    median,
     num_threads,
     paired_ratio,
     quiet_transformers,
-    time_interleaved,
+    time_rows,
     transformers_missing,
 )
 from qkv.bench._twins import ModelShape, hf_gpt2, qkv_lm
@@ -91,14 +94,9 @@ class RecordBenchConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        bad = [m for m in self.impls if m not in RECORD_IMPLS]
-        if bad or not self.impls:
-            raise ValueError(
-                f"impls must be a non-empty subset of {list(RECORD_IMPLS)}, got {list(self.impls)}"
-            )
+        check_subset("impls", self.impls, RECORD_IMPLS)
         check_settings(self, ("batch", "repeats", "min_repeats"))
-        if not self.lengths or any(not isinstance(s, int) or s <= 0 for s in self.lengths):
-            raise ValueError(f"lengths must be positive ints, got {list(self.lengths)}")
+        check_sizes("lengths", self.lengths)
         _ = self.shape  # validates the sizes
 
     @property
@@ -114,13 +112,15 @@ class RecordBenchConfig:
 
 
 @dataclass
-class RecordMeasurement:
-    """One implementation at one length.
+class RecordMeasurement(TimedRow):
+    """One implementation at one length (status and times:
+    :class:`~qkv.bench._timing.TimedRow`).
 
     Attributes:
         plain: the plain forward of the same framework.
-        overhead: ``time(this) / time(plain)``, median of per-round ratios (1.0 on plain rows).
         qkv: the qkv row doing the same job (itself on qkv rows).
+        tokens_per_s: ``batch * length`` over the median time.
+        overhead: ``time(this) / time(plain)``, median of per-round ratios (1.0 on plain rows).
         qkv_speedup: ``time(this) / time(qkv)``, median of per-round ratios.
         weights_mib: MiB of attention weights the call returns (0 for plain forwards).
     """
@@ -130,12 +130,6 @@ class RecordMeasurement:
     description: str
     plain: str
     qkv: str
-    status: Literal["ok", "n/a", "error"]
-    reason: str = ""
-    time_s: float | None = None
-    time_min_s: float | None = None
-    repeats: int = 0
-    times_s: list[float] = field(default_factory=list)
     tokens_per_s: float | None = None
     overhead: float | None = None
     qkv_speedup: float | None = None
@@ -143,20 +137,10 @@ class RecordMeasurement:
 
 
 @dataclass
-class RecordBenchResult:
-    """Everything a run produced; :meth:`to_json` is what ``--json`` writes."""
+class RecordBenchResult(BenchResult[RecordBenchConfig, RecordMeasurement]):
+    """What :func:`run_record_bench` measured (``--json`` writes :meth:`to_json`)."""
 
-    config: RecordBenchConfig
-    measurements: list[RecordMeasurement] = field(default_factory=list)
-    environment: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "benchmark": "record",
-            "config": asdict(self.config),
-            "environment": self.environment,
-            "results": [asdict(m) for m in self.measurements],
-        }
+    benchmark: ClassVar[str] = "record"
 
 
 def _calls(
@@ -228,37 +212,21 @@ def run_record_bench(
                 plain, qkv, desc = RECORD_IMPLS[impl]
                 records = impl in ("qkv_record", "hf_attentions")
                 row = rows[impl] = RecordMeasurement(
-                    s, impl, desc, plain, qkv, "ok", weights_mib=weights / 2**20 if records else 0
+                    s, impl, desc, plain, qkv, weights_mib=weights / 2**20 if records else 0
                 )
                 if impl.startswith("hf") and hf_missing:
-                    row.status, row.reason = "n/a", hf_missing
+                    row.skip(hf_missing)
                 elif records and 1.5 * weights > limit:
-                    row.status = "n/a"
-                    row.reason = f"weights need ~{weights / 2**30:.1f} GiB > limit"
+                    row.skip(f"weights need ~{weights / 2**30:.1f} GiB > limit")
                 else:
                     runnable.append(impl)
-            times: dict[str, list[float]] = {}
-            if runnable:
-                times = time_interleaved(
-                    _calls(models, ids, runnable, c.n_layers),
-                    warmup=c.warmup,
-                    repeats=c.repeats,
-                    time_budget=c.time_budget,
-                    min_repeats=c.min_repeats,
-                )
+            times = time_rows(rows, _calls(models, ids, runnable, c.n_layers), c)
             for impl, row in rows.items():
-                ts = times.get(impl)
-                if ts:
-                    row.time_s, row.time_min_s, row.repeats = median(ts), min(ts), len(ts)
-                    row.times_s = list(ts)
-                    row.tokens_per_s = c.batch * s / row.time_s if row.time_s else None
-                    if row.plain in times:
-                        row.overhead = paired_ratio(ts, times[row.plain])
-                    if row.qkv in times:
-                        row.qkv_speedup = paired_ratio(ts, times[row.qkv])
-                result.measurements.append(row)
-                if progress is not None:
-                    progress(row)
+                if row.time_s:
+                    row.tokens_per_s = c.batch * s / row.time_s
+                row.overhead = paired_ratio(times.get(impl), times.get(row.plain))
+                row.qkv_speedup = paired_ratio(times.get(impl), times.get(row.qkv))
+            result.add(rows.values(), progress)
     return result
 
 

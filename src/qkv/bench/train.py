@@ -19,23 +19,25 @@ dropout, in fp32.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from qkv.bench._timing import (
+    BenchResult,
+    TimedRow,
     check_settings,
+    check_subset,
     environment,
     fmt,
     format_rows,
-    median,
     num_threads,
     paired_ratio,
     quiet_transformers,
-    time_interleaved,
+    time_rows,
     transformers_missing,
 )
 from qkv.bench._twins import (
@@ -101,12 +103,7 @@ class TrainBenchConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        bad = [m for m in self.models if m not in TRAIN_MODELS]
-        if bad or not self.models:
-            raise ValueError(
-                f"models must be a non-empty subset of {list(TRAIN_MODELS)}, got "
-                f"{list(self.models)}"
-            )
+        check_subset("models", self.models, TRAIN_MODELS)
         check_settings(
             self,
             (
@@ -136,11 +133,13 @@ class TrainBenchConfig:
 
 
 @dataclass
-class TrainMeasurement:
-    """One model of one suite.
+class TrainMeasurement(TimedRow):
+    """One model of one suite (status and times: :class:`~qkv.bench._timing.TimedRow`).
 
     Attributes:
         twin: the qkv model this one is compared with (itself for qkv models).
+        parameters: the model's parameter count.
+        tokens_per_s: tokens of a batch over the median step time.
         qkv_speedup: ``time(this) / time(twin)``, the median of per-round ratios: how many
             times faster the qkv twin trains (1.0 on qkv rows).
     """
@@ -149,32 +148,16 @@ class TrainMeasurement:
     model: str
     description: str
     twin: str
-    status: Literal["ok", "n/a", "error"]
-    reason: str = ""
     parameters: int | None = None
-    time_s: float | None = None
-    time_min_s: float | None = None
-    repeats: int = 0
-    times_s: list[float] = field(default_factory=list)
     tokens_per_s: float | None = None
     qkv_speedup: float | None = None
 
 
 @dataclass
-class TrainBenchResult:
-    """Everything a run produced; :meth:`to_json` is what ``--json`` writes."""
+class TrainBenchResult(BenchResult[TrainBenchConfig, TrainMeasurement]):
+    """What :func:`run_train_bench` measured (``--json`` writes :meth:`to_json`)."""
 
-    config: TrainBenchConfig
-    measurements: list[TrainMeasurement] = field(default_factory=list)
-    environment: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "benchmark": "train",
-            "config": asdict(self.config),
-            "environment": self.environment,
-            "results": [asdict(m) for m in self.measurements],
-        }
+    benchmark: ClassVar[str] = "train"
 
 
 # ---------------------------------------------------------------------------------------
@@ -263,9 +246,9 @@ def run_train_bench(
             steps: dict[str, Callable[[], object]] = {}
             for name in names:
                 _, twin, desc = TRAIN_MODELS[name]
-                row = rows[name] = TrainMeasurement(suite, name, desc, twin, "ok")
+                row = rows[name] = TrainMeasurement(suite, name, desc, twin)
                 if name.startswith("hf") and hf_missing:
-                    row.status, row.reason = "n/a", hf_missing
+                    row.skip(hf_missing)
                     continue
                 torch.manual_seed(config.seed)
                 model = build_model(name, config.shape)
@@ -273,27 +256,13 @@ def run_train_bench(
                 steps[name] = train_step(
                     model, logits_fn(name, model, batch), batch["labels"], config.lr
                 )
-            times: dict[str, list[float]] = {}
-            if steps:
-                times = time_interleaved(
-                    steps,
-                    warmup=config.warmup,
-                    repeats=config.repeats,
-                    time_budget=config.time_budget,
-                    min_repeats=config.min_repeats,
-                )
+            times = time_rows(rows, steps, config)
             tokens = config.batch * config.seq_len
             for name, row in rows.items():
-                ts = times.get(name)
-                if ts:
-                    row.time_s, row.time_min_s, row.repeats = median(ts), min(ts), len(ts)
-                    row.times_s = list(ts)
-                    row.tokens_per_s = tokens / row.time_s if row.time_s else None
-                    if row.twin in times:
-                        row.qkv_speedup = paired_ratio(ts, times[row.twin])
-                result.measurements.append(row)
-                if progress is not None:
-                    progress(row)
+                if row.time_s:
+                    row.tokens_per_s = tokens / row.time_s
+                row.qkv_speedup = paired_ratio(times.get(name), times.get(row.twin))
+            result.add(rows.values(), progress)
     return result
 
 

@@ -1,17 +1,23 @@
 """``qkv bench``: benchmarks, one sub-subcommand each (``qkv bench attention``, ...).
 
-To add one (``train``, ``generate``, ``record``): write ``register_<name>(sub, name)`` that
-adds its parser and sets ``func``, and add it to :data:`BENCHMARKS`.
+To add one: write ``register_<name>(sub, name)`` that adds its parser, each option's
+``dest`` the config field it sets, and sets ``func`` to a ``run_<name>(args)`` that hands
+the config (:func:`_config`) to :func:`_run_and_report`; then add it to :data:`BENCHMARKS`.
+A peer benchmark (qkv against other libraries, :mod:`qkv.bench._timing`) takes the shared
+option groups too: :func:`_add_shape_args` and :func:`_add_timing_args`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import fields
 from pathlib import Path
+from typing import Any, TypeVar
 
 from qkv.cli import CLIError
+
+ConfigT = TypeVar("ConfigT")
 
 
 def _csv(cast: Callable[[str], object]) -> Callable[[str], tuple]:
@@ -24,6 +30,78 @@ def _csv(cast: Callable[[str], object]) -> Callable[[str], tuple]:
             ) from e
 
     return parse
+
+
+def _add_names(p: argparse.ArgumentParser, flag: str, names: Iterable[str]) -> None:
+    """Add ``flag``: a comma-separated subset of ``names``, all of them by default."""
+    names = tuple(names)
+    p.add_argument(
+        flag, type=_csv(str), default=names, help=f"from {','.join(names)} (default: all)"
+    )
+
+
+def _add_modes(p: argparse.ArgumentParser, modes: tuple[str, ...]) -> None:
+    """Add ``--mode``: ``fwd`` (inference) and/or ``fwdbwd`` (forward + backward)."""
+    p.add_argument(
+        "--mode",
+        dest="modes",
+        metavar="MODE",
+        type=_csv(str),
+        default=modes,
+        help="fwd,fwdbwd (default: both)",
+    )
+
+
+def _bytes(gib: float | None) -> float | None:
+    """``--memory-limit`` (GiB) in bytes, as the configs take it."""
+    return None if gib is None else gib * 2**30
+
+
+def _config(cls: type[ConfigT], args: argparse.Namespace, **converted: Any) -> ConfigT:
+    """The benchmark config ``cls`` (a dataclass) from the parsed options.
+
+    Each option's ``dest`` is the name of the field it sets, so the options need no list of
+    their own here (the tests check that every option names a field); fields without an
+    option keep the config's defaults.
+
+    Args:
+        cls: the config class.
+        args: the parsed options.
+        **converted: fields to set from an option's value converted first, e.g. GiB to bytes.
+
+    Raises:
+        CLIError: the config rejects a value (the user's error: no traceback).
+    """
+    names = {f.name for f in fields(cls)}
+    options = {k: v for k, v in vars(args).items() if k in names}
+    try:
+        return cls(**(options | converted))
+    except ValueError as e:
+        raise CLIError(str(e)) from e
+
+
+def _run_and_report(
+    run: Callable[..., Any],
+    config: object,
+    table: Callable[[Any], str],
+    line: Callable[[Any], str],
+    path: Path | None,
+) -> int:
+    """Run a benchmark, printing ``line(row)`` as each row finishes (runs take minutes),
+    then print ``table(result)`` and, given a ``path`` (``--json``), write the result there.
+
+    Returns:
+        The exit code, 0.
+    """
+    result = run(config, progress=lambda row: print(line(row), flush=True))
+    print()
+    print(table(result))
+    if path is not None:
+        from qkv.bench._timing import write_json
+
+        write_json(path, result.to_json())
+        print(f"\nwrote {path}")
+    return 0
 
 
 def register_attention(sub: argparse._SubParsersAction, name: str) -> None:
@@ -49,13 +127,11 @@ def register_attention(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument(
         "--window", type=int, default=256, help="window of the window/local masks (default: 256)"
     )
-    p.add_argument(
-        "--impls", type=_csv(str), default=IMPLS, help=f"from {','.join(IMPLS)} (default: all)"
-    )
+    _add_names(p, "--impls", IMPLS)
     p.add_argument("--heads", type=int, default=8)
     p.add_argument("--head-dim", type=int, default=64)
     p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--mode", type=_csv(str), default=MODES, help="fwd,fwdbwd (default: both)")
+    _add_modes(p, MODES)
     p.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (default: 3)")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument(
@@ -71,7 +147,10 @@ def register_attention(sub: argparse._SubParsersAction, name: str) -> None:
         "--memory-limit", type=float, help="GiB a measurement may need (default: 80%% of available)"
     )
     p.add_argument(
-        "--no-isolate", action="store_true", help="measure in this process (faster; no CPU memory)"
+        "--no-isolate",
+        dest="isolate",
+        action="store_false",
+        help="measure in this process (faster; no CPU memory)",
     )
     p.add_argument("--json", type=Path, help="also write the results as JSON here")
     p.set_defaults(func=run_attention)
@@ -80,40 +159,17 @@ def register_attention(sub: argparse._SubParsersAction, name: str) -> None:
 def run_attention(args: argparse.Namespace) -> int:
     from qkv.bench.attention import AttentionBenchConfig, format_table, run_attention_bench
 
-    try:
-        config = AttentionBenchConfig(
-            lengths=args.lengths,
-            masks=args.masks,
-            window=args.window,
-            impls=args.impls,
-            heads=args.heads,
-            head_dim=args.head_dim,
-            batch=args.batch,
-            modes=args.mode,
-            repeats=args.repeats,
-            warmup=args.warmup,
-            time_budget=args.time_budget,
-            dtype=args.dtype,
-            device=args.device,
-            threads=args.threads,
-            isolate=not args.no_isolate,
-            memory_limit=None if args.memory_limit is None else args.memory_limit * 2**30,
-        )
-        result = run_attention_bench(
+    config = _config(AttentionBenchConfig, args, memory_limit=_bytes(args.memory_limit))
+    try:  # the run rejects what the config cannot know, e.g. CUDA asked for but absent
+        return _run_and_report(
+            run_attention_bench,
             config,
-            progress=lambda m: print(
-                f"  {m.length:>6} {m.mask:<8} {m.mode:<6} {m.impl:<11} {m.status}", flush=True
-            ),
+            format_table,
+            lambda m: f"  {m.length:>6} {m.mask:<8} {m.mode:<6} {m.impl:<11} {m.status}",
+            args.json,
         )
     except ValueError as e:
         raise CLIError(str(e)) from e
-    print()
-    print(format_table(result))
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result.to_json(), indent=2) + "\n")
-        print(f"\nwrote {args.json}")
-    return 0
 
 
 # ---------------------------------------------------------------------------------------
@@ -122,6 +178,8 @@ def run_attention(args: argparse.Namespace) -> int:
 def _add_timing_args(
     p: argparse.ArgumentParser, *, repeats: int, min_repeats: int, warmup: int, budget: float
 ) -> None:
+    """Add the "timing" group (:func:`~qkv.bench._timing.time_interleaved`'s settings, with
+    this benchmark's defaults), then ``--seed`` and ``--json``."""
     g = p.add_argument_group("timing (all implementations interleaved in one process)")
     g.add_argument(
         "--threads", type=int, default=2, help="torch.set_num_threads for every peer (default: 2)"
@@ -147,46 +205,26 @@ def _add_timing_args(
     p.add_argument("--json", type=Path, help="also write the results as JSON here")
 
 
-def _add_shape_args(p: argparse.ArgumentParser, *, layers: bool = True) -> None:
+def _add_shape_args(p: argparse.ArgumentParser) -> None:
+    """Add the "model shape" group: the fields of :class:`~qkv.bench._twins.ModelShape`
+    that the train, generate and record configs share."""
     g = p.add_argument_group("model shape (identical for qkv and its peers)")
     g.add_argument("--d-model", type=int, default=256, help="default: 256")
-    g.add_argument("--heads", type=int, default=4, help="default: 4")
-    if layers:
-        g.add_argument("--layers", type=int, default=6, help="decoder layers (default: 6)")
-    g.add_argument("--vocab", type=int, default=8192, help="default: 8192")
+    g.add_argument(
+        "--heads", dest="n_heads", metavar="HEADS", type=int, default=4, help="default: 4"
+    )
+    g.add_argument(
+        "--layers",
+        dest="n_layers",
+        metavar="LAYERS",
+        type=int,
+        default=6,
+        help="decoder layers (default: 6)",
+    )
+    g.add_argument(
+        "--vocab", dest="vocab_size", metavar="VOCAB", type=int, default=8192, help="default: 8192"
+    )
     g.add_argument("--d-ff", type=int, help="feed-forward width (default: 4 d)")
-
-
-def _timing_kwargs(args: argparse.Namespace) -> dict:
-    return {
-        "threads": args.threads,
-        "repeats": args.repeats,
-        "min_repeats": args.min_repeats,
-        "warmup": args.warmup,
-        "time_budget": args.time_budget,
-        "seed": args.seed,
-    }
-
-
-def _shape_kwargs(args: argparse.Namespace) -> dict:
-    return {
-        "d_model": args.d_model,
-        "n_heads": args.heads,
-        "n_layers": args.layers,
-        "vocab_size": args.vocab,
-        "d_ff": args.d_ff,
-    }
-
-
-def _report(table: str, data: dict, path: Path | None) -> int:
-    print()
-    print(table)
-    if path is not None:
-        from qkv.bench._timing import write_json
-
-        write_json(path, data)
-        print(f"\nwrote {path}")
-    return 0
 
 
 def register_peers(sub: argparse._SubParsersAction, name: str) -> None:
@@ -208,17 +246,12 @@ def register_peers(sub: argparse._SubParsersAction, name: str) -> None:
         default=(512, 1024, 2048, 4096, 8192),
         help="default: 512,1024,2048,4096,8192",
     )
-    p.add_argument(
-        "--impls",
-        type=_csv(str),
-        default=tuple(PEER_IMPLS),
-        help=f"from {','.join(PEER_IMPLS)} (default: all)",
-    )
+    _add_names(p, "--impls", PEER_IMPLS)
     p.add_argument("--mask", default="causal", choices=PEER_MASKS)
     p.add_argument("--heads", type=int, default=8)
     p.add_argument("--head-dim", type=int, default=64)
     p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--mode", type=_csv(str), default=PEER_MODES, help="fwd,fwdbwd (default: both)")
+    _add_modes(p, PEER_MODES)
     p.add_argument("--matmul-size", type=int, default=2048, help="n of the peak matmul")
     p.add_argument(
         "--memory-limit", type=float, help="GiB one call may need (default: 70%% of available)"
@@ -234,30 +267,16 @@ def run_peers(args: argparse.Namespace) -> int:
         run_peer_attention_bench,
     )
 
-    try:
-        config = PeerAttentionConfig(
-            lengths=args.lengths,
-            impls=args.impls,
-            mask=args.mask,
-            heads=args.heads,
-            head_dim=args.head_dim,
-            batch=args.batch,
-            modes=args.mode,
-            matmul_size=args.matmul_size,
-            memory_limit=None if args.memory_limit is None else args.memory_limit * 2**30,
-            **_timing_kwargs(args),
-        )
-    except ValueError as e:
-        raise CLIError(str(e)) from e
-    result = run_peer_attention_bench(
-        config,
-        progress=lambda m: print(
+    return _run_and_report(
+        run_peer_attention_bench,
+        _config(PeerAttentionConfig, args, memory_limit=_bytes(args.memory_limit)),
+        format_peer_table,
+        lambda m: (
             f"  {m.length:>6} {m.mode:<6} {m.impl:<10} {m.status} "
-            f"{'' if m.time_s is None else f'{m.time_s * 1e3:.1f} ms'}",
-            flush=True,
+            f"{'' if m.time_s is None else f'{m.time_s * 1e3:.1f} ms'}"
         ),
+        args.json,
     )
-    return _report(format_peer_table(result), result.to_json(), args.json)
 
 
 def register_train(sub: argparse._SubParsersAction, name: str) -> None:
@@ -272,16 +291,18 @@ def register_train(sub: argparse._SubParsersAction, name: str) -> None:
         "all of identical shape, on the same batch, interleaved in one process.",
     )
     _add_shape_args(p)
-    p.add_argument("--encoder-layers", type=int, default=3, help="seq2seq (default: 3)")
-    p.add_argument("--decoder-layers", type=int, default=3, help="seq2seq (default: 3)")
+    for stack in ("encoder", "decoder"):
+        p.add_argument(
+            f"--{stack}-layers",
+            dest=f"n_{stack}_layers",
+            metavar=f"{stack.upper()}_LAYERS",
+            type=int,
+            default=3,
+            help="seq2seq (default: 3)",
+        )
     p.add_argument("--seq-len", type=int, default=256, help="default: 256")
     p.add_argument("--batch", type=int, default=8, help="default: 8")
-    p.add_argument(
-        "--models",
-        type=_csv(str),
-        default=tuple(TRAIN_MODELS),
-        help=f"from {','.join(TRAIN_MODELS)} (default: all)",
-    )
+    _add_names(p, "--models", TRAIN_MODELS)
     _add_timing_args(p, repeats=7, min_repeats=3, warmup=2, budget=400.0)
     p.set_defaults(func=run_train)
 
@@ -289,27 +310,16 @@ def register_train(sub: argparse._SubParsersAction, name: str) -> None:
 def run_train(args: argparse.Namespace) -> int:
     from qkv.bench.train import TrainBenchConfig, format_train_table, run_train_bench
 
-    try:
-        config = TrainBenchConfig(
-            **_shape_kwargs(args),
-            n_encoder_layers=args.encoder_layers,
-            n_decoder_layers=args.decoder_layers,
-            seq_len=args.seq_len,
-            batch=args.batch,
-            models=args.models,
-            **_timing_kwargs(args),
-        )
-    except ValueError as e:
-        raise CLIError(str(e)) from e
-    result = run_train_bench(
-        config,
-        progress=lambda m: print(
+    return _run_and_report(
+        run_train_bench,
+        _config(TrainBenchConfig, args),
+        format_train_table,
+        lambda m: (
             f"  {m.suite:<8} {m.model:<11} {m.status} "
-            f"{'' if m.tokens_per_s is None else f'{m.tokens_per_s:.0f} tokens/s'}",
-            flush=True,
+            f"{'' if m.tokens_per_s is None else f'{m.tokens_per_s:.0f} tokens/s'}"
         ),
+        args.json,
     )
-    return _report(format_train_table(result), result.to_json(), args.json)
 
 
 def register_generate(sub: argparse._SubParsersAction, name: str) -> None:
@@ -326,12 +336,7 @@ def register_generate(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--prompt-len", type=int, default=32, help="default: 32")
     p.add_argument("--new-tokens", type=int, default=256, help="default: 256")
     p.add_argument("--batches", type=_csv(int), default=(1, 8), help="default: 1,8")
-    p.add_argument(
-        "--impls",
-        type=_csv(str),
-        default=tuple(GENERATE_IMPLS),
-        help=f"from {','.join(GENERATE_IMPLS)} (default: all)",
-    )
+    _add_names(p, "--impls", GENERATE_IMPLS)
     p.add_argument(
         "--nocache-batches",
         type=_csv(int),
@@ -345,27 +350,16 @@ def register_generate(sub: argparse._SubParsersAction, name: str) -> None:
 def run_generate(args: argparse.Namespace) -> int:
     from qkv.bench.generate import GenerateBenchConfig, format_generate_table, run_generate_bench
 
-    try:
-        config = GenerateBenchConfig(
-            **_shape_kwargs(args),
-            prompt_len=args.prompt_len,
-            new_tokens=args.new_tokens,
-            batches=args.batches,
-            impls=args.impls,
-            nocache_batches=args.nocache_batches,
-            **_timing_kwargs(args),
-        )
-    except ValueError as e:
-        raise CLIError(str(e)) from e
-    result = run_generate_bench(
-        config,
-        progress=lambda m: print(
+    return _run_and_report(
+        run_generate_bench,
+        _config(GenerateBenchConfig, args),
+        format_generate_table,
+        lambda m: (
             f"  batch {m.batch:<3} {m.impl:<11} {m.status} "
-            f"{'' if m.tokens_per_s is None else f'{m.tokens_per_s:.1f} tokens/s'}",
-            flush=True,
+            f"{'' if m.tokens_per_s is None else f'{m.tokens_per_s:.1f} tokens/s'}"
         ),
+        args.json,
     )
-    return _report(format_generate_table(result), result.to_json(), args.json)
 
 
 def register_record(sub: argparse._SubParsersAction, name: str) -> None:
@@ -383,12 +377,7 @@ def register_record(sub: argparse._SubParsersAction, name: str) -> None:
         "--lengths", type=_csv(int), default=(512, 1024, 2048, 4096), help="default: 512..4096"
     )
     p.add_argument("--batch", type=int, default=1, help="default: 1")
-    p.add_argument(
-        "--impls",
-        type=_csv(str),
-        default=tuple(RECORD_IMPLS),
-        help=f"from {','.join(RECORD_IMPLS)} (default: all)",
-    )
+    _add_names(p, "--impls", RECORD_IMPLS)
     p.add_argument(
         "--memory-limit", type=float, help="GiB the weights may need (default: 50%% of available)"
     )
@@ -399,26 +388,16 @@ def register_record(sub: argparse._SubParsersAction, name: str) -> None:
 def run_record(args: argparse.Namespace) -> int:
     from qkv.bench.record import RecordBenchConfig, format_record_table, run_record_bench
 
-    try:
-        config = RecordBenchConfig(
-            **_shape_kwargs(args),
-            lengths=args.lengths,
-            batch=args.batch,
-            impls=args.impls,
-            memory_limit=None if args.memory_limit is None else args.memory_limit * 2**30,
-            **_timing_kwargs(args),
-        )
-    except ValueError as e:
-        raise CLIError(str(e)) from e
-    result = run_record_bench(
-        config,
-        progress=lambda m: print(
+    return _run_and_report(
+        run_record_bench,
+        _config(RecordBenchConfig, args, memory_limit=_bytes(args.memory_limit)),
+        format_record_table,
+        lambda m: (
             f"  {m.length:>6} {m.impl:<13} {m.status} "
-            f"{'' if m.time_s is None else f'{m.time_s * 1e3:.0f} ms'}",
-            flush=True,
+            f"{'' if m.time_s is None else f'{m.time_s * 1e3:.0f} ms'}"
         ),
+        args.json,
     )
-    return _report(format_record_table(result), result.to_json(), args.json)
 
 
 #: benchmark name -> function adding its parser to ``qkv bench``'s subparsers
