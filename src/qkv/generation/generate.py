@@ -69,7 +69,9 @@ def generate(
         pad_id: filler after a row has finished.
         use_cache: use KV caches (identical tokens, logits equal to 1e-5, much faster).
         generator: RNG for sampling.
-        return_logits: keep each step's logits (greedy/sample).
+        return_logits: keep each step's logits (greedy/sample). Decoding runs under
+            ``torch.inference_mode``, so they are inference tensors (``.clone()`` them
+            outside it to use them with autograd).
 
     Returns:
         :class:`Generated`.
