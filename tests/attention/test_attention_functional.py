@@ -236,7 +236,8 @@ def test_errors_name_the_argument():
 
 # -- weights in row chunks (no gradients) against the one-piece reference ---------------
 def _reference_weights(p):
-    from qkv.attention.functional import _expand_kv, _masked_scores, safe_softmax
+    from qkv.attention.problem import _expand_kv
+    from qkv.attention.weights import _masked_scores, safe_softmax
 
     k, _ = _expand_kv(p)
     return safe_softmax(_masked_scores(p, k))
@@ -264,7 +265,7 @@ MASKS = {
 def test_row_chunked_weights_equal_the_reference(s_q, s_k, kv_heads, mask, chunk, seed):
     """attention_weights without gradients (row chunks, causal key skipping) against the
     reference, fp64, whatever the chunk size (1 << 20 elements: one chunk; 1: 16 rows)."""
-    from qkv.attention import functional
+    from qkv.attention import functional, weights
 
     torch.manual_seed(seed)
     m, causal = MASKS[mask](s_q, s_k)
@@ -273,12 +274,12 @@ def test_row_chunked_weights_equal_the_reference(s_q, s_k, kv_heads, mask, chunk
     q = torch.randn(2, 4, s_q, 8, dtype=torch.float64)
     k = torch.randn(2, kv_heads, s_k, 8, dtype=torch.float64)
     p = functional.make_problem(q, k, k, m, is_causal=causal)
-    saved, functional._CHUNK_ELEMENTS = functional._CHUNK_ELEMENTS, chunk
+    saved, weights._CHUNK_ELEMENTS = weights._CHUNK_ELEMENTS, chunk
     try:
         with torch.no_grad():
             got = functional.attention_weights(p)
     finally:
-        functional._CHUNK_ELEMENTS = saved
+        weights._CHUNK_ELEMENTS = saved
     torch.testing.assert_close(got, _reference_weights(p), atol=1e-12, rtol=0)
     assert not got.isnan().any()
 
