@@ -30,6 +30,7 @@ from qkv.attention.problem import (
     _target_shape,
     dense_mask,
     make_problem,
+    rows_with_keys,
 )
 from qkv.attention.scores import default_scale
 from qkv.attention.weights import _masked_scores, attention_weights, safe_softmax
@@ -119,60 +120,6 @@ def _to_4d(t: Tensor, lead: int) -> Tensor:
     return t.reshape(-1, *t.shape[-3:])
 
 
-def _run_sdpa(p: Problem) -> Tensor | tuple[Tensor, Tensor]:
-    target = _target_shape(p.q, p.k, p.groups)
-    lead = len(target) - 2
-    q, k, v = p.q, p.k, p.v
-    if q.shape[:-2] != torch.Size(target[:-2]) or (
-        p.groups == 1 and k.shape[:-2] != torch.Size(target[:-2])
-    ):
-        q = q.expand(*target[:-2], *q.shape[-2:])
-        kv_lead = list(target[:-2])
-        if p.groups > 1:
-            kv_lead[-1] = k.shape[-3]
-        k = k.expand(*kv_lead, *k.shape[-2:])
-        v = v.expand(*kv_lead, *v.shape[-2:])
-    q4, k4, v4 = _to_4d(q, lead), _to_4d(k, lead), _to_4d(v, lead)
-
-    is_causal = False
-    m: Tensor | None
-    if isinstance(p.mask, Causal) and p.mask.offset in (None, 0) and p.s_q == p.s_k:
-        m, is_causal = None, True  # the kernels' own (top-left) causal path
-    elif isinstance(p.mask, Causal) and p.mask.offset is None and p.s_q == 1:
-        m = None  # one query aligned to the end sees every key: a decoding step
-    else:
-        m = dense_mask(p)
-    row_ok: Tensor | None = None
-    if m is not None:
-        if m.dtype == torch.bool:
-            row_ok = m.any(dim=-1, keepdim=True)
-            m = m | ~row_ok  # let empty rows attend anywhere, then zero them below
-        else:
-            row_ok = ~torch.isneginf(m).all(dim=-1, keepdim=True)
-            m = m.masked_fill(~row_ok, 0.0)
-        m = m.expand(target)
-        m = _to_4d(m, lead) if lead != 2 else m
-    out = F.scaled_dot_product_attention(
-        q4,
-        k4,
-        v4,
-        attn_mask=m,
-        dropout_p=p.dropout_p,
-        is_causal=is_causal,
-        scale=p.scale,
-        enable_gqa=p.groups > 1,
-    )
-    out = out.reshape(*target[:-1], v.shape[-1])  # (..., s_q, d_v)
-    if row_ok is not None:
-        out = out.masked_fill(~row_ok, 0.0)
-    if p.return_weights:
-        return out, attention_weights(p)
-    return out
-
-
-register_backend(Backend("sdpa", _run_sdpa, _sdpa_why_not, auto_priority=10))
-
-
 def unmasked_sdpa(
     q: Tensor,
     k: Tensor,
@@ -184,8 +131,9 @@ def unmasked_sdpa(
     dropout_p: float = 0.0,
 ) -> Tensor:
     """The ``sdpa`` backend's answer for an unmasked (or plainly causal) problem, without
-    validation or a :class:`Problem`: the shortcut :class:`~qkv.MultiHeadAttention` takes
-    when there is nothing to mask, where per-op overhead dominates a decoding step.
+    validation or a :class:`Problem`. The backend runs such problems through it, and
+    :class:`~qkv.MultiHeadAttention` calls it directly when there is nothing to mask, where
+    per-op overhead dominates a decoding step.
 
     Args:
         q: ``(b, h, s_q, d)``; k, v: ``(b, h_kv, s_k, d)`` with ``h_kv`` dividing ``h``
@@ -214,6 +162,62 @@ def unmasked_sdpa(
         scale=scale,
         enable_gqa=q.shape[-3] != k.shape[-3],
     )
+
+
+def _run_sdpa(p: Problem) -> Tensor | tuple[Tensor, Tensor]:
+    target = _target_shape(p.q, p.k, p.groups)
+    lead = len(target) - 2
+    q, k, v = p.q, p.k, p.v
+    if q.shape[:-2] != torch.Size(target[:-2]) or (
+        p.groups == 1 and k.shape[:-2] != torch.Size(target[:-2])
+    ):
+        q = q.expand(*target[:-2], *q.shape[-2:])
+        kv_lead = list(target[:-2])
+        if p.groups > 1:
+            kv_lead[-1] = k.shape[-3]
+        k = k.expand(*kv_lead, *k.shape[-2:])
+        v = v.expand(*kv_lead, *v.shape[-2:])
+    q4, k4, v4 = _to_4d(q, lead), _to_4d(k, lead), _to_4d(v, lead)
+
+    # causality the kernels express: a square problem (their top-left mask is then the
+    # bottom-right one), or one query aligned to the end of the keys (a decoding step)
+    mask = p.mask
+    kernel_causal = isinstance(mask, Causal) and (
+        (p.s_q == p.s_k and mask.offset in (None, 0)) or (p.s_q == 1 and mask.offset is None)
+    )
+    row_ok: Tensor | None = None
+    if mask is None or kernel_causal:
+        out = unmasked_sdpa(
+            q4, k4, v4, score="dot", scale=p.scale, is_causal=kernel_causal, dropout_p=p.dropout_p
+        )
+    else:
+        m = dense_mask(p)
+        assert m is not None
+        row_ok = rows_with_keys(m)
+        if m.dtype == torch.bool:
+            m = m | ~row_ok  # let empty rows attend anywhere, then zero them below
+        else:
+            m = m.masked_fill(~row_ok, 0.0)
+        m = m.expand(target)
+        m = _to_4d(m, lead) if lead != 2 else m
+        out = F.scaled_dot_product_attention(
+            q4,
+            k4,
+            v4,
+            attn_mask=m,
+            dropout_p=p.dropout_p,
+            scale=p.scale,
+            enable_gqa=p.groups > 1,
+        )
+    out = out.reshape(*target[:-1], v.shape[-1])  # (..., s_q, d_v)
+    if row_ok is not None:
+        out = out.masked_fill(~row_ok, 0.0)
+    if p.return_weights:
+        return out, attention_weights(p)
+    return out
+
+
+register_backend(Backend("sdpa", _run_sdpa, _sdpa_why_not, auto_priority=10))
 
 
 # ---------------------------------------------------------------------------------------

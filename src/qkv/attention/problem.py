@@ -177,6 +177,14 @@ def dense_mask(p: Problem) -> Tensor | None:
     return d
 
 
+def rows_with_keys(mask: Tensor) -> Tensor:
+    """``(..., s_q, 1)`` bool: the rows of a dense bool mask or additive bias that leave at
+    least one key to attend to (the others give zeros, never NaN)."""
+    if mask.dtype == torch.bool:
+        return mask.any(dim=-1, keepdim=True)
+    return ~torch.isneginf(mask).all(dim=-1, keepdim=True)
+
+
 def _expand_kv(p: Problem) -> tuple[Tensor, Tensor]:
     if p.groups == 1:
         return p.k, p.v

@@ -3,10 +3,19 @@ NaN-safe reference and, without gradients, the same computed a few rows at a tim
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
-from qkv.attention.problem import Problem, _expand_kv, _shape, _target_shape, dense_mask
+from qkv.attention.problem import (
+    Problem,
+    _expand_kv,
+    _shape,
+    _target_shape,
+    dense_mask,
+    rows_with_keys,
+)
 from qkv.attention.scores import dot
 from qkv.masks import Causal
 
@@ -78,22 +87,11 @@ def _weights_by_row_chunks(p: Problem, k: Tensor) -> Tensor:
     q, m = p.q, dense_mask(p) if not isinstance(p.mask, Causal) else None
     target = _target_shape(q, k, 1)
     lead, s_q, s_k = target[:-2], p.s_q, p.s_k
-    causal_off = None
-    if isinstance(p.mask, Causal):
-        causal_off = s_k - s_q if p.mask.offset is None else p.mask.offset
+    causal_off = p.mask.key_offset(s_q, s_k) if isinstance(p.mask, Causal) else None
     half = q.dtype in (torch.float16, torch.bfloat16)
     out = torch.empty(target, dtype=q.dtype, device=q.device)  # (..., s_q, s_k)
-    row_ok = None  # (..., s_q, 1): rows with at least one key, for explicit masks
-    if m is not None:
-        row_ok = (
-            m.any(-1, keepdim=True)
-            if m.dtype == torch.bool
-            else ~torch.isneginf(m).all(-1, keepdim=True)
-        )
-    lead_n = 1
-    for n in lead:
-        lead_n *= n
-    rows = max(16, min(s_q, _CHUNK_ELEMENTS // max(1, lead_n * s_k)))
+    row_ok = None if m is None else rows_with_keys(m)  # (..., s_q, 1), explicit masks
+    rows = max(16, min(s_q, _CHUNK_ELEMENTS // max(1, math.prod(lead) * s_k)))
     kt = k.transpose(-1, -2)  # (..., d, s_k)
     for r0 in range(0, s_q, rows):
         r1 = min(s_q, r0 + rows)

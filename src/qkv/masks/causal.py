@@ -25,8 +25,13 @@ class Causal(Mask):
             raise TypeError(f"offset must be an int or None, got {type(offset).__name__}")
         self.offset = offset
 
+    def key_offset(self, s_q: int, s_k: int) -> int:
+        """The offset for ``s_q`` queries and ``s_k`` keys (``s_k - s_q`` when bottom-right):
+        query ``i`` sees keys ``0 .. i + offset``."""
+        return s_k - s_q if self.offset is None else self.offset
+
     def mod(self, s_q: int, s_k: int) -> MaskMod:
-        off = s_k - s_q if self.offset is None else self.offset
+        off = self.key_offset(s_q, s_k)
 
         def mask_mod(b: Tensor, h: Tensor, q: Tensor, k: Tensor) -> Tensor:
             return k <= q + off

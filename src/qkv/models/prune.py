@@ -127,13 +127,14 @@ def prune_module(
         # head i owns features i*d_h .. (i+1)*d_h of the concatenated heads
         return torch.tensor([start + i * d_h + j for i in idx for j in range(d_h)], device=dev)
 
-    q_rows, kv_rows = span(keep), span(keep_kv)
+    q_rows = span(keep)
     if module.packed:  # qkv_proj stacks the q, k and v rows
         k0 = module.q_width
         v0 = k0 + module.kv_width
         rows = torch.cat([q_rows, span(keep_kv, k0), span(keep_kv, v0)])
         module.qkv_proj = _linear(module.qkv_proj, rows, None)
     else:
+        kv_rows = span(keep_kv)
         module.q_proj = _linear(module.q_proj, q_rows, None)
         module.k_proj = _linear(module.k_proj, kv_rows, None)
         module.v_proj = _linear(module.v_proj, kv_rows, None)
