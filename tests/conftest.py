@@ -1,7 +1,11 @@
 import os
+from pathlib import Path
 
 import pytest
 import torch
+
+from _kit import Kit
+from _tiny import Tiny
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # One intra-op thread per xdist worker: N workers x N OpenMP threads on N cores spin
@@ -13,3 +17,15 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture
+def kit(tmp_path: Path) -> Kit:
+    """Tiny random ``transformers`` models saved to ``tmp_path`` (see ``_kit.Kit``)."""
+    return Kit(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def tiny() -> type[Tiny]:
+    """Builders of tiny, dropout-free qkv models of every family (see ``_tiny.Tiny``)."""
+    return Tiny

@@ -33,11 +33,13 @@ def test_lm_cached_greedy_equals_uncached_with_padding(pos):
     model = _lm(pos)
     inputs = torch.tensor([[5, 6, 7, 8, 9], [4, 3, 0, 0, 0], [7, 0, 0, 0, 0]])
     mask = inputs != 0
-    a = generate(model, inputs, input_mask=mask, max_new_tokens=12, eos_id=None, return_logits=True)
+    a = generate(
+        model, inputs, padding_mask=mask, max_new_tokens=12, eos_id=None, return_logits=True
+    )
     b = generate(
         model,
         inputs,
-        input_mask=mask,
+        padding_mask=mask,
         max_new_tokens=12,
         eos_id=None,
         use_cache=False,
@@ -57,11 +59,11 @@ def test_seq2seq_cached_greedy_equals_uncached(pos):
     model = _s2s(pos)
     src = torch.tensor([[5, 6, 7, 8], [9, 4, 0, 0]])
     mask = src != 0
-    a = generate(model, src, input_mask=mask, max_new_tokens=10, eos_id=None, return_logits=True)
+    a = generate(model, src, padding_mask=mask, max_new_tokens=10, eos_id=None, return_logits=True)
     b = generate(
         model,
         src,
-        input_mask=mask,
+        padding_mask=mask,
         max_new_tokens=10,
         eos_id=None,
         use_cache=False,
@@ -137,17 +139,17 @@ def test_beam_batched_equals_one_by_one_and_beam1_equals_greedy():
     model = _s2s()
     src = torch.tensor([[5, 6, 7, 8], [9, 4, 0, 0]])
     mask = src != 0
-    both = generate(model, src, input_mask=mask, strategy="beam", beam_size=3, max_new_tokens=8)
+    both = generate(model, src, padding_mask=mask, strategy="beam", beam_size=3, max_new_tokens=8)
     for i in range(2):
         n = int(mask[i].sum())
         one = generate(model, src[i : i + 1, :n], strategy="beam", beam_size=3, max_new_tokens=8)
         assert one.tokens[0] == both.tokens[i]
         assert one.scores[0] == pytest.approx(both.scores[i], abs=1e-5)
-    g = generate(model, src, input_mask=mask, max_new_tokens=8)
+    g = generate(model, src, padding_mask=mask, max_new_tokens=8)
     b1 = generate(
         model,
         src,
-        input_mask=mask,
+        padding_mask=mask,
         strategy="beam",
         beam_size=1,
         max_new_tokens=8,

@@ -48,7 +48,7 @@ def test_conditional_generation_parity(kit, scale):
     with torch.no_grad():
         ref = hf(input_ids=src, attention_mask=mask.long(), decoder_input_ids=tgt)
         memory = model.encode(src, mask)
-        logits = model.decode(tgt, memory, memory_mask=mask)
+        logits = model.decode(tgt, memory, src_padding_mask=mask)
     assert kit.diff(memory[mask], ref.encoder_last_hidden_state[mask]) <= kit.atol
     assert kit.diff(logits, ref.logits) <= kit.atol
 
@@ -59,7 +59,7 @@ def test_greedy_generation_identical_tokens(kit):
     src, mask, _ = _batch()
     ref = kit.hf_greedy(hf, src, mask, 15, eos=EOS, seq2seq=True)
     got = generate(
-        model, src, input_mask=mask, max_new_tokens=15, bos_id=EOS, eos_id=EOS, pad_id=PAD
+        model, src, padding_mask=mask, max_new_tokens=15, bos_id=EOS, eos_id=EOS, pad_id=PAD
     )
     assert got.tokens == ref
     assert sum(map(len, ref)) > 10

@@ -52,7 +52,7 @@ def test_masked_lm_parity(kit):
             attention_mask=mask.long(),
             output_hidden_states=True,
         )
-        out = model(ids, token_type_ids=types, attention_mask=mask)
+        out = model(ids, token_type_ids=types, padding_mask=mask)
     assert kit.diff(out.last_hidden_state[mask], ref.hidden_states[-1][mask]) <= kit.atol
     assert kit.diff(out.mlm_logits[mask], ref.logits[mask]) <= kit.atol
 
@@ -65,7 +65,7 @@ def test_base_model_with_pooler_parity(kit, act):
     ids, types, mask = _inputs()
     with torch.no_grad():
         ref = hf(input_ids=ids, token_type_ids=types, attention_mask=mask.long())
-        out = model(ids, token_type_ids=types, attention_mask=mask)
+        out = model(ids, token_type_ids=types, padding_mask=mask)
     assert kit.diff(out.last_hidden_state[mask], ref.last_hidden_state[mask]) <= kit.atol
     assert kit.diff(out.pooled, ref.pooler_output) <= kit.atol
 
@@ -97,7 +97,7 @@ def test_record_attention_matches_transformers_weights(kit):
             input_ids=ids, token_type_ids=types, attention_mask=mask.long(), output_attentions=True
         )
         with record_attention(model) as rec:
-            out = model(ids, token_type_ids=types, attention_mask=mask)
+            out = model(ids, token_type_ids=types, padding_mask=mask)
     assert list(rec) == [f"encoder.layers.{i}.self_attn" for i in range(2)]
     for i, name in enumerate(rec):
         w, w_ref = rec[name].weights, ref.attentions[i]  # (b, h, s, s)
@@ -106,7 +106,7 @@ def test_record_attention_matches_transformers_weights(kit):
     # recording changes nothing
     assert (
         kit.diff(
-            model(ids, token_type_ids=types, attention_mask=mask).last_hidden_state,
+            model(ids, token_type_ids=types, padding_mask=mask).last_hidden_state,
             out.last_hidden_state,
         )
         == 0

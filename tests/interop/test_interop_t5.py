@@ -59,7 +59,7 @@ def test_conditional_generation_parity(kit, variant):
     with torch.no_grad():
         ref = hf(input_ids=src, attention_mask=mask.long(), decoder_input_ids=tgt)
         memory = model.encode(src, mask)
-        logits = model.decode(tgt, memory, memory_mask=mask)
+        logits = model.decode(tgt, memory, src_padding_mask=mask)
     assert kit.diff(memory[mask], ref.encoder_last_hidden_state[mask]) <= kit.atol
     assert kit.diff(logits, ref.logits) <= kit.atol
 
@@ -71,7 +71,7 @@ def test_greedy_generation_identical_tokens(kit, variant):
     src, mask, _ = _batch()
     ref = kit.hf_greedy(hf, src, mask, 24, eos=EOS, seq2seq=True)
     got = generate(
-        model, src, input_mask=mask, max_new_tokens=24, bos_id=PAD, eos_id=EOS, pad_id=PAD
+        model, src, padding_mask=mask, max_new_tokens=24, bos_id=PAD, eos_id=EOS, pad_id=PAD
     )
     assert got.tokens == ref and sum(map(len, ref)) > 10
 
@@ -85,7 +85,7 @@ def test_record_attention_on_loaded_t5(kit):
             input_ids=src, attention_mask=mask.long(), decoder_input_ids=tgt, output_attentions=True
         )
         with record_attention(model) as rec:
-            model(src, tgt, src_mask=mask)
+            model(src, tgt, src_padding_mask=mask)
     assert rec.kinds == ("encoder_self", "decoder_self", "cross")
     enc, dec, cross = (rec.stack(k) for k in rec.kinds)  # (layers, b, h, s_q, s_k)
     keys = mask[:, None, None, :]

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from qkv.attention import MultiHeadAttention, _record
+from qkv.attn import MultiHeadAttention, _record
 from qkv.interp import AttentionRecord, record_attention
 
 TOL = {"atol": 1e-5, "rtol": 1e-4}

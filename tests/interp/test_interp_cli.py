@@ -13,8 +13,8 @@ from qkv.cli import main
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    from qkv.data.tasks import TaskOptions, get_task
     from qkv.models import build
+    from qkv.tasks import TaskOptions, get_task
     from qkv.training import save_checkpoint
 
     task = get_task("copy", TaskOptions(n_train=32, n_valid=4, n_test=4, max_len=12))

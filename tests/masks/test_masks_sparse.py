@@ -231,12 +231,12 @@ def test_generic_masks_fall_back_to_the_dense_reduction():
 
 def test_block_layouts_of_long_sequences_need_no_dense_mask(monkeypatch):
     # bounds of structured families never evaluate the mask pair by pair
-    from qkv.masks import _materialize
+    from qkv.masks import _tiles
 
     def boom(*args, **kwargs):
         raise AssertionError("dense evaluation")
 
-    monkeypatch.setattr(_materialize, "dense_block_bounds", boom)
+    monkeypatch.setattr(_tiles, "dense_block_bounds", boom)
     m = (masks.sliding_window(256, causal=True) | masks.global_tokens([0])) & masks.padding([60000])
     maybe = m.block_bounds(65536, 65536, 128).maybe
     assert maybe.shape == (1, 512, 512)

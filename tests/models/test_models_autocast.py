@@ -22,11 +22,11 @@ def _run(model: nn.Module, device: str) -> Tensor:
     mask = torch.ones(2, 7, dtype=torch.bool, device=device)
     mask[1, 5:] = False
     if isinstance(model, M.Seq2SeqTransformer):
-        return model(ids, ids[:, :5], src_mask=mask)
+        return model(ids, ids[:, :5], src_padding_mask=mask)
     if isinstance(model, M.EncoderModel):
-        out = model(ids, attention_mask=mask)
+        out = model(ids, padding_mask=mask)
         return out.mlm_logits.float().mean() + out.pooled.float().mean()  # type: ignore[union-attr]
-    return model(ids, attention_mask=mask)
+    return model(ids, padding_mask=mask)
 
 
 @pytest.mark.parametrize("pos", ["learned", "rope", "alibi", "relative"])

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import qkv.models as M
-from qkv.attention.kv_cache import KVCache, StaticKVCache
+from qkv.attn.kv_cache import CrossKVCache, KVCache
 
 POS = ("learned", "sinusoidal", "rope", "alibi", "relative", "none")
 TOL = {"atol": 1e-5, "rtol": 0.0}
@@ -38,11 +38,11 @@ def test_lm_prefill_then_steps_with_left_padding(pos: str) -> None:
     ids = torch.randint(1, 128, (2, 10))
     mask = torch.ones(2, 10, dtype=torch.bool)
     mask[1, :3] = False  # row 1 is left-padded
-    full = model(ids, attention_mask=mask)
+    full = model(ids, padding_mask=mask)
     cache = model.make_cache(2, 10)
-    out = [model(ids[:, :6], attention_mask=mask[:, :6], cache=cache)]
+    out = [model(ids[:, :6], padding_mask=mask[:, :6], cache=cache)]
     for t in range(6, 10):
-        out.append(model(ids[:, t : t + 1], attention_mask=mask[:, : t + 1], cache=cache))
+        out.append(model(ids[:, t : t + 1], padding_mask=mask[:, : t + 1], cache=cache))
     got = torch.cat(out, dim=1)
     torch.testing.assert_close(got[mask], full[mask], **TOL)
 
@@ -52,14 +52,15 @@ def test_lm_prefill_then_steps_with_left_padding(pos: str) -> None:
 def test_seq2seq_one_token_at_a_time(pos: str) -> None:
     model: M.Seq2SeqTransformer = M.from_preset("transformer-tiny", pos=pos).eval()  # type: ignore[assignment]
     src, tgt = torch.randint(1, 128, (2, 9)), torch.randint(1, 128, (2, 7))
-    src_mask = torch.ones(2, 9, dtype=torch.bool)
-    src_mask[0, 6:] = False
-    full = model(src, tgt, src_mask=src_mask)
-    memory = model.encode(src, src_mask)
+    src_padding_mask = torch.ones(2, 9, dtype=torch.bool)
+    src_padding_mask[0, 6:] = False
+    full = model(src, tgt, src_padding_mask=src_padding_mask)
+    memory = model.encode(src, src_padding_mask)
     cache = model.make_cache(2, 8)
-    assert all(isinstance(a, KVCache) and isinstance(c, StaticKVCache) for a, c in cache)
+    assert all(isinstance(a, KVCache) and isinstance(c, CrossKVCache) for a, c in cache)
     steps = [
-        model.decode(tgt[:, t : t + 1], memory, memory_mask=src_mask, cache=cache) for t in range(7)
+        model.decode(tgt[:, t : t + 1], memory, src_padding_mask=src_padding_mask, cache=cache)
+        for t in range(7)
     ]
     torch.testing.assert_close(torch.cat(steps, dim=1), full, **TOL)
     assert all(c.is_set for _, c in cache)  # cross keys/values were projected once
@@ -69,24 +70,24 @@ def test_seq2seq_one_token_at_a_time(pos: str) -> None:
 def test_seq2seq_cache_with_target_padding_and_positions() -> None:
     model: M.Seq2SeqTransformer = M.from_preset("transformer-tiny", pos="learned").eval()  # type: ignore[assignment]
     src, tgt = torch.randint(1, 128, (2, 5)), torch.randint(1, 128, (2, 6))
-    tgt_mask = torch.ones(2, 6, dtype=torch.bool)
-    tgt_mask[1, 4:] = False
-    full = model(src, tgt, tgt_mask=tgt_mask)
+    tgt_padding_mask = torch.ones(2, 6, dtype=torch.bool)
+    tgt_padding_mask[1, 4:] = False
+    full = model(src, tgt, tgt_padding_mask=tgt_padding_mask)
     memory = model.encode(src)
     cache = model.make_cache(2, 6)
-    first = model.decode(tgt[:, :3], memory, tgt_mask=tgt_mask[:, :3], cache=cache)
+    first = model.decode(tgt[:, :3], memory, tgt_padding_mask=tgt_padding_mask[:, :3], cache=cache)
     rest = [
         model.decode(
             tgt[:, t : t + 1],
             memory,
-            tgt_mask=tgt_mask[:, : t + 1],
+            tgt_padding_mask=tgt_padding_mask[:, : t + 1],
             cache=cache,
             positions=torch.tensor([t]),
         )
         for t in range(3, 6)
     ]
     got = torch.cat([first, *rest], dim=1)
-    torch.testing.assert_close(got[tgt_mask], full[tgt_mask], **TOL)
+    torch.testing.assert_close(got[tgt_padding_mask], full[tgt_padding_mask], **TOL)
 
 
 def test_cache_errors() -> None:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import qkv.models as M
-from qkv.attention.mha import MultiHeadAttention
+from qkv.attn.mha import MultiHeadAttention
 from qkv.models.config import CONFIG_CLASSES
 
 
@@ -195,7 +195,7 @@ def test_backends_agree() -> None:
     mask = torch.ones(2, 9, dtype=torch.bool)
     mask[1, :3] = False
     with torch.no_grad():
-        ref = model(ids, attention_mask=mask)
+        ref = model(ids, padding_mask=mask)
         model.set_backend("sdpa")
-        fast = model(ids, attention_mask=mask)
+        fast = model(ids, padding_mask=mask)
     torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)

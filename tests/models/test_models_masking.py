@@ -78,7 +78,7 @@ SEQS = [torch.randint(1, 128, (n,), generator=torch.Generator().manual_seed(n)) 
 def test_lm_padding_invariance(pos: str, side: str) -> None:
     model = _lm(pos, pad_token_id=0)
     ids, mask = _pad(SEQS, side)
-    out = model(ids, attention_mask=mask)
+    out = model(ids, padding_mask=mask)
     for i, s in enumerate(SEQS):
         alone = model(s[None])[0]
         torch.testing.assert_close(_real(out, mask, i), alone, **TOL)
@@ -91,12 +91,12 @@ def test_seq2seq_padding_invariance(pos: str) -> None:
     model = _s2s(pos)
     srcs = SEQS
     tgts = [torch.randint(1, 128, (n,)) for n in (3, 7, 5)]
-    src, src_mask = _pad(srcs, "right")
-    tgt, tgt_mask = _pad(tgts, "right")
-    out = model(src, tgt, src_mask=src_mask, tgt_mask=tgt_mask)
+    src, src_padding_mask = _pad(srcs, "right")
+    tgt, tgt_padding_mask = _pad(tgts, "right")
+    out = model(src, tgt, src_padding_mask=src_padding_mask, tgt_padding_mask=tgt_padding_mask)
     for i in range(len(srcs)):
         alone = model(srcs[i][None], tgts[i][None])[0]
-        torch.testing.assert_close(_real(out, tgt_mask, i), alone, **TOL)
+        torch.testing.assert_close(_real(out, tgt_padding_mask, i), alone, **TOL)
 
 
 @pytest.mark.parametrize("pos", POS)
@@ -105,7 +105,7 @@ def test_encoder_model_padding_invariance(pos: str) -> None:
     model: M.EncoderModel = M.from_preset("bert-tiny", pos=pos).eval()  # type: ignore[assignment]
     ids, mask = _pad(SEQS, "right")
     types = (torch.arange(ids.shape[1]) >= 2).long().expand_as(ids)
-    out = model(ids, attention_mask=mask, token_type_ids=types)
+    out = model(ids, padding_mask=mask, token_type_ids=types)
     for i, s in enumerate(SEQS):
         alone = model(s[None], token_type_ids=types[:1, : len(s)])
         torch.testing.assert_close(
@@ -120,7 +120,7 @@ def test_padding_mask_matters() -> None:
     """Without the mask the padded batch differs (the test above is not vacuous)."""
     model: M.EncoderModel = M.from_preset("bert-tiny").eval()  # type: ignore[assignment]
     ids, mask = _pad(SEQS, "right")
-    with_mask = model(ids, attention_mask=mask).last_hidden_state
+    with_mask = model(ids, padding_mask=mask).last_hidden_state
     without = model(ids).last_hidden_state
     assert not torch.allclose(_real(with_mask, mask, 1), _real(without, mask, 1))
 

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 import qkv.models as M
-from qkv.attention.mha import MultiHeadAttention
+from qkv.attn.mha import MultiHeadAttention
 
 TINY = ("transformer-tiny", "gpt2-tiny", "bert-tiny", "vit-tiny")
 VARIANTS = (
@@ -30,13 +30,13 @@ def _inputs(model: nn.Module, b: int = 2) -> tuple[tuple[Tensor, ...], dict[str,
         return (torch.randn(b, cfg.in_channels, cfg.image_size, cfg.image_size),), {}
     if isinstance(model, M.Seq2SeqTransformer):
         src, tgt = torch.randint(1, cfg.vocab_size, (b, 7)), torch.randint(1, 128, (b, 5))
-        src_mask = torch.ones(b, 7, dtype=torch.bool)
-        src_mask[1, 5:] = False
-        return (src, tgt), {"src_mask": src_mask}
+        src_padding_mask = torch.ones(b, 7, dtype=torch.bool)
+        src_padding_mask[1, 5:] = False
+        return (src, tgt), {"src_padding_mask": src_padding_mask}
     ids = torch.randint(1, cfg.vocab_size, (b, 6))
     mask = torch.ones(b, 6, dtype=torch.bool)
     mask[1, 4:] = False
-    kw: dict[str, Tensor] = {"attention_mask": mask}
+    kw: dict[str, Tensor] = {"padding_mask": mask}
     if isinstance(model, M.EncoderModel):
         kw["token_type_ids"] = torch.tensor([[0, 0, 0, 1, 1, 1]] * b)
     return (ids,), kw

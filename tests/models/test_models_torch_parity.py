@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import qkv.models as M
-from qkv.attention.mha import MultiHeadAttention
+from qkv.attn.mha import MultiHeadAttention
 from qkv.models.parts import decoder_for, encoder_for
 
 D, H, FF, N = 16, 4, 32, 2
@@ -107,5 +107,5 @@ def test_decoder_matches_torch(norm_first: bool) -> None:
         tgt_key_padding_mask=~tgt_real,
         memory_key_padding_mask=~mem_real,
     )
-    got = ours(x, memory, padding_mask=tgt_real, memory_padding_mask=mem_real)
+    got = ours(x, memory, padding_mask=tgt_real, src_padding_mask=mem_real)
     torch.testing.assert_close(got[tgt_real], expected[tgt_real], **TOL)

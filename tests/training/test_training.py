@@ -13,13 +13,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from qkv.data.tasks import TaskOptions, get_task
+from qkv.tasks import TaskOptions, build_trainer, get_task, load_trained
 from qkv.training import (
     CheckpointError,
     TrainConfig,
-    build_trainer,
     check_checkpoint,
-    load_trained,
     lr_at,
     noam,
 )
@@ -64,7 +62,7 @@ def test_copy_task_reaches_100_percent_exact_match(tmp_path):
     torch.manual_seed(0)
     task = get_task("copy", TaskOptions(n_train=4000, n_valid=100, n_test=100, max_len=5))
     cfg = TrainConfig(
-        steps=500,
+        steps=800,
         batch_size=64,
         lr=2e-3,
         schedule="cosine",

@@ -33,6 +33,9 @@ from typing import Any, Literal
 
 import torch
 
+from qkv import masks
+from qkv.attn import attention, make_problem, pick_backend
+
 #: Mask names accepted by ``masks=``.
 MASKS: dict[str, str] = {
     "none": "no mask",
@@ -156,8 +159,6 @@ class AttentionBenchResult:
 # ---------------------------------------------------------------------------------------
 def make_mask(name: str, window: int) -> Any:
     """The :mod:`qkv.masks` object for a mask name of :data:`MASKS`."""
-    from qkv import masks
-
     if name == "none":
         return None
     if name == "causal":
@@ -218,9 +219,6 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     Returns:
         ``{"status", "reason", "times", "peak_bytes"}``.
     """
-    from qkv.attention import make_problem, pick_backend
-    from qkv.attention.functional import attention
-
     if spec.get("threads"):
         torch.set_num_threads(int(spec["threads"]))
     dev = torch.device(spec["device"])

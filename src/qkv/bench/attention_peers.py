@@ -3,12 +3,12 @@
 Two groups, each timed in interleaved rounds in one process (:mod:`qkv.bench._timing`):
 
 * **functional**, on the same ``(b, h, s, d_h)`` queries, keys and values:
-  ``qkv_auto`` (:func:`qkv.attention.attention`, ``backend="auto"``), ``qkv_math`` (the
+  ``qkv_auto`` (:func:`qkv.attn.attention`, ``backend="auto"``), ``qkv_math`` (the
   eager reference), ``sdpa`` (raw ``F.scaled_dot_product_attention``, the reference of the
   ratios) and ``naive`` (``softmax(Q K^T / sqrt(d_h) + M) V`` in three lines of torch);
 * **module**, on the same ``(b, s, h d_h)`` input and the same weights:
-  ``qkv_mha`` (:class:`qkv.attention.MultiHeadAttention`, copied from the torch module with
-  :meth:`~qkv.attention.MultiHeadAttention.from_torch`) and ``torch_mha``
+  ``qkv_mha`` (:class:`qkv.attn.MultiHeadAttention`, copied from the torch module with
+  :meth:`~qkv.attn.MultiHeadAttention.from_torch`) and ``torch_mha``
   (``torch.nn.MultiheadAttention(batch_first=True)`` with ``need_weights=False``, the
   reference of the ratios).
 
@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from qkv.attn import MultiHeadAttention, attention
 from qkv.bench._timing import (
     BenchResult,
     TimedRow,
@@ -56,7 +57,7 @@ PEER_IMPLS: dict[str, tuple[str, str]] = {
     "qkv_math": ("functional", "qkv.attention(backend='math'), the eager reference"),
     "sdpa": ("functional", "F.scaled_dot_product_attention"),
     "naive": ("functional", "softmax(q k^T * scale + mask) v, plain torch"),
-    "qkv_mha": ("module", "qkv.attention.MultiHeadAttention"),
+    "qkv_mha": ("module", "qkv.attn.MultiHeadAttention"),
     "torch_mha": ("module", "torch.nn.MultiheadAttention(batch_first=True), need_weights=False"),
 }
 #: the reference implementation of each group (ratios are ``time(ref) / time(impl)``)
@@ -251,8 +252,6 @@ def _make_calls(
     qkv_mha: nn.Module,
     torch_mha: nn.MultiheadAttention,
 ) -> dict[str, Callable[[], object]]:
-    from qkv.attention import attention
-
     b, h, d_h = cfg.batch, cfg.heads, cfg.head_dim
     grad = mode == "fwdbwd"
     causal = cfg.mask == "causal"
@@ -324,8 +323,6 @@ def run_peer_attention_bench(
         with torch.random.fork_rng():
             torch.manual_seed(int(torch.randint(0, 2**31, (1,), generator=gen)))
             torch_mha = nn.MultiheadAttention(d, config.heads, batch_first=True)
-        from qkv.attention import MultiHeadAttention
-
         qkv_mha = MultiHeadAttention.from_torch(torch_mha)
         causal = config.mask == "causal"
         for s in config.lengths:

@@ -39,6 +39,7 @@ from qkv.bench._timing import (
     transformers_missing,
 )
 from qkv.bench._twins import ModelShape, count_parameters, hf_gpt2, qkv_lm
+from qkv.generation import generate
 
 #: implementation -> description
 GENERATE_IMPLS: dict[str, str] = {
@@ -147,8 +148,6 @@ class GenerateBenchResult(BenchResult[GenerateBenchConfig, GenerateMeasurement])
 
 
 def _qkv_call(model: nn.Module, prompts: Tensor, n: int, use_cache: bool) -> Callable[[], None]:
-    from qkv.generation import generate
-
     def call() -> None:
         out = generate(model, prompts, max_new_tokens=n, eos_id=None, use_cache=use_cache)
         if any(len(row) != n for row in out.tokens):

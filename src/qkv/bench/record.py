@@ -42,6 +42,7 @@ from qkv.bench._timing import (
     transformers_missing,
 )
 from qkv.bench._twins import ModelShape, hf_gpt2, qkv_lm
+from qkv.interp import record_attention
 
 #: implementation -> (its plain forward, the qkv row it is compared with, description)
 RECORD_IMPLS: dict[str, tuple[str, str, str]] = {
@@ -146,8 +147,6 @@ class RecordBenchResult(BenchResult[RecordBenchConfig, RecordMeasurement]):
 def _calls(
     models: dict[str, nn.Module], ids: Tensor, impls: list[str], n_layers: int
 ) -> dict[str, Callable[[], object]]:
-    from qkv.interp import record_attention
-
     def qkv_plain() -> None:
         with torch.no_grad():
             models["qkv"](ids)

@@ -62,7 +62,8 @@ def _table(rows: list[tuple[str, ...]], headers: tuple[str, ...]) -> str:
 def run(args: argparse.Namespace) -> int:
     import shutil
 
-    from qkv.training import TrainConfig, build_trainer
+    from qkv.tasks import build_trainer
+    from qkv.training import TrainConfig
 
     out = Path(args.out)
     if (out / "latest").exists():
@@ -130,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _write_report(model: Any, task: Any, sentence: str, out: Path) -> Path | None:
     try:
-        from qkv.interp.report import report_for_task
+        from qkv.tasks import report_for_task
     except ImportError:
         return None
     return report_for_task(model, task, sentence, out / "attention.html")

@@ -18,8 +18,8 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from qkv.data.tasks import load_task
-    from qkv.training import check_checkpoint, load_trained
+    from qkv.tasks import load_task, load_trained
+    from qkv.training import check_checkpoint
 
     model, _ = load_trained(args.checkpoint, device=args.device)
     task = load_task(check_checkpoint(args.checkpoint), rebuild_data=True)

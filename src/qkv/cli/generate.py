@@ -31,12 +31,12 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
 def run(args: argparse.Namespace) -> int:
     inputs = args.inputs or [line.rstrip("\n") for line in sys.stdin if line.strip()]
     if args.hf:
-        from qkv.interop.cli_support import generate_text
+        from qkv.tasks.hf import generate_text
 
         for out in generate_text(args.hf, inputs, device=args.device, **generation_kwargs(args)):
             print(out)
         return 0
-    from qkv.training import load_trained
+    from qkv.tasks import load_trained
 
     model, task = load_trained(args.checkpoint, device=args.device)
     for out in task.predict(model, inputs, **generation_kwargs(args)):

@@ -11,7 +11,7 @@ from qkv.cli._common import parse_overrides
 
 
 def register(sub: argparse._SubParsersAction, name: str) -> None:
-    from qkv.data.tasks import TASKS
+    from qkv.tasks import TASKS
 
     p = sub.add_parser(
         name,
@@ -63,8 +63,8 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from qkv.data.tasks import TaskOptions
-    from qkv.training import TrainConfig, build_trainer
+    from qkv.tasks import TaskOptions, build_trainer
+    from qkv.training import TrainConfig
 
     out = Path(args.out or f"runs/{args.task}")
     if not args.resume and (out / "latest").exists():

@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.hf:
-        from qkv.interop.cli_support import viz_hf
+        from qkv.tasks.hf import viz_hf
 
         path = viz_hf(
             args.hf,
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         )
         print(f"wrote {path}" + (f" and figures in {args.png}" if args.png else ""))
         return 0
-    from qkv.interp.report import from_checkpoint
+    from qkv.tasks import from_checkpoint
 
     path = from_checkpoint(
         args.checkpoint,

@@ -22,7 +22,7 @@ class Stepper:
     Args:
         model: a ``DecoderLM`` or ``Seq2SeqTransformer``.
         inputs: ``(b, s)`` prompt (LM) or source (seq2seq) ids.
-        input_mask: ``(b, s)`` bool, True = real token (right padding); default all real.
+        padding_mask: ``(b, s)`` bool, True = real token (right padding); default all real.
         max_new_tokens: decoding budget (sizes the caches).
         bos_id: first decoder token for seq2seq models.
         use_cache: decode with KV caches (fast) or by re-running the prefix (reference).
@@ -32,7 +32,7 @@ class Stepper:
         self,
         model: nn.Module,
         inputs: Tensor,
-        input_mask: Tensor | None,
+        padding_mask: Tensor | None,
         max_new_tokens: int,
         *,
         bos_id: int,
@@ -43,33 +43,33 @@ class Stepper:
                 f"inputs must be (b, s) integer ids, got {inputs.dtype} {tuple(inputs.shape)}"
             )
         b, s = inputs.shape
-        if input_mask is None:
-            input_mask = torch.ones(b, s, dtype=torch.bool, device=inputs.device)
-        if input_mask.shape != inputs.shape or input_mask.dtype != torch.bool:
+        if padding_mask is None:
+            padding_mask = torch.ones(b, s, dtype=torch.bool, device=inputs.device)
+        if padding_mask.shape != inputs.shape or padding_mask.dtype != torch.bool:
             raise ValueError(
-                f"input_mask must be a bool tensor shaped like inputs {tuple(inputs.shape)}, "
-                f"got {input_mask.dtype} {tuple(input_mask.shape)}"
+                f"padding_mask must be a bool tensor shaped like inputs {tuple(inputs.shape)}, "
+                f"got {padding_mask.dtype} {tuple(padding_mask.shape)}"
             )
-        if not bool(input_mask.any(-1).all()) and not is_seq2seq(model):
+        if not bool(padding_mask.any(-1).all()) and not is_seq2seq(model):
             raise ValueError("every prompt needs at least one real token")
         self.model, self.use_cache, self.device = model, use_cache, inputs.device
-        self.padded = not bool(input_mask.all())
+        self.padded = not bool(padding_mask.all())
         self.memory_padded = self.padded
         self.seq2seq = is_seq2seq(model)
         param = next(model.parameters())
         if self.seq2seq:
-            self.memory = model.encode(inputs, src_mask=input_mask)  # (b, s_src, d)
-            self.memory_mask = input_mask
+            self.memory = model.encode(inputs, src_padding_mask=padding_mask)  # (b, s_src, d)
+            self.src_padding_mask = padding_mask
             self.tokens = torch.full((b, 1), bos_id, dtype=torch.long, device=self.device)
             self.mask = torch.ones(b, 1, dtype=torch.bool, device=self.device)
             self.positions = torch.zeros(b, 1, dtype=torch.long, device=self.device)
             cap = 1 + max_new_tokens
         else:
             # left-align the real tokens at the end so every row's next token is at index s
-            lengths = input_mask.sum(-1)
-            order = torch.argsort(input_mask.long(), dim=-1, stable=True)  # pads, then prompt
+            lengths = padding_mask.sum(-1)
+            order = torch.argsort(padding_mask.long(), dim=-1, stable=True)  # pads, then prompt
             self.tokens = inputs.gather(1, order)  # (b, s): pads first, then the prompt
-            self.mask = input_mask.gather(1, order)
+            self.mask = padding_mask.gather(1, order)
             self.positions = (
                 torch.arange(s, device=self.device) - (s - lengths)[:, None]
             ).clamp_min(0)
@@ -90,15 +90,13 @@ class Stepper:
             return self.model.decode(
                 tokens,
                 self.memory,
-                memory_mask=self.memory_mask if self.memory_padded else None,
-                tgt_mask=None,
+                src_padding_mask=self.src_padding_mask if self.memory_padded else None,
+                tgt_padding_mask=None,
                 cache=self.cache,
                 positions=positions,
             )
         mask_or_none = mask if self.padded else None
-        return self.model(
-            tokens, attention_mask=mask_or_none, positions=positions, cache=self.cache
-        )
+        return self.model(tokens, padding_mask=mask_or_none, positions=positions, cache=self.cache)
 
     def logits(self) -> Tensor:
         """Next-token logits ``(b, vocab)`` for the current prefix (float32)."""
@@ -124,7 +122,7 @@ class Stepper:
         self.positions = self.positions.index_select(0, index)
         if self.seq2seq:
             self.memory = self.memory.index_select(0, index)
-            self.memory_mask = self.memory_mask.index_select(0, index)
+            self.src_padding_mask = self.src_padding_mask.index_select(0, index)
         if self.cache is not None:
             for layer in self.cache:
                 for c in layer if isinstance(layer, (tuple, list)) else (layer,):

@@ -37,7 +37,7 @@ def generate(
     model: nn.Module,
     inputs: Tensor,
     *,
-    input_mask: Tensor | None = None,
+    padding_mask: Tensor | None = None,
     max_new_tokens: int = 64,
     strategy: Literal["greedy", "beam", "sample"] = "greedy",
     beam_size: int = 4,
@@ -59,7 +59,7 @@ def generate(
     Args:
         model: a qkv ``DecoderLM`` or ``Seq2SeqTransformer`` (put in eval mode here).
         inputs: ``(b, s)`` prompt or source ids, right-padded.
-        input_mask: ``(b, s)`` bool, True = real token; default all real.
+        padding_mask: ``(b, s)`` bool, True = real token; default all real.
         max_new_tokens: the most tokens generated per row.
         strategy: ``"greedy"``, ``"beam"`` or ``"sample"``.
         beam_size, length_penalty, early_stopping: beam search settings (GNMT alpha).
@@ -90,7 +90,7 @@ def generate(
         head.prepare_decoding()
     try:
         stepper = Stepper(
-            model, inputs, input_mask, max_new_tokens, bos_id=bos_id, use_cache=use_cache
+            model, inputs, padding_mask, max_new_tokens, bos_id=bos_id, use_cache=use_cache
         )
         if strategy == "beam":
             if eos_id is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
@@ -19,9 +19,7 @@ from qkv.interop._convert import model_tensors
 from qkv.interop._convert import to_hf as _rules_to_hf
 from qkv.interop._convert import to_qkv as _rules_to_qkv
 from qkv.interop.hf import MODEL_TYPES, HFFamily, get_family
-
-if TYPE_CHECKING:
-    from qkv.models.base import TransformerModel
+from qkv.models import TransformerModel, build
 
 TOKENIZER = "tokenizer.json"
 
@@ -92,8 +90,6 @@ def load_hf(
         HFConversionError: configuration values qkv cannot express, or missing, unexpected
             or shape-mismatched tensors, each listed by name.
     """
-    from qkv.models import build
-
     where = Path(path)
     hf_config = read_hf_config(where)
     fam = _family_for(hf_config, family, where)
@@ -131,7 +127,7 @@ def from_hf(
     ``torch.load(weights_only=True)`` for ``pytorch_model.bin``).
 
     >>> model = from_hf("all-MiniLM-L6-v2")          # doctest: +SKIP
-    >>> out = model(ids, attention_mask=mask)         # doctest: +SKIP
+    >>> out = model(ids, padding_mask=mask)         # doctest: +SKIP
 
     Args:
         path: the model directory.

@@ -149,7 +149,7 @@ def stacked(
 ) -> list[Rule]:
     """Rules for projections a checkpoint keeps apart and qkv stacks along the output
     dimension (the query, key and value projections in
-    :class:`~qkv.attention.MultiHeadAttention`'s ``qkv_proj``): for each ``(hs, q)`` of
+    :class:`~qkv.attn.MultiHeadAttention`'s ``qkv_proj``): for each ``(hs, q)`` of
     ``pairs`` and each suffix ``s``, the tensors ``hf_prefix + h + "." + s`` for ``h`` in
     ``hs``, concatenated along dim 0 <-> ``qkv_prefix + q + "." + s`` cut into ``len(hs)``
     equal parts (the families with separate projections give them equal widths)."""

@@ -21,7 +21,7 @@ from qkv.interp.capture import (
 from qkv.interp.importance import HeadImportance, head_importance, mask_heads
 from qkv.interp.plots import plot_grid, plot_head, save_figure
 from qkv.interp.prune import prune_heads, prune_module
-from qkv.interp.report import build_report, from_checkpoint, report_for_task, write_report
+from qkv.interp.report import build_report, write_report
 from qkv.interp.rollout import rollout
 from qkv.interp.stats import LABELS, HeadStats, head_stats, label_head, label_heads
 
@@ -35,7 +35,6 @@ __all__ = [
     "Kind",
     "attention_modules",
     "build_report",
-    "from_checkpoint",
     "head_importance",
     "head_stats",
     "label_head",
@@ -46,7 +45,6 @@ __all__ = [
     "prune_heads",
     "prune_module",
     "record_attention",
-    "report_for_task",
     "rollout",
     "save_figure",
     "write_report",

@@ -1,10 +1,10 @@
 """Capture attention weights from any backend, returned as a record.
 
-Inside :func:`record_attention`, every :class:`~qkv.attention.MultiHeadAttention` of a model
-hands its :class:`~qkv.attention.Problem` (queries, keys, mask, scale after projection and
+Inside :func:`record_attention`, every :class:`~qkv.attn.MultiHeadAttention` of a model
+hands its :class:`~qkv.attn.Problem` (queries, keys, mask, scale after projection and
 rotary embeddings) to a recorder just before running its backend. The recorder recomputes
 the weights ``softmax(f(q, k) * scale + mask)`` with the math reference
-(:func:`qkv.attention.attention_weights`) and stores them in an :class:`AttentionRecord`;
+(:func:`qkv.attn.attention_weights`) and stores them in an :class:`AttentionRecord`;
 the fast backend (SDPA, flash, ...) still computes the output, so outputs are bit-identical
 with and without recording. Nothing is stored on the modules.
 """
@@ -20,9 +20,9 @@ from typing import Any, TypeAlias
 import torch
 from torch import Tensor, nn
 
-from qkv.attention import _record
-from qkv.attention.functional import Problem, attention_weights, dense_mask
-from qkv.attention.mha import MultiHeadAttention
+from qkv.attn import _record
+from qkv.attn.functional import Problem, attention_weights, dense_mask
+from qkv.attn.mha import MultiHeadAttention
 from qkv.models.naming import KINDS, Kind, attention_modules, layer_index, layer_kind
 
 LayerSelector: TypeAlias = int | str
@@ -314,7 +314,7 @@ def record_attention(
     Recorders nest: an enclosing ``record_attention`` still sees every call.
 
     Args:
-        model: a module containing :class:`~qkv.attention.MultiHeadAttention` modules.
+        model: a module containing :class:`~qkv.attn.MultiHeadAttention` modules.
         layers: None (all), or ints (layer index ``N`` of ``layers.N``, matched in every
             stack), module names, or kinds (``"encoder_self"``, ``"decoder_self"``,
             ``"cross"``).

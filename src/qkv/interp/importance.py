@@ -24,7 +24,7 @@ from typing import Any, Literal, TypeAlias, TypeVar
 import torch
 from torch import Tensor, nn
 
-from qkv.attention.mha import MultiHeadAttention
+from qkv.attn.mha import MultiHeadAttention
 from qkv.interp.capture import LayerSelector, select_modules
 
 Method: TypeAlias = Literal["gradient", "ablation"]
@@ -50,7 +50,7 @@ def mask_heads(model: nn.Module, masks: Mapping[str, Tensor]) -> Iterator[None]:
     grad gives ``∂L/∂ξ`` (Michel et al. 2019, eq. 2). Hooks are removed on exit.
 
     Args:
-        model: a model with :class:`~qkv.attention.MultiHeadAttention` modules.
+        model: a model with :class:`~qkv.attn.MultiHeadAttention` modules.
         masks: module name -> ``(h,)`` or ``(b, h)`` float multipliers.
 
     Raises:

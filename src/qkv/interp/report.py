@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from qkv.interp._report_assets import CSS, JS
 from qkv.interp.capture import AttentionEntry, AttentionRecord, token_sides
@@ -322,71 +322,3 @@ def write_report(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return path
-
-
-def report_for_task(
-    model: nn.Module,
-    task: Any,
-    text: str,
-    out: str | Path,
-    *,
-    target: str | None = None,
-    png_dir: str | Path | None = None,
-    title: str | None = None,
-) -> Path:
-    """Run a trained model on ``text`` (tokenized by its task) and write the report.
-
-    Args:
-        model: a model that reads text (see :func:`qkv.interp.text.record_text`).
-        task: its task, which holds the tokenizers.
-        text: the input text.
-        out: the HTML file to write.
-        target: the decoder's target for encoder-decoders (default: the model's output).
-        png_dir: also save heatmaps there (:func:`~qkv.interp.plots.write_figures`).
-        title: page title (default: the text, and the output of an encoder-decoder).
-
-    Returns:
-        The report's path.
-    """
-    from qkv.interp.plots import write_figures
-    from qkv.interp.text import record_text
-
-    tr = record_text(model, task, text, target=target)
-    if title is None:
-        title = f"{text!r}" + (f" \u2192 {tr.target!r}" if tr.target is not None else "")
-    path = write_report(out, tr.record, tr.tokens, target_tokens=tr.target_tokens, title=title)
-    if png_dir is not None:
-        write_figures(tr.record, png_dir, tokens=tr.tokens, target_tokens=tr.target_tokens)
-    return path
-
-
-def from_checkpoint(
-    directory: str | Path,
-    text: str,
-    out: str | Path,
-    *,
-    target: str | None = None,
-    png_dir: str | Path | None = None,
-    device: str = "cpu",
-    title: str | None = None,
-) -> Path:
-    """Load a trained checkpoint, run it on ``text``, and write the report (and figures).
-
-    What ``qkv viz --checkpoint DIR TEXT --out report.html [--png DIR]`` does.
-
-    Args:
-        directory: checkpoint or run directory (see :func:`qkv.training.load_trained`).
-        text: the input text.
-        out: the HTML file to write.
-        target: the decoder's target for encoder-decoders (default: the model's output).
-        png_dir: also save heatmaps there (:func:`~qkv.interp.plots.write_figures`).
-        device: where to run the model.
-        title: page title (default: the text, and the output of an encoder-decoder).
-
-    Returns:
-        The report's path.
-    """
-    from qkv.training import load_trained
-
-    model, task = load_trained(directory, device=device)
-    return report_for_task(model, task, text, out, target=target, png_dir=png_dir, title=title)

@@ -6,7 +6,7 @@ that takes a mask accepts one of these objects, a bool tensor, or a float bias.
 """
 
 from qkv.masks._base import And, DenseMask, Mask, MaskMod, Not, Or
-from qkv.masks._materialize import (
+from qkv.masks._tiles import (
     BlockBounds,
     block_bounds,
     draw,

@@ -13,17 +13,16 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
+from qkv.masks import _tiles
+from qkv.masks._tiles import BlockBounds, MaskMod, check_len, register_bounds
+
 if TYPE_CHECKING:  # pragma: no cover
     from torch.nn.attention.flex_attention import BlockMask
-
-    from qkv.masks._materialize import BlockBounds
-
-MaskMod: TypeAlias = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
 
 
 class Mask:
@@ -58,8 +57,8 @@ class Mask:
             ``(s_q, s_k)`` for batch-independent masks, ``(b, 1, s_q, s_k)`` for masks that
             depend on the batch row (padding, documents).
         """
-        _check_len("s_q", s_q)
-        _check_len("s_k", s_k)
+        check_len("s_q", s_q)
+        check_len("s_k", s_k)
         device = device if device is not None else self._device()
         b = self.batch_size
         bi = torch.arange(b or 1, device=device).view(-1, 1, 1, 1)
@@ -89,9 +88,7 @@ class Mask:
     ) -> BlockBounds:
         """Conservative per-tile summary ``(maybe, full)``, each ``(b_m, n_qb, n_kb)`` bool;
         see :func:`qkv.masks.block_bounds`."""
-        from qkv.masks._materialize import block_bounds
-
-        return block_bounds(self, s_q, s_k, block, device)
+        return _tiles.block_bounds(self, s_q, s_k, block, device)
 
     def to_block_layout(
         self,
@@ -110,34 +107,23 @@ class Mask:
             family's analytic bounds where it has them (no dense mask), else by a chunked
             dense reduction; see :func:`qkv.masks.to_block_layout`.
         """
-        from qkv.masks._materialize import to_block_layout
-
-        return to_block_layout(self, s_q, s_k, block, exact=exact, device=device)
+        return _tiles.to_block_layout(self, s_q, s_k, block, exact=exact, device=device)
 
     def to_block_mask(
         self, s_q: int, s_k: int, block: int = 128, device: torch.device | str | None = None
     ) -> BlockMask:
         """A FlexAttention ``BlockMask``; see :func:`qkv.masks.to_block_mask`."""
-        from qkv.masks._materialize import to_block_mask
-
-        return to_block_mask(self, s_q, s_k, block, device)
+        return _tiles.to_block_mask(self, s_q, s_k, block, device)
 
     def draw(self, s_q: int, s_k: int, *, batch: int = 0, max_size: int = 64) -> str:
         """A small text picture of the mask; see :func:`qkv.masks.draw`."""
-        from qkv.masks._materialize import draw
-
-        return draw(self, s_q, s_k, batch=batch, max_size=max_size)
+        return _tiles.draw(self, s_q, s_k, batch=batch, max_size=max_size)
 
     def _device(self) -> torch.device:
         return torch.device("cpu")
 
     def __repr__(self) -> str:  # pragma: no cover - cosmetic
         return f"{type(self).__name__}()"
-
-
-def _check_len(name: str, value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ValueError(f"{name} must be a non-negative int, got {value!r}")
 
 
 def _as_mask(other: object, op: str) -> Mask:
@@ -249,3 +235,51 @@ class DenseMask(Mask):
 
     def __repr__(self) -> str:
         return f"DenseMask(shape={tuple(self.dense.shape)})"
+
+
+# ---------------------------------------------------------------------------------------
+# block bounds of the algebra (each family registers its own in its file)
+# ---------------------------------------------------------------------------------------
+@register_bounds(And)
+def _and_bounds(mask: Mask, s_q: int, s_k: int, block: int, device: torch.device) -> BlockBounds:
+    assert isinstance(mask, And)
+    parts = [_tiles.block_bounds(p, s_q, s_k, block, device) for p in mask.parts]
+    maybe, full = parts[0]
+    for m, f in parts[1:]:
+        maybe, full = maybe & m, full & f
+    return BlockBounds(maybe, full)
+
+
+@register_bounds(Or)
+def _or_bounds(mask: Mask, s_q: int, s_k: int, block: int, device: torch.device) -> BlockBounds:
+    assert isinstance(mask, Or)
+    parts = [_tiles.block_bounds(p, s_q, s_k, block, device) for p in mask.parts]
+    maybe, full = parts[0]
+    for m, f in parts[1:]:
+        maybe, full = maybe | m, full | f
+    return BlockBounds(maybe, full)
+
+
+@register_bounds(Not)
+def _not_bounds(mask: Mask, s_q: int, s_k: int, block: int, device: torch.device) -> BlockBounds:
+    assert isinstance(mask, Not)
+    maybe, full = _tiles.block_bounds(mask.inner, s_q, s_k, block, device)
+    return BlockBounds(~full, ~maybe)
+
+
+def is_structured(mask: Mask) -> bool:
+    """True when the bounds of every part of ``mask`` come without a dense pass."""
+    if isinstance(mask, (And, Or)) and _tiles.has_bounds(type(mask)):
+        return all(is_structured(p) for p in mask.parts)
+    if isinstance(mask, Not) and type(mask) is Not:
+        return is_structured(mask.inner)
+    return _tiles.has_bounds(type(mask))
+
+
+def head_dependent(mask: Mask) -> bool:
+    """True when some part of ``mask`` is a :class:`DenseMask` with more than one head."""
+    if isinstance(mask, (And, Or)):
+        return any(head_dependent(p) for p in mask.parts)
+    if isinstance(mask, Not):
+        return head_dependent(mask.inner)
+    return isinstance(mask, DenseMask) and mask.dense.ndim == 4 and mask.dense.shape[1] > 1

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from qkv.masks._base import MaskMod
-from qkv.masks._materialize import BlockBounds, DeviceLocal, block_spans, n_blocks
+from qkv.masks._tiles import BlockBounds, DeviceLocal, block_spans, n_blocks
 
 
 def table_extent(s_q: int, s_k: int, block: int) -> tuple[int, int]:

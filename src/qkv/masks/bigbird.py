@@ -17,7 +17,7 @@ from torch import Tensor
 
 from qkv.masks._base import Mask, MaskMod
 from qkv.masks._block_table import sample_row, table_bounds, table_extent, table_mod
-from qkv.masks._materialize import BlockBounds, check_block, register_bounds
+from qkv.masks._tiles import BlockBounds, check_block, register_bounds
 from qkv.masks.random_blocks import _check_count
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from qkv.masks._base import Mask, MaskMod
+from qkv.masks._tiles import BlockBounds, interval_bounds, register_bounds, relative_span
 
 
 class Causal(Mask):
@@ -40,6 +42,13 @@ class Causal(Mask):
 
     def __repr__(self) -> str:
         return "causal()" if self.offset is None else f"causal(offset={self.offset})"
+
+
+@register_bounds(Causal)
+def _causal_bounds(mask: Mask, s_q: int, s_k: int, block: int, device: torch.device) -> BlockBounds:
+    assert isinstance(mask, Causal)
+    r_min, r_max = relative_span(s_q, s_k, block, device, mask.offset)
+    return interval_bounds(r_min, r_max, 0, s_q + s_k + abs(mask.offset or 0))
 
 
 def causal(offset: int | None = None) -> Causal:

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from qkv.masks._base import Mask, MaskMod
-from qkv.masks._materialize import BlockBounds, interval_bounds, register_bounds, relative_span
+from qkv.masks._tiles import BlockBounds, interval_bounds, register_bounds, relative_span
 from qkv.masks.sliding_window import _check_window
 
 

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from qkv.masks._base import Mask, MaskMod
-from qkv.masks._materialize import BlockBounds, register_bounds, value_range
+from qkv.masks._tiles import BlockBounds, register_bounds, value_range
 
 
 def _check_ids(ids: Sequence[int] | Tensor, name: str) -> Tensor:

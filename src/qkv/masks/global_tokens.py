@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from qkv.masks._base import Mask, MaskMod
-from qkv.masks._materialize import BlockBounds, DeviceLocal, register_bounds, vector_bounds
+from qkv.masks._tiles import BlockBounds, DeviceLocal, register_bounds, vector_bounds
 
 
 class GlobalTokens(Mask):

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from qkv.masks._base import Mask, MaskMod
+from qkv.masks._tiles import BlockBounds, block_spans, n_blocks, register_bounds, vector_bounds
 
 
 class Padding(Mask):
@@ -16,7 +17,7 @@ class Padding(Mask):
     Args:
         lengths: ``(b,)`` integer lengths (right padding), **or** a ``(b, s_k)`` boolean tensor
             in which ``True`` marks a real token (the opposite of torch's
-            ``key_padding_mask``, where ``True`` marks padding).
+            ``padding_mask``, where ``True`` marks padding).
 
     Raises:
         ValueError: negative lengths, or a tensor of the wrong rank.
@@ -66,6 +67,24 @@ class Padding(Mask):
         if self.lengths is not None:
             return f"padding({self.lengths.tolist()})"
         return f"padding(key_mask of shape {tuple(self.key_mask.shape)})"  # type: ignore[union-attr]
+
+
+@register_bounds(Padding)
+def _padding_bounds(
+    mask: Mask, s_q: int, s_k: int, block: int, device: torch.device
+) -> BlockBounds:
+    assert isinstance(mask, Padding)
+    mask.mod(s_q, s_k)  # validates the lengths against s_k
+    n_qb = n_blocks(s_q, block)
+    if mask.key_mask is not None:
+        any_k, all_k = vector_bounds(mask.key_mask.to(device), s_k, block)  # (b, n_kb)
+    else:
+        assert mask.lengths is not None
+        k_lo, k_hi = block_spans(s_k, block, device)
+        n = mask.lengths.to(device)[:, None]
+        any_k, all_k = k_lo[None] < n, k_hi[None] < n  # (b, n_kb)
+    shape = (any_k.shape[0], n_qb, any_k.shape[1])
+    return BlockBounds(any_k[:, None].expand(shape), all_k[:, None].expand(shape))
 
 
 def padding(lengths: Tensor | Sequence[int]) -> Padding:

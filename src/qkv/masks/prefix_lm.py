@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from qkv.masks._base import Mask, MaskMod
-from qkv.masks._materialize import (
+from qkv.masks._tiles import (
     BlockBounds,
     block_spans,
     interval_bounds,

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from qkv.masks._base import Mask, MaskMod
 from qkv.masks._block_table import sample_row, table_bounds, table_extent, table_mod
-from qkv.masks._materialize import BlockBounds, check_block, register_bounds
+from qkv.masks._tiles import BlockBounds, check_block, register_bounds
 
 
 def _check_count(value: object, name: str) -> int:

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from qkv.masks._base import Mask, MaskMod
-from qkv.masks._materialize import BlockBounds, interval_bounds, register_bounds, relative_span
+from qkv.masks._tiles import BlockBounds, interval_bounds, register_bounds, relative_span
 
 
 def _check_window(w: object, name: str = "w") -> int:

@@ -8,9 +8,9 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import nn
 
-from qkv.attention.functional import available_backends
-from qkv.attention.kv_cache import KVCache
-from qkv.attention.mha import MultiHeadAttention
+from qkv.attn.functional import available_backends
+from qkv.attn.kv_cache import KVCache
+from qkv.attn.mha import MultiHeadAttention
 from qkv.models.config import TransformerConfig
 from qkv.models.prune import apply_pruned_heads, prune_heads
 

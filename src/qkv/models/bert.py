@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from qkv.attention.functional import MaskLike
+from qkv.attn.functional import MaskLike
 from qkv.models.base import TransformerModel
 from qkv.models.config import EncoderConfig
 from qkv.models.init import init_weights
@@ -129,7 +129,7 @@ class EncoderModel(TransformerModel):
         input_ids: Tensor,
         *,
         token_type_ids: Tensor | None = None,
-        attention_mask: Tensor | None = None,
+        padding_mask: Tensor | None = None,
         mask: MaskLike = None,
     ) -> EncoderOutput:
         """Encode.
@@ -137,7 +137,7 @@ class EncoderModel(TransformerModel):
         Args:
             input_ids: ``(b, s)`` long.
             token_type_ids: ``(b, s)`` long segment ids; default zeros.
-            attention_mask: ``(b, s)`` bool, True = real token.
+            padding_mask: ``(b, s)`` bool, True = real token.
             mask: an attention pattern for every layer (bool, float bias or a
                 :mod:`qkv.masks` object such as ``sliding_window(w) & padding(lengths)``,
                 which lets sparse backends skip the masked blocks).
@@ -146,7 +146,7 @@ class EncoderModel(TransformerModel):
             An :class:`EncoderOutput`.
         """
         x = self.embed(input_ids, token_type_ids=token_type_ids)  # (b, s, d)
-        h = self.encoder(x, padding_mask=attention_mask, mask=mask)  # (b, s, d)
+        h = self.encoder(x, padding_mask=padding_mask, mask=mask)  # (b, s, d)
         pooled = None if self.pooler is None else self.pooler(h)
         return EncoderOutput(
             last_hidden_state=h,

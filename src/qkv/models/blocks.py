@@ -16,9 +16,9 @@ from collections.abc import Callable
 
 from torch import Tensor, nn
 
-from qkv.attention.functional import MaskLike
-from qkv.attention.kv_cache import KVCache, StaticKVCache
-from qkv.attention.mha import MultiHeadAttention
+from qkv.attn.functional import MaskLike
+from qkv.attn.kv_cache import CrossKVCache, KVCache
+from qkv.attn.mha import MultiHeadAttention
 from qkv.layers.dropout import dropout
 from qkv.models.config import Placement
 
@@ -99,7 +99,7 @@ class EncoderLayer(nn.Module):
             return self.self_attn(  # type: ignore[no-any-return]
                 h,
                 mask=mask,
-                key_padding_mask=padding_mask,
+                padding_mask=padding_mask,
                 attn_bias=attn_bias,
                 positions=positions,
             )
@@ -160,11 +160,11 @@ class DecoderLayer(nn.Module):
         *,
         mask: MaskLike = None,
         padding_mask: Tensor | None = None,
-        memory_padding_mask: Tensor | None = None,
+        src_padding_mask: Tensor | None = None,
         attn_bias: Tensor | None = None,
         positions: Tensor | None = None,
         cache: KVCache | None = None,
-        cross_cache: StaticKVCache | None = None,
+        cross_cache: CrossKVCache | None = None,
     ) -> Tensor:
         """Apply the layer.
 
@@ -174,11 +174,11 @@ class DecoderLayer(nn.Module):
             mask: extra self-attention mask broadcastable to ``(b, h, s, s_k)``; the causal
                 mask is always applied.
             padding_mask: ``(b, s_k)`` bool, True = real token, over cached + new tokens.
-            memory_padding_mask: ``(b, s_m)`` bool, True = real memory token.
+            src_padding_mask: ``(b, s_m)`` bool, True = real memory token.
             attn_bias: float self-attention bias ``(1 | b, h, s, s_k)``.
             positions: ``(s,)`` or ``(b, s)`` absolute positions for rotary embeddings.
             cache: the self-attention :class:`KVCache`.
-            cross_cache: the cross-attention :class:`StaticKVCache`.
+            cross_cache: the cross-attention :class:`CrossKVCache`.
 
         Returns:
             ``(b, s, d)``.
@@ -191,7 +191,7 @@ class DecoderLayer(nn.Module):
             return self.self_attn(  # type: ignore[no-any-return]
                 h,
                 mask=mask,
-                key_padding_mask=padding_mask,
+                padding_mask=padding_mask,
                 attn_bias=attn_bias,
                 positions=positions,
                 is_causal=True,
@@ -208,7 +208,7 @@ class DecoderLayer(nn.Module):
             def cross_attend(h: Tensor) -> Tensor:
                 # With a filled cross_cache, MHA reuses its keys/values and ignores memory.
                 return cross(  # type: ignore[no-any-return]
-                    h, memory, key_padding_mask=memory_padding_mask, cache=cross_cache
+                    h, memory, padding_mask=src_padding_mask, cache=cross_cache
                 )
 
             x = self._sub(x, cross_norm, cross_attend)

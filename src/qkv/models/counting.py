@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from qkv.attention.mha import MultiHeadAttention
+from qkv.attn.mha import MultiHeadAttention
 from qkv.models.build import build
 from qkv.models.config import TransformerConfig
 

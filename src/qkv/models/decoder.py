@@ -9,12 +9,12 @@ from typing import TypeAlias
 import torch
 from torch import Tensor
 
-from qkv.attention.functional import MaskLike
-from qkv.attention.kv_cache import KVCache, StaticKVCache
+from qkv.attn.functional import MaskLike
+from qkv.attn.kv_cache import CrossKVCache, KVCache
 from qkv.models.stack import LayerStack
 
 #: One layer's cache: a self-attention cache, or (self, cross) for encoder-decoders.
-LayerCache: TypeAlias = KVCache | tuple[KVCache, StaticKVCache]
+LayerCache: TypeAlias = KVCache | tuple[KVCache, CrossKVCache]
 
 
 def cache_length(cache: Sequence[LayerCache] | None) -> int:
@@ -48,7 +48,7 @@ class Decoder(LayerStack):
         memory: Tensor | None = None,
         *,
         padding_mask: Tensor | None = None,
-        memory_padding_mask: Tensor | None = None,
+        src_padding_mask: Tensor | None = None,
         mask: MaskLike = None,
         positions: Tensor | None = None,
         cache: Sequence[LayerCache] | None = None,
@@ -59,7 +59,7 @@ class Decoder(LayerStack):
             x: ``(b, s, d)`` embedded inputs (only the new tokens when using ``cache``).
             memory: ``(b, s_m, d)`` encoder output, for layers with cross-attention.
             padding_mask: ``(b, s_k)`` bool, True = real token, ``s_k = cached + s``.
-            memory_padding_mask: ``(b, s_m)`` bool, True = real memory token.
+            src_padding_mask: ``(b, s_m)`` bool, True = real memory token.
             mask: extra self-attention mask broadcastable to ``(b, h, s, s_k)``.
             positions: ``(s,)`` or ``(b, s)`` positions for rotary embeddings; default
                 ``cached + arange(s)``.
@@ -90,7 +90,7 @@ class Decoder(LayerStack):
                 memory,
                 mask=mask,
                 padding_mask=padding_mask,
-                memory_padding_mask=memory_padding_mask,
+                src_padding_mask=src_padding_mask,
                 attn_bias=bias,
                 positions=positions,
                 cache=self_cache,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from qkv.attention.functional import MaskLike
+from qkv.attn.functional import MaskLike
 from qkv.models.stack import LayerStack
 
 

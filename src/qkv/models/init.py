@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from qkv.attention.mha import MultiHeadAttention
+from qkv.attn.mha import MultiHeadAttention
 from qkv.layers.norms import RMSNorm
 from qkv.models.config import INIT_SCHEMES, InitScheme
 

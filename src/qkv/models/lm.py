@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from qkv.attention.kv_cache import KVCache
+from qkv.attn.kv_cache import KVCache
 from qkv.layers.head import OutputHead
 from qkv.models.base import TransformerModel
 from qkv.models.config import LMConfig
@@ -14,20 +14,20 @@ from qkv.models.init import init_weights
 from qkv.models.parts import decoder_for, embeddings_for, token_embedding
 
 
-def positions_from_mask(attention_mask: Tensor, s: int) -> Tensor:
+def positions_from_mask(padding_mask: Tensor, s: int) -> Tensor:
     """Positions of the last ``s`` tokens counting only real tokens: ``cumsum(mask) - 1``.
 
     With left padding, the first real token gets position 0 whatever the padding, so a
     padded batch sees the positions each sequence would see alone. Padding gets 0.
 
     Args:
-        attention_mask: ``(b, s_total)`` bool, True = real token.
+        padding_mask: ``(b, s_total)`` bool, True = real token.
         s: number of new tokens (the last ``s`` columns).
 
     Returns:
         ``(b, s)`` long.
     """
-    pos = attention_mask.long().cumsum(-1) - 1  # (b, s_total)
+    pos = padding_mask.long().cumsum(-1) - 1  # (b, s_total)
     return pos[:, -s:].clamp(min=0)  # (b, s)
 
 
@@ -66,7 +66,7 @@ class DecoderLM(TransformerModel):
         self,
         input_ids: Tensor,
         *,
-        attention_mask: Tensor | None = None,
+        padding_mask: Tensor | None = None,
         positions: Tensor | None = None,
         cache: list[KVCache] | None = None,
     ) -> Tensor:
@@ -74,10 +74,10 @@ class DecoderLM(TransformerModel):
 
         Args:
             input_ids: ``(b, s)`` long; with ``cache``, only the new tokens.
-            attention_mask: ``(b, s_total)`` bool, True = real token, ``s_total`` = cached +
+            padding_mask: ``(b, s_total)`` bool, True = real token, ``s_total`` = cached +
                 new tokens; padded keys are never attended.
             positions: ``(s,)`` or ``(b, s)`` absolute positions. Default: from
-                ``attention_mask`` when given (:func:`positions_from_mask`, so left padding
+                ``padding_mask`` when given (:func:`positions_from_mask`, so left padding
                 is harmless), else ``cached + arange(s)``. ALiBi and relative biases use
                 token distances and need no positions.
             cache: from :meth:`make_cache`; updated in place.
@@ -87,13 +87,13 @@ class DecoderLM(TransformerModel):
         """
         s = input_ids.shape[1]
         if positions is None:
-            if attention_mask is not None:
-                positions = positions_from_mask(attention_mask, s)  # (b, s)
+            if padding_mask is not None:
+                positions = positions_from_mask(padding_mask, s)  # (b, s)
             else:
                 past = cache_length(cache)  # type: ignore[arg-type]
                 positions = torch.arange(past, past + s, device=input_ids.device)  # (s,)
         x = self.embed(input_ids, positions=positions)  # (b, s, d)
-        x = self.decoder(x, padding_mask=attention_mask, positions=positions, cache=cache)  # type: ignore[arg-type]
+        x = self.decoder(x, padding_mask=padding_mask, positions=positions, cache=cache)  # type: ignore[arg-type]
         return self.lm_head(x)  # (b, s, vocab)
 
     def make_cache(

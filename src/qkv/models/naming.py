@@ -12,7 +12,7 @@ from typing import Literal, TypeAlias, get_args
 
 from torch import nn
 
-from qkv.attention.mha import MultiHeadAttention
+from qkv.attn.mha import MultiHeadAttention
 
 Kind: TypeAlias = Literal["encoder_self", "decoder_self", "cross"]
 KINDS: tuple[str, ...] = get_args(Kind)
@@ -41,7 +41,7 @@ def layer_kind(name: str, self_attention: bool = True) -> Kind:
 
 
 def attention_modules(model: nn.Module) -> dict[str, MultiHeadAttention]:
-    """Every :class:`~qkv.attention.MultiHeadAttention` in ``model`` by module path."""
+    """Every :class:`~qkv.attn.MultiHeadAttention` in ``model`` by module path."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     return {n: m for n, m in model.named_modules() if isinstance(m, MultiHeadAttention)}

@@ -13,7 +13,7 @@ import math
 
 from torch import nn
 
-from qkv.attention.mha import MultiHeadAttention
+from qkv.attn.mha import MultiHeadAttention
 from qkv.layers.feedforward import FeedForward
 from qkv.layers.norms import make_norm
 from qkv.models.blocks import DecoderLayer, EncoderLayer

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import nn
 
-from qkv.attention.mha import MultiHeadAttention
+from qkv.attn.mha import MultiHeadAttention
 from qkv.models.config import TransformerConfig
 from qkv.models.naming import attention_modules, layer_index, layer_kind
 
@@ -155,7 +155,7 @@ def prune_heads(
     config prunes them again, so a pruned model's checkpoint reloads.
 
     Args:
-        model: a model with :class:`~qkv.attention.MultiHeadAttention` modules.
+        model: a model with :class:`~qkv.attn.MultiHeadAttention` modules.
         heads: ``{layer: [head, ...]}``, where ``layer`` is a module name
             (``"decoder.layers.1.cross_attn"``) or a layer index, which names the layer's
             single self-attention module (ambiguous in encoder-decoders: use names).

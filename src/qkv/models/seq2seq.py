@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from qkv.attention.kv_cache import KVCache, StaticKVCache
+from qkv.attn.kv_cache import CrossKVCache, KVCache
 from qkv.layers.head import OutputHead
 from qkv.models.base import TransformerModel
 from qkv.models.config import Seq2SeqConfig
@@ -59,26 +59,26 @@ class Seq2SeqTransformer(TransformerModel):
         )
         self._prune_from_config()
 
-    def encode(self, src: Tensor, src_mask: Tensor | None = None) -> Tensor:
+    def encode(self, src: Tensor, src_padding_mask: Tensor | None = None) -> Tensor:
         """Encode source tokens.
 
         Args:
             src: ``(b, s_src)`` long token ids.
-            src_mask: ``(b, s_src)`` bool, True = real token, or None.
+            src_padding_mask: ``(b, s_src)`` bool, True = real token, or None.
 
         Returns:
             memory ``(b, s_src, d)``.
         """
-        return self.encoder(self.src_embed(src), padding_mask=src_mask)  # (b, s_src, d)
+        return self.encoder(self.src_embed(src), padding_mask=src_padding_mask)  # (b, s_src, d)
 
     def decode(
         self,
         tgt: Tensor,
         memory: Tensor,
         *,
-        memory_mask: Tensor | None = None,
-        tgt_mask: Tensor | None = None,
-        cache: list[tuple[KVCache, StaticKVCache]] | None = None,
+        src_padding_mask: Tensor | None = None,
+        tgt_padding_mask: Tensor | None = None,
+        cache: list[tuple[KVCache, CrossKVCache]] | None = None,
         positions: Tensor | None = None,
     ) -> Tensor:
         """Decode target tokens against an encoded source.
@@ -86,8 +86,8 @@ class Seq2SeqTransformer(TransformerModel):
         Args:
             tgt: ``(b, s)`` long target ids; with ``cache``, only the new tokens.
             memory: ``(b, s_src, d)`` from :meth:`encode`.
-            memory_mask: ``(b, s_src)`` bool, True = real source token.
-            tgt_mask: ``(b, s_total)`` bool, True = real token, over cached + new tokens.
+            src_padding_mask: ``(b, s_src)`` bool, True = real source token.
+            tgt_padding_mask: ``(b, s_total)`` bool, True = real token, over cached + new tokens.
             cache: from :meth:`make_cache`; self-attention caches grow, cross-attention
                 keys/values are projected on the first call and reused.
             positions: ``(s,)`` or ``(b, s)`` positions; default ``cached + arange(s)``.
@@ -102,8 +102,8 @@ class Seq2SeqTransformer(TransformerModel):
         y = self.decoder(
             y,
             memory,
-            padding_mask=tgt_mask,
-            memory_padding_mask=memory_mask,
+            padding_mask=tgt_padding_mask,
+            src_padding_mask=src_padding_mask,
             positions=positions,
             cache=cache,  # type: ignore[arg-type]
         )
@@ -116,22 +116,24 @@ class Seq2SeqTransformer(TransformerModel):
         src: Tensor,
         tgt_in: Tensor,
         *,
-        src_mask: Tensor | None = None,
-        tgt_mask: Tensor | None = None,
+        src_padding_mask: Tensor | None = None,
+        tgt_padding_mask: Tensor | None = None,
     ) -> Tensor:
         """Teacher-forced logits.
 
         Args:
             src: ``(b, s_src)`` long source ids.
             tgt_in: ``(b, s_tgt)`` long decoder inputs (the targets shifted right).
-            src_mask: ``(b, s_src)`` bool, True = real token.
-            tgt_mask: ``(b, s_tgt)`` bool, True = real token.
+            src_padding_mask: ``(b, s_src)`` bool, True = real token.
+            tgt_padding_mask: ``(b, s_tgt)`` bool, True = real token.
 
         Returns:
             logits ``(b, s_tgt, tgt_vocab)``.
         """
-        memory = self.encode(src, src_mask)
-        return self.decode(tgt_in, memory, memory_mask=src_mask, tgt_mask=tgt_mask)
+        memory = self.encode(src, src_padding_mask)
+        return self.decode(
+            tgt_in, memory, src_padding_mask=src_padding_mask, tgt_padding_mask=tgt_padding_mask
+        )
 
     def make_cache(
         self,
@@ -140,7 +142,7 @@ class Seq2SeqTransformer(TransformerModel):
         *,
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
-    ) -> list[tuple[KVCache, StaticKVCache]]:
+    ) -> list[tuple[KVCache, CrossKVCache]]:
         """Per decoder layer, a preallocated self-attention cache and a cross-attention cache.
 
         Args:
@@ -152,4 +154,4 @@ class Seq2SeqTransformer(TransformerModel):
         """
         attns = [layer.self_attn for layer in self.decoder.layers]
         selfs = self._kv_caches(attns, batch, max_len, dtype, device)
-        return [(c, StaticKVCache()) for c in selfs]
+        return [(c, CrossKVCache()) for c in selfs]

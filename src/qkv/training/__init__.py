@@ -8,20 +8,21 @@ from qkv.training.checkpoint import (
     save_checkpoint,
 )
 from qkv.training.config import TrainConfig
-from qkv.training.run import build_trainer, load_trained
+from qkv.training.objective import Batch, LossOutput, Objective
 from qkv.training.schedules import cosine, lr_at, noam
 from qkv.training.trainer import Trainer, build_optimizer
 
 __all__ = [
+    "Batch",
     "CheckpointError",
+    "LossOutput",
+    "Objective",
     "TrainConfig",
     "Trainer",
     "average_checkpoints",
     "build_optimizer",
-    "build_trainer",
     "check_checkpoint",
     "cosine",
-    "load_trained",
     "load_weights",
     "lr_at",
     "noam",

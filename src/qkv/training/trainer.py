@@ -14,21 +14,48 @@ import contextlib
 import json
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
 from qkv._version import __version__
-from qkv.data.tasks.base import Task
 from qkv.training import checkpoint as ckpt
 from qkv.training.config import TrainConfig
 from qkv.training.distributed import DistInfo, all_reduce_sum, barrier, init_distributed
+from qkv.training.objective import LossOutput
 from qkv.training.schedules import lr_at
 
 StepCallback = Callable[[int, dict[str, float]], None]
+
+
+class Task(Protocol):
+    """What :class:`Trainer` uses of a task (``qkv.tasks.Task`` is one)."""
+
+    name: str
+
+    def examples(self, split: str) -> Sequence[Any]: ...
+
+    def collate(self, examples: Sequence[Any]) -> dict[str, torch.Tensor]: ...
+
+    def loss(
+        self, model: nn.Module, batch: dict[str, torch.Tensor], *, label_smoothing: float = 0.0
+    ) -> LossOutput: ...
+
+    def n_tokens(self, batch: dict[str, torch.Tensor]) -> int: ...
+
+    def evaluate(
+        self,
+        model: nn.Module,
+        split: str = "valid",
+        *,
+        limit: int | None = None,
+        beam_size: int = 1,
+    ) -> dict[str, float]: ...
+
+    def save(self, directory: Path) -> None: ...
 
 
 def resolve_device(name: str) -> torch.device:

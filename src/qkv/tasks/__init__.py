@@ -1,0 +1,59 @@
+"""The apps layer. Tasks: what to learn, from which data, with which loss and metrics (one file per task).
+
+=================  ========  ==========================================================
+name               kind      data
+=================  ========  ==========================================================
+``copy``           seq2seq   random symbol strings, target = source (char tokens)
+``reverse``        seq2seq   random symbol strings, target = reversed source
+``synthetic``      seq2seq   English -> Kalo from :mod:`qkv.data.grammar` (word tokens)
+``translate``      seq2seq   ``--data pairs.tsv`` or German -> English (``trans-de-en``)
+``lm``             lm        ``--data file.txt``, Python's help topics, or the KJV Bible
+``digits``         classify  scikit-learn's 8x8 digits (ViT)
+``fashion-mnist``  classify  Fashion-MNIST 28x28 (ViT, ``dataset-fashion-mnist``)
+``listops``        classify  Long Range Arena ListOps, dense/local/BigBird attention
+=================  ========  ==========================================================
+
+>>> task = get_task("copy", TaskOptions(n_train=8, n_valid=2, n_test=2))
+>>> batch = task.collate(task.examples("train")[:2])
+>>> sorted(batch)
+['src', 'src_padding_mask', 'tgt_in', 'tgt_padding_mask', 'tgt_out']
+"""
+
+from qkv.tasks.base import Task, TaskError, TaskOptions
+from qkv.tasks.copy import CopyTask
+from qkv.tasks.digits import DigitsTask
+from qkv.tasks.fashion_mnist import FashionMNISTTask
+from qkv.tasks.hf import generate_text, viz_hf
+from qkv.tasks.listops import ListOpsTask
+from qkv.tasks.lm import LMTask
+from qkv.tasks.registry import TASKS, get_task, load_task
+from qkv.tasks.reverse import ReverseTask
+from qkv.tasks.run import build_trainer, load_trained
+from qkv.tasks.synthetic import SyntheticTask
+from qkv.tasks.translate import TranslateTask
+from qkv.tasks.viz import TextRecord, from_checkpoint, record_text, report_for_task
+
+__all__ = [
+    "TASKS",
+    "CopyTask",
+    "DigitsTask",
+    "FashionMNISTTask",
+    "LMTask",
+    "ListOpsTask",
+    "ReverseTask",
+    "SyntheticTask",
+    "Task",
+    "TaskError",
+    "TaskOptions",
+    "TextRecord",
+    "TranslateTask",
+    "build_trainer",
+    "from_checkpoint",
+    "generate_text",
+    "get_task",
+    "load_task",
+    "load_trained",
+    "record_text",
+    "report_for_task",
+    "viz_hf",
+]

@@ -1,0 +1,200 @@
+"""Shared machinery of the image-classification tasks (``digits``, ``fashion-mnist``): a ViT
+on grey images, cross entropy over the batch, accuracy."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Literal, overload
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from qkv.data import metrics
+from qkv.tasks._common import (
+    check_choice,
+    check_extra,
+    check_positive,
+    model_device,
+    sized_config,
+    write_task_file,
+)
+from qkv.tasks._seq2seq import SPLITS
+from qkv.tasks.base import Task, TaskError, TaskOptions
+from qkv.training.objective import LossOutput
+
+Split = Literal["train", "valid", "test"]
+
+
+class ImageExamples(Sequence[tuple[Tensor, int]]):
+    """Images and labels as a sequence of ``(image, label)``: image ``(c, H, W)`` float in
+    ``[0, 1]`` (stored as uint8, scaled on access), label an int.
+
+    Args:
+        images: ``(n, c, H, W)`` uint8 tensor.
+        labels: ``(n,)`` integer tensor.
+        scale: the pixel value that maps to 1.0 (255 for 8-bit images, 16 for sklearn digits).
+    """
+
+    def __init__(self, images: Tensor, labels: Tensor, scale: float = 255.0) -> None:
+        if images.ndim != 4 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
+            raise ValueError(
+                f"images must be (n, c, H, W) and labels (n,), got {tuple(images.shape)} and "
+                f"{tuple(labels.shape)}"
+            )
+        self.images, self.labels, self.scale = images, labels.long(), scale
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    @overload
+    def __getitem__(self, i: int) -> tuple[Tensor, int]: ...
+    @overload
+    def __getitem__(self, i: slice) -> ImageExamples: ...
+    def __getitem__(self, i: int | slice) -> tuple[Tensor, int] | ImageExamples:
+        if isinstance(i, slice):
+            return ImageExamples(self.images[i], self.labels[i], self.scale)
+        return self.images[i].float() / self.scale, int(self.labels[i])
+
+    def subset(self, index: Tensor) -> ImageExamples:
+        """The examples at ``index`` (a 1-d long tensor)."""
+        return ImageExamples(self.images[index], self.labels[index], self.scale)
+
+
+def shuffled_split(n: int, sizes: Sequence[int], seed: int, what: str) -> list[Tensor]:
+    """Disjoint index sets of the given sizes from a seeded permutation of ``range(n)``.
+
+    Raises:
+        TaskError: the sizes add up to more than ``n``.
+    """
+    if sum(sizes) > n:
+        raise TaskError(f"{what}: cannot take {list(sizes)} examples from {n}")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    out, start = [], 0
+    for k in sizes:
+        out.append(perm[start : start + k])
+        start += k
+    return out
+
+
+class ImageTask(Task):
+    """Base of the grey-image classification tasks. Subclasses set the geometry class
+    attributes and implement :meth:`_make_splits`."""
+
+    kind = "classify"
+    image_size: ClassVar[int]
+    in_channels: ClassVar[int] = 1
+    class_names: ClassVar[tuple[str, ...]]
+    default_patch: ClassVar[int]
+    default_model: ClassVar[dict[str, Any]]
+
+    def __init__(self, options: TaskOptions | None = None) -> None:
+        super().__init__(options)
+        o = self.options
+        check_extra(self.name, o, ())
+        for opt in ("n_train", "n_valid", "n_test"):
+            if getattr(o, opt) is not None:
+                check_positive(self.name, opt, getattr(o, opt), minimum=0)
+        if o.tokenizer is not None:
+            raise TaskError(f"task {self.name!r} reads images: it takes no tokenizer option")
+        self._splits: dict[str, ImageExamples] | None = None
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    @abc.abstractmethod
+    def _make_splits(self) -> dict[str, ImageExamples]:
+        """The train/valid/test examples (deterministic given the options)."""
+
+    def examples(self, split: Split) -> ImageExamples:
+        """``(image (c, H, W) float in [0, 1], label)`` examples of a split."""
+        check_choice(self.name, "split", split, SPLITS)
+        if self._splits is None:
+            self._splits = self._make_splits()
+        return self._splits[split]
+
+    def collate(self, examples: Sequence[tuple[Tensor, int]]) -> dict[str, Tensor]:
+        """``images`` ``(b, c, H, W)`` float and ``labels`` ``(b,)`` long."""
+        images = torch.stack([x for x, _ in examples])
+        labels = torch.tensor([y for _, y in examples], dtype=torch.long)
+        return {"images": images, "labels": labels}
+
+    def n_tokens(self, batch: dict[str, Tensor]) -> int:
+        """Images in the batch."""
+        return int(batch["labels"].numel())
+
+    def model_config(self, preset: str | None = None, **overrides: Any) -> Any:
+        """A :class:`~qkv.models.ViTConfig` for the task's image size, channels and classes,
+        with the task's patch size (presets are sized for larger images; pass
+        ``patch_size=`` to choose another).
+
+        Raises:
+            TaskError: a preset of another model family.
+        """
+        sizes: dict[str, Any] = {
+            "image_size": self.image_size,
+            "in_channels": self.in_channels,
+            "n_classes": self.n_classes,
+            "patch_size": self.default_patch,
+        }
+        return sized_config(self, "vit", preset, self.default_model, sizes, overrides)
+
+    def loss(
+        self, model: nn.Module, batch: dict[str, Tensor], *, label_smoothing: float = 0.0
+    ) -> LossOutput:
+        """Cross entropy summed over the batch; ``n`` = batch size."""
+        logits = model(batch["images"])  # (b, n_classes)
+        labels = batch["labels"]
+        loss_sum = F.cross_entropy(logits, labels, reduction="sum", label_smoothing=label_smoothing)
+        correct = (logits.detach().argmax(-1) == labels).sum()
+        return LossOutput(loss_sum, int(labels.numel()), {"accuracy": float(correct)})
+
+    @torch.no_grad()
+    def evaluate(
+        self,
+        model: nn.Module,
+        split: Split = "valid",
+        *,
+        batch_size: int = 64,
+        limit: int | None = None,
+        beam_size: int = 1,
+    ) -> dict[str, float]:
+        """``accuracy`` (0-100, headline) and mean ``loss`` on (the first ``limit`` images
+        of) a split. ``beam_size`` is ignored.
+
+        Raises:
+            TaskError: the split is empty.
+        """
+        data = self.examples(split)[:limit]
+        if len(data) == 0:
+            raise TaskError(f"task {self.name!r}: split {split!r} has no examples to evaluate")
+        was_training = model.training
+        model.eval()
+        total, preds, labels = 0.0, [], []
+        try:
+            device = model_device(model)
+            for start in range(0, len(data), batch_size):
+                part = data[start : start + batch_size]
+                images = part.images.to(device).float() / part.scale
+                y = part.labels.to(device)
+                logits = model(images)  # (b, n_classes)
+                total += float(F.cross_entropy(logits, y, reduction="sum"))
+                preds += logits.argmax(-1).tolist()
+                labels += y.tolist()
+        finally:
+            model.train(was_training)
+        return {"accuracy": metrics.accuracy(preds, labels), "loss": total / len(labels)}
+
+    def save(self, directory: Path) -> None:
+        """Write ``task.json`` (with the class names)."""
+        state = {"image_size": self.image_size, "class_names": list(self.class_names)}
+        write_task_file(self, Path(directory), state)
+
+    def load(self, directory: Path) -> None:
+        """Nothing to read: images need no tokenizer."""
+
+
+__all__ = ["ImageExamples", "ImageTask", "shuffled_split"]

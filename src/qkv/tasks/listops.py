@@ -1,0 +1,202 @@
+"""``listops``: Long Range Arena ListOps (Tay et al. 2020) with a dense, local or BigBird
+attention pattern, so the same task compares dense and sparse attention on long inputs.
+
+An encoder (BERT-style, pre-norm) reads ``<cls> tokens...`` and classifies the pooled
+``<cls>`` state into the expression's value 0-9. ``--attention`` chooses the pattern of
+every layer, passed down as a lazy :mod:`qkv.masks` object combined with the padding, so
+the block-sparse backend computes only the blocks it needs:
+
+* ``dense``: full attention (padding only);
+* ``local``: a sliding window of ``extra["window"]`` tokens (default 64) plus ``<cls>`` as a
+  global token (it must see the whole expression to classify it);
+* ``bigbird``: BigBird's window, global and random blocks (Zaheer et al. 2020) with blocks
+  of ``extra["block"]`` tokens (default 16), global block 0 holding ``<cls>``.
+
+Options: ``max_len`` (longest expression, default 512; LRA uses 2,000), ``n_train``/
+``n_valid``/``n_test`` (defaults 5,000/500/500), ``seed``, ``extra["min_len"]`` (default
+``max_len // 4``), ``extra["attention"]``, ``extra["window"]``, ``extra["block"]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from qkv import masks
+from qkv.data import listops as lo
+from qkv.data import metrics
+from qkv.tasks._common import (
+    check_choice,
+    check_extra,
+    check_positive,
+    model_device,
+    pad_ids,
+    sized_config,
+    write_task_file,
+)
+from qkv.tasks.base import LossOutput, Task, TaskError, TaskOptions
+
+Split = Literal["train", "valid", "test"]
+PATTERNS = ("dense", "local", "bigbird")
+
+
+class ListOpsTask(Task):
+    """ListOps classification with a chosen attention pattern (see the module docstring)."""
+
+    name = "listops"
+    kind = "classify"
+    default_sizes: ClassVar[dict[str, int]] = {"train": 5000, "valid": 500, "test": 500}
+    default_model: ClassVar[dict[str, Any]] = {
+        "d_model": 64,
+        "n_heads": 4,
+        "d_ff": 128,
+        "n_layers": 2,
+        "dropout": 0.1,
+        "attn_dropout": 0.0,
+        "norm_placement": "pre",
+        "pos": "learned",
+        "type_vocab_size": 0,
+        "mlm_head": False,
+        "pooler": True,
+        "embed_norm": False,
+    }
+
+    def __init__(self, options: TaskOptions | None = None) -> None:
+        super().__init__(options)
+        o = self.options
+        check_extra(self.name, o, ("attention", "window", "block", "min_len"))
+        self.attention = o.extra.get("attention", "dense")
+        check_choice(self.name, "attention", self.attention, PATTERNS)
+        self.max_len = o.max_len if o.max_len is not None else 512
+        check_positive(self.name, "max_len", self.max_len, minimum=8)
+        self.min_len = o.extra.get("min_len", self.max_len // 4)
+        check_positive(self.name, "extra['min_len']", self.min_len)
+        if self.min_len > self.max_len:
+            raise TaskError(
+                f"task 'listops': extra['min_len'] ({self.min_len}) must be <= max_len "
+                f"({self.max_len})"
+            )
+        self.window = o.extra.get("window", 64)
+        self.block = o.extra.get("block", 16)
+        check_positive(self.name, "extra['window']", self.window)
+        check_positive(self.name, "extra['block']", self.block)
+        if o.tokenizer is not None:
+            raise TaskError("task 'listops' has its own fixed vocabulary: it takes no tokenizer")
+        self._splits: dict[str, list[tuple[list[int], int]]] | None = None
+
+    # -- data ----------------------------------------------------------------------------
+    def examples(self, split: Split) -> list[tuple[list[int], int]]:
+        """``(token ids with a leading <cls>, label)`` examples of a split."""
+        check_choice(self.name, "split", split, ("train", "valid", "test"))
+        if self._splits is None:
+            o = self.options
+            sizes = {
+                s: getattr(o, f"n_{s}") if getattr(o, f"n_{s}") is not None else n
+                for s, n in self.default_sizes.items()
+            }
+            data = lo.listops_dataset(sum(sizes.values()), self.min_len, self.max_len, seed=o.seed)
+            out, start = {}, 0
+            for s in ("test", "valid", "train"):  # held-out splits first: stable under n_train
+                out[s] = [([lo.CLS_ID, *ids], y) for ids, y in data[start : start + sizes[s]]]
+                start += sizes[s]
+            self._splits = out
+        return self._splits[split]
+
+    def collate(self, examples: Sequence[tuple[list[int], int]]) -> dict[str, Tensor]:
+        """``input_ids`` ``(b, s)``, ``padding_mask`` ``(b, s)`` (True = real), ``labels``."""
+        ids, mask = pad_ids([x for x, _ in examples], pad=lo.PAD_ID)
+        labels = torch.tensor([y for _, y in examples], dtype=torch.long)
+        return {"input_ids": ids, "padding_mask": mask, "labels": labels}
+
+    def n_tokens(self, batch: dict[str, Tensor]) -> int:
+        return int(batch["padding_mask"].sum())
+
+    # -- model ---------------------------------------------------------------------------
+    def model_config(self, preset: str | None = None, **overrides: Any) -> Any:
+        """An :class:`~qkv.models.EncoderConfig` classifier (``n_classes=10``)."""
+        sizes = {
+            "vocab_size": len(lo.VOCAB),
+            "max_len": self.max_len + 1,
+            "pad_token_id": lo.PAD_ID,
+            "n_classes": lo.NUM_CLASSES,
+        }
+        return sized_config(self, "encoder", preset, self.default_model, sizes, overrides)
+
+    def pattern(self, padding_mask: Tensor) -> masks.Mask:
+        """The attention pattern of a batch, padding included, as a lazy mask."""
+        pad = masks.padding(padding_mask)
+        if self.attention == "dense":
+            return pad
+        if self.attention == "local":
+            return (masks.sliding_window(self.window) | masks.global_tokens([0])) & pad
+        return masks.bigbird(self.block, 3, 1, 2, seed=self.options.seed) & pad
+
+    def logits(self, model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
+        out = model(batch["input_ids"], mask=self.pattern(batch["padding_mask"]))
+        return out.logits  # (b, 10)
+
+    # -- objective and metrics -----------------------------------------------------------
+    def loss(
+        self, model: nn.Module, batch: dict[str, Tensor], *, label_smoothing: float = 0.0
+    ) -> LossOutput:
+        """Cross entropy summed over the batch; ``n`` = batch size."""
+        logits = self.logits(model, batch)
+        labels = batch["labels"]
+        loss_sum = F.cross_entropy(logits, labels, reduction="sum", label_smoothing=label_smoothing)
+        return LossOutput(loss_sum, int(labels.numel()))
+
+    @torch.no_grad()
+    def evaluate(
+        self,
+        model: nn.Module,
+        split: Split = "valid",
+        *,
+        batch_size: int = 64,
+        limit: int | None = None,
+        beam_size: int = 1,
+    ) -> dict[str, float]:
+        """``accuracy`` (0-100, headline) and mean ``loss``."""
+        data = self.examples(split)[:limit]
+        if not data:
+            raise TaskError(f"task 'listops': split {split!r} has no examples to evaluate")
+        was_training = model.training
+        model.eval()
+        device = model_device(model)
+        total, preds, labels = 0.0, [], []
+        try:
+            for start in range(0, len(data), batch_size):
+                batch = {
+                    k: v.to(device)
+                    for k, v in self.collate(data[start : start + batch_size]).items()
+                }
+                logits = self.logits(model, batch)
+                total += float(F.cross_entropy(logits, batch["labels"], reduction="sum"))
+                preds += logits.argmax(-1).tolist()
+                labels += batch["labels"].tolist()
+        finally:
+            model.train(was_training)
+        return {"accuracy": metrics.accuracy(preds, labels), "loss": total / len(labels)}
+
+    def predict(self, model: nn.Module, inputs: Sequence[str], **_: Any) -> list[str]:
+        """The predicted value of each expression (``"[MAX 2 9 ]"`` -> ``"9"``)."""
+        try:
+            data = [([lo.CLS_ID, *lo.encode(text)], 0) for text in inputs]
+        except ValueError as e:
+            raise TaskError(str(e)) from None
+        batch = {k: v.to(model_device(model)) for k, v in self.collate(data).items()}
+        with torch.no_grad():
+            return [str(i) for i in self.logits(model.eval(), batch).argmax(-1).tolist()]
+
+    def save(self, directory: Path) -> None:
+        write_task_file(self, Path(directory), {"vocab": list(lo.VOCAB)})
+
+    def load(self, directory: Path) -> None:
+        return None
+
+
+__all__ = ["PATTERNS", "ListOpsTask"]

@@ -1,0 +1,67 @@
+"""The task registry: every task by name, and rebuilding a task from a checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from qkv.tasks._common import read_task_file
+from qkv.tasks.base import Task, TaskError, TaskOptions
+from qkv.tasks.copy import CopyTask
+from qkv.tasks.digits import DigitsTask
+from qkv.tasks.fashion_mnist import FashionMNISTTask
+from qkv.tasks.listops import ListOpsTask
+from qkv.tasks.lm import LMTask
+from qkv.tasks.reverse import ReverseTask
+from qkv.tasks.synthetic import SyntheticTask
+from qkv.tasks.translate import TranslateTask
+
+#: Every task by name (a new task is one more class here).
+TASKS: dict[str, type[Task]] = {
+    cls.name: cls
+    for cls in (
+        CopyTask,
+        ReverseTask,
+        SyntheticTask,
+        TranslateTask,
+        LMTask,
+        DigitsTask,
+        FashionMNISTTask,
+        ListOpsTask,
+    )
+}
+
+
+def get_task(name: str, options: TaskOptions | None = None) -> Task:
+    """Build a task by name (its data is read lazily, on first use).
+
+    Raises:
+        TaskError: an unknown name (the known ones are listed) or invalid options.
+    """
+    if name not in TASKS:
+        raise TaskError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}")
+    return TASKS[name](options)
+
+
+def load_task(directory: str | Path, *, rebuild_data: bool = False) -> Task:
+    """Rebuild a task from a checkpoint directory (``task.json`` + tokenizer files).
+
+    Tokenizers come from the files, so no training data is read unless ``rebuild_data``:
+    then the training split is built (with the loaded tokenizers) to resume training.
+
+    Raises:
+        TaskError: a missing/invalid ``task.json``, an unknown task, or missing tokenizers.
+    """
+    directory = Path(directory)
+    obj = read_task_file(directory)
+    try:
+        options = TaskOptions.from_dict(obj["options"])
+    except TypeError as e:
+        raise TaskError(f"{directory / 'task.json'}: bad options {obj['options']!r}: {e}") from e
+    task = get_task(obj["name"], options)
+    task.load(directory)
+    if rebuild_data:
+        task.examples("train")
+    return task
+
+
+__all__ = ["TASKS", "get_task", "load_task"]

@@ -1,0 +1,128 @@
+"""``translate``: translation on your own sentence pairs, or German -> English from the Ding
+dictionary.
+
+* ``--data pairs.tsv``: one ``source<TAB>target`` pair per line (UTF-8; blank lines are
+  skipped). A line without exactly one tab is an error naming the file and line.
+* no data: the ~16,000 German -> English example sentences of the Debian package
+  ``trans-de-en`` (``/usr/share/trans/de-en``, parsed by :mod:`qkv.data.ding`).
+
+Pairs are grouped by source sentence; the distinct sources are shuffled with ``seed`` and
+split into test, valid and train (so a source never appears in two splits; its alternative
+translations all serve as references). Tokens are a shared byte-level BPE (default 4,000
+ids) trained on the training split.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any, ClassVar
+
+from qkv.data import ding
+from qkv.tasks._common import read_text_file
+from qkv.tasks._seq2seq import Pair, Seq2SeqTask, split_sizes
+from qkv.tasks.base import TaskError
+
+
+def read_tsv(path: str | Path) -> list[tuple[str, str]]:
+    """Read ``source<TAB>target`` lines.
+
+    Raises:
+        TaskError: a missing or empty file (naming the path), or a line without exactly one
+            tab or with an empty side (naming the path and line number).
+    """
+    text = read_text_file(path, "translation data")
+    pairs = []
+    for i, line in enumerate(text.split("\n"), start=1):
+        line = line.rstrip("\r")
+        if not line.strip():
+            continue
+        cols = line.split("\t")
+        if len(cols) != 2:
+            raise TaskError(
+                f"{path}, line {i}: expected 'source<TAB>target' (one tab), found "
+                f"{len(cols) - 1} tabs in {line[:80]!r}"
+            )
+        src, tgt = cols[0].strip(), cols[1].strip()
+        if not src or not tgt:
+            side = "source" if not src else "target"
+            raise TaskError(f"{path}, line {i}: empty {side} in {line[:80]!r}")
+        pairs.append((src, tgt))
+    if not pairs:
+        raise TaskError(f"translation data file {path} has no sentence pairs")
+    return pairs
+
+
+class TranslateTask(Seq2SeqTask):
+    """Sentence-pair translation from a TSV file or the Ding German-English dictionary.
+
+    Options: ``data`` (TSV path), ``seed`` (split), ``n_train``/``n_valid``/``n_test``
+    (defaults: all / 500 / 500, at most 5% each for small data), ``max_len`` (default 64
+    tokens, longer sentences are truncated), ``tokenizer`` (default ``"bpe"``),
+    ``vocab_size`` (default 4,000), ``extra["shared_vocab"]`` (default True),
+    ``extra["reverse"]`` (swap source and target, e.g. English -> German).
+    """
+
+    name = "translate"
+    default_max_len = 64
+    default_tokenizer = "bpe"
+    default_vocab_size = 4000
+    extra_keys = ("shared_vocab", "reverse")
+    default_eval_sizes: ClassVar[dict[str, int]] = {"valid": 500, "test": 500}
+    default_model: ClassVar[dict[str, Any]] = {
+        "d_model": 256,
+        "n_heads": 4,
+        "d_ff": 1024,
+        "n_encoder_layers": 3,
+        "n_decoder_layers": 3,
+        "dropout": 0.2,
+        "norm_placement": "pre",
+    }
+
+    def read_pairs(self) -> list[tuple[str, str]]:
+        """All pairs of the data source, in file order (reversed if asked).
+
+        Raises:
+            TaskError: unreadable data, or no ``--data`` and no ``trans-de-en`` package.
+        """
+        if self.options.data is not None:
+            pairs = read_tsv(self.options.data)
+        else:
+            if not ding.DING_PATH.is_file():
+                raise TaskError(
+                    f"task 'translate' without --data reads the German-English dictionary "
+                    f"{ding.DING_PATH}, which is missing: `apt-get install trans-de-en`, or "
+                    f"pass --data pairs.tsv (source<TAB>target per line)"
+                )
+            pairs = ding.read_ding(ding.DING_PATH)
+            if not pairs:
+                raise TaskError(f"no sentence pairs found in {ding.DING_PATH}")
+        if self.options.extra.get("reverse", False):
+            pairs = [(t, s) for s, t in pairs]
+        return pairs
+
+    def _make_splits(self) -> dict[str, list[Pair]]:
+        groups: dict[str, list[str]] = {}
+        for s, t in self.read_pairs():
+            if t not in groups.setdefault(s, []):
+                groups[s].append(t)
+        sources = list(groups)
+        random.Random(self.options.seed).shuffle(sources)
+        what = f"translation data {self.options.data or ding.DING_PATH}"
+        sizes = split_sizes(
+            len(sources),
+            self.options,
+            valid=self.default_eval_sizes["valid"],
+            test=self.default_eval_sizes["test"],
+            what=what,
+        )
+        out: dict[str, list[Pair]] = {}
+        start = 0
+        for split in ("test", "valid", "train"):
+            part = sources[start : start + sizes[split]]
+            start += sizes[split]
+            out[split] = [Pair(s, t) for s in part for t in groups[s]]
+        return out
+
+
+__all__ = ["TranslateTask", "read_tsv"]
