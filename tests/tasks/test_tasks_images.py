@@ -41,7 +41,7 @@ def test_digits_shapes_labels_and_splits() -> None:
 def test_image_batch_loss_and_evaluate() -> None:
     task = DigitsTask()
     batch = task.collate([task.examples("train")[i] for i in range(5)])
-    assert batch["images"].shape == (5, 1, 8, 8) and batch["labels"].shape == (5,)
+    assert batch["inputs"].shape == (5, 1, 8, 8) and batch["labels"].shape == (5,)
     cfg = task.model_config(d_model=16, n_heads=2, d_ff=32, n_layers=1)
     assert isinstance(cfg, M.ViTConfig) and (cfg.image_size, cfg.patch_size, cfg.n_classes) == (
         8,
@@ -51,7 +51,7 @@ def test_image_batch_loss_and_evaluate() -> None:
     model = M.build(cfg).eval()
     out = task.loss(model, batch, label_smoothing=0.1)
     expected = F.cross_entropy(
-        model(batch["images"]), batch["labels"], reduction="sum", label_smoothing=0.1
+        model(batch["inputs"]), batch["labels"], reduction="sum", label_smoothing=0.1
     )
     assert out.n == 5 and float(out.loss_sum.detach()) == pytest.approx(
         float(expected.detach()), rel=1e-5

@@ -31,7 +31,7 @@ def test_sparse_pattern_blocksparse_equals_math_in_the_model(att):
     model = build(t.model_config(dropout=0.0)).eval()
     batch = t.collate(t.examples("valid")[:4])
     pattern = t.pattern(batch["padding_mask"])
-    s = batch["input_ids"].shape[1]
+    s = batch["inputs"].shape[1]
     dense = pattern.to_dense(s, s)  # (b, 1, s, s)
     assert not dense.all()  # really sparse
     assert dense[:, 0, :, 0].all() if att == "local" else True  # <cls> is global

@@ -123,7 +123,7 @@ def test_loss_matches_a_manual_per_token_sum(eps: float) -> None:
     assert float(out.loss_sum.detach()) == pytest.approx(manual, rel=1e-5)
     out.loss_sum.backward()
     assert model.bias.grad is not None
-    assert 0 <= out.logs["token_acc"] <= n
+    assert 0 <= out.logs["correct"] <= n
 
 
 def test_loss_ignores_padding_with_a_real_model() -> None:

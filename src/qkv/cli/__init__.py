@@ -8,6 +8,7 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from qkv._version import __version__
 
@@ -27,16 +28,31 @@ class CLIError(Exception):
     """A user error: printed without a traceback, exit code 2."""
 
 
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, ``qkv: error: ...`` (exit 2), instead
+    of a usage block and a second line."""
+
+    def error(self, message: str) -> NoReturn:
+        sub = self.prog.removeprefix("qkv").strip()
+        where = f"{sub}: " if sub else ""
+        self.exit(2, f"qkv: error: {where}{message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="qkv",
         description="qkv: attention mechanisms and Transformers in PyTorch.",
     )
     parser.add_argument("--version", action="version", version=f"qkv {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for name, mod in SUBCOMMANDS.items():
         importlib.import_module(mod).register(sub, name)
     return parser
+
+
+#: Exceptions that mean bad input (a flag, a file, a checkpoint), not a bug in qkv: printed
+#: as one line, exit 2. ``QKV_DEBUG=1`` shows the traceback instead.
+USER_ERRORS: tuple[type[BaseException], ...] = (CLIError, ValueError, OSError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -47,12 +63,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return int(args.func(args) or 0)
-    except (CLIError, ValueError, FileNotFoundError) as e:
-        # bad input (unknown task, missing/ill-formed data, bad checkpoint): no traceback
+    except USER_ERRORS as e:
         if os.environ.get("QKV_DEBUG"):
             raise
-        print(f"qkv {args.command}: error: {e}", file=sys.stderr)
+        print(f"qkv: error: {_one_line(e)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as e:
+        if os.environ.get("QKV_DEBUG"):
+            raise
+        msg = str(e) or "interrupted"
+        print(f"\nqkv: {msg}", file=sys.stderr)
+        return 130
 
 
-__all__ = ["SUBCOMMANDS", "CLIError", "build_parser", "main"]
+def _one_line(e: BaseException) -> str:
+    text = str(e) or type(e).__name__
+    if isinstance(e, OSError) and e.filename is not None and e.strerror:
+        text = f"{e.filename}: {e.strerror}"
+    return " ".join(text.split())
+
+
+__all__ = ["SUBCOMMANDS", "USER_ERRORS", "CLIError", "Parser", "build_parser", "main"]

@@ -11,6 +11,9 @@ from typing import Any
 
 from qkv.cli import CLIError
 
+#: marks a directory written by ``qkv demo`` (which it may replace)
+DEMO_MARKER = ".qkv-demo"
+
 #: the demo's recipe: small enough for 2 CPU cores in ~2 minutes, big enough for >= 95 BLEU
 DEMO_TRAIN: dict[str, Any] = {
     "steps": 1200,
@@ -47,7 +50,12 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     )
     p.add_argument("--samples", type=int, default=8, help="sample translations to print")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--force", action="store_true", help="replace an existing --out run")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace --out even when it holds something other than a demo run (a previous "
+        "demo's output is always replaced)",
+    )
     p.set_defaults(func=run)
 
 
@@ -62,14 +70,21 @@ def _table(rows: list[tuple[str, ...]], headers: tuple[str, ...]) -> str:
 def run(args: argparse.Namespace) -> int:
     import shutil
 
-    from qkv.tasks import build_trainer
+    from qkv.tasks import build_trainer, get_task
     from qkv.training import TrainConfig
 
     out = Path(args.out)
-    if (out / "latest").exists():
-        if not args.force:
-            raise CLIError(f"{out} already holds a demo run; pass --force to replace it")
-        shutil.rmtree(out)
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {out} is a file; give a directory")
+    if out.is_dir() and any(out.iterdir()):
+        if not ((out / DEMO_MARKER).is_file() or args.force):
+            raise CLIError(
+                f"--out {out} holds files that are not a qkv demo run; choose another --out "
+                f"or pass --force to replace them"
+            )
+        shutil.rmtree(out)  # the previous demo: the main job runs afresh every time
+    out.mkdir(parents=True, exist_ok=True)
+    (out / DEMO_MARKER).write_text("a qkv demo run (qkv demo replaces this directory)\n")
     t0 = time.perf_counter()
     cfg = TrainConfig(
         **{
@@ -80,8 +95,9 @@ def run(args: argparse.Namespace) -> int:
             "progress": not args.no_progress,
         }
     )
-    trainer = build_trainer("synthetic", cfg, out)
-    task, model = trainer.task, trainer.model
+    task = get_task("synthetic")
+    trainer = build_trainer(task, cfg, out)
+    model = trainer.model
     print(
         f"qkv demo: training a {sum(p.numel() for p in model.parameters()):,}-parameter "
         f"Transformer on {len(trainer.train_examples):,} synthetic sentence pairs "
@@ -89,7 +105,6 @@ def run(args: argparse.Namespace) -> int:
     )
     summary = trainer.fit()
     train_s = time.perf_counter() - t0
-    model.eval()
     greedy = task.evaluate(model, "test", beam_size=1)
     beam = task.evaluate(model, "test", beam_size=4)
     test = task.examples("test")

@@ -1,122 +1,201 @@
-"""``qkv train``: train a model on a task (single process, or DDP under torchrun)."""
+"""``qkv train``: train a model on a task (single process, or DDP under torchrun).
+
+The training flags are generated from :class:`qkv.training.TrainConfig` (one source of
+defaults and help); the data flags fill :class:`qkv.tasks.TaskOptions`.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 from qkv.cli import CLIError
-from qkv.cli._common import parse_overrides
+from qkv.cli._common import _int, add_config_args, given_fields, parse_overrides
+from qkv.models.config import CONFIG_CLASSES
+from qkv.tasks import TASKS, TaskOptions, build_trainer
+from qkv.training import TrainConfig
+from qkv.training.trainer import TrainingInterrupted
+
+#: data flag -> TaskOptions field (extra options go to ``TaskOptions.extra``)
+DATA_FLAGS: dict[str, str] = {
+    "data": "data",
+    "data_seed": "seed",
+    "n_train": "n_train",
+    "max_len": "max_len",
+    "tokenizer": "tokenizer",
+    "vocab_size": "vocab_size",
+}
+EXTRA_FLAGS = ("attention",)
+DEFAULT_TASK = "synthetic"
 
 
 def register(sub: argparse._SubParsersAction, name: str) -> None:
-    from qkv.tasks import TASKS
-
     p = sub.add_parser(
         name,
         help="train a model on a task",
         description="Train a model on a task. Under `torchrun --nproc_per_node=N -m qkv train "
-        "...` the global batch is split over N processes (DDP; gloo on CPU, nccl on GPU).",
+        "...` the global batch is split over N processes (DDP; gloo on CPU, nccl on GPU). "
+        "Ctrl-C saves a checkpoint and prints how to resume.",
     )
-    p.add_argument("--task", default="synthetic", help=f"one of: {', '.join(sorted(TASKS))}")
-    p.add_argument("--data", help="data file (translate: pairs.tsv; lm: text file)")
-    p.add_argument("--out", default=None, help="run directory (default: runs/TASK)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
-    p.add_argument("--preset", help="model preset sized to the task (default: the task's own)")
-    p.add_argument("--model", action="append", metavar="KEY=VALUE", help="model config override")
-    p.add_argument("--attention", help="attention pattern for tasks that take one (listops)")
+    p.add_argument(
+        "--task",
+        default=argparse.SUPPRESS,
+        help=f"one of: {', '.join(sorted(TASKS))} (default: {DEFAULT_TASK}; a resumed run "
+        "keeps its own)",
+    )
+    p.add_argument(
+        "--out", default=None, help="run directory (default: runs/TASK); one run per directory"
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out exactly: its task, model and settings come from its "
+        "checkpoint; only --steps, evaluation/save/log cadence, device and threads may change",
+    )
+    m = p.add_argument_group("model")
+    m.add_argument("--preset", help="a model preset sized to the task (default: the task's own)")
+    m.add_argument(
+        "--model",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a model config field, e.g. d_model=128 (repeatable; `--model help` lists them)",
+    )
+    m.add_argument(
+        "--init-from", metavar="DIR", help="start from the weights of a qkv checkpoint or run"
+    )
+    m.add_argument(
+        "--init-from-hf",
+        metavar="DIR",
+        help="start from the weights of a Hugging Face model directory (fine-tuning: the "
+        "architecture is the pretrained one; a new head is initialised and listed)",
+    )
     d = p.add_argument_group("data")
-    d.add_argument("--data-seed", type=int, default=0)
-    d.add_argument("--n-train", type=int)
-    d.add_argument("--max-len", type=int)
-    d.add_argument("--tokenizer", choices=["char", "word", "bpe"])
-    d.add_argument("--vocab-size", type=int)
-    t = p.add_argument_group("optimization")
-    t.add_argument("--steps", type=int, default=1000)
-    t.add_argument("--batch-size", type=int, default=64)
-    t.add_argument("--grad-accum", type=int, default=1)
-    t.add_argument("--optimizer", choices=["adam", "adamw"], default="adam")
-    t.add_argument("--lr", type=float, default=1.0, help="peak lr, or the noam factor")
-    t.add_argument("--schedule", choices=["noam", "cosine", "constant"], default="noam")
-    t.add_argument("--warmup", type=int, default=400)
-    t.add_argument("--weight-decay", type=float, default=0.0)
-    t.add_argument("--adam-eps", type=float, default=1e-9, help="Adam epsilon (paper: 1e-9)")
-    t.add_argument("--clip-norm", type=float, default=1.0)
-    t.add_argument("--label-smoothing", type=float, default=0.1)
-    t.add_argument("--seed", type=int, default=0)
-    e = p.add_argument_group("evaluation and checkpoints")
-    e.add_argument("--eval-every", type=int, default=0)
-    e.add_argument("--eval-limit", type=int)
-    e.add_argument("--eval-beam", type=int, default=1)
-    e.add_argument("--save-every", type=int, default=0)
-    e.add_argument("--keep-last", type=int, default=5)
-    e.add_argument("--average-last", type=int, default=1)
-    e.add_argument("--patience", type=int, default=0)
-    e.add_argument("--log-every", type=int, default=10)
-    r = p.add_argument_group("runtime")
-    r.add_argument("--device", default="auto")
-    r.add_argument("--amp", choices=["auto", "bf16", "off"], default="auto")
-    r.add_argument("--threads", type=int)
-    r.add_argument("--no-progress", action="store_true")
+    sup = argparse.SUPPRESS
+    d.add_argument(
+        "--data",
+        default=sup,
+        help="data file or directory (translate: pairs.tsv; lm: a text file; fashion-mnist: a "
+        "directory of the .gz files) (default: the task's own data)",
+    )
+    d.add_argument(
+        "--data-seed",
+        type=_int,
+        default=sup,
+        help="seed of data generation and splits (default: 0)",
+    )
+    d.add_argument(
+        "--n-train",
+        type=_int,
+        default=sup,
+        help="training examples (default: the task's, all of a data file)",
+    )
+    d.add_argument(
+        "--max-len", type=_int, default=sup, help="longest sequence in tokens (default: the task's)"
+    )
+    d.add_argument(
+        "--tokenizer",
+        choices=["char", "word", "bpe"],
+        default=sup,
+        help="tokenizer kind (default: the task's)",
+    )
+    d.add_argument(
+        "--vocab-size", type=_int, default=sup, help="BPE vocabulary size (default: the task's)"
+    )
+    d.add_argument(
+        "--attention",
+        default=sup,
+        help="attention pattern, for tasks that take one (listops: dense, local, bigbird)",
+    )
+    add_config_args(p, TrainConfig)
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from qkv.tasks import TaskOptions, build_trainer
-    from qkv.training import TrainConfig
+def task_options(args: argparse.Namespace) -> TaskOptions | None:
+    """The data options given on the command line, or None when none was given."""
+    given = {
+        field: getattr(args, flag) for flag, field in DATA_FLAGS.items() if hasattr(args, flag)
+    }
+    extra = {k: getattr(args, k) for k in EXTRA_FLAGS if hasattr(args, k)}
+    if not given and not extra:
+        return None
+    return TaskOptions(**given, extra=extra)
 
-    out = Path(args.out or f"runs/{args.task}")
-    if not args.resume and (out / "latest").exists():
-        raise CLIError(
-            f"{out} already holds a run; pass --resume to continue it or choose another --out"
+
+def model_fields_help() -> str:
+    """The ``--model KEY=VALUE`` fields of every model family, with their defaults."""
+    lines = ["Model config fields (--model KEY=VALUE; values are JSON, or plain strings):"]
+    for family, cls in CONFIG_CLASSES.items():
+        fields = ", ".join(
+            f"{f.name}={_default(f)}" for f in dataclasses.fields(cls) if f.name != "pruned_heads"
         )
-    cfg = TrainConfig(
-        steps=args.steps,
-        batch_size=args.batch_size,
-        grad_accum=args.grad_accum,
-        optimizer=args.optimizer,
-        lr=args.lr,
-        schedule=args.schedule,
-        warmup=args.warmup,
-        weight_decay=args.weight_decay,
-        eps=args.adam_eps,
-        clip_norm=args.clip_norm,
-        label_smoothing=args.label_smoothing,
-        eval_every=args.eval_every,
-        eval_limit=args.eval_limit,
-        eval_beam=args.eval_beam,
-        save_every=args.save_every,
-        keep_last=args.keep_last,
-        average_last=args.average_last,
-        patience=args.patience,
-        log_every=args.log_every,
-        seed=args.seed,
-        device=args.device,
-        amp=args.amp,
-        progress=not args.no_progress,
-        threads=args.threads,
-    )
-    extra = {"attention": args.attention} if args.attention else {}
-    options = TaskOptions(
-        data=args.data,
-        seed=args.data_seed,
-        n_train=args.n_train,
-        max_len=args.max_len,
-        tokenizer=args.tokenizer,
-        vocab_size=args.vocab_size,
-        extra=extra,
-    )
-    trainer = build_trainer(
-        args.task,
-        cfg,
-        out,
-        options=options,
-        preset=args.preset,
-        model_overrides=parse_overrides(args.model),
-        resume=args.resume,
-    )
-    summary = trainer.fit()
+        lines.append(f"  {family} ({cls.__name__}): {fields}")
+    lines.append("A task sizes vocab_size, max_len, n_classes and image geometry to its data.")
+    return "\n".join(lines)
+
+
+def _default(f: dataclasses.Field[Any]) -> str:
+    if f.default is not dataclasses.MISSING:
+        return json.dumps(f.default)
+    return json.dumps(f.default_factory())  # type: ignore[misc]
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {out} is a file; give a directory for the run")
+
+
+def run(args: argparse.Namespace) -> int:
+    train_given: dict[str, Any] = given_fields(args, TrainConfig)
+    options = task_options(args)
+    if args.model == ["help"]:
+        print(model_fields_help())
+        return 0
+    overrides = parse_overrides(args.model)
+    task = getattr(args, "task", None)
+    out = Path(args.out or f"runs/{task or DEFAULT_TASK}")
+    _check_out(out)
+    if args.resume:
+        trainer = build_trainer(
+            task,
+            train_given,
+            out,
+            options=options,
+            preset=args.preset,
+            model_overrides=overrides,
+            resume=True,
+        )
+    else:
+        if (out / "latest").exists():
+            raise CLIError(
+                f"--out {out} already holds a run; pass --resume to continue it or choose "
+                f"another --out"
+            )
+        trainer = build_trainer(
+            task or DEFAULT_TASK,
+            TrainConfig.from_dict({**TrainConfig().to_dict(), **train_given}),
+            out,
+            options=options or TaskOptions(),
+            preset=args.preset,
+            model_overrides=overrides,
+            init_from=args.init_from,
+            init_from_hf=args.init_from_hf,
+        )
+        report = getattr(trainer, "init_report", None)
+        if report is not None and trainer.dist.is_main:
+            print(f"qkv train: initialised from pretrained weights: {report.summary()}")
+    try:
+        summary = trainer.fit()
+    except TrainingInterrupted as e:
+        if e.checkpoint is not None:
+            what = f"checkpoint of step {e.step} saved in {out}"
+        else:
+            what = "aborted inside a step: nothing new saved"
+        latest = out / "latest"
+        how = f"; resume with: qkv train --resume --out {out}" if latest.exists() else ""
+        raise KeyboardInterrupt(f"interrupted at step {e.step}; {what}{how}") from None
     if trainer.dist.is_main:
         print(json.dumps(summary, indent=2, default=str))
     return 0

@@ -2,7 +2,16 @@
 
 from qkv.layers.feedforward import FeedForward
 from qkv.layers.head import OutputHead
+from qkv.layers.mode import evaluating
 from qkv.layers.norms import LayerNorm, RMSNorm, make_norm
 from qkv.layers.residual import Residual
 
-__all__ = ["FeedForward", "LayerNorm", "OutputHead", "RMSNorm", "Residual", "make_norm"]
+__all__ = [
+    "FeedForward",
+    "LayerNorm",
+    "OutputHead",
+    "RMSNorm",
+    "Residual",
+    "evaluating",
+    "make_norm",
+]

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from qkv import models
-from qkv.data.tokenizers import PAD_ID
+from qkv.data.batching import batched, pad_ids
 from qkv.tasks.base import Task, TaskError, TaskOptions
 
 TASK_FILE = "task.json"
@@ -76,8 +76,10 @@ def sized_config(
     default: dict[str, Any],
     sizes: dict[str, Any],
     overrides: dict[str, Any],
-) -> Any:
-    """The task's model config: its small default, or a named preset, sized to the task.
+    base: models.TransformerConfig | None = None,
+) -> models.TransformerConfig:
+    """The task's model config: its small default, a named preset, or a pretrained model's
+    config, sized to the task.
 
     Args:
         task: the task (for error messages).
@@ -86,9 +88,12 @@ def sized_config(
         default: the task's own small architecture (without the sizes).
         sizes: fields fixed by the data: vocabulary, lengths, image geometry.
         overrides: user fields; they win over everything.
+        base: a pretrained model's config (fine-tuning): its architecture is kept, the
+            task's sizes are applied, except a longer ``max_len`` (learned positions keep
+            their table).
 
     Raises:
-        TaskError: a preset of another family than the task needs.
+        TaskError: a preset or base of another family than the task needs, or both given.
     """
     cls = {
         "seq2seq": models.Seq2SeqConfig,
@@ -96,13 +101,25 @@ def sized_config(
         "encoder": models.EncoderConfig,
         "vit": models.ViTConfig,
     }[family]
+    if base is not None:
+        if preset is not None:
+            raise TaskError(f"task {task.name!r}: give a preset or a pretrained model, not both")
+        if base.family != family:
+            raise TaskError(
+                f"task {task.name!r} needs a {family!r} model, but the pretrained model is a "
+                f"{base.family!r} model"
+            )
+        fitted = dict(sizes)
+        if "max_len" in fitted and getattr(base, "max_len", 0) >= fitted["max_len"]:
+            del fitted["max_len"]
+        return cls.from_dict({**base.to_dict(), **fitted, **overrides})
     if preset is None:
         return cls.from_dict({**default, **sizes, **overrides})
-    base = models.preset_config(preset)
-    if base.family != family:
+    found = models.preset_config(preset)
+    if found.family != family:
         raise TaskError(
             f"task {task.name!r} needs a {family!r} model, but preset {preset!r} is a "
-            f"{base.family!r} model"
+            f"{found.family!r} model"
         )
     return models.preset_config(preset, **{**sizes, **overrides})
 
@@ -111,27 +128,6 @@ def model_device(model: nn.Module) -> torch.device:
     """The device of a model's first parameter (CPU for a model without parameters)."""
     p = next(model.parameters(), None)
     return p.device if p is not None else torch.device("cpu")
-
-
-def batched(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
-    """Consecutive slices of at most ``size`` items."""
-    if size < 1:
-        raise ValueError(f"batch size must be >= 1, got {size}")
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
-
-def pad_ids(seqs: Sequence[Sequence[int]], pad: int = PAD_ID) -> tuple[Tensor, Tensor]:
-    """Right-pad id lists into ``(ids, mask)``, both ``(b, s)``; mask True = real token.
-
-    The width is at least 1, so a batch of empty sequences is still a valid tensor.
-    """
-    width = max([1, *(len(s) for s in seqs)])
-    ids = torch.tensor([[*s, *([pad] * (width - len(s)))] for s in seqs], dtype=torch.long)
-    ids = ids.reshape(len(seqs), width)  # (b, s), also when the batch is empty
-    lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
-    mask = torch.arange(width)[None, :] < lengths[:, None]  # (b, s)
-    return ids, mask
 
 
 def read_text_file(path: str | Path, what: str) -> str:

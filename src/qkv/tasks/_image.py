@@ -1,5 +1,6 @@
 """Shared machinery of the image-classification tasks (``digits``, ``fashion-mnist``): a ViT
-on grey images, cross entropy over the batch, accuracy."""
+on grey images (the loss, accuracy and top classes come from
+:class:`~qkv.tasks._classify.ClassifyTask`)."""
 
 from __future__ import annotations
 
@@ -9,21 +10,20 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, overload
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from qkv.data import metrics
+from qkv.models import TransformerConfig
+from qkv.tasks._classify import ClassifyTask
 from qkv.tasks._common import (
     check_choice,
     check_extra,
     check_positive,
-    model_device,
     sized_config,
     write_task_file,
 )
 from qkv.tasks._seq2seq import SPLITS
-from qkv.tasks.base import Task, TaskError, TaskOptions
-from qkv.training.objective import LossOutput
+from qkv.tasks.base import TaskError, TaskOptions
+from qkv.training.objective import Batch
 
 Split = Literal["train", "valid", "test"]
 
@@ -79,11 +79,10 @@ def shuffled_split(n: int, sizes: Sequence[int], seed: int, what: str) -> list[T
     return out
 
 
-class ImageTask(Task):
+class ImageTask(ClassifyTask):
     """Base of the grey-image classification tasks. Subclasses set the geometry class
     attributes and implement :meth:`_make_splits`."""
 
-    kind = "classify"
     image_size: ClassVar[int]
     in_channels: ClassVar[int] = 1
     class_names: ClassVar[tuple[str, ...]]
@@ -101,10 +100,6 @@ class ImageTask(Task):
             raise TaskError(f"task {self.name!r} reads images: it takes no tokenizer option")
         self._splits: dict[str, ImageExamples] | None = None
 
-    @property
-    def n_classes(self) -> int:
-        return len(self.class_names)
-
     @abc.abstractmethod
     def _make_splits(self) -> dict[str, ImageExamples]:
         """The train/valid/test examples (deterministic given the options)."""
@@ -116,17 +111,17 @@ class ImageTask(Task):
             self._splits = self._make_splits()
         return self._splits[split]
 
-    def collate(self, examples: Sequence[tuple[Tensor, int]]) -> dict[str, Tensor]:
-        """``images`` ``(b, c, H, W)`` float and ``labels`` ``(b,)`` long."""
+    def collate(self, examples: Sequence[tuple[Tensor, int]]) -> Batch:
+        """``inputs`` ``(b, c, H, W)`` float images and ``labels`` ``(b,)`` long."""
+        if isinstance(examples, ImageExamples):  # a slice: stack the stored uint8 at once
+            return {"inputs": examples.images.float() / examples.scale, "labels": examples.labels}
         images = torch.stack([x for x, _ in examples])
         labels = torch.tensor([y for _, y in examples], dtype=torch.long)
-        return {"images": images, "labels": labels}
+        return {"inputs": images, "labels": labels}
 
-    def n_tokens(self, batch: dict[str, Tensor]) -> int:
-        """Images in the batch."""
-        return int(batch["labels"].numel())
-
-    def model_config(self, preset: str | None = None, **overrides: Any) -> Any:
+    def model_config(
+        self, preset: str | None = None, *, base: TransformerConfig | None = None, **overrides: Any
+    ) -> TransformerConfig:
         """A :class:`~qkv.models.ViTConfig` for the task's image size, channels and classes,
         with the task's patch size (presets are sized for larger images; pass
         ``patch_size=`` to choose another).
@@ -140,53 +135,7 @@ class ImageTask(Task):
             "n_classes": self.n_classes,
             "patch_size": self.default_patch,
         }
-        return sized_config(self, "vit", preset, self.default_model, sizes, overrides)
-
-    def loss(
-        self, model: nn.Module, batch: dict[str, Tensor], *, label_smoothing: float = 0.0
-    ) -> LossOutput:
-        """Cross entropy summed over the batch; ``n`` = batch size."""
-        logits = model(batch["images"])  # (b, n_classes)
-        labels = batch["labels"]
-        loss_sum = F.cross_entropy(logits, labels, reduction="sum", label_smoothing=label_smoothing)
-        correct = (logits.detach().argmax(-1) == labels).sum()
-        return LossOutput(loss_sum, int(labels.numel()), {"accuracy": float(correct)})
-
-    @torch.no_grad()
-    def evaluate(
-        self,
-        model: nn.Module,
-        split: Split = "valid",
-        *,
-        batch_size: int = 64,
-        limit: int | None = None,
-        beam_size: int = 1,
-    ) -> dict[str, float]:
-        """``accuracy`` (0-100, headline) and mean ``loss`` on (the first ``limit`` images
-        of) a split. ``beam_size`` is ignored.
-
-        Raises:
-            TaskError: the split is empty.
-        """
-        data = self.examples(split)[:limit]
-        if len(data) == 0:
-            raise TaskError(f"task {self.name!r}: split {split!r} has no examples to evaluate")
-        was_training = model.training
-        model.eval()
-        total, preds, labels = 0.0, [], []
-        try:
-            device = model_device(model)
-            for start in range(0, len(data), batch_size):
-                part = data[start : start + batch_size]
-                images = part.images.to(device).float() / part.scale
-                y = part.labels.to(device)
-                logits = model(images)  # (b, n_classes)
-                total += float(F.cross_entropy(logits, y, reduction="sum"))
-                preds += logits.argmax(-1).tolist()
-                labels += y.tolist()
-        finally:
-            model.train(was_training)
-        return {"accuracy": metrics.accuracy(preds, labels), "loss": total / len(labels)}
+        return sized_config(self, "vit", preset, self.default_model, sizes, overrides, base)
 
     def save(self, directory: Path) -> None:
         """Write ``task.json`` (with the class names)."""

@@ -13,13 +13,12 @@ so position ``t`` predicts ``y_{t+1}`` from ``y_{<=t}`` (the causal mask lives i
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal, NamedTuple
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 
 from qkv.data import metrics
 from qkv.data.tokenizers import (
@@ -31,6 +30,8 @@ from qkv.data.tokenizers import (
     train_tokenizer,
 )
 from qkv.generation import generate
+from qkv.layers.mode import evaluating
+from qkv.models import TransformerConfig
 from qkv.tasks._common import (
     batched,
     check_choice,
@@ -42,7 +43,9 @@ from qkv.tasks._common import (
     write_task_file,
 )
 from qkv.tasks.base import Task, TaskError, TaskOptions
-from qkv.training.objective import LossOutput
+from qkv.training.evaluate import evaluate_sums
+from qkv.training.objective import Batch, LossOutput
+from qkv.training.objectives import Seq2SeqObjective
 
 Split = Literal["train", "valid", "test"]
 SPLITS: tuple[Split, ...] = ("train", "valid", "test")
@@ -102,6 +105,7 @@ class Seq2SeqTask(Task):
         self._src_tok: Tokenizer | None = None
         self._tgt_tok: Tokenizer | None = None
         self._cache: dict[tuple[bool, str], list[int]] = {}
+        self._objective = Seq2SeqObjective()
 
     # -- data ----------------------------------------------------------------------------
     @abc.abstractmethod
@@ -164,37 +168,31 @@ class Seq2SeqTask(Task):
             ids = self._cache[key] = tok.encode(text)[: self.max_len]
         return ids
 
-    def collate(self, examples: Sequence[Pair]) -> dict[str, Tensor]:
-        """Teacher-forcing batch of ``(src, tgt)`` pairs.
+    def collate(self, examples: Sequence[Pair]) -> Batch:
+        """Teacher-forcing batch of ``(src, tgt)`` text pairs (see
+        :class:`~qkv.training.objectives.Seq2SeqObjective`).
 
         Returns:
             ``src`` ``(b, s_src)`` ids and ``src_padding_mask`` (True = real token);
             ``tgt_in`` ``(b, s_tgt)`` = ``[BOS] + tgt``; ``tgt_out`` = ``tgt + [EOS]``;
-            ``tgt_padding_mask`` True where ``tgt_in`` (equally ``tgt_out``) is real. Padding is
-            ``PAD_ID`` (0), right-aligned.
+            ``tgt_padding_mask`` True where ``tgt_in`` (equally ``tgt_out``) is real.
+            Padding is ``PAD_ID`` (0), right-aligned.
         """
-        src = [self._encode(p[0], False) for p in examples]
-        tgt = [self._encode(p[1], True) for p in examples]
-        src_ids, src_padding_mask = pad_ids(src)
-        tgt_in, tgt_padding_mask = pad_ids([[BOS_ID, *t] for t in tgt])
-        tgt_out, _ = pad_ids([[*t, EOS_ID] for t in tgt])
-        return {
-            "src": src_ids,
-            "src_padding_mask": src_padding_mask,
-            "tgt_in": tgt_in,
-            "tgt_out": tgt_out,
-            "tgt_padding_mask": tgt_padding_mask,
-        }
+        return self._objective.collate(
+            [(self._encode(p[0], False), self._encode(p[1], True)) for p in examples]
+        )
 
-    def n_tokens(self, batch: dict[str, Tensor]) -> int:
+    def n_tokens(self, batch: Batch) -> int:
         """Real source plus target tokens."""
-        return int(batch["src_padding_mask"].sum()) + int(batch["tgt_padding_mask"].sum())
+        return self._objective.n_tokens(batch)
 
     # -- model ---------------------------------------------------------------------------
-    def model_config(self, preset: str | None = None, **overrides: Any) -> Any:
+    def model_config(
+        self, preset: str | None = None, *, base: TransformerConfig | None = None, **overrides: Any
+    ) -> TransformerConfig:
         """A :class:`~qkv.models.Seq2SeqConfig` sized to the vocabularies and ``max_len``
-        (``max_len + 1`` positions: BOS/EOS included), from :attr:`default_model` or a
-        ``transformer-*`` preset.
+        (``max_len + 1`` positions: BOS/EOS included), from :attr:`default_model`, a
+        ``transformer-*`` preset or a pretrained ``base``.
 
         Raises:
             TaskError: a preset of another model family.
@@ -206,36 +204,23 @@ class Seq2SeqTask(Task):
         }
         if not self.shared_vocab:
             sizes |= {"tgt_vocab_size": self.tgt_tokenizer.vocab_size, "share_embeddings": False}
-        return sized_config(self, "seq2seq", preset, self.default_model, sizes, overrides)
+        return sized_config(self, "seq2seq", preset, self.default_model, sizes, overrides, base)
 
     # -- objective and metrics -----------------------------------------------------------
-    def loss(
-        self, model: nn.Module, batch: dict[str, Tensor], *, label_smoothing: float = 0.0
-    ) -> LossOutput:
+    def loss(self, model: nn.Module, batch: Batch, *, label_smoothing: float = 0.0) -> LossOutput:
         """Cross entropy summed over the real target tokens (padding ignored), with label
         smoothing (Szegedy et al. 2016): the target distribution is
         ``(1 - eps) * onehot + eps / V``.
 
         Returns:
-            ``LossOutput(loss_sum, n=real target tokens, logs={"token_acc": correct})``.
+            ``LossOutput(loss_sum, n=real target tokens, logs={"correct": ...})``.
         """
-        logits = model(
-            batch["src"],
-            batch["tgt_in"],
-            src_padding_mask=batch["src_padding_mask"],
-            tgt_padding_mask=batch["tgt_padding_mask"],
-        )  # (b, s_tgt, V)
-        target = batch["tgt_out"]  # (b, s_tgt)
-        loss_sum = F.cross_entropy(
-            logits.flatten(0, 1),
-            target.flatten(),
-            ignore_index=PAD_ID,
-            reduction="sum",
-            label_smoothing=label_smoothing,
-        )
-        real = target != PAD_ID
-        correct = ((logits.detach().argmax(-1) == target) & real).sum()
-        return LossOutput(loss_sum, int(real.sum()), {"token_acc": float(correct)})
+        return self._objective.loss(model, batch, label_smoothing=label_smoothing)
+
+    def metrics(self, loss_sum: float, n: int, logs: Mapping[str, float]) -> dict[str, float]:
+        """Teacher-forced ``loss``, ``ppl`` and ``token_acc`` (what the trainer logs when it
+        is not given the task's own :meth:`evaluate`)."""
+        return self._objective.metrics(loss_sum, n, logs)
 
     def _metric_text(self, text: str) -> str:
         """How a hypothesis/reference is shown to BLEU and chrF (subclasses may space out
@@ -275,7 +260,6 @@ class Seq2SeqTask(Task):
                 out[i] = self.tgt_tokenizer.decode(toks)
         return out
 
-    @torch.no_grad()
     def evaluate(
         self,
         model: nn.Module,
@@ -302,22 +286,13 @@ class Seq2SeqTask(Task):
         pairs = self.examples(split)[:limit]
         if not pairs:
             raise TaskError(f"task {self.name!r}: split {split!r} has no examples to evaluate")
-        was_training = model.training
-        model.eval()
-        try:
-            device = model_device(model)
-            total, n = 0.0, 0
-            for chunk in batched(pairs, batch_size):
-                batch = {k: v.to(device) for k, v in self.collate(chunk).items()}
-                out = self.loss(model, batch)
-                total, n = total + float(out.loss_sum), n + out.n
-            refs: dict[str, list[str]] = {}
-            for p in pairs:
-                refs.setdefault(p[0], []).append(p[1])
-            sources = list(refs)
+        total, n, _ = evaluate_sums(model, self, pairs, batch_size=batch_size)
+        refs: dict[str, list[str]] = {}
+        for p in pairs:
+            refs.setdefault(p[0], []).append(p[1])
+        sources = list(refs)
+        with evaluating(model):
             hyps = self.generate_texts(model, sources, batch_size=batch_size, beam_size=beam_size)
-        finally:
-            model.train(was_training)
         h = [self._metric_text(x) for x in hyps]
         r = [[self._metric_text(x) for x in refs[s]] for s in sources]
         scores = {

@@ -9,15 +9,16 @@ normalize exactly), and evaluates a model with the task's own metrics.
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-import torch
-from torch import Tensor, nn
+from torch import nn
 
-from qkv.training.objective import LossOutput
+from qkv.models import TransformerConfig
+from qkv.training.evaluate import evaluate_objective
+from qkv.training.objective import Batch, LossOutput, loss_metrics
 
 TaskKind = Literal["seq2seq", "lm", "classify"]
 
@@ -59,7 +60,9 @@ class TaskError(ValueError):
 
 
 class Task(abc.ABC):
-    """Base class of every task. Subclasses set ``name`` and ``kind``."""
+    """Base class of every task: an :class:`~qkv.training.Objective` (``collate``, ``loss``,
+    ``n_tokens``, ``metrics``) plus its data, model config, evaluation, prediction and
+    persistence. Subclasses set ``name`` and ``kind``."""
 
     name: ClassVar[str]
     kind: ClassVar[TaskKind]
@@ -73,28 +76,31 @@ class Task(abc.ABC):
         """The examples of a split (deterministic given the options)."""
 
     @abc.abstractmethod
-    def collate(self, examples: Sequence[Any]) -> dict[str, Tensor]:
+    def collate(self, examples: Sequence[Any]) -> Batch:
         """Pad and stack examples into the tensors ``loss`` needs."""
 
-    def n_tokens(self, batch: dict[str, Tensor]) -> int:
+    def n_tokens(self, batch: Batch) -> int:
         """Tokens processed in a batch, for tokens/s (default: all target tokens)."""
         return int(next(iter(batch.values())).numel())
 
     # -- model ---------------------------------------------------------------------------
     @abc.abstractmethod
-    def model_config(self, preset: str | None = None, **overrides: Any) -> Any:
-        """The model config for this task: a preset (sized to the task's vocabulary and
-        lengths) or the task's own small default."""
+    def model_config(
+        self, preset: str | None = None, *, base: TransformerConfig | None = None, **overrides: Any
+    ) -> TransformerConfig:
+        """The model config for this task: the task's own small default, a preset, or
+        ``base`` (a pretrained model's config), sized to the task's vocabulary, lengths or
+        classes, with ``overrides`` applied last."""
 
     # -- objective and metrics -----------------------------------------------------------
     @abc.abstractmethod
-    def loss(
-        self, model: nn.Module, batch: dict[str, Tensor], *, label_smoothing: float = 0.0
-    ) -> LossOutput:
+    def loss(self, model: nn.Module, batch: Batch, *, label_smoothing: float = 0.0) -> LossOutput:
         """Summed training loss of a batch (teacher forcing for sequence outputs)."""
 
-    @abc.abstractmethod
-    @torch.no_grad()
+    def metrics(self, loss_sum: float, n: int, logs: Mapping[str, float]) -> dict[str, float]:
+        """Metrics of summed losses and logs (default: ``loss`` and ``ppl``)."""
+        return loss_metrics(loss_sum, n)
+
     def evaluate(
         self,
         model: nn.Module,
@@ -104,16 +110,29 @@ class Task(abc.ABC):
         limit: int | None = None,
         beam_size: int = 1,
     ) -> dict[str, float]:
-        """The task's metrics on a split (e.g. BLEU, exact match, perplexity, accuracy).
+        """The task's metrics on (the first ``limit`` examples of) a split: by default
+        :meth:`metrics` of the summed loss (:func:`qkv.training.evaluate_objective`);
+        generative tasks add BLEU and the like. ``beam_size`` is for those.
 
         The first key is the task's headline metric (higher is better unless its name
         ends in ``loss``, ``ppl`` or ``bpc``).
+
+        Raises:
+            TaskError: the split is empty.
         """
+        data = self.examples(split)[:limit]
+        if len(data) == 0:
+            raise TaskError(f"task {self.name!r}: split {split!r} has no examples to evaluate")
+        return evaluate_objective(model, self, data, batch_size=batch_size)
 
     # -- inference on raw text (qkv generate) --------------------------------------------
     def predict(self, model: nn.Module, inputs: Sequence[str], **generate_kwargs: Any) -> list[str]:
-        """Turn raw inputs into outputs (translations, continuations, labels)."""
-        raise NotImplementedError(f"task {self.name!r} does not support text prediction")
+        """Turn raw inputs into outputs (translations, continuations, labels).
+
+        Raises:
+            TaskError: a task whose inputs are not text.
+        """
+        raise TaskError(f"task {self.name!r} does not take text inputs")
 
     # -- persistence (saved inside a checkpoint) -----------------------------------------
     def save(self, directory: Path) -> None:

@@ -24,32 +24,32 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from qkv import masks
 from qkv.data import listops as lo
-from qkv.data import metrics
+from qkv.models import TransformerConfig
+from qkv.tasks._classify import ClassifyTask
 from qkv.tasks._common import (
     check_choice,
     check_extra,
     check_positive,
-    model_device,
     pad_ids,
     sized_config,
     write_task_file,
 )
-from qkv.tasks.base import LossOutput, Task, TaskError, TaskOptions
+from qkv.tasks.base import TaskError, TaskOptions
+from qkv.training.objective import Batch
 
 Split = Literal["train", "valid", "test"]
 PATTERNS = ("dense", "local", "bigbird")
 
 
-class ListOpsTask(Task):
+class ListOpsTask(ClassifyTask):
     """ListOps classification with a chosen attention pattern (see the module docstring)."""
 
     name = "listops"
-    kind = "classify"
+    class_names: ClassVar[tuple[str, ...]] = tuple(str(i) for i in range(10))
     default_sizes: ClassVar[dict[str, int]] = {"train": 5000, "valid": 500, "test": 500}
     default_model: ClassVar[dict[str, Any]] = {
         "d_model": 64,
@@ -108,16 +108,18 @@ class ListOpsTask(Task):
         return self._splits[split]
 
     def collate(self, examples: Sequence[tuple[list[int], int]]) -> dict[str, Tensor]:
-        """``input_ids`` ``(b, s)``, ``padding_mask`` ``(b, s)`` (True = real), ``labels``."""
+        """``inputs`` ``(b, s)`` ids, ``padding_mask`` ``(b, s)`` (True = real), ``labels``."""
         ids, mask = pad_ids([x for x, _ in examples], pad=lo.PAD_ID)
         labels = torch.tensor([y for _, y in examples], dtype=torch.long)
-        return {"input_ids": ids, "padding_mask": mask, "labels": labels}
+        return {"inputs": ids, "padding_mask": mask, "labels": labels}
 
-    def n_tokens(self, batch: dict[str, Tensor]) -> int:
+    def n_tokens(self, batch: Batch) -> int:
         return int(batch["padding_mask"].sum())
 
     # -- model ---------------------------------------------------------------------------
-    def model_config(self, preset: str | None = None, **overrides: Any) -> Any:
+    def model_config(
+        self, preset: str | None = None, *, base: TransformerConfig | None = None, **overrides: Any
+    ) -> TransformerConfig:
         """An :class:`~qkv.models.EncoderConfig` classifier (``n_classes=10``)."""
         sizes = {
             "vocab_size": len(lo.VOCAB),
@@ -125,7 +127,7 @@ class ListOpsTask(Task):
             "pad_token_id": lo.PAD_ID,
             "n_classes": lo.NUM_CLASSES,
         }
-        return sized_config(self, "encoder", preset, self.default_model, sizes, overrides)
+        return sized_config(self, "encoder", preset, self.default_model, sizes, overrides, base)
 
     def pattern(self, padding_mask: Tensor) -> masks.Mask:
         """The attention pattern of a batch, padding included, as a lazy mask."""
@@ -136,51 +138,10 @@ class ListOpsTask(Task):
             return (masks.sliding_window(self.window) | masks.global_tokens([0])) & pad
         return masks.bigbird(self.block, 3, 1, 2, seed=self.options.seed) & pad
 
-    def logits(self, model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
-        out = model(batch["input_ids"], mask=self.pattern(batch["padding_mask"]))
+    def logits(self, model: nn.Module, batch: Batch) -> Tensor:
+        """``(b, 10)`` logits, every layer attending with the task's pattern."""
+        out = model(batch["inputs"], mask=self.pattern(batch["padding_mask"]))
         return out.logits  # (b, 10)
-
-    # -- objective and metrics -----------------------------------------------------------
-    def loss(
-        self, model: nn.Module, batch: dict[str, Tensor], *, label_smoothing: float = 0.0
-    ) -> LossOutput:
-        """Cross entropy summed over the batch; ``n`` = batch size."""
-        logits = self.logits(model, batch)
-        labels = batch["labels"]
-        loss_sum = F.cross_entropy(logits, labels, reduction="sum", label_smoothing=label_smoothing)
-        return LossOutput(loss_sum, int(labels.numel()))
-
-    @torch.no_grad()
-    def evaluate(
-        self,
-        model: nn.Module,
-        split: Split = "valid",
-        *,
-        batch_size: int = 64,
-        limit: int | None = None,
-        beam_size: int = 1,
-    ) -> dict[str, float]:
-        """``accuracy`` (0-100, headline) and mean ``loss``."""
-        data = self.examples(split)[:limit]
-        if not data:
-            raise TaskError(f"task 'listops': split {split!r} has no examples to evaluate")
-        was_training = model.training
-        model.eval()
-        device = model_device(model)
-        total, preds, labels = 0.0, [], []
-        try:
-            for start in range(0, len(data), batch_size):
-                batch = {
-                    k: v.to(device)
-                    for k, v in self.collate(data[start : start + batch_size]).items()
-                }
-                logits = self.logits(model, batch)
-                total += float(F.cross_entropy(logits, batch["labels"], reduction="sum"))
-                preds += logits.argmax(-1).tolist()
-                labels += batch["labels"].tolist()
-        finally:
-            model.train(was_training)
-        return {"accuracy": metrics.accuracy(preds, labels), "loss": total / len(labels)}
 
     def predict(self, model: nn.Module, inputs: Sequence[str], **_: Any) -> list[str]:
         """The predicted value of each expression (``"[MAX 2 9 ]"`` -> ``"9"``)."""
@@ -188,9 +149,7 @@ class ListOpsTask(Task):
             data = [([lo.CLS_ID, *lo.encode(text)], 0) for text in inputs]
         except ValueError as e:
             raise TaskError(str(e)) from None
-        batch = {k: v.to(model_device(model)) for k, v in self.collate(data).items()}
-        with torch.no_grad():
-            return [str(i) for i in self.logits(model.eval(), batch).argmax(-1).tolist()]
+        return [top[0][0] for top in self.top_classes(model, data, k=1)]
 
     def save(self, directory: Path) -> None:
         write_task_file(self, Path(directory), {"vocab": list(lo.VOCAB)})

@@ -24,25 +24,26 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 
 from qkv.data import metrics
 from qkv.data.tokenizers import PAD_ID, BPETokenizer, CharTokenizer, Tokenizer
 from qkv.generation import generate
+from qkv.models import TransformerConfig
 from qkv.tasks._common import (
-    batched,
     check_choice,
     check_extra,
     check_positive,
     model_device,
-    pad_ids,
     read_text_file,
     sized_config,
     write_task_file,
 )
 from qkv.tasks._seq2seq import SPLITS
-from qkv.tasks.base import LossOutput, Task, TaskError, TaskOptions
+from qkv.tasks.base import Task, TaskError, TaskOptions
+from qkv.training.evaluate import evaluate_sums
+from qkv.training.objective import Batch, LossOutput
+from qkv.training.objectives import LMObjective
 
 Split = Literal["train", "valid", "test"]
 CORPORA = ("pydoc", "kjv")
@@ -141,6 +142,7 @@ class LMTask(Task):
         self._texts: dict[str, str] | None = None
         self._tokenizer: Tokenizer | None = None
         self._chunks: dict[str, list[list[int]]] = {}
+        self._objective = LMObjective()
 
     # -- data ----------------------------------------------------------------------------
     def text(self) -> str:
@@ -192,18 +194,18 @@ class LMTask(Task):
             self._chunks[split] = chunk_ids(self.encode_text(self.texts()[split]), self.max_len)
         return self._chunks[split]
 
-    def collate(self, examples: Sequence[Sequence[int]]) -> dict[str, Tensor]:
+    def collate(self, examples: Sequence[Sequence[int]]) -> Batch:
         """``input_ids`` = chunk[:-1], ``labels`` = chunk[1:], ``padding_mask`` True on
         real tokens; all ``(b, s)``, right-padded with PAD (ignored by the loss)."""
-        input_ids, mask = pad_ids([c[:-1] for c in examples])
-        labels, _ = pad_ids([c[1:] for c in examples])
-        return {"input_ids": input_ids, "padding_mask": mask, "labels": labels}
+        return self._objective.collate(examples)
 
-    def n_tokens(self, batch: dict[str, Tensor]) -> int:
-        return int(batch["padding_mask"].sum())
+    def n_tokens(self, batch: Batch) -> int:
+        return self._objective.n_tokens(batch)
 
     # -- model ---------------------------------------------------------------------------
-    def model_config(self, preset: str | None = None, **overrides: Any) -> Any:
+    def model_config(
+        self, preset: str | None = None, *, base: TransformerConfig | None = None, **overrides: Any
+    ) -> TransformerConfig:
         """An :class:`~qkv.models.LMConfig` sized to the vocabulary and ``max_len``.
 
         Raises:
@@ -214,30 +216,19 @@ class LMTask(Task):
             "max_len": self.max_len,
             "pad_token_id": PAD_ID,
         }
-        return sized_config(self, "lm", preset, self.default_model, sizes, overrides)
+        return sized_config(self, "lm", preset, self.default_model, sizes, overrides, base)
 
     # -- objective and metrics -----------------------------------------------------------
-    def loss(
-        self, model: nn.Module, batch: dict[str, Tensor], *, label_smoothing: float = 0.0
-    ) -> LossOutput:
+    def loss(self, model: nn.Module, batch: Batch, *, label_smoothing: float = 0.0) -> LossOutput:
         """Next-token cross entropy summed over the real label tokens."""
-        logits = model(batch["input_ids"], padding_mask=batch["padding_mask"])  # (b, s, V)
-        labels = batch["labels"]
-        loss_sum = F.cross_entropy(
-            logits.flatten(0, 1),
-            labels.flatten(),
-            ignore_index=PAD_ID,
-            reduction="sum",
-            label_smoothing=label_smoothing,
-        )
-        return LossOutput(loss_sum, int((labels != PAD_ID).sum()))
+        return self._objective.loss(model, batch, label_smoothing=label_smoothing)
 
-    def _n_chars(self, labels: Tensor) -> int:
+    def n_chars(self, chunk: Sequence[int]) -> int:
+        """Characters of the text a chunk's labels (``chunk[1:]``) decode to."""
         if isinstance(self.tokenizer, CharTokenizer):
-            return int((labels != PAD_ID).sum())
-        return sum(len(self.tokenizer.decode(row)) for row in labels.tolist())
+            return len(chunk) - 1
+        return len(self.tokenizer.decode(chunk[1:]))
 
-    @torch.no_grad()
     def evaluate(
         self,
         model: nn.Module,
@@ -259,18 +250,8 @@ class LMTask(Task):
         chunks = self.examples(split)[:limit]
         if not chunks:
             raise TaskError(f"task 'lm': split {split!r} has no text to evaluate")
-        was_training = model.training
-        model.eval()
-        total, n, n_chars = 0.0, 0, 0
-        try:
-            device = model_device(model)
-            for part in batched(chunks, batch_size):
-                batch = self.collate(part)
-                out = self.loss(model, {k: v.to(device) for k, v in batch.items()})
-                total, n = total + float(out.loss_sum), n + out.n
-                n_chars += self._n_chars(batch["labels"])
-        finally:
-            model.train(was_training)
+        total, n, _ = evaluate_sums(model, self, chunks, batch_size=batch_size)
+        n_chars = sum(self.n_chars(c) for c in chunks)
         loss = total / n
         return {
             "bpc": metrics.bits_per_char(total, max(n_chars, 1)),

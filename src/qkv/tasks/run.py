@@ -1,8 +1,9 @@
-"""High-level entry points: train a task from scratch or resume a run, and load a trained
-checkpoint for inference."""
+"""High-level entry points: train a task from scratch, from pretrained weights, or resume a
+run; load a trained checkpoint for inference."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -10,48 +11,154 @@ import torch
 from torch import nn
 
 from qkv import models
-from qkv.tasks.base import Task, TaskOptions
+from qkv.interop import from_hf
+from qkv.tasks.base import Task, TaskError, TaskOptions
 from qkv.tasks.registry import get_task, load_task
 from qkv.training import checkpoint as ckpt
-from qkv.training.config import TrainConfig
+from qkv.training.config import TrainConfig, resume_config
+from qkv.training.finetune import InitReport, init_from_state
 from qkv.training.trainer import StepCallback, Trainer
 
 
-def build_trainer(
-    task: str | Task,
+def _train_config(config: TrainConfig | Mapping[str, Any] | None) -> TrainConfig:
+    if isinstance(config, TrainConfig):
+        return config
+    return TrainConfig.from_dict({**TrainConfig().to_dict(), **dict(config or {})})
+
+
+def task_trainer(
+    task: Task,
+    model: nn.Module,
     config: TrainConfig,
     out_dir: str | Path | None,
     *,
-    options: TaskOptions | None = None,
-    preset: str | None = None,
-    model_overrides: dict[str, Any] | None = None,
-    resume: bool = False,
     on_step: StepCallback | None = None,
 ) -> Trainer:
-    """Build (or, with ``resume``, restore) a :class:`Trainer`.
+    """A :class:`~qkv.training.Trainer` for ``model`` on ``task``: the task's training split,
+    its loss, its own evaluation on the valid split, and its files in every checkpoint."""
 
-    With ``resume=True`` the model config, task and tokenizers come from the run's latest
-    checkpoint; ``config`` may extend ``steps``. The data position and RNG states are
-    restored, so the run continues exactly as if it had never stopped.
+    def evaluate(m: nn.Module) -> dict[str, float]:
+        return task.evaluate(m, "valid", limit=config.eval_limit, beam_size=config.eval_beam)
+
+    return Trainer(
+        model,
+        task.examples("train"),
+        config=config,
+        objective=task,
+        evaluate=evaluate,
+        out_dir=out_dir,
+        save_extra=task.save,
+        name=task.name,
+        on_step=on_step,
+    )
+
+
+def build_trainer(
+    task: str | Task | None,
+    config: TrainConfig | Mapping[str, Any] | None = None,
+    out_dir: str | Path | None = None,
+    *,
+    options: TaskOptions | None = None,
+    preset: str | None = None,
+    model_overrides: Mapping[str, Any] | None = None,
+    resume: bool = False,
+    init_from: str | Path | None = None,
+    init_from_hf: str | Path | None = None,
+    on_step: StepCallback | None = None,
+) -> Trainer:
+    """Build a :class:`~qkv.training.Trainer` for a task, or restore one with ``resume``.
+
+    A new run builds the task's model (its default, ``preset``, or the architecture of the
+    pretrained weights of ``init_from``/``init_from_hf``, sized to the task), seeds it with
+    ``config.seed`` and, when given pretrained weights, copies them in (strict by name; a new
+    head is initialised and listed in ``trainer.init_report``).
+
+    With ``resume=True`` the run in ``out_dir`` continues exactly: the model config, task,
+    tokenizers and training settings come from its latest checkpoint, as do the data
+    position and RNG states. ``config`` is then a mapping of the settings to change; only
+    those that do not change the training trajectory may (steps, evaluation/save/log
+    cadence, device, threads: see :func:`qkv.training.resume_config`).
+
+    Args:
+        task: a task name or object (None when resuming: the run's own task).
+        config: the training settings (a :class:`TrainConfig`, or a mapping of fields).
+        out_dir: the run directory (None: no files).
+        options: the task's data options (new runs).
+        preset: a model preset sized to the task (new runs).
+        model_overrides: model config fields (new runs).
+        resume: continue the run in ``out_dir``.
+        init_from: a qkv checkpoint or run directory whose weights start the new run.
+        init_from_hf: a Hugging Face model directory whose weights start the new run.
+        on_step: a callback ``(step, logs)`` after each step.
 
     Raises:
-        qkv.training.checkpoint.CheckpointError: ``resume`` without a usable checkpoint.
+        qkv.training.CheckpointError: ``resume`` without a usable checkpoint.
+        TaskError: unknown task, bad options, or resume settings that contradict the run.
+        ValueError: bad settings, or pretrained weights that do not fit.
     """
     if resume:
-        if out_dir is None:
-            raise ckpt.CheckpointError("--resume needs the run directory (--out)")
-        d = ckpt.check_checkpoint(out_dir)
-        model_cfg = models.config_from_dict(ckpt.read_json(d / ckpt.CONFIG_FILE))
-        task_obj = load_task(d, rebuild_data=True)
-        model = models.build(model_cfg)
-        trainer = Trainer(task_obj, model, model_cfg.to_dict(), config, out_dir, on_step=on_step)
-        trainer.load_state(d)
-        return trainer
+        return _resume(task, config, out_dir, options, preset, model_overrides, on_step)
+    if init_from is not None and init_from_hf is not None:
+        raise TaskError("give --init-from or --init-from-hf, not both")
+    cfg = _train_config(config)
+    if task is None:
+        raise TaskError("a new run needs a task")
     task_obj = get_task(task, options) if isinstance(task, str) else task
-    torch.manual_seed(config.seed)
-    model_cfg = task_obj.model_config(preset, **(model_overrides or {}))
+    source: dict[str, torch.Tensor] | None = None
+    base: models.TransformerConfig | None = None
+    if init_from is not None:
+        d = ckpt.check_checkpoint(init_from)
+        base = models.config_from_dict(ckpt.read_json(d / ckpt.CONFIG_FILE))
+        source = ckpt.read_weights(d)
+    elif init_from_hf is not None:
+        pretrained = from_hf(init_from_hf)
+        base, source = pretrained.config, pretrained.state_dict()
+    torch.manual_seed(cfg.seed)
+    model_cfg = task_obj.model_config(preset, base=base, **dict(model_overrides or {}))
     model = models.build(model_cfg)
-    return Trainer(task_obj, model, model_cfg.to_dict(), config, out_dir, on_step=on_step)
+    report: InitReport | None = init_from_state(model, source) if source is not None else None
+    trainer = task_trainer(task_obj, model, cfg, out_dir, on_step=on_step)
+    trainer.init_report = report  # type: ignore[attr-defined]
+    return trainer
+
+
+def _resume(
+    task: str | Task | None,
+    config: TrainConfig | Mapping[str, Any] | None,
+    out_dir: str | Path | None,
+    options: TaskOptions | None,
+    preset: str | None,
+    model_overrides: Mapping[str, Any] | None,
+    on_step: StepCallback | None,
+) -> Trainer:
+    if out_dir is None:
+        raise ckpt.CheckpointError("resuming needs the run directory (--out)")
+    d = ckpt.check_checkpoint(out_dir)
+    state = ckpt.read_trainer_state(d)
+    saved = TrainConfig.from_dict(state["train_config"])
+    given = config.to_dict() if isinstance(config, TrainConfig) else dict(config or {})
+    cfg = resume_config(saved, given)
+    task_obj = load_task(d, rebuild_data=True)
+    name = task if isinstance(task, str) or task is None else task.name
+    if name is not None and name != task_obj.name:
+        raise TaskError(f"--task {name}: the run in {out_dir} trains task {task_obj.name!r}")
+    if options is not None:
+        mine, theirs = options.to_dict(), task_obj.options.to_dict()
+        differ = [
+            f"{k}={mine[k]!r} (the run has {theirs[k]!r})" for k in mine if mine[k] != theirs[k]
+        ]
+        if differ:
+            raise TaskError(
+                "a resumed run keeps its data; these data options differ: " + "; ".join(differ)
+            )
+    if preset is not None or model_overrides:
+        raise TaskError(
+            "a resumed run keeps its model (from its checkpoint): drop --preset and --model"
+        )
+    model = models.build(models.config_from_dict(ckpt.read_json(d / ckpt.CONFIG_FILE)))
+    trainer = task_trainer(task_obj, model, cfg, out_dir, on_step=on_step)
+    trainer.load_state(d)
+    return trainer
 
 
 def load_trained(
@@ -60,7 +167,7 @@ def load_trained(
     """Load a checkpoint (or a run directory's latest) for inference: ``(model, task)``.
 
     Raises:
-        qkv.training.checkpoint.CheckpointError: missing files or tensors that do not fit.
+        qkv.training.CheckpointError: missing files or tensors that do not fit.
     """
     d = ckpt.check_checkpoint(directory)
     cfg = models.config_from_dict(ckpt.read_json(d / ckpt.CONFIG_FILE))
@@ -68,3 +175,6 @@ def load_trained(
     ckpt.load_weights(model, d)
     task = load_task(d)
     return model.to(device).eval(), task
+
+
+__all__ = ["build_trainer", "load_trained", "task_trainer"]

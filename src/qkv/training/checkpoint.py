@@ -224,3 +224,35 @@ def update_latest(run_dir: Path, name: str) -> None:
         os.fsync(f.fileno())
     os.replace(tmp, run_dir / "latest")
     _fsync_dir(run_dir)
+
+
+def read_weights(directory: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint's ``model.safetensors`` (tied tensors under every name).
+
+    Raises:
+        CheckpointError: a missing or unreadable file.
+    """
+    d = check_checkpoint(directory)
+    path = d / MODEL_FILE
+    try:
+        return load_file(str(path))
+    except Exception as e:  # safetensors raises its own error types
+        raise CheckpointError(f"{path} is not a readable safetensors file: {e}") from None
+
+
+def read_trainer_state(directory: str | Path) -> dict[str, Any]:
+    """A checkpoint's ``trainer_state.json``.
+
+    Raises:
+        CheckpointError: a missing, unreadable or ill-formed state.
+    """
+    d = check_checkpoint(directory)
+    state = read_json(d / STATE_FILE)
+    if not isinstance(state, dict) or not isinstance(state.get("train_config"), dict):
+        raise CheckpointError(f"{d / STATE_FILE} must be an object with a 'train_config'")
+    return state
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a checkpoint directory (best effort: a failure leaves it for the next prune)."""
+    shutil.rmtree(path, ignore_errors=True)

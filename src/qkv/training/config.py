@@ -1,72 +1,161 @@
-"""``TrainConfig``: every setting of a training run, validated, JSON round-trip."""
+"""``TrainConfig``: every setting of a training run, validated, JSON round-trip, and the one
+source of the command line's training flags (help, default, choices come from here).
+
+Each field's ``metadata`` holds its help text, its command-line group and whether a resumed
+run may change it (``resume_safe``: settings that do not change the training trajectory,
+such as how often to evaluate, save or log, how long to train, and where to run).
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+import math
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
+
+OPTIMIZERS = ("adam", "adamw")
+SCHEDULES = ("noam", "cosine", "constant")
+AMP_MODES = ("auto", "bf16", "off")
+
+
+def _meta(
+    help: str, group: str, *, resume_safe: bool = False, flag: str | None = None
+) -> dict[str, Any]:
+    return {"help": help, "group": group, "resume_safe": resume_safe, "flag": flag}
+
+
+OPT, EVAL, RUN = "optimization", "evaluation and checkpoints", "runtime"
 
 
 @dataclass
 class TrainConfig:
-    """Settings of :class:`qkv.training.Trainer`.
+    """Settings of :class:`qkv.training.Trainer` (each field's help is in its metadata,
+    printed by ``qkv train --help``).
 
-    Attributes:
-        steps: optimizer steps to run.
-        batch_size: global batch in examples (split over ranks and accumulation).
-        grad_accum: micro-batches per optimizer step.
-        optimizer: ``"adam"`` (Vaswani et al.: betas 0.9/0.98, eps 1e-9) or ``"adamw"``.
-        lr: peak learning rate, or the ``factor`` of the ``noam`` schedule.
-        schedule: ``"noam"`` (the paper's warmup / inverse square root), ``"cosine"``,
-            ``"constant"``.
-        warmup: warmup steps.
-        weight_decay: AdamW decay (not applied to biases and norms).
-        betas, eps: Adam moments and epsilon.
-        clip_norm: global gradient-norm clip (0 = off).
-        label_smoothing: epsilon_ls of Szegedy et al. (2016); 0.1 in the paper.
-        eval_every: evaluate every N steps (0 = only at the end).
-        eval_limit: evaluate on at most this many examples (None = whole split).
-        eval_beam: beam size for generative evaluation (1 = greedy).
-        save_every: checkpoint every N steps (0 = only at the end).
-        keep_last: checkpoints kept on disk.
-        average_last: average the weights of the last N checkpoints at the end (1 = off).
-        patience: early stopping after N evaluations without improvement (0 = off).
-        log_every: log training loss every N steps.
-        seed: seed of initialization, data order and dropout.
-        device: ``"auto"``, ``"cpu"``, ``"cuda"``...
-        amp: ``"auto"`` (bf16 autocast on CUDA, fp32 on CPU), ``"bf16"``, ``"off"``.
-        progress: show a progress bar.
-        threads: torch intra-op threads (None = torch's default).
+    Raises:
+        ValueError: from ``__post_init__``, naming the field and the value.
     """
 
-    steps: int = 1000
-    batch_size: int = 64
-    grad_accum: int = 1
-    optimizer: Literal["adam", "adamw"] = "adam"
-    lr: float = 1.0
-    schedule: Literal["noam", "cosine", "constant"] = "noam"
-    warmup: int = 400
-    weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.98)
-    eps: float = 1e-9
-    clip_norm: float = 1.0
-    label_smoothing: float = 0.1
-    eval_every: int = 0
-    eval_limit: int | None = None
-    eval_beam: int = 1
-    save_every: int = 0
-    keep_last: int = 5
-    average_last: int = 1
-    patience: int = 0
-    log_every: int = 10
-    seed: int = 0
-    device: str = "auto"
-    amp: Literal["auto", "bf16", "off"] = "auto"
-    progress: bool = True
-    threads: int | None = None
+    steps: int = field(
+        default=1000,
+        metadata=_meta("optimizer steps to run (the run's total)", OPT, resume_safe=True),
+    )
+    batch_size: int = field(
+        default=64,
+        metadata=_meta("global batch in examples (split over processes and --grad-accum)", OPT),
+    )
+    grad_accum: int = field(default=1, metadata=_meta("micro-batches per optimizer step", OPT))
+    optimizer: Literal["adam", "adamw"] = field(
+        default="adam",
+        metadata=_meta(
+            "adam (Vaswani et al.: betas 0.9/0.98, eps 1e-9) or adamw (decoupled weight "
+            "decay on matrices only)",
+            OPT,
+        ),
+    )
+    lr: float = field(
+        default=1.0,
+        metadata=_meta("peak learning rate; for --schedule noam, the schedule's factor", OPT),
+    )
+    schedule: Literal["noam", "cosine", "constant"] = field(
+        default="noam",
+        metadata=_meta(
+            "noam (the paper's warmup then inverse square root), cosine (warmup then cosine "
+            "decay to 0 at --steps), constant (after warmup)",
+            OPT,
+        ),
+    )
+    warmup: int = field(default=400, metadata=_meta("warmup steps", OPT))
+    weight_decay: float = field(
+        default=0.0, metadata=_meta("AdamW decay, not applied to biases and norms", OPT)
+    )
+    betas: tuple[float, float] = field(
+        default=(0.9, 0.98), metadata=_meta("Adam moment coefficients beta1,beta2", OPT)
+    )
+    eps: float = field(
+        default=1e-9, metadata=_meta("Adam epsilon (the paper: 1e-9)", OPT, flag="--adam-eps")
+    )
+    clip_norm: float = field(
+        default=1.0, metadata=_meta("clip the global gradient norm to this (0 = off)", OPT)
+    )
+    label_smoothing: float = field(
+        default=0.1,
+        metadata=_meta("epsilon_ls of Szegedy et al. 2016 (the paper: 0.1; 0 = off)", OPT),
+    )
+    seed: int = field(
+        default=0, metadata=_meta("seed of initialization, data order and dropout", OPT)
+    )
+    eval_every: int = field(
+        default=0,
+        metadata=_meta("evaluate every N steps (0 = only at the end)", EVAL, resume_safe=True),
+    )
+    eval_limit: int | None = field(
+        default=None,
+        metadata=_meta(
+            "evaluate on at most N examples (default: the whole split)", EVAL, resume_safe=True
+        ),
+    )
+    eval_beam: int = field(
+        default=1,
+        metadata=_meta("beam size of generative evaluation (1 = greedy)", EVAL, resume_safe=True),
+    )
+    save_every: int = field(
+        default=0,
+        metadata=_meta(
+            "checkpoint every N steps (0 = no step schedule: only the timed saves of "
+            "--save-minutes, on Ctrl-C and at the end)",
+            EVAL,
+            resume_safe=True,
+        ),
+    )
+    save_minutes: float = field(
+        default=5.0,
+        metadata=_meta(
+            "also checkpoint when this many minutes have passed since the last save, so a "
+            "long run loses little to a crash (0 = off)",
+            EVAL,
+            resume_safe=True,
+        ),
+    )
+    keep_last: int = field(
+        default=5, metadata=_meta("checkpoints kept on disk", EVAL, resume_safe=True)
+    )
+    average_last: int = field(
+        default=1,
+        metadata=_meta(
+            "at the end, also save the average of the last N step checkpoints (1 = off)", EVAL
+        ),
+    )
+    patience: int = field(
+        default=0,
+        metadata=_meta("stop after N evaluations without improvement (0 = never)", EVAL),
+    )
+    log_every: int = field(
+        default=10,
+        metadata=_meta("log the training loss every N steps", EVAL, resume_safe=True),
+    )
+    device: str = field(
+        default="auto",
+        metadata=_meta(
+            "auto (cuda when available, else cpu), cpu, cuda, cuda:1 ...", RUN, resume_safe=True
+        ),
+    )
+    amp: Literal["auto", "bf16", "off"] = field(
+        default="auto",
+        metadata=_meta("auto (bf16 autocast on CUDA, fp32 on CPU), bf16 or off", RUN),
+    )
+    progress: bool = field(
+        default=True, metadata=_meta("show a progress bar", RUN, resume_safe=True)
+    )
+    threads: int | None = field(
+        default=None,
+        metadata=_meta("torch intra-op threads (default: torch's choice)", RUN, resume_safe=True),
+    )
 
     def __post_init__(self) -> None:
+        if not isinstance(self.betas, (tuple, list)) or len(self.betas) != 2:
+            raise ValueError(f"betas must be two numbers (beta1, beta2), got {self.betas!r}")
         self.betas = (float(self.betas[0]), float(self.betas[1]))
-        positive = (
+        for name in (
             "steps",
             "batch_size",
             "grad_accum",
@@ -74,33 +163,33 @@ class TrainConfig:
             "average_last",
             "log_every",
             "eval_beam",
-        )
-        for name in positive:
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
-        for name in ("warmup", "eval_every", "save_every", "patience"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < 0:
-                raise ValueError(f"{name} must be a non-negative int, got {v!r}")
+        ):
+            _check_int(name, getattr(self, name), 1)
+        for name in ("warmup", "eval_every", "save_every", "patience", "seed"):
+            _check_int(name, getattr(self, name), 0)
+        if self.eval_limit is not None:
+            _check_int("eval_limit", self.eval_limit, 1)
+        if self.threads is not None:
+            _check_int("threads", self.threads, 1)
         if self.batch_size % self.grad_accum:
             raise ValueError(
                 f"grad_accum ({self.grad_accum}) must divide batch_size ({self.batch_size})"
             )
-        if self.optimizer not in ("adam", "adamw"):
-            raise ValueError(f"optimizer must be 'adam' or 'adamw', got {self.optimizer!r}")
-        if self.schedule not in ("noam", "cosine", "constant"):
-            raise ValueError(
-                f"schedule must be 'noam', 'cosine' or 'constant', got {self.schedule!r}"
-            )
-        if self.amp not in ("auto", "bf16", "off"):
-            raise ValueError(f"amp must be 'auto', 'bf16' or 'off', got {self.amp!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr!r}")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
-        if self.clip_norm < 0:
-            raise ValueError(f"clip_norm must be >= 0, got {self.clip_norm!r}")
+        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        _check_choice("schedule", self.schedule, SCHEDULES)
+        _check_choice("amp", self.amp, AMP_MODES)
+        _check_float("lr", self.lr, low=0.0, low_open=True)
+        _check_float("eps", self.eps, low=0.0, low_open=True)
+        _check_float("weight_decay", self.weight_decay, low=0.0)
+        _check_float("clip_norm", self.clip_norm, low=0.0)
+        _check_float("save_minutes", self.save_minutes, low=0.0)
+        _check_float("label_smoothing", self.label_smoothing, low=0.0, high=1.0)
+        for i, b in enumerate(self.betas):
+            _check_float(f"betas[{i}]", b, low=0.0, high=1.0)
+        if not isinstance(self.progress, bool):
+            raise ValueError(f"progress must be a bool, got {self.progress!r}")
+        if not isinstance(self.device, str) or not self.device:
+            raise ValueError(f"device must be a device name, got {self.device!r}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -109,11 +198,102 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """Rebuild from :meth:`to_dict` (as saved in a checkpoint's trainer state).
+
+        Raises:
+            ValueError: not a dict, unknown fields, or invalid values.
+        """
+        if not isinstance(d, dict):
+            raise ValueError(f"a TrainConfig must be a JSON object, got {type(d).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"unknown TrainConfig fields {unknown}")
         d = dict(d)
-        if "betas" in d:
+        if isinstance(d.get("betas"), list):
             d["betas"] = tuple(d["betas"])
         return cls(**d)
+
+
+def flag_of(name: str) -> str:
+    """The command-line flag of a :class:`TrainConfig` field (``eval_every`` ->
+    ``--eval-every``)."""
+    for f in fields(TrainConfig):
+        if f.name == name:
+            return f.metadata.get("flag") or "--" + name.replace("_", "-")
+    raise KeyError(name)
+
+
+def resume_config(saved: TrainConfig, given: dict[str, Any]) -> TrainConfig:
+    """The config of a resumed run: the saved one, with the settings given anew applied
+    where that is safe.
+
+    A resumed run continues the saved run: its batch size, learning rate, schedule, seed and
+    every other setting that shapes the training trajectory stay as they were saved. Only
+    fields marked ``resume_safe`` (steps, evaluation/save/log cadence, device, threads,
+    progress) may change.
+
+    Args:
+        saved: the run's config, from its checkpoint.
+        given: fields the user set explicitly this time (unset ones are absent).
+
+    Returns:
+        The config to continue with.
+
+    Raises:
+        ValueError: a field that may not change was given a different value; the message
+            names the flag and both values.
+    """
+    safe = {f.name for f in fields(TrainConfig) if f.metadata.get("resume_safe")}
+    refused = []
+    for name, value in given.items():
+        old = getattr(saved, name)
+        new = tuple(value) if name == "betas" else value
+        if name not in safe and new != old:
+            refused.append(f"{flag_of(name)} {_show(new)} (the run has {_show(old)})")
+    if refused:
+        raise ValueError(
+            "a resumed run continues with its saved settings; these differ: "
+            + "; ".join(refused)
+            + ". Drop them, or start a new run with another --out"
+        )
+    return TrainConfig.from_dict({**saved.to_dict(), **{k: given[k] for k in given if k in safe}})
+
+
+def _show(v: Any) -> str:
+    if isinstance(v, tuple):
+        return ",".join(map(str, v))
+    return str(v)
+
+
+def _check_int(name: str, value: object, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        what = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+
+
+def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _check_float(
+    name: str,
+    value: object,
+    *,
+    low: float,
+    high: float | None = None,
+    low_open: bool = False,
+) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = ok and math.isfinite(value)  # type: ignore[arg-type]
+    if ok:
+        v = float(value)  # type: ignore[arg-type]
+        ok = (v > low if low_open else v >= low) and (high is None or v < high)
+    if not ok:
+        lo = f"> {low:g}" if low_open else f">= {low:g}"
+        rng = f"a finite number {lo}" + ("" if high is None else f" and < {high:g}")
+        raise ValueError(f"{name} must be {rng}, got {value!r}")
+
+
+__all__ = ["AMP_MODES", "OPTIMIZERS", "SCHEDULES", "TrainConfig", "flag_of", "resume_config"]

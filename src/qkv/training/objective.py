@@ -1,17 +1,19 @@
-"""What the trainer needs to know about the data: how examples become batches and what the
-loss is.
+"""What the trainer needs to know about the data: how examples become batches, what the loss
+is, and what the evaluation metrics are.
 
 An :class:`Objective` turns a list of examples into a batch of tensors
 (:meth:`~Objective.collate`), computes the *summed* loss of a batch with the count it was
 summed over (:meth:`~Objective.loss`), so that gradient accumulation and data parallelism
 normalize exactly, and names the metrics of summed evaluation results
 (:meth:`~Objective.metrics`). The registered tasks (``qkv.tasks``) are objectives; for your
-own data, :func:`qkv.training.objective_for` picks one from the model.
+own data, :func:`qkv.training.objective_for` picks one from the model
+(:mod:`qkv.training.objectives`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -28,8 +30,8 @@ class LossOutput:
     Attributes:
         loss_sum: sum of per-token (or per-example) losses, a scalar tensor with grad.
         n: number of tokens/examples in the sum (the trainer divides by the global count).
-        logs: extra sums to log or to turn into metrics (``correct``, ``chars``, ...), each
-            already summed over the batch.
+        logs: extra sums (``correct``, ``chars``, ...), each already summed over the batch;
+            :meth:`Objective.metrics` turns them into metrics.
     """
 
     loss_sum: Tensor
@@ -54,5 +56,16 @@ class Objective(Protocol):
         """Tokens (or examples) processed in a batch, for the throughput log."""
         ...
 
+    def metrics(self, loss_sum: float, n: int, logs: Mapping[str, float]) -> dict[str, float]:
+        """Metrics from sums over a whole split; the first key is the headline (higher is
+        better unless its name ends in ``loss``, ``ppl`` or ``bpc``)."""
+        ...
 
-__all__ = ["Batch", "LossOutput", "Objective"]
+
+def loss_metrics(loss_sum: float, n: int) -> dict[str, float]:
+    """``loss`` (mean nats per token or example) and ``ppl`` (its exponential)."""
+    loss = loss_sum / max(n, 1)
+    return {"loss": loss, "ppl": math.exp(min(loss, 700.0))}
+
+
+__all__ = ["Batch", "LossOutput", "Objective", "loss_metrics"]

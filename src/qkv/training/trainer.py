@@ -1,22 +1,28 @@
-"""One trainer for every task (STYLE habit 12): the loop is written once.
+"""One trainer for every task and for your own data (STYLE habit 12): the loop is written once.
 
 Per step: set the learning rate from the schedule, run ``grad_accum`` micro-batches of this
-rank's share of the global batch (teacher forcing and the loss come from the task), scale
-the summed gradients by the global token count (so 1 process and N DDP processes, with or
-without accumulation, take the same step), clip, and update. Evaluation, early stopping,
-atomic checkpoints, exact resume (data position and RNG states) and checkpoint averaging
-are handled here; a task only supplies data, a loss and metrics.
+rank's share of the global batch (batches and the loss come from an
+:class:`~qkv.training.Objective`), scale the summed gradients by the global token count (so 1
+process and N DDP processes, with or without accumulation, take the same step), clip, and
+update. Evaluation, early stopping, atomic checkpoints (on a step schedule, on a timer, on
+Ctrl-C/SIGTERM and at the end), exact resume (data position and RNG states) and checkpoint
+averaging are handled here.
+
+>>> trainer = Trainer(model, train_examples, valid_examples,
+...                   config=TrainConfig(steps=200, lr=1e-3, schedule="cosine"))  # doctest: +SKIP
+>>> summary = trainer.fit()                                                       # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import shutil
+import signal
+import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch import nn
@@ -25,43 +31,50 @@ from qkv._version import __version__
 from qkv.training import checkpoint as ckpt
 from qkv.training.config import TrainConfig
 from qkv.training.distributed import DistInfo, all_reduce_sum, barrier, init_distributed
-from qkv.training.objective import LossOutput
+from qkv.training.evaluate import evaluate_objective, to_device
+from qkv.training.objective import Batch, Objective
+from qkv.training.objectives import objective_for
 from qkv.training.schedules import lr_at
 
 StepCallback = Callable[[int, dict[str, float]], None]
+Evaluator = Callable[[nn.Module], dict[str, float]]
 
 
-class Task(Protocol):
-    """What :class:`Trainer` uses of a task (``qkv.tasks.Task`` is one)."""
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped on Ctrl-C or SIGTERM after saving a checkpoint at a step boundary.
 
-    name: str
+    Attributes:
+        step: the last completed step.
+        checkpoint: the checkpoint written, or None (no run directory, or aborted mid-step).
+    """
 
-    def examples(self, split: str) -> Sequence[Any]: ...
-
-    def collate(self, examples: Sequence[Any]) -> dict[str, torch.Tensor]: ...
-
-    def loss(
-        self, model: nn.Module, batch: dict[str, torch.Tensor], *, label_smoothing: float = 0.0
-    ) -> LossOutput: ...
-
-    def n_tokens(self, batch: dict[str, torch.Tensor]) -> int: ...
-
-    def evaluate(
-        self,
-        model: nn.Module,
-        split: str = "valid",
-        *,
-        limit: int | None = None,
-        beam_size: int = 1,
-    ) -> dict[str, float]: ...
-
-    def save(self, directory: Path) -> None: ...
+    def __init__(self, step: int, checkpoint: Path | None) -> None:
+        where = f"; checkpoint saved to {checkpoint}" if checkpoint else "; nothing saved"
+        super().__init__(f"training interrupted at step {step}{where}")
+        self.step, self.checkpoint = step, checkpoint
 
 
 def resolve_device(name: str) -> torch.device:
+    """``"auto"`` -> cuda when available else cpu; other names as given.
+
+    Raises:
+        ValueError: an unknown device name, or a device this build of torch cannot use.
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"device must be auto, cpu, cuda, cuda:N, mps...; got {name!r}") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r}: this torch build or machine has no CUDA GPU")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s)")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {name!r}: MPS is not available here")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device must be cpu, cuda or mps, got {name!r}")
+    return dev
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -79,41 +92,76 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
 
 
-def _headline(metrics: dict[str, float]) -> tuple[str, float, bool]:
+def headline(metrics: dict[str, float]) -> tuple[str, float, bool]:
     """The first metric, its value, and whether higher is better."""
     name, value = next(iter(metrics.items()))
-    lower = name.endswith(("loss", "ppl", "bpc"))
+    lower = name.endswith(("loss", "ppl", "bpc", "wer", "cer"))
     return name, float(value), not lower
 
 
+def _is_sequence(data: object) -> bool:
+    return hasattr(data, "__len__") and hasattr(data, "__getitem__")
+
+
 class Trainer:
-    """Train a model on a task.
+    """Train a model on a list of examples (or an iterable of batches).
 
     Args:
-        task: the task (data, loss, metrics, tokenizers).
-        model: the model, already initialized (on CPU; moved to the device here).
-        model_config: the model's config as a dict (saved as ``config.json``).
-        config: training settings.
-        out_dir: run directory (checkpoints, ``metrics.jsonl``); None = no files.
+        model: the model, initialized (moved to the device here). To save checkpoints it
+            must be a qkv model (its ``config.to_dict()`` is saved as ``config.json``).
+        train_data: a sequence of examples (a list, a ``torch.utils.data.Dataset``: anything
+            with ``len`` and indexing), shuffled per epoch from ``config.seed``; or an
+            iterable of whole batches (a ``DataLoader``, a generator function's result),
+            read in order and restarted when exhausted. What an example or batch is depends
+            on the objective (see :mod:`qkv.training.objectives`).
+        valid_data: examples to evaluate on (at most ``config.eval_limit``), or None.
+        config: training settings (default :class:`TrainConfig()`).
+        objective: batches, loss and metrics; default from the model
+            (:func:`~qkv.training.objectives.objective_for`).
+        evaluate: ``evaluate(model) -> metrics`` to use instead of the objective's metrics on
+            ``valid_data`` (the tasks pass their BLEU/accuracy evaluation here).
+        out_dir: run directory (``checkpoints/``, ``latest``, ``metrics.jsonl``); None = no
+            files.
+        save_extra: writes extra files into each checkpoint (tokenizers, ``task.json``).
+        name: what is trained, for the progress bar and the saved state.
         on_step: optional callback ``(step, logs)`` after every optimizer step.
+
+    Raises:
+        ValueError: bad data (fewer examples than one batch, an iterable of batches whose
+            objective cannot read batches) or settings.
     """
 
     def __init__(
         self,
-        task: Task,
         model: nn.Module,
-        model_config: dict[str, Any],
-        config: TrainConfig,
-        out_dir: str | Path | None = None,
+        train_data: Sequence[Any] | Iterable[Any],
+        valid_data: Sequence[Any] | None = None,
         *,
+        config: TrainConfig | None = None,
+        objective: Objective | None = None,
+        evaluate: Evaluator | None = None,
+        out_dir: str | Path | None = None,
+        save_extra: Callable[[Path], None] | None = None,
+        name: str | None = None,
         on_step: StepCallback | None = None,
     ) -> None:
-        self.task, self.cfg, self.model_config = task, config, model_config
+        self.cfg = cfg = config if config is not None else TrainConfig()
+        self.objective: Objective = objective if objective is not None else objective_for(model)
+        self.name = name or type(model).__name__
         self.out_dir = Path(out_dir) if out_dir is not None else None
-        self.on_step = on_step
-        if config.threads:
-            torch.set_num_threads(config.threads)
-        self.device = resolve_device(config.device)
+        self.save_extra, self.on_step = save_extra, on_step
+        config_obj = getattr(model, "config", None)
+        self.model_config: dict[str, Any] | None = (
+            config_obj.to_dict() if hasattr(config_obj, "to_dict") else None
+        )
+        if self.out_dir is not None and self.model_config is None:
+            raise ValueError(
+                f"saving checkpoints needs a qkv model (with a config); got a "
+                f"{type(model).__name__}: pass out_dir=None or use a qkv.models model"
+            )
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.device = resolve_device(cfg.device)
         self.dist: DistInfo = init_distributed(self.device)
         self.model = model.to(self.device)
         self.ddp: nn.Module = self.model
@@ -122,42 +170,56 @@ class Trainer:
                 self.model,
                 device_ids=[self.dist.local_rank] if self.device.type == "cuda" else None,
             )
-        self.optimizer = build_optimizer(self.model, config)
-        self.train_examples = task.examples("train")
-        n = len(self.train_examples)
-        if n < config.batch_size:
+        self.optimizer = build_optimizer(self.model, cfg)
+        if cfg.batch_size % (cfg.grad_accum * self.dist.world_size):
             raise ValueError(
-                f"batch_size ({config.batch_size}) is larger than the training split ({n} examples)"
+                f"batch_size ({cfg.batch_size}) must be divisible by grad_accum "
+                f"({cfg.grad_accum}) x world size ({self.dist.world_size})"
             )
-        if config.batch_size % (config.grad_accum * self.dist.world_size):
-            raise ValueError(
-                f"batch_size ({config.batch_size}) must be divisible by grad_accum "
-                f"({config.grad_accum}) x world size ({self.dist.world_size})"
-            )
+        self.train_examples: Sequence[Any] | None = None
+        self._batches: Iterable[Any] | None = None
+        if _is_sequence(train_data):
+            self.train_examples = train_data  # type: ignore[assignment]
+            n = len(self.train_examples)  # type: ignore[arg-type]
+            if n < cfg.batch_size:
+                raise ValueError(
+                    f"batch_size ({cfg.batch_size}) is larger than the training data ({n} examples)"
+                )
+        else:
+            if not hasattr(self.objective, "as_batch"):
+                raise ValueError(
+                    "an iterable of batches needs an objective with as_batch(item); pass a "
+                    "sequence of examples instead"
+                )
+            self._batches = train_data
+        self._iter: Iterator[Any] | None = None
+        self.valid_data = valid_data
+        self._evaluate = evaluate
         self.step = 0
         self.epoch = 0
         self.batch_in_epoch = 0
         self.best: float | None = None
         self.bad_evals = 0
+        self.elapsed = 0.0  # seconds spent in fit() so far, across resumes
         self.history: list[dict[str, Any]] = []
-        d_model = int(model_config.get("d_model", 512))
+        self.resumed_from: Path | None = None
+        self._critical = False  # inside a step or a save: Ctrl-C waits for its end
+        self._stop: int | None = None  # the signal that asked to stop
+        d_model = int((self.model_config or {}).get("d_model", 512))
         self._lr = lambda s: lr_at(
-            s,
-            config.schedule,
-            lr=config.lr,
-            warmup=config.warmup,
-            total=config.steps,
-            d_model=d_model,
+            s, cfg.schedule, lr=cfg.lr, warmup=cfg.warmup, total=cfg.steps, d_model=d_model
         )
 
     # -----------------------------------------------------------------------------------
     # data order: a permutation per epoch that depends only on (seed, epoch)
     # -----------------------------------------------------------------------------------
     def _epoch_order(self, epoch: int) -> list[int]:
+        assert self.train_examples is not None
         g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
         return torch.randperm(len(self.train_examples), generator=g).tolist()
 
     def _next_global_batch(self) -> list[int]:
+        assert self.train_examples is not None
         per_epoch = len(self.train_examples) // self.cfg.batch_size
         if self.batch_in_epoch >= per_epoch:
             self.epoch, self.batch_in_epoch = self.epoch + 1, 0
@@ -167,14 +229,47 @@ class Trainer:
         self.batch_in_epoch += 1
         return idx
 
-    def _micro_batches(self, idx: list[int]) -> Iterator[dict[str, torch.Tensor]]:
-        world, rank = self.dist.world_size, self.dist.rank
-        local = idx[rank * len(idx) // world : (rank + 1) * len(idx) // world]
-        k = self.cfg.grad_accum
+    def _next_item(self) -> Any:
+        """The next batch of an iterable, restarting it (a new epoch) when exhausted."""
+        assert self._batches is not None
+        for _ in range(2):
+            if self._iter is None:
+                self._iter = iter(self._batches)
+            try:
+                item = next(self._iter)
+            except StopIteration:
+                self._iter, self.epoch, self.batch_in_epoch = None, self.epoch + 1, 0
+                continue
+            self.batch_in_epoch += 1
+            return item
+        raise ValueError("the training data yielded no batches")
+
+    def _skip_to_position(self) -> None:
+        """After a resume, advance an iterable to the saved position (the batches before it
+        are read again and dropped: an iterable cannot seek)."""
+        if self._batches is None:
+            return
+        epoch, pos = self.epoch, self.batch_in_epoch
+        self.epoch, self.batch_in_epoch, self._iter = 0, 0, None
+        while (self.epoch, self.batch_in_epoch) < (epoch, pos):
+            self._next_item()
+
+    def _micro_batches(self) -> Iterator[Batch]:
+        world, rank, k = self.dist.world_size, self.dist.rank, self.cfg.grad_accum
+        if self.train_examples is not None:
+            idx = self._next_global_batch()
+            local = idx[rank * len(idx) // world : (rank + 1) * len(idx) // world]
+            for j in range(k):
+                part = local[j * len(local) // k : (j + 1) * len(local) // k]
+                batch = self.objective.collate([self.train_examples[i] for i in part])
+                yield to_device(batch, self.device)
+            return
+        full = self.objective.as_batch(self._next_item())  # type: ignore[attr-defined]
+        b = next(iter(full.values())).shape[0]
+        lo, hi = rank * b // world, (rank + 1) * b // world
         for j in range(k):
-            part = local[j * len(local) // k : (j + 1) * len(local) // k]
-            batch = self.task.collate([self.train_examples[i] for i in part])
-            yield {key: t.to(self.device) for key, t in batch.items()}
+            a, z = lo + j * (hi - lo) // k, lo + (j + 1) * (hi - lo) // k
+            yield to_device({key: t[a:z] for key, t in full.items()}, self.device)
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         amp = self.cfg.amp
@@ -189,18 +284,17 @@ class Trainer:
         lr = self._lr(self.step + 1)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        idx = self._next_global_batch()
         loss_sum, n_local, tokens = 0.0, 0, 0
-        micro = list(self._micro_batches(idx))
+        micro = list(self._micro_batches())
         for j, batch in enumerate(micro):
             sync = j == len(micro) - 1 or not self.dist.enabled
             ctx = contextlib.nullcontext() if sync else self.ddp.no_sync()  # type: ignore[operator]
             with ctx, self._autocast():
-                out = self.task.loss(self.ddp, batch, label_smoothing=self.cfg.label_smoothing)
+                out = self.objective.loss(self.ddp, batch, label_smoothing=self.cfg.label_smoothing)
                 out.loss_sum.float().backward()
             loss_sum += float(out.loss_sum.detach())
             n_local += out.n
-            tokens += self.task.n_tokens(batch)
+            tokens += self.objective.n_tokens(batch)
         n_global = all_reduce_sum(n_local, self.dist, self.device)
         if n_global <= 0:
             raise RuntimeError("a training batch had no tokens to learn from")
@@ -221,32 +315,61 @@ class Trainer:
         tokens_all = all_reduce_sum(tokens, self.dist, self.device)
         return {"loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens": tokens_all}
 
-    def evaluate(self, split: str = "valid", model: nn.Module | None = None) -> dict[str, float]:
-        """Task metrics on a split; leaves every RNG exactly as it was."""
+    def evaluate(self, model: nn.Module | None = None) -> dict[str, float]:
+        """Metrics on the validation data (``evaluate`` given to the constructor, or the
+        objective's metrics on ``valid_data``); leaves every RNG exactly as it was.
+
+        Returns:
+            The metrics, or ``{}`` when there is nothing to evaluate on.
+        """
         m = model if model is not None else self.model
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            return self.task.evaluate(
-                m,
-                split,
-                limit=self.cfg.eval_limit,
-                beam_size=self.cfg.eval_beam,  # type: ignore[arg-type]
-            )
+            if self._evaluate is not None:
+                return self._evaluate(m)
+            if not self.valid_data:
+                return {}
+            data = self.valid_data[: self.cfg.eval_limit]
+            return evaluate_objective(m, self.objective, data)
 
     # -----------------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
-        """Train for ``config.steps`` steps (from the current step) and return a summary."""
+        """Train until ``config.steps`` (from the current step) and return a summary.
+
+        Ctrl-C (SIGINT) or SIGTERM finishes the current step, saves a checkpoint and raises
+        :class:`TrainingInterrupted` (a ``KeyboardInterrupt``); a second Ctrl-C aborts at
+        once without saving.
+
+        Returns:
+            ``step``, ``train_loss``, ``stopped_early``, ``valid`` (metrics) and, when
+            averaging, ``averaged``.
+        """
+        with self._signals():
+            try:
+                return self._fit()
+            except KeyboardInterrupt as e:
+                if isinstance(e, TrainingInterrupted):
+                    raise
+                if self._critical:  # aborted inside a step or a save: nothing consistent
+                    raise TrainingInterrupted(self.step, None) from None
+                path = self.save() if self.out_dir is not None else None
+                raise TrainingInterrupted(self.step, path) from None
+
+    def _fit(self) -> dict[str, Any]:
         cfg, main = self.cfg, self.dist.is_main
+        self._open_log()
         bar = None
         if cfg.progress and main:
             from tqdm.auto import tqdm
 
-            bar = tqdm(
-                total=cfg.steps, initial=self.step, desc=f"train {self.task.name}", unit="step"
-            )
-        t_last, tok_acc, stopped_early = time.perf_counter(), 0.0, False
+            bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train {self.name}", unit="step")
+        t_start = t_last = time.perf_counter()
+        elapsed0, last_save = self.elapsed, time.monotonic()
+        tok_acc, stopped_early = 0.0, False
         last: dict[str, float] = {}
         while self.step < cfg.steps:
+            self._critical = True
             logs = self.train_step()
+            self.elapsed = elapsed0 + time.perf_counter() - t_start
             last = logs
             tok_acc += logs["tokens"]
             if self.on_step is not None:
@@ -255,26 +378,35 @@ class Trainer:
                 now = time.perf_counter()
                 rate = tok_acc / max(now - t_last, 1e-9)
                 t_last, tok_acc = now, 0.0
-                rec = {
-                    "step": self.step,
-                    "loss": logs["loss"],
-                    "lr": logs["lr"],
-                    "grad_norm": logs["grad_norm"],
-                    "tokens_per_s": rate,
-                }
-                self._log(rec)
+                self._log(
+                    {
+                        "step": self.step,
+                        "loss": logs["loss"],
+                        "lr": logs["lr"],
+                        "grad_norm": logs["grad_norm"],
+                        "tokens_per_s": rate,
+                    }
+                )
                 if bar is not None:
                     bar.set_postfix(
                         loss=f"{logs['loss']:.3f}", lr=f"{logs['lr']:.2e}", tok_s=f"{rate:,.0f}"
                     )
             if bar is not None:
                 bar.update(1)
+            if self.step < cfg.steps:
+                if cfg.save_every and self.step % cfg.save_every == 0:
+                    self.save()
+                    last_save = time.monotonic()
+                elif cfg.save_minutes and time.monotonic() - last_save >= 60 * cfg.save_minutes:
+                    self.save(scheduled=False)
+                    last_save = time.monotonic()
+            self._critical = False
+            if self._stop_agreed():
+                raise KeyboardInterrupt
             if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps:
                 stopped_early = self._eval_and_maybe_stop()
-            if cfg.save_every and self.step % cfg.save_every == 0 and self.step < cfg.steps:
-                self.save()
-            if stopped_early:
-                break
+                if stopped_early:
+                    break
         if bar is not None:
             bar.close()
         summary: dict[str, Any] = {
@@ -283,9 +415,10 @@ class Trainer:
             "stopped_early": stopped_early,
         }
         if main:
-            metrics = self.evaluate("valid")
-            self._log({"step": self.step, "eval": metrics})
-            summary["valid"] = metrics
+            metrics = self.evaluate()
+            if metrics:
+                self._log({"step": self.step, "eval": metrics})
+                summary["valid"] = metrics
         if self.out_dir is not None:
             self.save()
             if main and cfg.average_last > 1:
@@ -296,16 +429,83 @@ class Trainer:
     def _eval_and_maybe_stop(self) -> bool:
         stop = 0.0
         if self.dist.is_main:
-            metrics = self.evaluate("valid")
-            self._log({"step": self.step, "eval": metrics})
-            _, value, higher = _headline(metrics)
-            better = self.best is None or (value > self.best if higher else value < self.best)
-            if better:
-                self.best, self.bad_evals = value, 0
-            else:
-                self.bad_evals += 1
-            stop = float(self.cfg.patience > 0 and self.bad_evals >= self.cfg.patience)
+            metrics = self.evaluate()
+            if metrics:
+                self._log({"step": self.step, "eval": metrics})
+                _, value, higher = headline(metrics)
+                better = self.best is None or (value > self.best if higher else value < self.best)
+                if better:
+                    self.best, self.bad_evals = value, 0
+                else:
+                    self.bad_evals += 1
+                stop = float(self.cfg.patience > 0 and self.bad_evals >= self.cfg.patience)
         return all_reduce_sum(stop, self.dist, self.device) > 0
+
+    # -----------------------------------------------------------------------------------
+    # Ctrl-C and SIGTERM
+    # -----------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _signals(self) -> Iterator[None]:
+        """Inside a step or a save, the first Ctrl-C/SIGTERM only asks to stop at its end;
+        elsewhere (evaluation, logging) it interrupts at once, which leaves the state at a
+        step boundary."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum: int, frame: Any) -> None:
+            if self._critical and self._stop is None:
+                self._stop = signum
+                if self.dist.is_main:
+                    print(
+                        "\nqkv: stopping after this step and saving a checkpoint "
+                        "(press Ctrl-C again to abort without saving)",
+                        flush=True,
+                    )
+                return
+            raise KeyboardInterrupt
+
+        old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+    def _stop_agreed(self) -> bool:
+        """Whether any rank was asked to stop (all ranks stop at the same step)."""
+        asked = float(self._stop is not None)
+        if self.dist.enabled:
+            asked = all_reduce_sum(asked, self.dist, self.device)
+        return asked > 0
+
+    # -----------------------------------------------------------------------------------
+    # metrics.jsonl
+    # -----------------------------------------------------------------------------------
+    def _open_log(self) -> None:
+        """Start ``metrics.jsonl`` afresh for a new run; on resume, drop the records a
+        killed run wrote after its last checkpoint (they are about to be repeated)."""
+        if self.out_dir is None or not self.dist.is_main:
+            return
+        path = self.out_dir / "metrics.jsonl"
+        if not path.exists():
+            return
+        if self.resumed_from is None:
+            path.unlink()
+            return
+        kept = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by a crash
+            if (
+                isinstance(rec, dict)
+                and isinstance(rec.get("step"), int)
+                and rec["step"] <= self.step
+            ):
+                kept.append(line)
+        path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
 
     def _log(self, rec: dict[str, Any]) -> None:
         self.history.append(rec)
@@ -318,18 +518,20 @@ class Trainer:
     # -----------------------------------------------------------------------------------
     # checkpoints
     # -----------------------------------------------------------------------------------
-    def state(self) -> dict[str, Any]:
+    def state(self, *, scheduled: bool = True) -> dict[str, Any]:
         rng: dict[str, Any] = {"torch": torch.get_rng_state().tolist()}
         if torch.cuda.is_available():
             rng["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
         return {
             "qkv_version": __version__,
-            "task": self.task.name,
+            "task": self.name,
             "step": self.step,
             "epoch": self.epoch,
             "batch_in_epoch": self.batch_in_epoch,
             "best": self.best,
             "bad_evals": self.bad_evals,
+            "elapsed": self.elapsed,
+            "scheduled": scheduled,
             "rng": rng,
             "train_config": self.cfg.to_dict(),
         }
@@ -345,45 +547,79 @@ class Trainer:
         ckpt.optimizer_from_flat(self.optimizer, tensors, st["optimizer"])
         self.step, self.epoch, self.batch_in_epoch = st["step"], st["epoch"], st["batch_in_epoch"]
         self.best, self.bad_evals = st.get("best"), st.get("bad_evals", 0)
+        self.elapsed = float(st.get("elapsed", 0.0))
         torch.set_rng_state(torch.tensor(st["rng"]["torch"], dtype=torch.uint8))
         if "cuda" in st["rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(
                 [torch.tensor(s, dtype=torch.uint8) for s in st["rng"]["cuda"]]
             )
+        self.resumed_from = d
+        self._skip_to_position()
 
-    def save(self) -> Path | None:
-        """Write ``checkpoints/step-N`` atomically, point ``latest`` at it, prune old ones."""
+    def save(self, *, scheduled: bool = True) -> Path | None:
+        """Write ``checkpoints/step-N`` atomically, point ``latest`` at it, prune old ones.
+
+        Args:
+            scheduled: a save of the step schedule or the end of the run (averaged and kept
+                by ``keep_last``), or a timed/interrupt save (kept only while newest).
+        """
         if self.out_dir is None or not self.dist.is_main:
             barrier(self.dist)
             return None
-        root = self.out_dir / "checkpoints"
-        name = f"step-{self.step:08d}"
-        path = ckpt.save_checkpoint(
-            root / name,
-            self.model,
-            self.model_config,
-            optimizer=self.optimizer,
-            trainer_state=self.state(),
-            extra_writer=self.task.save,
-        )
-        ckpt.update_latest(self.out_dir, name)
-        keep = max(self.cfg.keep_last, self.cfg.average_last)
-        for old in sorted(p for p in root.glob("step-*") if p.is_dir())[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
+        assert self.model_config is not None
+        self._critical = True
+        try:
+            root = self.out_dir / "checkpoints"
+            name = f"step-{self.step:08d}"
+            path = ckpt.save_checkpoint(
+                root / name,
+                self.model,
+                self.model_config,
+                optimizer=self.optimizer,
+                trainer_state=self.state(scheduled=scheduled),
+                extra_writer=self.save_extra,
+            )
+            ckpt.update_latest(self.out_dir, name)
+            self._prune(root, name)
+        finally:
+            self._critical = False
         barrier(self.dist)
         return path
 
+    def _scheduled_checkpoints(self, root: Path) -> list[Path]:
+        out = []
+        for p in sorted(p for p in root.glob("step-*") if p.is_dir()):
+            try:
+                st = ckpt.read_json(p / ckpt.STATE_FILE)
+            except ckpt.CheckpointError:
+                continue
+            if isinstance(st, dict) and st.get("scheduled", True):
+                out.append(p)
+        return out
+
+    def _prune(self, root: Path, newest: str) -> None:
+        """Keep the last ``keep_last`` (or ``average_last``) scheduled checkpoints and the
+        newest one; remove the rest."""
+        keep_n = max(self.cfg.keep_last, self.cfg.average_last)
+        keep = {p.name for p in self._scheduled_checkpoints(root)[-keep_n:]} | {newest}
+        for old in sorted(p for p in root.glob("step-*") if p.is_dir()):
+            if old.name not in keep:
+                ckpt.remove_tree(old)
+
     def _average(self) -> dict[str, Any]:
-        assert self.out_dir is not None
-        dirs = sorted(p for p in (self.out_dir / "checkpoints").glob("step-*") if p.is_dir())
+        assert self.out_dir is not None and self.model_config is not None
+        dirs = self._scheduled_checkpoints(self.out_dir / "checkpoints")
         dirs = dirs[-self.cfg.average_last :]
         avg = ckpt.average_checkpoints(dirs)
         own = self.model.state_dict()
         saved = {k: v.clone() for k, v in own.items()}
         self.model.load_state_dict({**own, **{k: v.to(self.device) for k, v in avg.items()}})
-        metrics = self.evaluate("valid")
+        metrics = self.evaluate()
         ckpt.save_checkpoint(
-            self.out_dir / "averaged", self.model, self.model_config, extra_writer=self.task.save
+            self.out_dir / "averaged",
+            self.model,
+            self.model_config,
+            extra_writer=self.save_extra,
         )
         self.model.load_state_dict(saved)
         rec = {"step": self.step, "averaged_over": [d.name for d in dirs], "eval": metrics}
