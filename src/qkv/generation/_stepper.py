@@ -2,25 +2,45 @@
 
 ``Stepper`` hides the difference between a decoder-only LM (the prompt is the prefix) and an
 encoder-decoder (the source is encoded once; decoding starts from BOS), and between decoding
-with a KV cache (feed only the new token) and without one (re-run the whole prefix: the
-readable reference the cache is tested against).
+with a KV cache (:func:`~qkv.generation.steps.prefill` once, then
+:func:`~qkv.generation.steps.decode_one_token` per step) and without one (re-run the whole
+prefix uncached: the readable reference the cache is tested against).
 """
 
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
+
+from qkv.generation.protocols import Generative, is_encoder_decoder
+from qkv.generation.steps import decode_one_token, prefill
 
 
-def is_seq2seq(model: nn.Module) -> bool:
-    return hasattr(model, "encode") and hasattr(model, "decode")
+def check_inputs(inputs: Tensor, padding_mask: Tensor | None) -> Tensor:
+    """Validate ``(b, s)`` ids and their mask; returns the mask (all True by default).
+
+    Raises:
+        ValueError: ids that are not ``(b, s)`` integers, or a mask of another shape/dtype.
+    """
+    if inputs.ndim != 2 or inputs.dtype not in (torch.long, torch.int):
+        raise ValueError(
+            f"inputs must be (b, s) integer ids, got {inputs.dtype} {tuple(inputs.shape)}"
+        )
+    if padding_mask is None:
+        return torch.ones(inputs.shape, dtype=torch.bool, device=inputs.device)
+    if padding_mask.shape != inputs.shape or padding_mask.dtype != torch.bool:
+        raise ValueError(
+            f"padding_mask must be a bool tensor shaped like inputs {tuple(inputs.shape)}, "
+            f"got {padding_mask.dtype} {tuple(padding_mask.shape)}"
+        )
+    return padding_mask
 
 
 class Stepper:
     """Prefill once, then decode one token at a time.
 
     Args:
-        model: a ``DecoderLM`` or ``Seq2SeqTransformer``.
+        model: a causal LM or an encoder-decoder (see :mod:`qkv.generation.protocols`).
         inputs: ``(b, s)`` prompt (LM) or source (seq2seq) ids.
         padding_mask: ``(b, s)`` bool, True = real token (right padding); default all real.
         max_new_tokens: decoding budget (sizes the caches).
@@ -30,7 +50,7 @@ class Stepper:
 
     def __init__(
         self,
-        model: nn.Module,
+        model: Generative,
         inputs: Tensor,
         padding_mask: Tensor | None,
         max_new_tokens: int,
@@ -38,28 +58,21 @@ class Stepper:
         bos_id: int,
         use_cache: bool,
     ) -> None:
-        if inputs.ndim != 2 or inputs.dtype not in (torch.long, torch.int):
-            raise ValueError(
-                f"inputs must be (b, s) integer ids, got {inputs.dtype} {tuple(inputs.shape)}"
-            )
+        padding_mask = check_inputs(inputs, padding_mask)
         b, s = inputs.shape
-        if padding_mask is None:
-            padding_mask = torch.ones(b, s, dtype=torch.bool, device=inputs.device)
-        if padding_mask.shape != inputs.shape or padding_mask.dtype != torch.bool:
-            raise ValueError(
-                f"padding_mask must be a bool tensor shaped like inputs {tuple(inputs.shape)}, "
-                f"got {padding_mask.dtype} {tuple(padding_mask.shape)}"
-            )
-        if not bool(padding_mask.any(-1).all()) and not is_seq2seq(model):
+        self.seq2seq = is_encoder_decoder(model)
+        if not bool(padding_mask.any(-1).all()) and not self.seq2seq:
             raise ValueError("every prompt needs at least one real token")
-        self.model, self.use_cache, self.device = model, use_cache, inputs.device
+        self.model, self.device = model, inputs.device
         self.padded = not bool(padding_mask.all())
-        self.memory_padded = self.padded
-        self.seq2seq = is_seq2seq(model)
         param = next(model.parameters())
+        self.memory: Tensor | None = None
+        self.src_padding_mask: Tensor | None = None
         if self.seq2seq:
-            self.memory = model.encode(inputs, src_padding_mask=padding_mask)  # (b, s_src, d)
-            self.src_padding_mask = padding_mask
+            self.memory = model.encode(inputs, src_padding_mask=padding_mask)  # type: ignore[union-attr]  # (b, s_src, d)
+            # without padding the mask says nothing: None keeps attention's unmasked path
+            self.src_padding_mask = padding_mask if self.padded else None
+            self.padded = False  # the decoder's own tokens are never padded
             self.tokens = torch.full((b, 1), bos_id, dtype=torch.long, device=self.device)
             self.mask = torch.ones(b, 1, dtype=torch.bool, device=self.device)
             self.positions = torch.zeros(b, 1, dtype=torch.long, device=self.device)
@@ -83,30 +96,46 @@ class Stepper:
     def batch_size(self) -> int:
         return self.tokens.shape[0]
 
-    def _run(self, tokens: Tensor, mask: Tensor, positions: Tensor) -> Tensor:
-        # Without padding the masks say nothing the causal mask does not: pass None so the
-        # attention takes its unmasked fast path at every layer of every step.
-        if self.seq2seq:
-            return self.model.decode(
-                tokens,
-                self.memory,
-                src_padding_mask=self.src_padding_mask if self.memory_padded else None,
-                tgt_padding_mask=None,
-                cache=self.cache,
-                positions=positions,
-            )
-        mask_or_none = mask if self.padded else None
-        return self.model(tokens, padding_mask=mask_or_none, positions=positions, cache=self.cache)
-
     def logits(self) -> Tensor:
         """Next-token logits ``(b, vocab)`` for the current prefix (float32)."""
-        if self.cache is None:
-            out = self._run(self.tokens, self.mask, self.positions)
+        # Without padding the masks say nothing the causal mask does not: pass None so the
+        # attention takes its unmasked fast path at every layer of every step.
+        mask = self.mask if self.padded else None
+        src = {"memory": self.memory, "src_padding_mask": self.src_padding_mask}
+        if self.cache is None:  # the reference: the whole prefix, uncached
+            out = prefill(
+                self.model,
+                self.tokens,
+                cache=None,
+                padding_mask=mask,
+                positions=self.positions,
+                **src,
+            )[:, -1]
+        elif self._fed == 0:
+            out = prefill(
+                self.model,
+                self.tokens,
+                cache=self.cache,
+                padding_mask=mask,
+                positions=self.positions,
+                **src,
+            )[:, -1]
         else:
-            new = slice(self._fed, None)
-            out = self._run(self.tokens[:, new], self.mask, self.positions[:, new])
-            self._fed = self.tokens.shape[1]
-        return out[:, -1].float()
+            if self.tokens.shape[1] != self._fed + 1:
+                raise RuntimeError(
+                    f"a cached step feeds exactly one new token, got "
+                    f"{self.tokens.shape[1] - self._fed}"
+                )
+            out = decode_one_token(
+                self.model,
+                self.tokens[:, -1],
+                cache=self.cache,
+                positions=self.positions[:, -1],
+                padding_mask=mask,
+                **src,
+            )
+        self._fed = self.tokens.shape[1]
+        return out.float()  # (b, vocab)
 
     def append(self, token: Tensor) -> None:
         """Append ``token`` ``(b,)`` to every row."""
@@ -120,8 +149,9 @@ class Stepper:
         self.tokens = self.tokens.index_select(0, index)
         self.mask = self.mask.index_select(0, index)
         self.positions = self.positions.index_select(0, index)
-        if self.seq2seq:
+        if self.memory is not None:
             self.memory = self.memory.index_select(0, index)
+        if self.src_padding_mask is not None:
             self.src_padding_mask = self.src_padding_mask.index_select(0, index)
         if self.cache is not None:
             for layer in self.cache:

@@ -23,7 +23,7 @@ def beam_search(
     *,
     beam_size: int,
     max_new_tokens: int,
-    eos_id: int,
+    eos_id: int | None,
     alpha: float = 0.6,
     early_stopping: bool = True,
 ) -> tuple[list[list[int]], list[float]]:
@@ -34,7 +34,17 @@ def beam_search(
     best ``k`` others alive. A row stops once it has ``k`` finished hypotheses
     (``early_stopping=True``, as in GNMT and Hugging Face), or (``early_stopping=False``)
     once no live beam can still beat its worst finished one. At the budget, live beams are
-    finished as they are (scored with the penalty at their length).
+    finished as they are (scored with the penalty at their length). Without an ``eos_id``
+    (a language model on running text) no hypothesis ends early: every row runs to
+    ``max_new_tokens`` and the best beam at the budget wins.
+
+    Args:
+        stepper: the model and its batch of prompts or sources.
+        beam_size: beams per row ``k``.
+        max_new_tokens: the decoding budget.
+        eos_id: the token that finishes a hypothesis, or None.
+        alpha: the GNMT length penalty exponent.
+        early_stopping: see above.
 
     Returns:
         ``(tokens, scores)``: the best hypothesis per row (EOS excluded) and its penalized
@@ -45,6 +55,7 @@ def beam_search(
     """
     if beam_size < 1:
         raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+    filler = 0 if eos_id is None else eos_id  # token of dead (score -inf) beam slots
     b, k, dev = stepper.batch_size, beam_size, stepper.device
     stepper.reorder(torch.arange(b, device=dev).repeat_interleave(k))  # (b*k) rows
     scores = torch.full((b, k), float("-inf"), device=dev)
@@ -62,7 +73,7 @@ def beam_search(
         beam_idx, tok_idx = idx // vocab, idx % vocab
         new_scores = torch.full((b, k), float("-inf"), device=dev)
         new_src = torch.zeros(b, k, dtype=torch.long, device=dev)
-        new_tok = torch.full((b, k), eos_id, dtype=torch.long, device=dev)
+        new_tok = torch.full((b, k), filler, dtype=torch.long, device=dev)
         top_l, beam_l, tok_l = top.tolist(), beam_idx.tolist(), tok_idx.tolist()
         prev = seqs.tolist()
         lp_now = length_penalty(t + 1, alpha)
@@ -73,7 +84,7 @@ def beam_search(
             for sc, bi, ti in zip(top_l[r], beam_l[r], tok_l[r]):
                 if sc == float("-inf"):
                     break
-                if ti == eos_id:
+                if eos_id is not None and ti == eos_id:
                     finished[r].append((sc / lp_now, [*prev[r][bi], ti]))
                 elif alive < k:
                     new_scores[r, alive], new_src[r, alive], new_tok[r, alive] = sc, bi, ti
@@ -114,7 +125,7 @@ def beam_search(
                 if sc > float("-inf"):
                     pool.append((sc / lp_end, seqs[r, j].tolist()))
         best_score, best = max(pool, key=lambda x: x[0]) if pool else (float("-inf"), [])
-        if best and best[-1] == eos_id:
+        if best and eos_id is not None and best[-1] == eos_id:
             best = best[:-1]
         out_tokens.append(best)
         out_scores.append(best_score)

@@ -2,131 +2,213 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import InitVar, dataclass, field
+from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from qkv.generation._stepper import Stepper
+from qkv.generation._stepper import Stepper, check_inputs
 from qkv.generation.beam import beam_search
+from qkv.generation.config import GenerationConfig
 from qkv.generation.greedy import decode_loop
-from qkv.generation.sampling import filter_logits, greedy_choice, sample
+from qkv.generation.protocols import Decodable, Generative, is_encoder_decoder
+from qkv.generation.sampling import greedy_choice, sample
 from qkv.layers.head import OutputHead
+
+#: Position kinds with a table of ``max_len`` rows: decoding past it is an error.
+BOUNDED_POSITIONS = ("learned", "sinusoidal")
 
 
 @dataclass
 class Generated:
-    """Decoded continuations.
+    """Decoded continuations, as lists and as padded tensors.
 
     Attributes:
-        tokens: new tokens per input row, EOS excluded.
+        tokens: new tokens per input row, EOS excluded (a language model's prompt is not
+            repeated).
         scores: per row, the summed log probability (greedy/sample) or the length-penalized
             beam score.
         logits: per decoding step, ``(b, vocab)`` float32 logits (greedy/sample with
             ``return_logits=True``).
+        ids: ``(b, n)`` long, :attr:`tokens` right-padded with ``pad_id`` to the longest
+            row ``n`` (on ``device``).
+        lengths: ``(b,)`` long, the length of each row of :attr:`tokens`.
+
+    Args:
+        pad_id: the filler of :attr:`ids` (default 0; ``generate`` passes its ``pad_id``).
+        device: where :attr:`ids` and :attr:`lengths` live (default the CPU;
+            ``generate`` passes the inputs' device).
     """
 
     tokens: list[list[int]]
     scores: list[float]
     logits: list[Tensor] = field(default_factory=list)
+    pad_id: InitVar[int] = 0
+    device: InitVar[torch.device | str | None] = None
+    ids: Tensor = field(init=False)
+    lengths: Tensor = field(init=False)
+
+    def __post_init__(self, pad_id: int, device: torch.device | str | None) -> None:
+        n = max((len(row) for row in self.tokens), default=0)
+        rows = [row + [pad_id] * (n - len(row)) for row in self.tokens]
+        self.ids = torch.tensor(rows, dtype=torch.long, device=device).view(len(rows), n)
+        self.lengths = torch.tensor(
+            [len(row) for row in self.tokens], dtype=torch.long, device=device
+        )
 
 
 @torch.inference_mode()
 def generate(
-    model: nn.Module,
+    model: Generative,
     inputs: Tensor,
+    config: GenerationConfig | None = None,
     *,
     padding_mask: Tensor | None = None,
-    max_new_tokens: int = 64,
-    strategy: Literal["greedy", "beam", "sample"] = "greedy",
-    beam_size: int = 4,
-    length_penalty: float = 0.6,
-    early_stopping: bool = True,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    bos_id: int = 1,
-    eos_id: int | None = 2,
-    pad_id: int = 0,
-    use_cache: bool = True,
     generator: torch.Generator | None = None,
-    return_logits: bool = False,
+    **overrides: Any,
 ) -> Generated:
-    """Continue a batch of prompts (``DecoderLM``) or translate a batch of sources
-    (``Seq2SeqTransformer``).
+    """Continue a batch of prompts (a causal LM such as ``DecoderLM``) or translate a batch
+    of sources (an encoder-decoder such as ``Seq2SeqTransformer``).
+
+    ``generate(model, ids, max_new_tokens=5, strategy="beam")`` and
+    ``generate(model, ids, GenerationConfig(max_new_tokens=5, strategy="beam"))`` are the
+    same call; keywords override the fields of ``config`` (default
+    :class:`GenerationConfig()`) and are validated like them. The model methods
+    ``model.generate(ids, ...)`` call this.
 
     Args:
-        model: a qkv ``DecoderLM`` or ``Seq2SeqTransformer`` (put in eval mode here).
+        model: a causal LM or an encoder-decoder (see :mod:`qkv.generation.protocols`),
+            put in eval mode for the call (its mode is restored after).
         inputs: ``(b, s)`` prompt or source ids, right-padded.
+        config: the decoding settings (:class:`GenerationConfig`).
         padding_mask: ``(b, s)`` bool, True = real token; default all real.
-        max_new_tokens: the most tokens generated per row.
-        strategy: ``"greedy"``, ``"beam"`` or ``"sample"``.
-        beam_size, length_penalty, early_stopping: beam search settings (GNMT alpha).
-        temperature, top_k, top_p: sampling filters.
-        bos_id: first decoder token of seq2seq models.
-        eos_id: stop token (None: always run ``max_new_tokens``).
-        pad_id: filler after a row has finished.
-        use_cache: use KV caches (identical tokens, logits equal to 1e-5, much faster).
-        generator: RNG for sampling.
-        return_logits: keep each step's logits (greedy/sample). Decoding runs under
-            ``torch.inference_mode``, so they are inference tensors (``.clone()`` them
-            outside it to use them with autograd).
+        generator: RNG for sampling (else ``config.seed``, else the global RNG).
+        **overrides: fields of :class:`GenerationConfig` (``max_new_tokens``,
+            ``strategy``, ``beam_size``, ``temperature``, ``eos_id``, ...).
 
     Returns:
-        :class:`Generated`.
+        :class:`Generated`. Decoding runs under ``torch.inference_mode``, so its tensors are
+        inference tensors (``.clone()`` them outside it to use them with autograd).
 
     Raises:
-        ValueError: bad shapes, an unknown strategy, or bad sampling settings.
+        TypeError: a ``config`` that is not a :class:`GenerationConfig`, keywords that are not
+            settings, or a model without ``make_cache``.
+        ValueError: invalid settings (named, with their values), bad shapes, both ``seed``
+            and ``generator``, or prompt + ``max_new_tokens`` past the model's learned or
+            sinusoidal position table (``config.max_len``).
     """
-    if strategy not in ("greedy", "beam", "sample"):
-        raise ValueError(f"strategy must be 'greedy', 'beam' or 'sample', got {strategy!r}")
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
+    if config is None:
+        config = GenerationConfig()
+    elif not isinstance(config, GenerationConfig):
+        raise TypeError(f"config must be a GenerationConfig or None, got {type(config).__name__}")
+    cfg = config.merged(**overrides)
+    if not isinstance(model, Decodable):
+        raise TypeError(
+            f"generate needs a model with make_cache (a causal LM or an encoder-decoder), "
+            f"got {type(model).__name__}"
+        )
+    padding_mask = check_inputs(inputs, padding_mask)
+    check_capacity(model, inputs, padding_mask, cfg.max_new_tokens)
+    if cfg.strategy == "sample" and cfg.seed is not None:
+        if generator is not None:
+            raise ValueError(f"give a generator or config.seed ({cfg.seed}), not both")
+        generator = torch.Generator(device=inputs.device).manual_seed(cfg.seed)
     was_training = model.training
-    model.eval()
-    heads = _decoding_heads(model, max_new_tokens)
+    model.train(False)
+    heads = _decoding_heads(model, cfg.max_new_tokens)
     for head in heads:
         head.prepare_decoding()
     try:
         stepper = Stepper(
-            model, inputs, padding_mask, max_new_tokens, bos_id=bos_id, use_cache=use_cache
+            model,
+            inputs,
+            padding_mask,
+            cfg.max_new_tokens,
+            bos_id=cfg.bos_id,
+            use_cache=cfg.use_cache,
         )
-        if strategy == "beam":
-            if eos_id is None:
-                raise ValueError("beam search needs an eos_id")
+        out = {"pad_id": cfg.pad_id, "device": inputs.device}
+        if cfg.strategy == "beam":
             toks, scores = beam_search(
                 stepper,
-                beam_size=beam_size,
-                max_new_tokens=max_new_tokens,
-                eos_id=eos_id,
-                alpha=length_penalty,
-                early_stopping=early_stopping,
+                beam_size=cfg.beam_size,
+                max_new_tokens=cfg.max_new_tokens,
+                eos_id=cfg.eos_id,
+                alpha=cfg.length_penalty,
+                early_stopping=cfg.early_stopping,
             )
-            return Generated(toks, scores)
-        if strategy == "sample":
-            filter_logits(torch.zeros(1, 2), temperature=temperature, top_k=top_k, top_p=top_p)
+            return Generated(toks, scores, **out)  # type: ignore[arg-type]
+        if cfg.strategy == "sample":
 
             def choose(logits: Tensor) -> Tensor:
-                return sample(logits, generator, temperature=temperature, top_k=top_k, top_p=top_p)
+                return sample(
+                    logits, generator, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p
+                )
         else:
             choose = greedy_choice
         toks, scores, logits = decode_loop(
             stepper,
             choose,
-            max_new_tokens=max_new_tokens,
-            eos_id=eos_id,
-            pad_id=pad_id,
-            keep_logits=return_logits,
+            max_new_tokens=cfg.max_new_tokens,
+            eos_id=cfg.eos_id,
+            pad_id=cfg.pad_id,
+            keep_logits=cfg.return_logits,
         )
-        return Generated(toks, scores, logits)
+        return Generated(toks, scores, logits, **out)  # type: ignore[arg-type]
     finally:
         for head in heads:
             head.release_decoding()
         model.train(was_training)
 
 
-def _decoding_heads(model: nn.Module, max_new_tokens: int) -> list[OutputHead]:
+def check_capacity(
+    model: object, inputs: Tensor, padding_mask: Tensor, max_new_tokens: int
+) -> None:
+    """Refuse a decode that would run past the model's position table.
+
+    Learned and sinusoidal positions are a table of ``config.max_len`` rows; RoPE, ALiBi,
+    relative biases and no positions have no hard limit. A language model feeds its
+    longest prompt (``n_p`` real tokens) and all new tokens but the last, so it needs
+    ``n_p + max_new_tokens - 1 <= max_len``; an encoder-decoder needs the source
+    ``s_src <= max_len`` and ``max_new_tokens <= max_len`` (BOS at position 0). Models
+    without a ``config`` with ``pos`` and ``max_len`` are not checked.
+
+    Args:
+        model: the model (its ``config.pos`` and ``config.max_len`` are read).
+        inputs: ``(b, s)`` prompt or source ids.
+        padding_mask: ``(b, s)`` bool, True = real token.
+        max_new_tokens: the decoding budget.
+
+    Raises:
+        ValueError: naming the lengths and ``max_len``.
+    """
+    cfg = getattr(model, "config", None)
+    pos, max_len = getattr(cfg, "pos", None), getattr(cfg, "max_len", None)
+    if pos not in BOUNDED_POSITIONS or not isinstance(max_len, int):
+        return
+    longest = int(padding_mask.sum(-1).max()) if inputs.numel() else 0
+    table = f"the model's {pos} positions stop at max_len ({max_len})"
+    if is_encoder_decoder(model):
+        if longest > max_len:
+            raise ValueError(f"the source has {longest} tokens, but {table}")
+        if max_new_tokens > max_len:
+            raise ValueError(
+                f"max_new_tokens ({max_new_tokens}) needs decoder positions up to "
+                f"{max_new_tokens - 1}, but {table}"
+            )
+        return
+    if longest > max_len:
+        raise ValueError(f"the prompt has {longest} tokens, but {table}")
+    if longest + max_new_tokens - 1 > max_len:
+        raise ValueError(
+            f"prompt ({longest} tokens) + max_new_tokens ({max_new_tokens}) needs "
+            f"{longest + max_new_tokens - 1} positions (the last new token is never fed "
+            f"back), but {table}; lower max_new_tokens to at most {max_len - longest + 1}"
+        )
+
+
+def _decoding_heads(model: Decodable, max_new_tokens: int) -> list[OutputHead]:
     """The output heads worth a decoding copy of their weight: on the CPU (whose BLAS is
     slow on a few rows times a transposed matrix; see :class:`OutputHead`), and when enough
     steps repay the copy."""

@@ -11,9 +11,13 @@ Families (one config dataclass each, validated and JSON round-trippable):
 >>> model = M.from_preset("gpt2-tiny")
 >>> M.count_parameters(model) > 0
 True
+
+Every model saves with ``model.save_pretrained(directory)`` and comes back with
+:func:`load` (``qkv.load``); the generative ones (:class:`GenerativeModel`: ``DecoderLM``,
+``Seq2SeqTransformer``) decode with ``model.generate(ids, ...)``.
 """
 
-from qkv.models.base import TransformerModel
+from qkv.models.base import GenerativeModel, TransformerModel
 from qkv.models.bert import EncoderModel, EncoderOutput, MLMHead, Pooler
 from qkv.models.blocks import DecoderLayer, EncoderLayer
 from qkv.models.build import build
@@ -33,6 +37,7 @@ from qkv.models.decoder import Decoder, cache_length
 from qkv.models.embeddings import Embeddings
 from qkv.models.encoder import Encoder
 from qkv.models.init import init_weights
+from qkv.models.io import load, load_weights, resolve_checkpoint, save_pretrained
 from qkv.models.lm import DecoderLM, positions_from_mask
 from qkv.models.presets import PRESETS, from_preset, preset_config
 from qkv.models.seq2seq import Seq2SeqTransformer
@@ -52,6 +57,7 @@ __all__ = [
     "EncoderLayer",
     "EncoderModel",
     "EncoderOutput",
+    "GenerativeModel",
     "LMConfig",
     "MLMHead",
     "PatchEmbedding",
@@ -69,7 +75,11 @@ __all__ = [
     "flops_per_token",
     "from_preset",
     "init_weights",
+    "load",
+    "load_weights",
     "non_embedding_parameters",
     "positions_from_mask",
     "preset_config",
+    "resolve_checkpoint",
+    "save_pretrained",
 ]

@@ -1,16 +1,21 @@
-"""What every model shares: its config, the attention backend switch, cache allocation."""
+"""What every model shares: its config, the attention backend switch, cache allocation,
+``save_pretrained``; and what the generative ones share: ``generate``."""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from qkv.attn.functional import available_backends
 from qkv.attn.kv_cache import KVCache
 from qkv.attn.mha import MultiHeadAttention
+from qkv.generation import Generated, GenerationConfig, generate
+from qkv.models._pretrained import SavesToDirectory, save_pretrained
 from qkv.models.config import TransformerConfig
 from qkv.models.prune import apply_pruned_heads, prune_heads
 
@@ -70,6 +75,22 @@ class TransformerModel(nn.Module):
         """
         return prune_heads(self, heads)
 
+    def save_pretrained(
+        self, directory: str | Path, *, tokenizer: SavesToDirectory | None = None
+    ) -> Path:
+        """Write ``model.safetensors`` and ``config.json`` (the trainer's checkpoint files)
+        and, given a tokenizer, its ``tokenizer.json``; :func:`qkv.load` reads them back.
+        See :func:`qkv.models.io.save_pretrained`.
+
+        Args:
+            directory: created if missing; existing model files are replaced.
+            tokenizer: anything with ``save(directory)`` (``qkv.data.Tokenizer``), or None.
+
+        Returns:
+            ``directory`` as a ``Path``.
+        """
+        return save_pretrained(self, directory, tokenizer=tokenizer)
+
     def _kv_caches(
         self,
         attns: Iterable[MultiHeadAttention],
@@ -93,3 +114,53 @@ class TransformerModel(nn.Module):
             KVCache(batch, a.n_kv_heads, max_len, a.head_dim, dtype=dtype, device=dev)
             for a in attns
         ]
+
+
+class GenerativeModel(TransformerModel):
+    """Base class of the models that generate (``DecoderLM``, ``Seq2SeqTransformer``): they
+    have ``make_cache`` and :meth:`generate`. Encoder-only models (``EncoderModel``) and
+    ``ViT`` do not derive from it and have no ``generate``.
+    """
+
+    def make_cache(
+        self,
+        batch: int,
+        max_len: int,
+        *,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> Any:
+        """Preallocated KV caches for ``batch`` rows of ``max_len`` decoder tokens."""
+        raise NotImplementedError
+
+    def generate(
+        self,
+        inputs: Tensor,
+        config: GenerationConfig | None = None,
+        *,
+        padding_mask: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        **overrides: Any,
+    ) -> Generated:
+        """Continue prompts (language models) or translate sources (encoder-decoders):
+        :func:`qkv.generation.generate` with this model.
+
+        Args:
+            inputs: ``(b, s)`` prompt or source ids, right-padded.
+            config: a :class:`~qkv.generation.GenerationConfig`; default its defaults
+                (greedy, 64 new tokens, ``eos_id=2``).
+            padding_mask: ``(b, s)`` bool, True = real token; default all real.
+            generator: RNG for sampling.
+            **overrides: :class:`~qkv.generation.GenerationConfig` fields
+                (``max_new_tokens=20, strategy="beam"``, ...).
+
+        Returns:
+            :class:`~qkv.generation.Generated`: new tokens as lists (``tokens``) and as a
+            padded ``(b, n)`` tensor (``ids``, with ``lengths``), and scores.
+
+        Raises:
+            TypeError, ValueError: see :func:`qkv.generation.generate`.
+        """
+        return generate(
+            self, inputs, config, padding_mask=padding_mask, generator=generator, **overrides
+        )

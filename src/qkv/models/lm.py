@@ -7,7 +7,7 @@ from torch import Tensor
 
 from qkv.attn.kv_cache import KVCache
 from qkv.layers.head import OutputHead
-from qkv.models.base import TransformerModel
+from qkv.models.base import GenerativeModel
 from qkv.models.config import LMConfig
 from qkv.models.decoder import cache_length
 from qkv.models.init import init_weights
@@ -31,7 +31,7 @@ def positions_from_mask(padding_mask: Tensor, s: int) -> Tensor:
     return pos[:, -s:].clamp(min=0)  # (b, s)
 
 
-class DecoderLM(TransformerModel):
+class DecoderLM(GenerativeModel):
     """GPT-style language model: ``logits = W_out decoder(E(x))``.
 
     Pre-norm with a final norm, learned (or sinusoidal, RoPE, ALiBi, relative) positions,

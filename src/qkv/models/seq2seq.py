@@ -7,14 +7,14 @@ from torch import Tensor
 
 from qkv.attn.kv_cache import CrossKVCache, KVCache
 from qkv.layers.head import OutputHead
-from qkv.models.base import TransformerModel
+from qkv.models.base import GenerativeModel
 from qkv.models.config import Seq2SeqConfig
 from qkv.models.decoder import cache_length
 from qkv.models.init import init_weights
 from qkv.models.parts import decoder_for, embeddings_for, encoder_for, token_embedding
 
 
-class Seq2SeqTransformer(TransformerModel):
+class Seq2SeqTransformer(GenerativeModel):
     """Encoder-decoder Transformer.
 
     ``logits = W_out (c * decoder(E_tgt(y), encoder(E_src(x)))) [+ b_out]`` with

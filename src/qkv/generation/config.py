@@ -1,0 +1,154 @@
+"""``GenerationConfig``: every decoding setting in one validated, JSON-able dataclass.
+
+>>> cfg = GenerationConfig(strategy="beam", beam_size=5, max_new_tokens=32)
+>>> cfg.merged(beam_size=2).beam_size
+2
+>>> GenerationConfig.from_dict(cfg.to_dict()) == cfg
+True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+Strategy = Literal["greedy", "beam", "sample"]
+STRATEGIES: tuple[str, ...] = get_args(Strategy)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_int(name: str, value: object, minimum: int, *, optional: bool = False) -> None:
+    if optional and value is None:
+        return
+    if not _is_int(value) or value < minimum:  # type: ignore[operator]
+        what = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+        raise ValueError(f"{name} must be {what}{' or None' if optional else ''}, got {value!r}")
+
+
+def _check_number(name: str, value: object) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok or not math.isfinite(value):  # type: ignore[arg-type]
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+
+
+def _check_bool(name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be a bool, got {value!r}")
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """How :func:`qkv.generation.generate` decodes. Every field is validated on
+    construction (and on :meth:`merged`), with errors naming the field and its value.
+
+    Args:
+        strategy: ``"greedy"`` (argmax), ``"beam"`` (beam search with the GNMT length
+            penalty) or ``"sample"`` (temperature / top-k / top-p sampling).
+        max_new_tokens: the most tokens generated per row (>= 1).
+        beam_size: beams per row (``strategy="beam"``; >= 1).
+        length_penalty: GNMT ``alpha`` (``lp = ((5 + |Y|) / 6) ** alpha``; 0 ranks by raw
+            log probability). Finite and >= 0: the stopping bound of
+            ``early_stopping=False`` relies on ``lp`` growing with length.
+        early_stopping: beam search stops a row once it has ``beam_size`` finished
+            hypotheses (True, as GNMT and Hugging Face) or once no live beam can beat the
+            worst finished one (False).
+        temperature: logits are divided by it before sampling (finite, > 0).
+        top_k: sample among the ``top_k`` most likely tokens only (None: all).
+        top_p: nucleus sampling: the smallest set of most likely tokens whose mass reaches
+            ``top_p``, in ``(0, 1]`` (None: all).
+        bos_id: the first decoder token of encoder-decoder models.
+        eos_id: the stop token, excluded from the output; None: every row runs to
+            ``max_new_tokens`` (a language model on running text has no EOS; beam search
+            then finishes every beam at the budget).
+        pad_id: filler of :attr:`Generated.ids <qkv.generation.Generated.ids>` after a row
+            has finished.
+        use_cache: decode with preallocated KV caches (``prefill`` once, then
+            ``decode_one_token``), or re-run the whole prefix every step (the readable
+            reference the cache is tested against; same tokens, logits equal to 1e-5).
+        return_logits: keep every step's ``(b, vocab)`` logits (greedy and sample only).
+        seed: with ``strategy="sample"``, the seed of a fresh ``torch.Generator`` made on
+            every call (the same config then draws the same tokens); None: the global RNG,
+            or the ``generator`` passed to :func:`~qkv.generation.generate` (giving both is
+            an error). A generator is run-time state, not a setting, so it is not a field.
+
+    Raises:
+        ValueError: a field of the wrong type or out of range (named, with its value).
+    """
+
+    strategy: Strategy = "greedy"
+    max_new_tokens: int = 64
+    beam_size: int = 4
+    length_penalty: float = 0.6
+    early_stopping: bool = True
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    bos_id: int = 1
+    eos_id: int | None = 2
+    pad_id: int = 0
+    use_cache: bool = True
+    return_logits: bool = False
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(
+                f"strategy must be 'greedy', 'beam' or 'sample', got {self.strategy!r}"
+            )
+        _check_int("max_new_tokens", self.max_new_tokens, 1)
+        _check_int("beam_size", self.beam_size, 1)
+        _check_number("length_penalty", self.length_penalty)
+        if self.length_penalty < 0:
+            raise ValueError(f"length_penalty must be >= 0, got {self.length_penalty!r}")
+        _check_number("temperature", self.temperature)
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature!r}")
+        _check_int("top_k", self.top_k, 1, optional=True)
+        if self.top_p is not None:
+            _check_number("top_p", self.top_p)
+            if not 0.0 < self.top_p <= 1.0:
+                raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        _check_int("bos_id", self.bos_id, 0)
+        _check_int("eos_id", self.eos_id, 0, optional=True)
+        _check_int("pad_id", self.pad_id, 0)
+        _check_int("seed", self.seed, 0, optional=True)
+        for name in ("early_stopping", "use_cache", "return_logits"):
+            _check_bool(name, getattr(self, name))
+        if self.return_logits and self.strategy == "beam":
+            raise ValueError(
+                "return_logits=True keeps greedy or sampled steps' logits; beam search "
+                "(strategy='beam') does not return them"
+            )
+
+    def merged(self, **overrides: Any) -> GenerationConfig:
+        """A copy with ``overrides`` applied (and validated).
+
+        Raises:
+            TypeError: keywords that are not fields (named, with the valid ones).
+            ValueError: an invalid value.
+        """
+        names = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            raise TypeError(
+                f"unknown generation settings {unknown}; valid settings: {sorted(names)}"
+            )
+        return dataclasses.replace(self, **overrides) if overrides else self
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a plain dict (JSON-serializable)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> GenerationConfig:
+        """Inverse of :meth:`to_dict`; missing fields take their defaults.
+
+        Raises:
+            TypeError: unknown keys (named).
+        """
+        return cls().merged(**d)
