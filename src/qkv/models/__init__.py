@@ -34,6 +34,16 @@ from qkv.models.embeddings import Embeddings
 from qkv.models.encoder import Encoder
 from qkv.models.init import init_weights
 from qkv.models.lm import DecoderLM, positions_from_mask
+from qkv.models.memory import (
+    MemoryLimitError,
+    available_memory,
+    check_memory,
+    kv_cache_bytes,
+    model_bytes,
+    parameter_bytes,
+    parameter_count,
+    training_bytes,
+)
 from qkv.models.presets import PRESETS, from_preset, preset_config
 from qkv.models.seq2seq import Seq2SeqTransformer
 from qkv.models.vit import PatchEmbedding, ViT
@@ -54,6 +64,7 @@ __all__ = [
     "EncoderOutput",
     "LMConfig",
     "MLMHead",
+    "MemoryLimitError",
     "PatchEmbedding",
     "Pooler",
     "Seq2SeqConfig",
@@ -62,14 +73,21 @@ __all__ = [
     "TransformerModel",
     "ViT",
     "ViTConfig",
+    "available_memory",
     "build",
     "cache_length",
+    "check_memory",
     "config_from_dict",
     "count_parameters",
     "flops_per_token",
     "from_preset",
     "init_weights",
+    "kv_cache_bytes",
+    "model_bytes",
     "non_embedding_parameters",
+    "parameter_bytes",
+    "parameter_count",
     "positions_from_mask",
     "preset_config",
+    "training_bytes",
 ]
