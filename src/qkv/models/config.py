@@ -46,7 +46,7 @@ _LAYER_FIELDS = ("n_layers", "n_encoder_layers", "n_decoder_layers")
 def _show(value: object) -> str:
     """``repr(value)``, except for ints too long to print (a 400-digit int)."""
     if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
-        return f"an int of about {int(value.bit_length() * 0.30103) + 1:,} digits"
+        return f"an int of about {int(value.bit_length() * math.log10(2)) + 1:,} digits"
     return repr(value)
 
 
