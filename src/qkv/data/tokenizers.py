@@ -34,6 +34,36 @@ PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
 SPECIAL_TOKENS: tuple[str, ...] = ("<pad>", "<bos>", "<eos>", "<unk>")
 TOKENIZER_FILE = "tokenizer.json"
 
+#: Largest vocabulary a tokenizer trains: 2**24 ids, 80x GPT-4o's ~200k. The BPE trainer of
+#: the ``tokenizers`` package reserves a hash map and a list of ``vocab_size`` entries
+#: (~60 bytes each) before it reads any text, so 10**9 would ask for ~60 GB up front; at
+#: 2**24 that reservation stays near 1 GiB. (``qkv.data`` sits below ``qkv.models``, whose
+#: ``check_memory`` the models and tasks use: this bound is the tokenizers' own.)
+MAX_VOCAB_SIZE: int = 2**24
+
+
+def check_vocab_size(name: str, value: object, minimum: int, why: str) -> None:
+    """Refuse a vocabulary size that is not an int in ``[minimum, MAX_VOCAB_SIZE]``.
+
+    Args:
+        name: the argument's name, for the message.
+        value: the size.
+        minimum: the smallest size allowed.
+        why: what ``minimum`` holds, for the message (``"4 specials + 256 bytes"``).
+
+    Raises:
+        ValueError: naming the argument, the bounds and the value.
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an int, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} ({value}) must be at least {minimum} ({why})")
+    if value > MAX_VOCAB_SIZE:
+        shown = f"{value:,}" if value.bit_length() <= 64 else f"an int of {value.bit_length()} bits"
+        raise ValueError(
+            f"{name} must be at most {MAX_VOCAB_SIZE:,} (2**24, the tokenizers' bound), got {shown}"
+        )
+
 
 class Tokenizer(abc.ABC):
     """Base class: a reversible map between text and ids ``0 .. vocab_size - 1``.
@@ -272,14 +302,14 @@ class WordTokenizer(_VocabTokenizer):
         (ties alphabetical), at most ``max_size`` ids in all when given.
 
         Raises:
-            ValueError: ``min_freq < 1`` or ``max_size`` smaller than the 4 specials.
+            ValueError: ``min_freq < 1``, or a ``max_size`` that is not an int, not above
+                the 4 specials or above :data:`MAX_VOCAB_SIZE`.
         """
         if min_freq < 1:
             raise ValueError(f"min_freq must be >= 1, got {min_freq}")
-        if max_size is not None and max_size <= len(SPECIAL_TOKENS):
-            raise ValueError(
-                f"max_size must exceed the {len(SPECIAL_TOKENS)} specials, got {max_size}"
-            )
+        if max_size is not None:
+            n = len(SPECIAL_TOKENS)
+            check_vocab_size("max_size", max_size, n + 1, f"more than the {n} specials")
         counts: Counter[str] = Counter()
         for t in texts:
             counts.update(split_words(t, lowercase))
@@ -333,16 +363,14 @@ class BPETokenizer(Tokenizer):
         symbols included) or no pair occurs ``min_frequency`` times.
 
         Raises:
-            ValueError: ``vocab_size`` below 4 specials + 256 bytes = 260.
+            ValueError: a ``vocab_size`` that is not an int, below 4 specials + 256 bytes =
+                260, or above :data:`MAX_VOCAB_SIZE`.
         """
+        n_min = len(SPECIAL_TOKENS) + 256
+        check_vocab_size("BPE vocab_size", vocab_size, n_min, "4 specials + 256 bytes")
         from tokenizers import Tokenizer as HFTokenizer
         from tokenizers import decoders, models, pre_tokenizers, trainers
 
-        n_min = len(SPECIAL_TOKENS) + 256
-        if vocab_size < n_min:
-            raise ValueError(
-                f"BPE vocab_size ({vocab_size}) must be at least {n_min} (4 specials + 256 bytes)"
-            )
         tok = HFTokenizer(models.BPE())
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = decoders.ByteLevel()
@@ -396,11 +424,15 @@ def train_tokenizer(
     """Train a tokenizer of ``kind`` (``"char"``, ``"word"`` or ``"bpe"``) on ``texts``.
 
     Raises:
-        ValueError: an unknown kind, or ``"bpe"`` without ``vocab_size``.
+        ValueError: an unknown kind, ``"bpe"`` without ``vocab_size``, or a ``vocab_size``
+            that is not an int or out of bounds (see :func:`check_vocab_size`).
     """
     if kind == "char":
         return CharTokenizer.train(texts)
     if kind == "word":
+        if vocab_size is not None:
+            n = len(SPECIAL_TOKENS)
+            check_vocab_size("word vocab_size", vocab_size, n + 1, f"more than the {n} specials")
         return WordTokenizer.train(texts, lowercase=lowercase, max_size=vocab_size)
     if kind == "bpe":
         if vocab_size is None:
@@ -412,6 +444,7 @@ def train_tokenizer(
 __all__ = [
     "BOS_ID",
     "EOS_ID",
+    "MAX_VOCAB_SIZE",
     "PAD_ID",
     "SPECIAL_TOKENS",
     "UNK_ID",
@@ -420,6 +453,7 @@ __all__ = [
     "CharTokenizer",
     "Tokenizer",
     "WordTokenizer",
+    "check_vocab_size",
     "detokenize",
     "split_words",
     "train_tokenizer",

@@ -39,6 +39,16 @@ from qkv.models.encoder import Encoder
 from qkv.models.init import init_weights
 from qkv.models.io import load, load_weights, resolve_checkpoint, save_pretrained
 from qkv.models.lm import DecoderLM, positions_from_mask
+from qkv.models.memory import (
+    MemoryLimitError,
+    available_memory,
+    check_memory,
+    kv_cache_bytes,
+    model_bytes,
+    parameter_bytes,
+    parameter_count,
+    training_bytes,
+)
 from qkv.models.presets import PRESETS, from_preset, preset_config
 from qkv.models.seq2seq import Seq2SeqTransformer
 from qkv.models.vit import PatchEmbedding, ViT
@@ -60,6 +70,7 @@ __all__ = [
     "GenerativeModel",
     "LMConfig",
     "MLMHead",
+    "MemoryLimitError",
     "PatchEmbedding",
     "Pooler",
     "Seq2SeqConfig",
@@ -68,18 +79,25 @@ __all__ = [
     "TransformerModel",
     "ViT",
     "ViTConfig",
+    "available_memory",
     "build",
     "cache_length",
+    "check_memory",
     "config_from_dict",
     "count_parameters",
     "flops_per_token",
     "from_preset",
     "init_weights",
+    "kv_cache_bytes",
     "load",
     "load_weights",
+    "model_bytes",
     "non_embedding_parameters",
+    "parameter_bytes",
+    "parameter_count",
     "positions_from_mask",
     "preset_config",
     "resolve_checkpoint",
     "save_pretrained",
+    "training_bytes",
 ]

@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Literal, TypeAlias, TypeVar, get_args
 
 from qkv.layers.feedforward import Activation
 from qkv.layers.norms import NORM_KINDS, NormKind
+from qkv.models.memory import MAX_PARAMETERS, format_gib, parameter_count
 
 #: The feed-forward activations of :mod:`qkv.layers` (``"geglu_tanh"``: T5 v1.1's "gated-gelu").
 ModelActivation: TypeAlias = Activation
@@ -33,11 +34,40 @@ ACTIVATIONS: tuple[str, ...] = get_args(Activation)
 
 C = TypeVar("C", bound="TransformerConfig")
 
+#: Largest value of any size field (widths, vocabularies, lengths): 2**40.
+MAX_SIZE: int = 2**40
+#: Most layers in one stack: 8x the 1,000 layers of DeepNet (Wang et al. 2022). Each layer
+#: is a dozen Python modules (~60 KB, ~10 ms to build even on ``meta``), so millions of them
+#: would exhaust the host whatever their width.
+MAX_LAYERS: int = 8192
+_LAYER_FIELDS = ("n_layers", "n_encoder_layers", "n_decoder_layers")
+
+
+def _show(value: object) -> str:
+    """``repr(value)``, except for ints too long to print (a 400-digit int)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"an int of about {int(value.bit_length() * math.log10(2)) + 1:,} digits"
+    return repr(value)
+
 
 def _check_int(name: str, value: object, minimum: int = 1) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         what = "a positive int" if minimum == 1 else f"an int >= {minimum}"
-        raise ValueError(f"{name} must be {what}, got {value!r}")
+        raise ValueError(f"{name} must be {what}, got {_show(value)}")
+    maximum = MAX_LAYERS if name in _LAYER_FIELDS else MAX_SIZE
+    if value > maximum:
+        raise ValueError(f"{name} must be at most {maximum:,}, got {_show(value)}")
+
+
+def _check_size(cfg: TransformerConfig) -> None:
+    """Refuse, on every machine alike, a model no machine holds (:data:`MAX_PARAMETERS`)."""
+    n = parameter_count(cfg)
+    if n > MAX_PARAMETERS:
+        raise ValueError(
+            f"{type(cfg).__name__} describes a model of {n:,} parameters "
+            f"({format_gib(4 * n)} in float32), more than the {MAX_PARAMETERS:,} (2**40) "
+            f"a qkv config may have"
+        )
 
 
 def _check_float(name: str, value: object, *, lo: float, hi: float | None = None) -> None:
@@ -97,7 +127,10 @@ class TransformerConfig:
             config removes them again, so a pruned model's checkpoint reloads).
 
     Raises:
-        ValueError: from ``__post_init__``, naming the offending values.
+        ValueError: from ``__post_init__``, naming the offending values: among them sizes
+            that are not ints, above :data:`MAX_SIZE` (layers: :data:`MAX_LAYERS`), or a
+            model of more than :data:`~qkv.models.memory.MAX_PARAMETERS` parameters (every
+            family checks its :func:`~qkv.models.memory.parameter_count` last).
     """
 
     family: ClassVar[str] = ""
@@ -305,6 +338,7 @@ class Seq2SeqConfig(TransformerConfig):
                     f"pad_token_id ({self.pad_token_id}) must be < tgt_vocab_size "
                     f"({self.tgt_vocab_size})"
                 )
+        _check_size(self)
 
     @property
     def target_vocab(self) -> int:
@@ -348,6 +382,7 @@ class LMConfig(TransformerConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_vocab(self, ("n_layers",))
+        _check_size(self)
 
 
 @dataclass
@@ -403,6 +438,7 @@ class EncoderConfig(TransformerConfig):
             raise ValueError(
                 f"n_classes ({self.n_classes}) needs pooler=True: it reads the pooled output"
             )
+        _check_size(self)
 
 
 @dataclass
@@ -442,6 +478,7 @@ class ViTConfig(TransformerConfig):
             raise ValueError(
                 f"patch_size ({self.patch_size}) must divide image_size ({self.image_size})"
             )
+        _check_size(self)
 
     @property
     def n_patches(self) -> int:

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from qkv.data.tokenizers import CharTokenizer, Tokenizer
+from qkv.tasks._limits import check_generated, text_pair_bytes
 from qkv.tasks._seq2seq import Pair, Seq2SeqTask
 from qkv.tasks.base import TaskError, TaskOptions
 
@@ -30,8 +31,8 @@ class CopyTask(Seq2SeqTask):
 
     Options: ``max_len`` (longest string, default 10), ``seed``, ``n_train``/``n_valid``/
     ``n_test`` (defaults 20,000/500/500; sources distinct across splits, except at
-    lengths with fewer strings than examples),
-    ``extra["symbols"]`` (the alphabet).
+    lengths with fewer strings than examples; more examples than the free memory holds are
+    refused before any is drawn), ``extra["symbols"]`` (the alphabet).
     """
 
     name = "copy"
@@ -78,18 +79,24 @@ class CopyTask(Seq2SeqTask):
             "train": o.n_train if o.n_train is not None else self.default_sizes["train"],
         }
         k, m = len(self.symbols), self.max_len
+        mean = (m + 2) // 2  # lengths are uniform in 1..m
+        check_generated(self.name, sizes, text_pair_bytes(mean, mean))
         rng = random.Random(o.seed)
         seen: set[str] = set()
         out: dict[str, list[Pair]] = {}
         total = sum(sizes.values())
+        # Lengths with fewer strings than examples requested (1 symbol: 16 strings), those
+        # below `repeat_below`, may repeat across splits; kept apart, the held-out splits,
+        # drawn first, would take them all and training would never see a short string.
+        # Every other length has at least `total` strings, so the loop always ends.
+        repeat_below = 1
+        while k**repeat_below < total:
+            repeat_below += 1
         for split, n in sizes.items():
             pairs: list[Pair] = []
             while len(pairs) < n:
                 s = "".join(rng.choices(self.symbols, k=rng.randint(1, m)))
-                # Lengths with fewer strings than examples requested (1 symbol: 16 strings)
-                # may repeat across splits; kept apart, the held-out splits, drawn first,
-                # would take them all and training would never see a short string.
-                if s not in seen or k ** len(s) < total:
+                if s not in seen or len(s) < repeat_below:
                     seen.add(s)
                     pairs.append(Pair(s, self.target(s)))
             out[split] = pairs

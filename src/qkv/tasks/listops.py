@@ -38,6 +38,7 @@ from qkv.tasks._common import (
     sized_config,
     write_task_file,
 )
+from qkv.tasks._limits import POINTER, check_generated, list_bytes, tuple_bytes
 from qkv.tasks.base import TaskError, TaskOptions
 from qkv.training.objective import Batch
 
@@ -87,11 +88,26 @@ class ListOpsTask(ClassifyTask):
         check_positive(self.name, "extra['block']", self.block)
         if o.tokenizer is not None:
             raise TaskError("task 'listops' has its own fixed vocabulary: it takes no tokenizer")
+        for opt in ("n_train", "n_valid", "n_test"):
+            if getattr(o, opt) is not None:
+                check_positive(self.name, opt, getattr(o, opt), minimum=0)
         self._splits: dict[str, list[tuple[list[int], int]]] | None = None
 
     # -- data ----------------------------------------------------------------------------
+    def example_bytes(self) -> int:
+        """Estimated bytes of one example while the splits are generated: its ids, the
+        tuple of them that keeps expressions unique, the copy with ``<cls>``, and the
+        ``(ids, label)`` tuples, at the mean length of ``[min_len, max_len]``."""
+        t = (self.min_len + self.max_len + 1) // 2
+        return 2 * list_bytes(t + 1) + tuple_bytes(t) + 2 * tuple_bytes(2) + 4 * POINTER
+
     def examples(self, split: Split) -> list[tuple[list[int], int]]:
-        """``(token ids with a leading <cls>, label)`` examples of a split."""
+        """``(token ids with a leading <cls>, label)`` examples of a split.
+
+        Raises:
+            TaskError: an unknown split, or more examples than the free memory holds
+                (refused before any is generated).
+        """
         check_choice(self.name, "split", split, ("train", "valid", "test"))
         if self._splits is None:
             o = self.options
@@ -99,6 +115,7 @@ class ListOpsTask(ClassifyTask):
                 s: getattr(o, f"n_{s}") if getattr(o, f"n_{s}") is not None else n
                 for s, n in self.default_sizes.items()
             }
+            check_generated(self.name, sizes, self.example_bytes())
             data = lo.listops_dataset(sum(sizes.values()), self.min_len, self.max_len, seed=o.seed)
             out, start = {}, 0
             for s in ("test", "valid", "train"):  # held-out splits first: stable under n_train

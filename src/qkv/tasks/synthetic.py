@@ -14,10 +14,15 @@ distinct across the splits.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, ClassVar
 
 from qkv.data import grammar
+from qkv.tasks._limits import check_generated, text_pair_bytes
 from qkv.tasks._seq2seq import Pair, Seq2SeqTask
+
+#: Sentences drawn to measure the mean length of an example for the memory estimate.
+_SAMPLE = 64
 
 
 class SyntheticTask(Seq2SeqTask):
@@ -25,7 +30,8 @@ class SyntheticTask(Seq2SeqTask):
 
     Options: ``seed``, ``n_train``/``n_valid``/``n_test`` (defaults 20,000/500/500; the
     test and valid sets do not depend on ``n_train``), ``max_len`` (default 16 words),
-    ``tokenizer`` (default ``"word"``), ``extra["shared_vocab"]``.
+    ``tokenizer`` (default ``"word"``), ``extra["shared_vocab"]``. More examples than the
+    free memory holds are refused before any is drawn.
     """
 
     name = "synthetic"
@@ -52,6 +58,10 @@ class SyntheticTask(Seq2SeqTask):
             "valid": o.n_valid if o.n_valid is not None else self.default_sizes["valid"],
             "train": o.n_train if o.n_train is not None else self.default_sizes["train"],
         }
+        sample = list(itertools.islice(grammar.sample_pairs(o.seed), _SAMPLE))
+        src = -(-sum(len(p[0]) for p in sample) // _SAMPLE)  # mean characters, rounded up
+        tgt = -(-sum(len(p[1]) for p in sample) // _SAMPLE)
+        check_generated(self.name, sizes, text_pair_bytes(src, tgt))
         splits = grammar.make_splits(sizes, seed=o.seed)
         return {k: [Pair(s, t) for s, t in v] for k, v in splits.items()}
 
