@@ -46,6 +46,9 @@ class Stepper:
         max_new_tokens: decoding budget (sizes the caches).
         bos_id: first decoder token for seq2seq models.
         use_cache: decode with KV caches (fast) or by re-running the prefix (reference).
+        beams: rows per input (beam search): each input's row is repeated ``beams`` times
+            (``b * beams`` rows, input ``i``'s beams adjacent) before the caches are made,
+            so the caches are allocated once at their final size. A source is encoded once.
     """
 
     def __init__(
@@ -57,6 +60,7 @@ class Stepper:
         *,
         bos_id: int,
         use_cache: bool,
+        beams: int = 1,
     ) -> None:
         padding_mask = check_inputs(inputs, padding_mask)
         b, s = inputs.shape
@@ -87,9 +91,12 @@ class Stepper:
                 torch.arange(s, device=self.device) - (s - lengths)[:, None]
             ).clamp_min(0)
             cap = s + max_new_tokens
-        self.cache = (
-            model.make_cache(b, cap, dtype=param.dtype, device=self.device) if use_cache else None
-        )
+        self.cache = None
+        if beams > 1:
+            self.reorder(torch.arange(b, device=self.device).repeat_interleave(beams))
+        rows = self.tokens.shape[0]
+        if use_cache:
+            self.cache = model.make_cache(rows, cap, dtype=param.dtype, device=self.device)
         self._fed = 0  # how many of self.tokens the cache has seen
 
     @property

@@ -27,7 +27,8 @@ def beam_search(
     alpha: float = 0.6,
     early_stopping: bool = True,
 ) -> tuple[list[list[int]], list[float]]:
-    """Batched beam search over a :class:`Stepper` of batch ``b``.
+    """Batched beam search over a :class:`Stepper` made with ``beams=beam_size`` (``b``
+    inputs, ``b * k`` rows).
 
     Each step expands the ``k`` live beams of every row with every token, keeps the best
     ``2k`` candidates, moves those ending in EOS to the row's finished list and keeps the
@@ -51,13 +52,17 @@ def beam_search(
         score.
 
     Raises:
-        ValueError: ``beam_size < 1``.
+        ValueError: ``beam_size < 1``, or a stepper without ``b * k`` rows.
     """
     if beam_size < 1:
         raise ValueError(f"beam_size must be >= 1, got {beam_size}")
     filler = 0 if eos_id is None else eos_id  # token of dead (score -inf) beam slots
-    b, k, dev = stepper.batch_size, beam_size, stepper.device
-    stepper.reorder(torch.arange(b, device=dev).repeat_interleave(k))  # (b*k) rows
+    k, dev = beam_size, stepper.device
+    if stepper.batch_size % k:
+        raise ValueError(
+            f"the stepper has {stepper.batch_size} rows: make it with beams={k} (b * k rows)"
+        )
+    b = stepper.batch_size // k  # rows i*k .. i*k + k - 1 are input i's beams
     scores = torch.full((b, k), float("-inf"), device=dev)
     scores[:, 0] = 0.0  # all beams start identical: keep one alive
     seqs = torch.zeros(b, k, 0, dtype=torch.long, device=dev)

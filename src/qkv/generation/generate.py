@@ -127,6 +127,7 @@ def generate(
             cfg.max_new_tokens,
             bos_id=cfg.bos_id,
             use_cache=cfg.use_cache,
+            beams=cfg.beam_size if cfg.strategy == "beam" else 1,
         )
         out = {"pad_id": cfg.pad_id, "device": inputs.device}
         if cfg.strategy == "beam":

@@ -17,6 +17,7 @@ from qkv.attn.mha import MultiHeadAttention
 from qkv.generation import Generated, GenerationConfig, generate
 from qkv.models._pretrained import SavesToDirectory, save_pretrained
 from qkv.models.config import TransformerConfig
+from qkv.models.memory import check_memory, dtype_name, model_bytes, parameter_count
 from qkv.models.prune import apply_pruned_heads, prune_heads
 
 
@@ -34,11 +35,22 @@ class TransformerModel(nn.Module):
 
     Raises:
         ValueError: an ``attn_backend`` that is not registered.
+        MemoryLimitError: the model does not fit in the free memory of the default device
+            (checked before any parameter is allocated; not on ``meta``).
     """
 
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
         _check_backend(config.attn_backend)
+        device = torch.get_default_device()
+        if device.type != "meta":
+            dtype = torch.get_default_dtype()
+            check_memory(
+                model_bytes(config, dtype),
+                f"model of {parameter_count(config):,} parameters in {dtype_name(dtype)}",
+                device=device,
+                hint='build it under `with torch.device("meta")` to inspect it without allocating',
+            )
         self.config = config
 
     @property
@@ -110,6 +122,16 @@ class TransformerModel(nn.Module):
         if dtype is None:
             on = torch.is_autocast_enabled(dev.type)
             dtype = torch.get_autocast_dtype(dev.type) if on else p.dtype
+        attns = list(attns)
+        size = torch.empty((), dtype=dtype).element_size()
+        need = sum(2 * batch * a.n_kv_heads * max_len * a.head_dim * size for a in attns)
+        check_memory(
+            need,
+            f"KV cache of {batch:,} rows x {max_len:,} tokens ({len(attns)} layers, "
+            f"{dtype_name(dtype)})",
+            device=dev,
+            hint="lower the batch, --beam-size or --max-new-tokens",
+        )
         return [
             KVCache(batch, a.n_kv_heads, max_len, a.head_dim, dtype=dtype, device=dev)
             for a in attns
