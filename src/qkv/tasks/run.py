@@ -13,6 +13,7 @@ from qkv import models
 from qkv.tasks.base import Task, TaskOptions
 from qkv.tasks.registry import get_task, load_task
 from qkv.training import checkpoint as ckpt
+from qkv.training import rundir
 from qkv.training.config import TrainConfig
 from qkv.training.trainer import StepCallback, Trainer
 
@@ -35,13 +36,16 @@ def build_trainer(
     restored, so the run continues exactly as if it had never stopped.
 
     Raises:
-        qkv.training.checkpoint.CheckpointError: ``resume`` without a usable checkpoint.
+        qkv.training.checkpoint.CheckpointError: ``resume`` without a usable checkpoint, or a
+            damaged file in it (named).
+        qkv.tasks.TaskError: a damaged ``task.json`` or tokenizer file (named).
+        qkv.training.runlock.RunLockedError: another live process writes into ``out_dir``.
     """
     if resume:
         if out_dir is None:
             raise ckpt.CheckpointError("--resume needs the run directory (--out)")
         d = ckpt.check_checkpoint(out_dir)
-        model_cfg = models.config_from_dict(ckpt.read_json(d / ckpt.CONFIG_FILE))
+        model_cfg = ckpt.read_model_config(d)
         task_obj = load_task(d, rebuild_data=True)
         model = models.build(model_cfg)
         trainer = Trainer(task_obj, model, model_cfg.to_dict(), config, out_dir, on_step=on_step)
@@ -51,7 +55,10 @@ def build_trainer(
     torch.manual_seed(config.seed)
     model_cfg = task_obj.model_config(preset, **(model_overrides or {}))
     model = models.build(model_cfg)
-    return Trainer(task_obj, model, model_cfg.to_dict(), config, out_dir, on_step=on_step)
+    trainer = Trainer(task_obj, model, model_cfg.to_dict(), config, out_dir, on_step=on_step)
+    if out_dir is not None and trainer.dist.is_main:
+        rundir.hold_run_dir(trainer, out_dir)  # one writer per run directory, from the start
+    return trainer
 
 
 def load_trained(
@@ -60,10 +67,12 @@ def load_trained(
     """Load a checkpoint (or a run directory's latest) for inference: ``(model, task)``.
 
     Raises:
-        qkv.training.checkpoint.CheckpointError: missing files or tensors that do not fit.
+        qkv.training.checkpoint.CheckpointError: missing or damaged files (named), or tensors
+            that do not fit.
+        qkv.tasks.TaskError: a damaged ``task.json`` or tokenizer file (named).
     """
     d = ckpt.check_checkpoint(directory)
-    cfg = models.config_from_dict(ckpt.read_json(d / ckpt.CONFIG_FILE))
+    cfg = ckpt.read_model_config(d)
     model = models.build(cfg)
     ckpt.load_weights(model, d)
     task = load_task(d)

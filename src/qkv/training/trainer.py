@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -23,10 +22,12 @@ from torch import nn
 
 from qkv._version import __version__
 from qkv.training import checkpoint as ckpt
+from qkv.training import rundir
 from qkv.training.config import TrainConfig
 from qkv.training.distributed import DistInfo, all_reduce_sum, barrier, init_distributed
 from qkv.training.objective import LossOutput
 from qkv.training.schedules import lr_at
+from qkv.training.state import TrainerState, capture_rng
 
 StepCallback = Callable[[int, dict[str, float]], None]
 
@@ -319,71 +320,65 @@ class Trainer:
     # checkpoints
     # -----------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
-        rng: dict[str, Any] = {"torch": torch.get_rng_state().tolist()}
-        if torch.cuda.is_available():
-            rng["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
-        return {
-            "qkv_version": __version__,
-            "task": self.task.name,
-            "step": self.step,
-            "epoch": self.epoch,
-            "batch_in_epoch": self.batch_in_epoch,
-            "best": self.best,
-            "bad_evals": self.bad_evals,
-            "rng": rng,
-            "train_config": self.cfg.to_dict(),
-        }
+        """The trainer's position as JSON (see :class:`qkv.training.state.TrainerState`)."""
+        return TrainerState(
+            step=self.step,
+            epoch=self.epoch,
+            batch_in_epoch=self.batch_in_epoch,
+            rng=capture_rng(),
+            best=self.best,
+            bad_evals=self.bad_evals,
+            task=self.task.name,
+            qkv_version=__version__,
+            train_config=self.cfg.to_dict(),
+        ).to_dict()
 
     def load_state(self, directory: Path) -> None:
-        """Restore model, optimizer, data position and RNG from a checkpoint directory."""
-        from safetensors.torch import load_file
+        """Restore model, optimizer, data position and RNG from a checkpoint directory.
 
+        Raises:
+            qkv.training.checkpoint.CheckpointError: a damaged file, named.
+            qkv.training.runlock.RunLockedError: another process writes into ``out_dir``.
+        """
+        if self.out_dir is not None and self.dist.is_main:
+            rundir.hold_run_dir(self, self.out_dir)
         d = ckpt.check_checkpoint(directory)
+        st = TrainerState.from_json(d / ckpt.STATE_FILE)
         ckpt.load_weights(self.model, d)
-        st = ckpt.read_json(d / ckpt.STATE_FILE)
-        tensors = load_file(str(d / ckpt.OPTIM_FILE), device=str(self.device))
-        ckpt.optimizer_from_flat(self.optimizer, tensors, st["optimizer"])
-        self.step, self.epoch, self.batch_in_epoch = st["step"], st["epoch"], st["batch_in_epoch"]
-        self.best, self.bad_evals = st.get("best"), st.get("bad_evals", 0)
-        torch.set_rng_state(torch.tensor(st["rng"]["torch"], dtype=torch.uint8))
-        if "cuda" in st["rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(
-                [torch.tensor(s, dtype=torch.uint8) for s in st["rng"]["cuda"]]
-            )
+        ckpt.load_optimizer(self.optimizer, d, st.optimizer, device=self.device)
+        self.step, self.epoch, self.batch_in_epoch = st.step, st.epoch, st.batch_in_epoch
+        self.best, self.bad_evals = st.best, st.bad_evals
+        st.restore_rng()
 
     def save(self) -> Path | None:
-        """Write ``checkpoints/step-N`` atomically, point ``latest`` at it, prune old ones."""
+        """Write ``checkpoints/step-N`` crash-safely, point ``latest`` at it, prune old ones."""
         if self.out_dir is None or not self.dist.is_main:
             barrier(self.dist)
             return None
-        root = self.out_dir / "checkpoints"
-        name = f"step-{self.step:08d}"
-        path = ckpt.save_checkpoint(
-            root / name,
+        rundir.hold_run_dir(self, self.out_dir)
+        path = rundir.save_run_checkpoint(
+            self.out_dir,
+            f"step-{self.step:08d}",
             self.model,
             self.model_config,
             optimizer=self.optimizer,
             trainer_state=self.state(),
             extra_writer=self.task.save,
+            keep=max(self.cfg.keep_last, self.cfg.average_last),
         )
-        ckpt.update_latest(self.out_dir, name)
-        keep = max(self.cfg.keep_last, self.cfg.average_last)
-        for old in sorted(p for p in root.glob("step-*") if p.is_dir())[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
         barrier(self.dist)
         return path
 
     def _average(self) -> dict[str, Any]:
         assert self.out_dir is not None
-        dirs = sorted(p for p in (self.out_dir / "checkpoints").glob("step-*") if p.is_dir())
-        dirs = dirs[-self.cfg.average_last :]
+        dirs = rundir.list_checkpoints(self.out_dir)[-self.cfg.average_last :]
         avg = ckpt.average_checkpoints(dirs)
         own = self.model.state_dict()
         saved = {k: v.clone() for k, v in own.items()}
         self.model.load_state_dict({**own, **{k: v.to(self.device) for k, v in avg.items()}})
         metrics = self.evaluate("valid")
-        ckpt.save_checkpoint(
-            self.out_dir / "averaged", self.model, self.model_config, extra_writer=self.task.save
+        rundir.save_averaged(
+            self.out_dir, self.model, self.model_config, extra_writer=self.task.save
         )
         self.model.load_state_dict(saved)
         rec = {"step": self.step, "averaged_over": [d.name for d in dirs], "eval": metrics}
