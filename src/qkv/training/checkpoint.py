@@ -56,8 +56,9 @@ class CheckpointError(ValueError):
 # ---------------------------------------------------------------------------------------
 def write_json(path: Path, obj: Any) -> None:
     """Write ``obj`` as indented, key-sorted JSON (the caller fsyncs the directory tree)."""
+    text = json.dumps(obj, indent=2, sort_keys=True)  # one write: json.dump writes per token
     with open(path, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
+        f.write(text)
 
 
 def read_json(path: Path) -> Any:

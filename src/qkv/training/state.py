@@ -46,7 +46,9 @@ def _is_int(x: Any) -> bool:
 
 
 def _byte_list(x: Any) -> bool:
-    return isinstance(x, list) and all(_is_int(b) and 0 <= b <= 255 for b in x)
+    if not isinstance(x, list) or not all(type(b) is int for b in x):  # not bool, not float
+        return False
+    return not x or (min(x) >= 0 and max(x) <= 255)
 
 
 @dataclass
