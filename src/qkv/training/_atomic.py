@@ -163,6 +163,15 @@ def remove_dir(path: Path) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
+def discard_published(path: Path) -> None:
+    """Best-effort :func:`remove_dir` of a directory already under a readable name, when a
+    save fails before its pointer switched (never raises; leftovers go at the next start)."""
+    try:
+        remove_dir(path)
+    except Exception:  # best effort: the original error is the one worth raising
+        pass
+
+
 def discard_dir(path: Path) -> None:
     """Best-effort ``rmtree`` for cleaning up after a failure (never raises)."""
     try:
@@ -204,6 +213,7 @@ __all__ = [
     "TMP_PREFIX",
     "discard_dir",
     "discard_file",
+    "discard_published",
     "fresh_name",
     "fsync_path",
     "fsync_tree",

@@ -384,7 +384,10 @@ def check_checkpoint(directory: str | Path) -> Path:
             d = target
     missing = [f for f in REQUIRED if not (d / f).is_file()]
     if missing:
-        raise CheckpointError(f"checkpoint {d} is incomplete: missing {', '.join(missing)}")
+        raise CheckpointError(
+            f"checkpoint {d} is incomplete: missing {', '.join(missing)} (no "
+            f"{', '.join(str(d / f) for f in missing)})"
+        )
     return d
 
 

@@ -135,7 +135,7 @@ def save_run_checkpoint(
         ckpt.update_latest(run_dir, final.name)
     except BaseException:
         if _latest_or_none(run_dir) != final.name:  # not switched: the new one is debris
-            _atomic.discard_dir(final)
+            _atomic.discard_published(final)
         raise
     # committed: an earlier version of this step, and steps beyond `keep`, are debris now
     for old in before:
@@ -189,7 +189,7 @@ def save_averaged(
         _atomic.replace_symlink(link, f"{ckpt.CHECKPOINTS_DIR}/{final.name}")
     except BaseException as e:
         if _averaged_target(run_dir) != final.name:
-            _atomic.discard_dir(final)
+            _atomic.discard_published(final)
             if isinstance(e, OSError | NotImplementedError) and _no_symlinks(run_dir):
                 return ckpt.save_checkpoint(link, model, model_config, extra_writer=extra_writer)
         raise
