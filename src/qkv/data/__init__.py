@@ -8,12 +8,19 @@ here imports another qkv package). Tasks, which turn data into training jobs, li
 """
 
 from qkv.data import metrics
-from qkv.data.tokenizers import BPETokenizer, CharTokenizer, Tokenizer, WordTokenizer
+from qkv.data.tokenizers import (
+    BPETokenizer,
+    CharTokenizer,
+    Tokenizer,
+    TokenizerFileError,
+    WordTokenizer,
+)
 
 __all__ = [
     "BPETokenizer",
     "CharTokenizer",
     "Tokenizer",
+    "TokenizerFileError",
     "WordTokenizer",
     "metrics",
 ]

@@ -65,6 +65,11 @@ def check_vocab_size(name: str, value: object, minimum: int, why: str) -> None:
         )
 
 
+class TokenizerFileError(ValueError):
+    """A ``tokenizer.json`` that cannot be read: not UTF-8 or JSON, an unknown ``kind``, or a
+    malformed vocabulary. The message names the file."""
+
+
 class Tokenizer(abc.ABC):
     """Base class: a reversible map between text and ids ``0 .. vocab_size - 1``.
 
@@ -147,21 +152,30 @@ class Tokenizer(abc.ABC):
 
         Raises:
             FileNotFoundError: no ``tokenizer.json`` in ``directory``.
-            ValueError: the file is not valid JSON or names an unknown ``kind``.
+            TokenizerFileError: naming the file: not UTF-8, not JSON (or nested too deeply),
+                not an object, an unknown ``kind``, or a state the kind rejects (a vocabulary
+                that is not a list of distinct strings starting with the specials, ...).
         """
         path = Path(directory) / TOKENIZER_FILE
         if not path.is_file():
             raise FileNotFoundError(f"no tokenizer file {path}")
         try:
             state = json.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as e:
+            raise TokenizerFileError(f"{path} is not UTF-8 text: {e}") from None
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path} is not valid JSON: {e}") from e
+            raise TokenizerFileError(f"{path} is not valid JSON: {e}") from None
+        except RecursionError:
+            raise TokenizerFileError(f"{path} is nested too deeply to be a tokenizer") from None
         kind = state.pop("kind", None) if isinstance(state, dict) else None
-        if kind not in Tokenizer._KINDS:
-            raise ValueError(
+        if not isinstance(kind, str) or kind not in Tokenizer._KINDS:
+            raise TokenizerFileError(
                 f"{path}: unknown tokenizer kind {kind!r}; known kinds: {sorted(Tokenizer._KINDS)}"
             )
-        return Tokenizer._KINDS[kind]._from_state(state)
+        try:
+            return Tokenizer._KINDS[kind]._from_state(state)
+        except (ValueError, TypeError, KeyError) as e:
+            raise TokenizerFileError(f"{path}: bad {kind!r} tokenizer: {e}") from None
 
     def _check_id(self, token_id: int) -> None:
         if not 0 <= token_id < self.vocab_size:
@@ -210,6 +224,22 @@ class _VocabTokenizer(Tokenizer):
         return out
 
 
+def _saved_vocab(state: dict[str, Any]) -> list[str]:
+    """The ``vocab`` of a saved char/word tokenizer without the specials, checked.
+
+    Raises:
+        ValueError: not a list of distinct strings that starts with the four specials.
+    """
+    vocab = state.get("vocab")
+    if not isinstance(vocab, list) or not all(isinstance(t, str) for t in vocab):
+        raise ValueError(f"'vocab' must be a list of strings, got {str(vocab)[:80]}")
+    if tuple(vocab[: len(SPECIAL_TOKENS)]) != SPECIAL_TOKENS:
+        raise ValueError(f"'vocab' must start with {list(SPECIAL_TOKENS)}, got {vocab[:4]}")
+    if len(set(vocab)) != len(vocab):
+        raise ValueError("'vocab' holds the same token twice")
+    return vocab[len(SPECIAL_TOKENS) :]
+
+
 class CharTokenizer(_VocabTokenizer):
     """One token per Unicode character.
 
@@ -239,7 +269,7 @@ class CharTokenizer(_VocabTokenizer):
 
     @classmethod
     def _from_state(cls, state: dict[str, Any]) -> CharTokenizer:
-        return cls(state["vocab"][len(SPECIAL_TOKENS) :])
+        return cls(_saved_vocab(state))
 
 
 # A token is a decimal number ("3.5", "10,000"), a word possibly joined by an inner
@@ -336,7 +366,10 @@ class WordTokenizer(_VocabTokenizer):
 
     @classmethod
     def _from_state(cls, state: dict[str, Any]) -> WordTokenizer:
-        return cls(state["vocab"][len(SPECIAL_TOKENS) :], lowercase=bool(state.get("lowercase")))
+        lowercase = state.get("lowercase", False)
+        if not isinstance(lowercase, bool):
+            raise ValueError(f"'lowercase' must be true or false, got {lowercase!r}")
+        return cls(_saved_vocab(state), lowercase=lowercase)
 
 
 class BPETokenizer(Tokenizer):
@@ -415,7 +448,14 @@ class BPETokenizer(Tokenizer):
     def _from_state(cls, state: dict[str, Any]) -> BPETokenizer:
         from tokenizers import Tokenizer as HFTokenizer
 
-        return cls(HFTokenizer.from_str(json.dumps(state["hf_tokenizer"])))
+        saved = state.get("hf_tokenizer")
+        if not isinstance(saved, dict):
+            raise ValueError(f"'hf_tokenizer' must be an object, got {type(saved).__name__}")
+        try:
+            hf = HFTokenizer.from_str(json.dumps(saved))
+        except Exception as e:  # the tokenizers package raises plain Exception
+            raise ValueError(f"'hf_tokenizer' does not load: {e}") from None
+        return cls(hf)
 
 
 def train_tokenizer(
@@ -452,6 +492,7 @@ __all__ = [
     "BPETokenizer",
     "CharTokenizer",
     "Tokenizer",
+    "TokenizerFileError",
     "WordTokenizer",
     "check_vocab_size",
     "detokenize",

@@ -19,7 +19,7 @@ from qkv.interop._api import (
     load_hf_tokenizer,
     to_hf,
 )
-from qkv.interop._checkpoint import read_hf_config, read_hf_weights
+from qkv.interop._checkpoint import HFFileError, read_hf_config, read_hf_weights
 from qkv.interop._convert import HFConversionError, Rule
 from qkv.interop.hf import FAMILIES, MODEL_TYPES
 
@@ -30,6 +30,7 @@ __all__ = [
     "FAMILIES",
     "SUPPORTED_MODEL_TYPES",
     "HFConversionError",
+    "HFFileError",
     "HFModel",
     "Rule",
     "default_family",

@@ -8,6 +8,7 @@ tensors and plain containers and nothing else.
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,12 @@ PICKLE_INDEX = "pytorch_model.bin.index.json"
 WEIGHT_FILES: tuple[str, ...] = (SAFETENSORS, SAFETENSORS_INDEX, PICKLE, PICKLE_INDEX)
 
 
+class HFFileError(ValueError):
+    """A file of a Hugging Face model directory that cannot be read: damaged JSON or
+    safetensors, or a pickle that ``torch.load(weights_only=True)`` refuses or cannot parse.
+    The message names the file."""
+
+
 def _directory(path: str | Path) -> Path:
     p = Path(path)
     if not p.is_dir():
@@ -34,10 +41,14 @@ def _directory(path: str | Path) -> Path:
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise HFFileError(f"{path} is not UTF-8 text: {e}") from None
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON: {e}") from e
+        raise HFFileError(f"{path} is not valid JSON: {e}") from e
+    except RecursionError:
+        raise HFFileError(f"{path} is nested too deeply to parse") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path} must hold a JSON object, got {type(data).__name__}")
+        raise HFFileError(f"{path} must hold a JSON object, got {type(data).__name__}")
     return data
 
 
@@ -52,7 +63,7 @@ def read_hf_config(path: str | Path) -> dict[str, Any]:
 
     Raises:
         FileNotFoundError: no directory, or no ``config.json`` in it.
-        ValueError: a ``config.json`` that is not a JSON object.
+        HFFileError: a ``config.json`` that is not a JSON object (named).
     """
     d = _directory(path)
     f = d / CONFIG
@@ -68,15 +79,29 @@ def read_generation_config(path: str | Path) -> dict[str, Any]:
 
 
 def _load_safetensors(f: Path) -> dict[str, Tensor]:
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    return load_file(str(f), device="cpu")
+    try:
+        return load_file(str(f), device="cpu")
+    except (SafetensorError, OSError) as e:
+        raise HFFileError(f"{f} is not a readable safetensors file: {e}") from None
 
 
 def _load_pickle(f: Path) -> dict[str, Tensor]:
-    obj = torch.load(str(f), map_location="cpu", weights_only=True)
+    try:
+        obj = torch.load(str(f), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:  # refused by weights_only, or not a pickle at all
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise HFFileError(
+            f"{f} is not a weights-only PyTorch state dict (torch.load(weights_only=True) "
+            f"refused it: {first}); qkv never unpickles code. Convert it to "
+            f"{SAFETENSORS} with a tool you trust"
+        ) from e
+    except (RuntimeError, EOFError, OSError, ValueError, AttributeError, TypeError) as e:
+        raise HFFileError(f"{f} is damaged or not a PyTorch file: {e}") from e
     if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
-        raise ValueError(f"{f} does not hold a flat dict of tensors (a state dict)")
+        raise HFFileError(f"{f} does not hold a flat dict of tensors (a state dict)")
     return obj
 
 
@@ -107,7 +132,7 @@ def read_hf_weights(path: str | Path) -> dict[str, Tensor]:
 
     Raises:
         FileNotFoundError: none of those files (the directory's files are listed).
-        ValueError: a pickle that is not a state dict.
+        HFFileError: a damaged file, or a pickle that is refused or not a state dict (named).
     """
     d = _directory(path)
     if (d / SAFETENSORS).is_file():

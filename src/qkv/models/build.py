@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import torch
+
 from qkv.models.base import TransformerModel
 from qkv.models.bert import EncoderModel
 from qkv.models.config import CONFIG_CLASSES, TransformerConfig
 from qkv.models.lm import DecoderLM
+from qkv.models.memory import check_memory, dtype_name, model_bytes, parameter_count
 from qkv.models.seq2seq import Seq2SeqTransformer
 from qkv.models.vit import ViT
 
@@ -20,8 +23,9 @@ MODEL_CLASSES: dict[str, type[TransformerModel]] = {
 def build(config: TransformerConfig) -> TransformerModel:
     """Build the model a config describes (on the current default device and dtype).
 
-    On a real device the model's memory is checked before anything is allocated (every
-    model's constructor does, see :class:`~qkv.models.TransformerModel`); on ``meta``
+    On a real device the estimate of :func:`~qkv.models.memory.model_bytes` is checked
+    against the free memory first (:func:`~qkv.models.memory.check_memory`; every model's
+    constructor checks again, for those who call it directly); on ``meta``
     (``with torch.device("meta"): build(config)``) nothing is allocated or checked.
 
     Args:
@@ -41,5 +45,14 @@ def build(config: TransformerConfig) -> TransformerModel:
         raise TypeError(
             f"build needs one of {[c.__name__ for c in CONFIG_CLASSES.values()]}, "
             f"got {type(config).__name__}"
+        )
+    device = torch.get_default_device()
+    if device.type != "meta":
+        dtype = torch.get_default_dtype()
+        check_memory(
+            model_bytes(config, dtype),
+            f"model of {parameter_count(config):,} parameters in {dtype_name(dtype)}",
+            device=device,
+            hint='build it under `with torch.device("meta")` to inspect it without allocating',
         )
     return MODEL_CLASSES[config.family](config)  # type: ignore[call-arg]

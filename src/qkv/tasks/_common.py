@@ -51,21 +51,68 @@ def write_task_file(task: Task, directory: Path, state: dict[str, Any] | None = 
     (directory / TASK_FILE).write_text(json.dumps(obj, indent=2, sort_keys=True), encoding="utf-8")
 
 
+#: ``TaskOptions`` field -> (allowed types, minimum for ints, may be null).
+_OPTION_TYPES: dict[str, tuple[tuple[type, ...], int | None, bool]] = {
+    "data": ((str,), None, True),
+    "seed": ((int,), None, False),
+    "n_train": ((int,), 0, True),
+    "n_valid": ((int,), 0, True),
+    "n_test": ((int,), 0, True),
+    "max_len": ((int,), 1, True),
+    "tokenizer": ((str,), None, True),
+    "vocab_size": ((int,), 1, True),
+    "extra": ((dict,), None, False),
+}
+
+
+def _check_options(path: Path, options: Any) -> None:
+    if not isinstance(options, dict):
+        raise TaskError(
+            f"{path}: bad options: 'options' must be an object, got {type(options).__name__}"
+        )
+    unknown = sorted(set(options) - set(_OPTION_TYPES))
+    if unknown:
+        raise TaskError(f"{path}: bad options: unknown {unknown}; known: {sorted(_OPTION_TYPES)}")
+    for name, value in options.items():
+        types, minimum, nullable = _OPTION_TYPES[name]
+        if value is None and nullable:
+            continue
+        ok = isinstance(value, types) and not isinstance(value, bool)
+        if ok and minimum is not None and value < minimum:
+            ok = False
+        if not ok:
+            want = "/".join(t.__name__ for t in types)
+            want += f" >= {minimum}" if minimum is not None else ""
+            want += " or null" if nullable else ""
+            raise TaskError(f"{path}: bad options: {name!r} must be {want}, got {value!r}")
+
+
 def read_task_file(directory: Path) -> dict[str, Any]:
-    """Read ``directory/task.json``.
+    """Read and check ``directory/task.json``.
 
     Raises:
-        TaskError: the file is missing, not JSON, or lacks ``name``/``options``.
+        TaskError: naming the file: missing, not UTF-8 or JSON (or nested too deeply), not
+            an object with a string ``name`` and ``options`` (and an object ``state``), or
+            options of the wrong type or range (``max_len: -1``, ``seed: "0"``, unknown keys).
     """
     path = Path(directory) / TASK_FILE
     if not path.is_file():
         raise TaskError(f"no task file {path} (is {directory} a qkv checkpoint?)")
     try:
         obj = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise TaskError(f"{path} is not UTF-8 text: {e}") from None
     except json.JSONDecodeError as e:
         raise TaskError(f"{path} is not valid JSON: {e}") from e
+    except RecursionError:
+        raise TaskError(f"{path} is nested too deeply to be a task file") from None
     if not isinstance(obj, dict) or "name" not in obj or "options" not in obj:
         raise TaskError(f"{path} must hold an object with 'name' and 'options'")
+    if not isinstance(obj["name"], str):
+        raise TaskError(f"{path}: 'name' must be a string, got {obj['name']!r}")
+    if not isinstance(obj.get("state", {}), dict):
+        raise TaskError(f"{path}: 'state' must be an object, got {obj['state']!r}")
+    _check_options(path, obj["options"])
     return obj
 
 

@@ -27,6 +27,7 @@ from qkv.data.tokenizers import (
     PAD_ID,
     TOKENIZER_FILE,
     Tokenizer,
+    TokenizerFileError,
     train_tokenizer,
 )
 from qkv.generation import generate
@@ -325,20 +326,24 @@ class Seq2SeqTask(Task):
         """Read the tokenizer(s) written by :meth:`save` (no training data is read).
 
         Raises:
-            TaskError: no tokenizer files in ``directory``.
+            TaskError: no tokenizer files in ``directory``, or a damaged one (named).
         """
         directory = Path(directory)
-        if (directory / TOKENIZER_FILE).is_file():
-            self._src_tok = self._tgt_tok = Tokenizer.load(directory)
-            self.shared_vocab = True
-        elif (directory / SRC_TOKENIZER_DIR / TOKENIZER_FILE).is_file():
-            self._src_tok = Tokenizer.load(directory / SRC_TOKENIZER_DIR)
-            self._tgt_tok = Tokenizer.load(directory / TGT_TOKENIZER_DIR)
-            self.shared_vocab = False
-        else:
-            raise TaskError(
-                f"task {self.name!r}: no {TOKENIZER_FILE} or {SRC_TOKENIZER_DIR}/ in {directory}"
-            )
+        try:
+            if (directory / TOKENIZER_FILE).is_file():
+                self._src_tok = self._tgt_tok = Tokenizer.load(directory)
+                self.shared_vocab = True
+            elif (directory / SRC_TOKENIZER_DIR / TOKENIZER_FILE).is_file():
+                self._src_tok = Tokenizer.load(directory / SRC_TOKENIZER_DIR)
+                self._tgt_tok = Tokenizer.load(directory / TGT_TOKENIZER_DIR)
+                self.shared_vocab = False
+            else:
+                raise TaskError(
+                    f"task {self.name!r}: no {TOKENIZER_FILE} or {SRC_TOKENIZER_DIR}/ in "
+                    f"{directory}"
+                )
+        except (FileNotFoundError, TokenizerFileError) as e:  # the message names the file
+            raise TaskError(f"task {self.name!r}: {e}") from e
         self._cache.clear()
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qkv.tasks._common import read_task_file
+from qkv.tasks._common import TASK_FILE, read_task_file
 from qkv.tasks.base import Task, TaskError, TaskOptions
 from qkv.tasks.copy import CopyTask
 from qkv.tasks.digits import DigitsTask
@@ -49,15 +49,15 @@ def load_task(directory: str | Path, *, rebuild_data: bool = False) -> Task:
     then the training split is built (with the loaded tokenizers) to resume training.
 
     Raises:
-        TaskError: a missing/invalid ``task.json``, an unknown task, or missing tokenizers.
+        TaskError: a missing/invalid ``task.json``, an unknown task, or missing or damaged
+            tokenizers (the message names the file).
     """
     directory = Path(directory)
-    obj = read_task_file(directory)
+    obj = read_task_file(directory)  # checks the options' names, types and ranges
     try:
-        options = TaskOptions.from_dict(obj["options"])
-    except TypeError as e:
-        raise TaskError(f"{directory / 'task.json'}: bad options {obj['options']!r}: {e}") from e
-    task = get_task(obj["name"], options)
+        task = get_task(obj["name"], TaskOptions.from_dict(obj["options"]))
+    except TaskError as e:  # an unknown task, or options the task rejects
+        raise TaskError(f"{directory / TASK_FILE}: {e}") from e
     task.load(directory)
     if rebuild_data:
         task.examples("train")

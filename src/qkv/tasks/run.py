@@ -17,6 +17,7 @@ from qkv.tasks.registry import get_task, load_task
 from qkv.training import checkpoint as ckpt
 from qkv.training.config import TrainConfig, resume_config
 from qkv.training.finetune import InitReport, init_from_state
+from qkv.training.state import TrainerState
 from qkv.training.trainer import StepCallback, Trainer
 
 
@@ -92,8 +93,11 @@ def build_trainer(
         on_step: a callback ``(step, logs)`` after each step.
 
     Raises:
-        qkv.training.CheckpointError: ``resume`` without a usable checkpoint.
-        TaskError: unknown task, bad options, or resume settings that contradict the run.
+        qkv.training.CheckpointError: ``resume`` without a usable checkpoint, or a damaged
+            file in it (named).
+        TaskError: unknown task, bad options, resume settings that contradict the run, or a
+            damaged ``task.json`` or tokenizer file (named).
+        qkv.training.runlock.RunLockedError: another live process writes into ``out_dir``.
         ValueError: bad settings, or pretrained weights that do not fit.
     """
     if resume:
@@ -108,8 +112,8 @@ def build_trainer(
     base: models.TransformerConfig | None = None
     if init_from is not None:
         d = ckpt.check_checkpoint(init_from)
-        base = models.config_from_dict(ckpt.read_json(d / ckpt.CONFIG_FILE))
-        source = ckpt.read_weights(d)
+        base = ckpt.read_model_config(d)
+        source = ckpt.read_tensors(d / ckpt.MODEL_FILE)
     elif init_from_hf is not None:
         pretrained = from_hf(init_from_hf)
         base, source = pretrained.config, pretrained.state_dict()
@@ -134,8 +138,11 @@ def _resume(
     if out_dir is None:
         raise ckpt.CheckpointError("resuming needs the run directory (--out)")
     d = ckpt.check_checkpoint(out_dir)
-    state = ckpt.read_trainer_state(d)
-    saved = TrainConfig.from_dict(state["train_config"])
+    state = TrainerState.from_json(d / ckpt.STATE_FILE)
+    try:
+        saved = TrainConfig.from_dict(state.train_config)
+    except ValueError as e:
+        raise ckpt.CheckpointError(f"{d / ckpt.STATE_FILE}: train_config: {e}") from None
     given = config.to_dict() if isinstance(config, TrainConfig) else dict(config or {})
     cfg = resume_config(saved, given)
     task_obj = load_task(d, rebuild_data=True)
@@ -155,7 +162,7 @@ def _resume(
         raise TaskError(
             "a resumed run keeps its model (from its checkpoint): drop --preset and --model"
         )
-    model = models.build(models.config_from_dict(ckpt.read_json(d / ckpt.CONFIG_FILE)))
+    model = models.build(ckpt.read_model_config(d))
     trainer = task_trainer(task_obj, model, cfg, out_dir, on_step=on_step)
     trainer.load_state(d)
     return trainer
@@ -167,11 +174,12 @@ def load_trained(
     """Load a checkpoint (or a run directory's latest) for inference: ``(model, task)``.
 
     Raises:
-        qkv.training.CheckpointError: missing files or tensors that do not fit.
+        qkv.training.CheckpointError: missing or damaged files (named), or tensors that do
+            not fit.
+        TaskError: a damaged ``task.json`` or tokenizer file (named).
     """
     d = ckpt.check_checkpoint(directory)
-    cfg = models.config_from_dict(ckpt.read_json(d / ckpt.CONFIG_FILE))
-    model = models.build(cfg)
+    model = models.build(ckpt.read_model_config(d))
     ckpt.load_weights(model, d)
     task = load_task(d)
     return model.to(device).eval(), task

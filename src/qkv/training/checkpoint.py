@@ -1,4 +1,4 @@
-"""Checkpoints: a directory of safetensors and JSON, written atomically.
+"""Checkpoints: a directory of safetensors and JSON, written crash-safely, read strictly.
 
 Layout of one checkpoint directory::
 
@@ -8,63 +8,106 @@ Layout of one checkpoint directory::
     trainer_state.json       step, epoch, data position, RNG states, history, settings
     optimizer.safetensors    optimizer tensors (the hyper-parameters are in trainer_state)
 
-A run directory holds ``checkpoints/step-00000100/...`` and a ``latest`` file naming the
-newest complete one. A checkpoint is written into a temporary sibling directory, flushed to
-disk, then renamed into place; ``latest`` is replaced atomically last. A crash at any point
-leaves the previous checkpoint (and ``latest``) untouched. No pickle is ever read.
+A checkpoint is written into a temporary ``.tmp-*`` sibling, every file and directory in it
+is fsync'ed, and only then is it renamed to its final name; it is never modified after that.
+How a run directory names its newest checkpoint (the ``latest`` file), re-saves a step and
+prunes old ones without a moment in which ``latest`` names an incomplete checkpoint is in
+:mod:`qkv.training.rundir`.
+
+Reading is strict: a missing, truncated or lying file raises :class:`CheckpointError` naming
+the file, never a raw ``SafetensorError``, ``KeyError`` or ``RecursionError``. No pickle is
+ever read.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
+
+from qkv import models
+from qkv.training import _atomic
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 STATE_FILE = "trainer_state.json"
 OPTIM_FILE = "optimizer.safetensors"
 REQUIRED = (MODEL_FILE, CONFIG_FILE)
+#: In a run directory: the file holding the name of the newest complete checkpoint.
+LATEST_FILE = "latest"
+#: In a run directory: where the checkpoints live.
+CHECKPOINTS_DIR = "checkpoints"
+_MAX_LATEST_BYTES = 4096
 
 
 class CheckpointError(ValueError):
-    """A checkpoint directory that is missing, incomplete or does not fit the model."""
+    """A checkpoint directory or file that is missing, damaged or does not fit the model."""
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
+# ---------------------------------------------------------------------------------------
+# JSON and safetensors, with one error naming the file
+# ---------------------------------------------------------------------------------------
 def write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as indented, key-sorted JSON (the caller fsyncs the directory tree)."""
+    text = json.dumps(obj, indent=2, sort_keys=True)  # one write: json.dump writes per token
     with open(path, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
+        f.write(text)
 
 
 def read_json(path: Path) -> Any:
+    """Parse a JSON file.
+
+    Raises:
+        CheckpointError: naming ``path`` when it is missing, unreadable, not UTF-8, not JSON,
+            or nested too deeply to parse.
+    """
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
     except FileNotFoundError:
         raise CheckpointError(f"{path} is missing") from None
+    except UnicodeDecodeError as e:
+        raise CheckpointError(f"{path} is not UTF-8 text: {e}") from None
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{path} is not valid JSON: {e}") from None
+    except RecursionError:
+        raise CheckpointError(f"{path} is nested too deeply to be a qkv JSON file") from None
+    except OSError as e:
+        raise CheckpointError(f"{path} cannot be read: {e}") from None
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """:func:`read_json` for files that must hold a JSON object.
+
+    Raises:
+        CheckpointError: as :func:`read_json`, or a list/null/number instead of an object.
+    """
+    obj = read_json(path)
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path} must hold a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def read_tensors(path: Path, device: str = "cpu") -> dict[str, torch.Tensor]:
+    """Every tensor of a safetensors file.
+
+    Raises:
+        CheckpointError: naming ``path`` when it is missing, truncated, empty, random bytes
+            or has a header whose offsets, dtypes or shapes do not match its data.
+    """
+    if not Path(path).is_file():
+        raise CheckpointError(f"{path} is missing")
+    try:
+        return load_file(str(path), device=device)
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{path} is not a readable safetensors file: {e}") from None
 
 
 # ---------------------------------------------------------------------------------------
@@ -85,24 +128,109 @@ def optimizer_to_flat(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tenso
     return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
 
 
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _param_ids(opt: torch.optim.Optimizer, meta: Any, where: str) -> dict[int, nn.Parameter]:
+    """Map the saved parameter ids to the optimizer's parameters, checking the groups."""
+    groups = meta.get("param_groups") if isinstance(meta, dict) else None
+    if not isinstance(groups, list) or not all(
+        isinstance(g, dict) and isinstance(g.get("params"), list) for g in groups
+    ):
+        raise CheckpointError(f"{where}: 'optimizer.param_groups' must be a list of groups")
+    saved = [len(g["params"]) for g in groups]
+    own = [len(g["params"]) for g in opt.param_groups]
+    if saved != own:
+        raise CheckpointError(
+            f"{where}: the optimizer has parameter groups of sizes {own}, the checkpoint {saved}"
+        )
+    ids = [pid for g in groups for pid in g["params"]]
+    if not all(_is_int(pid) for pid in ids) or len(set(ids)) != len(ids):
+        raise CheckpointError(f"{where}: parameter ids must be distinct ints, got {ids}")
+    params = [p for g in opt.param_groups for p in g["params"]]
+    return dict(zip(ids, params, strict=True))
+
+
 def optimizer_from_flat(
-    opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]
+    opt: torch.optim.Optimizer,
+    tensors: dict[str, torch.Tensor],
+    meta: dict[str, Any],
+    *,
+    tensor_file: str | Path = OPTIM_FILE,
+    state_file: str | Path = STATE_FILE,
 ) -> None:
+    """Inverse of :func:`optimizer_to_flat`: check the saved state fits ``opt``, then load it.
+
+    Args:
+        opt: the optimizer to restore.
+        tensors: the tensors of ``optimizer.safetensors``.
+        meta: the ``optimizer`` entry of ``trainer_state.json``.
+        tensor_file, state_file: the files they came from, for error messages.
+
+    Raises:
+        CheckpointError: groups of other sizes, unknown keys or parameter ids, tensors of
+            other shapes than their parameters, or state missing for some parameters.
+    """
+    by_id = _param_ids(opt, meta, str(state_file))
+    scalars = meta.get("scalars", {})
+    if not isinstance(scalars, dict):
+        raise CheckpointError(f"{state_file}: 'optimizer.scalars' must be an object")
     state: dict[int, dict[str, Any]] = {}
-    for key, val in tensors.items():
-        _, pid, name = key.split(".", 2)
-        state.setdefault(int(pid), {})[name] = val
-    for key, val in meta.get("scalars", {}).items():
-        _, pid, name = key.split(".", 2)
-        state.setdefault(int(pid), {})[name] = val
-    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    for where, items in ((tensor_file, tensors), (state_file, scalars)):
+        for key, val in items.items():
+            parts = key.split(".", 2)
+            if len(parts) != 3 or parts[0] != "state" or not parts[1].isdigit():
+                raise CheckpointError(f"{where}: unexpected optimizer entry {key!r}")
+            pid = int(parts[1])
+            if pid not in by_id:
+                raise CheckpointError(f"{where}: {key!r} names no parameter of the optimizer")
+            if isinstance(val, torch.Tensor) and val.ndim and val.shape != by_id[pid].shape:
+                raise CheckpointError(
+                    f"{where}: {key} has shape {tuple(val.shape)}, its parameter "
+                    f"{tuple(by_id[pid].shape)}"
+                )
+            state.setdefault(pid, {})[parts[2]] = val
+    names = {pid: sorted(st) for pid, st in state.items()}
+    if len({tuple(n) for n in names.values()}) > 1:
+        first = next(iter(names.items()))
+        odd = next((pid, n) for pid, n in names.items() if n != first[1])
+        raise CheckpointError(
+            f"{tensor_file}: incomplete optimizer state: parameter {odd[0]} has {odd[1]}, "
+            f"parameter {first[0]} has {first[1]}"
+        )
+    try:
+        opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    except (ValueError, KeyError, TypeError, RuntimeError) as e:
+        raise CheckpointError(f"{state_file}: the optimizer state does not load: {e}") from None
 
 
-# ---------------------------------------------------------------------------------------
-# save / load
-# ---------------------------------------------------------------------------------------
-def save_checkpoint(
+def load_optimizer(
+    opt: torch.optim.Optimizer,
     directory: str | Path,
+    meta: dict[str, Any] | None,
+    *,
+    device: str | torch.device = "cpu",
+) -> None:
+    """Restore ``opt`` from ``optimizer.safetensors`` and the ``optimizer`` entry ``meta`` of
+    ``trainer_state.json`` (see :class:`qkv.training.state.TrainerState`).
+
+    Raises:
+        CheckpointError: no saved optimizer, a damaged file, or a state that does not fit.
+    """
+    d = Path(directory)
+    if meta is None:
+        raise CheckpointError(f"{d / STATE_FILE} has no 'optimizer' entry to resume from")
+    tensors = read_tensors(d / OPTIM_FILE, device=str(device))
+    optimizer_from_flat(opt, tensors, meta, tensor_file=d / OPTIM_FILE, state_file=d / STATE_FILE)
+
+
+# ---------------------------------------------------------------------------------------
+# writing
+# ---------------------------------------------------------------------------------------
+def write_checkpoint(
+    parent: str | Path,
+    name: str,
     model: nn.Module,
     model_config: dict[str, Any],
     *,
@@ -110,11 +238,13 @@ def save_checkpoint(
     trainer_state: dict[str, Any] | None = None,
     extra_writer: Callable[[Path], None] | None = None,
 ) -> Path:
-    """Write a checkpoint directory atomically (temporary sibling + rename).
+    """Write a complete checkpoint into a new ``parent/.tmp-<name>-*`` directory and fsync
+    every file and directory in it. Nothing outside that directory is touched; on failure it
+    is removed.
 
     Args:
-        directory: final checkpoint path; an existing one is replaced only after the new one
-            is complete.
+        parent: where the temporary directory is made (the final one's parent).
+        name: the checkpoint's future name (part of the temporary name).
         model: the (unwrapped) model.
         model_config: the model config as a dict (``config.to_dict()``).
         optimizer: saved to ``optimizer.safetensors`` (+ hyper-parameters in the state).
@@ -122,11 +252,11 @@ def save_checkpoint(
         extra_writer: called with the temporary directory to add files (task, tokenizers).
 
     Returns:
-        The final path.
+        The temporary directory, ready for :func:`qkv.training._atomic.publish_dir`.
     """
-    final = Path(directory)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = _atomic.make_temp_dir(parent, name)
     try:
         save_model(model, str(tmp / MODEL_FILE))
         write_json(tmp / CONFIG_FILE, model_config)
@@ -139,52 +269,153 @@ def save_checkpoint(
             write_json(tmp / STATE_FILE, state)
         if extra_writer is not None:
             extra_writer(tmp)
-        for f in tmp.iterdir():
-            if f.is_file():
-                with open(f, "rb") as fh:
-                    os.fsync(fh.fileno())
-        _fsync_dir(tmp)
-        if final.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".old-{final.name}-", dir=final.parent))
-            os.rename(final, trash / final.name)
-            os.rename(tmp, final)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.rename(tmp, final)
-        _fsync_dir(final.parent)
+        _atomic.fsync_tree(tmp)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _atomic.discard_dir(tmp)
         raise
+    return tmp
+
+
+def save_checkpoint(
+    directory: str | Path,
+    model: nn.Module,
+    model_config: dict[str, Any],
+    *,
+    optimizer: torch.optim.Optimizer | None = None,
+    trainer_state: dict[str, Any] | None = None,
+    extra_writer: Callable[[Path], None] | None = None,
+) -> Path:
+    """Write a stand-alone checkpoint directory (temporary sibling, fsync, rename).
+
+    A new ``directory`` appears complete or not at all. Replacing an existing one takes two
+    renames (old one away to ``.old-*``, new one in): a crash between them leaves no
+    ``directory`` (both versions survive as ``.old-*``/``.tmp-*`` siblings). Runs never
+    replace a directory: :func:`qkv.training.rundir.save_run_checkpoint` publishes under a
+    fresh name and switches the ``latest`` pointer atomically.
+
+    Args:
+        directory: final checkpoint path.
+        model, model_config, optimizer, trainer_state, extra_writer: see
+            :func:`write_checkpoint`.
+
+    Returns:
+        The final path.
+    """
+    final = Path(directory)
+    tmp = write_checkpoint(
+        final.parent,
+        final.name,
+        model,
+        model_config,
+        optimizer=optimizer,
+        trainer_state=trainer_state,
+        extra_writer=extra_writer,
+    )
+    trash: Path | None = None
+    try:
+        if os.path.lexists(final):
+            trash = _atomic.trash_path(final)
+            os.rename(final, trash)
+        os.rename(tmp, final)
+    except BaseException:
+        try:
+            if trash is not None:
+                os.rename(trash, final)  # put the old one back
+            _atomic.discard_dir(tmp)
+        except Exception:  # best effort: both versions survive as .old-*/.tmp-* siblings
+            pass
+        raise
+    _atomic.fsync_path(final.parent)
+    if trash is not None:
+        _atomic.discard_dir(trash)
     return final
 
 
-def check_checkpoint(directory: str | Path) -> Path:
-    """Resolve a checkpoint or run directory to a complete checkpoint directory.
+def update_latest(run_dir: Path, name: str) -> None:
+    """Point ``run_dir/latest`` at ``checkpoints/name`` atomically (``os.replace`` + fsync)."""
+    _atomic.replace_text_file(Path(run_dir) / LATEST_FILE, name + "\n")
+
+
+# ---------------------------------------------------------------------------------------
+# reading
+# ---------------------------------------------------------------------------------------
+def read_latest(run_dir: str | Path) -> str | None:
+    """The checkpoint name in ``run_dir/latest``, or None when there is no such file.
 
     Raises:
-        CheckpointError: the directory does not exist or lacks required files.
+        CheckpointError: naming the file when it is unreadable, not UTF-8, empty, too long,
+            or not a plain directory name (no slashes, no leading dot).
+    """
+    path = Path(run_dir) / LATEST_FILE
+    if not os.path.lexists(path):
+        return None
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(_MAX_LATEST_BYTES + 1)
+        name = raw.decode("utf-8").strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} cannot be read: {e}") from None
+    if len(raw) > _MAX_LATEST_BYTES or not name or _atomic.version_of(name) is None:
+        raise CheckpointError(
+            f"{path} must hold the name of a directory in {CHECKPOINTS_DIR}/, got {name[:80]!r}"
+        )
+    return name
+
+
+def check_checkpoint(directory: str | Path) -> Path:
+    """Resolve a checkpoint directory, or a run directory (through its ``latest`` file), to a
+    complete checkpoint directory.
+
+    Raises:
+        CheckpointError: the directory does not exist, ``latest`` is damaged or names a missing
+            checkpoint, or required files are missing.
     """
     d = Path(directory)
     if not d.is_dir():
         raise CheckpointError(f"checkpoint directory {d} does not exist")
-    if not (d / MODEL_FILE).exists() and (d / "latest").exists():
-        name = (d / "latest").read_text().strip()
-        d = d / "checkpoints" / name
-    missing = [f for f in REQUIRED if not (d / f).exists()]
+    if not (d / MODEL_FILE).exists():
+        name = read_latest(d)
+        if name is not None:
+            target = d / CHECKPOINTS_DIR / name
+            if not target.is_dir():
+                raise CheckpointError(
+                    f"{d / LATEST_FILE} names {name!r}, but {target} does not exist"
+                )
+            d = target
+    missing = [f for f in REQUIRED if not (d / f).is_file()]
     if missing:
-        raise CheckpointError(f"checkpoint {d} is incomplete: missing {', '.join(missing)}")
+        raise CheckpointError(
+            f"checkpoint {d} is incomplete: missing {', '.join(missing)} (no "
+            f"{', '.join(str(d / f) for f in missing)})"
+        )
     return d
+
+
+def read_model_config(directory: str | Path) -> models.TransformerConfig:
+    """The model config of a checkpoint (its ``config.json``).
+
+    Raises:
+        CheckpointError: a damaged file, a missing or unknown ``family``, or field values the
+            config rejects (its own message, prefixed with the file name).
+    """
+    path = Path(directory) / CONFIG_FILE
+    obj = read_json_object(path)
+    try:
+        return models.config_from_dict(obj)
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{path}: {e}") from None
 
 
 def load_weights(model: nn.Module, directory: str | Path) -> None:
     """Load ``model.safetensors`` into ``model`` strictly.
 
     Raises:
-        CheckpointError: missing/unexpected tensors or shape mismatches, listed.
+        CheckpointError: a damaged file, or missing/unexpected tensors or shape mismatches,
+            listed.
     """
     d = check_checkpoint(directory)
     path = d / MODEL_FILE
-    tensors = load_file(str(path))
+    tensors = read_tensors(path)
     own = model.state_dict()
     bad = [
         f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
@@ -195,7 +426,7 @@ def load_weights(model: nn.Module, directory: str | Path) -> None:
         raise CheckpointError(f"{path}: shape mismatch: " + "; ".join(bad))
     try:
         missing, unexpected = load_model(model, str(path), strict=False)
-    except RuntimeError as e:  # pragma: no cover - safetensors' own messages
+    except (SafetensorError, RuntimeError, OSError) as e:
         raise CheckpointError(f"{path}: {e}") from None
     if missing or unexpected:
         raise CheckpointError(
@@ -205,54 +436,56 @@ def load_weights(model: nn.Module, directory: str | Path) -> None:
 
 
 def average_checkpoints(directories: list[Path]) -> dict[str, torch.Tensor]:
-    """Element-wise mean of the weights of several checkpoints (Vaswani et al. 2017 §6.1)."""
+    """Element-wise mean of the weights of several checkpoints (Vaswani et al. 2017 §6.1).
+
+    Raises:
+        CheckpointError: no directories, a damaged file, or checkpoints whose tensor names or
+            shapes differ (naming the file).
+    """
     if not directories:
         raise CheckpointError("average_checkpoints needs at least one checkpoint")
     total: dict[str, torch.Tensor] = {}
+    dtypes: dict[str, torch.dtype] = {}
     for d in directories:
-        for k, v in load_file(str(Path(d) / MODEL_FILE)).items():
-            total[k] = total[k] + v.double() if k in total else v.double()
-    ref = load_file(str(Path(directories[0]) / MODEL_FILE))
-    return {k: (v / len(directories)).to(ref[k].dtype) for k, v in total.items()}
+        path = Path(d) / MODEL_FILE
+        tensors = read_tensors(path)
+        if total and (tensors.keys() != total.keys()):
+            raise CheckpointError(f"{path} holds other tensors than {directories[0]}")
+        for k, v in tensors.items():
+            if k in total:
+                if v.shape != total[k].shape:
+                    raise CheckpointError(
+                        f"{path}: {k} has shape {tuple(v.shape)}, not "
+                        f"{tuple(total[k].shape)} as in {directories[0]}"
+                    )
+                total[k] = total[k] + v.double()
+            else:
+                total[k], dtypes[k] = v.double(), v.dtype
+    return {k: (v / len(directories)).to(dtypes[k]) for k, v in total.items()}
 
 
-def update_latest(run_dir: Path, name: str) -> None:
-    """Point ``run_dir/latest`` at ``checkpoints/name`` atomically."""
-    tmp = run_dir / f".latest-{os.getpid()}"
-    tmp.write_text(name + "\n")
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, run_dir / "latest")
-    _fsync_dir(run_dir)
-
-
-def read_weights(directory: str | Path) -> dict[str, torch.Tensor]:
-    """The tensors of a checkpoint's ``model.safetensors`` (tied tensors under every name).
-
-    Raises:
-        CheckpointError: a missing or unreadable file.
-    """
-    d = check_checkpoint(directory)
-    path = d / MODEL_FILE
-    try:
-        return load_file(str(path))
-    except Exception as e:  # safetensors raises its own error types
-        raise CheckpointError(f"{path} is not a readable safetensors file: {e}") from None
-
-
-def read_trainer_state(directory: str | Path) -> dict[str, Any]:
-    """A checkpoint's ``trainer_state.json``.
-
-    Raises:
-        CheckpointError: a missing, unreadable or ill-formed state.
-    """
-    d = check_checkpoint(directory)
-    state = read_json(d / STATE_FILE)
-    if not isinstance(state, dict) or not isinstance(state.get("train_config"), dict):
-        raise CheckpointError(f"{d / STATE_FILE} must be an object with a 'train_config'")
-    return state
-
-
-def remove_tree(path: Path) -> None:
-    """Remove a checkpoint directory (best effort: a failure leaves it for the next prune)."""
-    shutil.rmtree(path, ignore_errors=True)
+__all__ = [
+    "CHECKPOINTS_DIR",
+    "CONFIG_FILE",
+    "LATEST_FILE",
+    "MODEL_FILE",
+    "OPTIM_FILE",
+    "REQUIRED",
+    "STATE_FILE",
+    "CheckpointError",
+    "average_checkpoints",
+    "check_checkpoint",
+    "load_optimizer",
+    "load_weights",
+    "optimizer_from_flat",
+    "optimizer_to_flat",
+    "read_json",
+    "read_json_object",
+    "read_latest",
+    "read_model_config",
+    "read_tensors",
+    "save_checkpoint",
+    "update_latest",
+    "write_checkpoint",
+    "write_json",
+]

@@ -29,12 +29,14 @@ from torch import nn
 
 from qkv._version import __version__
 from qkv.training import checkpoint as ckpt
+from qkv.training import rundir
 from qkv.training.config import TrainConfig
 from qkv.training.distributed import DistInfo, all_reduce_sum, barrier, init_distributed
 from qkv.training.evaluate import evaluate_objective, to_device
 from qkv.training.objective import Batch, Objective
 from qkv.training.objectives import objective_for
 from qkv.training.schedules import lr_at
+from qkv.training.state import TrainerState, capture_rng
 
 StepCallback = Callable[[int, dict[str, float]], None]
 Evaluator = Callable[[nn.Module], dict[str, float]]
@@ -203,6 +205,8 @@ class Trainer:
         self.elapsed = 0.0  # seconds spent in fit() so far, across resumes
         self.history: list[dict[str, Any]] = []
         self.resumed_from: Path | None = None
+        if self.out_dir is not None and self.dist.is_main:
+            rundir.hold_run_dir(self, self.out_dir)  # one writer per run directory
         self._critical = False  # inside a step or a save: Ctrl-C waits for its end
         self._stop: int | None = None  # the signal that asked to stop
         d_model = int((self.model_config or {}).get("d_model", 512))
@@ -519,45 +523,42 @@ class Trainer:
     # checkpoints
     # -----------------------------------------------------------------------------------
     def state(self, *, scheduled: bool = True) -> dict[str, Any]:
-        rng: dict[str, Any] = {"torch": torch.get_rng_state().tolist()}
-        if torch.cuda.is_available():
-            rng["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
-        return {
-            "qkv_version": __version__,
-            "task": self.name,
-            "step": self.step,
-            "epoch": self.epoch,
-            "batch_in_epoch": self.batch_in_epoch,
-            "best": self.best,
-            "bad_evals": self.bad_evals,
-            "elapsed": self.elapsed,
-            "scheduled": scheduled,
-            "rng": rng,
-            "train_config": self.cfg.to_dict(),
-        }
+        """The trainer's position as JSON (see :class:`qkv.training.state.TrainerState`)."""
+        return TrainerState(
+            step=self.step,
+            epoch=self.epoch,
+            batch_in_epoch=self.batch_in_epoch,
+            rng=capture_rng(),
+            best=self.best,
+            bad_evals=self.bad_evals,
+            task=self.name,
+            qkv_version=__version__,
+            train_config=self.cfg.to_dict(),
+            elapsed=self.elapsed,
+            scheduled=scheduled,
+        ).to_dict()
 
     def load_state(self, directory: Path) -> None:
-        """Restore model, optimizer, data position and RNG from a checkpoint directory."""
-        from safetensors.torch import load_file
+        """Restore model, optimizer, data position and RNG from a checkpoint directory.
 
+        Raises:
+            qkv.training.checkpoint.CheckpointError: a damaged file, named.
+            qkv.training.runlock.RunLockedError: another process writes into ``out_dir``.
+        """
+        if self.out_dir is not None and self.dist.is_main:
+            rundir.hold_run_dir(self, self.out_dir)  # a run opened by another: clean it first
         d = ckpt.check_checkpoint(directory)
+        st = TrainerState.from_json(d / ckpt.STATE_FILE)
         ckpt.load_weights(self.model, d)
-        st = ckpt.read_json(d / ckpt.STATE_FILE)
-        tensors = load_file(str(d / ckpt.OPTIM_FILE), device=str(self.device))
-        ckpt.optimizer_from_flat(self.optimizer, tensors, st["optimizer"])
-        self.step, self.epoch, self.batch_in_epoch = st["step"], st["epoch"], st["batch_in_epoch"]
-        self.best, self.bad_evals = st.get("best"), st.get("bad_evals", 0)
-        self.elapsed = float(st.get("elapsed", 0.0))
-        torch.set_rng_state(torch.tensor(st["rng"]["torch"], dtype=torch.uint8))
-        if "cuda" in st["rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(
-                [torch.tensor(s, dtype=torch.uint8) for s in st["rng"]["cuda"]]
-            )
+        ckpt.load_optimizer(self.optimizer, d, st.optimizer, device=self.device)
+        self.step, self.epoch, self.batch_in_epoch = st.step, st.epoch, st.batch_in_epoch
+        self.best, self.bad_evals, self.elapsed = st.best, st.bad_evals, float(st.elapsed)
+        st.restore_rng()
         self.resumed_from = d
         self._skip_to_position()
 
     def save(self, *, scheduled: bool = True) -> Path | None:
-        """Write ``checkpoints/step-N`` atomically, point ``latest`` at it, prune old ones.
+        """Write ``checkpoints/step-N`` crash-safely, point ``latest`` at it, prune old ones.
 
         Args:
             scheduled: a save of the step schedule or the end of the run (averaged and kept
@@ -569,57 +570,55 @@ class Trainer:
         assert self.model_config is not None
         self._critical = True
         try:
-            root = self.out_dir / "checkpoints"
-            name = f"step-{self.step:08d}"
-            path = ckpt.save_checkpoint(
-                root / name,
+            rundir.hold_run_dir(self, self.out_dir)
+            path = rundir.save_run_checkpoint(
+                self.out_dir,
+                f"step-{self.step:08d}",
                 self.model,
                 self.model_config,
                 optimizer=self.optimizer,
                 trainer_state=self.state(scheduled=scheduled),
                 extra_writer=self.save_extra,
             )
-            ckpt.update_latest(self.out_dir, name)
-            self._prune(root, name)
+            self._prune(path)
         finally:
             self._critical = False
         barrier(self.dist)
         return path
 
-    def _scheduled_checkpoints(self, root: Path) -> list[Path]:
+    def _scheduled_checkpoints(self) -> list[Path]:
+        """The run's committed step checkpoints saved on schedule, oldest first."""
+        assert self.out_dir is not None
         out = []
-        for p in sorted(p for p in root.glob("step-*") if p.is_dir()):
+        for p in rundir.list_checkpoints(self.out_dir):
             try:
-                st = ckpt.read_json(p / ckpt.STATE_FILE)
+                scheduled = TrainerState.from_json(p / ckpt.STATE_FILE).scheduled
             except ckpt.CheckpointError:
                 continue
-            if isinstance(st, dict) and st.get("scheduled", True):
+            if scheduled:
                 out.append(p)
         return out
 
-    def _prune(self, root: Path, newest: str) -> None:
+    def _prune(self, newest: Path) -> None:
         """Keep the last ``keep_last`` (or ``average_last``) scheduled checkpoints and the
         newest one; remove the rest."""
+        assert self.out_dir is not None
         keep_n = max(self.cfg.keep_last, self.cfg.average_last)
-        keep = {p.name for p in self._scheduled_checkpoints(root)[-keep_n:]} | {newest}
-        for old in sorted(p for p in root.glob("step-*") if p.is_dir()):
-            if old.name not in keep:
-                ckpt.remove_tree(old)
+        keep = {p.name for p in self._scheduled_checkpoints()[-keep_n:]} | {newest.name}
+        rundir.remove_checkpoints(
+            self.out_dir, [p for p in rundir.list_checkpoints(self.out_dir) if p.name not in keep]
+        )
 
     def _average(self) -> dict[str, Any]:
         assert self.out_dir is not None and self.model_config is not None
-        dirs = self._scheduled_checkpoints(self.out_dir / "checkpoints")
-        dirs = dirs[-self.cfg.average_last :]
+        dirs = self._scheduled_checkpoints()[-self.cfg.average_last :]
         avg = ckpt.average_checkpoints(dirs)
         own = self.model.state_dict()
         saved = {k: v.clone() for k, v in own.items()}
         self.model.load_state_dict({**own, **{k: v.to(self.device) for k, v in avg.items()}})
         metrics = self.evaluate()
-        ckpt.save_checkpoint(
-            self.out_dir / "averaged",
-            self.model,
-            self.model_config,
-            extra_writer=self.save_extra,
+        rundir.save_averaged(
+            self.out_dir, self.model, self.model_config, extra_writer=self.save_extra
         )
         self.model.load_state_dict(saved)
         rec = {"step": self.step, "averaged_over": [d.name for d in dirs], "eval": metrics}
