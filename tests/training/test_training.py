@@ -290,7 +290,7 @@ def test_cli_end_to_end_train_generate_eval(tmp_path):
     assert len(r.stdout.splitlines()) == 2
     r = _run_cli(["generate", "--checkpoint", str(out), "--strategy", "beam"], input="abc\nxyz\n")
     assert r.returncode == 0 and len(r.stdout.splitlines()) == 2, r.stderr
-    r = _run_cli(["eval", "--checkpoint", str(out), "--limit", "8"])
+    r = _run_cli(["eval", "--checkpoint", str(out), "--limit", "8", "--json"])
     assert r.returncode == 0, r.stderr
     assert "exact_match" in json.loads(r.stdout)
     # the run exists: refusing to overwrite it, exit 2, nothing touched
@@ -328,7 +328,7 @@ def test_cli_bad_inputs_exit_2(tmp_path):
     r = _run_cli(["generate", "--checkpoint", str(tmp_path / "nowhere"), "x"])
     assert r.returncode == 2 and "does not exist" in r.stderr
     r = _run_cli(["train", "--task", "copy", "--batch-size", "0", "--out", str(tmp_path / "t")])
-    assert r.returncode == 2 and "batch_size must be a positive int, got 0" in r.stderr
+    assert r.returncode == 2 and "--batch-size must be a positive int, got 0" in r.stderr
     assert not (tmp_path / "t").exists()
 
 

@@ -9,10 +9,15 @@ import json
 import types
 import typing
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-#: The namespace attribute holding the config fields a user set explicitly.
-GIVEN = "_given_fields"
+import torch
+
+from qkv.cli import CLIError
+from qkv.generation import GenerationConfig
+from qkv.training.trainer import resolve_device
+
+T = TypeVar("T")
 
 
 def _arg_type(tp: Any) -> tuple[Callable[[str], Any] | None, tuple[Any, ...] | None, bool]:
@@ -56,6 +61,33 @@ def _int(text: str) -> int:
         return int(f)
 
 
+def _positive_int(text: str) -> int:
+    """An int flag that must be >= 1."""
+    n = _int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive int, got {text!r}")
+    return n
+
+
+def _device(text: str) -> str:
+    """A ``--device`` value this machine can use (checked before any work)."""
+    try:
+        resolve_device(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
+def add_device_arg(p: argparse.ArgumentParser, default: str = "cpu") -> None:
+    """``--device``, checked against what this machine has."""
+    p.add_argument(
+        "--device",
+        type=_device,
+        default=default,
+        help=f"cpu, cuda, cuda:N, mps or auto (default: {default})",
+    )
+
+
 def _show_default(value: Any) -> str:
     if value is None:
         return "none"
@@ -65,14 +97,21 @@ def _show_default(value: Any) -> str:
 
 
 def add_config_args(
-    parser: argparse.ArgumentParser, cls: type, *, skip: Sequence[str] = ()
+    parser: argparse.ArgumentParser,
+    cls: type,
+    *,
+    skip: Sequence[str] = (),
+    notes: dict[str, str] | None = None,
+    types: dict[str, Callable[[str], Any]] | None = None,
 ) -> None:
     """Add one flag per field of the dataclass ``cls`` (``eval_every`` -> ``--eval-every``),
     with the type, choices, default and help text from the field and its ``metadata``
     (``help``, ``group``, ``flag``), grouped by ``metadata["group"]``.
 
     Unset flags stay out of the namespace, so :func:`given_fields` can tell what the user
-    chose from what defaulted.
+    chose from what defaulted. ``notes`` replaces a field's "(default: ...)" text where the
+    caller decides the default (e.g. per task); ``types`` replaces a field's parser (e.g. a
+    device checked against the machine).
     """
     hints = typing.get_type_hints(cls)
     groups: dict[str, argparse._ArgumentGroup] = {}
@@ -86,8 +125,10 @@ def add_config_args(
         g = groups[group_name]
         flag = meta.get("flag") or "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        help_text = f"{meta.get('help', '')} (default: {_show_default(default)})".strip()
+        shown = (notes or {}).get(f.name, f"default: {_show_default(default)}")
+        help_text = f"{meta.get('help', '')} ({shown})".strip()
         conv, choices, is_bool = _arg_type(hints[f.name])
+        conv = (types or {}).get(f.name, conv)
         kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
         if is_bool:
             g.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
@@ -95,6 +136,28 @@ def add_config_args(
         if choices is not None:
             kw["choices"] = choices
         g.add_argument(flag, type=conv, metavar=f.name.upper() if choices is None else None, **kw)
+
+
+def build_config(cls: type[T], values: dict[str, Any]) -> T:
+    """``cls(**values)`` with an error that names the flag: a config's message about field
+    ``eval_every`` reads ``--eval-every ...`` on the command line.
+
+    Raises:
+        CLIError: the config refused a value.
+    """
+    try:
+        return cls(**values)
+    except ValueError as e:
+        raise CLIError(flag_message(str(e), cls)) from None
+
+
+def flag_message(message: str, cls: type) -> str:
+    """A config's error message with its leading field name written as the flag."""
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if message.startswith(f.name + " ") or message.startswith(f.name + "["):
+            flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+            return flag + message[len(f.name) :]
+    return message
 
 
 def given_fields(args: argparse.Namespace, cls: type) -> dict[str, Any]:
@@ -117,32 +180,35 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
+#: Decoding settings a checkpoint decides (its tokenizer's ids) or the CLI has no use for.
+_NOT_FLAGS = ("bos_id", "eos_id", "pad_id", "return_logits")
+
+
+#: Where a checkpoint's task chooses the default (the help says which).
+_TASK_DEFAULTS = {
+    "strategy": "default: greedy; language models: sample",
+    "max_new_tokens": "default: translation: 2 x source + 10; language models: 200",
+    "temperature": "default: 1.0; language models: 0.8",
+    "top_p": "default: none; language models: 0.95",
+}
+
+
 def add_generation_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("decoding")
-    g.add_argument("--strategy", choices=["greedy", "beam", "sample"], default="greedy")
-    g.add_argument("--beam-size", type=int, default=4)
-    g.add_argument("--length-penalty", type=float, default=0.6, help="GNMT alpha (default 0.6)")
-    g.add_argument("--max-new-tokens", type=int, default=None)
-    g.add_argument("--temperature", type=float, default=1.0)
-    g.add_argument("--top-k", type=int, default=None)
-    g.add_argument("--top-p", type=float, default=None)
-    g.add_argument("--no-cache", action="store_true", help="decode without the KV cache")
-    g.add_argument("--seed", type=int, default=0)
+    """The decoding flags, generated from :class:`qkv.generation.GenerationConfig` (unset
+    ones are left to the task: e.g. a language model samples by default)."""
+    add_config_args(p, GenerationConfig, skip=_NOT_FLAGS, notes=_TASK_DEFAULTS)
 
 
 def generation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    import torch
+    """The decoding settings given on the command line, validated; ``--seed`` becomes a
+    ``generator`` (one stream for the whole run, however many calls decode).
 
-    kw: dict[str, Any] = {
-        "strategy": args.strategy,
-        "beam_size": args.beam_size,
-        "length_penalty": args.length_penalty,
-        "temperature": args.temperature,
-        "top_k": args.top_k,
-        "top_p": args.top_p,
-        "use_cache": not args.no_cache,
-        "generator": torch.Generator().manual_seed(args.seed),
-    }
-    if args.max_new_tokens is not None:
-        kw["max_new_tokens"] = args.max_new_tokens
+    Raises:
+        ValueError: an invalid combination (named, with the values).
+    """
+    kw = given_fields(args, GenerationConfig)
+    build_config(GenerationConfig, kw)  # validate now: one clear line before any work
+    seed = kw.pop("seed", None)
+    if seed is not None:
+        kw["generator"] = torch.Generator().manual_seed(seed)
     return kw

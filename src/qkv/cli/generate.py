@@ -1,19 +1,21 @@
-"""``qkv generate``: translate / continue text with a trained checkpoint."""
+"""``qkv generate``: translate, continue text or classify with a trained checkpoint."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from qkv.cli._common import add_generation_args, generation_kwargs
+from qkv.cli._common import add_device_arg, add_generation_args, generation_kwargs
 
 
 def register(sub: argparse._SubParsersAction, name: str) -> None:
     p = sub.add_parser(
         name,
-        help="generate with a trained checkpoint",
+        help="generate with a trained checkpoint (translate, continue text, classify)",
         description="Generate outputs for INPUT arguments, or for each line of stdin when none "
-        "is given.",
+        "is given: a translation (encoder-decoders), the prompt and its continuation "
+        "(language models), or the top classes (classifiers; an input is an image file or "
+        "SPLIT:N, e.g. test:0, for image tasks).",
     )
     p.add_argument("inputs", nargs="*", metavar="INPUT")
     source = p.add_mutually_exclusive_group(required=True)
@@ -23,22 +25,26 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         metavar="DIR",
         help="a Hugging Face model directory (config.json, weights, tokenizer.json)",
     )
-    p.add_argument("--device", default="cpu")
+    add_device_arg(p)
     add_generation_args(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     inputs = args.inputs or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    kw = generation_kwargs(args)
     if args.hf:
         from qkv.tasks.hf import generate_text
 
-        for out in generate_text(args.hf, inputs, device=args.device, **generation_kwargs(args)):
+        for out in generate_text(args.hf, inputs, device=args.device, **kw):
             print(out)
         return 0
     from qkv.tasks import load_trained
 
     model, task = load_trained(args.checkpoint, device=args.device)
-    for out in task.predict(model, inputs, **generation_kwargs(args)):
-        print(out)
+    if task.kind == "classify":
+        print(f"{task.name} classifier: top classes of each input", file=sys.stderr)
+    outputs = task.predict(model, inputs, **kw)
+    for prompt, out in zip(inputs, outputs):
+        print(prompt + out if task.kind == "lm" else out)  # a language model echoes its prompt
     return 0

@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from qkv.cli import CLIError
-from qkv.cli._common import _int, add_config_args, given_fields, parse_overrides
+from qkv.cli._common import (
+    _device,
+    _int,
+    add_config_args,
+    build_config,
+    flag_message,
+    given_fields,
+    parse_overrides,
+)
 from qkv.models.config import CONFIG_CLASSES
 from qkv.tasks import TASKS, TaskOptions, build_trainer
 from qkv.training import TrainConfig
@@ -109,7 +117,7 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         default=sup,
         help="attention pattern, for tasks that take one (listops: dense, local, bigbird)",
     )
-    add_config_args(p, TrainConfig)
+    add_config_args(p, TrainConfig, types={"device": _device})
     p.set_defaults(func=run)
 
 
@@ -158,15 +166,18 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out or f"runs/{task or DEFAULT_TASK}")
     _check_out(out)
     if args.resume:
-        trainer = build_trainer(
-            task,
-            train_given,
-            out,
-            options=options,
-            preset=args.preset,
-            model_overrides=overrides,
-            resume=True,
-        )
+        try:
+            trainer = build_trainer(
+                task,
+                train_given,
+                out,
+                options=options,
+                preset=args.preset,
+                model_overrides=overrides,
+                resume=True,
+            )
+        except ValueError as e:  # the saved settings with the new ones: name the flags
+            raise CLIError(flag_message(str(e), TrainConfig)) from None
     else:
         if (out / "latest").exists():
             raise CLIError(
@@ -175,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
             )
         trainer = build_trainer(
             task or DEFAULT_TASK,
-            TrainConfig.from_dict({**TrainConfig().to_dict(), **train_given}),
+            build_config(TrainConfig, train_given),
             out,
             options=options or TaskOptions(),
             preset=args.preset,
@@ -193,8 +204,7 @@ def run(args: argparse.Namespace) -> int:
             what = f"checkpoint of step {e.step} saved in {out}"
         else:
             what = "aborted inside a step: nothing new saved"
-        latest = out / "latest"
-        how = f"; resume with: qkv train --resume --out {out}" if latest.exists() else ""
+        how = f"; resume with: qkv train --resume --out {out}" if (out / "latest").exists() else ""
         raise KeyboardInterrupt(f"interrupted at step {e.step}; {what}{how}") from None
     if trainer.dist.is_main:
         print(json.dumps(summary, indent=2, default=str))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from qkv.cli._common import add_device_arg
+
 
 def register(sub: argparse._SubParsersAction, name: str) -> None:
     p = sub.add_parser(
@@ -27,7 +29,7 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--png", metavar="DIR", help="also save PNG heatmaps into DIR")
     p.add_argument("--target", help="target text for encoder-decoders (default: generated)")
     p.add_argument("--title", help="page title")
-    p.add_argument("--device", default="cpu")
+    add_device_arg(p)
     p.set_defaults(func=run)
 
 

@@ -11,11 +11,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 Strategy = Literal["greedy", "beam", "sample"]
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
+
+
+def _help(text: str, *, flag: str | None = None) -> dict[str, Any]:
+    """Field metadata read by the command line (``qkv generate``'s flags)."""
+    return {"help": text, "group": "decoding", "flag": flag}
 
 
 def _is_int(value: object) -> bool:
@@ -80,20 +85,38 @@ class GenerationConfig:
         ValueError: a field of the wrong type or out of range (named, with its value).
     """
 
-    strategy: Strategy = "greedy"
-    max_new_tokens: int = 64
-    beam_size: int = 4
-    length_penalty: float = 0.6
-    early_stopping: bool = True
-    temperature: float = 1.0
-    top_k: int | None = None
-    top_p: float | None = None
-    bos_id: int = 1
-    eos_id: int | None = 2
-    pad_id: int = 0
-    use_cache: bool = True
-    return_logits: bool = False
-    seed: int | None = None
+    strategy: Strategy = field(
+        default="greedy", metadata=_help("greedy, beam (beam search) or sample")
+    )
+    max_new_tokens: int = field(default=64, metadata=_help("the most new tokens per input"))
+    beam_size: int = field(default=4, metadata=_help("beams per input (--strategy beam)"))
+    length_penalty: float = field(
+        default=0.6, metadata=_help("GNMT alpha of beam search (0 = raw log probability)")
+    )
+    early_stopping: bool = field(
+        default=True,
+        metadata=_help("beam search stops an input once it has --beam-size finished beams"),
+    )
+    temperature: float = field(
+        default=1.0, metadata=_help("divide the logits by this before sampling")
+    )
+    top_k: int | None = field(
+        default=None, metadata=_help("sample among the K most likely tokens only")
+    )
+    top_p: float | None = field(
+        default=None, metadata=_help("nucleus sampling: the smallest set with this much mass")
+    )
+    bos_id: int = field(default=1, metadata=_help("first decoder token of encoder-decoders"))
+    eos_id: int | None = field(default=2, metadata=_help("stop token (none: run to the budget)"))
+    pad_id: int = field(default=0, metadata=_help("filler after an input has finished"))
+    use_cache: bool = field(
+        default=True,
+        metadata=_help("decode with KV caches (--no-cache re-runs the prefix)", flag="--cache"),
+    )
+    return_logits: bool = field(default=False, metadata=_help("keep every step's logits"))
+    seed: int | None = field(
+        default=None, metadata=_help("seed of sampling (same seed, same tokens)")
+    )
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, overload
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from qkv.models import TransformerConfig
 from qkv.tasks._classify import ClassifyTask
@@ -136,6 +136,44 @@ class ImageTask(ClassifyTask):
             "patch_size": self.default_patch,
         }
         return sized_config(self, "vit", preset, self.default_model, sizes, overrides, base)
+
+    def read_image(self, source: str) -> Tensor:
+        """One input image ``(c, H, W)`` in ``[0, 1]``: an image file (PNG, JPEG, ...; made
+        grey and resized to the task's size) or ``SPLIT:N``, the ``N``-th image of a split
+        (``test:0``).
+
+        Raises:
+            TaskError: a missing or unreadable file, or a bad ``SPLIT:N``.
+        """
+        split, _, index = source.partition(":")
+        if split in SPLITS and index.isdigit():
+            data = self.examples(split)  # type: ignore[arg-type]
+            if int(index) >= len(data):
+                raise TaskError(f"{source}: split {split!r} has {len(data)} images")
+            return data[int(index)][0]
+        path = Path(source)
+        if not path.is_file():
+            raise TaskError(f"input {source!r} is neither an image file nor SPLIT:N (e.g. test:0)")
+        try:
+            from PIL import Image, UnidentifiedImageError
+        except ImportError as e:  # pragma: no cover - Pillow comes with matplotlib
+            raise TaskError("reading image files needs Pillow: `pip install pillow`") from e
+        try:
+            with Image.open(path) as im:
+                grey = im.convert("L").resize((self.image_size, self.image_size))
+                pixels = torch.tensor(list(grey.getdata()), dtype=torch.float32)
+        except (UnidentifiedImageError, OSError) as e:
+            raise TaskError(f"{path} is not an image file Pillow can read: {e}") from None
+        return pixels.view(1, self.image_size, self.image_size) / 255.0  # (1, H, W)
+
+    def predict(self, model: nn.Module, inputs: Sequence[str], **_: Any) -> list[str]:
+        """The top 3 classes of each input image (a file, or ``SPLIT:N``) with their
+        probabilities, e.g. ``"Sneaker 0.91, Sandal 0.06, Ankle boot 0.02"``."""
+        images = [(self.read_image(x), 0) for x in inputs]
+        return [
+            ", ".join(f"{name} {prob:.2f}" for name, prob in top)
+            for top in self.top_classes(model, images, k=3)
+        ]
 
     def save(self, directory: Path) -> None:
         """Write ``task.json`` (with the class names)."""

@@ -259,14 +259,18 @@ class LMTask(Task):
             "ppl": metrics.perplexity(loss),
         }
 
-    @torch.no_grad()
     def predict(self, model: nn.Module, inputs: Sequence[str], **generate_kwargs: Any) -> list[str]:
-        """Continue each prompt (sampling by default: ``strategy="sample"``,
-        ``temperature=0.8``, ``max_new_tokens=200``). Longer continuations than the model's
-        context slide a window over the last ``max_len // 2`` tokens. An empty prompt starts
-        from a newline.
+        """Continue each prompt (the continuation only, without the prompt).
+
+        By default a language model samples (``strategy="sample"``, ``temperature=0.8``,
+        nucleus ``top_p=0.95``; greedy decoding of a small model loops), 200 new tokens.
+        Running text has no end token, so beam search runs to the budget. Longer
+        continuations than the model's context slide a window over the last
+        ``max_len // 2`` tokens. An empty prompt starts from a newline.
         """
-        kw = {"strategy": "sample", "temperature": 0.8, **generate_kwargs}
+        kw = dict(generate_kwargs)
+        if "strategy" not in kw:
+            kw = {"strategy": "sample", "temperature": 0.8, "top_p": 0.95, **kw}
         total_new = int(kw.pop("max_new_tokens", 200))
         kw.setdefault("eos_id", None)  # running text has no end-of-sequence token
         device = model_device(model)
