@@ -1,0 +1,159 @@
+"""qkv.attention at the edges: bad inputs refused before any backend runs, empty keys and
+empty batches, and half precision that keeps the fused kernels' accuracy."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+
+import qkv
+from qkv import masks
+from qkv.attn import functional
+from qkv.attn.functional import Backend
+
+BACKENDS = ["math", "sdpa", "auto"]
+
+
+def _qkv(*shape_q, s_k=5, h_kv=None, d_v=None, dtype=torch.float64, grad=False):
+    """q of ``shape_q`` ``(b, h, s_q, d)``, k and v of ``(b, h_kv, s_k, d | d_v)``."""
+    b, h, _, d = shape_q
+    h_kv = h if h_kv is None else h_kv
+    d_v = d if d_v is None else d_v
+    q = torch.randn(*shape_q, dtype=dtype)
+    k = torch.randn(b, h_kv, s_k, d, dtype=dtype)
+    v = torch.randn(b, h_kv, s_k, d_v, dtype=dtype)
+    return tuple(t.requires_grad_(grad) for t in (q, k, v))
+
+
+# ---------------------------------------------------------------------------------------
+# bad input: refused by make_problem, whatever the backend
+# ---------------------------------------------------------------------------------------
+def _bad_inputs() -> dict[str, tuple[type[Exception], str, Callable[[], dict]]]:
+    q, k, v = _qkv(2, 3, 4, 8)
+    meta = torch.device("meta")  # a second device without CUDA
+    return {
+        "padding of another batch": (
+            ValueError,
+            r"mask padding\(\[1, 2, 3\]\) has batch size 3.*\(2, 3\)",
+            lambda: dict(q=q, k=k, v=v, mask=masks.padding([1, 2, 3])),
+        ),
+        "combined lazy mask of another batch": (
+            ValueError,
+            r"has batch size 3",
+            lambda: dict(q=q, k=k, v=v, mask=masks.causal() & masks.padding([1, 2, 3])),
+        ),
+        "batch mask without a batch dim": (
+            ValueError,
+            r"has batch size 2.*give q a batch dimension",
+            lambda: dict(q=q[0, 0], k=k[0, 0], v=v[0, 0], mask=masks.padding([1, 2])),
+        ),
+        "empty padding lengths": (
+            ValueError,
+            r"mask padding\(\[\]\) has batch size 0",
+            lambda: dict(q=q, k=k, v=v, mask=masks.padding([])),
+        ),
+        "empty padding tensor": (
+            ValueError,
+            r"has batch size 0",
+            lambda: dict(q=q, k=k, v=v, mask=masks.padding(torch.zeros(0, dtype=torch.long))),
+        ),
+        "tensor mask of another batch": (
+            ValueError,
+            r"mask of shape \(3, 1, 4, 5\) does not broadcast.*\(2, 3, 4, 5\)",
+            lambda: dict(q=q, k=k, v=v, mask=torch.ones(3, 1, 4, 5, dtype=torch.bool)),
+        ),
+        "tensor mask of other heads": (
+            ValueError,
+            r"mask of shape \(2, 2, 4, 5\) does not broadcast",
+            lambda: dict(q=q, k=k, v=v, mask=torch.zeros(2, 2, 4, 5)),
+        ),
+        "k on another device": (
+            ValueError,
+            r"one device, got q on cpu, k on meta, v on cpu",
+            lambda: dict(q=q, k=k.to(meta), v=v),
+        ),
+        "mask on another device": (
+            ValueError,
+            r"mask must be on q's device cpu, got a mask on meta",
+            lambda: dict(q=q, k=k, v=v, mask=torch.ones(4, 5, dtype=torch.bool, device=meta)),
+        ),
+        "empty head dim in q and k": (
+            ValueError,
+            r"q must have a non-empty feature dim \(d > 0\), got shape \(2, 3, 4, 0\)",
+            lambda: dict(q=q[..., :0], k=k[..., :0], v=v),
+        ),
+        "empty head dim in v": (
+            ValueError,
+            r"v must have a non-empty feature dim .*\(2, 3, 5, 0\)",
+            lambda: dict(q=q, k=k, v=v[..., :0]),
+        ),
+        "nan scale": (
+            ValueError,
+            r"scale must be a finite positive number, got nan",
+            lambda: dict(scale=float("nan")),
+        ),
+        "inf scale": (ValueError, r"scale must be .*, got inf", lambda: dict(scale=float("inf"))),
+        "-inf scale": (
+            ValueError,
+            r"scale must be .*, got -inf",
+            lambda: dict(scale=float("-inf")),
+        ),
+        "zero scale": (ValueError, r"scale must be .*, got 0.0", lambda: dict(scale=0.0)),
+        "negative scale": (ValueError, r"scale must be .*, got -1", lambda: dict(scale=-1)),
+        "string scale": (
+            TypeError,
+            r"scale must be a float or None, got str",
+            lambda: dict(scale="1"),
+        ),
+        "zero query heads against two key heads": (
+            ValueError,
+            r"leading \(batch/head\) dims that do not broadcast",
+            lambda: dict(q=q[:, :0], k=k[:, :2], v=v[:, :2]),
+        ),
+        "float8 inputs": (
+            TypeError,
+            r"q, k, v must be one of float16, bfloat16, float32, float64, got torch.float8",
+            lambda: dict(
+                q=q.to(torch.float8_e4m3fn),
+                k=k.to(torch.float8_e4m3fn),
+                v=v.to(torch.float8_e4m3fn),
+            ),
+        ),
+    }
+
+
+BAD = _bad_inputs()
+
+
+@pytest.mark.parametrize("backend", [*BACKENDS, "blocksparse", "flex", "spy"])
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_input_is_refused_before_any_backend(case, backend, monkeypatch):
+    error, match, make = BAD[case]
+    ran = []
+    monkeypatch.setitem(
+        functional._BACKENDS, "spy", Backend("spy", ran.append, lambda p: None, None)
+    )
+    q, k, v = _qkv(2, 3, 4, 8)
+    kw = dict(q=q, k=k, v=v) | make()
+    with pytest.raises(error, match=match):
+        qkv.attention(kw.pop("q"), kw.pop("k"), kw.pop("v"), backend=backend, **kw)
+    assert ran == []
+
+
+def test_good_neighbours_of_the_refused_inputs_run():
+    """What the checks must let through: matching lazy batches, 3-d q with a batch mask,
+    a tiny positive scale, an empty padding mask on an empty batch."""
+    q, k, v = _qkv(2, 3, 4, 8)
+    ref = qkv.attention(q, k, v, masks.padding([1, 5]).to_dense(4, 5), backend="math")
+    for backend in [*BACKENDS, "blocksparse"]:
+        out = qkv.attention(q, k, v, masks.padding([1, 5]), backend=backend)
+        torch.testing.assert_close(out, ref)
+    out3 = qkv.attention(q[:, 0], k[:, 0], v[:, 0], masks.padding([1, 5]), backend="math")
+    torch.testing.assert_close(out3, ref[:, 0])
+    out = qkv.attention(q, k, v, scale=1e-30, return_weights=True)[1]
+    torch.testing.assert_close(out, torch.full_like(out, 0.2))
+    e = _qkv(0, 3, 4, 8)
+    for backend in [*BACKENDS, "blocksparse"]:
+        assert qkv.attention(*e, masks.padding([]), backend=backend).shape == (0, 3, 4, 8)
