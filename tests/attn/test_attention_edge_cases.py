@@ -157,3 +157,56 @@ def test_good_neighbours_of_the_refused_inputs_run():
     e = _qkv(0, 3, 4, 8)
     for backend in [*BACKENDS, "blocksparse"]:
         assert qkv.attention(*e, masks.padding([]), backend=backend).shape == (0, 3, 4, 8)
+
+
+# ---------------------------------------------------------------------------------------
+# empty keys, empty batches, zero heads
+# ---------------------------------------------------------------------------------------
+EMPTY_KEY_MASKS = {
+    "none": lambda: None,
+    "causal": lambda: masks.causal(),
+    "padding": lambda: masks.padding([0, 0]),
+    "bool": lambda: torch.ones(4, 0, dtype=torch.bool),
+    "bias": lambda: torch.zeros(1, 1, 4, 0, dtype=torch.float64),
+}
+
+
+@pytest.mark.parametrize("mask", sorted(EMPTY_KEY_MASKS))
+@pytest.mark.parametrize("backend", [*BACKENDS, "blocksparse"])
+@pytest.mark.parametrize("h_kv", [4, 2])
+def test_no_keys_give_zeros_forward_and_backward(backend, mask, h_kv):
+    m = EMPTY_KEY_MASKS[mask]()
+    if backend == "blocksparse" and isinstance(m, torch.Tensor):
+        pytest.skip("blocksparse reads lazy masks only")
+    q, k, v = _qkv(2, 4, 4, 8, s_k=0, h_kv=h_kv, d_v=6, grad=True)
+    want_w = backend != "blocksparse"
+    res = qkv.attention(q, k, v, m, backend=backend, return_weights=want_w)
+    out, w = res if want_w else (res, None)
+    assert out.shape == (2, 4, 4, 6) and torch.all(out == 0)
+    if w is not None:
+        assert w.shape == (2, 4, 4, 0)
+    grads = torch.autograd.grad(out.sum() + (0 if w is None else w.sum()), (q, k, v))
+    for g, t in zip(grads, (q, k, v)):
+        assert g.shape == t.shape and torch.all(g == 0)
+
+
+def test_no_keys_in_half_precision_and_through_the_module():
+    q, k, v = _qkv(1, 2, 3, 8, s_k=0, dtype=torch.float16)
+    for backend in BACKENDS:
+        out, w = qkv.attention(q, k, v, backend=backend, return_weights=True)
+        assert out.dtype == w.dtype == torch.float16 and torch.all(out == 0)
+    mha = qkv.MultiHeadAttention(16, 4).eval()
+    x, memory = torch.randn(2, 3, 16), torch.randn(2, 0, 16)
+    torch.testing.assert_close(mha(x, memory), mha.out_proj.bias.expand(2, 3, 16))
+
+
+@pytest.mark.parametrize("backend", [*BACKENDS, "blocksparse"])
+@pytest.mark.parametrize("empty", ["batch", "heads", "queries"])
+def test_empty_batch_heads_or_queries_under_a_sparse_mask(backend, empty):
+    """s = 2048 and a sliding window: the sizes at which "auto" consults blocksparse."""
+    b, h, s_q = {"batch": (0, 2, 2048), "heads": (1, 0, 2048), "queries": (1, 2, 0)}[empty]
+    q, k, v = _qkv(b, h, s_q, 8, s_k=2048, grad=True)
+    out = qkv.attention(q, k, v, masks.sliding_window(16), backend=backend)
+    assert out.shape == (b, h, s_q, 8)
+    grads = torch.autograd.grad(out.sum(), (q, k, v))
+    assert all(g.shape == t.shape for g, t in zip(grads, (q, k, v)))

@@ -242,6 +242,15 @@ def rows_with_keys(mask: Tensor) -> Tensor:
     return ~torch.isneginf(mask).all(dim=-1, keepdim=True)
 
 
+def connected_zeros(shape: tuple[int, ...], *inputs: Tensor) -> Tensor:
+    """Zeros of ``shape`` in the first input's dtype and device, still in the inputs' graph
+    (their gradients are zeros): the answer of a problem with no keys or no rows."""
+    out = inputs[0].new_zeros(shape)
+    for x in inputs:
+        out = out + x.reshape(-1)[:0].sum()  # an empty sum: 0 even for inf inputs
+    return out
+
+
 def _expand_kv(p: Problem) -> tuple[Tensor, Tensor]:
     if p.groups == 1:
         return p.k, p.v

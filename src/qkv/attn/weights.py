@@ -40,7 +40,10 @@ def _masked_scores(p: Problem, k: Tensor) -> Tensor:
 
 def safe_softmax(scores: Tensor) -> Tensor:
     """Softmax over the last dim that gives all-zero rows (and zero gradients) where every
-    score is ``-inf``, instead of NaN. Computed in float32 for half inputs."""
+    score is ``-inf``, instead of NaN. Computed in float32 for half inputs; an empty last
+    dim (no keys) gives an empty result."""
+    if scores.shape[-1] == 0:
+        return scores.clone()  # nothing to normalize; keeps the graph (zero gradients)
     x = scores.float() if scores.dtype in (torch.float16, torch.bfloat16) else scores
     m = x.amax(dim=-1, keepdim=True)
     m = torch.where(torch.isneginf(m), torch.zeros_like(m), m).detach()
