@@ -3,6 +3,7 @@ empty batches, and half precision that keeps the fused kernels' accuracy."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import pytest
@@ -210,3 +211,68 @@ def test_empty_batch_heads_or_queries_under_a_sparse_mask(backend, empty):
     assert out.shape == (b, h, s_q, 8)
     grads = torch.autograd.grad(out.sum(), (q, k, v))
     assert all(g.shape == t.shape for g, t in zip(grads, (q, k, v)))
+
+
+# ---------------------------------------------------------------------------------------
+# half precision: float32 scores and softmax, like the fused kernels
+# ---------------------------------------------------------------------------------------
+def _err(x: torch.Tensor, ref: torch.Tensor) -> float:
+    return (x.double() - ref).abs().max().item()
+
+
+def test_float16_dot_products_past_65504_stay_finite_and_exact():
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 64, 64) * c for c in (60.0, 60.0, 1.0))
+    q, k, v = q.half(), k.half(), v.half()
+    assert (q.double() @ k.double().transpose(-1, -2)).abs().max() > 65504  # fp16's max
+    ref_out, ref_w = qkv.attention(
+        q.double(), k.double(), v.double(), return_weights=True, backend="math"
+    )
+    sdpa_err = _err(qkv.attention(q, k, v, backend="sdpa"), ref_out)
+    for backend in BACKENDS:  # return_weights: math, or sdpa + attention_weights
+        for grad in (False, True):  # without gradients: the row-chunked weights
+            qg = q.clone().requires_grad_(grad)
+            out, w = qkv.attention(qg, k, v, return_weights=True, backend=backend)
+            assert out.dtype == w.dtype == torch.float16
+            assert torch.isfinite(out).all() and torch.isfinite(w).all()
+            assert _err(out, ref_out) <= 2 * sdpa_err + 1e-3
+            assert _err(w, ref_w) <= 1e-3  # float16 rounding of weights in [0, 1]
+            if grad:
+                (g,) = torch.autograd.grad(out.float().sum() + w.float().sum(), qg)
+                assert torch.isfinite(g).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_math_is_as_accurate_as_sdpa(dtype):
+    """Against a float64 reference on the same rounded inputs, the math backend's output and
+    weights (float32 scores, softmax and weighted sum) are no worse than sdpa's kernel
+    (weights: no worse than one rounding to ``dtype``). Before: bf16 out ~6x worse."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 128, 64) * c for c in (4.0, 4.0, 1.0))
+    q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
+    mask = masks.sliding_window(40)
+    ref_out, ref_w = qkv.attention(
+        q.double(), k.double(), v.double(), mask, return_weights=True, backend="math"
+    )
+    sdpa_err = _err(qkv.attention(q, k, v, mask, backend="sdpa"), ref_out)
+    eps = torch.finfo(dtype).eps
+    for grad in (False, True):  # without gradients: the row-chunked weights
+        qg = q.clone().requires_grad_(grad)
+        for backend in BACKENDS:
+            out, w = qkv.attention(qg, k, v, mask, return_weights=True, backend=backend)
+            assert _err(out, ref_out) <= 1.25 * sdpa_err
+            assert _err(w, ref_w) <= eps  # one rounding of a weight <= 1
+
+
+def test_float32_and_float64_math_is_unchanged():
+    """The upcast is for half inputs only: full precision computes the plain formula in its
+    own dtype, bit for bit."""
+    for dtype in (torch.float32, torch.float64):
+        q, k, v = _qkv(2, 3, 6, 8, s_k=7, dtype=dtype)
+        bias = torch.randn(6, 7, dtype=dtype)
+        out, w = qkv.attention(q, k, v, bias, return_weights=True, backend="math")
+        s = q @ k.transpose(-2, -1) * (1.0 / math.sqrt(8)) + bias
+        e = torch.exp(s - s.amax(-1, keepdim=True))
+        want_w = e / e.sum(-1, keepdim=True)
+        assert w.dtype == out.dtype == dtype
+        assert torch.equal(w, want_w) and torch.equal(out, want_w @ v)

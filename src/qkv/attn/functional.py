@@ -92,10 +92,11 @@ def available_backends() -> list[str]:
 # ---------------------------------------------------------------------------------------
 def _run_math(p: Problem) -> Tensor | tuple[Tensor, Tensor]:
     k, v = _expand_kv(p)
+    # float32 scores, softmax and weighted sum for half inputs, as in the fused kernels
     weights = safe_softmax(_masked_scores(p, k))  # (..., s_q, s_k)
     w = F.dropout(weights, p=p.dropout_p, training=True) if p.dropout_p > 0 else weights
-    out = w @ v  # (..., s_q, d_v)
-    return (out, weights) if p.return_weights else out
+    out = (w @ v.to(w.dtype)).to(p.q.dtype)  # (..., s_q, d_v)
+    return (out, weights.to(p.q.dtype)) if p.return_weights else out
 
 
 register_backend(Backend("math", _run_math, lambda p: None, auto_priority=0))

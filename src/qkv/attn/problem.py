@@ -23,6 +23,13 @@ BackendName: TypeAlias = str
 DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype scores and softmax are computed in: float32 for float16/bfloat16 inputs
+    (as the fused kernels accumulate; ``q k^T`` overflows float16 past 65504), else the
+    input dtype."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
 @dataclass
 class Problem:
     """A validated attention problem, as handed to a backend.
