@@ -7,6 +7,7 @@ implementation, float32 compiled by inductor. Forward + backward is checked on C
 from __future__ import annotations
 
 import importlib
+import warnings
 
 import pytest
 import torch
@@ -88,6 +89,18 @@ def test_flex_refuses_what_it_cannot_do():
     assert pick_backend(p, "auto").name != "flex"
 
 
+@pytest.mark.parametrize(
+    "empty", [(2, 2, 2, 6, 0), (0, 2, 2, 6, 6), (2, 0, 1, 6, 6), (1, 2, 2, 0, 6)]
+)
+def test_flex_empty_problems_give_zeros(empty):
+    """No keys, no batch rows, no heads or no queries: zeros, like every backend."""
+    b, h, h_kv, s_q, s_k = empty
+    q, k, v = _inputs(b, h, h_kv, s_q, s_k, dtype=torch.float32)
+    with torch.no_grad():
+        out = attention(q, k, v, masks.causal(), backend="flex")
+    assert out.shape == (b, h, s_q, 16) and torch.all(out == 0)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="FlexAttention's backward needs CUDA")
 @pytest.mark.parametrize("index", range(len(MASKS)))
 def test_flex_forward_backward_on_cuda(index):
@@ -101,3 +114,91 @@ def test_flex_forward_backward_on_cuda(index):
     for name, g, g_ref in zip("qkv", grads, torch.autograd.grad(ref, (q, k, v), go)):
         assert torch.isfinite(g).all(), name
         torch.testing.assert_close(g, g_ref, atol=2e-3, rtol=2e-3, msg=f"grad of {name}")
+
+
+# -- compiled kernels: one per key, static shapes, whole tiles ---------------------------
+def _several_problems():
+    """Shapes (incl. key tails of 8 and 24 keys past a tile, where inductor's CPU kernel
+    misreads a partial last tile) and masks, some repeated with other tensor values."""
+    ids = torch.randint(0, 3, (2, 40), generator=torch.Generator().manual_seed(2))
+    return [
+        (24, 24, masks.causal()),
+        (8, 8, None),
+        (40, 40, masks.sliding_window(8)),
+        (24, 24, masks.causal()),  # the first key again
+        (30, 30, masks.padding(torch.tensor([30, 7]))),
+        (30, 30, masks.padding(torch.tensor([3, 0]))),  # same key, other lengths
+        (20, 50, masks.prefix_lm(torch.tensor([5, 9]))),
+        (40, 40, masks.document(ids.sort(-1).values)),
+        (8, 136, None),
+    ]
+
+
+def _dense_flex(q, k, v, *, block_mask, scale, enable_gqa):
+    """FlexAttention's semantics, densely, by the math backend: the pairs of the listed tiles
+    that ``mask_mod`` allows (a stand-in for the compiled kernel, to check the padding to
+    whole tiles and the caching in milliseconds)."""
+    s_q, s_k, block = q.shape[-2], k.shape[-2], block_mask.BLOCK_SIZE[0]
+    tiles = block_mask.to_dense().bool()  # (b_m, 1, n_qb, n_kb)
+    listed = tiles.repeat_interleave(block, -2).repeat_interleave(block, -1)
+    b = torch.arange(listed.shape[0]).view(-1, 1, 1, 1)
+    qi, ki = torch.arange(s_q).view(1, 1, -1, 1), torch.arange(s_k).view(1, 1, 1, -1)
+    allowed = listed[..., :s_q, :s_k] & block_mask.mask_mod(b, torch.zeros_like(b), qi, ki)
+    return attention(q, k, v, allowed, scale=scale, backend="math")
+
+
+def _fake_compile(calls):
+    """A ``torch.compile`` stand-in for the flex kernels that records its options."""
+    real = torch.compile
+
+    def compile_(fn, **options):
+        if not fn.__name__.startswith("flex_kernel_"):  # torch's own uses
+            return real(fn, **options)
+        calls.append(options)
+        return _dense_flex
+
+    return compile_
+
+
+def test_flex_keeps_one_static_kernel_per_key(monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch, "compile", _fake_compile(calls))
+    monkeypatch.setattr(flex, "_kernels", type(flex._kernels)())
+    problems = _several_problems()
+    for s_q, s_k, mask in problems:
+        q, k, v = _inputs(2, 4, 2, s_q, s_k, dtype=torch.float32)
+        with torch.no_grad():
+            out = attention(q, k, v, mask, backend="flex")
+        ref = attention(q, k, v, mask, backend="math")
+        torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    assert len(calls) == len(flex._kernels) == len(problems) - 2  # two repeated keys
+    assert all(c == {"dynamic": False} for c in calls)
+    # kernels of different keys are separate functions with code objects of their own
+    monkeypatch.setattr(flex, "MAX_KERNELS", 3)
+    q, k, v = _inputs(1, 2, 2, 16, 16, dtype=torch.float32)
+    with torch.no_grad():
+        attention(q, k, v, masks.causal(), backend="flex")
+    assert len(flex._kernels) == 3
+
+
+def test_flex_new_kernels_have_their_own_code():
+    a, b = flex._new_kernel("flex_kernel_a"), flex._new_kernel("flex_kernel_b")
+    code_a, code_b = (getattr(f, "_torchdynamo_orig_callable", f).__code__ for f in (a, b))
+    assert code_a is not code_b and code_a.co_name == "flex_kernel_a"
+
+
+@pytest.mark.slow
+def test_flex_compiles_several_shapes_and_masks_without_fallback():
+    """Real compilation (~15-40 s per kernel on a 2-core CPU): every shape and mask of
+    :func:`_several_problems` compiles (no eager fallback, no warning) and equals math."""
+    for s_q, s_k, mask in _several_problems():
+        q, k, v = _inputs(2, 4, 2, s_q, s_k, dtype=torch.float32)
+        ref = attention(q, k, v, mask, backend="math")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)
+            warnings.filterwarnings("error", message=".*without torch.compile.*")
+            with torch.no_grad():
+                outs = [attention(q, k, v, mask, backend="flex") for _ in range(2)]
+        for out in outs:  # twice: the CPU kernel's misreads differed from call to call
+            torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    assert all(kernel is not flex._eager for kernel in flex._kernels.values())

@@ -240,7 +240,7 @@ def _reference_weights(p):
     from qkv.attn.weights import _masked_scores, safe_softmax
 
     k, _ = _expand_kv(p)
-    return safe_softmax(_masked_scores(p, k))
+    return safe_softmax(_masked_scores(p, k)).to(p.q.dtype)  # float32 scores for half q
 
 
 MASKS = {

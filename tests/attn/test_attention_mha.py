@@ -54,6 +54,29 @@ def test_self_attention_parity_with_torch(backend, masking):
     torch.testing.assert_close(out_fast, ref, atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("kdim", [None, 6])
+def test_from_torch_keeps_float64(kdim):
+    """Built in the source's dtype before the copy: no rounding through float32."""
+    torch.manual_seed(0)
+    tm = nn.MultiheadAttention(16, 4, kdim=kdim, vdim=kdim, batch_first=True)
+    tm = tm.double().eval()
+    with torch.no_grad():
+        tm.in_proj_bias.normal_()
+        tm.out_proj.bias.normal_()
+    m = MultiHeadAttention.from_torch(tm).eval()
+    assert {p.dtype for p in m.parameters()} == {torch.float64}
+    if kdim is None:
+        assert torch.equal(m.qkv_proj.weight, tm.in_proj_weight)
+    else:
+        assert torch.equal(m.k_proj.weight, tm.k_proj_weight)
+    x = torch.randn(2, 5, 16, dtype=torch.float64)
+    mem = x if kdim is None else torch.randn(2, 7, kdim, dtype=torch.float64)
+    ref, ref_w = tm(x, mem, mem)
+    out, w = m(x, mem, mem, return_weights=True)
+    torch.testing.assert_close(out, ref, atol=1e-12, rtol=0)
+    torch.testing.assert_close(w.mean(1), ref_w, atol=1e-12, rtol=0)
+
+
 def test_cross_attention_with_kdim_vdim_parity():
     tm, m = _pair(d=16, h=2, kdim=6, vdim=10, batch_first=False)
     q, k, v = torch.randn(2, 5, 16), torch.randn(2, 9, 6), torch.randn(2, 9, 10)

@@ -29,6 +29,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from qkv.attn.functional import Backend, Problem, _target_shape, register_backend
+from qkv.attn.problem import connected_zeros
 from qkv.masks import Mask, MaskMod, eval_blocks
 from qkv.masks._base import head_dependent, is_structured
 from qkv.masks._tiles import block_spans, check_block, n_blocks
@@ -338,6 +339,8 @@ def auto_why_not(p: Problem) -> str | None:
         return reason
     if p.mask is None:
         return "no mask: nothing to skip"
+    if p.q.numel() == 0 or p.k.numel() == 0:
+        return "an empty problem: nothing to skip"
     if min(p.s_q, p.s_k) < AUTO_MIN_LEN:
         return f"sequences shorter than {AUTO_MIN_LEN} are faster dense"
     assert isinstance(p.mask, Mask)
@@ -372,6 +375,9 @@ def blocksparse_attention(p: Problem, block: int | None = None) -> Tensor:
     target = _target_shape(p.q, p.k, p.groups)
     lead = target[:-2]
     q, k, v = p.q, p.k, p.v
+    s_q, s_k, d_v = p.s_q, p.s_k, v.shape[-1]
+    if 0 in target:  # no rows or nothing to attend to: zeros, still connected
+        return connected_zeros((*lead, s_q, d_v), q, k, v)
     # (..., s, e) -> (N, H, s, e); key heads stay unexpanded (grouped or shared heads)
     q4 = q.reshape((1,) * (4 - q.ndim) + tuple(q.shape)) if q.ndim < 4 else q
     k4 = k.reshape((1,) * (4 - k.ndim) + tuple(k.shape)) if k.ndim < 4 else k
@@ -383,9 +389,6 @@ def blocksparse_attention(p: Problem, block: int | None = None) -> Tensor:
     v4 = v4.expand(N, *v4.shape[1:])
     if H % k4.shape[1]:
         raise ValueError(f"key heads ({k4.shape[1]}) must divide query heads ({H})")
-    s_q, s_k, d_v = p.s_q, p.s_k, v.shape[-1]
-    if s_q == 0 or s_k == 0:  # nothing to attend to: zeros, still connected to the inputs
-        return q.new_zeros(*lead, s_q, d_v) + 0.0 * (q.sum() + k.sum() + v.sum())
     dtype = q.dtype
     ctype = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
     plan = _plan(p.mask, N, k4.shape[1], H // k4.shape[1], s_q, s_k, block, q.device)  # type: ignore[arg-type]

@@ -28,6 +28,7 @@ from qkv.attn.problem import (
     ScoreFn,
     _expand_kv,
     _target_shape,
+    connected_zeros,
     dense_mask,
     make_problem,
     rows_with_keys,
@@ -91,10 +92,11 @@ def available_backends() -> list[str]:
 # ---------------------------------------------------------------------------------------
 def _run_math(p: Problem) -> Tensor | tuple[Tensor, Tensor]:
     k, v = _expand_kv(p)
+    # float32 scores, softmax and weighted sum for half inputs, as in the fused kernels
     weights = safe_softmax(_masked_scores(p, k))  # (..., s_q, s_k)
     w = F.dropout(weights, p=p.dropout_p, training=True) if p.dropout_p > 0 else weights
-    out = w @ v  # (..., s_q, d_v)
-    return (out, weights) if p.return_weights else out
+    out = (w @ v.to(w.dtype)).to(p.q.dtype)  # (..., s_q, d_v)
+    return (out, weights.to(p.q.dtype)) if p.return_weights else out
 
 
 register_backend(Backend("math", _run_math, lambda p: None, auto_priority=0))
@@ -151,6 +153,8 @@ def unmasked_sdpa(
         raise ValueError(
             f"unmasked_sdpa: is_causal needs s_q == s_k or s_q == 1, got s_q={s_q}, s_k={s_k}"
         )
+    if s_k == 0:  # no key to attend to: zeros, like a fully masked row
+        return connected_zeros((*q.shape[:-1], v.shape[-1]), q, k, v)
     if scale is None:
         scale = default_scale(q.shape[-1]) if score == "scaled_dot" else 1.0
     return F.scaled_dot_product_attention(
@@ -168,6 +172,9 @@ def _run_sdpa(p: Problem) -> Tensor | tuple[Tensor, Tensor]:
     target = _target_shape(p.q, p.k, p.groups)
     lead = len(target) - 2
     q, k, v = p.q, p.k, p.v
+    if 0 in target:  # no rows, or no key to attend to: zeros, like a fully masked row
+        out = connected_zeros((*target[:-1], v.shape[-1]), q, k, v)
+        return (out, attention_weights(p)) if p.return_weights else out
     if q.shape[:-2] != torch.Size(target[:-2]) or (
         p.groups == 1 and k.shape[:-2] != torch.Size(target[:-2])
     ):

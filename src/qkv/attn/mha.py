@@ -357,6 +357,9 @@ class MultiHeadAttention(nn.Module):
             dropout=m.dropout,
             backend=backend,
         )
+        # cast before copying: copying into default-dtype (float32) parameters would round
+        # a float64 module's weights
+        out = out.to(device=m.out_proj.weight.device, dtype=m.out_proj.weight.dtype)
         d = m.embed_dim
         with torch.no_grad():
             if m._qkv_same_embed_dim:
@@ -369,4 +372,4 @@ class MultiHeadAttention(nn.Module):
                 for which, bias in zip("qkv", m.in_proj_bias.split(d, dim=0)):
                     out.projection(which)[1].copy_(bias)  # type: ignore[union-attr]
                 out.out_proj.bias.copy_(m.out_proj.bias)
-        return out.to(device=m.out_proj.weight.device, dtype=m.out_proj.weight.dtype)
+        return out

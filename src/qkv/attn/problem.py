@@ -3,6 +3,7 @@ views every backend shares (:func:`make_problem`, :func:`dense_mask`)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
@@ -17,6 +18,16 @@ ScoreFn: TypeAlias = Callable[[Tensor, Tensor], Tensor]
 Score: TypeAlias = Literal["dot", "scaled_dot"] | ScoreFn
 MaskLike: TypeAlias = Tensor | Mask | None
 BackendName: TypeAlias = str
+
+#: dtypes attention computes in (float8 formats have no matmul or softmax on every device)
+DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype scores and softmax are computed in: float32 for float16/bfloat16 inputs
+    (as the fused kernels accumulate; ``q k^T`` overflows float16 past 65504), else the
+    input dtype."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
 @dataclass
@@ -93,9 +104,20 @@ def _check_qkv(q: object, k: object, v: object) -> tuple[Tensor, Tensor, Tensor,
             raise TypeError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
         if t.ndim < 2:
             raise ValueError(f"{name} must have shape (..., s, d), got {_shape(t)}")
+        if t.shape[-1] == 0:
+            raise ValueError(
+                f"{name} must have a non-empty feature dim (d > 0), got shape {_shape(t)}"
+            )
     assert isinstance(q, Tensor) and isinstance(k, Tensor) and isinstance(v, Tensor)
     if not (q.dtype == k.dtype == v.dtype):
         raise TypeError(f"q, k, v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    if q.dtype not in DTYPES:
+        names = ", ".join(str(t).removeprefix("torch.") for t in DTYPES)
+        raise TypeError(f"q, k, v must be one of {names}, got {q.dtype}")
+    if not (q.device == k.device == v.device):
+        raise ValueError(
+            f"q, k, v must be on one device, got q on {q.device}, k on {k.device}, v on {v.device}"
+        )
     if k.shape[:-1] != v.shape[:-1]:
         raise ValueError(
             f"k and v must agree on all dims but the last (..., s_k), got k {_shape(k)} "
@@ -104,7 +126,7 @@ def _check_qkv(q: object, k: object, v: object) -> tuple[Tensor, Tensor, Tensor,
     groups = 1
     qh = q.shape[-3] if q.ndim >= 3 else 1
     kh = k.shape[-3] if k.ndim >= 3 else 1
-    if q.ndim >= 3 and k.ndim == q.ndim and qh != kh and kh > 1 and qh % kh == 0:
+    if q.ndim >= 3 and k.ndim == q.ndim and qh > kh > 1 and qh % kh == 0:
         groups = qh // kh  # grouped-query attention: head i reads kv head i // groups
     lead_q = list(q.shape[:-2])
     lead_k = list(k.shape[:-2])
@@ -120,8 +142,41 @@ def _check_qkv(q: object, k: object, v: object) -> tuple[Tensor, Tensor, Tensor,
     return q, k, v, groups
 
 
+def _check_scale(scale: object, score: Score, d: int) -> float:
+    if scale is None:
+        return default_scale(d) if score == "scaled_dot" else 1.0
+    if not isinstance(scale, (int, float)) or isinstance(scale, bool):
+        raise TypeError(f"scale must be a float or None, got {type(scale).__name__}")
+    if not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f"scale must be a finite positive number, got {scale!r}")
+    return float(scale)
+
+
+def _lazy_mask_shape(mask: Mask, target: tuple[int, ...]) -> tuple[int, ...] | None:
+    """The shape :func:`dense_mask` gives a lazy mask in a problem of output shape
+    ``target`` (``None`` where it cannot: a batch-specific mask without a batch dim)."""
+    s_q, s_k = target[-2:]
+    b = mask.batch_size
+    if b is None:
+        return (s_q, s_k)
+    if len(target) >= 4:
+        return (b, 1, s_q, s_k)
+    if len(target) == 3:
+        return (b, s_q, s_k)
+    return (s_q, s_k) if b == 1 else None
+
+
 def _check_mask(mask: object, target: tuple[int, ...], q: Tensor) -> Tensor | Mask | None:
-    if mask is None or isinstance(mask, Mask):
+    if mask is None:
+        return mask
+    if isinstance(mask, Mask):
+        shape = _lazy_mask_shape(mask, target)
+        if shape is None or not _broadcast_to(shape, target):
+            raise ValueError(
+                f"mask {mask!r} has batch size {mask.batch_size} but the problem's batch "
+                f"shape is {target[:-2]} (q {_shape(q)}): "
+                + ("give q a batch dimension" if shape is None else "they do not broadcast")
+            )
         return mask
     if not isinstance(mask, Tensor):
         raise TypeError(
@@ -133,17 +188,23 @@ def _check_mask(mask: object, target: tuple[int, ...], q: Tensor) -> Tensor | Ma
             f"mask must be bool (True = may attend) or a float additive bias, got dtype "
             f"{mask.dtype}; convert integer masks with mask.bool()"
         )
-    try:
-        ok = _broadcast(_shape(mask), target) == tuple(target)
-    except RuntimeError:
-        ok = False
-    if not ok:
+    if not _broadcast_to(_shape(mask), target):
         raise ValueError(
             f"mask of shape {_shape(mask)} does not broadcast to (..., s_q, s_k) = {target}"
         )
+    if mask.device != q.device:
+        raise ValueError(f"mask must be on q's device {q.device}, got a mask on {mask.device}")
     if mask.is_floating_point() and mask.dtype != q.dtype:
         mask = mask.to(q.dtype)
     return mask
+
+
+def _broadcast_to(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
+    """True when ``shape`` broadcasts to exactly ``target``."""
+    try:
+        return _broadcast(shape, target) == tuple(target)
+    except RuntimeError:
+        return False
 
 
 def _target_shape(q: Tensor, k: Tensor, groups: int) -> tuple[int, ...]:
@@ -162,7 +223,10 @@ def dense_mask(p: Problem) -> Tensor | None:
     m = p.mask
     if not isinstance(m, Mask):
         return m
-    d = m.to_dense(p.s_q, p.s_k, device=p.q.device)
+    if m.batch_size == 0:  # an empty batch: no row to evaluate the mask on
+        d = torch.zeros(0, 1, p.s_q, p.s_k, dtype=torch.bool, device=p.q.device)
+    else:
+        d = m.to_dense(p.s_q, p.s_k, device=p.q.device)
     nd = len(p.batch_shape) + 2
     if d.ndim == 4 and nd < 4:
         if nd == 3 and d.shape[1] == 1:
@@ -183,6 +247,15 @@ def rows_with_keys(mask: Tensor) -> Tensor:
     if mask.dtype == torch.bool:
         return mask.any(dim=-1, keepdim=True)
     return ~torch.isneginf(mask).all(dim=-1, keepdim=True)
+
+
+def connected_zeros(shape: tuple[int, ...], *inputs: Tensor) -> Tensor:
+    """Zeros of ``shape`` in the first input's dtype and device, still in the inputs' graph
+    (their gradients are zeros): the answer of a problem with no keys or no rows."""
+    out = inputs[0].new_zeros(shape)
+    for x in inputs:
+        out = out + x.reshape(-1)[:0].sum()  # an empty sum: 0 even for inf inputs
+    return out
 
 
 def _expand_kv(p: Problem) -> tuple[Tensor, Tensor]:
@@ -222,9 +295,15 @@ def make_problem(
 ) -> Problem:
     """Validate the arguments of :func:`attention` and build a :class:`Problem`.
 
+    Everything a backend could trip over is refused here, before any backend runs.
+
     Raises:
-        TypeError: non-tensor or non-float q/k/v, mismatched dtypes, a mask of a wrong type.
-        ValueError: mismatched shapes, a mask that does not broadcast, bad score or dropout.
+        TypeError: non-tensor q/k/v or a dtype other than float16/bfloat16/float32/float64,
+            mismatched dtypes, a mask or scale of a wrong type.
+        ValueError: mismatched shapes, an empty feature dim (``d = 0``), q/k/v or a tensor
+            mask on different devices, a mask (tensor or lazy, e.g. a padding mask of
+            another batch size) that does not broadcast to ``(..., s_q, s_k)``, a scale that
+            is not finite and positive, a bad score or dropout.
     """
     q, k, v, groups = _check_qkv(q, k, v)
     if isinstance(score, str):
@@ -239,10 +318,7 @@ def make_problem(
             )
     elif not callable(score):
         raise TypeError(f"score must be a string or a callable, got {type(score).__name__}")
-    if scale is None:
-        scale = default_scale(q.shape[-1]) if score == "scaled_dot" else 1.0
-    elif not isinstance(scale, (int, float)) or isinstance(scale, bool):
-        raise TypeError(f"scale must be a float or None, got {type(scale).__name__}")
+    scale = _check_scale(scale, score, q.shape[-1])
     if not isinstance(dropout_p, (int, float)) or not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p!r}")
     target = _target_shape(q, k, groups)
@@ -256,7 +332,7 @@ def make_problem(
         k=k,
         v=v,
         mask=m,
-        scale=float(scale),
+        scale=scale,
         score="dot" if isinstance(score, str) else score,
         dropout_p=float(dropout_p),
         return_weights=bool(return_weights),

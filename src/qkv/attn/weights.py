@@ -1,5 +1,9 @@
 """Attention weights ``softmax(f(q, k) * scale + mask)`` of a :class:`Problem`: the
-NaN-safe reference and, without gradients, the same computed a few rows at a time."""
+NaN-safe reference and, without gradients, the same computed a few rows at a time.
+
+Scores and softmax are computed in float32 for float16/bfloat16 inputs (as the fused
+kernels accumulate): ``q k^T`` in float16 overflows past 65504 and rounds the scores
+before the softmax amplifies the error. The weights come back in the input dtype."""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from qkv.attn.problem import (
     _expand_kv,
     _shape,
     _target_shape,
+    compute_dtype,
     dense_mask,
     rows_with_keys,
 )
@@ -21,13 +26,19 @@ from qkv.masks import Causal
 
 
 def _masked_scores(p: Problem, k: Tensor) -> Tensor:
-    score = p.score
-    s = dot(p.q, k) if score == "dot" else score(p.q, k)  # type: ignore[operator]
+    """Scaled and masked scores ``(..., s_q, s_k)`` in :func:`compute_dtype` (float32 for
+    half inputs; a custom score runs in the input dtype, its result is upcast)."""
+    score, ctype = p.score, compute_dtype(p.q.dtype)
+    if score == "dot":
+        s = dot(p.q.to(ctype), k.to(ctype))  # products of halves are exact in float32
+    else:
+        s = score(p.q, k)  # type: ignore[operator]
     if not isinstance(s, Tensor) or s.shape[-2:] != (p.s_q, p.s_k):
         got = _shape(s) if isinstance(s, Tensor) else type(s).__name__
         raise ValueError(
             f"score function must return (..., s_q, s_k) = (..., {p.s_q}, {p.s_k}), got {got}"
         )
+    s = s.to(ctype)
     if p.scale != 1.0:
         s = s * p.scale
     m = dense_mask(p)
@@ -40,7 +51,10 @@ def _masked_scores(p: Problem, k: Tensor) -> Tensor:
 
 def safe_softmax(scores: Tensor) -> Tensor:
     """Softmax over the last dim that gives all-zero rows (and zero gradients) where every
-    score is ``-inf``, instead of NaN. Computed in float32 for half inputs."""
+    score is ``-inf``, instead of NaN. Computed in float32 for half inputs; an empty last
+    dim (no keys) gives an empty result."""
+    if scores.shape[-1] == 0:
+        return scores.clone()  # nothing to normalize; keeps the graph (zero gradients)
     x = scores.float() if scores.dtype in (torch.float16, torch.bfloat16) else scores
     m = x.amax(dim=-1, keepdim=True)
     m = torch.where(torch.isneginf(m), torch.zeros_like(m), m).detach()
@@ -68,7 +82,7 @@ def attention_weights(p: Problem) -> Tensor:
     )
     if p.score == "dot" and not wants_grad:
         return _weights_by_row_chunks(p, k)
-    return safe_softmax(_masked_scores(p, k))
+    return safe_softmax(_masked_scores(p, k)).to(p.q.dtype)
 
 
 #: scores held at once by :func:`_weights_by_row_chunks` (elements): 4 MiB in float32, so a
@@ -88,11 +102,11 @@ def _weights_by_row_chunks(p: Problem, k: Tensor) -> Tensor:
     target = _target_shape(q, k, 1)
     lead, s_q, s_k = target[:-2], p.s_q, p.s_k
     causal_off = p.mask.key_offset(s_q, s_k) if isinstance(p.mask, Causal) else None
-    half = q.dtype in (torch.float16, torch.bfloat16)
+    ctype = compute_dtype(q.dtype)  # float32 scores for half inputs
     out = torch.empty(target, dtype=q.dtype, device=q.device)  # (..., s_q, s_k)
     row_ok = None if m is None else rows_with_keys(m)  # (..., s_q, 1), explicit masks
     rows = max(16, min(s_q, _CHUNK_ELEMENTS // max(1, math.prod(lead) * s_k)))
-    kt = k.transpose(-1, -2)  # (..., d, s_k)
+    q, kt = q.to(ctype), k.transpose(-1, -2).to(ctype)  # (..., d, s_k)
     for r0 in range(0, s_q, rows):
         r1 = min(s_q, r0 + rows)
         k_end = s_k if causal_off is None else max(0, min(s_k, r1 + causal_off))
@@ -114,7 +128,7 @@ def _weights_by_row_chunks(p: Problem, k: Tensor) -> Tensor:
             mc = m[..., r0:r1, :] if m.shape[-2] > 1 else m
             mc = mc[..., :k_end]
             s = s.masked_fill(~mc, float("-inf")) if mc.dtype == torch.bool else s + mc
-        w = torch.softmax(s, -1, dtype=torch.float32) if half else torch.softmax(s, -1)
+        w = torch.softmax(s, -1)
         if causal_off is not None and r0 + causal_off < 0:
             w[..., : min(r1, -causal_off) - r0, :] = 0.0  # rows before the first key
         elif row_ok is not None:

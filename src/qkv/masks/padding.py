@@ -17,7 +17,8 @@ class Padding(Mask):
     Args:
         lengths: ``(b,)`` integer lengths (right padding), **or** a ``(b, s_k)`` boolean tensor
             in which ``True`` marks a real token (the opposite of torch's
-            ``padding_mask``, where ``True`` marks padding).
+            ``padding_mask``, where ``True`` marks padding). Empty lengths (``b = 0``) make
+            a mask for an empty batch only: attention refuses it for any other batch.
 
     Raises:
         ValueError: negative lengths, or a tensor of the wrong rank.
@@ -25,7 +26,12 @@ class Padding(Mask):
     """
 
     def __init__(self, lengths: Tensor | Sequence[int]) -> None:
-        t = lengths if isinstance(lengths, Tensor) else torch.as_tensor(list(lengths))
+        if isinstance(lengths, Tensor):
+            t = lengths
+        else:
+            values = list(lengths)
+            # an empty list would become a float tensor: it is an empty batch of lengths
+            t = torch.as_tensor(values) if values else torch.zeros(0, dtype=torch.long)
         if t.dtype == torch.bool:
             if t.ndim != 2:
                 raise ValueError(
@@ -54,7 +60,7 @@ class Padding(Mask):
             return lambda b, h, q, k: km[b, k]
         lengths = self.lengths
         assert lengths is not None
-        if int(lengths.max()) > s_k:
+        if lengths.numel() and int(lengths.max()) > s_k:
             raise ValueError(f"padding lengths {lengths.tolist()} exceed s_k={s_k}")
         return lambda b, h, q, k: k < lengths[b]
 
