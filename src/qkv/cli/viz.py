@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
+from qkv.cli import CLIError
 from qkv.cli._common import add_device_arg
 
 
@@ -34,6 +36,11 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    out, png = Path(args.out), Path(args.png) if args.png else None
+    if out.is_dir():
+        raise CLIError(f"--out {out} is a directory; give the HTML file to write")
+    if png is not None and png.exists() and not png.is_dir():
+        raise CLIError(f"--png {png} is a file; give a directory for the figures")
     if args.hf:
         from qkv.tasks.hf import viz_hf
 

@@ -216,7 +216,11 @@ def load_hf_tokenizer(path: str | Path) -> Any:
 
     Returns:
         A ``tokenizers.Tokenizer``; ``encode(text).ids`` applies the model's special tokens
-        (``[CLS] ... [SEP]``, ``</s>``, ...) as its post-processor says.
+        (``[CLS] ... [SEP]``, ``</s>``, ...) as its post-processor says. Padding is turned
+        off (a ``tokenizer.json`` may pad every input to a fixed length, e.g. 128 for
+        all-MiniLM-L6-v2: padding one text would feed pads the model attends to); batch
+        with ``enable_padding`` and pass the mask, as :func:`qkv.tasks.hf.generate_text`
+        does.
 
     Raises:
         FileNotFoundError: no ``tokenizer.json``.
@@ -233,4 +237,6 @@ def load_hf_tokenizer(path: str | Path) -> Any:
         raise ImportError(
             "load_hf_tokenizer needs the tokenizers package: pip install qkv[hf]"
         ) from e
-    return Tokenizer.from_file(str(f))
+    tok = Tokenizer.from_file(str(f))
+    tok.no_padding()
+    return tok

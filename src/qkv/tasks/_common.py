@@ -116,6 +116,10 @@ def read_task_file(directory: Path) -> dict[str, Any]:
     return obj
 
 
+#: ``sizes`` fields a task only suggests (the user may choose another).
+SUGGESTED = ("patch_size",)
+
+
 def sized_config(
     task: Task,
     family: str,
@@ -140,8 +144,20 @@ def sized_config(
             their table).
 
     Raises:
-        TaskError: a preset or base of another family than the task needs, or both given.
+        TaskError: a preset or base of another family than the task needs, both given, or
+            an override of a size the data fixes (a smaller vocabulary than the tokenizer's
+            ids, a shorter context than the task's sequences).
     """
+    for key, need in sizes.items():
+        if key in SUGGESTED or key not in overrides or overrides[key] == need:
+            continue
+        room = key in ("vocab_size", "max_len", "tgt_vocab_size")  # more room fits too
+        if not (room and isinstance(overrides[key], int) and overrides[key] > need):
+            raise TaskError(
+                f"task {task.name!r} sets {key}={need!r} from its data; --model "
+                f"{key}={overrides[key]!r} would not fit it"
+                + (" (use --max-len for the sequence length)" if key == "max_len" else "")
+            )
     cls = {
         "seq2seq": models.Seq2SeqConfig,
         "lm": models.LMConfig,

@@ -66,9 +66,17 @@ class Task(abc.ABC):
 
     name: ClassVar[str]
     kind: ClassVar[TaskKind]
+    #: What ``--data`` means for this task (None: the task generates its data, or reads a
+    #: fixed package, and refuses ``data``).
+    data_help: ClassVar[str | None] = None
 
     def __init__(self, options: TaskOptions | None = None) -> None:
         self.options = options or TaskOptions()
+        if self.options.data is not None and self.data_help is None:
+            raise TaskError(
+                f"task {self.name!r} makes its own data: it takes no --data "
+                f"(got {self.options.data!r})"
+            )
 
     # -- data ----------------------------------------------------------------------------
     @abc.abstractmethod

@@ -61,6 +61,7 @@ class FashionMNISTTask(ImageTask):
     """
 
     name = "fashion-mnist"
+    data_help = "a directory of the Fashion-MNIST .gz files"
     image_size = 28
     default_patch = 4
     class_names: ClassVar[tuple[str, ...]] = (

@@ -21,6 +21,7 @@ from qkv.interop import HFModel, load_hf, load_hf_tokenizer
 from qkv.interp import record_attention, write_report
 from qkv.interp.plots import write_figures
 from qkv.models import DecoderLM, EncoderModel, Seq2SeqTransformer
+from qkv.tasks.viz import TextRecord
 
 
 def _ids(tok: Any, text: str) -> list[int]:
@@ -130,37 +131,31 @@ def generate_text(
     return [tok.decode(t, skip_special_tokens=True) for t in out]
 
 
-def viz_hf(
+def record_hf(
     directory: str | Path,
     text: str,
-    out_html: str | Path,
-    png_dir: str | Path | None = None,
     *,
     target: str | None = None,
     device: str = "cpu",
-    title: str | None = None,
     max_new_tokens: int = 32,
-) -> Path:
-    """Run a Hugging Face model directory on ``text``, record every attention head with
-    :func:`qkv.interp.record_attention` and write the interactive report: what
-    ``qkv viz --hf DIR TEXT`` does.
+) -> TextRecord:
+    """Run a Hugging Face model directory on one ``text`` and record every attention head
+    with :func:`qkv.interp.record_attention`.
 
     Encoder-decoders read ``text`` as the source and ``[decoder start] + target`` in the
     decoder, where the target is ``target`` (tokenized) or the model's greedy output; GPT-2
-    and BERT read ``text``'s tokens (the last ``max_len``).
+    and BERT read ``text``'s tokens (the last ``max_len``). One text is never padded (the
+    tokenizer's own padding is off), so no head attends to padding.
 
     Args:
         directory: the model directory, with ``tokenizer.json``.
         text: the input text.
-        out_html: the report to write.
-        png_dir: also save heatmaps there.
         target: the decoder's target text for encoder-decoders (default: generated).
         device: where to run.
-        title: page title (default: the text and the directory's name).
         max_new_tokens: longest generated target.
 
     Returns:
-        The report's path.
+        A :class:`~qkv.tasks.viz.TextRecord` (the weights and the token strings).
 
     Raises:
         ValueError: a vision model (the input is an image, not text), or a text without
@@ -193,10 +188,45 @@ def viz_hf(
             with record_attention(model) as rec:
                 model(torch.tensor([ids], device=dev))
     tokens = [tok.id_to_token(i) or str(i) for i in ids]
+    return TextRecord(rec, tokens, target_tokens, target if kind == "seq2seq" else None)
+
+
+def viz_hf(
+    directory: str | Path,
+    text: str,
+    out_html: str | Path,
+    png_dir: str | Path | None = None,
+    *,
+    target: str | None = None,
+    device: str = "cpu",
+    title: str | None = None,
+    max_new_tokens: int = 32,
+) -> Path:
+    """Record a Hugging Face model directory's attention on ``text`` (:func:`record_hf`) and
+    write the interactive report (and, given ``png_dir``, heatmaps): what
+    ``qkv viz --hf DIR TEXT`` does.
+
+    Args:
+        directory: the model directory, with ``tokenizer.json``.
+        text: the input text.
+        out_html: the report to write.
+        png_dir: also save heatmaps there.
+        target: the decoder's target text for encoder-decoders (default: generated).
+        device: where to run.
+        title: page title (default: the text and the directory's name).
+        max_new_tokens: longest generated target.
+
+    Returns:
+        The report's path.
+
+    Raises:
+        ValueError: see :func:`record_hf`.
+    """
+    tr = record_hf(directory, text, target=target, device=device, max_new_tokens=max_new_tokens)
     if title is None:
-        arrow = f" \u2192 {target!r}" if kind == "seq2seq" else ""
+        arrow = f" \u2192 {tr.target!r}" if tr.target is not None else ""
         title = f"{text!r}{arrow} ({Path(directory).name})"
-    path = write_report(out_html, rec, tokens, target_tokens=target_tokens, title=title)
+    path = write_report(out_html, tr.record, tr.tokens, target_tokens=tr.target_tokens, title=title)
     if png_dir is not None:
-        write_figures(rec, png_dir, tokens=tokens, target_tokens=target_tokens)
+        write_figures(tr.record, png_dir, tokens=tr.tokens, target_tokens=tr.target_tokens)
     return path

@@ -113,6 +113,7 @@ class LMTask(Task):
     """
 
     name = "lm"
+    data_help = "a UTF-8 text file"
     kind = "lm"
     default_max_len: ClassVar[int] = 128
     default_vocab_size: ClassVar[int] = 1024

@@ -64,6 +64,7 @@ class TranslateTask(Seq2SeqTask):
     """
 
     name = "translate"
+    data_help = "a TSV file of source<TAB>target pairs"
     default_max_len = 64
     default_tokenizer = "bpe"
     default_vocab_size = 4000
