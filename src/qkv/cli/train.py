@@ -184,16 +184,19 @@ def run(args: argparse.Namespace) -> int:
                 f"--out {out} already holds a run; pass --resume to continue it or choose "
                 f"another --out"
             )
-        trainer = build_trainer(
-            task or DEFAULT_TASK,
-            build_config(TrainConfig, train_given),
-            out,
-            options=options or TaskOptions(),
-            preset=args.preset,
-            model_overrides=overrides,
-            init_from=args.init_from,
-            init_from_hf=args.init_from_hf,
-        )
+        try:
+            trainer = build_trainer(
+                task or DEFAULT_TASK,
+                build_config(TrainConfig, train_given),
+                out,
+                options=options or TaskOptions(),
+                preset=args.preset,
+                model_overrides=overrides,
+                init_from=args.init_from,
+                init_from_hf=args.init_from_hf,
+            )
+        except ValueError as e:  # e.g. a batch larger than the data: name the flag
+            raise CLIError(flag_message(str(e), TrainConfig)) from None
         report = getattr(trainer, "init_report", None)
         if report is not None and trainer.dist.is_main:
             print(f"qkv train: initialised from pretrained weights: {report.summary()}")

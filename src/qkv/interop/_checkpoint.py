@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +91,9 @@ def _load_safetensors(f: Path) -> dict[str, Tensor]:
 
 def _load_pickle(f: Path) -> dict[str, Tensor]:
     try:
-        obj = torch.load(str(f), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # the refusal below says what matters, once
+            warnings.simplefilter("ignore", UserWarning)
+            obj = torch.load(str(f), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:  # refused by weights_only, or not a pickle at all
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise HFFileError(

@@ -164,6 +164,24 @@ def sized_config(
         "encoder": models.EncoderConfig,
         "vit": models.ViTConfig,
     }[family]
+    try:
+        return _family_config(task, cls, family, preset, default, sizes, overrides, base)
+    except TaskError:
+        raise
+    except ValueError as e:  # the config's own check, about the fields --model sets
+        raise TaskError(f"model config: {e}") from None
+
+
+def _family_config(
+    task: Task,
+    cls: type[models.TransformerConfig],
+    family: str,
+    preset: str | None,
+    default: dict[str, Any],
+    sizes: dict[str, Any],
+    overrides: dict[str, Any],
+    base: models.TransformerConfig | None,
+) -> models.TransformerConfig:
     if base is not None:
         if preset is not None:
             raise TaskError(f"task {task.name!r}: give a preset or a pretrained model, not both")
