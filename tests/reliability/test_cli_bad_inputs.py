@@ -64,7 +64,7 @@ def _cases(f: dict[str, Path]) -> list[tuple[str, list[str], str]]:
             "--device bogus in generate",
             ["generate", "--checkpoint", run, "--device", "nope", "a"],
             "--device",
-        ),  # fmt: skip
+        ),
         ("--threads -1", ["train", "--threads", "-1", "--out", out], "--threads"),
         ("--steps 0", ["train", "--steps", "0", "--out", out], "--steps"),
         ("--steps x", ["train", "--steps", "x", "--out", out], "--steps"),
@@ -73,28 +73,28 @@ def _cases(f: dict[str, Path]) -> list[tuple[str, list[str], str]]:
             "viz --out names a directory",
             ["viz", "--checkpoint", run, "a", "--out", str(f["base"])],
             "is a directory",
-        ),  # fmt: skip
+        ),
         (
             "--temperature nan",
             ["generate", "--checkpoint", run, "--temperature", "nan", "a"],
             "--temperature",
-        ),  # fmt: skip
+        ),
         ("--top-k 2.5", ["generate", "--checkpoint", run, "--top-k", "2.5", "a"], "--top-k"),
         (
             "--length-penalty nan",
             ["generate", "--checkpoint", run, "--length-penalty", "nan", "a"],
             "--length-penalty",
-        ),  # fmt: skip
+        ),
         (
             "--beam-size 0 in generate",
             ["generate", "--checkpoint", run, "--beam-size", "0", "a"],
             "--beam-size",
-        ),  # fmt: skip
+        ),
         (
             "--max-new-tokens past the model's positions",
             ["generate", "--checkpoint", run, "--max-new-tokens", "1000", "a"],
             "max_len",
-        ),  # fmt: skip
+        ),
         (
             "--max-new-tokens x beam that no memory holds",
             [
@@ -108,32 +108,32 @@ def _cases(f: dict[str, Path]) -> list[tuple[str, list[str], str]]:
                 "a",
             ],
             "does not fit",
-        ),  # fmt: skip
+        ),
         (
             "--model vocab_size=3 with larger ids",
             ["train", *TINY_RUN, "--model", "vocab_size=3", "--out", out],
             "vocab_size",
-        ),  # fmt: skip
+        ),
         (
             "--model unknown_field=1",
             ["train", *TINY_RUN, "--model", "bogus=1", "--out", out],
             "bogus",
-        ),  # fmt: skip
+        ),
         (
             "--model without =",
             ["train", *TINY_RUN, "--model", "d_model", "--out", out],
             "KEY=VALUE",
-        ),  # fmt: skip
+        ),
         (
             "--model d_ff=1e10",
             ["train", *TINY_RUN, "--model", "d_ff=1e10", "--out", out],
             "d_ff",
-        ),  # fmt: skip
+        ),
         (
             "--model n_layers=10**400",
             ["train", "--task", "lm", "--model", "n_layers=" + "9" * 400, "--out", out],
             "n_layers",
-        ),  # fmt: skip
+        ),
         ("--hf holding a pickle", ["generate", "--hf", str(f["hf"]), "a"], "pytorch_model.bin"),
         ("--lr inf", ["train", "--lr", "inf", "--out", out], "--lr"),
         ("--clip-norm nan", ["train", "--clip-norm", "nan", "--out", out], "--clip-norm"),
@@ -143,35 +143,35 @@ def _cases(f: dict[str, Path]) -> list[tuple[str, list[str], str]]:
             "--label-smoothing 1",
             ["train", "--label-smoothing", "1", "--out", out],
             "--label-smoothing",
-        ),  # fmt: skip
+        ),
         ("--betas 0.9", ["train", "--betas", "0.9", "--out", out], "--betas"),
         (
             "--grad-accum that does not divide",
             ["train", "--grad-accum", "3", "--out", out],
             "--grad-accum",
-        ),  # fmt: skip
+        ),
         (
             "--batch-size larger than the data",
             ["train", *TINY_RUN, "--batch-size", "4096", "--out", out],
             "--batch-size",
-        ),  # fmt: skip
+        ),
         ("eval --beam-size 0", ["eval", "--checkpoint", run, "--beam-size", "0"], "--beam-size"),
         ("eval --limit -1", ["eval", "--checkpoint", run, "--limit", "-1"], "--limit"),
         (
             "--data to a task that makes its own",
             ["train", "--task", "copy", "--data", "x.tsv", "--out", out],
             "takes no --data",
-        ),  # fmt: skip
+        ),
         (
             "--data missing",
             ["train", "--task", "lm", "--data", str(f["base"] / "none.txt"), "--out", out],
             "none.txt",
-        ),  # fmt: skip
+        ),
         (
             "--n-train 1e9",
             ["train", "--task", "copy", "--n-train", "1e9", "--out", out],
             "n_train",
-        ),  # fmt: skip
+        ),
         (
             "--vocab-size 1e9 for BPE",
             [
@@ -186,39 +186,39 @@ def _cases(f: dict[str, Path]) -> list[tuple[str, list[str], str]]:
                 out,
             ],
             "vocab_size",
-        ),  # fmt: skip
+        ),
         ("--task nope", ["train", "--task", "nope", "--out", out], "unknown task"),
         (
             "--preset of another family",
             ["train", "--task", "copy", "--preset", "gpt2-tiny", "--out", out],
             "preset",
-        ),  # fmt: skip
+        ),
         ("--resume without a run", ["train", "--resume", "--out", out], "does not exist"),
         (
             "a second run into the same --out",
             ["train", *TINY_RUN, "--out", run],
             "already holds a run",
-        ),  # fmt: skip
+        ),
         (
             "negative step in trainer state",
             ["train", "--resume", "--out", str(f["neg"]), "--steps", "3"],
             "step",
-        ),  # fmt: skip
+        ),
         (
             "max_len -1 in task.json",
             ["generate", "--checkpoint", str(f["bad_task"]), "a"],
             "max_len",
-        ),  # fmt: skip
+        ),
         (
             "generate on a missing checkpoint",
             ["generate", "--checkpoint", out, "a"],
             "does not exist",
-        ),  # fmt: skip
+        ),
         (
             "--init-from and --init-from-hf",
             ["train", "--init-from", run, "--init-from-hf", str(f["hf"]), "--out", out],
             "not both",
-        ),  # fmt: skip
+        ),
         ("unknown flag", ["train", "--stepz", "3"], "--stepz"),
         ("info of an unknown preset", ["info", "gpt5"], "gpt5"),
     ]
