@@ -128,20 +128,25 @@ def register_attention(sub: argparse._SubParsersAction, name: str) -> None:
         "--window", type=int, default=256, help="window of the window/local masks (default: 256)"
     )
     _add_names(p, "--impls", IMPLS)
-    p.add_argument("--heads", type=int, default=8)
-    p.add_argument("--head-dim", type=int, default=64)
-    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--heads", type=int, default=8, help="attention heads (default: 8)")
+    p.add_argument("--head-dim", type=int, default=64, help="d_h (default: 64)")
+    p.add_argument("--batch", type=int, default=1, help="batch size (default: 1)")
     _add_modes(p, MODES)
     p.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (default: 3)")
-    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--warmup", type=int, default=1, help="untimed calls first (default: 1)")
     p.add_argument(
         "--time-budget",
         type=float,
         default=60.0,
         help="seconds of timed runs per measurement, roughly (default: 60)",
     )
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "bfloat16", "float16"],
+        help="default: float32",
+    )
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="default: cpu")
     p.add_argument("--threads", type=int, help="torch threads (CPU; default: torch's)")
     p.add_argument(
         "--memory-limit", type=float, help="GiB a measurement may need (default: 80%% of available)"
@@ -201,7 +206,7 @@ def _add_timing_args(
         help=f"seconds of timed calls per group, shared by its implementations; slow ones "
         f"then sit out later rounds (default: {budget:g})",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the inputs (default: 0)")
     p.add_argument("--json", type=Path, help="also write the results as JSON here")
 
 
@@ -247,10 +252,10 @@ def register_peers(sub: argparse._SubParsersAction, name: str) -> None:
         help="default: 512,1024,2048,4096,8192",
     )
     _add_names(p, "--impls", PEER_IMPLS)
-    p.add_argument("--mask", default="causal", choices=PEER_MASKS)
-    p.add_argument("--heads", type=int, default=8)
-    p.add_argument("--head-dim", type=int, default=64)
-    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--mask", default="causal", choices=PEER_MASKS, help="default: causal")
+    p.add_argument("--heads", type=int, default=8, help="attention heads (default: 8)")
+    p.add_argument("--head-dim", type=int, default=64, help="d_h (default: 64)")
+    p.add_argument("--batch", type=int, default=1, help="batch size (default: 1)")
     _add_modes(p, PEER_MODES)
     p.add_argument("--matmul-size", type=int, default=2048, help="n of the peak matmul")
     p.add_argument(

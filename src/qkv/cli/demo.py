@@ -39,8 +39,13 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         "and metrics.json, and write an attention report.",
     )
     p.add_argument("--out", default="demo_out", help="output directory (default: demo_out)")
-    p.add_argument("--steps", type=int, default=DEMO_TRAIN["steps"])
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=DEMO_TRAIN["steps"],
+        help=f"training steps (default: {DEMO_TRAIN['steps']})",
+    )
+    p.add_argument("--seed", type=int, default=0, help="training seed (default: 0)")
     p.add_argument(
         "--threads",
         type=int,
@@ -48,8 +53,10 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         help="torch threads (default 1: this 247k-parameter model gains little from more, "
         "and one thread cannot be slowed down by OpenMP oversubscription)",
     )
-    p.add_argument("--samples", type=int, default=8, help="sample translations to print")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--samples", type=int, default=8, help="sample translations to print (default: 8)"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
         "--force",
         action="store_true",

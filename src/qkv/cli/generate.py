@@ -17,7 +17,12 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         "(language models), or the top classes (classifiers; an input is an image file or "
         "SPLIT:N, e.g. test:0, for image tasks).",
     )
-    p.add_argument("inputs", nargs="*", metavar="INPUT")
+    p.add_argument(
+        "inputs",
+        nargs="*",
+        metavar="INPUT",
+        help="texts (or, for image classifiers, image files or SPLIT:N); default: stdin lines",
+    )
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", help="checkpoint or run directory")
     source.add_argument(

@@ -115,7 +115,8 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     d.add_argument(
         "--attention",
         default=sup,
-        help="attention pattern, for tasks that take one (listops: dense, local, bigbird)",
+        help="attention pattern, for tasks that take one (listops: dense, local or bigbird; "
+        "default: dense)",
     )
     add_config_args(p, TrainConfig, types={"device": _device})
     p.set_defaults(func=run)

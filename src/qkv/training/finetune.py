@@ -97,12 +97,17 @@ def init_from_state(model: nn.Module, source: Mapping[str, Tensor]) -> InitRepor
             else:
                 problems.append(f"missing {name}")
     if problems:
+        shown = problems[:8] + ([f"... and {len(problems) - 8} more"] if len(problems) > 8 else [])
         raise ValueError(
             "the pretrained weights do not fit the model (strict by name, except heads): "
-            + "; ".join(problems)
+            + "; ".join(shown)
         )
     model.load_state_dict({**own, **{k: v.to(own[k].dtype) for k, v in take.items()}})
-    report.loaded = sorted(take)
+    report.loaded, report.new, report.dropped = (
+        sorted(take),
+        sorted(report.new),
+        sorted(report.dropped),
+    )
     return report
 
 

@@ -1,0 +1,76 @@
+"""Starting from pretrained weights: strict by name except heads (new ones initialised and
+listed, unused ones dropped and listed), from a qkv run (``--init-from``) or a Hugging Face
+directory (``--init-from-hf``)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+import qkv.models as M
+from qkv.cli import main
+from qkv.interop import from_hf
+from qkv.tasks import TaskOptions, build_trainer, get_task
+from qkv.training import TrainConfig
+from qkv.training.finetune import init_from_state
+
+T = pytest.importorskip("transformers")
+TINY = {"d_model": 16, "n_heads": 2, "d_ff": 32, "n_encoder_layers": 1, "n_decoder_layers": 1}
+
+
+def _bert_dir(kit):
+    cfg = T.BertConfig(
+        vocab_size=60, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=48, max_position_embeddings=40, type_vocab_size=2,
+    )  # fmt: skip
+    return kit.save(T.BertForPreTraining(cfg))  # pooler and MLM head (and NSP, not read)
+
+
+def test_a_classifier_on_a_pretrained_encoder_loads_the_body_and_lists_its_head(kit):
+    pretrained = from_hf(_bert_dir(kit))
+    assert pretrained.mlm_head is not None and pretrained.pooler is not None
+    cfg = dataclasses.replace(pretrained.config, n_classes=5, mlm_head=False)
+    torch.manual_seed(0)
+    model = M.build(cfg)
+    report = init_from_state(model, pretrained.state_dict())
+    assert sorted(report.new) == ["classifier.bias", "classifier.weight"]
+    assert report.dropped and all(n.startswith("mlm_head.") for n in report.dropped)
+    own, src = model.state_dict(), pretrained.state_dict()
+    for name in report.loaded:
+        assert torch.equal(own[name], src[name]), name
+    assert "pooler.dense.weight" in report.loaded and "classifier.weight" not in report.loaded
+    assert "initialised 2 new: classifier.bias, classifier.weight" in report.summary()
+
+
+def test_body_mismatches_are_refused_by_name():
+    a = M.build(M.EncoderConfig(d_model=16, n_heads=2, d_ff=32, n_layers=1, vocab_size=30))
+    b = M.build(M.EncoderConfig(d_model=16, n_heads=2, d_ff=32, n_layers=2, vocab_size=40))
+    with pytest.raises(ValueError) as e:
+        init_from_state(a, b.state_dict())
+    msg = str(e.value)
+    assert "embed.tok_emb.weight: pretrained (40, 16) vs model (30, 16)" in msg
+    assert "unexpected encoder.layers.1." in msg and "more" in msg
+
+
+def test_init_from_a_qkv_run_starts_from_its_weights(tmp_path):
+    options = TaskOptions(n_train=64, n_valid=8, n_test=8, max_len=4)
+    cfg = TrainConfig(steps=2, batch_size=8, progress=False, eval_limit=4)
+    first = build_trainer(get_task("copy", options), cfg, tmp_path / "a", model_overrides=TINY)
+    first.fit()
+    second = build_trainer(get_task("copy", options), cfg, tmp_path / "b", init_from=tmp_path / "a")
+    assert second.init_report.new == [] and second.init_report.dropped == []
+    a, b = first.model.state_dict(), second.model.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert second.model.config.d_model == 16  # the architecture is the pretrained one
+
+
+def test_cli_init_from_hf_with_another_vocabulary_is_one_clear_error(kit, tmp_path, capsys):
+    directory = _bert_dir(kit)
+    capsys.readouterr()
+    code = main(["train", "--task", "listops", "--init-from-hf", str(directory),
+                 "--out", str(tmp_path / "run"), "--steps", "1"])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("qkv: error:") and "\n" not in err
+    assert "embed.tok_emb.weight: pretrained (60, 32) vs model" in err
