@@ -55,7 +55,7 @@ def test_every_train_flag_has_help_and_shows_its_default():
     from qkv.training.config import flag_of
 
     helptext = train.format_help()
-    for name, value in TrainConfig().to_dict().items():
+    for name in TrainConfig().to_dict():
         flag = flag_of(name)
         assert flag in helptext, flag
     assert "--save-every" in helptext and "0 = no step schedule" in " ".join(helptext.split())
