@@ -181,7 +181,7 @@ def test_bad_checkpoints_fail_clearly(tmp_path):
     (wrong / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(
         CheckpointError,
-        match=r"shape mismatch: .*fc1.weight: checkpoint \(64, 32\) vs model \(48, 32\)",
+        match=r"shape mismatches \[.*fc1.weight: file \(64, 32\) vs model \(48, 32\)",
     ):
         load_trained(wrong)
 

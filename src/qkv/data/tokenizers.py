@@ -30,6 +30,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+from qkv.data.files import read_json
+
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
 SPECIAL_TOKENS: tuple[str, ...] = ("<pad>", "<bos>", "<eos>", "<unk>")
 TOKENIZER_FILE = "tokenizer.json"
@@ -159,14 +161,7 @@ class Tokenizer(abc.ABC):
         path = Path(directory) / TOKENIZER_FILE
         if not path.is_file():
             raise FileNotFoundError(f"no tokenizer file {path}")
-        try:
-            state = json.loads(path.read_text(encoding="utf-8"))
-        except UnicodeDecodeError as e:
-            raise TokenizerFileError(f"{path} is not UTF-8 text: {e}") from None
-        except json.JSONDecodeError as e:
-            raise TokenizerFileError(f"{path} is not valid JSON: {e}") from None
-        except RecursionError:
-            raise TokenizerFileError(f"{path} is nested too deeply to be a tokenizer") from None
+        state = read_json(path, TokenizerFileError)
         kind = state.pop("kind", None) if isinstance(state, dict) else None
         if not isinstance(kind, str) or kind not in Tokenizer._KINDS:
             raise TokenizerFileError(

@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from qkv.data.files import read_json_object
+
 CONFIG = "config.json"
 GENERATION_CONFIG = "generation_config.json"
 SAFETENSORS = "model.safetensors"
@@ -40,17 +42,7 @@ def _directory(path: str | Path) -> Path:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as e:
-        raise HFFileError(f"{path} is not UTF-8 text: {e}") from None
-    except json.JSONDecodeError as e:
-        raise HFFileError(f"{path} is not valid JSON: {e}") from e
-    except RecursionError:
-        raise HFFileError(f"{path} is nested too deeply to parse") from None
-    if not isinstance(data, dict):
-        raise HFFileError(f"{path} must hold a JSON object, got {type(data).__name__}")
-    return data
+    return read_json_object(path, HFFileError)
 
 
 def read_hf_config(path: str | Path) -> dict[str, Any]:

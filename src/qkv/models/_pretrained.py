@@ -19,15 +19,17 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-from safetensors.torch import load_file, save_model
+from safetensors.torch import save_model
 from torch import Tensor, nn
 
+from qkv.data.files import read_json_object, read_tensors
 from qkv.models.config import TransformerConfig, config_from_dict
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 #: A run directory's pointer to its newest checkpoint: ``checkpoints/<name in latest>``.
 LATEST_FILE = "latest"
+CHECKPOINTS_DIR = "checkpoints"
 REQUIRED_FILES = (MODEL_FILE, CONFIG_FILE)
 
 
@@ -121,25 +123,61 @@ def save_pretrained(
     return final
 
 
+#: The most bytes a ``latest`` file may hold (it names one directory).
+_MAX_LATEST_BYTES = 4096
+
+
+def read_latest(run_dir: str | Path) -> str | None:
+    """The checkpoint name in a run directory's ``latest`` file, or None without one.
+
+    Raises:
+        ValueError: naming the file when it is unreadable, not UTF-8, empty, too long, or
+            not a plain directory name (no slashes, no leading dot).
+    """
+    path = Path(run_dir) / LATEST_FILE
+    if not os.path.lexists(path):
+        return None
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(_MAX_LATEST_BYTES + 1)
+        name = raw.decode("utf-8").strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} cannot be read: {e}") from None
+    plain = bool(name) and not name.startswith(".") and "/" not in name and "\\" not in name
+    if len(raw) > _MAX_LATEST_BYTES or not plain:
+        raise ValueError(
+            f"{path} must hold the name of a directory in {CHECKPOINTS_DIR}/, got {name[:80]!r}"
+        )
+    return name
+
+
 def resolve_checkpoint(directory: str | Path) -> Path:
     """The model directory ``directory`` names: itself, or, for a training run directory
     with a ``latest`` file, ``checkpoints/<the name in latest>``.
 
     Raises:
-        FileNotFoundError: no such directory, or ``model.safetensors``/``config.json``
-            missing (named).
+        FileNotFoundError: no such directory, ``latest`` naming a missing one, or
+            ``model.safetensors``/``config.json`` missing (named).
+        ValueError: a damaged ``latest`` file.
     """
     d = Path(directory)
     if not d.is_dir():
-        raise FileNotFoundError(f"model directory {d} does not exist")
-    if not (d / MODEL_FILE).exists() and (d / LATEST_FILE).is_file():
-        name = (d / LATEST_FILE).read_text(encoding="utf-8").strip()
-        d = d / "checkpoints" / name
-        if not d.is_dir():
-            raise FileNotFoundError(f"{directory}/{LATEST_FILE} names {name!r}, but {d} is missing")
+        raise FileNotFoundError(f"checkpoint directory {d} does not exist")
+    if not (d / MODEL_FILE).exists():
+        name = read_latest(d)
+        if name is not None:
+            target = d / CHECKPOINTS_DIR / name
+            if not target.is_dir():
+                raise FileNotFoundError(
+                    f"{d / LATEST_FILE} names {name!r}, but {target} does not exist"
+                )
+            d = target
     missing = [f for f in REQUIRED_FILES if not (d / f).is_file()]
     if missing:
-        raise FileNotFoundError(f"{d} is not a saved model: missing {', '.join(missing)}")
+        raise FileNotFoundError(
+            f"checkpoint {d} is incomplete: missing {', '.join(missing)} (no "
+            f"{', '.join(str(d / f) for f in missing)})"
+        )
     return d
 
 
@@ -149,12 +187,14 @@ def read_config(directory: str | Path) -> TransformerConfig:
 
     Raises:
         FileNotFoundError: see :func:`resolve_checkpoint`.
-        ValueError: invalid JSON or an invalid config (with the file's path).
+        ValueError: a damaged file, a missing or unknown ``family``, or field values the
+            config rejects (its own message, prefixed with the file's path).
     """
     path = resolve_checkpoint(directory) / CONFIG_FILE
+    obj = read_json_object(path)
     try:
-        return config_from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except (json.JSONDecodeError, ValueError, TypeError) as e:
+        return config_from_dict(obj)
+    except (ValueError, TypeError) as e:
         raise ValueError(f"{path}: {e}") from None
 
 
@@ -181,11 +221,11 @@ def load_weights(model: nn.Module, directory: str | Path) -> None:
 
     Raises:
         FileNotFoundError: see :func:`resolve_checkpoint`.
-        ValueError: missing, unexpected or shape-mismatched tensors, all listed in one
-            message.
+        ValueError: a damaged file, or missing, unexpected or shape-mismatched tensors, all
+            listed in one message.
     """
     path = resolve_checkpoint(directory) / MODEL_FILE
-    tensors = load_file(str(path))
+    tensors = read_tensors(path)
     own = model.state_dict()
     aliases = _alias_groups(own)
     missing = sorted(k for k in own if not any(a in tensors for a in aliases[k]))

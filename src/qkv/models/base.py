@@ -17,7 +17,7 @@ from qkv.attn.mha import MultiHeadAttention
 from qkv.generation import Generated, GenerationConfig, generate
 from qkv.models._pretrained import SavesToDirectory, save_pretrained
 from qkv.models.config import TransformerConfig
-from qkv.models.memory import check_memory, dtype_name, model_bytes, parameter_count
+from qkv.models.memory import check_memory, check_model_memory, dtype_name
 from qkv.models.prune import apply_pruned_heads, prune_heads
 
 
@@ -42,15 +42,7 @@ class TransformerModel(nn.Module):
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
         _check_backend(config.attn_backend)
-        device = torch.get_default_device()
-        if device.type != "meta":
-            dtype = torch.get_default_dtype()
-            check_memory(
-                model_bytes(config, dtype),
-                f"model of {parameter_count(config):,} parameters in {dtype_name(dtype)}",
-                device=device,
-                hint='build it under `with torch.device("meta")` to inspect it without allocating',
-            )
+        check_model_memory(config)
         self.config = config
 
     @property

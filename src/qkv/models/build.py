@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import torch
-
 from qkv.models.base import TransformerModel
 from qkv.models.bert import EncoderModel
 from qkv.models.config import CONFIG_CLASSES, TransformerConfig
 from qkv.models.lm import DecoderLM
-from qkv.models.memory import check_memory, dtype_name, model_bytes, parameter_count
+from qkv.models.memory import check_model_memory
 from qkv.models.seq2seq import Seq2SeqTransformer
 from qkv.models.vit import ViT
 
@@ -46,13 +44,5 @@ def build(config: TransformerConfig) -> TransformerModel:
             f"build needs one of {[c.__name__ for c in CONFIG_CLASSES.values()]}, "
             f"got {type(config).__name__}"
         )
-    device = torch.get_default_device()
-    if device.type != "meta":
-        dtype = torch.get_default_dtype()
-        check_memory(
-            model_bytes(config, dtype),
-            f"model of {parameter_count(config):,} parameters in {dtype_name(dtype)}",
-            device=device,
-            hint='build it under `with torch.device("meta")` to inspect it without allocating',
-        )
+    check_model_memory(config)
     return MODEL_CLASSES[config.family](config)  # type: ignore[call-arg]

@@ -21,12 +21,15 @@ from pathlib import Path
 import torch
 
 from qkv.models._pretrained import (
+    CHECKPOINTS_DIR,
     CONFIG_FILE,
     LATEST_FILE,
     MODEL_FILE,
+    REQUIRED_FILES,
     SavesToDirectory,
     load_weights,
     read_config,
+    read_latest,
     resolve_checkpoint,
     save_pretrained,
     write_model_files,
@@ -35,13 +38,16 @@ from qkv.models.base import TransformerModel
 from qkv.models.build import build
 
 __all__ = [
+    "CHECKPOINTS_DIR",
     "CONFIG_FILE",
     "LATEST_FILE",
     "MODEL_FILE",
+    "REQUIRED_FILES",
     "SavesToDirectory",
     "load",
     "load_weights",
     "read_config",
+    "read_latest",
     "resolve_checkpoint",
     "save_pretrained",
     "write_model_files",

@@ -377,6 +377,26 @@ def available_memory(device: torch.device | str = "cpu") -> int:
     return free if room is None else min(free, room)
 
 
+def check_model_memory(config: TransformerConfig) -> None:
+    """Refuse, before anything is allocated, a model of ``config`` that does not fit in the
+    free memory of the default device, in the default dtype (nothing is checked on
+    ``meta``).
+
+    Raises:
+        MemoryLimitError: with the estimate and the memory available.
+    """
+    device = torch.get_default_device()
+    if device.type == "meta":
+        return
+    dtype = torch.get_default_dtype()
+    check_memory(
+        model_bytes(config, dtype),
+        f"model of {parameter_count(config):,} parameters in {dtype_name(dtype)}",
+        device=device,
+        hint='build it under `with torch.device("meta")` to inspect it without allocating',
+    )
+
+
 def format_gib(n_bytes: int | float) -> str:
     """``"4,656.6 GiB"``."""
     return f"{n_bytes / _GIB:,.1f} GiB"
@@ -439,6 +459,7 @@ __all__ = [
     "available_memory",
     "buffer_count",
     "check_memory",
+    "check_model_memory",
     "dtype_name",
     "format_gib",
     "kv_cache_bytes",

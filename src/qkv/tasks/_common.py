@@ -12,6 +12,7 @@ from torch import nn
 
 from qkv import models
 from qkv.data.batching import batched, pad_ids
+from qkv.data.files import read_json
 from qkv.tasks.base import Task, TaskError, TaskOptions
 
 TASK_FILE = "task.json"
@@ -98,14 +99,7 @@ def read_task_file(directory: Path) -> dict[str, Any]:
     path = Path(directory) / TASK_FILE
     if not path.is_file():
         raise TaskError(f"no task file {path} (is {directory} a qkv checkpoint?)")
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as e:
-        raise TaskError(f"{path} is not UTF-8 text: {e}") from None
-    except json.JSONDecodeError as e:
-        raise TaskError(f"{path} is not valid JSON: {e}") from e
-    except RecursionError:
-        raise TaskError(f"{path} is nested too deeply to be a task file") from None
+    obj = read_json(path, TaskError)
     if not isinstance(obj, dict) or "name" not in obj or "options" not in obj:
         raise TaskError(f"{path} must hold an object with 'name' and 'options'")
     if not isinstance(obj["name"], str):

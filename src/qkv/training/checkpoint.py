@@ -28,23 +28,24 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, load_model, save_file, save_model
+from safetensors.torch import save_file, save_model
 from torch import nn
 
 from qkv import models
+from qkv.data import files
+from qkv.models import io as model_io
 from qkv.training import _atomic
 
-MODEL_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
+# the model's files and the run directory's names are the models layer's (qkv.load reads them)
+MODEL_FILE = model_io.MODEL_FILE
+CONFIG_FILE = model_io.CONFIG_FILE
+REQUIRED = model_io.REQUIRED_FILES
+#: In a run directory: the file holding the name of the newest complete checkpoint.
+LATEST_FILE = model_io.LATEST_FILE
+#: In a run directory: where the checkpoints live.
+CHECKPOINTS_DIR = model_io.CHECKPOINTS_DIR
 STATE_FILE = "trainer_state.json"
 OPTIM_FILE = "optimizer.safetensors"
-REQUIRED = (MODEL_FILE, CONFIG_FILE)
-#: In a run directory: the file holding the name of the newest complete checkpoint.
-LATEST_FILE = "latest"
-#: In a run directory: where the checkpoints live.
-CHECKPOINTS_DIR = "checkpoints"
-_MAX_LATEST_BYTES = 4096
 
 
 class CheckpointError(ValueError):
@@ -62,25 +63,13 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def read_json(path: Path) -> Any:
-    """Parse a JSON file.
+    """Parse a JSON file (:func:`qkv.data.files.read_json`).
 
     Raises:
         CheckpointError: naming ``path`` when it is missing, unreadable, not UTF-8, not JSON,
             or nested too deeply to parse.
     """
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise CheckpointError(f"{path} is missing") from None
-    except UnicodeDecodeError as e:
-        raise CheckpointError(f"{path} is not UTF-8 text: {e}") from None
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path} is not valid JSON: {e}") from None
-    except RecursionError:
-        raise CheckpointError(f"{path} is nested too deeply to be a qkv JSON file") from None
-    except OSError as e:
-        raise CheckpointError(f"{path} cannot be read: {e}") from None
+    return files.read_json(path, CheckpointError)
 
 
 def read_json_object(path: Path) -> dict[str, Any]:
@@ -89,10 +78,7 @@ def read_json_object(path: Path) -> dict[str, Any]:
     Raises:
         CheckpointError: as :func:`read_json`, or a list/null/number instead of an object.
     """
-    obj = read_json(path)
-    if not isinstance(obj, dict):
-        raise CheckpointError(f"{path} must hold a JSON object, got {type(obj).__name__}")
-    return obj
+    return files.read_json_object(path, CheckpointError)
 
 
 def read_tensors(path: Path, device: str = "cpu") -> dict[str, torch.Tensor]:
@@ -102,12 +88,7 @@ def read_tensors(path: Path, device: str = "cpu") -> dict[str, torch.Tensor]:
         CheckpointError: naming ``path`` when it is missing, truncated, empty, random bytes
             or has a header whose offsets, dtypes or shapes do not match its data.
     """
-    if not Path(path).is_file():
-        raise CheckpointError(f"{path} is missing")
-    try:
-        return load_file(str(path), device=device)
-    except (SafetensorError, OSError) as e:
-        raise CheckpointError(f"{path} is not a readable safetensors file: {e}") from None
+    return files.read_tensors(path, CheckpointError, device)
 
 
 # ---------------------------------------------------------------------------------------
@@ -340,55 +321,31 @@ def update_latest(run_dir: Path, name: str) -> None:
 # reading
 # ---------------------------------------------------------------------------------------
 def read_latest(run_dir: str | Path) -> str | None:
-    """The checkpoint name in ``run_dir/latest``, or None when there is no such file.
+    """The checkpoint name in ``run_dir/latest``, or None when there is no such file
+    (:func:`qkv.models.io.read_latest`).
 
     Raises:
         CheckpointError: naming the file when it is unreadable, not UTF-8, empty, too long,
             or not a plain directory name (no slashes, no leading dot).
     """
-    path = Path(run_dir) / LATEST_FILE
-    if not os.path.lexists(path):
-        return None
     try:
-        with open(path, "rb") as f:
-            raw = f.read(_MAX_LATEST_BYTES + 1)
-        name = raw.decode("utf-8").strip()
-    except (OSError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path} cannot be read: {e}") from None
-    if len(raw) > _MAX_LATEST_BYTES or not name or _atomic.version_of(name) is None:
-        raise CheckpointError(
-            f"{path} must hold the name of a directory in {CHECKPOINTS_DIR}/, got {name[:80]!r}"
-        )
-    return name
+        return model_io.read_latest(run_dir)
+    except ValueError as e:
+        raise CheckpointError(str(e)) from None
 
 
 def check_checkpoint(directory: str | Path) -> Path:
     """Resolve a checkpoint directory, or a run directory (through its ``latest`` file), to a
-    complete checkpoint directory.
+    complete checkpoint directory (:func:`qkv.models.io.resolve_checkpoint`).
 
     Raises:
         CheckpointError: the directory does not exist, ``latest`` is damaged or names a missing
             checkpoint, or required files are missing.
     """
-    d = Path(directory)
-    if not d.is_dir():
-        raise CheckpointError(f"checkpoint directory {d} does not exist")
-    if not (d / MODEL_FILE).exists():
-        name = read_latest(d)
-        if name is not None:
-            target = d / CHECKPOINTS_DIR / name
-            if not target.is_dir():
-                raise CheckpointError(
-                    f"{d / LATEST_FILE} names {name!r}, but {target} does not exist"
-                )
-            d = target
-    missing = [f for f in REQUIRED if not (d / f).is_file()]
-    if missing:
-        raise CheckpointError(
-            f"checkpoint {d} is incomplete: missing {', '.join(missing)} (no "
-            f"{', '.join(str(d / f) for f in missing)})"
-        )
-    return d
+    try:
+        return model_io.resolve_checkpoint(directory)
+    except (FileNotFoundError, ValueError) as e:
+        raise CheckpointError(str(e)) from None
 
 
 def read_model_config(directory: str | Path) -> models.TransformerConfig:
@@ -398,41 +355,24 @@ def read_model_config(directory: str | Path) -> models.TransformerConfig:
         CheckpointError: a damaged file, a missing or unknown ``family``, or field values the
             config rejects (its own message, prefixed with the file name).
     """
-    path = Path(directory) / CONFIG_FILE
-    obj = read_json_object(path)
     try:
-        return models.config_from_dict(obj)
-    except (ValueError, TypeError) as e:
-        raise CheckpointError(f"{path}: {e}") from None
+        return model_io.read_config(directory)
+    except (FileNotFoundError, ValueError) as e:
+        raise CheckpointError(str(e)) from None
 
 
 def load_weights(model: nn.Module, directory: str | Path) -> None:
-    """Load ``model.safetensors`` into ``model`` strictly.
+    """Load ``model.safetensors`` into ``model`` strictly (:func:`qkv.models.load_weights`:
+    each tensor in its saved dtype, tied tensors stored once).
 
     Raises:
         CheckpointError: a damaged file, or missing/unexpected tensors or shape mismatches,
             listed.
     """
-    d = check_checkpoint(directory)
-    path = d / MODEL_FILE
-    tensors = read_tensors(path)
-    own = model.state_dict()
-    bad = [
-        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-        for k, v in tensors.items()
-        if k in own and own[k].shape != v.shape
-    ]
-    if bad:
-        raise CheckpointError(f"{path}: shape mismatch: " + "; ".join(bad))
     try:
-        missing, unexpected = load_model(model, str(path), strict=False)
-    except (SafetensorError, RuntimeError, OSError) as e:
-        raise CheckpointError(f"{path}: {e}") from None
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{path} does not fit the model: missing {sorted(missing)}, "
-            f"unexpected {sorted(unexpected)}"
-        )
+        model_io.load_weights(model, directory)
+    except (FileNotFoundError, ValueError) as e:
+        raise CheckpointError(str(e)) from None
 
 
 def average_checkpoints(directories: list[Path]) -> dict[str, torch.Tensor]:
