@@ -40,7 +40,7 @@ def test_bad_options_are_task_errors() -> None:
         get_task("synthetic", TaskOptions(tokenizer="sentencepiece"))
     with pytest.raises(TaskError, match=r"n_valid must be an int >= 0, got -1"):
         get_task("synthetic", TaskOptions(n_valid=-1))
-    with pytest.raises(TaskError, match=r"unknown extra option\(s\) \['attention'\]"):
+    with pytest.raises(TaskError, match=r"takes no --attention \(extra\['attention'\]\)"):
         get_task("digits", TaskOptions(extra={"attention": "full"}))
     with pytest.raises(
         TaskError, match=r"split must be one of \['train', 'valid', 'test'\], got 'dev'"

@@ -25,6 +25,7 @@ from qkv.cli._common import (
 from qkv.models.config import CONFIG_CLASSES
 from qkv.tasks import TASKS, TaskOptions, build_trainer
 from qkv.training import TrainConfig
+from qkv.training.progress import parse_duration
 from qkv.training.trainer import TrainingInterrupted
 
 #: data flag -> TaskOptions field (extra options go to ``TaskOptions.extra``)
@@ -36,7 +37,7 @@ DATA_FLAGS: dict[str, str] = {
     "tokenizer": "tokenizer",
     "vocab_size": "vocab_size",
 }
-EXTRA_FLAGS = ("attention",)
+EXTRA_FLAGS = ("attention", "corpus", "reverse")
 DEFAULT_TASK = "synthetic"
 
 
@@ -118,8 +119,31 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         help="attention pattern, for tasks that take one (listops: dense, local or bigbird; "
         "default: dense)",
     )
-    add_config_args(p, TrainConfig, types={"device": _device})
+    d.add_argument(
+        "--corpus",
+        default=sup,
+        help="a named real corpus, for tasks that read one (lm: pydoc, Python's help topics; "
+        "kjv, the King James Bible from Debian's bible-kjv) (default: the task's)",
+    )
+    d.add_argument(
+        "--reverse",
+        action="store_true",
+        default=sup,
+        help="translate: swap the two sides (trans-de-en: English -> German)",
+    )
+    add_config_args(p, TrainConfig, types={"device": _device, "max_time": _duration})
     p.set_defaults(func=run)
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+#: the step bound of a time-budgeted run when --steps is not given
+UNBOUNDED_STEPS = 10**9
 
 
 def task_options(args: argparse.Namespace) -> TaskOptions | None:
@@ -158,6 +182,8 @@ def _check_out(out: Path) -> None:
 
 def run(args: argparse.Namespace) -> int:
     train_given: dict[str, Any] = given_fields(args, TrainConfig)
+    if "max_time" in train_given and "steps" not in train_given and not args.resume:
+        train_given["steps"] = UNBOUNDED_STEPS  # the time budget decides
     options = task_options(args)
     if args.model == ["help"]:
         print(model_fields_help())

@@ -213,7 +213,7 @@ _TEMPLATE = """<!DOCTYPE html>
 </head>
 <body>
 <h1 id="title"></h1>
-<p class="note">Attention weights recorded by qkv (<code>qkv.interp.record_attention</code>):
+{figures}<p class="note">Attention weights recorded by qkv (<code>qkv.interp.record_attention</code>):
 row = query, column = key; each query's weights sum to 1. Self-contained: no network.</p>
 <div id="controls">
   <label>attention <select id="kind"></select></label>
@@ -258,6 +258,7 @@ def build_report(
     top_k: int = 32,
     edges_per_query: int | None = None,
     min_weight: float = 0.02,
+    figures: Sequence[tuple[str, bytes]] = (),
 ) -> str:
     """The HTML text of an interactive attention report.
 
@@ -279,6 +280,8 @@ def build_report(
         top_k: keys kept per query in the sparse encoding.
         edges_per_query: edges drawn per query in the head view (default by length).
         min_weight: weakest edge drawn in the head view.
+        figures: ``(caption, PNG bytes)`` pictures shown above the interactive views (e.g.
+            attention over an image: :mod:`qkv.interp.images`), embedded as data URLs.
 
     Returns:
         The HTML document.
@@ -302,11 +305,26 @@ def build_report(
     )
     return _TEMPLATE.format(
         csp=_csp(),
+        figures=_figures_html(figures),
         title=html.escape(str(title)),
         css=CSS,
         data=_script_json(data),
         js=JS,
     )
+
+
+def _figures_html(figures: Sequence[tuple[str, bytes]]) -> str:
+    """``<figure>`` elements with the PNGs inline (the page's policy allows data images)."""
+    parts = []
+    for caption, png in figures:
+        if not png.startswith(b"\x89PNG"):
+            raise ValueError(f"figure {caption!r} is not PNG data")
+        url = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+        parts.append(
+            f'<figure><img alt="{html.escape(caption)}" src="{url}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>\n"
+        )
+    return "".join(parts)
 
 
 def write_report(

@@ -56,6 +56,22 @@ class ClassifyTask(Task):
     def metrics(self, loss_sum: float, n: int, logs: Mapping[str, float]) -> dict[str, float]:
         return ClassificationObjective().metrics(loss_sum, n, logs)
 
+    def samples(self, model: nn.Module, k: int = 3) -> list[str]:
+        """Up to ``k`` misclassified held-out examples: what the model said and what they
+        are."""
+        data = self.examples("valid")[:256]
+        with evaluating(model):
+            batch = to_device(self.collate(data), model_device(model))
+            pred = self.logits(model, batch).argmax(-1).tolist()
+        labels = batch["labels"].tolist()
+        wrong = [i for i, (p, y) in enumerate(zip(pred, labels)) if p != y][:k]
+        out = [
+            f"valid example {i}: predicted {self.class_names[pred[i]]!r}, is "
+            f"{self.class_names[labels[i]]!r}"
+            for i in wrong
+        ]
+        return out or [f"the first {len(labels)} valid examples are all classified right"]
+
     def top_classes(
         self, model: nn.Module, examples: Sequence[Any], k: int = 3
     ) -> list[list[tuple[str, float]]]:

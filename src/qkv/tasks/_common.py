@@ -27,8 +27,9 @@ def check_extra(task: str, options: TaskOptions, known: Sequence[str]) -> None:
     """
     unknown = sorted(set(options.extra) - set(known))
     if unknown:
+        flags = ", ".join(f"--{k.replace('_', '-')} (extra[{k!r}])" for k in unknown)
         raise TaskError(
-            f"task {task!r}: unknown extra option(s) {unknown}; known: {sorted(known) or 'none'}"
+            f"task {task!r} takes no {flags}; its extra options: {sorted(known) or 'none'}"
         )
 
 

@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Literal, NamedTuple
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from qkv.data import metrics
 from qkv.data.tokenizers import (
@@ -235,6 +236,7 @@ class Seq2SeqTask(Task):
         sources: Sequence[str],
         *,
         batch_size: int = 64,
+        progress: bool = False,
         **generate_kwargs: Any,
     ) -> list[str]:
         """Translate source texts with :func:`qkv.generation.generate` (greedy unless
@@ -252,7 +254,12 @@ class Seq2SeqTask(Task):
         ids = [self._encode(s, False) for s in sources]
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         out = [""] * len(ids)
-        for chunk in batched(order, batch_size):
+        n_chunks = -(-len(order) // batch_size)
+        chunks = tqdm(
+            batched(order, batch_size), total=n_chunks, desc="translate", leave=False,
+            disable=not progress,
+        )  # fmt: skip
+        for chunk in chunks:
             src, mask = pad_ids([ids[i] for i in chunk])
             step_kw = dict(kw)
             step_kw.setdefault("max_new_tokens", min(self.max_len, 2 * src.shape[1] + 10) + 1)
@@ -269,6 +276,7 @@ class Seq2SeqTask(Task):
         batch_size: int = 64,
         limit: int | None = None,
         beam_size: int = 1,
+        progress: bool = False,
     ) -> dict[str, float]:
         """Teacher-forced loss and generated-output metrics on (the first ``limit`` pairs
         of) a split.
@@ -287,13 +295,15 @@ class Seq2SeqTask(Task):
         pairs = self.examples(split)[:limit]
         if not pairs:
             raise TaskError(f"task {self.name!r}: split {split!r} has no examples to evaluate")
-        total, n, _ = evaluate_sums(model, self, pairs, batch_size=batch_size)
+        total, n, _ = evaluate_sums(model, self, pairs, batch_size=batch_size, progress=progress)
         refs: dict[str, list[str]] = {}
         for p in pairs:
             refs.setdefault(p[0], []).append(p[1])
         sources = list(refs)
         with evaluating(model):
-            hyps = self.generate_texts(model, sources, batch_size=batch_size, beam_size=beam_size)
+            hyps = self.generate_texts(
+                model, sources, batch_size=batch_size, beam_size=beam_size, progress=progress
+            )
         h = [self._metric_text(x) for x in hyps]
         r = [[self._metric_text(x) for x in refs[s]] for s in sources]
         scores = {
@@ -304,6 +314,12 @@ class Seq2SeqTask(Task):
         }
         scores["ppl"] = metrics.perplexity(scores["loss"])
         return {self.headline: scores[self.headline], **scores}
+
+    def samples(self, model: nn.Module, k: int = 3) -> list[str]:
+        """``k`` validation sources, their greedy output and their reference."""
+        pairs = self.examples("valid")[:k]
+        hyps = self.generate_texts(model, [p[0] for p in pairs])
+        return [f"{p[0]}  ->  {h}  (reference: {p[1]})" for p, h in zip(pairs, hyps)]
 
     def predict(self, model: nn.Module, inputs: Sequence[str], **generate_kwargs: Any) -> list[str]:
         """Translate raw source texts (see :meth:`generate_texts` for the keywords)."""

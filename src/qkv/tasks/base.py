@@ -117,10 +117,12 @@ class Task(abc.ABC):
         batch_size: int = 64,
         limit: int | None = None,
         beam_size: int = 1,
+        progress: bool = False,
     ) -> dict[str, float]:
         """The task's metrics on (the first ``limit`` examples of) a split: by default
         :meth:`metrics` of the summed loss (:func:`qkv.training.evaluate_objective`);
-        generative tasks add BLEU and the like. ``beam_size`` is for those.
+        generative tasks add BLEU and the like. ``beam_size`` is for those; ``progress``
+        shows a bar on standard error.
 
         The first key is the task's headline metric (higher is better unless its name
         ends in ``loss``, ``ppl`` or ``bpc``).
@@ -131,7 +133,13 @@ class Task(abc.ABC):
         data = self.examples(split)[:limit]
         if len(data) == 0:
             raise TaskError(f"task {self.name!r}: split {split!r} has no examples to evaluate")
-        return evaluate_objective(model, self, data, batch_size=batch_size)
+        return evaluate_objective(model, self, data, batch_size=batch_size, progress=progress)
+
+    def samples(self, model: nn.Module, k: int = 3) -> list[str]:
+        """A few outputs of the model on held-out examples, one line each, for a person to
+        read after an evaluation (translations beside their references, continuations,
+        misclassified examples). Default: none."""
+        return []
 
     # -- inference on raw text (qkv generate) --------------------------------------------
     def predict(self, model: nn.Module, inputs: Sequence[str], **generate_kwargs: Any) -> list[str]:

@@ -238,6 +238,7 @@ class LMTask(Task):
         batch_size: int = 64,
         limit: int | None = None,
         beam_size: int = 1,
+        progress: bool = False,
     ) -> dict[str, float]:
         """Bits per character, loss (nats per token) and perplexity on (the first ``limit``
         chunks of) a split. ``beam_size`` is ignored.
@@ -251,7 +252,7 @@ class LMTask(Task):
         chunks = self.examples(split)[:limit]
         if not chunks:
             raise TaskError(f"task 'lm': split {split!r} has no text to evaluate")
-        total, n, _ = evaluate_sums(model, self, chunks, batch_size=batch_size)
+        total, n, _ = evaluate_sums(model, self, chunks, batch_size=batch_size, progress=progress)
         n_chars = sum(self.n_chars(c) for c in chunks)
         loss = total / n
         return {
@@ -259,6 +260,15 @@ class LMTask(Task):
             "loss": loss,
             "ppl": metrics.perplexity(loss),
         }
+
+    def samples(self, model: nn.Module, k: int = 1) -> list[str]:
+        """A sampled continuation (top-p 0.95, temperature 0.8, seeded) of the start of the
+        held-out text."""
+        text = self.texts()["valid"]
+        prompt = text[: text.find("\n", 40) + 1 or 60]
+        g = torch.Generator().manual_seed(0)
+        outs = self.predict(model, [prompt] * k, max_new_tokens=160, generator=g)
+        return [repr(prompt + out) for out in outs]
 
     def predict(self, model: nn.Module, inputs: Sequence[str], **generate_kwargs: Any) -> list[str]:
         """Continue each prompt (the continuation only, without the prompt).

@@ -39,7 +39,13 @@ def task_trainer(
     its loss, its own evaluation on the valid split, and its files in every checkpoint."""
 
     def evaluate(m: nn.Module) -> dict[str, float]:
-        return task.evaluate(m, "valid", limit=config.eval_limit, beam_size=config.eval_beam)
+        return task.evaluate(
+            m,
+            "valid",
+            limit=config.eval_limit,
+            beam_size=config.eval_beam,
+            progress=config.progress,
+        )
 
     return Trainer(
         model,
@@ -50,6 +56,7 @@ def task_trainer(
         out_dir=out_dir,
         save_extra=task.save,
         name=task.name,
+        samples=task.samples,
         on_step=on_step,
     )
 

@@ -1,10 +1,13 @@
-"""Run a trained qkv model on raw text and record its attention with the token strings.
+"""Run a trained qkv model on raw text or an image and record its attention with the
+token strings (or the patch grid).
 
-The glue between a task's tokenizers and :func:`~qkv.interp.record_attention`:
+The glue between a task's tokenizers or images and :func:`~qkv.interp.record_attention`:
 
 * encoder-decoders read the text as the source; the decoder reads ``[BOS] + target``,
   where the target is given or is the model's own greedy output (``task.predict``);
-* language models and encoders read the text's tokens (the last ``max_len`` of them).
+* language models and encoders read the text's tokens (the last ``max_len`` of them);
+* a ViT reads an image (a file, or ``SPLIT:N`` of its task); the report shows where the
+  class token looks on the picture (rollout and each layer) above the interactive views.
 """
 
 from __future__ import annotations
@@ -18,9 +21,13 @@ import torch
 from torch import Tensor, nn
 
 from qkv.interp.capture import AttentionRecord, LayerSelector, record_attention
-from qkv.interp.plots import write_figures
+from qkv.interp.images import cls_maps, figure_png, plot_overlays
+from qkv.interp.plots import save_figure, write_figures
 from qkv.interp.report import write_report
-from qkv.models import DecoderLM, EncoderModel, Seq2SeqTransformer
+from qkv.layers.mode import evaluating
+from qkv.models import DecoderLM, EncoderModel, Seq2SeqTransformer, ViT
+from qkv.tasks._image import ImageTask
+from qkv.tasks.base import Task
 from qkv.tasks.run import load_trained
 
 
@@ -46,7 +53,7 @@ def _device(model: nn.Module) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
-def _tokenizer(task: Any, *names: str) -> Any:
+def _tokenizer(task: Task, *names: str) -> Any:
     for name in names:
         tok = getattr(task, name, None)
         if tok is not None:
@@ -63,7 +70,7 @@ def _strings(tok: Any, ids: Iterable[int]) -> list[str]:
 
 def record_text(
     model: nn.Module,
-    task: Any,
+    task: Task,
     text: str,
     *,
     target: str | None = None,
@@ -107,7 +114,7 @@ def record_text(
 
 
 def _run(
-    model: nn.Module, task: Any, text: str, target: str | None, sel: dict[str, Any]
+    model: nn.Module, task: Task, text: str, target: str | None, sel: dict[str, Any]
 ) -> TextRecord:
     dev = _device(model)
     if isinstance(model, Seq2SeqTransformer):
@@ -141,7 +148,7 @@ def _run(
 
 def report_for_task(
     model: nn.Module,
-    task: Any,
+    task: Task,
     text: str,
     out: str | Path,
     *,
@@ -152,9 +159,9 @@ def report_for_task(
     """Run a trained model on ``text`` (tokenized by its task) and write the report.
 
     Args:
-        model: a model that reads text (see :func:`qkv.tasks.viz.record_text`).
-        task: its task, which holds the tokenizers.
-        text: the input text.
+        model: a model that reads text (see :func:`qkv.tasks.viz.record_text`), or a ViT.
+        task: its task, which holds the tokenizers (or the images).
+        text: the input text (for an image task: an image file or ``SPLIT:N``).
         out: the HTML file to write.
         target: the decoder's target for encoder-decoders (default: the model's output).
         png_dir: also save heatmaps there (:func:`~qkv.interp.plots.write_figures`).
@@ -163,6 +170,8 @@ def report_for_task(
     Returns:
         The report's path.
     """
+    if isinstance(task, ImageTask):
+        return report_for_image(model, task, text, out, png_dir=png_dir, title=title)
     tr = record_text(model, task, text, target=target)
     if title is None:
         title = f"{text!r}" + (f" \u2192 {tr.target!r}" if tr.target is not None else "")
@@ -200,3 +209,87 @@ def from_checkpoint(
     """
     model, task = load_trained(directory, device=device)
     return report_for_task(model, task, text, out, target=target, png_dir=png_dir, title=title)
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """Attention recorded on one image.
+
+    Attributes:
+        record: the weights (every layer, head and row).
+        image: the input ``(c, H, W)`` in ``[0, 1]``.
+        grid: the patch grid ``(rows, cols)``.
+        tokens: ``[CLS]`` then ``r{row}c{col}`` for each patch, row-major.
+        top: the model's top classes with their probabilities.
+    """
+
+    record: AttentionRecord
+    image: Tensor
+    grid: tuple[int, int]
+    tokens: list[str]
+    top: list[tuple[str, float]]
+
+
+def record_image(model: nn.Module, task: ImageTask, source: str) -> ImageRecord:
+    """Run a ViT on one image and record every attention head.
+
+    Args:
+        model: a :class:`~qkv.models.ViT`.
+        task: its image task (reads the image, names the classes).
+        source: an image file or ``SPLIT:N`` (see :meth:`ImageTask.read_image`).
+
+    Returns:
+        An :class:`ImageRecord`.
+
+    Raises:
+        ValueError: not a ViT, or an image that cannot be read.
+    """
+    if not isinstance(model, ViT):
+        raise ValueError(f"attention on an image needs a ViT, got {type(model).__name__}")
+    image = task.read_image(source)
+    side = model.config.image_size // model.config.patch_size
+    grid = (side, side)
+    with evaluating(model), record_attention(model) as rec:
+        model(image[None].to(next(model.parameters()).device))
+    tokens = ["[CLS]"] + [f"r{r}c{c}" for r in range(side) for c in range(side)]
+    top = task.top_classes(model, [(image, 0)], k=3)[0]
+    return ImageRecord(rec, image, grid, tokens, top)
+
+
+def report_for_image(
+    model: nn.Module,
+    task: ImageTask,
+    source: str,
+    out: str | Path,
+    *,
+    png_dir: str | Path | None = None,
+    title: str | None = None,
+) -> Path:
+    """Write the attention report of a ViT on one image: where the class token looks (the
+    rollout over all layers, then each layer with its heads averaged) as heat on the picture,
+    above the interactive views of every head over the ``[CLS] + patches`` tokens.
+
+    Args:
+        model: a ViT.
+        task: its image task.
+        source: an image file or ``SPLIT:N``.
+        out: the HTML file to write.
+        png_dir: also save the overlay (``attention_on_image.png``) and heatmaps there.
+        title: page title (default: the source and the top class).
+
+    Returns:
+        The report's path.
+    """
+    ir = record_image(model, task, source)
+    fig = plot_overlays(ir.image, cls_maps(ir.record, ir.grid))
+    caption = "where the class token attends: rollout over all layers, then each layer"
+    if title is None:
+        best, prob = ir.top[0]
+        title = f"{source}: {best} ({prob:.0%})"
+    path = write_report(
+        out, ir.record, ir.tokens, title=title, figures=[(caption, figure_png(fig))]
+    )
+    if png_dir is not None:
+        save_figure(fig, Path(png_dir) / "attention_on_image.png")
+        write_figures(ir.record, png_dir, tokens=ir.tokens)
+    return path

@@ -39,6 +39,16 @@ class TrainConfig:
         default=1000,
         metadata=_meta("optimizer steps to run (the run's total)", OPT, resume_safe=True),
     )
+    max_time: float | None = field(
+        default=None,
+        metadata=_meta(
+            "train until this much time has passed (30m, 600s, 1h30m; evaluations included, "
+            "the final one after), the schedule stretched to fit; --steps is then only an "
+            "upper bound",
+            OPT,
+            resume_safe=True,
+        ),
+    )
     batch_size: int = field(
         default=64,
         metadata=_meta("global batch in examples (split over processes and --grad-accum)", OPT),
@@ -169,6 +179,8 @@ class TrainConfig:
             _check_int(name, getattr(self, name), 0)
         if self.eval_limit is not None:
             _check_int("eval_limit", self.eval_limit, 1)
+        if self.max_time is not None:
+            _check_float("max_time", self.max_time, low=0.0, low_open=True)
         if self.threads is not None:
             _check_int("threads", self.threads, 1)
         if self.batch_size % self.grad_accum:

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from qkv.data.batching import batched
 from qkv.layers.mode import evaluating
@@ -30,6 +31,7 @@ def evaluate_sums(
     examples: Sequence[Any],
     *,
     batch_size: int = 64,
+    progress: bool = False,
 ) -> tuple[float, int, dict[str, float]]:
     """Run ``objective.loss`` over ``examples`` in evaluation mode, without gradients.
 
@@ -38,6 +40,7 @@ def evaluate_sums(
         objective: turns examples into batches and a summed loss.
         examples: the examples (all of them are used; slice to limit).
         batch_size: examples per forward pass.
+        progress: show a progress bar (on standard error).
 
     Returns:
         ``(loss_sum, n, logs)``: the summed loss, what it was summed over, and the summed
@@ -51,7 +54,11 @@ def evaluate_sums(
     device = model_device(model)
     total, n, logs = 0.0, 0, {}
     with evaluating(model):
-        for chunk in batched(examples, batch_size):
+        chunks = batched(examples, batch_size)
+        n_chunks = -(-len(examples) // batch_size)
+        for chunk in tqdm(
+            chunks, total=n_chunks, desc="evaluate", leave=False, disable=not progress
+        ):
             out = objective.loss(model, to_device(objective.collate(chunk), device))
             total, n = total + float(out.loss_sum), n + out.n
             for k, v in out.logs.items():
@@ -65,9 +72,12 @@ def evaluate_objective(
     examples: Sequence[Any],
     *,
     batch_size: int = 64,
+    progress: bool = False,
 ) -> dict[str, float]:
     """The objective's metrics over ``examples`` (see :func:`evaluate_sums`)."""
-    total, n, logs = evaluate_sums(model, objective, examples, batch_size=batch_size)
+    total, n, logs = evaluate_sums(
+        model, objective, examples, batch_size=batch_size, progress=progress
+    )
     return objective.metrics(total, n, logs)
 
 

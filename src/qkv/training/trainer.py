@@ -35,6 +35,7 @@ from qkv.training.distributed import DistInfo, all_reduce_sum, barrier, init_dis
 from qkv.training.evaluate import evaluate_objective, to_device
 from qkv.training.objective import Batch, Objective
 from qkv.training.objectives import objective_for
+from qkv.training.progress import Progress, format_duration
 from qkv.training.schedules import lr_at
 from qkv.training.state import TrainerState, capture_rng
 
@@ -126,6 +127,8 @@ class Trainer:
             files.
         save_extra: writes extra files into each checkpoint (tokenizers, ``task.json``).
         name: what is trained, for the progress bar and the saved state.
+        samples: ``samples(model) -> lines`` shown after each evaluation (a few
+            translations, continuations or misclassified examples).
         on_step: optional callback ``(step, logs)`` after every optimizer step.
 
     Raises:
@@ -145,13 +148,14 @@ class Trainer:
         out_dir: str | Path | None = None,
         save_extra: Callable[[Path], None] | None = None,
         name: str | None = None,
+        samples: Callable[[nn.Module], list[str]] | None = None,
         on_step: StepCallback | None = None,
     ) -> None:
         self.cfg = cfg = config if config is not None else TrainConfig()
         self.objective: Objective = objective if objective is not None else objective_for(model)
         self.name = name or type(model).__name__
         self.out_dir = Path(out_dir) if out_dir is not None else None
-        self.save_extra, self.on_step = save_extra, on_step
+        self.save_extra, self.on_step, self.samples = save_extra, on_step, samples
         config_obj = getattr(model, "config", None)
         self.model_config: dict[str, Any] | None = (
             config_obj.to_dict() if hasattr(config_obj, "to_dict") else None
@@ -209,10 +213,8 @@ class Trainer:
             rundir.hold_run_dir(self, self.out_dir)  # one writer per run directory
         self._critical = False  # inside a step or a save: Ctrl-C waits for its end
         self._stop: int | None = None  # the signal that asked to stop
-        d_model = int((self.model_config or {}).get("d_model", 512))
-        self._lr = lambda s: lr_at(
-            s, cfg.schedule, lr=cfg.lr, warmup=cfg.warmup, total=cfg.steps, d_model=d_model
-        )
+        self._d_model = int((self.model_config or {}).get("d_model", 512))
+        self._planned = cfg.steps  # the schedule's total: re-estimated under a time budget
 
     # -----------------------------------------------------------------------------------
     # data order: a permutation per epoch that depends only on (seed, epoch)
@@ -285,7 +287,15 @@ class Trainer:
     def train_step(self) -> dict[str, float]:
         """One optimizer step on the next global batch; returns its logs."""
         self.model.train()
-        lr = self._lr(self.step + 1)
+        cfg = self.cfg
+        lr = lr_at(
+            self.step + 1,
+            cfg.schedule,
+            lr=cfg.lr,
+            warmup=cfg.warmup,
+            total=self._planned,
+            d_model=self._d_model,
+        )
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         loss_sum, n_local, tokens = 0.0, 0, 0
@@ -361,68 +371,76 @@ class Trainer:
     def _fit(self) -> dict[str, Any]:
         cfg, main = self.cfg, self.dist.is_main
         self._open_log()
-        bar = None
-        if cfg.progress and main:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train {self.name}", unit="step")
+        show = Progress(
+            self.name,
+            total_steps=cfg.steps,
+            max_time=cfg.max_time,
+            start_step=self.step,
+            start_elapsed=self.elapsed,
+            bar=cfg.progress,
+            log_every=cfg.log_every,
+            enabled=main,
+        )
+        show.header(self.describe())
         t_start = t_last = time.perf_counter()
         elapsed0, last_save = self.elapsed, time.monotonic()
         tok_acc, stopped_early = 0.0, False
         last: dict[str, float] = {}
-        while self.step < cfg.steps:
-            self._critical = True
-            logs = self.train_step()
-            self.elapsed = elapsed0 + time.perf_counter() - t_start
-            last = logs
-            tok_acc += logs["tokens"]
-            if self.on_step is not None:
-                self.on_step(self.step, logs)
-            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                now = time.perf_counter()
-                rate = tok_acc / max(now - t_last, 1e-9)
-                t_last, tok_acc = now, 0.0
-                self._log(
-                    {
-                        "step": self.step,
-                        "loss": logs["loss"],
-                        "lr": logs["lr"],
-                        "grad_norm": logs["grad_norm"],
-                        "tokens_per_s": rate,
-                    }
-                )
-                if bar is not None:
-                    bar.set_postfix(
-                        loss=f"{logs['loss']:.3f}", lr=f"{logs['lr']:.2e}", tok_s=f"{rate:,.0f}"
+        try:
+            while self.step < cfg.steps and not self._time_up():
+                self._critical = True
+                logs = self.train_step()
+                self.elapsed = elapsed0 + time.perf_counter() - t_start
+                self._replan()
+                last = logs
+                tok_acc += logs["tokens"]
+                if self.on_step is not None:
+                    self.on_step(self.step, logs)
+                shown: dict[str, float] | None = None
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    now = time.perf_counter()
+                    rate = tok_acc / max(now - t_last, 1e-9)
+                    t_last, tok_acc, shown = now, 0.0, logs
+                    self._log(
+                        {
+                            "step": self.step,
+                            "loss": logs["loss"],
+                            "lr": logs["lr"],
+                            "grad_norm": logs["grad_norm"],
+                            "tokens_per_s": rate,
+                            "elapsed": round(self.elapsed, 2),
+                        }
                     )
-            if bar is not None:
-                bar.update(1)
-            if self.step < cfg.steps:
-                if cfg.save_every and self.step % cfg.save_every == 0:
-                    self.save()
-                    last_save = time.monotonic()
-                elif cfg.save_minutes and time.monotonic() - last_save >= 60 * cfg.save_minutes:
-                    self.save(scheduled=False)
-                    last_save = time.monotonic()
-            self._critical = False
-            if self._stop_agreed():
-                raise KeyboardInterrupt
-            if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps:
-                stopped_early = self._eval_and_maybe_stop()
-                if stopped_early:
-                    break
-        if bar is not None:
-            bar.close()
-        summary: dict[str, Any] = {
-            "step": self.step,
-            "train_loss": last.get("loss"),
-            "stopped_early": stopped_early,
-        }
-        if main:
-            metrics = self.evaluate()
-            if metrics:
-                self._log({"step": self.step, "eval": metrics})
-                summary["valid"] = metrics
+                show.step(self.step, self.elapsed, shown, rate if shown else 0.0)
+                if self.step < cfg.steps:
+                    if cfg.save_every and self.step % cfg.save_every == 0:
+                        self.save()
+                        last_save = time.monotonic()
+                    elif cfg.save_minutes and time.monotonic() - last_save >= 60 * cfg.save_minutes:
+                        self.save(scheduled=False)
+                        last_save = time.monotonic()
+                self._critical = False
+                if self._stop_agreed():
+                    raise KeyboardInterrupt
+                if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps:
+                    stopped_early = self._eval_and_maybe_stop(show)
+                    if stopped_early:
+                        break
+            summary: dict[str, Any] = {
+                "step": self.step,
+                "train_loss": last.get("loss"),
+                "stopped_early": stopped_early,
+                "train_seconds": round(self.elapsed, 1),
+            }
+            if main:
+                show.print(f"final evaluation at step {self.step} ...")
+                metrics = self.evaluate()
+                if metrics:
+                    self._log({"step": self.step, "eval": metrics})
+                    show.evaluation(self.step, metrics, self._samples())
+                    summary["valid"] = metrics
+        finally:
+            show.close()
         if self.out_dir is not None:
             self.save()
             if main and cfg.average_last > 1:
@@ -430,12 +448,64 @@ class Trainer:
         barrier(self.dist)
         return summary
 
-    def _eval_and_maybe_stop(self) -> bool:
+    def describe(self) -> list[tuple[str, str]]:
+        """What the run header says: the data, the model, where and how long."""
+        cfg = self.cfg
+        n_params = sum(p.numel() for p in self.model.parameters())
+        data = (
+            f"{len(self.train_examples):,} training examples"
+            if self.train_examples is not None
+            else "an iterable of batches"
+        )
+        if self.valid_data is not None and hasattr(self.valid_data, "__len__"):
+            data += f", {len(self.valid_data):,} for validation"
+        threads = torch.get_num_threads()
+        budget = (
+            f"{cfg.steps:,} steps"
+            if cfg.max_time is None
+            else (f"{format_duration(cfg.max_time)} (at most {cfg.steps:,} steps)")
+        )
+        if self.step:
+            budget += f", resuming at step {self.step:,} ({format_duration(self.elapsed)} done)"
+        return [
+            ("data", data),
+            ("model", f"{type(self.model).__name__}, {n_params:,} parameters"),
+            ("device", f"{self.device} ({threads} threads), world size {self.dist.world_size}"),
+            ("budget", budget),
+            ("batch", f"{cfg.batch_size} examples, {cfg.optimizer} lr {cfg.lr:g} {cfg.schedule}"),
+            ("run dir", str(self.out_dir) if self.out_dir is not None else "none (no checkpoints)"),
+        ]
+
+    def _time_up(self) -> bool:
+        """Whether the time budget is spent (decided by rank 0, agreed by all)."""
+        if self.cfg.max_time is None:
+            return False
+        up = float(self.dist.is_main and self.elapsed >= self.cfg.max_time)
+        if self.dist.enabled:
+            up = all_reduce_sum(up, self.dist, self.device)
+        return up > 0
+
+    def _replan(self) -> None:
+        """Under a time budget, stretch the schedule to the steps that fit: its total is the
+        step count the pace so far reaches by ``max_time`` (at most ``steps``)."""
+        if self.cfg.max_time is None or self.elapsed <= 0:
+            return
+        pace = self.step / self.elapsed
+        self._planned = max(self.step + 1, min(self.cfg.steps, round(pace * self.cfg.max_time)))
+
+    def _samples(self) -> list[str]:
+        if self.samples is None:
+            return []
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            return self.samples(self.model)
+
+    def _eval_and_maybe_stop(self, show: Progress) -> bool:
         stop = 0.0
         if self.dist.is_main:
             metrics = self.evaluate()
             if metrics:
                 self._log({"step": self.step, "eval": metrics})
+                show.evaluation(self.step, metrics, self._samples())
                 _, value, higher = headline(metrics)
                 better = self.best is None or (value > self.best if higher else value < self.best)
                 if better:
