@@ -10,23 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from qkv.cli import CLIError
+from qkv.tasks.synthetic import SyntheticTask
 
 #: marks a directory written by ``qkv demo`` (which it may replace)
 DEMO_MARKER = ".qkv-demo"
 
-#: the demo's recipe: small enough for 2 CPU cores in ~2 minutes, big enough for >= 95 BLEU
-DEMO_TRAIN: dict[str, Any] = {
-    "steps": 1200,
-    "batch_size": 64,
-    "lr": 2.0,
-    "schedule": "noam",
-    "warmup": 300,
-    "label_smoothing": 0.1,
-    "clip_norm": 1.0,
-    "save_every": 300,
-    "average_last": 1,
-    "eval_limit": 200,
-}
+#: the demo trains the synthetic task with its recipe (qkv.tasks.SyntheticTask.recipe)
+DEMO_STEPS: int = SyntheticTask.recipe["steps"]
 
 
 def register(sub: argparse._SubParsersAction, name: str) -> None:
@@ -42,8 +32,8 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument(
         "--steps",
         type=int,
-        default=DEMO_TRAIN["steps"],
-        help=f"training steps (default: {DEMO_TRAIN['steps']})",
+        default=DEMO_STEPS,
+        help=f"training steps (default: {DEMO_STEPS}, the synthetic task's recipe)",
     )
     p.add_argument("--seed", type=int, default=0, help="training seed (default: 0)")
     p.add_argument(
@@ -78,7 +68,6 @@ def run(args: argparse.Namespace) -> int:
     import shutil
 
     from qkv.tasks import build_trainer, get_task
-    from qkv.training import TrainConfig
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -93,16 +82,15 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / DEMO_MARKER).write_text("a qkv demo run (qkv demo replaces this directory)\n")
     t0 = time.perf_counter()
-    cfg = TrainConfig(
-        **{
-            **DEMO_TRAIN,
+    task = get_task("synthetic")
+    cfg = task.train_config(
+        {
             "steps": args.steps,
             "seed": args.seed,
             "threads": args.threads,
             "progress": not args.no_progress,
         }
     )
-    task = get_task("synthetic")
     trainer = build_trainer(task, cfg, out)
     model = trainer.model
     print(

@@ -17,13 +17,12 @@ from qkv.cli._common import (
     _device,
     _int,
     add_config_args,
-    build_config,
     flag_message,
     given_fields,
     parse_overrides,
 )
 from qkv.models.config import CONFIG_CLASSES
-from qkv.tasks import TASKS, TaskOptions, build_trainer
+from qkv.tasks import TASKS, TaskOptions, build_trainer, get_task
 from qkv.training import TrainConfig
 from qkv.training.progress import parse_duration
 from qkv.training.trainer import TrainingInterrupted
@@ -37,7 +36,7 @@ DATA_FLAGS: dict[str, str] = {
     "tokenizer": "tokenizer",
     "vocab_size": "vocab_size",
 }
-EXTRA_FLAGS = ("attention", "corpus", "reverse")
+EXTRA_FLAGS = ("attention", "corpus", "reverse", "augment")
 DEFAULT_TASK = "synthetic"
 
 
@@ -63,6 +62,12 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         action="store_true",
         help="continue the run in --out exactly: its task, model and settings come from its "
         "checkpoint; only --steps, evaluation/save/log cadence, device and threads may change",
+    )
+    p.add_argument(
+        "--show-recipe",
+        action="store_true",
+        help="print the training settings and model config this command would use (the "
+        "task's recipe with your flags applied) as JSON, and exit",
     )
     m = p.add_argument_group("model")
     m.add_argument("--preset", help="a model preset sized to the task (default: the task's own)")
@@ -126,6 +131,13 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         "kjv, the King James Bible from Debian's bible-kjv) (default: the task's)",
     )
     d.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=sup,
+        help="image tasks: random shifts, flips and erasing of training images as the "
+        "task's recipe says (default: on)",
+    )
+    d.add_argument(
         "--reverse",
         action="store_true",
         default=sup,
@@ -175,6 +187,23 @@ def _default(f: dataclasses.Field[Any]) -> str:
     return json.dumps(f.default_factory())  # type: ignore[misc]
 
 
+def _show_recipe(
+    task: str,
+    given: dict[str, Any],
+    options: TaskOptions | None,
+    preset: str | None,
+    overrides: dict[str, Any],
+) -> int:
+    t = get_task(task, options or TaskOptions())
+    try:
+        train = t.train_config(given).to_dict()
+    except ValueError as e:
+        raise CLIError(flag_message(str(e), TrainConfig)) from None
+    shape = {**t.default_model, **overrides} if preset is None else {"preset": preset, **overrides}
+    print(json.dumps({"task": task, "train": train, "model": shape}, indent=2))
+    return 0
+
+
 def _check_out(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise CLIError(f"--out {out} is a file; give a directory for the run")
@@ -190,6 +219,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     overrides = parse_overrides(args.model)
     task = getattr(args, "task", None)
+    if args.show_recipe:
+        return _show_recipe(task or DEFAULT_TASK, train_given, options, args.preset, overrides)
     out = Path(args.out or f"runs/{task or DEFAULT_TASK}")
     _check_out(out)
     if args.resume:
@@ -214,7 +245,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             trainer = build_trainer(
                 task or DEFAULT_TASK,
-                build_config(TrainConfig, train_given),
+                train_given,  # over the task's recipe
                 out,
                 options=options or TaskOptions(),
                 preset=args.preset,

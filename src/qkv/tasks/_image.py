@@ -62,6 +62,10 @@ class ImageExamples(Sequence[tuple[Tensor, int]]):
         """The examples at ``index`` (a 1-d long tensor)."""
         return ImageExamples(self.images[index], self.labels[index], self.scale)
 
+    def select(self, indices: Sequence[int]) -> ImageExamples:
+        """The examples at ``indices``, in one indexing op (the trainer batches with it)."""
+        return self.subset(torch.as_tensor(list(indices), dtype=torch.long))
+
 
 def shuffled_split(n: int, sizes: Sequence[int], seed: int, what: str) -> list[Tensor]:
     """Disjoint index sets of the given sizes from a seeded permutation of ``range(n)``.
@@ -88,11 +92,19 @@ class ImageTask(ClassifyTask):
     class_names: ClassVar[tuple[str, ...]]
     default_patch: ClassVar[int]
     default_model: ClassVar[dict[str, Any]]
+    #: training-time augmentation: ``shift`` (pixels), ``flip`` and ``erase`` (probabilities)
+    augmentation: ClassVar[dict[str, float]] = {}
 
     def __init__(self, options: TaskOptions | None = None) -> None:
         super().__init__(options)
         o = self.options
-        check_extra(self.name, o, ())
+        check_extra(self.name, o, ("augment",))
+        self.augment_on = o.extra.get("augment", True)
+        if not isinstance(self.augment_on, bool):
+            raise TaskError(
+                f"task {self.name!r}: extra['augment'] must be true or false, got "
+                f"{self.augment_on!r}"
+            )
         for opt in ("n_train", "n_valid", "n_test"):
             if getattr(o, opt) is not None:
                 check_positive(self.name, opt, getattr(o, opt), minimum=0)
@@ -110,6 +122,47 @@ class ImageTask(ClassifyTask):
         if self._splits is None:
             self._splits = self._make_splits()
         return self._splits[split]
+
+    def augment(self, batch: Batch) -> Batch:
+        """Training-time augmentation of a batch, as the task's :attr:`augmentation` says
+        (``extra["augment"] = False`` turns it off): a random shift of up to ``shift`` pixels
+        (zero padding, then a crop), a horizontal flip with probability ``flip``, and random
+        erasing (Zhong et al. 2020) of one rectangle with probability ``erase``. Draws from
+        torch's RNG, so a resumed run augments exactly as an uninterrupted one."""
+        if not self.augment_on:
+            return batch
+        x = batch["inputs"]  # (b, c, H, W)
+        b, c, h, w = x.shape
+        dev = x.device
+        shift = int(self.augmentation.get("shift", 0))
+        if shift:
+            padded = torch.nn.functional.pad(x, (shift, shift, shift, shift))
+            dy = torch.randint(0, 2 * shift + 1, (b, 1), device=dev)
+            dx = torch.randint(0, 2 * shift + 1, (b, 1), device=dev)
+            rows = torch.arange(h, device=dev)[None] + dy  # (b, H)
+            cols = torch.arange(w, device=dev)[None] + dx  # (b, W)
+            bi = torch.arange(b, device=dev)[:, None, None, None]
+            ci = torch.arange(c, device=dev)[None, :, None, None]
+            x = padded[bi, ci, rows[:, None, :, None], cols[:, None, None, :]]  # (b, c, H, W)
+        flip = float(self.augmentation.get("flip", 0.0))
+        if flip:
+            x = torch.where((torch.rand(b, device=dev) < flip)[:, None, None, None], x.flip(-1), x)
+        erase = float(self.augmentation.get("erase", 0.0))
+        if erase:
+            area = torch.empty(b, device=dev).uniform_(0.02, 0.25) * h * w
+            aspect = torch.exp(torch.empty(b, device=dev).uniform_(-1.2, 1.2))  # 0.3 .. 3.3
+            eh = (area * aspect).sqrt().round().clamp(1, h).long()
+            ew = (area / aspect).sqrt().round().clamp(1, w).long()
+            top = (torch.rand(b, device=dev) * (h - eh + 1)).long()
+            left = (torch.rand(b, device=dev) * (w - ew + 1)).long()
+            r = torch.arange(h, device=dev)[None]
+            q = torch.arange(w, device=dev)[None]
+            inside = ((r >= top[:, None]) & (r < (top + eh)[:, None]))[:, :, None] & (
+                (q >= left[:, None]) & (q < (left + ew)[:, None])
+            )[:, None, :]  # (b, H, W)
+            on = (torch.rand(b, device=dev) < erase)[:, None, None] & inside
+            x = x.masked_fill(on[:, None], 0.0)
+        return {**batch, "inputs": x}
 
     def collate(self, examples: Sequence[tuple[Tensor, int]]) -> Batch:
         """``inputs`` ``(b, c, H, W)`` float images and ``labels`` ``(b,)`` long."""

@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Literal
 from torch import nn
 
 from qkv.models import TransformerConfig
+from qkv.training.config import TrainConfig
 from qkv.training.evaluate import evaluate_objective
 from qkv.training.objective import Batch, LossOutput, loss_metrics
 
@@ -69,6 +70,12 @@ class Task(abc.ABC):
     #: What ``--data`` means for this task (None: the task generates its data, or reads a
     #: fixed package, and refuses ``data``).
     data_help: ClassVar[str | None] = None
+    #: The task's training recipe: :class:`~qkv.training.TrainConfig` fields chosen by
+    #: measurement (optimizer, schedule, batch, regularisation, budget); settings a user
+    #: gives win. The model's shape is :attr:`default_model`.
+    recipe: ClassVar[dict[str, Any]] = {}
+    #: The task's own model shape (sizes that follow from the data are added to it).
+    default_model: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, options: TaskOptions | None = None) -> None:
         self.options = options or TaskOptions()
@@ -134,6 +141,17 @@ class Task(abc.ABC):
         if len(data) == 0:
             raise TaskError(f"task {self.name!r}: split {split!r} has no examples to evaluate")
         return evaluate_objective(model, self, data, batch_size=batch_size, progress=progress)
+
+    def train_config(self, given: Mapping[str, Any] | None = None) -> TrainConfig:
+        """The training settings of a run of this task: :class:`TrainConfig`'s defaults,
+        then the task's :attr:`recipe`, then ``given``.
+
+        Raises:
+            ValueError: an unknown field or an invalid value (named).
+        """
+        return TrainConfig.from_dict(
+            {**TrainConfig().to_dict(), **self.recipe, **dict(given or {})}
+        )
 
     def samples(self, model: nn.Module, k: int = 3) -> list[str]:
         """A few outputs of the model on held-out examples, one line each, for a person to

@@ -35,6 +35,7 @@ class DigitsTask(ImageTask):
         "dropout": 0.1,
     }
     default_sizes: ClassVar[dict[str, int]] = {"test": 360, "valid": 180}
+    augmentation: ClassVar[dict[str, float]] = {"shift": 1}
 
     def _make_splits(self) -> dict[str, ImageExamples]:
         try:

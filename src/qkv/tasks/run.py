@@ -21,12 +21,6 @@ from qkv.training.state import TrainerState
 from qkv.training.trainer import StepCallback, Trainer
 
 
-def _train_config(config: TrainConfig | Mapping[str, Any] | None) -> TrainConfig:
-    if isinstance(config, TrainConfig):
-        return config
-    return TrainConfig.from_dict({**TrainConfig().to_dict(), **dict(config or {})})
-
-
 def task_trainer(
     task: Task,
     model: nn.Module,
@@ -89,7 +83,9 @@ def build_trainer(
 
     Args:
         task: a task name or object (None when resuming: the run's own task).
-        config: the training settings (a :class:`TrainConfig`, or a mapping of fields).
+        config: the training settings: a :class:`TrainConfig` (used as it is), or a mapping
+            of the fields to set over the task's recipe (:meth:`Task.train_config`; None: the
+            recipe).
         out_dir: the run directory (None: no files).
         options: the task's data options (new runs).
         preset: a model preset sized to the task (new runs).
@@ -111,10 +107,10 @@ def build_trainer(
         return _resume(task, config, out_dir, options, preset, model_overrides, on_step)
     if init_from is not None and init_from_hf is not None:
         raise TaskError("give --init-from or --init-from-hf, not both")
-    cfg = _train_config(config)
     if task is None:
         raise TaskError("a new run needs a task")
     task_obj = get_task(task, options) if isinstance(task, str) else task
+    cfg = config if isinstance(config, TrainConfig) else task_obj.train_config(config)
     source: dict[str, torch.Tensor] | None = None
     base: models.TransformerConfig | None = None
     if init_from is not None:

@@ -5,7 +5,8 @@ An :class:`Objective` turns a list of examples into a batch of tensors
 (:meth:`~Objective.collate`), computes the *summed* loss of a batch with the count it was
 summed over (:meth:`~Objective.loss`), so that gradient accumulation and data parallelism
 normalize exactly, and names the metrics of summed evaluation results
-(:meth:`~Objective.metrics`). The registered tasks (``qkv.tasks``) are objectives; for your
+(:meth:`~Objective.metrics`). An objective may also have ``augment(batch) -> batch``, which
+the trainer applies to training batches only (random crops and flips of images). The registered tasks (``qkv.tasks``) are objectives; for your
 own data, :func:`qkv.training.objective_for` picks one from the model
 (:mod:`qkv.training.objectives`).
 """

@@ -267,15 +267,29 @@ class Trainer:
             local = idx[rank * len(idx) // world : (rank + 1) * len(idx) // world]
             for j in range(k):
                 part = local[j * len(local) // k : (j + 1) * len(local) // k]
-                batch = self.objective.collate([self.train_examples[i] for i in part])
-                yield to_device(batch, self.device)
+                batch = self.objective.collate(self._take(part))
+                yield self._augment(to_device(batch, self.device))
             return
         full = self.objective.as_batch(self._next_item())  # type: ignore[attr-defined]
         b = next(iter(full.values())).shape[0]
         lo, hi = rank * b // world, (rank + 1) * b // world
         for j in range(k):
             a, z = lo + j * (hi - lo) // k, lo + (j + 1) * (hi - lo) // k
-            yield to_device({key: t[a:z] for key, t in full.items()}, self.device)
+            yield self._augment(to_device({key: t[a:z] for key, t in full.items()}, self.device))
+
+    def _take(self, indices: list[int]) -> Sequence[Any]:
+        """The training examples at ``indices``: ``data.select(indices)`` when the data set
+        offers it (one indexing op for tensor-backed data), else one by one."""
+        data = self.train_examples
+        assert data is not None
+        select = getattr(data, "select", None)
+        return select(indices) if select is not None else [data[i] for i in indices]
+
+    def _augment(self, batch: Batch) -> Batch:
+        """The objective's training-time augmentation (``augment(batch) -> batch``, drawing
+        from torch's RNG, whose state checkpoints keep), when it has one."""
+        augment = getattr(self.objective, "augment", None)
+        return augment(batch) if augment is not None else batch
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         amp = self.cfg.amp
