@@ -464,7 +464,9 @@ class Trainer:
                 show.print(f"final evaluation at step {self.step} ...")
                 metrics = self.evaluate()
                 if metrics:
-                    self._log({"step": self.step, "eval": metrics})
+                    self._log(
+                        {"step": self.step, "elapsed": round(self.elapsed, 2), "eval": metrics}
+                    )
                     show.evaluation(self.step, metrics, self._samples())
                     summary["valid"] = metrics
         finally:
@@ -540,7 +542,7 @@ class Trainer:
         if self.dist.is_main:
             metrics = self.evaluate()
             if metrics:
-                self._log({"step": self.step, "eval": metrics})
+                self._log({"step": self.step, "elapsed": round(self.elapsed, 2), "eval": metrics})
                 show.evaluation(self.step, metrics, self._samples())
                 _, value, higher = headline(metrics)
                 better = self.best is None or (value > self.best if higher else value < self.best)
