@@ -29,7 +29,13 @@ from qkv.bench.attention_peers import (
     run_peer_attention_bench,
 )
 from qkv.bench.generate import GenerateBenchConfig, format_generate_table, run_generate_bench
-from qkv.bench.record import RecordBenchConfig, format_record_table, run_record_bench
+from qkv.bench.record import (
+    RECORD_IMPLS,
+    RECORD_OPTIONS,
+    RecordBenchConfig,
+    format_record_table,
+    run_record_bench,
+)
 from qkv.bench.train import TrainBenchConfig, format_train_table, run_train_bench, step_flops
 from qkv.cli import main
 
@@ -246,13 +252,20 @@ def test_record_tiny_run():
     cfg = RecordBenchConfig(**TINY, lengths=(8, 16), **FAST)
     result = run_record_bench(cfg)
     rows = {(r["length"], r["impl"]): r for r in result.to_json()["results"]}
-    assert len(rows) == 8
+    assert len(rows) == 2 * len(RECORD_IMPLS) == 18
     for (_, impl), r in rows.items():
         assert r["status"] == "ok", r
         assert _positive_finite(r["overhead"]) and _positive_finite(r["qkv_speedup"])
-        records = impl in ("qkv_record", "hf_attentions")
+        records = impl in RECORD_OPTIONS or impl == "hf_attentions"
         assert (r["weights_mib"] > 0) == records
     assert rows[(8, "qkv_plain")]["overhead"] == 1.0
+    # what each option holds: bf16 half, streaming one layer (of 2), one head (of 2), one row
+    full = rows[(16, "qkv_record")]["weights_mib"]
+    assert full == rows[(16, "hf_attentions")]["weights_mib"] == 4 * 2 * 16 * 16 * 2 / 2**20
+    assert rows[(16, "qkv_record_bf16")]["weights_mib"] == full / 2
+    assert rows[(16, "qkv_record_stream_bf16")]["weights_mib"] == full / 4
+    assert rows[(16, "qkv_record_one_head")]["weights_mib"] == full / 2
+    assert rows[(16, "qkv_record_last_row")]["weights_mib"] == full / 16
     assert "x plain" in format_record_table(result)
 
 
