@@ -37,24 +37,28 @@ def _inputs(model: torch.nn.Module) -> tuple[tuple, dict]:
     return (torch.randn(2, 3, 16, 16, generator=g),), {}
 
 
-def _tensor(out: object) -> torch.Tensor:
-    return out.last_hidden_state if hasattr(out, "last_hidden_state") else out  # type: ignore[return-value]
+def _tensors(out: object) -> list[torch.Tensor]:
+    """Every output of a call: the tensor, or each tensor field of an EncoderOutput."""
+    if isinstance(out, torch.Tensor):
+        return [out]
+    fields = ("last_hidden_state", "pooled", "mlm_logits", "logits")
+    return [t for t in (getattr(out, f) for f in fields) if t is not None]
 
 
 def _forward_backward(model: torch.nn.Module, call: torch.nn.Module) -> tuple:
     args, kwargs = _inputs(model)
-    out = _tensor(call(*args, **kwargs))
-    out.pow(2).mean().backward()
+    outs = _tensors(call(*args, **kwargs))
+    sum(t.pow(2).mean() for t in outs).backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     model.zero_grad(set_to_none=True)
-    return out.detach(), grads
+    return [t.detach() for t in outs], grads
 
 
 FAMILIES = {
     "lm": {},
     "lm_rope_gqa": {"pos": "rope", "n_kv_heads": 2, "norm": "rms", "activation": "swiglu"},
     "lm_alibi": {"pos": "alibi"},
-    "bert": {},
+    "bert": {"n_classes": 3},  # classifier, pooler and masked-LM head
     "seq2seq": {},
     "seq2seq_relative": {"pos": "relative"},
     "vit": {},
@@ -73,6 +77,7 @@ def test_every_family_compiles_with_fullgraph_and_matches_eager(tiny, name):
     ref, ref_grads = _forward_backward(model, model)
     compiled = torch.compile(model, fullgraph=True, backend="aot_eager")  # breaks would raise
     out, grads = _forward_backward(model, compiled)
+    assert len(out) == len(ref) == (4 if name == "bert" else 1)
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
     assert ref_grads.keys() <= grads.keys()
     for n in grads:
