@@ -230,3 +230,17 @@ def test_compact_dtype_rounds_the_float32_weights_once(tiny):
         assert torch.equal(e.weights, want)
     with pytest.raises(ValueError, match=r"dtype must be a floating torch.dtype, got torch.int8"):
         record_attention(model, dtype=torch.int8).__enter__()
+
+
+def test_causal_selections_equal_the_full_record(tiny):
+    # a plain causal mask keeps its shortcut for head selections and gives row selections
+    # their own rows of the mask; both must equal slices of the full record
+    model = tiny.lm()
+    with record_attention(model) as full:
+        tiny.run(model)
+    for heads, rows in (([2, 0], None), (None, [0, -1, 3]), ([1], [-2])):
+        with record_attention(model, heads=heads, rows=rows) as part:
+            tiny.run(model)
+        for name, e in part.items():
+            want = full[name].weights[:, list(e.heads)][:, :, list(e.rows)]
+            torch.testing.assert_close(e.weights, want, atol=1e-6, rtol=0)

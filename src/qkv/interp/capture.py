@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from qkv.attn import _record
 from qkv.attn.functional import Problem, attention_weights, dense_mask
 from qkv.attn.mha import MultiHeadAttention
+from qkv.masks import Causal
 from qkv.models.naming import KINDS, Kind, attention_modules, layer_index, layer_kind
 
 LayerSelector: TypeAlias = int | str
@@ -258,7 +259,8 @@ def selected_weights(
     (written into ``out`` when given: see :func:`qkv.attn.attention_weights`).
 
     Queries (and, for grouped heads, the keys of the selected heads' groups) are sliced
-    before the scores, so memory is ``O(b * len(heads) * len(rows) * s_k)``. A custom
+    before the scores, so memory is ``O(b * len(heads) * len(rows) * s_k)``; a causal
+    mask stays causal (all rows) or gives only the selected rows' masks. A custom
     score function may mix positions, so for those the full weights are computed and
     then sliced.
 
@@ -281,13 +283,22 @@ def selected_weights(
     if k.ndim == 4 and k.shape[1] > 1:
         kv_heads = hi // p.groups  # query head i reads kv head i // groups
         k, v = k.index_select(1, kv_heads), v.index_select(1, kv_heads)  # (b, h', s_k, d_h)
-    mask = dense_mask(p)
-    if mask is not None:
-        mask = _to_4d(mask)  # (b | 1, h | 1, s_q | 1, s_k)
-        if mask.shape[1] > 1:
-            mask = mask.index_select(1, hi)
-        if mask.shape[2] > 1:
-            mask = mask.index_select(2, ri)
+    mask: Tensor | Causal | None
+    if isinstance(p.mask, Causal) and all_rows:
+        mask = p.mask  # heads only: the causal shortcut (half the keys) still applies
+    elif isinstance(p.mask, Causal):
+        # the selected rows of the causal mask, without building the (s_q, s_k) square
+        off = p.mask.key_offset(s_q, p.s_k)
+        kj = torch.arange(p.s_k, device=p.q.device)
+        mask = (kj[None, :] <= ri[:, None] + off)[None, None]  # (1, 1, r, s_k)
+    else:
+        mask = dense_mask(p)
+        if mask is not None:
+            mask = _to_4d(mask)  # (b | 1, h | 1, s_q | 1, s_k)
+            if mask.shape[1] > 1:
+                mask = mask.index_select(1, hi)
+            if mask.shape[2] > 1:
+                mask = mask.index_select(2, ri)
     sub = dataclasses.replace(p, q=q, k=k, v=v, mask=mask, groups=1, return_weights=True)
     return attention_weights(sub, out)  # (b, h', r, s_k)
 
