@@ -171,8 +171,8 @@ class TrainConfig:
     compile: bool = field(
         default=False,
         metadata=_meta(
-            "torch.compile the model that trains (the first steps wait for the compiler; "
-            "evaluation runs eagerly)",
+            "torch.compile the training forward and loss as one graph (the first steps wait "
+            "for the compiler; evaluation runs eagerly)",
             RUN,
             resume_safe=True,
         ),

@@ -13,8 +13,10 @@
 * **Activation checkpointing** (Chen et al. 2016, "Training Deep Nets with Sublinear Memory
   Cost"): each block's activations are recomputed in the backward pass
   (``torch.utils.checkpoint``, non-reentrant, RNG state restored so dropout masks repeat).
-* **Compilation** (``--compile``): the module the loop calls is ``torch.compile``'d; the
-  qkv models trace without a graph break.
+* **Compilation** (``--compile``): the objective's loss, which calls the model, is
+  ``torch.compile``'d as one function, so the graph holds the forward *and* the loss
+  (cross-entropy over the vocabulary is fused with the output head's backward); the qkv
+  models trace without a graph break. Evaluation runs the model eagerly.
 
 Checkpoints are the same files whatever ran: a sharded model is gathered to full tensors
 on rank 0 (``torch.distributed.checkpoint.state_dict`` with ``full_state_dict=True``) and
@@ -134,10 +136,11 @@ def check_config(cfg: TrainConfig, info: DistInfo) -> None:
 
 def wrap(model: nn.Module, cfg: TrainConfig, info: DistInfo, device: torch.device) -> nn.Module:
     """The module the training loop calls: ``model`` with activation checkpointing, then
-    DDP or FSDP (more than one process), then ``torch.compile`` (each as ``cfg`` asks).
+    DDP or FSDP (more than one process), each as ``cfg`` asks (compilation is of the loss
+    around it: :func:`compile_loss`).
 
     ``model`` itself stays the one to read parameters, save and evaluate from (FSDP shards
-    it in place; DDP and compilation wrap it).
+    it in place; DDP wraps it).
 
     Raises:
         ValueError: see :func:`check_config`.
@@ -152,9 +155,15 @@ def wrap(model: nn.Module, cfg: TrainConfig, info: DistInfo, device: torch.devic
         run = nn.parallel.DistributedDataParallel(
             model, device_ids=[info.local_rank] if device.type == "cuda" else None
         )
-    if cfg.compile:
-        run = torch.compile(run)  # type: ignore[assignment]
     return run
+
+
+def compile_loss(loss: Callable[..., Any]) -> Callable[..., Any]:
+    """``torch.compile`` of an objective's ``loss(model, batch, ...)``: the model's forward
+    and the loss in one graph (the model, an argument, is traced inline). Measured on CPU
+    (``docs/performance.md``): compiling the model alone gained less than compiling it
+    with the cross-entropy over the vocabulary."""
+    return torch.compile(loss)
 
 
 def _unwrap_compiled(module: nn.Module) -> nn.Module:
@@ -388,6 +397,7 @@ __all__ = [
     "blocks",
     "check_config",
     "checkpoint_blocks",
+    "compile_loss",
     "full_parameters",
     "gather_for_save",
     "grad_norm_value",

@@ -173,6 +173,10 @@ class Trainer:
         self.model = model.to(self.device)
         # what the loop calls: DDP or FSDP (which shards self.model in place), compiled
         self.ddp: nn.Module = parallel.wrap(self.model, cfg, self.dist, self.device)
+        # --compile: the model's forward and the objective's loss in one compiled graph
+        self._loss = (
+            parallel.compile_loss(self.objective.loss) if cfg.compile else self.objective.loss
+        )
         self.optimizer = build_optimizer(self.model, cfg)
         if cfg.batch_size % (cfg.grad_accum * self.dist.world_size):
             raise ValueError(
@@ -328,7 +332,7 @@ class Trainer:
             sync = j == len(micro) - 1 or not self.dist.enabled
             ctx = contextlib.nullcontext() if sync else parallel.no_sync(self.ddp)
             with ctx, self._autocast():
-                out = self.objective.loss(self.ddp, batch, label_smoothing=self.cfg.label_smoothing)
+                out = self._loss(self.ddp, batch, label_smoothing=self.cfg.label_smoothing)
                 out.loss_sum.float().backward()
             loss_sum += float(out.loss_sum.detach())
             n_local += out.n
