@@ -6,6 +6,7 @@ Families (one config dataclass each, validated and JSON round-trippable):
 * :class:`DecoderLM` / :class:`LMConfig`: a GPT-style language model.
 * :class:`EncoderModel` / :class:`EncoderConfig`: a BERT-style encoder.
 * :class:`ViT` / :class:`ViTConfig`: the Vision Transformer.
+* :class:`Swin` / :class:`SwinConfig`: the Swin Transformer (shifted windows).
 
 >>> import qkv.models as M
 >>> model = M.from_preset("gpt2-tiny")
@@ -28,6 +29,7 @@ from qkv.models.config import (
     EncoderConfig,
     LMConfig,
     Seq2SeqConfig,
+    SwinConfig,
     TransformerConfig,
     ViTConfig,
     config_from_dict,
@@ -51,6 +53,7 @@ from qkv.models.memory import (
 )
 from qkv.models.presets import PRESETS, from_preset, preset_config
 from qkv.models.seq2seq import Seq2SeqTransformer
+from qkv.models.swin import Swin
 from qkv.models.vit import PatchEmbedding, ViT
 
 __all__ = [
@@ -75,6 +78,8 @@ __all__ = [
     "Pooler",
     "Seq2SeqConfig",
     "Seq2SeqTransformer",
+    "Swin",
+    "SwinConfig",
     "TransformerConfig",
     "TransformerModel",
     "ViT",

@@ -8,6 +8,7 @@ from qkv.models.config import CONFIG_CLASSES, TransformerConfig
 from qkv.models.lm import DecoderLM
 from qkv.models.memory import check_model_memory
 from qkv.models.seq2seq import Seq2SeqTransformer
+from qkv.models.swin import Swin
 from qkv.models.vit import ViT
 
 MODEL_CLASSES: dict[str, type[TransformerModel]] = {
@@ -15,6 +16,7 @@ MODEL_CLASSES: dict[str, type[TransformerModel]] = {
     "lm": DecoderLM,
     "encoder": EncoderModel,
     "vit": ViT,
+    "swin": Swin,
 }
 
 
