@@ -70,7 +70,11 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         "task's recipe with your flags applied) as JSON, and exit",
     )
     m = p.add_argument_group("model")
-    m.add_argument("--preset", help="a model preset sized to the task (default: the task's own)")
+    m.add_argument(
+        "--preset",
+        help="a model preset sized to the task (default: the task's own; image tasks: "
+        "swin for the task's own Swin Transformer)",
+    )
     m.add_argument(
         "--model",
         action="append",

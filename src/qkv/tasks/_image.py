@@ -1,6 +1,6 @@
 """Shared machinery of the image-classification tasks (``digits``, ``fashion-mnist``): a ViT
-on grey images (the loss, accuracy and top classes come from
-:class:`~qkv.tasks._classify.ClassifyTask`)."""
+(or, with ``--preset swin``, a Swin Transformer) on grey images (the loss, accuracy and top
+classes come from :class:`~qkv.tasks._classify.ClassifyTask`)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Literal, overload
 import torch
 from torch import Tensor, nn
 
+from qkv import models
 from qkv.models import TransformerConfig
 from qkv.tasks._classify import ClassifyTask
 from qkv.tasks._common import (
@@ -92,6 +93,10 @@ class ImageTask(ClassifyTask):
     class_names: ClassVar[tuple[str, ...]]
     default_patch: ClassVar[int]
     default_model: ClassVar[dict[str, Any]]
+    #: The task's own Swin (``--preset swin``), about as many parameters as
+    #: :attr:`default_model`'s ViT, and its patch size.
+    swin_model: ClassVar[dict[str, Any]] = {}
+    swin_patch: ClassVar[int] = 1
     #: training-time augmentation: ``shift`` (pixels), ``flip`` and ``erase`` (probabilities)
     augmentation: ClassVar[dict[str, float]] = {}
 
@@ -175,20 +180,31 @@ class ImageTask(ClassifyTask):
     def model_config(
         self, preset: str | None = None, *, base: TransformerConfig | None = None, **overrides: Any
     ) -> TransformerConfig:
-        """A :class:`~qkv.models.ViTConfig` for the task's image size, channels and classes,
-        with the task's patch size (presets are sized for larger images; pass
-        ``patch_size=`` to choose another).
+        """A :class:`~qkv.models.ViTConfig` (or :class:`~qkv.models.SwinConfig`) for the task's
+        image size, channels and classes, with the task's patch size (presets are sized for
+        larger images; pass ``patch_size=`` to choose another).
+
+        ``preset`` is None (the task's own ViT, :attr:`default_model`), ``"swin"`` (the task's
+        own Swin, :attr:`swin_model`, of about the same parameter count), or a ViT or Swin
+        preset of :data:`qkv.models.PRESETS` (``vit-tiny``, ``swin-tiny``, ...).
 
         Raises:
             TaskError: a preset of another model family.
         """
+        family, default, patch = "vit", self.default_model, self.default_patch
+        if preset == "swin" and self.swin_model:
+            family, default, patch, preset = "swin", self.swin_model, self.swin_patch, None
+        elif base is not None and base.family == "swin":
+            family, patch = "swin", self.swin_patch
+        elif preset in models.PRESETS and models.preset_config(preset).family == "swin":
+            family, patch = "swin", self.swin_patch
         sizes: dict[str, Any] = {
             "image_size": self.image_size,
             "in_channels": self.in_channels,
             "n_classes": self.n_classes,
-            "patch_size": self.default_patch,
+            "patch_size": patch,
         }
-        return sized_config(self, "vit", preset, self.default_model, sizes, overrides, base)
+        return sized_config(self, family, preset, default, sizes, overrides, base)
 
     def read_image(self, source: str) -> Tensor:
         """One input image ``(c, H, W)`` in ``[0, 1]``: an image file (PNG, JPEG, ...; made
