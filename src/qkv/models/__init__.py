@@ -7,6 +7,7 @@ Families (one config dataclass each, validated and JSON round-trippable):
 * :class:`EncoderModel` / :class:`EncoderConfig`: a BERT-style encoder.
 * :class:`ViT` / :class:`ViTConfig`: the Vision Transformer.
 * :class:`Swin` / :class:`SwinConfig`: the Swin Transformer (shifted windows).
+* :class:`DETR` / :class:`DETRConfig`: the detection Transformer (set prediction).
 
 >>> import qkv.models as M
 >>> model = M.from_preset("gpt2-tiny")
@@ -26,6 +27,7 @@ from qkv.models.config import (
     ACTIVATIONS,
     INIT_SCHEMES,
     POS_KINDS,
+    DETRConfig,
     EncoderConfig,
     LMConfig,
     Seq2SeqConfig,
@@ -36,6 +38,7 @@ from qkv.models.config import (
 )
 from qkv.models.counting import count_parameters, flops_per_token, non_embedding_parameters
 from qkv.models.decoder import Decoder, cache_length
+from qkv.models.detr import DETR, DETROutput
 from qkv.models.embeddings import Embeddings
 from qkv.models.encoder import Encoder
 from qkv.models.init import init_weights
@@ -58,9 +61,12 @@ from qkv.models.vit import PatchEmbedding, ViT
 
 __all__ = [
     "ACTIVATIONS",
+    "DETR",
     "INIT_SCHEMES",
     "POS_KINDS",
     "PRESETS",
+    "DETRConfig",
+    "DETROutput",
     "Decoder",
     "DecoderLM",
     "DecoderLayer",

@@ -61,7 +61,33 @@ def swin_buffer_count(cfg: Any) -> int:
     return sum(m**4 for m in _swin_windows(cfg))
 
 
-PARAMETER_COUNTS = {"swin": swin_parameter_count}
-BUFFER_COUNTS = {"swin": swin_buffer_count}
+def detr_parameter_count(cfg: Any) -> int:
+    """Parameters of :class:`~qkv.models.detr.DETR` for a ``DETRConfig``."""
+    d, chans = cfg.d_model, cfg.backbone_channels
+    if cfg.backbone == "cnn":
+        ins = [cfg.in_channels, *chans[:-1]]
+        total = sum(c_in * c * 9 + c for c_in, c in zip(ins, chans))
+    elif cfg.backbone == "patch":
+        total = cfg.in_channels * cfg.patch_size**2 * chans[0] + chans[0]
+    else:
+        total = 0
+    total += _linear(chans[-1], d, True) + cfg.n_queries * d  # input projection, queries
+    ff = _feedforward(cfg, d, cfg.d_ff)
+    total += cfg.n_encoder_layers * (_attention(d, cfg.bias) + ff + 2 * _norm(cfg, d))
+    total += cfg.n_decoder_layers * (2 * _attention(d, cfg.bias) + ff + 3 * _norm(cfg, d))
+    total += _norm(cfg, d)  # the decoder's final norm
+    return (
+        total + _linear(d, cfg.n_classes + 1, True) + 2 * _linear(d, d, True) + _linear(d, 4, True)
+    )
 
-__all__ = ["BUFFER_COUNTS", "PARAMETER_COUNTS", "swin_buffer_count", "swin_parameter_count"]
+
+PARAMETER_COUNTS = {"swin": swin_parameter_count, "detr": detr_parameter_count}
+BUFFER_COUNTS = {"swin": swin_buffer_count, "detr": lambda cfg: 0}
+
+__all__ = [
+    "BUFFER_COUNTS",
+    "PARAMETER_COUNTS",
+    "detr_parameter_count",
+    "swin_buffer_count",
+    "swin_parameter_count",
+]

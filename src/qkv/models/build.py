@@ -5,6 +5,7 @@ from __future__ import annotations
 from qkv.models.base import TransformerModel
 from qkv.models.bert import EncoderModel
 from qkv.models.config import CONFIG_CLASSES, TransformerConfig
+from qkv.models.detr import DETR
 from qkv.models.lm import DecoderLM
 from qkv.models.memory import check_model_memory
 from qkv.models.seq2seq import Seq2SeqTransformer
@@ -17,6 +18,7 @@ MODEL_CLASSES: dict[str, type[TransformerModel]] = {
     "encoder": EncoderModel,
     "vit": ViT,
     "swin": Swin,
+    "detr": DETR,
 }
 
 

@@ -25,6 +25,7 @@ from typing import Any
 from qkv.models.base import TransformerModel
 from qkv.models.build import build
 from qkv.models.config import (
+    DETRConfig,
     EncoderConfig,
     LMConfig,
     Seq2SeqConfig,
@@ -145,6 +146,14 @@ _PRESETS: dict[str, tuple[type[TransformerConfig], dict[str, Any]]] = {
         {**_VIT, **_TINY, "n_layers": 2, "image_size": 32, "patch_size": 8, "n_classes": 10},
     ),
     "swin-t": (SwinConfig, _SWIN_T),
+    # DETR's Transformer (Carion et al. 2020, sec. 4: d = 256, 8 heads, 2048 FFN, 6 + 6
+    # layers, 100 queries, dropout 0.1) on qkv's small CNN backbone, 91 COCO classes.
+    "detr": (DETRConfig, {}),
+    "detr-tiny": (
+        DETRConfig,
+        {**_TINY, "n_encoder_layers": 2, "n_decoder_layers": 2, "n_queries": 6}
+        | {"n_classes": 10, "image_size": 32, "in_channels": 1, "backbone_channels": [8, 16]},
+    ),
     "swin-tiny": (
         SwinConfig,
         {**_TINY, "n_heads": 2, "depths": [2, 2], "image_size": 32, "patch_size": 2}

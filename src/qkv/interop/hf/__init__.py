@@ -7,6 +7,7 @@ bert      BertModel, BertForMaskedLM, ...PreTraining    :class:`~qkv.models.Enco
 gpt2      GPT2Model, GPT2LMHeadModel                    :class:`~qkv.models.DecoderLM`
 vit       ViTForImageClassification                     :class:`~qkv.models.ViT`
 swin      SwinModel, SwinForImageClassification         :class:`~qkv.models.Swin`
+detr      DetrForObjectDetection (read only, no ResNet)  :class:`~qkv.models.DETR`
 bart      BartModel, BartForConditionalGeneration       :class:`~qkv.models.Seq2SeqTransformer`
 marian    MarianModel, MarianMTModel                    :class:`~qkv.models.Seq2SeqTransformer`
 t5        T5Model, T5ForConditionalGeneration           :class:`~qkv.models.Seq2SeqTransformer`
@@ -15,7 +16,7 @@ t5        T5Model, T5ForConditionalGeneration           :class:`~qkv.models.Seq2
 
 from __future__ import annotations
 
-from qkv.interop.hf import bart, bert, gpt2, marian, swin, t5, vit
+from qkv.interop.hf import bart, bert, detr, gpt2, marian, swin, t5, vit
 from qkv.interop.hf._common import HFFamily
 
 #: family name -> its conversion.
@@ -29,6 +30,7 @@ FAMILIES: dict[str, HFFamily] = {
         marian.FAMILY,
         t5.FAMILY,
         swin.FAMILY,
+        detr.FAMILY,
     )
 }
 #: ``config.json`` ``model_type`` -> family name.
