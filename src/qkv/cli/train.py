@@ -36,7 +36,7 @@ DATA_FLAGS: dict[str, str] = {
     "tokenizer": "tokenizer",
     "vocab_size": "vocab_size",
 }
-EXTRA_FLAGS = ("attention", "corpus", "reverse", "augment")
+EXTRA_FLAGS = ("attention", "corpus", "reverse", "augment", "items")
 DEFAULT_TASK = "synthetic"
 
 
@@ -140,6 +140,12 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         default=sup,
         help="image tasks: random shifts, flips and erasing of training images as the "
         "task's recipe says (default: on)",
+    )
+    d.add_argument(
+        "--items",
+        default=sup,
+        help="detect: the items on the canvases, fashion-mnist (64x64 canvases) or digits "
+        "(32x32) (default: fashion-mnist)",
     )
     d.add_argument(
         "--reverse",

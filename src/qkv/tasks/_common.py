@@ -160,6 +160,7 @@ def sized_config(
         "encoder": models.EncoderConfig,
         "vit": models.ViTConfig,
         "swin": models.SwinConfig,
+        "detr": models.DETRConfig,
     }[family]
     try:
         return _family_config(task, cls, family, preset, default, sizes, overrides, base)

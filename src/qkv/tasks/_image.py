@@ -68,6 +68,35 @@ class ImageExamples(Sequence[tuple[Tensor, int]]):
         return self.subset(torch.as_tensor(list(indices), dtype=torch.long))
 
 
+def read_task_image(task: Any, source: str, size: int) -> Tensor:
+    """An image task's input ``(1, size, size)`` in ``[0, 1]``: an image file (made grey and
+    resized) or ``SPLIT:N``, the image of the ``N``-th example of ``task.examples(SPLIT)``.
+
+    Raises:
+        TaskError: a missing or unreadable file, or a bad ``SPLIT:N``.
+    """
+    split, _, index = source.partition(":")
+    if split in SPLITS and index.isdigit():
+        data = task.examples(split)
+        if int(index) >= len(data):
+            raise TaskError(f"{source}: split {split!r} has {len(data)} images")
+        return data[int(index)][0]  # type: ignore[no-any-return]
+    path = Path(source)
+    if not path.is_file():
+        raise TaskError(f"input {source!r} is neither an image file nor SPLIT:N (e.g. test:0)")
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError as e:  # pragma: no cover - Pillow comes with matplotlib
+        raise TaskError("reading image files needs Pillow: `pip install pillow`") from e
+    try:
+        with Image.open(path) as im:
+            grey = im.convert("L").resize((size, size))
+            pixels = torch.tensor(list(grey.getdata()), dtype=torch.float32)
+    except (UnidentifiedImageError, OSError) as e:
+        raise TaskError(f"{path} is not an image file Pillow can read: {e}") from None
+    return pixels.view(1, size, size) / 255.0  # (1, H, W)
+
+
 def shuffled_split(n: int, sizes: Sequence[int], seed: int, what: str) -> list[Tensor]:
     """Disjoint index sets of the given sizes from a seeded permutation of ``range(n)``.
 
@@ -214,26 +243,7 @@ class ImageTask(ClassifyTask):
         Raises:
             TaskError: a missing or unreadable file, or a bad ``SPLIT:N``.
         """
-        split, _, index = source.partition(":")
-        if split in SPLITS and index.isdigit():
-            data = self.examples(split)  # type: ignore[arg-type]
-            if int(index) >= len(data):
-                raise TaskError(f"{source}: split {split!r} has {len(data)} images")
-            return data[int(index)][0]
-        path = Path(source)
-        if not path.is_file():
-            raise TaskError(f"input {source!r} is neither an image file nor SPLIT:N (e.g. test:0)")
-        try:
-            from PIL import Image, UnidentifiedImageError
-        except ImportError as e:  # pragma: no cover - Pillow comes with matplotlib
-            raise TaskError("reading image files needs Pillow: `pip install pillow`") from e
-        try:
-            with Image.open(path) as im:
-                grey = im.convert("L").resize((self.image_size, self.image_size))
-                pixels = torch.tensor(list(grey.getdata()), dtype=torch.float32)
-        except (UnidentifiedImageError, OSError) as e:
-            raise TaskError(f"{path} is not an image file Pillow can read: {e}") from None
-        return pixels.view(1, self.image_size, self.image_size) / 255.0  # (1, H, W)
+        return read_task_image(self, source, self.image_size)
 
     def predict(self, model: nn.Module, inputs: Sequence[str], **_: Any) -> list[str]:
         """The top 3 classes of each input image (a file, or ``SPLIT:N``) with their
@@ -253,4 +263,4 @@ class ImageTask(ClassifyTask):
         """Nothing to read: images need no tokenizer."""
 
 
-__all__ = ["ImageExamples", "ImageTask", "shuffled_split"]
+__all__ = ["ImageExamples", "ImageTask", "read_task_image", "shuffled_split"]
