@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 import qkv.models as M
 from qkv.attn.mha import MultiHeadAttention
+from qkv.cli import main
 from qkv.interp import record_attention
 from qkv.layers import FeedForward, LayerNorm
 from qkv.models.swin import PatchMerging, SwinBlock, stage_windows
@@ -186,3 +187,15 @@ def test_recording_gives_every_windows_weights() -> None:
 def test_config_errors_name_the_values(kw: dict, msg: str) -> None:
     with pytest.raises(ValueError, match=msg):
         M.preset_config("swin-tiny", **kw)
+
+
+def test_swin_t_has_the_published_count_and_info_has_no_flops_per_token(capsys) -> None:
+    with torch.device("meta"):
+        model = M.from_preset("swin-t")
+    # transformers' SwinForImageClassification(SwinConfig()) and timm's
+    # swin_tiny_patch4_window7_224: sum(p.numel() for p in model.parameters())
+    assert M.count_parameters(model) == 28_288_354
+    with pytest.raises(ValueError, match="no FLOPs per token"):
+        M.flops_per_token(M.preset_config("swin-t"))
+    assert main(["info", "swin-t"]) == 0
+    assert "n/a (the stages have different token counts)" in capsys.readouterr().out

@@ -22,8 +22,7 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument(
         "input",
         metavar="INPUT",
-        help="the input text; for image tasks (ViT, Swin, DETR) an image file or SPLIT:N "
-        "(test:0)",
+        help="the input text; for image tasks (ViT, Swin, DETR) an image file or SPLIT:N (test:0)",
     )
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", help="checkpoint or run directory")
