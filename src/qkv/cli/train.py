@@ -36,7 +36,7 @@ DATA_FLAGS: dict[str, str] = {
     "tokenizer": "tokenizer",
     "vocab_size": "vocab_size",
 }
-EXTRA_FLAGS = ("attention", "corpus", "reverse", "augment", "dictionary")
+EXTRA_FLAGS = ("attention", "corpus", "reverse", "augment", "dictionary", "items")
 DEFAULT_TASK = "synthetic"
 
 
@@ -70,7 +70,11 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         "task's recipe with your flags applied) as JSON, and exit",
     )
     m = p.add_argument_group("model")
-    m.add_argument("--preset", help="a model preset sized to the task (default: the task's own)")
+    m.add_argument(
+        "--preset",
+        help="a model preset sized to the task (default: the task's own; image tasks: "
+        "swin for the task's own Swin Transformer)",
+    )
     m.add_argument(
         "--model",
         action="append",
@@ -142,8 +146,14 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         type=_int,
         default=sup,
         metavar="N",
-        help="translate (trans-de-en): add N of the dictionary's word and phrase pairs to the "
+        help="translate (the German-English dictionary): add N of the dictionary's word and phrase pairs to the "
         "training data (default: the task's recipe)",
+    )
+    d.add_argument(
+        "--items",
+        default=sup,
+        help="detect: the items on the canvases, fashion-mnist (64x64 canvases) or digits "
+        "(32x32) (default: fashion-mnist)",
     )
     d.add_argument(
         "--reverse",

@@ -19,7 +19,11 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         "cross-attention. Encoder-decoders read INPUT as the source and their own greedy "
         "output (or --target) as the target.",
     )
-    p.add_argument("input", metavar="INPUT", help="the input text")
+    p.add_argument(
+        "input",
+        metavar="INPUT",
+        help="the input text; for image tasks (ViT, Swin, DETR) an image file or SPLIT:N (test:0)",
+    )
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", help="checkpoint or run directory")
     source.add_argument(

@@ -6,6 +6,8 @@ Families (one config dataclass each, validated and JSON round-trippable):
 * :class:`DecoderLM` / :class:`LMConfig`: a GPT-style language model.
 * :class:`EncoderModel` / :class:`EncoderConfig`: a BERT-style encoder.
 * :class:`ViT` / :class:`ViTConfig`: the Vision Transformer.
+* :class:`Swin` / :class:`SwinConfig`: the Swin Transformer (shifted windows).
+* :class:`DETR` / :class:`DETRConfig`: the detection Transformer (set prediction).
 
 >>> import qkv.models as M
 >>> model = M.from_preset("gpt2-tiny")
@@ -25,15 +27,18 @@ from qkv.models.config import (
     ACTIVATIONS,
     INIT_SCHEMES,
     POS_KINDS,
+    DETRConfig,
     EncoderConfig,
     LMConfig,
     Seq2SeqConfig,
+    SwinConfig,
     TransformerConfig,
     ViTConfig,
     config_from_dict,
 )
 from qkv.models.counting import count_parameters, flops_per_token, non_embedding_parameters
 from qkv.models.decoder import Decoder, cache_length
+from qkv.models.detr import DETR, DETROutput
 from qkv.models.embeddings import Embeddings
 from qkv.models.encoder import Encoder
 from qkv.models.init import init_weights
@@ -51,13 +56,17 @@ from qkv.models.memory import (
 )
 from qkv.models.presets import PRESETS, from_preset, preset_config
 from qkv.models.seq2seq import Seq2SeqTransformer
+from qkv.models.swin import Swin
 from qkv.models.vit import PatchEmbedding, ViT
 
 __all__ = [
     "ACTIVATIONS",
+    "DETR",
     "INIT_SCHEMES",
     "POS_KINDS",
     "PRESETS",
+    "DETRConfig",
+    "DETROutput",
     "Decoder",
     "DecoderLM",
     "DecoderLayer",
@@ -75,6 +84,8 @@ __all__ = [
     "Pooler",
     "Seq2SeqConfig",
     "Seq2SeqTransformer",
+    "Swin",
+    "SwinConfig",
     "TransformerConfig",
     "TransformerModel",
     "ViT",

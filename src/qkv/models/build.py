@@ -5,9 +5,11 @@ from __future__ import annotations
 from qkv.models.base import TransformerModel
 from qkv.models.bert import EncoderModel
 from qkv.models.config import CONFIG_CLASSES, TransformerConfig
+from qkv.models.detr import DETR
 from qkv.models.lm import DecoderLM
 from qkv.models.memory import check_model_memory
 from qkv.models.seq2seq import Seq2SeqTransformer
+from qkv.models.swin import Swin
 from qkv.models.vit import ViT
 
 MODEL_CLASSES: dict[str, type[TransformerModel]] = {
@@ -15,6 +17,8 @@ MODEL_CLASSES: dict[str, type[TransformerModel]] = {
     "lm": DecoderLM,
     "encoder": EncoderModel,
     "vit": ViT,
+    "swin": Swin,
+    "detr": DETR,
 }
 
 

@@ -491,8 +491,291 @@ class ViTConfig(TransformerConfig):
         return 1 + self.n_patches
 
 
+def _check_vision_stack(cfg: TransformerConfig, name: str) -> None:
+    """What the vision families (Swin, DETR) do not model: per-head options of the stack."""
+    if cfg.pruned_heads:
+        raise ValueError(f"{name} does not support pruned_heads, got {cfg.pruned_heads!r}")
+    for field_name in ("n_kv_heads", "head_dim", "attn_scale"):
+        if getattr(cfg, field_name) is not None:
+            raise ValueError(
+                f"{name} does not support {field_name} (must be None), "
+                f"got {getattr(cfg, field_name)!r}"
+            )
+
+
+@dataclass
+class SwinConfig(TransformerConfig):
+    """The Swin Transformer (Liu et al. 2021). Defaults: Swin-T at 224 px (28M parameters).
+
+    Stage ``i`` works on ``d_model * 2^i`` features with ``stage_heads[i]`` heads and a
+    feed-forward width of ``d_ff * 2^i``; patch merging halves the grid between stages.
+
+    Args:
+        d_model: width of stage 0 (the paper's ``C``; ``embed_dim`` in ``transformers``).
+        n_heads: heads of stage 0 (``stage_heads[0]``).
+        d_ff: feed-forward width of stage 0 (``mlp_ratio * C``).
+        image_size: input height and width in pixels.
+        patch_size: square patch side (patch partition); must divide ``image_size``.
+        in_channels: image channels.
+        n_classes: classes of the classification head; 0 = no head (the model returns the
+            pooled features, as ``transformers``' ``SwinModel``).
+        depths: blocks per stage (Swin-T: 2, 2, 6, 2).
+        stage_heads: heads per stage; None = ``n_heads * 2^i`` (Swin-T: 3, 6, 12, 24).
+        window_size: window side ``M`` (7); a stage whose grid is not larger than ``M``
+            attends over the whole grid without shifting, as in the reference code.
+        drop_path: stochastic depth rate of the last block, rising linearly from 0 (0.2 for
+            Swin-T on ImageNet).
+        pos: ``"none"`` (the paper) or ``"learned"`` (absolute position embeddings added
+            to the patches, ``use_absolute_embeddings``); the relative bias inside windows
+            is always there.
+        (other fields: :class:`TransformerConfig`; ``norm_placement`` must be ``"pre"``.)
+    """
+
+    family: ClassVar[str] = "swin"
+
+    d_model: int = 96
+    n_heads: int = 3
+    d_ff: int = 384
+    activation: ModelActivation = "gelu"
+    norm_placement: Placement = "pre"
+    dropout: float = 0.0
+    pos: PosKind = "none"
+    init: InitScheme = "normal"
+    image_size: int = 224
+    patch_size: int = 4
+    in_channels: int = 3
+    n_classes: int = 1000
+    depths: list[int] = field(default_factory=lambda: [2, 2, 6, 2])
+    stage_heads: list[int] | None = None
+    window_size: int = 7
+    drop_path: float = 0.2
+
+    def __post_init__(self) -> None:
+        if isinstance(self.depths, tuple):
+            self.depths = list(self.depths)
+        if isinstance(self.stage_heads, tuple):
+            self.stage_heads = list(self.stage_heads)
+        super().__post_init__()
+        for name in ("image_size", "patch_size", "in_channels", "window_size"):
+            _check_int(name, getattr(self, name))
+        _check_int("n_classes", self.n_classes, minimum=0)
+        if self.image_size % self.patch_size:
+            raise ValueError(
+                f"patch_size ({self.patch_size}) must divide image_size ({self.image_size})"
+            )
+        if not isinstance(self.depths, list) or not self.depths:
+            raise ValueError(f"depths must be a non-empty list of ints, got {self.depths!r}")
+        for i, depth in enumerate(self.depths):
+            _check_int(f"depths[{i}]", depth)
+        if self.stage_heads is not None:
+            if not isinstance(self.stage_heads, list) or len(self.stage_heads) != len(self.depths):
+                raise ValueError(
+                    f"stage_heads must list one head count per stage ({len(self.depths)}), "
+                    f"got {self.stage_heads!r}"
+                )
+            if self.stage_heads[0] != self.n_heads:
+                raise ValueError(
+                    f"stage_heads[0] ({self.stage_heads[0]}) must equal n_heads ({self.n_heads})"
+                )
+        for i, (width, heads) in enumerate(zip(self.stage_widths, self.heads_per_stage)):
+            _check_int(f"stage_heads[{i}]", heads)
+            if width % heads:
+                raise ValueError(
+                    f"stage {i}: its heads ({heads}) must divide its width "
+                    f"d_model * 2^{i} = {width}"
+                )
+        _check_float("drop_path", self.drop_path, lo=0.0, hi=1.0)
+        if self.norm_placement != "pre":
+            raise ValueError(
+                f"Swin is pre-norm: norm_placement must be 'pre', got {self.norm_placement!r}"
+            )
+        if self.pos not in ("none", "learned"):
+            raise ValueError(
+                f"Swin's pos must be 'none' or 'learned' (its relative bias is built in), "
+                f"got {self.pos!r}"
+            )
+        _check_vision_stack(self, "Swin")
+        _check_size(self)
+
+    @property
+    def n_stages(self) -> int:
+        """Stages (``len(depths)``)."""
+        return len(self.depths)
+
+    @property
+    def n_layers(self) -> int:
+        """Swin blocks in all stages."""
+        return sum(self.depths)
+
+    @property
+    def heads_per_stage(self) -> list[int]:
+        """Heads of each stage."""
+        if self.stage_heads is not None:
+            return list(self.stage_heads)
+        return [self.n_heads * 2**i for i in range(self.n_stages)]
+
+    @property
+    def stage_widths(self) -> list[int]:
+        """Feature width of each stage, ``d_model * 2^i``."""
+        return [self.d_model * 2**i for i in range(self.n_stages)]
+
+    @property
+    def grid(self) -> int:
+        """Patches per side at stage 0."""
+        return self.image_size // self.patch_size
+
+    @property
+    def stage_grids(self) -> list[int]:
+        """Grid side of each stage: patch merging halves it, rounding up (odd grids are
+        padded, as in ``transformers``)."""
+        sides = [self.grid]
+        for _ in range(self.n_stages - 1):
+            sides.append((sides[-1] + 1) // 2)
+        return sides
+
+    @property
+    def n_patches(self) -> int:
+        """Tokens at stage 0."""
+        return self.grid**2
+
+    @property
+    def max_len(self) -> int:
+        """Tokens at stage 0 (the longest sequence of the model)."""
+        return self.n_patches
+
+
+BackboneKind = Literal["cnn", "patch", "features"]
+BACKBONE_KINDS: tuple[str, ...] = get_args(BackboneKind)
+
+
+@dataclass
+class DETRConfig(TransformerConfig):
+    """DETR, the detection Transformer (Carion et al. 2020). Defaults: the paper's
+    Transformer (``d = 256``, 8 heads, 6 + 6 post-norm layers, 100 queries, 91 COCO classes)
+    on a small CNN backbone for qkv's ``detect`` task (the paper's is a ResNet-50, which qkv
+    does not model).
+
+    Args:
+        n_encoder_layers: encoder layers.
+        n_decoder_layers: decoder layers.
+        n_queries: learned object queries ``N`` (the most objects one image can hold).
+        n_classes: object classes, without the "no object" class the heads add.
+        image_size: input height and width in pixels (``cnn`` and ``patch`` backbones).
+        in_channels: image channels.
+        backbone: ``"cnn"`` (stride-2 3x3 convolutions, each followed by a ReLU, one per
+            entry of ``backbone_channels``: feature stride ``2^len``), ``"patch"`` (one
+            convolution with kernel and stride ``patch_size``, as ViT's patch embedding) or
+            ``"features"`` (no backbone: the model reads feature maps of
+            ``backbone_channels[-1]`` channels, e.g. a ResNet's, as when loading
+            ``transformers``' ``DetrForObjectDetection``).
+        backbone_channels: output channels of each backbone stage (the last feeds the
+            ``1 x 1`` input projection to ``d_model``).
+        patch_size: the ``patch`` backbone's patch side.
+        aux_loss: also decode (and train) every decoder layer's output (sec. 3.2).
+        cost_class, cost_bbox, cost_giou: the Hungarian matcher's cost weights (eq. 1:
+            ``-p(c) * cost_class + L1 * cost_bbox - GIoU * cost_giou``).
+        loss_bbox, loss_giou: weights of the L1 and generalized IoU box losses.
+        eos_coef: cross-entropy weight of the "no object" class (0.1: its queries outnumber
+            the objects).
+        (other fields: :class:`TransformerConfig`; positions are DETR's 2-D sine
+        encoding, added to queries and keys in every layer.)
+    """
+
+    family: ClassVar[str] = "detr"
+
+    d_model: int = 256
+    n_heads: int = 8
+    d_ff: int = 2048
+    dropout: float = 0.1
+    pos: PosKind = "sinusoidal"
+    n_encoder_layers: int = 6
+    n_decoder_layers: int = 6
+    n_queries: int = 100
+    n_classes: int = 91
+    image_size: int = 64
+    in_channels: int = 3
+    backbone: BackboneKind = "cnn"
+    backbone_channels: list[int] = field(default_factory=lambda: [32, 64, 128])
+    patch_size: int = 8
+    aux_loss: bool = True
+    cost_class: float = 1.0
+    cost_bbox: float = 5.0
+    cost_giou: float = 2.0
+    loss_bbox: float = 5.0
+    loss_giou: float = 2.0
+    eos_coef: float = 0.1
+
+    def __post_init__(self) -> None:
+        if isinstance(self.backbone_channels, tuple):
+            self.backbone_channels = list(self.backbone_channels)
+        super().__post_init__()
+        for name in ("n_encoder_layers", "n_decoder_layers", "n_queries", "n_classes"):
+            _check_int(name, getattr(self, name))
+        for name in ("image_size", "in_channels", "patch_size"):
+            _check_int(name, getattr(self, name))
+        _check_choice("backbone", self.backbone, BACKBONE_KINDS)
+        chans = self.backbone_channels
+        if not isinstance(chans, list) or not chans:
+            raise ValueError(f"backbone_channels must be a non-empty list of ints, got {chans!r}")
+        for i, c in enumerate(chans):
+            _check_int(f"backbone_channels[{i}]", c)
+        if self.backbone in ("patch", "features") and len(chans) != 1:
+            raise ValueError(
+                f"backbone={self.backbone!r} has one stage: backbone_channels must have one "
+                f"entry, got {chans!r}"
+            )
+        if self.backbone == "patch" and self.image_size % self.patch_size:
+            raise ValueError(
+                f"patch_size ({self.patch_size}) must divide image_size ({self.image_size})"
+            )
+        if self.backbone == "cnn" and self.image_size % 2 ** len(chans):
+            raise ValueError(
+                f"image_size ({self.image_size}) must be a multiple of the cnn backbone's "
+                f"stride 2^{len(chans)} = {2 ** len(chans)}"
+            )
+        _check_bool("aux_loss", self.aux_loss)
+        for name in ("cost_class", "cost_bbox", "cost_giou", "loss_bbox", "loss_giou", "eos_coef"):
+            _check_float(name, getattr(self, name), lo=0.0)
+        if self.pos != "sinusoidal":
+            raise ValueError(
+                f"DETR's positions are its 2-D sine encoding: pos must be 'sinusoidal', got {self.pos!r}"
+            )
+        if self.norm_placement != "post":
+            raise ValueError(
+                f"DETR is post-norm: norm_placement must be 'post', got {self.norm_placement!r}"
+            )
+        if self.d_model % 4:
+            raise ValueError(
+                f"DETR's 2-D sine positions need d_model divisible by 4, got {self.d_model}"
+            )
+        _check_vision_stack(self, "DETR")
+        _check_size(self)
+
+    @property
+    def stride(self) -> int:
+        """Pixels per feature-map cell."""
+        if self.backbone == "cnn":
+            return 2 ** len(self.backbone_channels)
+        return self.patch_size if self.backbone == "patch" else 1
+
+    @property
+    def feature_grid(self) -> int:
+        """Feature-map side for ``image_size`` images (``cnn`` and ``patch`` backbones)."""
+        return self.image_size // self.stride
+
+    @property
+    def max_len(self) -> int:
+        """Encoder tokens for ``image_size`` images."""
+        return self.feature_grid**2
+
+    @property
+    def n_layers(self) -> int:
+        """Encoder plus decoder layers."""
+        return self.n_encoder_layers + self.n_decoder_layers
+
+
 CONFIG_CLASSES: dict[str, type[TransformerConfig]] = {
-    c.family: c for c in (Seq2SeqConfig, LMConfig, EncoderConfig, ViTConfig)
+    c.family: c for c in (Seq2SeqConfig, LMConfig, EncoderConfig, ViTConfig, SwinConfig, DETRConfig)
 }
 
 

@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from qkv.models._vision_memory import BUFFER_COUNTS, PARAMETER_COUNTS
+
 if TYPE_CHECKING:  # the configs import this module: no import of them at run time
     from qkv.models.config import TransformerConfig
 
@@ -190,6 +192,8 @@ def parameter_count(config: TransformerConfig) -> int:
     Raises:
         TypeError: a config of no known family.
     """
+    if config.family in PARAMETER_COUNTS:  # the vision families (Swin, DETR)
+        return PARAMETER_COUNTS[config.family](config)
     stacks = _stacks(config)
     total = _head_count(config)
     for name, (n_layers, cross) in stacks.items():
@@ -204,6 +208,8 @@ def buffer_count(config: TransformerConfig) -> int:
     Raises:
         TypeError: a config of no known family.
     """
+    if config.family in BUFFER_COUNTS:
+        return BUFFER_COUNTS[config.family](config)
     stacks = _stacks(config)
     total = len(stacks) * config.n_heads if config.pos == "alibi" else 0
     if config.pos == "sinusoidal":
