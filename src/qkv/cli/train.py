@@ -24,6 +24,7 @@ from qkv.cli._common import (
 from qkv.models.config import CONFIG_CLASSES
 from qkv.tasks import TASKS, TaskOptions, build_trainer, get_task
 from qkv.training import TrainConfig
+from qkv.training.config import UNBOUNDED_STEPS
 from qkv.training.progress import parse_duration
 from qkv.training.trainer import TrainingInterrupted
 
@@ -173,7 +174,6 @@ def _duration(text: str) -> float:
 
 
 #: the step bound of a time-budgeted run when --steps is not given
-UNBOUNDED_STEPS = 10**9
 
 
 def task_options(args: argparse.Namespace) -> TaskOptions | None:

@@ -85,6 +85,7 @@ class DetectTask(Task):
 
     name = "detect"
     kind = "detect"
+    unit = "img"  # the throughput counts canvases
     data_help = "a directory of the Fashion-MNIST .gz files (the items on the canvases)"
     #: DETR on a 3-stage CNN (stride 8: an 8x8 feature map of a 64x64 canvas), 3 + 3 layers
     #: of width 128 and 10 queries (at most 5 objects per canvas).

@@ -196,6 +196,7 @@ class ClassificationObjective:
     """
 
     keys = ("inputs", "labels")
+    unit = "ex"  # the throughput counts examples
 
     def collate(self, examples: Sequence[Any]) -> Batch:
         xs, ys = [], []
