@@ -320,4 +320,12 @@ def _check_float(
         raise ValueError(f"{name} must be {rng}, got {value!r}")
 
 
-__all__ = ["AMP_MODES", "OPTIMIZERS", "SCHEDULES", "UNBOUNDED_STEPS", "TrainConfig", "flag_of", "resume_config"]
+__all__ = [
+    "AMP_MODES",
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "UNBOUNDED_STEPS",
+    "TrainConfig",
+    "flag_of",
+    "resume_config",
+]
