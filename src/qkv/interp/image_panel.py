@@ -95,8 +95,7 @@ class ImagePanel:
         """
         if max(self.patches) >= n_tokens:
             raise ValueError(
-                f"image patches reach token {max(self.patches)} but input tokens number "
-                f"{n_tokens}"
+                f"image patches reach token {max(self.patches)} but input tokens number {n_tokens}"
             )
         png = base64.b64encode(png_bytes(self.image)).decode("ascii")
         return {
