@@ -86,6 +86,9 @@ def test_eval_json_and_generate_and_viz_on_a_vit(tmp_path, capsys):
     text = html.read_text(encoding="utf-8")
     assert "data:image/png;base64," in text and "where the class token attends" in text
     assert "r3c3" in text  # the patch tokens
+    panel = json.loads(text.split('type="application/json">')[1].split("</script>")[0])["image"]
+    side = panel["rows"]
+    assert panel["cols"] == side and panel["patches"] == list(range(1, 1 + side * side))
     assert (tmp_path / "png" / "attention_on_image.png").stat().st_size > 1000
     assert main(["generate", "--checkpoint", str(run), "no-such-image.png"]) == 2
     assert "neither an image file nor SPLIT:N" in capsys.readouterr().err

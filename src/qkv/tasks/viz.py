@@ -7,7 +7,8 @@ The glue between a task's tokenizers or images and :func:`~qkv.interp.record_att
   where the target is given or is the model's own greedy output (``task.predict``);
 * language models and encoders read the text's tokens (the last ``max_len`` of them);
 * a ViT reads an image (a file, or ``SPLIT:N`` of its task); the report shows where the
-  class token looks on the picture (rollout and each layer) above the interactive views;
+  class token looks on the picture (rollout and each layer), then the image panel (hover a
+  patch to see where it attends) above the interactive views;
 * a Swin or a DETR reads an image too: :mod:`qkv.tasks.viz_vision` draws their figures
   (window attention of the centre patch; each object query's attention beside its box).
 """
@@ -23,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from qkv.interp.capture import AttentionRecord, LayerSelector, record_attention
+from qkv.interp.image_panel import ImagePanel
 from qkv.interp.images import cls_maps, figure_png, plot_overlays
 from qkv.interp.plots import save_figure, write_figures
 from qkv.interp.report import write_report
@@ -278,7 +280,8 @@ def report_for_image(
 ) -> Path:
     """Write the attention report of a ViT on one image: where the class token looks (the
     rollout over all layers, then each layer with its heads averaged) as heat on the picture,
-    above the interactive views of every head over the ``[CLS] + patches`` tokens.
+    above the interactive image panel (hover a patch to see where it attends; a button for
+    the class token) and the views of every head over the ``[CLS] + patches`` tokens.
 
     Args:
         model: a ViT.
@@ -298,7 +301,12 @@ def report_for_image(
         best, prob = ir.top[0]
         title = f"{source}: {best} ({prob:.0%})"
     path = write_report(
-        out, ir.record, ir.tokens, title=title, figures=[(caption, figure_png(fig))]
+        out,
+        ir.record,
+        ir.tokens,
+        title=title,
+        figures=[(caption, figure_png(fig))],
+        image=ImagePanel.row_major(ir.image, ir.grid, first=1),  # after the class token
     )
     if png_dir is not None:
         save_figure(fig, Path(png_dir) / "attention_on_image.png")

@@ -3,11 +3,14 @@
 * a Swin reads an image: where the patch at the centre of the grid looks in every block
   (its window, shifted in every other block; heads averaged), as heat on the picture; the
   interactive views show the first stage's blocks as attention over the whole patch grid
-  (:func:`qkv.interp.images.windows_to_grid`);
+  (:func:`qkv.interp.images.windows_to_grid`), and the image panel over that grid (hover a
+  patch to see where it attends in the selected block and head);
 * DETR reads a canvas: each object query's cross-attention over the image in the last
   decoder layer (heads averaged) next to its predicted box and class (Carion et al. 2020,
   fig. 6); the interactive views show the encoder (feature-map cells), the decoder (queries)
-  and the cross-attention (queries to cells).
+  and the cross-attention (queries to cells); the image panel shows the encoder's rows from
+  the hovered cell, and each object query's cross-attention (picked from a list) on the
+  canvas.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from qkv.interp.capture import AttentionEntry, AttentionRecord, record_attention
+from qkv.interp.image_panel import ImagePanel
 from qkv.interp.images import figure_png, plot_overlays, windows_to_grid
 from qkv.interp.plots import save_figure, write_figures
 from qkv.interp.report import write_report
@@ -93,7 +97,12 @@ def report_for_swin(
     side = model.config.grid
     grid_rec = swin_grid_record(model, rec)
     path = write_report(
-        out, grid_rec, _cells(side, side), title=title, figures=[(caption, figure_png(fig))]
+        out,
+        grid_rec,
+        _cells(side, side),
+        title=title,
+        figures=[(caption, figure_png(fig))],
+        image=ImagePanel.row_major(image, (side, side)),
     )
     if png_dir is not None:
         save_figure(fig, Path(png_dir) / PNG_NAME)
@@ -149,6 +158,7 @@ def report_for_detection(
         target_tokens=queries,
         title=title,
         figures=[(caption, figure_png(fig))],
+        image=ImagePanel.row_major(image, (rows, cols)),
     )
     if png_dir is not None:
         save_figure(fig, Path(png_dir) / PNG_NAME)
