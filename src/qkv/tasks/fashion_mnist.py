@@ -84,6 +84,18 @@ class FashionMNISTTask(ImageTask):
         "n_layers": 4,
         "dropout": 0.1,
     }
+    # Recipe: AdamW with a cosine schedule instead of the Noam default (78.7% after 9 min
+    # with Noam, 81.8% with AdamW + cosine on 2 cores; 79.5% test after 10 min on one
+    # thread of a busy machine, 335 steps of 128). Not yet tuned to the 88% goal.
+    recipe: ClassVar[dict[str, Any]] = {
+        "batch_size": 128,
+        "optimizer": "adamw",
+        "lr": 1e-3,
+        "schedule": "cosine",
+        "warmup": 100,
+        "weight_decay": 0.05,
+        "label_smoothing": 0.1,
+    }
     # Swin at the ViT's parameter count (533,814 vs 540,170): 2x2 patches make a 14x14 grid
     # of 7x7 windows (shifted in every other block), merged into one 7x7 window.
     swin_model: ClassVar[dict[str, Any]] = {
