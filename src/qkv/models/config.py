@@ -26,10 +26,14 @@ ModelActivation: TypeAlias = Activation
 PosKind = Literal["sinusoidal", "learned", "rope", "alibi", "relative", "none"]
 Placement = Literal["pre", "post"]
 InitScheme = Literal["xavier", "normal", "gpt2"]
+#: Self-attention modules: exact softmax attention (:class:`~qkv.attn.MultiHeadAttention`,
+#: its backends chosen by ``attn_backend``) or an approximation with its own parameters.
+AttnKind = Literal["softmax", "favor", "linformer"]
 
 POS_KINDS: tuple[str, ...] = get_args(PosKind)
 PLACEMENTS: tuple[str, ...] = get_args(Placement)
 INIT_SCHEMES: tuple[str, ...] = get_args(InitScheme)
+ATTN_KINDS: tuple[str, ...] = get_args(AttnKind)
 ACTIVATIONS: tuple[str, ...] = get_args(Activation)
 
 C = TypeVar("C", bound="TransformerConfig")
@@ -125,6 +129,14 @@ class TransformerConfig:
         pruned_heads: attention module name -> the heads removed from it, numbered as in
             the unpruned module (``model.prune_heads`` fills it; building a model from the
             config removes them again, so a pruned model's checkpoint reloads).
+        attn_kind: the self-attention module, one of :data:`ATTN_KINDS`: ``"softmax"``
+            (exact; :class:`~qkv.attn.MultiHeadAttention`), ``"favor"`` (Performer's
+            FAVOR+, :class:`~qkv.attn.FavorAttention`; Choromanski et al. 2021) or
+            ``"linformer"`` (projected keys and values, :class:`~qkv.attn.LinformerAttention`;
+            Wang et al. 2020; bidirectional, so encoders only). Cross-attention is always
+            softmax. See ``docs/efficient.md``.
+        favor_features: FAVOR+'s random features ``m``; None = ``round(d_h ln d_h)``.
+        linformer_k: Linformer's projected length ``k``.
 
     Raises:
         ValueError: from ``__post_init__``, naming the offending values: among them sizes
@@ -157,6 +169,9 @@ class TransformerConfig:
     init: InitScheme = "xavier"
     init_std: float = 0.02
     pruned_heads: dict[str, list[int]] = field(default_factory=dict)
+    attn_kind: AttnKind = "softmax"
+    favor_features: int | None = None
+    linformer_k: int = 64
 
     def __post_init__(self) -> None:
         for name in ("d_model", "n_heads", "d_ff", "rel_buckets", "rel_max_distance"):
@@ -201,6 +216,19 @@ class TransformerConfig:
         if self.pos == "relative" and self.rel_buckets < 4:
             raise ValueError(f"pos='relative' needs rel_buckets >= 4, got {self.rel_buckets}")
         self.pruned_heads = self._checked_pruned_heads()
+        self._check_attn_kind()
+
+    def _check_attn_kind(self) -> None:
+        """The efficient-attention fields (``docs/efficient.md``)."""
+        _check_choice("attn_kind", self.attn_kind, ATTN_KINDS)
+        if self.favor_features is not None:
+            _check_int("favor_features", self.favor_features)
+        _check_int("linformer_k", self.linformer_k)
+        if self.attn_kind != "softmax" and self.pos in ("alibi", "relative"):
+            raise ValueError(
+                f"attn_kind={self.attn_kind!r} forms no score matrix to add pos={self.pos!r}'s "
+                f"bias to; use pos='rope', 'learned', 'sinusoidal' or 'none'"
+            )
 
     def _checked_pruned_heads(self) -> dict[str, list[int]]:
         if not isinstance(self.pruned_heads, dict):
@@ -281,6 +309,15 @@ def _check_vocab(cfg: Any, n_layer_fields: tuple[str, ...]) -> None:
             )
 
 
+def _check_bidirectional_only(cfg: TransformerConfig) -> None:
+    """Refuse Linformer in a causal decoder: its projections mix every position."""
+    if cfg.attn_kind == "linformer":
+        raise ValueError(
+            f"attn_kind='linformer' is bidirectional (its projections mix future positions "
+            f"into every row) and {type(cfg).__name__} has a causal decoder; use 'favor'"
+        )
+
+
 @dataclass
 class Seq2SeqConfig(TransformerConfig):
     """The encoder-decoder Transformer (Vaswani et al. 2017). Defaults: the base model.
@@ -321,6 +358,7 @@ class Seq2SeqConfig(TransformerConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_vocab(self, ("n_encoder_layers", "n_decoder_layers"))
+        _check_bidirectional_only(self)
         _check_bool("share_embeddings", self.share_embeddings)
         _check_bool("output_bias", self.output_bias)
         _check_float("output_scale", self.output_scale, lo=0.0)
@@ -382,6 +420,7 @@ class LMConfig(TransformerConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_vocab(self, ("n_layers",))
+        _check_bidirectional_only(self)
         _check_size(self)
 
 

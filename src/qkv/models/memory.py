@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from qkv.attn.favor import default_features
+
 if TYPE_CHECKING:  # the configs import this module: no import of them at run time
     from qkv.models.config import TransformerConfig
 
@@ -73,6 +75,14 @@ def _attention(cfg: TransformerConfig, heads: int, kv_heads: int) -> int:
     """``qkv_proj`` (queries, keys and values stacked) and ``out_proj``."""
     d, d_h = cfg.d_model, cfg.d_head
     return _linear(d, (heads + 2 * kv_heads) * d_h, cfg.bias) + _linear(heads * d_h, d, cfg.bias)
+
+
+def _self_attention_extras(cfg: TransformerConfig, cross: bool = False) -> int:
+    """What a self-attention module of ``cfg.attn_kind`` holds beyond
+    :func:`_attention`'s projections: Linformer's ``proj_k`` and ``proj_v``."""
+    if cross or cfg.attn_kind != "linformer":
+        return 0
+    return 2 * cfg.linformer_k * cfg.max_len  # type: ignore[attr-defined]
 
 
 def _feedforward(cfg: TransformerConfig) -> int:
@@ -124,7 +134,7 @@ def _pruned(cfg: TransformerConfig) -> Iterator[tuple[str, int, str, int, int]]:
 
 def _stack(cfg: TransformerConfig, name: str, n_layers: int, cross: bool) -> int:
     full = _attention(cfg, cfg.n_heads, cfg.kv_heads)
-    layer = full + _feedforward(cfg) + 2 * _norm(cfg)
+    layer = full + _self_attention_extras(cfg) + _feedforward(cfg) + 2 * _norm(cfg)
     if cross:
         layer += full + _norm(cfg)
     total = n_layers * layer
@@ -199,7 +209,8 @@ def parameter_count(config: TransformerConfig) -> int:
 
 def buffer_count(config: TransformerConfig) -> int:
     """Elements of the non-parameter tensors built with the model: sinusoidal position
-    tables (``max_len x d_model`` per embedding) and ALiBi slopes (``n_heads`` per stack).
+    tables (``max_len x d_model`` per embedding), ALiBi slopes (``n_heads`` per stack) and
+    FAVOR+ random features (``m x d_h`` per self-attention).
 
     Raises:
         TypeError: a config of no known family.
@@ -209,6 +220,9 @@ def buffer_count(config: TransformerConfig) -> int:
     if config.pos == "sinusoidal":
         tables = 2 if config.family == "seq2seq" else 1
         total += tables * config.max_len * config.d_model  # type: ignore[attr-defined]
+    if config.attn_kind == "favor":  # one (m, d_h) feature matrix per self-attention
+        m = config.favor_features or default_features(config.d_head)
+        total += sum(n for n, _ in stacks.values()) * m * config.d_head
     return total
 
 

@@ -13,6 +13,8 @@ import math
 
 from torch import nn
 
+from qkv.attn.favor import FavorAttention
+from qkv.attn.linformer import LinformerAttention
 from qkv.attn.mha import MultiHeadAttention
 from qkv.layers.feedforward import FeedForward
 from qkv.layers.norms import make_norm
@@ -30,19 +32,27 @@ def norm_for(cfg: TransformerConfig) -> nn.Module:
 
 
 def attention_for(cfg: TransformerConfig, *, cross: bool = False) -> MultiHeadAttention:
-    """Self-attention (rotary when ``pos="rope"``) or cross-attention (never rotary)."""
+    """Self-attention of kind ``cfg.attn_kind`` (rotary when ``pos="rope"``), or
+    cross-attention (always softmax, never rotary)."""
     rope = RoPE(cfg.d_head, base=cfg.rope_base) if cfg.pos == "rope" and not cross else None
-    return MultiHeadAttention(
-        cfg.d_model,
-        cfg.n_heads,
-        n_kv_heads=cfg.n_kv_heads,
-        bias=cfg.bias,
-        dropout=cfg.attn_dropout,
-        backend=cfg.attn_backend,
-        head_dim=cfg.head_dim,
-        scale=cfg.attn_scale,
-        rope=rope,
-    )
+    kw = {
+        "n_kv_heads": cfg.n_kv_heads,
+        "bias": cfg.bias,
+        "dropout": cfg.attn_dropout,
+        "backend": cfg.attn_backend,
+        "head_dim": cfg.head_dim,
+        "scale": cfg.attn_scale,
+        "rope": rope,
+    }
+    kind = "softmax" if cross else cfg.attn_kind
+    if kind == "favor":
+        return FavorAttention(cfg.d_model, cfg.n_heads, n_features=cfg.favor_features, **kw)
+    if kind == "linformer":
+        max_len = cfg.max_len  # type: ignore[attr-defined]
+        return LinformerAttention(
+            cfg.d_model, cfg.n_heads, max_len=max_len, k=cfg.linformer_k, **kw
+        )
+    return MultiHeadAttention(cfg.d_model, cfg.n_heads, **kw)  # type: ignore[arg-type]
 
 
 def feedforward_for(cfg: TransformerConfig) -> FeedForward:
