@@ -10,10 +10,13 @@ from typing import Any
 
 import pytest
 import torch
+from torch import nn
 
 import qkv.models as M
-from qkv.attn import FavorAttention, LinformerAttention
+from qkv.attn import FavorAttention, LinformerAttention, LSHSelfAttention
+from qkv.layers import ChunkedFeedForward
 from qkv.models import memory
+from qkv.models.reversible import ReversibleLayer
 
 # (preset, overrides) of every family that takes each kind
 CASES: list[tuple[str, dict[str, Any]]] = [
@@ -24,6 +27,13 @@ CASES: list[tuple[str, dict[str, Any]]] = [
     ("bert-tiny", {"attn_kind": "linformer", "linformer_k": 16}),
     ("vit-tiny", {"attn_kind": "linformer", "linformer_k": 8}),
     ("vit-tiny", {"attn_kind": "favor"}),
+    ("gpt2-tiny", {"attn_kind": "lsh", "lsh_bucket_size": 2}),
+    ("transformer-tiny", {"attn_kind": "lsh", "lsh_bucket_size": 2, "lsh_n_hashes": 3}),
+    ("bert-tiny", {"attn_kind": "lsh", "lsh_bucket_size": 2, "bias": False}),
+    ("gpt2-tiny", {"reversible": True, "ff_chunk_size": 4}),
+    ("gpt2-tiny", {"reversible": True, "attn_kind": "lsh", "lsh_bucket_size": 2}),
+    ("bert-tiny", {"reversible": True, "norm_placement": "pre", "attn_kind": "favor"}),
+    ("vit-tiny", {"reversible": True, "pos": "sinusoidal", "d_model": 32}),
 ]
 
 
@@ -55,8 +65,17 @@ def _loss(out: Any) -> torch.Tensor:
 @pytest.mark.parametrize("case", CASES, ids=_ids)
 def test_every_parameter_gets_a_gradient(case: tuple[str, dict[str, Any]]) -> None:
     model = M.from_preset(case[0], **case[1]).train()
-    kind = {"favor": FavorAttention, "linformer": LinformerAttention}[case[1]["attn_kind"]]
-    assert any(isinstance(m, kind) for m in model.modules())
+    kinds = {
+        "favor": FavorAttention,
+        "linformer": LinformerAttention,
+        "lsh": LSHSelfAttention,
+        "softmax": nn.Module,
+    }
+    assert any(isinstance(m, kinds[case[1].get("attn_kind", "softmax")]) for m in model.modules())
+    if case[1].get("reversible"):
+        assert any(isinstance(m, ReversibleLayer) for m in model.modules())
+    if case[1].get("ff_chunk_size"):
+        assert any(isinstance(m, ChunkedFeedForward) for m in model.modules())
     args, kw = _inputs(model)
     loss = _loss(model(*args, **kw))
     assert torch.isfinite(loss)
@@ -103,6 +122,32 @@ def test_favor_lm_cached_decoding_follows_the_full_pass() -> None:
     assert out.ids.shape == (2, 5)
 
 
+@pytest.mark.parametrize("overrides", [{"reversible": True}, {"reversible": True, "pos": "rope"}])
+@torch.no_grad()
+def test_reversible_lm_cached_decoding_equals_the_full_pass(overrides: dict[str, Any]) -> None:
+    model: M.DecoderLM = M.from_preset("gpt2-tiny", **overrides).eval()  # type: ignore[assignment]
+    ids = torch.randint(0, 128, (2, 10))
+    full = model(ids)
+    cache = model.make_cache(2, 10)
+    steps = [model(ids[:, :4], cache=cache)] + [
+        model(ids[:, t : t + 1], cache=cache) for t in range(4, 10)
+    ]
+    torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-5, rtol=0)
+
+
+@torch.no_grad()
+def test_lsh_lm_generates_with_a_cache() -> None:
+    model: M.DecoderLM = M.from_preset("gpt2-tiny", attn_kind="lsh", lsh_bucket_size=16).eval()  # type: ignore[assignment]
+    ids = torch.randint(0, 128, (2, 12))
+    full = model(ids)  # 12 <= bucket_size: full shared-QK attention, as every decoding step
+    cache = model.make_cache(2, 12)
+    steps = [model(ids[:, :5], cache=cache)] + [
+        model(ids[:, t : t + 1], cache=cache) for t in range(5, 12)
+    ]
+    torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-5, rtol=0)
+    assert model.generate(ids[:, :3], max_new_tokens=4).ids.shape == (2, 4)
+
+
 @pytest.mark.parametrize(
     ("preset", "overrides", "message"),
     [
@@ -112,6 +157,12 @@ def test_favor_lm_cached_decoding_follows_the_full_pass() -> None:
         ("bert-tiny", {"attn_kind": "flash"}, "attn_kind must be one of"),
         ("bert-tiny", {"attn_kind": "linformer", "linformer_k": 0}, "linformer_k must be"),
         ("bert-tiny", {"attn_kind": "favor", "favor_features": -1}, "favor_features must be"),
+        ("gpt2-tiny", {"attn_kind": "lsh", "n_kv_heads": 2}, "shares queries and keys"),
+        ("gpt2-tiny", {"attn_kind": "lsh", "pos": "rope"}, "rotary"),
+        ("gpt2-tiny", {"attn_kind": "lsh", "lsh_n_buckets": 3}, "lsh_n_buckets must be even"),
+        ("bert-tiny", {"reversible": True}, "norm_placement='pre'"),
+        ("transformer-tiny", {"reversible": True, "norm_placement": "pre"}, "cross-attention"),
+        ("gpt2-tiny", {"ff_chunk_size": -1}, "ff_chunk_size must be"),
     ],
 )
 def test_config_refusals(preset: str, overrides: dict[str, Any], message: str) -> None:

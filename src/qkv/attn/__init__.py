@@ -17,6 +17,7 @@ from qkv.attn.functional import (
 )
 from qkv.attn.kv_cache import CrossKVCache, KVCache
 from qkv.attn.linformer import LinformerAttention, linformer_attention
+from qkv.attn.lsh import LSHSelfAttention, lsh_attention
 from qkv.attn.mha import MultiHeadAttention
 from qkv.attn.scores import Additive, Bilinear
 
@@ -28,6 +29,7 @@ __all__ = [
     "CrossKVCache",
     "FavorAttention",
     "KVCache",
+    "LSHSelfAttention",
     "LinformerAttention",
     "MultiHeadAttention",
     "Problem",
@@ -38,6 +40,7 @@ __all__ = [
     "favor_attention",
     "linear_attention",
     "linformer_attention",
+    "lsh_attention",
     "make_problem",
     "orthogonal_gaussian",
     "pick_backend",

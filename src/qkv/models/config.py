@@ -28,7 +28,7 @@ Placement = Literal["pre", "post"]
 InitScheme = Literal["xavier", "normal", "gpt2"]
 #: Self-attention modules: exact softmax attention (:class:`~qkv.attn.MultiHeadAttention`,
 #: its backends chosen by ``attn_backend``) or an approximation with its own parameters.
-AttnKind = Literal["softmax", "favor", "linformer"]
+AttnKind = Literal["softmax", "favor", "linformer", "lsh"]
 
 POS_KINDS: tuple[str, ...] = get_args(PosKind)
 PLACEMENTS: tuple[str, ...] = get_args(Placement)
@@ -133,10 +133,21 @@ class TransformerConfig:
             (exact; :class:`~qkv.attn.MultiHeadAttention`), ``"favor"`` (Performer's
             FAVOR+, :class:`~qkv.attn.FavorAttention`; Choromanski et al. 2021) or
             ``"linformer"`` (projected keys and values, :class:`~qkv.attn.LinformerAttention`;
-            Wang et al. 2020; bidirectional, so encoders only). Cross-attention is always
-            softmax. See ``docs/efficient.md``.
+            Wang et al. 2020; bidirectional, so encoders only) or ``"lsh"`` (Reformer's
+            shared-QK LSH attention, :class:`~qkv.attn.LSHSelfAttention`; Kitaev et al.
+            2020). Cross-attention is always softmax. See ``docs/efficient.md``.
         favor_features: FAVOR+'s random features ``m``; None = ``round(d_h ln d_h)``.
         linformer_k: Linformer's projected length ``k``.
+        lsh_bucket_size: LSH attention's chunk length.
+        lsh_n_hashes: LSH hash rounds.
+        lsh_n_buckets: LSH buckets per round (even); None = about ``2 s / bucket_size``.
+        lsh_seed: a fixed hashing seed (the same buckets every call), or None (new
+            rotations every forward pass, as Reformer trains).
+        reversible: reversible residual layers (Reformer, sec. 4): activations recomputed
+            in the backward pass, memory independent of depth. Pre-norm, no
+            cross-attention (language models, encoders, ViT).
+        ff_chunk_size: run the feed-forward networks this many positions at a time (0 =
+            all at once; Reformer's chunking).
 
     Raises:
         ValueError: from ``__post_init__``, naming the offending values: among them sizes
@@ -172,6 +183,12 @@ class TransformerConfig:
     attn_kind: AttnKind = "softmax"
     favor_features: int | None = None
     linformer_k: int = 64
+    lsh_bucket_size: int = 64
+    lsh_n_hashes: int = 2
+    lsh_n_buckets: int | None = None
+    lsh_seed: int | None = None
+    reversible: bool = False
+    ff_chunk_size: int = 0
 
     def __post_init__(self) -> None:
         for name in ("d_model", "n_heads", "d_ff", "rel_buckets", "rel_max_distance"):
@@ -224,10 +241,37 @@ class TransformerConfig:
         if self.favor_features is not None:
             _check_int("favor_features", self.favor_features)
         _check_int("linformer_k", self.linformer_k)
+        _check_int("lsh_bucket_size", self.lsh_bucket_size)
+        _check_int("lsh_n_hashes", self.lsh_n_hashes)
+        if self.lsh_n_buckets is not None:
+            _check_int("lsh_n_buckets", self.lsh_n_buckets, minimum=2)
+            if self.lsh_n_buckets % 2:
+                raise ValueError(f"lsh_n_buckets must be even, got {self.lsh_n_buckets}")
+        if self.lsh_seed is not None:
+            _check_int("lsh_seed", self.lsh_seed, minimum=0)
+        _check_bool("reversible", self.reversible)
+        _check_int("ff_chunk_size", self.ff_chunk_size, minimum=0)
         if self.attn_kind != "softmax" and self.pos in ("alibi", "relative"):
             raise ValueError(
                 f"attn_kind={self.attn_kind!r} forms no score matrix to add pos={self.pos!r}'s "
                 f"bias to; use pos='rope', 'learned', 'sinusoidal' or 'none'"
+            )
+        if self.attn_kind == "lsh":
+            if self.kv_heads != self.n_heads:
+                raise ValueError(
+                    f"attn_kind='lsh' shares queries and keys: n_kv_heads ({self.n_kv_heads}) "
+                    f"must be None or n_heads ({self.n_heads})"
+                )
+            if self.pos == "rope":
+                raise ValueError(
+                    "attn_kind='lsh' hashes the shared query/key vectors, which rotary "
+                    "embeddings would make differ; use pos='learned', 'sinusoidal' or 'none'"
+                )
+            if self.pruned_heads:
+                raise ValueError("attn_kind='lsh' modules cannot be pruned: drop pruned_heads")
+        if self.reversible and self.norm_placement != "pre":
+            raise ValueError(
+                "reversible=True needs norm_placement='pre' (a post-norm layer cannot be inverted)"
             )
 
     def _checked_pruned_heads(self) -> dict[str, list[int]]:
@@ -311,6 +355,11 @@ def _check_vocab(cfg: Any, n_layer_fields: tuple[str, ...]) -> None:
 
 def _check_bidirectional_only(cfg: TransformerConfig) -> None:
     """Refuse Linformer in a causal decoder: its projections mix every position."""
+    if cfg.reversible and cfg.family == "seq2seq":
+        raise ValueError(
+            "reversible=True is for stacks without cross-attention (lm, encoder, vit), not "
+            "Seq2SeqConfig"
+        )
     if cfg.attn_kind == "linformer":
         raise ValueError(
             f"attn_kind='linformer' is bidirectional (its projections mix future positions "

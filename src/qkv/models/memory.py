@@ -78,11 +78,16 @@ def _attention(cfg: TransformerConfig, heads: int, kv_heads: int) -> int:
 
 
 def _self_attention_extras(cfg: TransformerConfig, cross: bool = False) -> int:
-    """What a self-attention module of ``cfg.attn_kind`` holds beyond
-    :func:`_attention`'s projections: Linformer's ``proj_k`` and ``proj_v``."""
-    if cross or cfg.attn_kind != "linformer":
+    """What a self-attention module of ``cfg.attn_kind`` holds beyond (or short of)
+    :func:`_attention`'s projections: Linformer's ``proj_k`` and ``proj_v``; LSH attention
+    has no key projection (queries and keys are shared)."""
+    if cross or cfg.attn_kind == "softmax":
         return 0
-    return 2 * cfg.linformer_k * cfg.max_len  # type: ignore[attr-defined]
+    if cfg.attn_kind == "linformer":
+        return 2 * cfg.linformer_k * cfg.max_len  # type: ignore[attr-defined]
+    if cfg.attn_kind == "lsh":
+        return -_linear(cfg.d_model, cfg.kv_heads * cfg.d_head, cfg.bias)
+    return 0
 
 
 def _feedforward(cfg: TransformerConfig) -> int:
