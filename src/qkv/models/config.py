@@ -23,7 +23,7 @@ from qkv.models.memory import MAX_PARAMETERS, format_gib, parameter_count
 
 #: The feed-forward activations of :mod:`qkv.layers` (``"geglu_tanh"``: T5 v1.1's "gated-gelu").
 ModelActivation: TypeAlias = Activation
-PosKind = Literal["sinusoidal", "learned", "rope", "alibi", "relative", "none"]
+PosKind = Literal["sinusoidal", "learned", "rope", "alibi", "relative", "xl", "none"]
 Placement = Literal["pre", "post"]
 InitScheme = Literal["xavier", "normal", "gpt2"]
 #: Self-attention modules: exact softmax attention (:class:`~qkv.attn.MultiHeadAttention`,
@@ -115,7 +115,10 @@ class TransformerConfig:
             ``activation_dropout``; 0 in the paper).
         pos: position information, one of :data:`POS_KINDS`: added to the embeddings
             (``sinusoidal``, ``learned``), rotating queries and keys (``rope``), or a bias on
-            the scores (``alibi``, ``relative`` = T5's bucketed bias), or ``none``.
+            the scores (``alibi``, ``relative`` = T5's bucketed bias), Transformer-XL's
+            relative sinusoids with the ``u``/``v`` biases (``xl``;
+            :class:`~qkv.pos.XLRelativeScore`, exact attention on the ``math`` backend), or
+            ``none``.
         rope_base: RoPE frequency base.
         rel_buckets: buckets of the relative bias (T5: 32).
         rel_max_distance: distance from which the relative bias shares one bucket (T5: 128).
@@ -226,8 +229,10 @@ class TransformerConfig:
                 raise ValueError(f"attn_scale must be > 0 or None, got {self.attn_scale!r}")
         if not isinstance(self.attn_backend, str) or not self.attn_backend:
             raise ValueError(f"attn_backend must be a backend name, got {self.attn_backend!r}")
-        if self.pos == "sinusoidal" and self.d_model % 2:
-            raise ValueError(f"pos='sinusoidal' needs an even d_model, got {self.d_model}")
+        if self.pos in ("sinusoidal", "xl") and self.d_model % 2:
+            raise ValueError(f"pos={self.pos!r} needs an even d_model, got {self.d_model}")
+        if self.pos == "xl" and self.pruned_heads:
+            raise ValueError("pos='xl' keeps per-head position parameters: drop pruned_heads")
         if self.pos == "rope" and self.d_head % 2:
             raise ValueError(f"pos='rope' needs an even head_dim, got {self.d_head}")
         if self.pos == "relative" and self.rel_buckets < 4:
@@ -251,7 +256,7 @@ class TransformerConfig:
             _check_int("lsh_seed", self.lsh_seed, minimum=0)
         _check_bool("reversible", self.reversible)
         _check_int("ff_chunk_size", self.ff_chunk_size, minimum=0)
-        if self.attn_kind != "softmax" and self.pos in ("alibi", "relative"):
+        if self.attn_kind != "softmax" and self.pos in ("alibi", "relative", "xl"):
             raise ValueError(
                 f"attn_kind={self.attn_kind!r} forms no score matrix to add pos={self.pos!r}'s "
                 f"bias to; use pos='rope', 'learned', 'sinusoidal' or 'none'"
@@ -445,6 +450,11 @@ class LMConfig(TransformerConfig):
         tie_embeddings: output projection = token embedding (GPT-2).
         scale_embeddings: multiply embeddings by ``sqrt(d_model)``.
         embed_norm: a norm after the embedding sum.
+        mem_len: Transformer-XL memory: states per layer cached from the previous segment
+            (Dai et al. 2019; needs ``pos="xl"``); 0 = none.
+        segment_len: Transformer-XL segments: a longer input is run this many tokens at a
+            time, each segment attending to the memory of the ones before (needs
+            ``mem_len``); 0 = the whole input at once.
         (other fields: :class:`TransformerConfig`.)
     """
 
@@ -465,11 +475,24 @@ class LMConfig(TransformerConfig):
     tie_embeddings: bool = True
     scale_embeddings: bool = False
     embed_norm: bool = False
+    mem_len: int = 0
+    segment_len: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_vocab(self, ("n_layers",))
         _check_bidirectional_only(self)
+        _check_int("mem_len", self.mem_len, minimum=0)
+        _check_int("segment_len", self.segment_len, minimum=0)
+        if self.mem_len and self.pos != "xl":
+            raise ValueError(
+                f"mem_len={self.mem_len} needs pos='xl' (cached states keep their meaning "
+                f"only with relative positions), got pos={self.pos!r}"
+            )
+        if self.segment_len and not self.mem_len:
+            raise ValueError(f"segment_len={self.segment_len} needs mem_len > 0")
+        if self.mem_len and self.reversible:
+            raise ValueError("mem_len (Transformer-XL) and reversible=True do not combine")
         _check_size(self)
 
 

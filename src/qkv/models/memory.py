@@ -80,9 +80,13 @@ def _attention(cfg: TransformerConfig, heads: int, kv_heads: int) -> int:
 def _self_attention_extras(cfg: TransformerConfig, cross: bool = False) -> int:
     """What a self-attention module of ``cfg.attn_kind`` holds beyond (or short of)
     :func:`_attention`'s projections: Linformer's ``proj_k`` and ``proj_v``; LSH attention
-    has no key projection (queries and keys are shared)."""
-    if cross or cfg.attn_kind == "softmax":
+    has no key projection (queries and keys are shared); Transformer-XL's relative score
+    holds ``r_proj``, ``u`` and ``v``."""
+    if cross:
         return 0
+    if cfg.pos == "xl":
+        width = cfg.n_heads * cfg.d_head
+        return _linear(cfg.d_model, width, False) + 2 * width
     if cfg.attn_kind == "linformer":
         return 2 * cfg.linformer_k * cfg.max_len  # type: ignore[attr-defined]
     if cfg.attn_kind == "lsh":

@@ -26,7 +26,8 @@ from qkv.models.decoder import Decoder
 from qkv.models.embeddings import Embeddings
 from qkv.models.encoder import Encoder
 from qkv.models.reversible import ReversibleDecoder, ReversibleEncoder, ReversibleLayer
-from qkv.pos import ALiBi, Learned, RelativeBias, RoPE, Sinusoidal
+from qkv.models.transformer_xl import XLDecoder, XLDecoderLayer
+from qkv.pos import ALiBi, Learned, RelativeBias, RoPE, Sinusoidal, XLRelativeScore
 
 
 def norm_for(cfg: TransformerConfig) -> nn.Module:
@@ -35,8 +36,9 @@ def norm_for(cfg: TransformerConfig) -> nn.Module:
 
 
 def attention_for(cfg: TransformerConfig, *, cross: bool = False) -> nn.Module:
-    """Self-attention of kind ``cfg.attn_kind`` (rotary when ``pos="rope"``), or
-    cross-attention (always softmax, never rotary)."""
+    """Self-attention of kind ``cfg.attn_kind`` (rotary when ``pos="rope"``, with
+    Transformer-XL's relative score when ``pos="xl"``), or cross-attention (always
+    softmax, never rotary)."""
     rope = RoPE(cfg.d_head, base=cfg.rope_base) if cfg.pos == "rope" and not cross else None
     kw = {
         "n_kv_heads": cfg.n_kv_heads,
@@ -48,6 +50,9 @@ def attention_for(cfg: TransformerConfig, *, cross: bool = False) -> nn.Module:
         "rope": rope,
     }
     kind = "softmax" if cross else cfg.attn_kind
+    if cfg.pos == "xl" and not cross:
+        kw["score"] = XLRelativeScore(cfg.d_model, cfg.n_heads, cfg.d_head)
+        kw["scale"] = cfg.attn_scale or 1.0 / math.sqrt(cfg.d_head)  # a score module's is 1
     if kind == "lsh":
         return LSHSelfAttention(
             cfg.d_model,
@@ -141,8 +146,10 @@ def decoder_for(cfg: TransformerConfig, n_layers: int, *, cross_attention: bool)
     if cfg.reversible and not cross_attention:
         rev = reversible_layers(cfg, n_layers, causal=True)
         return ReversibleDecoder(rev, norm=norm_for(cfg), pos_bias=pos_bias_for(cfg, causal=True))
+    xl = cfg.pos == "xl" and not cross_attention  # segment memory (Transformer-XL)
+    layer_cls = XLDecoderLayer if xl else DecoderLayer
     layers = [
-        DecoderLayer(
+        layer_cls(
             attention_for(cfg),
             feedforward_for(cfg),
             norm_for(cfg),
@@ -155,7 +162,9 @@ def decoder_for(cfg: TransformerConfig, n_layers: int, *, cross_attention: bool)
         for _ in range(n_layers)
     ]
     final = norm_for(cfg) if cfg.norm_placement == "pre" else None
-    return Decoder(layers, norm=final, pos_bias=pos_bias_for(cfg, causal=True))
+    return (XLDecoder if xl else Decoder)(
+        layers, norm=final, pos_bias=pos_bias_for(cfg, causal=True)
+    )
 
 
 def token_embedding(vocab_size: int, cfg: TransformerConfig, pad: int | None) -> nn.Embedding:

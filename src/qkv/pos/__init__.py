@@ -2,7 +2,8 @@
 
 Absolute encodings added to the token embeddings (:class:`Sinusoidal`, :class:`Learned`),
 a rotation applied to queries and keys (:class:`RoPE`), and additive score biases of shape
-``(1, h, s_q, s_k)`` (:class:`ALiBi`, :class:`RelativeBias`). Every module takes optional
+``(1, h, s_q, s_k)`` (:class:`ALiBi`, :class:`RelativeBias`), and Transformer-XL's relative
+score (:class:`XLRelativeScore`, a ``score=`` for attention). Every module takes optional
 absolute positions (or an ``offset``) so that KV-cache decoding sees the same positions as a
 full forward pass.
 """
@@ -12,6 +13,7 @@ from qkv.pos.learned import Learned
 from qkv.pos.relative import RelativeBias
 from qkv.pos.rope import RoPE
 from qkv.pos.sinusoidal import Sinusoidal, sinusoidal_table
+from qkv.pos.xl import XLRelativeScore, shift_relative, sinusoid_embedding
 
 __all__ = [
     "ALiBi",
@@ -19,6 +21,9 @@ __all__ = [
     "RelativeBias",
     "RoPE",
     "Sinusoidal",
+    "XLRelativeScore",
     "alibi_slopes",
+    "shift_relative",
+    "sinusoid_embedding",
     "sinusoidal_table",
 ]
