@@ -6,6 +6,12 @@ Families (one config dataclass each, validated and JSON round-trippable):
 * :class:`DecoderLM` / :class:`LMConfig`: a GPT-style language model.
 * :class:`EncoderModel` / :class:`EncoderConfig`: a BERT-style encoder.
 * :class:`ViT` / :class:`ViTConfig`: the Vision Transformer.
+* :class:`XLNetLM` / :class:`XLNetConfig`: XLNet's permutation language model.
+
+Efficient and long-context variants (``docs/efficient.md``) are config fields:
+``attn_kind`` (FAVOR+, Linformer, LSH), ``reversible``, ``ff_chunk_size``, and
+Transformer-XL's ``pos="xl"`` with ``mem_len``/``segment_len``
+(:class:`SegmentMemory`, :func:`stream_nll`).
 
 >>> import qkv.models as M
 >>> model = M.from_preset("gpt2-tiny")
@@ -30,6 +36,7 @@ from qkv.models.config import (
     Seq2SeqConfig,
     TransformerConfig,
     ViTConfig,
+    XLNetConfig,
     config_from_dict,
 )
 from qkv.models.counting import count_parameters, flops_per_token, non_embedding_parameters
@@ -50,8 +57,11 @@ from qkv.models.memory import (
     training_bytes,
 )
 from qkv.models.presets import PRESETS, from_preset, preset_config
+from qkv.models.reversible import ReversibleDecoder, ReversibleEncoder, ReversibleLayer
 from qkv.models.seq2seq import Seq2SeqTransformer
+from qkv.models.transformer_xl import SegmentMemory, stream_nll
 from qkv.models.vit import PatchEmbedding, ViT
+from qkv.models.xlnet import XLNetLM, permutation_targets
 
 __all__ = [
     "ACTIVATIONS",
@@ -73,12 +83,18 @@ __all__ = [
     "MemoryLimitError",
     "PatchEmbedding",
     "Pooler",
+    "ReversibleDecoder",
+    "ReversibleEncoder",
+    "ReversibleLayer",
+    "SegmentMemory",
     "Seq2SeqConfig",
     "Seq2SeqTransformer",
     "TransformerConfig",
     "TransformerModel",
     "ViT",
     "ViTConfig",
+    "XLNetConfig",
+    "XLNetLM",
     "available_memory",
     "build",
     "cache_length",
@@ -95,9 +111,11 @@ __all__ = [
     "non_embedding_parameters",
     "parameter_bytes",
     "parameter_count",
+    "permutation_targets",
     "positions_from_mask",
     "preset_config",
     "resolve_checkpoint",
     "save_pretrained",
+    "stream_nll",
     "training_bytes",
 ]

@@ -9,12 +9,14 @@ from qkv.models.lm import DecoderLM
 from qkv.models.memory import check_model_memory
 from qkv.models.seq2seq import Seq2SeqTransformer
 from qkv.models.vit import ViT
+from qkv.models.xlnet import XLNetLM
 
 MODEL_CLASSES: dict[str, type[TransformerModel]] = {
     "seq2seq": Seq2SeqTransformer,
     "lm": DecoderLM,
     "encoder": EncoderModel,
     "vit": ViT,
+    "xlnet": XLNetLM,
 }
 
 

@@ -72,9 +72,10 @@ def _norm(cfg: TransformerConfig) -> int:
 
 
 def _attention(cfg: TransformerConfig, heads: int, kv_heads: int) -> int:
-    """``qkv_proj`` (queries, keys and values stacked) and ``out_proj``."""
+    """``qkv_proj`` (queries, keys and values stacked) and ``out_proj`` (XLNet's: no biases)."""
     d, d_h = cfg.d_model, cfg.d_head
-    return _linear(d, (heads + 2 * kv_heads) * d_h, cfg.bias) + _linear(heads * d_h, d, cfg.bias)
+    bias = cfg.bias and cfg.family != "xlnet"
+    return _linear(d, (heads + 2 * kv_heads) * d_h, bias) + _linear(heads * d_h, d, bias)
 
 
 def _self_attention_extras(cfg: TransformerConfig, cross: bool = False) -> int:
@@ -86,7 +87,9 @@ def _self_attention_extras(cfg: TransformerConfig, cross: bool = False) -> int:
         return 0
     if cfg.pos == "xl":
         width = cfg.n_heads * cfg.d_head
-        return _linear(cfg.d_model, width, False) + 2 * width
+        # XLNet adds the segment bias and two segment vectors
+        segments = 3 * width if cfg.family == "xlnet" else 0
+        return _linear(cfg.d_model, width, False) + 2 * width + segments
     if cfg.attn_kind == "linformer":
         return 2 * cfg.linformer_k * cfg.max_len  # type: ignore[attr-defined]
     if cfg.attn_kind == "lsh":
@@ -110,11 +113,11 @@ def _stacks(cfg: TransformerConfig) -> dict[str, tuple[int, bool]]:
         }
     if family == "lm":
         return {"decoder": (cfg.n_layers, False)}  # type: ignore[attr-defined]
-    if family in ("encoder", "vit"):
+    if family in ("encoder", "vit", "xlnet"):
         return {"encoder": (cfg.n_layers, False)}  # type: ignore[attr-defined]
     raise TypeError(
-        f"memory estimates need a Seq2SeqConfig, LMConfig, EncoderConfig or ViTConfig, "
-        f"got {type(cfg).__name__}"
+        f"memory estimates need a Seq2SeqConfig, LMConfig, EncoderConfig, ViTConfig or "
+        f"XLNetConfig, got {type(cfg).__name__}"
     )
 
 
@@ -178,6 +181,9 @@ def _head_count(cfg: Any) -> int:
         total += 2 * _embedding_extras(cfg, cfg.max_len)  # source and target each
         total += 0 if cfg.tie_embeddings else tgt
         return total + (cfg.target_vocab if cfg.output_bias else 0)
+    if family == "xlnet":  # word embedding, mask_emb, head bias (and an untied head)
+        tok = cfg.vocab_size * d
+        return tok + d + cfg.vocab_size + (0 if cfg.tie_embeddings else tok)
     if family == "encoder":
         total = cfg.vocab_size * d + _embedding_extras(cfg, cfg.max_len, cfg.type_vocab_size)
         if cfg.pooler:
