@@ -80,6 +80,25 @@ def test_chunked_lsh_matches_the_dense_reference(causal: bool, rounds: int, padd
         torch.testing.assert_close(a, b, atol=1e-9, rtol=0)
 
 
+def test_chunks_computed_a_few_at_a_time(monkeypatch) -> None:
+    """The scores are computed (and, with gradients, recomputed) a few chunks at a time:
+    the same answer as the dense reference, forward and backward."""
+    import qkv.attn.lsh as lsh
+
+    monkeypatch.setattr(lsh, "CORE_ELEMENTS", 1)  # one chunk at a time
+    g = torch.Generator().manual_seed(2)
+    qk = torch.randn(1, 2, 24, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(1, 2, 24, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    rot = draw_rotations(2, 8, 2, 4, generator=g, dtype=torch.float64)
+    out = lsh_attention(qk, v, rot, bucket_size=4, causal=True)
+    ref = _dense_lsh(qk, v, rot, 4, True, None)
+    torch.testing.assert_close(out, ref, atol=1e-10, rtol=0)
+    for a, b in zip(
+        torch.autograd.grad(out.sum(), (qk, v)), torch.autograd.grad(ref.sum(), (qk, v))
+    ):
+        torch.testing.assert_close(a, b, atol=1e-9, rtol=0)
+
+
 def test_a_position_alone_attends_to_itself() -> None:
     qk, v = torch.randn(1, 1, 6, 4), torch.randn(1, 1, 6, 3)
     out = lsh_attention(qk, v, draw_rotations(1, 4, 1, 2), bucket_size=8, causal=True)

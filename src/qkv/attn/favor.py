@@ -30,6 +30,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
 from qkv.attn.functional import MaskLike
 from qkv.attn.mha import MultiHeadAttention
@@ -226,13 +227,29 @@ def favor_attention(
         )
     if projection.ndim != 2 or projection.shape[1] != q.shape[-1]:
         raise ValueError(f"projection must be (m, d={q.shape[-1]}), got {tuple(projection.shape)}")
-    ctype = compute_dtype(q.dtype)
     if scale is None:
         scale = 1.0 / math.sqrt(q.shape[-1])
-    root = math.sqrt(scale)
     groups = q.shape[1] // k.shape[1]
     if groups > 1:  # grouped heads: kv head j serves query heads j*g .. j*g+g-1
         k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+    args = (q, k, v, projection, padding_mask, math.sqrt(scale), causal, chunk)
+    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
+        # the (s, m) features are recomputed in the backward pass instead of kept
+        return checkpoint(_favor_core, *args, use_reentrant=False)  # type: ignore[no-any-return]
+    return _favor_core(*args)
+
+
+def _favor_core(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    projection: Tensor,
+    padding_mask: Tensor | None,
+    root: float,
+    causal: bool,
+    chunk: int,
+) -> Tensor:
+    ctype = compute_dtype(q.dtype)
     w = projection.to(ctype)
     phi_q = positive_features(q.to(ctype) * root, w, is_query=True)  # (b, h, s_q, m)
     valid = None if padding_mask is None else padding_mask[:, None, :]  # (b, 1, s_k)

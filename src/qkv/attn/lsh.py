@@ -30,6 +30,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from qkv.attn.functional import MaskLike
 from qkv.attn.kv_cache import KVCache
@@ -41,6 +42,8 @@ from qkv.masks import Causal
 SELF_SCORE: float = -1e5
 #: Epsilon of the keys' length normalization ``x / sqrt(mean(x^2) + eps) / sqrt(d)``.
 NORM_EPS: float = 1e-6
+#: Most scores computed at once (a few chunks at a time; ~64 MB in float32).
+CORE_ELEMENTS: int = 1 << 24
 
 
 def default_buckets(length: int, bucket_size: int) -> int:
@@ -226,6 +229,31 @@ def lsh_attention(
     return out.to(dtype)
 
 
+def _chunk_core(
+    qc: Tensor,
+    kc: Tensor,
+    vc: Tensor,
+    pc: Tensor,
+    pk: Tensor,
+    real: Tensor | None,
+    causal: bool,
+    dropout_p: float,
+) -> tuple[Tensor, Tensor]:
+    """Attention within chunks: queries ``(b, h, n, c, d)`` against their window's keys
+    and values ``(b, h, n, 2c, d)``, positions ``pc`` ``(b, h, n, c)`` and ``pk``
+    ``(b, h, n, 2c)``, key padding ``real`` ``(b, h, n, 2c)``. Returns the outputs
+    ``(b, h, n, c, d_v)`` and each row's log-sum-exp ``(b, h, n, c, 1)``."""
+    dots = qc @ kc.transpose(-2, -1)  # (b, h, n, c, 2c)
+    q_pos, k_pos = pc.unsqueeze(-1), pk.unsqueeze(-2)  # (b, h, n, c, 1), (b, h, n, 1, 2c)
+    if causal:
+        dots = dots.masked_fill(q_pos < k_pos, float("-inf"))
+    if real is not None:
+        dots = dots.masked_fill(~real.unsqueeze(-2), float("-inf"))
+    dots = dots.masked_fill(q_pos == k_pos, SELF_SCORE)
+    w, lse = _softmax_rows(dots, dropout_p)  # (b, h, n, c, 2c), (b, h, n, c, 1)
+    return w @ vc, lse
+
+
 def _lsh_chunks(
     qk: Tensor,
     v: Tensor,
@@ -257,17 +285,28 @@ def _lsh_chunks(
     kc = torch.cat([kc.roll(1, dims=2), kc], dim=3)  # (b, h, n_c, 2c, d)
     vc = torch.cat([vc.roll(1, dims=2), vc], dim=3)  # (b, h, n_c, 2c, d_v)
     pk = torch.cat([pc.roll(1, dims=2), pc], dim=3)  # (b, h, n_c, 2c)
-    dots = qc @ kc.transpose(-2, -1)  # (b, h, n_c, c, 2c)
-    q_pos, k_pos = pc.unsqueeze(-1), pk.unsqueeze(-2)  # (b, h, n_c, c, 1), (b, h, n_c, 1, 2c)
-    if causal:
-        dots = dots.masked_fill(q_pos < k_pos, float("-inf"))
+    real = None
     if padding_mask is not None:
-        real = padding_mask[:, None, :].expand(b, h, s).gather(2, pk.flatten(2))  # (b, h, n_c 2c)
-        dots = dots.masked_fill(~real.view(b, h, n_c, 1, 2 * c), float("-inf"))
-    dots = dots.masked_fill(q_pos == k_pos, SELF_SCORE)
-    w, lse = _softmax_rows(dots, dropout_p)  # (b, h, n_c, c, 2c), (b, h, n_c, c, 1)
-    out = (w @ vc).view(b, h, length, d_v)  # (b, h, L, d_v) in sorted order
-    lse = lse.view(b, h, length)
+        real = padding_mask[:, None, :].expand(b, h, s).gather(2, pk.flatten(2))
+        real = real.view(b, h, n_c, 2 * c)  # (b, h, n_c, 2c)
+    # The (c, 2c) scores of a few chunks at a time; with gradients, recomputed in the
+    # backward pass (checkpointing), so no (L, 2c) tensor is ever kept.
+    per_chunk = b * h * c * 2 * c
+    step = max(1, CORE_ELEMENTS // per_chunk)
+    grad = torch.is_grad_enabled() and (qk.requires_grad or v.requires_grad)
+    outs, lses = [], []
+    for i in range(0, n_c, step):
+        sl = slice(i, i + step)
+        args = (qc[:, :, sl], kc[:, :, sl], vc[:, :, sl], pc[:, :, sl], pk[:, :, sl])
+        rest = None if real is None else real[:, :, sl]
+        if grad:
+            o, lse = checkpoint(_chunk_core, *args, rest, causal, dropout_p, use_reentrant=False)
+        else:
+            o, lse = _chunk_core(*args, rest, causal, dropout_p)
+        outs.append(o)
+        lses.append(lse)
+    out = torch.cat(outs, dim=2).view(b, h, length, d_v)  # (b, h, L, d_v) in sorted order
+    lse = torch.cat(lses, dim=2).view(b, h, length)
     out = out.gather(2, undo.unsqueeze(-1).expand(-1, -1, -1, d_v))  # back to (round, pos)
     lse = lse.gather(2, undo)
     if n_hashes == 1:
