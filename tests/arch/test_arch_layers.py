@@ -50,3 +50,17 @@ def test_layer_contract_holds() -> None:
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     assert "0 broken" in run.stdout
+
+
+def test_import_qkv_reaches_every_package_lazily() -> None:
+    code = (
+        "import sys, qkv\n"
+        "assert 'qkv.training' not in sys.modules and 'qkv.models' not in sys.modules\n"
+        "qkv.models, qkv.generation, qkv.training, qkv.interp, qkv.data, qkv.tasks\n"
+        "import qkv.attn.flex as f\n"
+        "assert callable(qkv.attention) and f.__name__ == 'qkv.attn.flex'\n"
+        "assert qkv.load is qkv.models.load and qkv.from_hf is qkv.interop.from_hf\n"
+        "print('ok')\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-2000:]

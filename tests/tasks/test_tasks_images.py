@@ -45,7 +45,7 @@ def test_image_batch_loss_and_evaluate() -> None:
     cfg = task.model_config(d_model=16, n_heads=2, d_ff=32, n_layers=1)
     assert isinstance(cfg, M.ViTConfig) and (cfg.image_size, cfg.patch_size, cfg.n_classes) == (
         8,
-        2,
+        4,
         10,
     )
     model = M.build(cfg).eval()
@@ -59,8 +59,8 @@ def test_image_batch_loss_and_evaluate() -> None:
     m = task.evaluate(model, "valid", batch_size=32, limit=50)
     assert list(m) == ["accuracy", "loss"] and 0 <= m["accuracy"] <= 100
     assert (
-        task.model_config("vit-tiny").patch_size == 2
-    )  # 8 px images: the preset's 8 px patch becomes 2
+        task.model_config("vit-tiny").patch_size == 4
+    )  # 8 px images: the preset's 8 px patch becomes the task's 4
 
 
 def _idx(path, code: int, dims: tuple[int, ...], data: bytes, magic0: int = 0) -> None:

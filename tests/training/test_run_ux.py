@@ -12,7 +12,8 @@ from qkv.cli import main
 from qkv.training.progress import format_duration, parse_duration
 
 DIGITS = ["--task", "digits", "--model", "d_model=16", "--model", "n_heads=2",
-          "--model", "d_ff=32", "--model", "n_layers=1", "--batch-size", "32",
+          "--model", "d_ff=32", "--model", "n_layers=1", "--model", "patch_size=2",
+          "--batch-size", "32",
           "--lr", "3e-3", "--schedule", "cosine", "--warmup", "2", "--threads", "1"]  # fmt: skip
 
 

@@ -36,7 +36,7 @@ DATA_FLAGS: dict[str, str] = {
     "tokenizer": "tokenizer",
     "vocab_size": "vocab_size",
 }
-EXTRA_FLAGS = ("attention", "corpus", "reverse", "augment")
+EXTRA_FLAGS = ("attention", "corpus", "reverse", "augment", "dictionary")
 DEFAULT_TASK = "synthetic"
 
 
@@ -136,6 +136,14 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         default=sup,
         help="image tasks: random shifts, flips and erasing of training images as the "
         "task's recipe says (default: on)",
+    )
+    d.add_argument(
+        "--dictionary",
+        type=_int,
+        default=sup,
+        metavar="N",
+        help="translate (trans-de-en): add N of the dictionary's word and phrase pairs to the "
+        "training data (default: the task's recipe)",
     )
     d.add_argument(
         "--reverse",

@@ -69,6 +69,57 @@ def parse_line(line: str, min_words: int = 5) -> list[tuple[str, str]]:
     return pairs
 
 
+def parse_phrase_line(line: str, max_words: int = 6) -> list[tuple[str, str]]:
+    """The ``(german, english)`` word and phrase pairs of one dictionary line: aligned
+    sub-entries that are not sentences, synonyms paired by position (or each German synonym
+    with the first English one when the counts differ), tags stripped, at most
+    ``max_words`` words a side."""
+    line = line.strip()
+    if not line or line.startswith("#") or line.count(" :: ") != 1:
+        return []
+    de, en = line.split(" :: ")
+    de_parts, en_parts = de.split(" | "), en.split(" | ")
+    if len(de_parts) != len(en_parts):
+        return []
+    pairs = []
+    for d, e in zip(de_parts, en_parts):
+        de_alts = [clean(a) for a in d.split(";")]
+        en_alts = [clean(a) for a in e.split(";")]
+        de_alts = [a for a in de_alts if _phrase(a, max_words)]
+        en_alts = [a for a in en_alts if _phrase(a, max_words)]
+        if not de_alts or not en_alts:
+            continue
+        if len(de_alts) == len(en_alts):
+            pairs += list(zip(de_alts, en_alts))
+        else:
+            pairs += [(a, en_alts[0]) for a in de_alts]
+    return pairs
+
+
+def _phrase(text: str, max_words: int) -> bool:
+    return (
+        bool(text)
+        and len(text.split()) <= max_words
+        and not text.endswith(_END)
+        and not any(c in text for c in "/…()[]{}<>=")
+    )
+
+
+def read_ding_phrases(path: str | Path = DING_PATH, max_words: int = 6) -> list[tuple[str, str]]:
+    """All word and phrase pairs of a Ding dictionary file (see :func:`parse_phrase_line`),
+    first occurrence order, duplicates removed.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+    """
+    seen: dict[tuple[str, str], None] = {}
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            for p in parse_phrase_line(line, max_words):
+                seen.setdefault(p, None)
+    return list(seen)
+
+
 def parse_lines(lines: Iterable[str], min_words: int = 5) -> list[tuple[str, str]]:
     """All sentence pairs of the lines, first occurrence order, duplicates removed."""
     seen: dict[tuple[str, str], None] = {}
@@ -88,4 +139,13 @@ def read_ding(path: str | Path = DING_PATH, min_words: int = 5) -> list[tuple[st
         return parse_lines(f, min_words)
 
 
-__all__ = ["DING_PATH", "clean", "is_sentence", "parse_line", "parse_lines", "read_ding"]
+__all__ = [
+    "DING_PATH",
+    "clean",
+    "is_sentence",
+    "parse_line",
+    "parse_lines",
+    "parse_phrase_line",
+    "read_ding",
+    "read_ding_phrases",
+]

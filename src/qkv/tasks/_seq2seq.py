@@ -184,6 +184,10 @@ class Seq2SeqTask(Task):
             [(self._encode(p[0], False), self._encode(p[1], True)) for p in examples]
         )
 
+    def length(self, example: Pair) -> int:
+        """Tokens of a pair, source plus target with BOS/EOS (for batching by tokens)."""
+        return len(self._encode(example[0], False)) + len(self._encode(example[1], True)) + 1
+
     def n_tokens(self, batch: Batch) -> int:
         """Real source plus target tokens."""
         return self._objective.n_tokens(batch)

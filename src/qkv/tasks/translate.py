@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from qkv.data import ding
-from qkv.tasks._common import read_text_file
+from qkv.tasks._common import check_positive, read_text_file
 from qkv.tasks._seq2seq import Pair, Seq2SeqTask, split_sizes
 from qkv.tasks.base import TaskError
 
@@ -60,7 +60,10 @@ class TranslateTask(Seq2SeqTask):
     (defaults: all / 500 / 500, at most 5% each for small data), ``max_len`` (default 64
     tokens, longer sentences are truncated), ``tokenizer`` (default ``"bpe"``),
     ``vocab_size`` (default 4,000), ``extra["shared_vocab"]`` (default True),
-    ``extra["reverse"]`` (swap source and target, e.g. English -> German).
+    ``extra["reverse"]`` (swap source and target, e.g. English -> German),
+    ``extra["dictionary"]`` (with the Ding dictionary: add this many of its word and phrase
+    pairs to the training split, the ones sharing words with the training sentences first;
+    never one whose side is a valid or test sentence; 0 = none).
     """
 
     name = "translate"
@@ -68,7 +71,7 @@ class TranslateTask(Seq2SeqTask):
     default_max_len = 64
     default_tokenizer = "bpe"
     default_vocab_size = 4000
-    extra_keys = ("shared_vocab", "reverse")
+    extra_keys = ("shared_vocab", "reverse", "dictionary")
     default_eval_sizes: ClassVar[dict[str, int]] = {"valid": 500, "test": 500}
     default_model: ClassVar[dict[str, Any]] = {
         "d_model": 256,
@@ -123,7 +126,30 @@ class TranslateTask(Seq2SeqTask):
             part = sources[start : start + sizes[split]]
             start += sizes[split]
             out[split] = [Pair(s, t) for s in part for t in groups[s]]
+        out["train"] += self._dictionary_pairs(out)
         return out
+
+    def _dictionary_pairs(self, splits: dict[str, list[Pair]]) -> list[Pair]:
+        """Up to ``extra["dictionary"]`` word/phrase pairs of the Ding dictionary for the
+        training split: pairs whose German words occur in the training sentences first
+        (they teach the vocabulary the sentences use), then the rest, each group in a seeded
+        random order; none whose German or English side is a held-out sentence."""
+        n = self.options.extra.get("dictionary", 0)
+        if not n:
+            return []
+        if self.options.data is not None:
+            raise TaskError("extra['dictionary'] adds Ding dictionary phrases: not with --data")
+        check_positive(self.name, "extra['dictionary']", n)
+        held = {x for split in ("valid", "test") for p in splits[split] for x in p}
+        phrases = [p for p in ding.read_ding_phrases(ding.DING_PATH) if not held & set(p)]
+        if self.options.extra.get("reverse", False):
+            phrases = [(t, s) for s, t in phrases]
+        src_words = {w.lower() for p in splits["train"] for w in p.src.split()}
+        rng = random.Random(self.options.seed + 1)
+        rng.shuffle(phrases)
+        related = [p for p in phrases if any(w.lower() in src_words for w in p[0].split())]
+        others = [p for p in phrases if not any(w.lower() in src_words for w in p[0].split())]
+        return [Pair(s, t) for s, t in (related + others)[:n]]
 
 
 __all__ = ["TranslateTask", "read_tsv"]

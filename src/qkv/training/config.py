@@ -53,6 +53,14 @@ class TrainConfig:
         default=64,
         metadata=_meta("global batch in examples (split over processes and --grad-accum)", OPT),
     )
+    batch_tokens: int = field(
+        default=0,
+        metadata=_meta(
+            "batch by tokens: length-bucketed batches of at most N tokens, padding included, "
+            "instead of --batch-size examples (0 = off)",
+            OPT,
+        ),
+    )
     grad_accum: int = field(default=1, metadata=_meta("micro-batches per optimizer step", OPT))
     optimizer: Literal["adam", "adamw"] = field(
         default="adam",
@@ -175,7 +183,7 @@ class TrainConfig:
             "eval_beam",
         ):
             _check_int(name, getattr(self, name), 1)
-        for name in ("warmup", "eval_every", "save_every", "patience", "seed"):
+        for name in ("warmup", "eval_every", "save_every", "patience", "seed", "batch_tokens"):
             _check_int(name, getattr(self, name), 0)
         if self.eval_limit is not None:
             _check_int("eval_limit", self.eval_limit, 1)

@@ -36,6 +36,7 @@ from qkv.training.evaluate import evaluate_objective, to_device
 from qkv.training.objective import Batch, Objective
 from qkv.training.objectives import objective_for
 from qkv.training.progress import Progress, format_duration
+from qkv.training.sampler import EpochBatches
 from qkv.training.schedules import lr_at
 from qkv.training.state import TrainerState, capture_rng
 
@@ -184,13 +185,15 @@ class Trainer:
             )
         self.train_examples: Sequence[Any] | None = None
         self._batches: Iterable[Any] | None = None
+        self._sampler: EpochBatches | None = None
         if _is_sequence(train_data):
             self.train_examples = train_data  # type: ignore[assignment]
             n = len(self.train_examples)  # type: ignore[arg-type]
-            if n < cfg.batch_size:
+            if n < cfg.batch_size and not cfg.batch_tokens:
                 raise ValueError(
                     f"batch_size ({cfg.batch_size}) is larger than the training data ({n} examples)"
                 )
+            self._sampler = self._make_sampler(n)
         else:
             if not hasattr(self.objective, "as_batch"):
                 raise ValueError(
@@ -217,21 +220,32 @@ class Trainer:
         self._planned = cfg.steps  # the schedule's total: re-estimated under a time budget
 
     # -----------------------------------------------------------------------------------
-    # data order: a permutation per epoch that depends only on (seed, epoch)
+    # data order: the batches of each epoch depend only on (seed, epoch) (training/sampler.py)
     # -----------------------------------------------------------------------------------
-    def _epoch_order(self, epoch: int) -> list[int]:
-        assert self.train_examples is not None
-        g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
-        return torch.randperm(len(self.train_examples), generator=g).tolist()
+    def _make_sampler(self, n: int) -> EpochBatches:
+        cfg = self.cfg
+        length = getattr(self.objective, "length", None)
+        if cfg.batch_tokens and length is None:
+            raise ValueError(
+                "batch_tokens needs an objective with length(example) (the tasks with text "
+                "have one)"
+            )
+        examples = self.train_examples
+        assert examples is not None
+        return EpochBatches(
+            n,
+            seed=cfg.seed,
+            batch_size=cfg.batch_size,
+            batch_tokens=cfg.batch_tokens,
+            length=(lambda i: length(examples[i])) if length is not None else None,
+            multiple=cfg.grad_accum * self.dist.world_size,
+        )
 
     def _next_global_batch(self) -> list[int]:
-        assert self.train_examples is not None
-        per_epoch = len(self.train_examples) // self.cfg.batch_size
-        if self.batch_in_epoch >= per_epoch:
+        assert self._sampler is not None
+        if self.batch_in_epoch >= self._sampler.per_epoch(self.epoch):
             self.epoch, self.batch_in_epoch = self.epoch + 1, 0
-        order = self._epoch_order(self.epoch)
-        b = self.cfg.batch_size
-        idx = order[self.batch_in_epoch * b : (self.batch_in_epoch + 1) * b]
+        idx = self._sampler.batches(self.epoch)[self.batch_in_epoch]
         self.batch_in_epoch += 1
         return idx
 
@@ -450,7 +464,9 @@ class Trainer:
                 show.print(f"final evaluation at step {self.step} ...")
                 metrics = self.evaluate()
                 if metrics:
-                    self._log({"step": self.step, "eval": metrics})
+                    self._log(
+                        {"step": self.step, "elapsed": round(self.elapsed, 2), "eval": metrics}
+                    )
                     show.evaluation(self.step, metrics, self._samples())
                     summary["valid"] = metrics
         finally:
@@ -486,7 +502,15 @@ class Trainer:
             ("model", f"{type(self.model).__name__}, {n_params:,} parameters"),
             ("device", f"{self.device} ({threads} threads), world size {self.dist.world_size}"),
             ("budget", budget),
-            ("batch", f"{cfg.batch_size} examples, {cfg.optimizer} lr {cfg.lr:g} {cfg.schedule}"),
+            (
+                "batch",
+                (
+                    f"<= {cfg.batch_tokens:,} tokens"
+                    if cfg.batch_tokens
+                    else f"{cfg.batch_size} examples"
+                )
+                + f", {cfg.optimizer} lr {cfg.lr:g} {cfg.schedule}",
+            ),
             ("run dir", str(self.out_dir) if self.out_dir is not None else "none (no checkpoints)"),
         ]
 
@@ -518,7 +542,7 @@ class Trainer:
         if self.dist.is_main:
             metrics = self.evaluate()
             if metrics:
-                self._log({"step": self.step, "eval": metrics})
+                self._log({"step": self.step, "elapsed": round(self.elapsed, 2), "eval": metrics})
                 show.evaluation(self.step, metrics, self._samples())
                 _, value, higher = headline(metrics)
                 better = self.best is None or (value > self.best if higher else value < self.best)
