@@ -118,8 +118,11 @@ def _softmax_rows(dots: Tensor, dropout_p: float) -> tuple[Tensor, Tensor]:
     ``exp(dots - logsumexp)``: a row that sees only itself sits at ``-1e5``, where float32
     rounds the log-sum-exp by ~0.004 and the weights would sum to 0.996.
     """
-    lse = torch.logsumexp(dots, dim=-1, keepdim=True)
-    w = torch.softmax(dots, dim=-1)
+    top = dots.amax(dim=-1, keepdim=True)  # finite: every row holds its own score
+    e = torch.exp(dots - top)  # one exponential serves both (softmax + logsumexp: two)
+    total = e.sum(dim=-1, keepdim=True)
+    w = e / total
+    lse = top + total.log()
     if dropout_p > 0:
         w = F.dropout(w, p=dropout_p, training=True)
     return w, lse
@@ -245,10 +248,12 @@ def _chunk_core(
     ``(b, h, n, c, d_v)`` and each row's log-sum-exp ``(b, h, n, c, 1)``."""
     dots = qc @ kc.transpose(-2, -1)  # (b, h, n, c, 2c)
     q_pos, k_pos = pc.unsqueeze(-1), pk.unsqueeze(-2)  # (b, h, n, c, 1), (b, h, n, 1, 2c)
-    if causal:
-        dots = dots.masked_fill(q_pos < k_pos, float("-inf"))
+    blocked = q_pos < k_pos if causal else None  # (b, h, n, c, 2c)
     if real is not None:
-        dots = dots.masked_fill(~real.unsqueeze(-2), float("-inf"))
+        pad = ~real.unsqueeze(-2)  # (b, h, n, 1, 2c)
+        blocked = pad if blocked is None else blocked | pad
+    if blocked is not None:
+        dots = dots.masked_fill(blocked, float("-inf"))
     dots = dots.masked_fill(q_pos == k_pos, SELF_SCORE)
     w, lse = _softmax_rows(dots, dropout_p)  # (b, h, n, c, 2c), (b, h, n, c, 1)
     return w @ vc, lse
