@@ -124,12 +124,17 @@ def test_quality_models_differ_only_in_their_attention():
 def test_tiny_quality_run_trains_every_kind(tmp_path):
     text = "In the beginning God created the heaven and the earth. " * 200
     cfg = LongBenchConfig(
-        sections=("quality",), context=32, train_time=1.0, train_batch=2, valid_chunks=2,
+        sections=("quality", "xl"), context=32, train_time=1.0, train_batch=2, valid_chunks=2,
         **{k: v for k, v in TINY.items() if k != "lengths"},
     )  # fmt: skip
     rows = run_long_bench(cfg, text=text).measurements
-    assert [r.impl for r in rows] == list(cfg.quality_impls)
-    for r in rows:
+    assert [r.impl for r in rows] == [*cfg.quality_impls, "recompute", "memory"]
+    quality, (recompute, memory) = rows[:-2], rows[-2:]
+    # the trained XL model on the held-out text: the same context either way
+    assert recompute.mode == memory.mode == "trained"
+    assert memory.bpc == pytest.approx(recompute.bpc, rel=1e-4)
+    assert memory.bpc == pytest.approx(quality[-1].bpc, rel=0.5)
+    for r in quality:
         assert r.status == "ok" and r.train_s is not None and r.tokens_per_s > 0
         assert 0 < r.bpc < math.log2(40)  # below the uniform guess over the characters
 

@@ -15,9 +15,11 @@ Sections:
   memory, against the same model recomputing the context window for every segment
   (equal context: each new token sees ``xl_memory`` to ``xl_memory + xl_segment - 1``
   earlier tokens either way; :func:`qkv.models.stream_nll`). Both give the same tokens
-  the same context; only the cost differs. Interleaved in one process.
-* ``quality``: a character-level language model of each kind trained for the same number
-  of steps on the same text (``qkv bench long`` reads the King James Bible, as ``qkv train
+  the same context; only the cost differs. Interleaved in one process. With the quality
+  section and its ``xl`` kind, the trained Transformer-XL on the held-out text (bits per
+  character of real text); otherwise an untrained model on random bytes.
+* ``quality``: a character-level language model of each kind trained for the same wall
+  time on the same text (``qkv bench long`` reads the King James Bible, as ``qkv train
   --task lm --corpus kjv``) at a long context, then bits per character on held-out chunks:
   quality against training time (:mod:`qkv.bench.long_quality`).
 """
@@ -28,6 +30,7 @@ import math
 from collections.abc import Callable
 
 import torch
+from torch import Tensor, nn
 
 from qkv.bench._timing import environment, fmt, format_rows, num_threads, paired_ratio, time_rows
 from qkv.bench.long_config import (
@@ -38,7 +41,7 @@ from qkv.bench.long_config import (
     LongBenchResult,
     LongRow,
 )
-from qkv.bench.long_quality import train_and_score
+from qkv.bench.long_quality import QualityRun, train_and_score
 from qkv.bench.long_speed import run_speed
 from qkv.models import LMConfig, build, stream_nll
 
@@ -46,10 +49,21 @@ from qkv.models import LMConfig, build, stream_nll
 # ---------------------------------------------------------------------------------------
 # xl: evaluation with memory against recomputation
 # ---------------------------------------------------------------------------------------
-def run_xl(cfg: LongBenchConfig, progress: Callable[[LongRow], None] | None) -> list[LongRow]:
-    """The xl section: :func:`~qkv.models.stream_nll` with and without the memory."""
+def run_xl(
+    cfg: LongBenchConfig,
+    progress: Callable[[LongRow], None] | None,
+    trained: QualityRun | None = None,
+) -> list[LongRow]:
+    """The xl section: :func:`~qkv.models.stream_nll` with and without the memory, on
+    the quality section's trained Transformer-XL and its held-out text (``trained``; mode
+    ``"trained"``), else on an untrained model and random bytes (mode ``"eval"``)."""
     dev = torch.device(cfg.device)
     torch.manual_seed(cfg.seed)
+    if trained is not None:
+        model = trained.model.to(dev).eval()
+        stream = trained.valid_ids[: cfg.xl_tokens + 1]
+        ids = torch.tensor([stream], device=dev)  # (1, n + 1)
+        return _time_xl(cfg, model, ids, "trained", progress)
     model_cfg = LMConfig(
         d_model=cfg.model_dim,
         n_heads=cfg.model_heads,
@@ -66,7 +80,19 @@ def run_xl(cfg: LongBenchConfig, progress: Callable[[LongRow], None] | None) -> 
     ids = torch.randint(
         0, 256, (1, cfg.xl_tokens + 1), generator=torch.Generator().manual_seed(cfg.seed)
     )
-    ids = ids.to(dev)
+    return _time_xl(cfg, model, ids.to(dev), "eval", progress)
+
+
+def _time_xl(
+    cfg: LongBenchConfig,
+    model: nn.Module,
+    ids: Tensor,
+    mode: str,
+    progress: Callable[[LongRow], None] | None,
+) -> list[LongRow]:
+    """Time :func:`~qkv.models.stream_nll` over ``ids`` ``(1, n + 1)``, memory against
+    recomputation, interleaved."""
+    dev = ids.device
     out: dict[str, tuple[float, int]] = {}
 
     def call(reuse: bool) -> Callable[[], None]:
@@ -80,7 +106,7 @@ def run_xl(cfg: LongBenchConfig, progress: Callable[[LongRow], None] | None) -> 
         return run
 
     rows = {
-        name: LongRow(section="xl", impl=name, length=cfg.xl_tokens, mode="eval")
+        name: LongRow(section="xl", impl=name, length=ids.shape[1] - 1, mode=mode)
         for name in ("recompute", "memory")
     }
     calls = {"recompute": call(False), "memory": call(True)}
@@ -105,11 +131,15 @@ def run_xl(cfg: LongBenchConfig, progress: Callable[[LongRow], None] | None) -> 
 # ---------------------------------------------------------------------------------------
 def run_quality(
     cfg: LongBenchConfig, text: str, progress: Callable[[LongRow], None] | None
-) -> list[LongRow]:
+) -> tuple[list[LongRow], dict[str, QualityRun]]:
     """The quality section (:func:`qkv.bench.long_quality.train_and_score` per kind), every
     kind trained for ``cfg.train_time`` seconds; ``tokens_per_s`` says how much text each
-    saw in that time."""
-    rows = []
+    saw in that time.
+
+    Returns:
+        The rows, and the trained runs by kind.
+    """
+    rows, runs = [], {}
     with num_threads(cfg.threads):
         for kind in cfg.quality_impls:
             row = LongRow(section="quality", impl=kind, length=cfg.context, mode="train")
@@ -121,10 +151,11 @@ def run_quality(
                 row.record_times([run.train_s])
                 row.bpc, row.train_s = run.bpc, run.train_s
                 row.tokens_per_s = run.tokens / max(run.train_s, 1e-9)
+                runs[kind] = run
             rows.append(row)
             if progress is not None:
                 progress(row)
-    return rows
+    return rows, runs
 
 
 # ---------------------------------------------------------------------------------------
@@ -164,11 +195,13 @@ def run_long_bench(
     result = LongBenchResult(config, memory_method=method, environment=environment(threads))
     if "speed" in config.sections:
         result.measurements += run_speed(config, progress)
-    if "xl" in config.sections:
-        result.measurements += run_xl(config, progress)
-    if "quality" in config.sections:
+    runs: dict[str, QualityRun] = {}
+    if "quality" in config.sections:  # before xl, which evaluates the trained XL model
         assert text is not None
-        result.measurements += run_quality(config, text, progress)
+        rows, runs = run_quality(config, text, progress)
+        result.measurements += rows
+    if "xl" in config.sections:
+        result.measurements += run_xl(config, progress, runs.get("xl"))
     return result
 
 

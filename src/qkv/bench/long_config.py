@@ -81,7 +81,7 @@ class LongBenchConfig:
     favor_features: int | None = None
     linformer_k: int = 256
     xl_segment: int = 128
-    xl_memory: int = 512
+    xl_memory: int = 1024
     xl_tokens: int = 4096
     model_dim: int = 256
     model_heads: int = 4

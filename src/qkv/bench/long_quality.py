@@ -23,11 +23,12 @@ import io
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, overload
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from qkv.data.tokenizers import CharTokenizer
 from qkv.models import LMConfig, build
@@ -49,6 +50,8 @@ class QualityRun:
         train_s: training seconds (the trainer's clock).
         tokens: training tokens seen.
         steps: optimizer steps taken in ``train_time``.
+        model: the trained model (in eval mode).
+        valid_ids: the held-out token ids (the text's end).
         eval_s: evaluation seconds.
     """
 
@@ -58,6 +61,8 @@ class QualityRun:
     tokens: int
     eval_s: float
     steps: int
+    model: nn.Module = field(repr=False)
+    valid_ids: list[int] = field(repr=False)
 
 
 def lm_config(kind: str, *, vocab: int, context: int, settings: Any) -> LMConfig:
@@ -174,6 +179,8 @@ def train_and_score(kind: str, text: str, settings: Any) -> QualityRun:
         tokens=int(summary["step"]) * settings.train_batch * settings.context,
         eval_s=time.perf_counter() - t0,
         steps=int(summary["step"]),
+        model=model,
+        valid_ids=valid_ids,
     )
 
 
