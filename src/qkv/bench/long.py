@@ -22,6 +22,10 @@ Sections:
   time on the same text (``qkv bench long`` reads the King James Bible, as ``qkv train
   --task lm --corpus kjv``) at a long context, then bits per character on held-out chunks:
   quality against training time (:mod:`qkv.bench.long_quality`).
+* ``listops``: encoders of every kind trained on ListOps for the same time, accuracy on
+  the valid split. It trains a task, so it lives in the apps layer
+  (:func:`qkv.tasks.long_listops.run_listops`); :func:`run_long_bench` skips it and
+  ``qkv bench long`` appends its rows.
 """
 
 from __future__ import annotations
@@ -212,6 +216,8 @@ def describe_row(m: LongRow) -> str:
         what += f"  {m.time_s * 1e3:.1f} ms"
     if m.bpc is not None:
         what += f"  {m.bpc:.3f} bpc"
+    if m.accuracy is not None:
+        what += f"  {m.accuracy:.1f}% accuracy"
     return what + (f"  ({m.reason})" if m.reason else "")
 
 
@@ -223,7 +229,7 @@ def format_long_table(result: LongBenchResult) -> str:
         f"torch {result.environment.get('torch')}; peak memory: {result.memory_method}"
     ]
     head = ("section", "impl", "length", "mode", "time ms", "x ref", "peak MiB", "mem/ref",
-            "bpc", "tok/s", "note")  # fmt: skip
+            "bpc", "acc %", "tok/s", "note")  # fmt: skip
     rows = [
         (
             m.section,
@@ -235,12 +241,13 @@ def format_long_table(result: LongBenchResult) -> str:
             fmt(None if m.peak_bytes is None else m.peak_bytes / 2**20, ".1f"),
             fmt(m.memory_ratio, ".3f"),
             fmt(m.bpc, ".3f"),
+            fmt(m.accuracy, ".1f"),
             fmt(m.tokens_per_s, ".0f"),
             m.reason.split(";")[0][:60] if m.status != "ok" else "",
         )
         for m in result.measurements
     ]
-    lines += ["", format_rows(head, rows, left=(0, 1, 3, 10))]
+    lines += ["", format_rows(head, rows, left=(0, 1, 3, 11))]
     lines.append(
         "\nx ref: speed against dense sdpa at the same length and mode; xl against "
         "recomputation. quality: every kind trained for the same time; tok/s = training tokens per second. mem/ref: peak memory / sdpa's."

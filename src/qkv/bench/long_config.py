@@ -10,7 +10,9 @@ from typing import Any
 from qkv.bench._timing import TimedRow, check_settings, check_sizes, check_subset
 from qkv.bench.long_quality import KINDS as QUALITY_KINDS
 
-SECTIONS: tuple[str, ...] = ("speed", "xl", "quality")
+SECTIONS: tuple[str, ...] = ("speed", "xl", "quality", "listops")
+#: encoders of the listops section (run by :mod:`qkv.tasks.long_listops`, the apps layer)
+LISTOPS_IMPLS: tuple[str, ...] = ("dense", "local", "bigbird", "favor", "linformer", "lsh")
 #: attention layers of the speed section: name -> what it is
 SPEED_IMPLS: dict[str, str] = {
     "sdpa": "MultiHeadAttention, backend sdpa, causal (dense; fused kernels keep O(s))",
@@ -56,6 +58,10 @@ class LongBenchConfig:
         valid_chunks: held-out chunks of ``context`` tokens evaluated (quality).
         quality_impls: kinds trained in the quality section (from ``sdpa``, ``lsh``,
             ``favor``, ``xl``; Linformer cannot be causal).
+        listops_impls: encoders of the listops section, from :data:`LISTOPS_IMPLS`.
+        listops_len: longest ListOps expression (listops).
+        listops_train: training expressions (listops).
+        listops_valid: valid expressions whose accuracy is reported (listops).
         data: a text file to train the quality section on (None: the caller's text; the
             command line reads the King James Bible).
         repeats, min_repeats, warmup, time_budget: timing (``qkv bench`` peers').
@@ -94,6 +100,10 @@ class LongBenchConfig:
     lr: float = 1e-3
     valid_chunks: int = 16
     quality_impls: tuple[str, ...] = ("sdpa", "lsh", "favor", "xl")
+    listops_impls: tuple[str, ...] = LISTOPS_IMPLS
+    listops_len: int = 1024
+    listops_train: int = 2000
+    listops_valid: int = 200
     data: str | None = None
     repeats: int = 3
     min_repeats: int = 1
@@ -111,13 +121,14 @@ class LongBenchConfig:
         check_subset("impls", self.impls, SPEED_IMPLS)
         check_subset("modes", self.modes, MODES)
         check_subset("quality_impls", self.quality_impls, QUALITY_KINDS)
+        check_subset("listops_impls", self.listops_impls, LISTOPS_IMPLS)
         check_sizes("lengths", self.lengths)
         check_settings(
             self,
             (
                 "d_model", "heads", "batch", "window", "bucket_size", "n_hashes",
                 "linformer_k", "xl_segment", "xl_memory", "xl_tokens", "model_dim",
-                "model_heads", "model_layers", "context", "steps", "warmup_steps", "train_batch",
+                "model_heads", "model_layers", "context", "steps", "warmup_steps", "train_batch", "listops_len", "listops_train", "listops_valid",
                 "valid_chunks", "repeats", "min_repeats",
             ),
         )  # fmt: skip
@@ -142,7 +153,7 @@ class LongRow(TimedRow):
     with the section's reference (dense SDPA; recomputation for xl) on the same row key.
 
     Attributes:
-        section: ``"speed"``, ``"xl"`` or ``"quality"``.
+        section: ``"speed"``, ``"xl"``, ``"quality"`` or ``"listops"``.
         impl: the attention kind / evaluation.
         length: sequence length (speed), stream length (xl) or context (quality).
         mode: ``"fwd"``/``"fwdbwd"`` (speed), ``"eval"`` (xl), ``"train"`` (quality).
@@ -150,6 +161,7 @@ class LongRow(TimedRow):
         speedup: reference time / this time (> 1: faster).
         memory_ratio: this peak / the reference's.
         bpc: bits per character on held-out text (quality, xl).
+        accuracy: valid accuracy in percent (listops).
         train_s: training seconds (quality).
         tokens_per_s: tokens per second (xl: evaluated; quality: trained).
     """
@@ -162,6 +174,7 @@ class LongRow(TimedRow):
     speedup: float | None = None
     memory_ratio: float | None = None
     bpc: float | None = None
+    accuracy: float | None = None
     train_s: float | None = None
     tokens_per_s: float | None = None
 
@@ -191,4 +204,12 @@ class LongBenchResult:
         }
 
 
-__all__ = ["MODES", "SECTIONS", "SPEED_IMPLS", "LongBenchConfig", "LongBenchResult", "LongRow"]
+__all__ = [
+    "LISTOPS_IMPLS",
+    "MODES",
+    "SECTIONS",
+    "SPEED_IMPLS",
+    "LongBenchConfig",
+    "LongBenchResult",
+    "LongRow",
+]

