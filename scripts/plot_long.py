@@ -18,7 +18,8 @@ from matplotlib.figure import Figure
 
 
 def rows(paths: list[Path]) -> list[dict]:
-    """Every ``ok`` row of the files, later files overriding earlier ones on the same key."""
+    """Every ``ok`` row of the files; on the same key the first file's row is kept (a
+    rerun's reference row does not replace the main run's)."""
     out: dict[tuple, dict] = {}
     for path in paths:
         data = json.loads(path.read_text())
@@ -31,7 +32,7 @@ def rows(paths: list[Path]) -> list[dict]:
             if r["status"] != "ok":
                 continue
             name = r["impl"] + (tag if r["impl"] in ("favor", "lsh") else "")
-            out[(r["section"], name, r["length"], r["mode"])] = {**r, "impl": name}
+            out.setdefault((r["section"], name, r["length"], r["mode"]), {**r, "impl": name})
     return list(out.values())
 
 
