@@ -23,6 +23,8 @@ def rows(paths: list[Path]) -> list[dict]:
     out: dict[tuple, dict] = {}
     for path in paths:
         data = json.loads(path.read_text())
+        if data.get("benchmark") != "long":  # e.g. qkv bench approx's files alongside
+            continue
         tag = ""
         if data["config"].get("favor_features"):
             tag = f" m={data['config']['favor_features']}"
