@@ -72,6 +72,14 @@ MODELS = {
     "swin": lambda: M.build(M.preset_config("swin-tiny", image_size=16, window_size=2)),
     "detr": lambda: M.build(M.preset_config("detr-tiny", image_size=16)),
     "lm-bf16": lambda: _lm().to(torch.bfloat16),
+    "lm-favor": lambda: _lm(attn_kind="favor", favor_features=16),
+    "lm-lsh-reversible-chunked": lambda: _lm(
+        attn_kind="lsh", lsh_bucket_size=4, lsh_seed=3, reversible=True, ff_chunk_size=3
+    ),
+    "lm-xl": lambda: _lm(pos="xl", mem_len=8, segment_len=8),
+    "xlnet": lambda: M.XLNetLM(
+        M.XLNetConfig(**SMALL, vocab_size=50, n_layers=2, pad_token_id=0)
+    ),
 }
 
 
@@ -85,7 +93,7 @@ def _outputs(model: nn.Module) -> list[torch.Tensor]:
             mask = torch.ones(2, 7, dtype=torch.bool)
             mask[1, 5:] = False
             return [model(src, tgt, src_padding_mask=mask)]
-        if isinstance(model, M.DecoderLM):
+        if isinstance(model, (M.DecoderLM, M.XLNetLM)):
             return [model(torch.randint(0, 50, (2, 9), generator=g))]
         if isinstance(model, M.EncoderModel):
             ids = torch.randint(1, 50, (2, 8), generator=g)

@@ -156,9 +156,14 @@ def default_family(model: TransformerModel) -> str:
         if cfg.pos == "relative":
             return "t5"
         return "bart" if getattr(cfg, "embed_norm", False) else "marian"
-    return {"encoder": "bert", "lm": "gpt2", "vit": "vit", "swin": "swin", "detr": "detr"}[
-        cfg.family
-    ]
+    return {
+        "encoder": "bert",
+        "lm": "gpt2",
+        "vit": "vit",
+        "swin": "swin",
+        "detr": "detr",
+        "xlnet": "xlnet",
+    }[cfg.family]
 
 
 def to_hf(

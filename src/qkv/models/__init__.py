@@ -8,6 +8,12 @@ Families (one config dataclass each, validated and JSON round-trippable):
 * :class:`ViT` / :class:`ViTConfig`: the Vision Transformer.
 * :class:`Swin` / :class:`SwinConfig`: the Swin Transformer (shifted windows).
 * :class:`DETR` / :class:`DETRConfig`: the detection Transformer (set prediction).
+* :class:`XLNetLM` / :class:`XLNetConfig`: XLNet's permutation language model.
+
+Efficient and long-context variants (``docs/efficient.md``) are config fields:
+``attn_kind`` (FAVOR+, Linformer, LSH), ``reversible``, ``ff_chunk_size``, and
+Transformer-XL's ``pos="xl"`` with ``mem_len``/``segment_len``
+(:class:`SegmentMemory`, :func:`stream_nll`).
 
 >>> import qkv.models as M
 >>> model = M.from_preset("gpt2-tiny")
@@ -34,6 +40,7 @@ from qkv.models.config import (
     SwinConfig,
     TransformerConfig,
     ViTConfig,
+    XLNetConfig,
     config_from_dict,
 )
 from qkv.models.counting import count_parameters, flops_per_token, non_embedding_parameters
@@ -55,9 +62,12 @@ from qkv.models.memory import (
     training_bytes,
 )
 from qkv.models.presets import PRESETS, from_preset, preset_config
+from qkv.models.reversible import ReversibleDecoder, ReversibleEncoder, ReversibleLayer
 from qkv.models.seq2seq import Seq2SeqTransformer
 from qkv.models.swin import Swin
+from qkv.models.transformer_xl import SegmentMemory, stream_nll
 from qkv.models.vit import PatchEmbedding, ViT
+from qkv.models.xlnet import XLNetLM, permutation_targets
 
 __all__ = [
     "ACTIVATIONS",
@@ -82,6 +92,10 @@ __all__ = [
     "MemoryLimitError",
     "PatchEmbedding",
     "Pooler",
+    "ReversibleDecoder",
+    "ReversibleEncoder",
+    "ReversibleLayer",
+    "SegmentMemory",
     "Seq2SeqConfig",
     "Seq2SeqTransformer",
     "Swin",
@@ -90,6 +104,8 @@ __all__ = [
     "TransformerModel",
     "ViT",
     "ViTConfig",
+    "XLNetConfig",
+    "XLNetLM",
     "available_memory",
     "build",
     "cache_length",
@@ -106,9 +122,11 @@ __all__ = [
     "non_embedding_parameters",
     "parameter_bytes",
     "parameter_count",
+    "permutation_targets",
     "positions_from_mask",
     "preset_config",
     "resolve_checkpoint",
     "save_pretrained",
+    "stream_nll",
     "training_bytes",
 ]

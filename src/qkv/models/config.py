@@ -23,13 +23,17 @@ from qkv.models.memory import MAX_PARAMETERS, format_gib, parameter_count
 
 #: The feed-forward activations of :mod:`qkv.layers` (``"geglu_tanh"``: T5 v1.1's "gated-gelu").
 ModelActivation: TypeAlias = Activation
-PosKind = Literal["sinusoidal", "learned", "rope", "alibi", "relative", "none"]
+PosKind = Literal["sinusoidal", "learned", "rope", "alibi", "relative", "xl", "none"]
 Placement = Literal["pre", "post"]
 InitScheme = Literal["xavier", "normal", "gpt2"]
+#: Self-attention modules: exact softmax attention (:class:`~qkv.attn.MultiHeadAttention`,
+#: its backends chosen by ``attn_backend``) or an approximation with its own parameters.
+AttnKind = Literal["softmax", "favor", "linformer", "lsh"]
 
 POS_KINDS: tuple[str, ...] = get_args(PosKind)
 PLACEMENTS: tuple[str, ...] = get_args(Placement)
 INIT_SCHEMES: tuple[str, ...] = get_args(InitScheme)
+ATTN_KINDS: tuple[str, ...] = get_args(AttnKind)
 ACTIVATIONS: tuple[str, ...] = get_args(Activation)
 
 C = TypeVar("C", bound="TransformerConfig")
@@ -111,7 +115,10 @@ class TransformerConfig:
             ``activation_dropout``; 0 in the paper).
         pos: position information, one of :data:`POS_KINDS`: added to the embeddings
             (``sinusoidal``, ``learned``), rotating queries and keys (``rope``), or a bias on
-            the scores (``alibi``, ``relative`` = T5's bucketed bias), or ``none``.
+            the scores (``alibi``, ``relative`` = T5's bucketed bias), Transformer-XL's
+            relative sinusoids with the ``u``/``v`` biases (``xl``;
+            :class:`~qkv.pos.XLRelativeScore`, exact attention on the ``math`` backend), or
+            ``none``.
         rope_base: RoPE frequency base.
         rel_buckets: buckets of the relative bias (T5: 32).
         rel_max_distance: distance from which the relative bias shares one bucket (T5: 128).
@@ -125,6 +132,25 @@ class TransformerConfig:
         pruned_heads: attention module name -> the heads removed from it, numbered as in
             the unpruned module (``model.prune_heads`` fills it; building a model from the
             config removes them again, so a pruned model's checkpoint reloads).
+        attn_kind: the self-attention module, one of :data:`ATTN_KINDS`: ``"softmax"``
+            (exact; :class:`~qkv.attn.MultiHeadAttention`), ``"favor"`` (Performer's
+            FAVOR+, :class:`~qkv.attn.FavorAttention`; Choromanski et al. 2021) or
+            ``"linformer"`` (projected keys and values, :class:`~qkv.attn.LinformerAttention`;
+            Wang et al. 2020; bidirectional, so encoders only) or ``"lsh"`` (Reformer's
+            shared-QK LSH attention, :class:`~qkv.attn.LSHSelfAttention`; Kitaev et al.
+            2020). Cross-attention is always softmax. See ``docs/efficient.md``.
+        favor_features: FAVOR+'s random features ``m``; None = ``round(d_h ln d_h)``.
+        linformer_k: Linformer's projected length ``k``.
+        lsh_bucket_size: LSH attention's chunk length.
+        lsh_n_hashes: LSH hash rounds.
+        lsh_n_buckets: LSH buckets per round (even); None = about ``2 s / bucket_size``.
+        lsh_seed: a fixed hashing seed (the same buckets every call), or None (new
+            rotations every forward pass, as Reformer trains).
+        reversible: reversible residual layers (Reformer, sec. 4): activations recomputed
+            in the backward pass, memory independent of depth. Pre-norm, no
+            cross-attention (language models, encoders, ViT).
+        ff_chunk_size: run the feed-forward networks this many positions at a time (0 =
+            all at once; Reformer's chunking).
 
     Raises:
         ValueError: from ``__post_init__``, naming the offending values: among them sizes
@@ -157,6 +183,15 @@ class TransformerConfig:
     init: InitScheme = "xavier"
     init_std: float = 0.02
     pruned_heads: dict[str, list[int]] = field(default_factory=dict)
+    attn_kind: AttnKind = "softmax"
+    favor_features: int | None = None
+    linformer_k: int = 64
+    lsh_bucket_size: int = 64
+    lsh_n_hashes: int = 2
+    lsh_n_buckets: int | None = None
+    lsh_seed: int | None = None
+    reversible: bool = False
+    ff_chunk_size: int = 0
 
     def __post_init__(self) -> None:
         for name in ("d_model", "n_heads", "d_ff", "rel_buckets", "rel_max_distance"):
@@ -194,13 +229,55 @@ class TransformerConfig:
                 raise ValueError(f"attn_scale must be > 0 or None, got {self.attn_scale!r}")
         if not isinstance(self.attn_backend, str) or not self.attn_backend:
             raise ValueError(f"attn_backend must be a backend name, got {self.attn_backend!r}")
-        if self.pos == "sinusoidal" and self.d_model % 2:
-            raise ValueError(f"pos='sinusoidal' needs an even d_model, got {self.d_model}")
+        if self.pos in ("sinusoidal", "xl") and self.d_model % 2:
+            raise ValueError(f"pos={self.pos!r} needs an even d_model, got {self.d_model}")
+        if self.pos == "xl" and self.pruned_heads:
+            raise ValueError("pos='xl' keeps per-head position parameters: drop pruned_heads")
         if self.pos == "rope" and self.d_head % 2:
             raise ValueError(f"pos='rope' needs an even head_dim, got {self.d_head}")
         if self.pos == "relative" and self.rel_buckets < 4:
             raise ValueError(f"pos='relative' needs rel_buckets >= 4, got {self.rel_buckets}")
         self.pruned_heads = self._checked_pruned_heads()
+        self._check_attn_kind()
+
+    def _check_attn_kind(self) -> None:
+        """The efficient-attention fields (``docs/efficient.md``)."""
+        _check_choice("attn_kind", self.attn_kind, ATTN_KINDS)
+        if self.favor_features is not None:
+            _check_int("favor_features", self.favor_features)
+        _check_int("linformer_k", self.linformer_k)
+        _check_int("lsh_bucket_size", self.lsh_bucket_size)
+        _check_int("lsh_n_hashes", self.lsh_n_hashes)
+        if self.lsh_n_buckets is not None:
+            _check_int("lsh_n_buckets", self.lsh_n_buckets, minimum=2)
+            if self.lsh_n_buckets % 2:
+                raise ValueError(f"lsh_n_buckets must be even, got {self.lsh_n_buckets}")
+        if self.lsh_seed is not None:
+            _check_int("lsh_seed", self.lsh_seed, minimum=0)
+        _check_bool("reversible", self.reversible)
+        _check_int("ff_chunk_size", self.ff_chunk_size, minimum=0)
+        if self.attn_kind != "softmax" and self.pos in ("alibi", "relative", "xl"):
+            raise ValueError(
+                f"attn_kind={self.attn_kind!r} forms no score matrix to add pos={self.pos!r}'s "
+                f"bias to; use pos='rope', 'learned', 'sinusoidal' or 'none'"
+            )
+        if self.attn_kind == "lsh":
+            if self.kv_heads != self.n_heads:
+                raise ValueError(
+                    f"attn_kind='lsh' shares queries and keys: n_kv_heads ({self.n_kv_heads}) "
+                    f"must be None or n_heads ({self.n_heads})"
+                )
+            if self.pos == "rope":
+                raise ValueError(
+                    "attn_kind='lsh' hashes the shared query/key vectors, which rotary "
+                    "embeddings would make differ; use pos='learned', 'sinusoidal' or 'none'"
+                )
+            if self.pruned_heads:
+                raise ValueError("attn_kind='lsh' modules cannot be pruned: drop pruned_heads")
+        if self.reversible and self.norm_placement != "pre":
+            raise ValueError(
+                "reversible=True needs norm_placement='pre' (a post-norm layer cannot be inverted)"
+            )
 
     def _checked_pruned_heads(self) -> dict[str, list[int]]:
         if not isinstance(self.pruned_heads, dict):
@@ -281,6 +358,20 @@ def _check_vocab(cfg: Any, n_layer_fields: tuple[str, ...]) -> None:
             )
 
 
+def _check_bidirectional_only(cfg: TransformerConfig) -> None:
+    """Refuse Linformer in a causal decoder: its projections mix every position."""
+    if cfg.reversible and cfg.family == "seq2seq":
+        raise ValueError(
+            "reversible=True is for stacks without cross-attention (lm, encoder, vit), not "
+            "Seq2SeqConfig"
+        )
+    if cfg.attn_kind == "linformer":
+        raise ValueError(
+            f"attn_kind='linformer' is bidirectional (its projections mix future positions "
+            f"into every row) and {type(cfg).__name__} has a causal decoder; use 'favor'"
+        )
+
+
 @dataclass
 class Seq2SeqConfig(TransformerConfig):
     """The encoder-decoder Transformer (Vaswani et al. 2017). Defaults: the base model.
@@ -321,6 +412,7 @@ class Seq2SeqConfig(TransformerConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_vocab(self, ("n_encoder_layers", "n_decoder_layers"))
+        _check_bidirectional_only(self)
         _check_bool("share_embeddings", self.share_embeddings)
         _check_bool("output_bias", self.output_bias)
         _check_float("output_scale", self.output_scale, lo=0.0)
@@ -358,6 +450,11 @@ class LMConfig(TransformerConfig):
         tie_embeddings: output projection = token embedding (GPT-2).
         scale_embeddings: multiply embeddings by ``sqrt(d_model)``.
         embed_norm: a norm after the embedding sum.
+        mem_len: Transformer-XL memory: states per layer cached from the previous segment
+            (Dai et al. 2019; needs ``pos="xl"``); 0 = none.
+        segment_len: Transformer-XL segments: a longer input is run this many tokens at a
+            time, each segment attending to the memory of the ones before (needs
+            ``mem_len``); 0 = the whole input at once.
         (other fields: :class:`TransformerConfig`.)
     """
 
@@ -378,10 +475,24 @@ class LMConfig(TransformerConfig):
     tie_embeddings: bool = True
     scale_embeddings: bool = False
     embed_norm: bool = False
+    mem_len: int = 0
+    segment_len: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_vocab(self, ("n_layers",))
+        _check_bidirectional_only(self)
+        _check_int("mem_len", self.mem_len, minimum=0)
+        _check_int("segment_len", self.segment_len, minimum=0)
+        if self.mem_len and self.pos != "xl":
+            raise ValueError(
+                f"mem_len={self.mem_len} needs pos='xl' (cached states keep their meaning "
+                f"only with relative positions), got pos={self.pos!r}"
+            )
+        if self.segment_len and not self.mem_len:
+            raise ValueError(f"segment_len={self.segment_len} needs mem_len > 0")
+        if self.mem_len and self.reversible:
+            raise ValueError("mem_len (Transformer-XL) and reversible=True do not combine")
         _check_size(self)
 
 
@@ -499,6 +610,13 @@ def _check_vision_stack(cfg: TransformerConfig, name: str) -> None:
         if getattr(cfg, field_name) is not None:
             raise ValueError(
                 f"{name} does not support {field_name} (must be None), "
+                f"got {getattr(cfg, field_name)!r}"
+            )
+    fixed = {"attn_kind": "softmax", "reversible": False, "ff_chunk_size": 0}
+    for field_name, value in fixed.items():
+        if getattr(cfg, field_name) != value:
+            raise ValueError(
+                f"{name} does not support {field_name} (must be {value!r}), "
                 f"got {getattr(cfg, field_name)!r}"
             )
 
@@ -774,8 +892,77 @@ class DETRConfig(TransformerConfig):
         return self.n_encoder_layers + self.n_decoder_layers
 
 
+@dataclass
+class XLNetConfig(TransformerConfig):
+    """XLNet (Yang et al. 2019): a permutation language model with two-stream relative
+    attention (:class:`~qkv.models.xlnet.XLNetLM`). Defaults: XLNet-base (cased).
+
+    Its attention has no biases and Transformer-XL's relative positions always (``pos`` is
+    ``"xl"``); ``bias`` concerns the feed-forward network; layers are post-norm.
+
+    Args:
+        vocab_size: vocabulary.
+        n_layers: layers.
+        max_len: the longest sequence a task feeds it (positions are relative: no table).
+        pad_token_id: padding token, or None.
+        attn_type: ``"bi"`` (bidirectional, XLNet's pretraining) or ``"uni"`` (causal).
+        tie_embeddings: the head's weight is the word embedding (XLNet: always).
+        scale_embeddings, embed_norm: must stay False (XLNet has neither).
+        (other fields: :class:`TransformerConfig`.)
+    """
+
+    family: ClassVar[str] = "xlnet"
+
+    d_model: int = 768
+    n_heads: int = 12
+    d_ff: int = 3072
+    activation: ModelActivation = "gelu"
+    norm_eps: float = 1e-12
+    norm_placement: Placement = "post"
+    pos: PosKind = "xl"
+    attn_dropout: float = 0.1
+    init: InitScheme = "normal"
+    vocab_size: int = 32000
+    n_layers: int = 12
+    max_len: int = 512
+    pad_token_id: int | None = 5
+    attn_type: Literal["bi", "uni"] = "bi"
+    tie_embeddings: bool = True
+    scale_embeddings: bool = False
+    embed_norm: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_vocab(self, ("n_layers",))
+        _check_choice("attn_type", self.attn_type, ("bi", "uni"))
+        fixed = {
+            "pos": "xl",
+            "norm_placement": "post",
+            "attn_kind": "softmax",
+            "reversible": False,
+            "n_kv_heads": None,
+            "scale_embeddings": False,
+            "embed_norm": False,
+            "bias": True,
+            "ff_chunk_size": 0,
+        }
+        for name, value in fixed.items():
+            if getattr(self, name) != value:
+                raise ValueError(f"XLNetConfig needs {name}={value!r}, got {getattr(self, name)!r}")
+        _check_size(self)
+
+
 CONFIG_CLASSES: dict[str, type[TransformerConfig]] = {
-    c.family: c for c in (Seq2SeqConfig, LMConfig, EncoderConfig, ViTConfig, SwinConfig, DETRConfig)
+    c.family: c
+    for c in (
+        Seq2SeqConfig,
+        LMConfig,
+        EncoderConfig,
+        ViTConfig,
+        SwinConfig,
+        DETRConfig,
+        XLNetConfig,
+    )
 }
 
 

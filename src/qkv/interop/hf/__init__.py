@@ -11,12 +11,13 @@ detr      DetrForObjectDetection (read only, no ResNet)  :class:`~qkv.models.DET
 bart      BartModel, BartForConditionalGeneration       :class:`~qkv.models.Seq2SeqTransformer`
 marian    MarianModel, MarianMTModel                    :class:`~qkv.models.Seq2SeqTransformer`
 t5        T5Model, T5ForConditionalGeneration           :class:`~qkv.models.Seq2SeqTransformer`
+xlnet     XLNetModel, XLNetLMHeadModel                  :class:`~qkv.models.XLNetLM`
 ========  ============================================  =====================================
 """
 
 from __future__ import annotations
 
-from qkv.interop.hf import bart, bert, detr, gpt2, marian, swin, t5, vit
+from qkv.interop.hf import bart, bert, detr, gpt2, marian, swin, t5, vit, xlnet
 from qkv.interop.hf._common import HFFamily
 
 #: family name -> its conversion.
@@ -31,6 +32,7 @@ FAMILIES: dict[str, HFFamily] = {
         t5.FAMILY,
         swin.FAMILY,
         detr.FAMILY,
+        xlnet.FAMILY,
     )
 }
 #: ``config.json`` ``model_type`` -> family name.
