@@ -77,9 +77,7 @@ MODELS = {
         attn_kind="lsh", lsh_bucket_size=4, lsh_seed=3, reversible=True, ff_chunk_size=3
     ),
     "lm-xl": lambda: _lm(pos="xl", mem_len=8, segment_len=8),
-    "xlnet": lambda: M.XLNetLM(
-        M.XLNetConfig(**SMALL, vocab_size=50, n_layers=2, pad_token_id=0)
-    ),
+    "xlnet": lambda: M.XLNetLM(M.XLNetConfig(**SMALL, vocab_size=50, n_layers=2, pad_token_id=0)),
 }
 
 
