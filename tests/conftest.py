@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from _browser import FLAGS, chromium
 from _kit import Kit
 from _tiny import Tiny
 
@@ -29,3 +30,19 @@ def kit(tmp_path: Path) -> Kit:
 def tiny() -> type[Tiny]:
     """Builders of tiny, dropout-free qkv models of every family (see ``_tiny.Tiny``)."""
     return Tiny
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium (playwright), or a skip when either is missing."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("the playwright Python package is not installed (pip install playwright)")
+    exe = chromium()
+    if exe is None:
+        pytest.skip("chromium is not installed (apt-get install chromium; .ci/run installs it)")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=exe, args=FLAGS)
+        yield b
+        b.close()

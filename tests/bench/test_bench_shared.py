@@ -31,6 +31,8 @@ from qkv.bench._timing import (
     paired_ratio,
     time_rows,
 )
+from qkv.bench.approx import ApproxBenchConfig
+from qkv.bench.long import LongBenchConfig
 from qkv.cli import CLIError, build_parser
 from qkv.cli.bench import BENCHMARKS, _config
 
@@ -152,6 +154,8 @@ def test_checks_name_the_setting_and_its_values():
 # the command line: options -> config
 # ---------------------------------------------------------------------------------------
 CONFIGS = {
+    "approx": ApproxBenchConfig,
+    "long": LongBenchConfig,
     "attention": AttentionBenchConfig,
     "peers": PeerAttentionConfig,
     "train": TrainBenchConfig,

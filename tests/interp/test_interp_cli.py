@@ -37,6 +37,7 @@ def test_viz_writes_report_and_pngs(checkpoint, tmp_path, capsys):
     assert [v["kind"] for v in data["views"]] == ["encoder_self", "decoder_self", "cross"]
     assert len(data["tokens"]["input"]) == 5  # one character token each
     assert data["tokens"]["target"][0] == "<bos>"
+    assert "image" not in data and 'id="imgview"' not in text  # no image panel for text
     names = sorted(p.name for p in png.iterdir())
     assert "encoder_self_grid.png" in names and "cross_layer0_head1.png" in names
     assert mpimg.imread(png / "cross_grid.png").ndim == 3

@@ -5,15 +5,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import re
-import shutil
 import time
-from pathlib import Path
 
 import pytest
 import torch
 
+from _browser import Page
 from qkv.interp import build_report, head_stats, record_attention, write_report
 from qkv.interp.report import report_data
 
@@ -21,14 +19,6 @@ XSS = "<img src=x onerror=alert(1)>"
 BREAKOUT = "</script><script>alert(2)</script>"
 SRC = ["the", "cat", XSS, "sat", BREAKOUT, "mat"]
 TGT = ["<bos>", "die", "Katze", "&amp;"]
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 
 
 @pytest.fixture(scope="module")
@@ -96,61 +86,6 @@ def test_token_lengths_are_checked(record):
 # ---------------------------------------------------------------------------------------
 # the page, in real headless Chromium
 # ---------------------------------------------------------------------------------------
-def _chromium() -> str | None:
-    for c in (os.environ.get("QKV_CHROMIUM"), shutil.which("chromium"), "/usr/bin/chromium"):
-        if c and Path(c).is_file():
-            return c
-    return None
-
-
-@pytest.fixture(scope="module")
-def browser():
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip("the playwright Python package is not installed (pip install playwright)")
-    exe = _chromium()
-    if exe is None:
-        pytest.skip("chromium is not installed (apt-get install chromium; .ci/run installs it)")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=exe, args=FLAGS)
-        yield b
-        b.close()
-
-
-class Page:
-    """A report opened in a fresh page, with its console errors and dialogs collected."""
-
-    def __init__(self, browser, path: Path) -> None:
-        self.page = browser.new_page(viewport={"width": 1280, "height": 900})
-        self.problems: list[str] = []
-        self.page.on(
-            "console",
-            lambda m: m.type == "error" and self.problems.append(f"{m.type}: {m.text}"),
-        )
-        self.page.on("pageerror", lambda e: self.problems.append(f"pageerror: {e}"))
-        self.page.on(
-            "dialog", lambda d: (self.problems.append(f"dialog: {d.message}"), d.dismiss())
-        )
-        self.page.on(
-            "request",
-            lambda r: (
-                r.url.startswith(("http", "ws")) and self.problems.append(f"network: {r.url}")
-            ),
-        )
-        self.page.goto(path.resolve().as_uri())
-        self.page.wait_for_selector("body[data-ready='1']", timeout=20_000)
-
-    def edges(self) -> str:
-        return self.page.inner_html("#headview .edges")
-
-    def heatmap(self) -> str:
-        return self.page.eval_on_selector("#heatmap", "c => c.toDataURL()")
-
-    def close(self) -> None:
-        self.page.close()
-
-
 def test_report_renders_every_view_without_errors(browser, record, tmp_path):
     path = write_report(tmp_path / "r.html", record, SRC, target_tokens=TGT)
     p = Page(browser, path)

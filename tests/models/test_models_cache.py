@@ -8,7 +8,7 @@ import torch
 import qkv.models as M
 from qkv.attn.kv_cache import CrossKVCache, KVCache
 
-POS = ("learned", "sinusoidal", "rope", "alibi", "relative", "none")
+POS = ("learned", "sinusoidal", "rope", "alibi", "relative", "xl", "none")
 TOL = {"atol": 1e-5, "rtol": 0.0}
 LM_VARIANTS = (
     {},

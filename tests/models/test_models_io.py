@@ -16,6 +16,7 @@ from torch import nn
 import qkv
 import qkv.models as M
 from qkv.data.tokenizers import CharTokenizer, Tokenizer
+from qkv.models.build import MODEL_CLASSES
 from qkv.training.checkpoint import save_checkpoint, update_latest
 
 SMALL: dict[str, Any] = {
@@ -68,7 +69,15 @@ MODELS = {
     "bert-mlm-classifier": lambda: _bert(n_classes=3),
     "bert-untied-no-heads": lambda: _bert(mlm_head=False, pooler=False, tie_embeddings=False),
     "vit": lambda: _vit(),
+    "swin": lambda: M.build(M.preset_config("swin-tiny", image_size=16, window_size=2)),
+    "detr": lambda: M.build(M.preset_config("detr-tiny", image_size=16)),
     "lm-bf16": lambda: _lm().to(torch.bfloat16),
+    "lm-favor": lambda: _lm(attn_kind="favor", favor_features=16),
+    "lm-lsh-reversible-chunked": lambda: _lm(
+        attn_kind="lsh", lsh_bucket_size=4, lsh_seed=3, reversible=True, ff_chunk_size=3
+    ),
+    "lm-xl": lambda: _lm(pos="xl", mem_len=8, segment_len=8),
+    "xlnet": lambda: M.XLNetLM(M.XLNetConfig(**SMALL, vocab_size=50, n_layers=2, pad_token_id=0)),
 }
 
 
@@ -82,12 +91,15 @@ def _outputs(model: nn.Module) -> list[torch.Tensor]:
             mask = torch.ones(2, 7, dtype=torch.bool)
             mask[1, 5:] = False
             return [model(src, tgt, src_padding_mask=mask)]
-        if isinstance(model, M.DecoderLM):
+        if isinstance(model, (M.DecoderLM, M.XLNetLM)):
             return [model(torch.randint(0, 50, (2, 9), generator=g))]
         if isinstance(model, M.EncoderModel):
             ids = torch.randint(1, 50, (2, 8), generator=g)
             out = model(ids, padding_mask=ids != 0)
             return [t for t in dataclasses.astuple(out) if t is not None]
+        if isinstance(model, M.DETR):
+            out = model(torch.rand(2, model.config.in_channels, 16, 16, generator=g))
+            return [out.logits, out.boxes]
         return [model(torch.randn(2, 3, 16, 16, generator=g))]
 
 
@@ -108,6 +120,11 @@ def _assert_same_model(a: nn.Module, b: nn.Module) -> None:
     assert type(a) is type(b) and a.config == b.config
     for x, y in zip(_outputs(a.eval()), _outputs(b.eval())):
         assert torch.equal(x, y)
+
+
+def test_the_round_trip_table_covers_every_family() -> None:
+    covered = {type(make()) for make in MODELS.values()}
+    assert covered >= set(MODEL_CLASSES.values()), set(MODEL_CLASSES.values()) - covered
 
 
 @pytest.mark.parametrize("name", list(MODELS))

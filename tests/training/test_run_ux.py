@@ -44,7 +44,7 @@ def test_header_plain_lines_samples_and_summary(tmp_path, capsys):
     err = cap.err
     assert "qkv train: digits" in err and "1,257 training examples" in err
     assert "ViT" in err and "parameters" in err and "threads" in err and str(run) in err
-    assert "step 3/6  loss" in err and "tok/s" in err and "left" in err  # plain lines
+    assert "step 3/6  loss" in err and " ex/s " in err and "left" in err  # plain lines
     assert "eval at step 3: accuracy" in err and "valid example" in err  # samples
     assert "final evaluation at step 6" in err
     summary = json.loads(cap.out)  # stdout holds only the summary
@@ -56,7 +56,9 @@ def test_header_plain_lines_samples_and_summary(tmp_path, capsys):
 def test_max_time_trains_until_the_time_is_up(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", *DIGITS, "--max-time", "4s", "--no-progress", "--out", str(run)]) == 0
-    summary = json.loads(capsys.readouterr().out)
+    cap = capsys.readouterr()
+    assert "budget:  0:04\n" in cap.err  # no step limit was given: none is shown
+    summary = json.loads(cap.out)
     assert 4.0 <= summary["train_seconds"] < 12.0  # stops at the budget (one step over at most)
     steps = summary["step"]
     assert steps > 1
@@ -84,6 +86,9 @@ def test_eval_json_and_generate_and_viz_on_a_vit(tmp_path, capsys):
     text = html.read_text(encoding="utf-8")
     assert "data:image/png;base64," in text and "where the class token attends" in text
     assert "r3c3" in text  # the patch tokens
+    panel = json.loads(text.split('type="application/json">')[1].split("</script>")[0])["image"]
+    side = panel["rows"]
+    assert panel["cols"] == side and panel["patches"] == list(range(1, 1 + side * side))
     assert (tmp_path / "png" / "attention_on_image.png").stat().st_size > 1000
     assert main(["generate", "--checkpoint", str(run), "no-such-image.png"]) == 2
     assert "neither an image file nor SPLIT:N" in capsys.readouterr().err

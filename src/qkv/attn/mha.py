@@ -242,7 +242,58 @@ class MultiHeadAttention(nn.Module):
             elif isinstance(cache, CrossKVCache):
                 k, v = cache.set(k, v)
 
-        s_k = k.shape[2]
+        out, weights = self.attend(
+            q,
+            k,
+            v,
+            mask=mask,
+            padding_mask=padding_mask,
+            attn_bias=attn_bias,
+            is_causal=is_causal,
+            return_weights=return_weights,
+            self_attention=self_attn,
+        )
+        if head_mask is not None:
+            hm = head_mask.to(out.dtype)
+            hm = hm.view(1, -1, 1, 1) if hm.ndim == 1 else hm.view(b, -1, 1, 1)
+            out = out * hm  # (b, h, s_q, d_h)
+        out = out.transpose(1, 2).reshape(b, s_q, self.q_width)
+        out = self.out_proj(out)  # (b, s_q, d_model)
+        return (out, weights) if return_weights else out  # type: ignore[return-value]
+
+    def attend(
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        *,
+        mask: MaskLike = None,
+        padding_mask: Tensor | None = None,
+        attn_bias: Tensor | None = None,
+        is_causal: bool = False,
+        return_weights: bool = False,
+        self_attention: bool = True,
+    ) -> tuple[Tensor, Tensor | None]:
+        """Attention of projected heads: the step between the projections and ``out_proj``.
+
+        The projections, rotary embeddings, caches and head mask belong to
+        :meth:`forward`; this is the one place where the heads meet. Subclasses that
+        compute another function of the same heads (:class:`~qkv.attn.FavorAttention`,
+        :class:`~qkv.attn.LinformerAttention`) replace it; exact attention stays here,
+        with its backends.
+
+        Args:
+            q: ``(b, h, s_q, d_h)`` queries (after rotary embeddings).
+            k: ``(b, h_kv, s_k, d_h)`` keys, cached ones included.
+            v: ``(b, h_kv, s_k, d_h)`` values.
+            mask, padding_mask, attn_bias, is_causal, return_weights: as in :meth:`forward`.
+            self_attention: whether keys come from the queries' own sequence.
+
+        Returns:
+            ``(out, weights)``: ``out`` ``(b, h, s_q, d_h)``; ``weights`` ``(b, h, s_q, s_k)``
+            when ``return_weights``, else None.
+        """
+        b, s_q, s_k = q.shape[0], q.shape[2], k.shape[2]
         dropout_p = self.dropout if self.training else 0.0
         rec = _record.current()
         weights: Tensor | None = None
@@ -281,17 +332,11 @@ class MultiHeadAttention(nn.Module):
                 return_weights=return_weights,
             )
             if rec is not None:
-                rec(self, p, {"self_attention": self_attn})
+                rec(self, p, {"self_attention": self_attention})
             backend = "math" if return_weights and self.backend == "auto" else self.backend
             res = pick_backend(p, backend).run(p)
             out, weights = res if isinstance(res, tuple) else (res, None)
-        if head_mask is not None:
-            hm = head_mask.to(out.dtype)
-            hm = hm.view(1, -1, 1, 1) if hm.ndim == 1 else hm.view(b, -1, 1, 1)
-            out = out * hm  # (b, h, s_q, d_h)
-        out = out.transpose(1, 2).reshape(b, s_q, self.q_width)
-        out = self.out_proj(out)  # (b, s_q, d_model)
-        return (out, weights) if return_weights else out  # type: ignore[return-value]
+        return out, weights
 
     @staticmethod
     def _combine_masks(

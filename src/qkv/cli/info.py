@@ -32,6 +32,15 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     p.set_defaults(func=run)
 
 
+def _flops(cfg: object, seq_len: int) -> int | None:
+    try:
+        return flops_per_token(cfg, seq_len)  # type: ignore[arg-type]
+    except ValueError:
+        if getattr(cfg, "family", None) == "swin":
+            return None  # hierarchical: no one count per token
+        raise
+
+
 def run(args: argparse.Namespace) -> int:
     if args.preset not in PRESETS:
         raise CLIError(f"unknown preset {args.preset!r}; known presets: {', '.join(PRESETS)}")
@@ -48,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         "parameters": count_parameters(model),
         "non_embedding_parameters": non_embedding_parameters(model),
         "seq_len": seq_len,
-        "flops_per_token": flops_per_token(cfg, seq_len),
+        "flops_per_token": _flops(cfg, seq_len),
         "config": cfg.to_dict(),
     }
     if args.json:
@@ -57,10 +66,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"{args.preset}: {info['model']} (family {cfg.family!r})")
     print(f"  parameters:               {info['parameters']:>15,}")
     print(f"  non-embedding parameters: {info['non_embedding_parameters']:>15,}")
-    print(
-        f"  forward FLOPs per token:  {info['flops_per_token']:>15,}  "
-        f"(2N + 2 n_attn n_ctx d_attn, n_ctx={seq_len}; Kaplan et al. 2020)"
-    )
+    if info["flops_per_token"] is None:
+        print("  forward FLOPs per token:  n/a (the stages have different token counts)")
+    else:
+        print(
+            f"  forward FLOPs per token:  {info['flops_per_token']:>15,}  "
+            f"(2N + 2 n_attn n_ctx d_attn, n_ctx={seq_len}; Kaplan et al. 2020)"
+        )
     fields = ", ".join(f"{k}={v!r}" for k, v in cfg.to_dict().items() if k != "family")
     print(f"  config: {fields}")
     return 0

@@ -24,6 +24,7 @@ from qkv.cli._common import (
 from qkv.models.config import CONFIG_CLASSES
 from qkv.tasks import TASKS, TaskOptions, build_trainer, get_task
 from qkv.training import TrainConfig
+from qkv.training.config import UNBOUNDED_STEPS
 from qkv.training.progress import parse_duration
 from qkv.training.trainer import TrainingInterrupted
 
@@ -36,7 +37,7 @@ DATA_FLAGS: dict[str, str] = {
     "tokenizer": "tokenizer",
     "vocab_size": "vocab_size",
 }
-EXTRA_FLAGS = ("attention", "corpus", "reverse", "augment", "dictionary")
+EXTRA_FLAGS = ("attention", "corpus", "reverse", "augment", "dictionary", "items")
 DEFAULT_TASK = "synthetic"
 
 
@@ -70,7 +71,11 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         "task's recipe with your flags applied) as JSON, and exit",
     )
     m = p.add_argument_group("model")
-    m.add_argument("--preset", help="a model preset sized to the task (default: the task's own)")
+    m.add_argument(
+        "--preset",
+        help="a model preset sized to the task (default: the task's own; image tasks: "
+        "swin for the task's own Swin Transformer)",
+    )
     m.add_argument(
         "--model",
         action="append",
@@ -142,8 +147,14 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         type=_int,
         default=sup,
         metavar="N",
-        help="translate (trans-de-en): add N of the dictionary's word and phrase pairs to the "
+        help="translate (the German-English dictionary): add N of the dictionary's word and phrase pairs to the "
         "training data (default: the task's recipe)",
+    )
+    d.add_argument(
+        "--items",
+        default=sup,
+        help="detect: the items on the canvases, fashion-mnist (64x64 canvases) or digits "
+        "(32x32) (default: fashion-mnist)",
     )
     d.add_argument(
         "--reverse",
@@ -163,7 +174,6 @@ def _duration(text: str) -> float:
 
 
 #: the step bound of a time-budgeted run when --steps is not given
-UNBOUNDED_STEPS = 10**9
 
 
 def task_options(args: argparse.Namespace) -> TaskOptions | None:

@@ -17,9 +17,15 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         "(qkv.interp.record_attention) and write a self-contained HTML report: head view, "
         "model view, heatmap and head statistics, for encoder self-, decoder self- and "
         "cross-attention. Encoder-decoders read INPUT as the source and their own greedy "
-        "output (or --target) as the target.",
+        "output (or --target) as the target. Image models (ViT, Swin, DETR) also get "
+        "figures of attention on the image and an image panel: hover a patch to see where "
+        "it attends (click to pin; a class-token button; DETR's object queries from a list).",
     )
-    p.add_argument("input", metavar="INPUT", help="the input text")
+    p.add_argument(
+        "input",
+        metavar="INPUT",
+        help="the input text; for image tasks (ViT, Swin, DETR) an image file or SPLIT:N (test:0)",
+    )
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", help="checkpoint or run directory")
     source.add_argument(

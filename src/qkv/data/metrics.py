@@ -1,4 +1,5 @@
-"""Evaluation metrics: BLEU and chrF (sacrebleu), exact match, accuracy, perplexity, bpc.
+"""Evaluation metrics: BLEU and chrF (sacrebleu), exact match, accuracy, perplexity, bpc,
+and COCO detection mAP (torchmetrics or pycocotools).
 
 Percentages (``bleu``, ``chrf``, ``exact_match``, ``accuracy``) are on a 0-100 scale so every
 "higher is better" score in qkv's logs reads the same way.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 
 def _ref_lists(hyps: Sequence[str], refs: Sequence[str | Sequence[str]]) -> list[list[str]]:
@@ -111,4 +113,121 @@ def bits_per_char(total_nats: float, n_chars: int) -> float:
     return total_nats / (n_chars * math.log(2))
 
 
-__all__ = ["accuracy", "bits_per_char", "bleu", "chrf", "exact_match", "perplexity"]
+# -- detection ---------------------------------------------------------------------------
+def map_backend() -> str | None:
+    """The maintained COCO mAP implementation available: ``"torchmetrics"``
+    (``MeanAveragePrecision``, itself on pycocotools or faster-coco-eval), ``"pycocotools"``
+    (``COCOeval``), or None."""
+    import importlib.util
+
+    try:  # torchmetrics exports MeanAveragePrecision only where torchvision is installed
+        from torchmetrics.detection import MeanAveragePrecision  # noqa: F401
+
+        has_tm = True
+    except ImportError:
+        has_tm = False
+    has_coco = importlib.util.find_spec("pycocotools") is not None
+    has_fast = importlib.util.find_spec("faster_coco_eval") is not None
+    if has_tm and (has_coco or has_fast):
+        return "torchmetrics"
+    return "pycocotools" if has_coco else None
+
+
+def detection_map(preds: Sequence[Any], targets: Sequence[Any]) -> dict[str, float]:
+    """COCO-style mean average precision of box detections (Lin et al. 2014): ``map``
+    (mAP@[.5:.95], IoU thresholds 0.50, 0.55, ..., 0.95) and ``map_50`` (mAP@.5), 0-100,
+    computed by a maintained implementation (:func:`map_backend`), never by hand.
+
+    Args:
+        preds: per image ``{"boxes": (k, 4) xyxy pixels, "scores": (k,), "labels": (k,)}``.
+        targets: per image ``{"boxes": (n, 4) xyxy pixels, "labels": (n,)}``.
+
+    Returns:
+        ``{"map": ..., "map_50": ...}``.
+
+    Raises:
+        ImportError: neither torchmetrics (with pycocotools or faster-coco-eval) nor
+            pycocotools is installed (``pip install torchmetrics pycocotools``).
+        ValueError: as many predictions as targets are needed.
+    """
+    if len(preds) != len(targets):
+        raise ValueError(f"got {len(preds)} predictions but {len(targets)} targets")
+    backend = map_backend()
+    if backend == "torchmetrics":
+        from torchmetrics.detection import MeanAveragePrecision
+
+        metric = MeanAveragePrecision(box_format="xyxy", iou_type="bbox")
+        metric.update(
+            [{k: p[k].detach().cpu() for k in ("boxes", "scores", "labels")} for p in preds],
+            [{k: t[k].detach().cpu() for k in ("boxes", "labels")} for t in targets],
+        )
+        out = metric.compute()
+        return {"map": 100.0 * float(out["map"]), "map_50": 100.0 * float(out["map_50"])}
+    if backend == "pycocotools":
+        return _coco_map(preds, targets)
+    raise ImportError(
+        "COCO mAP needs a maintained implementation: `pip install torchmetrics pycocotools` "
+        "(or pycocotools alone)"
+    )
+
+
+def _coco_map(preds: Sequence[Any], targets: Sequence[Any]) -> dict[str, float]:
+    """mAP with pycocotools' ``COCOeval`` on in-memory ground truth and detections."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    def xywh(b: Any) -> list[float]:
+        x0, y0, x1, y1 = (float(v) for v in b)
+        return [x0, y0, x1 - x0, y1 - y0]
+
+    images, anns, dets, cats = [], [], [], set()
+    for i, (p, t) in enumerate(zip(preds, targets)):
+        images.append({"id": i})
+        for box, label in zip(t["boxes"].tolist(), t["labels"].tolist()):
+            w = xywh(box)
+            cats.add(int(label))
+            anns.append(
+                {"id": len(anns) + 1, "image_id": i, "category_id": int(label), "bbox": w}
+                | {"area": w[2] * w[3], "iscrowd": 0}
+            )
+        for box, score, label in zip(
+            p["boxes"].tolist(), p["scores"].tolist(), p["labels"].tolist()
+        ):
+            cats.add(int(label))
+            dets.append(
+                {"image_id": i, "category_id": int(label), "bbox": xywh(box), "score": float(score)}
+            )
+    if not anns or not dets:
+        return {"map": 0.0, "map_50": 0.0}
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO()
+        gt.dataset = {
+            "images": images,
+            "annotations": anns,
+            "categories": [{"id": c} for c in sorted(cats)],
+        }
+        gt.createIndex()
+        dt = gt.loadRes(dets)
+        ev = COCOeval(gt, dt, "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return {
+        "map": 100.0 * max(float(ev.stats[0]), 0.0),
+        "map_50": 100.0 * max(float(ev.stats[1]), 0.0),
+    }
+
+
+__all__ = [
+    "accuracy",
+    "bits_per_char",
+    "bleu",
+    "chrf",
+    "detection_map",
+    "exact_match",
+    "map_backend",
+    "perplexity",
+]

@@ -1,4 +1,4 @@
-"""Hugging Face interop: load BERT, GPT-2, ViT, BART, Marian and T5 checkpoints from disk as
+"""Hugging Face interop: load BERT, GPT-2, ViT, Swin, BART, Marian and T5 checkpoints from disk as
 qkv models with exact parity, and write qkv models back.
 
 >>> from qkv.interop import from_hf, load_hf_tokenizer

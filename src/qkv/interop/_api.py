@@ -121,7 +121,7 @@ def from_hf(
     """Load a Hugging Face model directory as the equivalent qkv model.
 
     ``config.json`` ``model_type`` picks the family: ``bert`` (-> ``EncoderModel``), ``gpt2``
-    (-> ``DecoderLM``), ``vit`` (-> ``ViT``), ``bart``, ``marian``, ``t5`` (->
+    (-> ``DecoderLM``), ``vit`` (-> ``ViT``), ``swin`` (-> ``Swin``), ``bart``, ``marian``, ``t5`` (->
     ``Seq2SeqTransformer``). Each family's explicit weight map and config map are in
     :mod:`qkv.interop.hf`. No network, no ``transformers``: only ``safetensors`` (and
     ``torch.load(weights_only=True)`` for ``pytorch_model.bin``).
@@ -156,7 +156,14 @@ def default_family(model: TransformerModel) -> str:
         if cfg.pos == "relative":
             return "t5"
         return "bart" if getattr(cfg, "embed_norm", False) else "marian"
-    return {"encoder": "bert", "lm": "gpt2", "vit": "vit"}[cfg.family]
+    return {
+        "encoder": "bert",
+        "lm": "gpt2",
+        "vit": "vit",
+        "swin": "swin",
+        "detr": "detr",
+        "xlnet": "xlnet",
+    }[cfg.family]
 
 
 def to_hf(

@@ -18,6 +18,7 @@ from qkv.interp.capture import (
     attention_modules,
     record_attention,
 )
+from qkv.interp.image_panel import ImagePanel
 from qkv.interp.importance import HeadImportance, head_importance, mask_heads
 from qkv.interp.plots import plot_grid, plot_head, save_figure
 from qkv.interp.prune import prune_heads, prune_module
@@ -32,6 +33,7 @@ __all__ = [
     "AttentionRecord",
     "HeadImportance",
     "HeadStats",
+    "ImagePanel",
     "Kind",
     "attention_modules",
     "build_report",

@@ -7,7 +7,9 @@ builds every view with DOM and canvas APIs; token text only ever reaches the pag
 
 from __future__ import annotations
 
-CSS = r"""
+from qkv.interp._report_image_assets import IMAGE_CSS, IMAGE_JS
+
+_CSS = r"""
 :root { --fg: #1d2330; --muted: #667085; --line: #d0d5dd; --accent: #2f6fdf; --bg: #fff; }
 * { box-sizing: border-box; }
 body { font: 14px/1.4 system-ui, -apple-system, "Segoe UI", sans-serif; color: var(--fg);
@@ -48,7 +50,7 @@ tbody tr { cursor: pointer; }
   border: 1px solid var(--line); border-radius: 6px; }
 """
 
-JS = r"""
+_JS = r"""
 (function () {
   "use strict";
   var D = JSON.parse(document.getElementById("qkv-data").textContent);
@@ -381,8 +383,10 @@ JS = r"""
     });
   }
 
+  //@image-panel
+
   function renderAll() {
-    renderHeadView(); renderModelView(); renderHeatmap(); renderStats();
+    renderHeadView(); renderModelView(); renderHeatmap(); renderStats(); renderImage();
     $("status").textContent = view().label + ", layer " + layer().index + ", head " + layer().heads[S.h] +
       ": " + $("headview").dataset.edges + " edges drawn";
   }
@@ -401,8 +405,12 @@ JS = r"""
   });
   $("headview").addEventListener("mouseleave", function () { focusToken(null, 0); });
   $("heatmap").addEventListener("mousemove", heatTip);
+  initImage();
   syncControls();
   renderAll();
   document.body.dataset.ready = "1";
 })();
 """
+
+CSS = _CSS + IMAGE_CSS
+JS = _JS.replace("  //@image-panel\n", IMAGE_JS)

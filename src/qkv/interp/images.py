@@ -1,6 +1,8 @@
 """Attention on images: where a Vision Transformer's class token (or any query) looks, as a
 heat overlay on the input picture (Dosovitskiy et al. 2021, fig. 6; attention rollout of
-Abnar & Zuidema 2020).
+Abnar & Zuidema 2020); Swin's window attention put back on its grid
+(:func:`windows_to_grid`); DETR's object queries looking at the image next to their boxes
+(Carion et al. 2020, fig. 6).
 
 A ViT reads ``[CLS] + patches`` in row-major order; a row of attention weights over those
 keys, without the class token, reshapes to the ``(rows, cols)`` patch grid.
@@ -67,17 +69,62 @@ def cls_maps(
     return out
 
 
+def windows_to_grid(
+    weights: Tensor, grid: tuple[int, int], window: int, shift: int, *, batch: int = 0
+) -> Tensor:
+    """Swin's window attention of one image as attention over its whole grid.
+
+    A Swin block attends inside windows of the grid padded to a multiple of the window and
+    rolled by ``(-shift, -shift)`` (:func:`qkv.masks.window_partition`); each window's
+    ``(M^2, M^2)`` weights go back to the tokens' places on the grid, zeros elsewhere (the
+    same attention as :class:`qkv.masks.ShiftedWindow` over the grid). Padding tokens are
+    dropped (their weights are left out, so a row near the border may sum to less than 1).
+
+    Args:
+        weights: ``(b * n_windows, h, M^2, M^2)``, as recorded from a Swin block.
+        grid: the block's ``(H, W)`` token grid.
+        window: ``M``.
+        shift: the block's cyclic shift.
+        batch: which image.
+
+    Returns:
+        ``(h, H W, H W)``, tokens row-major.
+    """
+    m = window
+    h, w = grid
+    hp, wp = -(-h // m) * m, -(-w // m) * m
+    n_w = (hp // m) * (wp // m)
+    win = weights[batch * n_w : (batch + 1) * n_w].float()  # (nW, heads, N, N)
+    wi = torch.arange(n_w)[:, None]  # (nW, 1)
+    pi = torch.arange(m * m)[None, :]  # (1, N)
+    r = ((wi // (wp // m)) * m + pi // m + shift) % hp  # (nW, N), rows before the roll
+    c = ((wi % (wp // m)) * m + pi % m + shift) % wp
+    flat = (r * wp + c).reshape(-1)  # (nW N,)
+    dense = torch.zeros(win.shape[1], hp * wp, hp * wp)
+    blocks = win.permute(1, 0, 2, 3)  # (heads, nW, N, N)
+    rows = flat.view(n_w, m * m)
+    dense[:, rows[:, :, None], rows[:, None, :]] = blocks
+    keep = ((torch.arange(hp)[:, None] < h) & (torch.arange(wp)[None, :] < w)).reshape(-1)
+    return dense[:, keep][:, :, keep]  # (heads, H W, H W)
+
+
 def plot_overlays(
-    image: Tensor, maps: Sequence[tuple[str, Tensor]], *, columns: int = 4, alpha: float = 0.55
+    image: Tensor,
+    maps: Sequence[tuple[str, Tensor]],
+    *,
+    columns: int = 4,
+    alpha: float = 0.55,
+    boxes: Sequence[tuple[float, float, float, float] | None] | None = None,
 ) -> Figure:
     """The image, then each map as a heat overlay on it (nearest-patch upsampling, each map
-    scaled to its own maximum).
+    scaled to its own maximum), optionally with a box drawn on each panel.
 
     Args:
         image: ``(c, H, W)`` in ``[0, 1]`` (1 or 3 channels).
         maps: ``[(title, (rows, cols) map), ...]``.
         columns: panels per row.
         alpha: opacity of the heat.
+        boxes: one ``(x0, y0, x1, y1)`` box in pixels (or None) per map.
 
     Returns:
         A matplotlib ``Figure``.
@@ -104,7 +151,17 @@ def plot_overlays(
         ax.imshow(pic, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         ax.imshow(up, cmap="inferno", alpha=alpha, vmin=0, vmax=1, interpolation="nearest")
         ax.set_title(title, fontsize=9)
+    for ax, box in zip(list(axes.flat)[1:], boxes or ()):
+        if box is not None:
+            x0, y0, x1, y1 = box
+            ax.add_patch(_rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0))
     return fig
+
+
+def _rectangle(xy: tuple[float, float], width: float, height: float) -> object:
+    from matplotlib.patches import Rectangle
+
+    return Rectangle(xy, width, height, fill=False, edgecolor="#38bdf8", linewidth=1.5)
 
 
 def figure_png(fig: Figure, *, dpi: int = 110) -> bytes:
@@ -114,4 +171,4 @@ def figure_png(fig: Figure, *, dpi: int = 110) -> bytes:
     return buf.getvalue()
 
 
-__all__ = ["cls_maps", "figure_png", "patch_map", "plot_overlays"]
+__all__ = ["cls_maps", "figure_png", "patch_map", "plot_overlays", "windows_to_grid"]

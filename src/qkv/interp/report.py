@@ -10,7 +10,11 @@ encoder self-, decoder self- and cross-attention alike:
   hovering a token highlights its connections; layer and head selectors;
 * a model view: a layers x heads grid of thumbnails (click one to select it);
 * a heatmap of the selected head;
-* the head statistics table of :func:`qkv.interp.head_stats` (sortable).
+* the head statistics table of :func:`qkv.interp.head_stats` (sortable);
+* given the input picture (``image=``, an :class:`~qkv.interp.image_panel.ImagePanel`),
+  an image panel: hover a patch to see the selected head's attention row from it as heat
+  over the picture (click to pin; arrow keys move); other queries (a class token, DETR's
+  object queries over the cells) are picked from buttons or a list.
 
 Long inputs stay usable: the head view draws only each query's strongest edges, and past
 ``max_values`` weights in total only the ``top_k`` strongest keys per query are kept.
@@ -34,6 +38,7 @@ from torch import Tensor
 
 from qkv.interp._report_assets import CSS, JS
 from qkv.interp.capture import AttentionEntry, AttentionRecord, token_sides
+from qkv.interp.image_panel import ImagePanel
 from qkv.interp.stats import HeadStats, head_stats
 
 #: Token strings treated as special when computing the ``special`` share.
@@ -117,6 +122,7 @@ def report_data(
     top_k: int = 32,
     edges_per_query: int | None = None,
     min_weight: float = 0.02,
+    image: ImagePanel | None = None,
 ) -> dict[str, Any]:
     """The JSON-ready data of a report (see :func:`build_report` for the arguments)."""
     if not isinstance(record, AttentionRecord):
@@ -132,6 +138,8 @@ def report_data(
             raise ValueError(f"{name} must be a positive int, got {val!r}")
     if not 0.0 <= min_weight <= 1.0:
         raise ValueError(f"min_weight must be in [0, 1], got {min_weight!r}")
+    if image is not None and not isinstance(image, ImagePanel):
+        raise TypeError(f"image must be an ImagePanel, got {type(image).__name__}")
     if "cross" in record.kinds and toks["target"] is None:
         raise ValueError("cross-attention was recorded: pass target_tokens (the decoder's input)")
     b = min(e.weights.shape[0] for e in record.values())
@@ -175,7 +183,7 @@ def report_data(
     n_max = max(v["nk"] for v in views)
     if edges_per_query is None:
         edges_per_query = 6 if n_max <= 64 else 3 if n_max <= 256 else 2
-    return {
+    data: dict[str, Any] = {
         "title": str(title),
         "tokens": {k: v for k, v in toks.items() if v is not None},
         "views": views,
@@ -184,6 +192,10 @@ def report_data(
         "min_weight": float(min_weight),
         "encoding": "dense" if dense else "topk",
     }
+    if image is not None:
+        assert toks["input"] is not None
+        data["image"] = image.data(len(toks["input"]))
+    return data
 
 
 def _script_json(data: dict[str, Any]) -> str:
@@ -224,7 +236,7 @@ row = query, column = key; each query's weights sum to 1. Self-contained: no net
   <span id="status" class="note"></span>
   <div id="tip"></div>
 </div>
-<h2>Head view</h2>
+{image_panel}<h2>Head view</h2>
 <p class="note">Lines join each query (left) to its strongest keys (right); opacity and width
 show the weight. Hover a token to highlight all of its connections.</p>
 <div id="headview-wrap"><svg id="headview" xmlns="http://www.w3.org/2000/svg"></svg></div>
@@ -245,6 +257,19 @@ pattern label of <code>qkv.interp.label_heads</code>. Click a column to sort, a 
 """
 
 
+_IMAGE_PANEL = """<h2>Attention on the image</h2>
+<p class="note">Hover a patch to see where it attends in the selected layer and head (heat
+scaled to the row's strongest patch); click to pin it, arrow keys move the pinned patch,
+Escape unpins. Other queries (a class token, object queries) are picked below.</p>
+<div id="img-panel">
+  <div id="img-queries"></div>
+  <label><input id="img-mean" type="checkbox"> mean of the layer's heads</label>
+  <canvas id="imgview" tabindex="0"></canvas>
+  <div id="img-tip" class="note"></div>
+</div>
+"""
+
+
 def build_report(
     record: AttentionRecord,
     tokens: Sequence[str],
@@ -259,6 +284,7 @@ def build_report(
     edges_per_query: int | None = None,
     min_weight: float = 0.02,
     figures: Sequence[tuple[str, bytes]] = (),
+    image: ImagePanel | None = None,
 ) -> str:
     """The HTML text of an interactive attention report.
 
@@ -282,6 +308,8 @@ def build_report(
         min_weight: weakest edge drawn in the head view.
         figures: ``(caption, PNG bytes)`` pictures shown above the interactive views (e.g.
             attention over an image: :mod:`qkv.interp.images`), embedded as data URLs.
+        image: the input picture and its patch grid: adds the interactive image panel
+            (the patches must be input tokens, the keys of the views it draws).
 
     Returns:
         The HTML document.
@@ -302,10 +330,12 @@ def build_report(
         top_k=top_k,
         edges_per_query=edges_per_query,
         min_weight=min_weight,
+        image=image,
     )
     return _TEMPLATE.format(
         csp=_csp(),
         figures=_figures_html(figures),
+        image_panel=_IMAGE_PANEL if image is not None else "",
         title=html.escape(str(title)),
         css=CSS,
         data=_script_json(data),

@@ -24,6 +24,7 @@ from qkv.masks.padding import Padding, padding
 from qkv.masks.prefix_lm import PrefixLM, prefix_lm
 from qkv.masks.random_blocks import RandomBlocks, random_blocks
 from qkv.masks.sliding_window import SlidingWindow, sliding_window
+from qkv.masks.window import ShiftedWindow, shifted_window, window_partition, window_reverse
 
 __all__ = [
     "And",
@@ -41,6 +42,7 @@ __all__ = [
     "Padding",
     "PrefixLM",
     "RandomBlocks",
+    "ShiftedWindow",
     "SlidingWindow",
     "bigbird",
     "block_bounds",
@@ -54,7 +56,10 @@ __all__ = [
     "padding",
     "prefix_lm",
     "random_blocks",
+    "shifted_window",
     "sliding_window",
     "to_block_layout",
     "to_block_mask",
+    "window_partition",
+    "window_reverse",
 ]

@@ -6,6 +6,14 @@ Families (one config dataclass each, validated and JSON round-trippable):
 * :class:`DecoderLM` / :class:`LMConfig`: a GPT-style language model.
 * :class:`EncoderModel` / :class:`EncoderConfig`: a BERT-style encoder.
 * :class:`ViT` / :class:`ViTConfig`: the Vision Transformer.
+* :class:`Swin` / :class:`SwinConfig`: the Swin Transformer (shifted windows).
+* :class:`DETR` / :class:`DETRConfig`: the detection Transformer (set prediction).
+* :class:`XLNetLM` / :class:`XLNetConfig`: XLNet's permutation language model.
+
+Efficient and long-context variants (``docs/efficient.md``) are config fields:
+``attn_kind`` (FAVOR+, Linformer, LSH), ``reversible``, ``ff_chunk_size``, and
+Transformer-XL's ``pos="xl"`` with ``mem_len``/``segment_len``
+(:class:`SegmentMemory`, :func:`stream_nll`).
 
 >>> import qkv.models as M
 >>> model = M.from_preset("gpt2-tiny")
@@ -25,15 +33,19 @@ from qkv.models.config import (
     ACTIVATIONS,
     INIT_SCHEMES,
     POS_KINDS,
+    DETRConfig,
     EncoderConfig,
     LMConfig,
     Seq2SeqConfig,
+    SwinConfig,
     TransformerConfig,
     ViTConfig,
+    XLNetConfig,
     config_from_dict,
 )
 from qkv.models.counting import count_parameters, flops_per_token, non_embedding_parameters
 from qkv.models.decoder import Decoder, cache_length
+from qkv.models.detr import DETR, DETROutput
 from qkv.models.embeddings import Embeddings
 from qkv.models.encoder import Encoder
 from qkv.models.init import init_weights
@@ -50,14 +62,21 @@ from qkv.models.memory import (
     training_bytes,
 )
 from qkv.models.presets import PRESETS, from_preset, preset_config
+from qkv.models.reversible import ReversibleDecoder, ReversibleEncoder, ReversibleLayer
 from qkv.models.seq2seq import Seq2SeqTransformer
+from qkv.models.swin import Swin
+from qkv.models.transformer_xl import SegmentMemory, stream_nll
 from qkv.models.vit import PatchEmbedding, ViT
+from qkv.models.xlnet import XLNetLM, permutation_targets
 
 __all__ = [
     "ACTIVATIONS",
+    "DETR",
     "INIT_SCHEMES",
     "POS_KINDS",
     "PRESETS",
+    "DETRConfig",
+    "DETROutput",
     "Decoder",
     "DecoderLM",
     "DecoderLayer",
@@ -73,12 +92,20 @@ __all__ = [
     "MemoryLimitError",
     "PatchEmbedding",
     "Pooler",
+    "ReversibleDecoder",
+    "ReversibleEncoder",
+    "ReversibleLayer",
+    "SegmentMemory",
     "Seq2SeqConfig",
     "Seq2SeqTransformer",
+    "Swin",
+    "SwinConfig",
     "TransformerConfig",
     "TransformerModel",
     "ViT",
     "ViTConfig",
+    "XLNetConfig",
+    "XLNetLM",
     "available_memory",
     "build",
     "cache_length",
@@ -95,9 +122,11 @@ __all__ = [
     "non_embedding_parameters",
     "parameter_bytes",
     "parameter_count",
+    "permutation_targets",
     "positions_from_mask",
     "preset_config",
     "resolve_checkpoint",
     "save_pretrained",
+    "stream_nll",
     "training_bytes",
 ]

@@ -54,7 +54,7 @@ class EncoderLayer(nn.Module):
 
     def __init__(
         self,
-        self_attn: MultiHeadAttention,
+        self_attn: nn.Module,
         ff: nn.Module,
         self_attn_norm: nn.Module,
         ff_norm: nn.Module,
@@ -130,7 +130,7 @@ class DecoderLayer(nn.Module):
 
     def __init__(
         self,
-        self_attn: MultiHeadAttention,
+        self_attn: nn.Module,
         ff: nn.Module,
         self_attn_norm: nn.Module,
         ff_norm: nn.Module,

@@ -5,16 +5,22 @@ from __future__ import annotations
 from qkv.models.base import TransformerModel
 from qkv.models.bert import EncoderModel
 from qkv.models.config import CONFIG_CLASSES, TransformerConfig
+from qkv.models.detr import DETR
 from qkv.models.lm import DecoderLM
 from qkv.models.memory import check_model_memory
 from qkv.models.seq2seq import Seq2SeqTransformer
+from qkv.models.swin import Swin
 from qkv.models.vit import ViT
+from qkv.models.xlnet import XLNetLM
 
 MODEL_CLASSES: dict[str, type[TransformerModel]] = {
     "seq2seq": Seq2SeqTransformer,
     "lm": DecoderLM,
     "encoder": EncoderModel,
     "vit": ViT,
+    "swin": Swin,
+    "detr": DETR,
+    "xlnet": XLNetLM,
 }
 
 

@@ -23,13 +23,17 @@ from qkv.models.memory import MAX_PARAMETERS, format_gib, parameter_count
 
 #: The feed-forward activations of :mod:`qkv.layers` (``"geglu_tanh"``: T5 v1.1's "gated-gelu").
 ModelActivation: TypeAlias = Activation
-PosKind = Literal["sinusoidal", "learned", "rope", "alibi", "relative", "none"]
+PosKind = Literal["sinusoidal", "learned", "rope", "alibi", "relative", "xl", "none"]
 Placement = Literal["pre", "post"]
 InitScheme = Literal["xavier", "normal", "gpt2"]
+#: Self-attention modules: exact softmax attention (:class:`~qkv.attn.MultiHeadAttention`,
+#: its backends chosen by ``attn_backend``) or an approximation with its own parameters.
+AttnKind = Literal["softmax", "favor", "linformer", "lsh"]
 
 POS_KINDS: tuple[str, ...] = get_args(PosKind)
 PLACEMENTS: tuple[str, ...] = get_args(Placement)
 INIT_SCHEMES: tuple[str, ...] = get_args(InitScheme)
+ATTN_KINDS: tuple[str, ...] = get_args(AttnKind)
 ACTIVATIONS: tuple[str, ...] = get_args(Activation)
 
 C = TypeVar("C", bound="TransformerConfig")
@@ -111,7 +115,10 @@ class TransformerConfig:
             ``activation_dropout``; 0 in the paper).
         pos: position information, one of :data:`POS_KINDS`: added to the embeddings
             (``sinusoidal``, ``learned``), rotating queries and keys (``rope``), or a bias on
-            the scores (``alibi``, ``relative`` = T5's bucketed bias), or ``none``.
+            the scores (``alibi``, ``relative`` = T5's bucketed bias), Transformer-XL's
+            relative sinusoids with the ``u``/``v`` biases (``xl``;
+            :class:`~qkv.pos.XLRelativeScore`, exact attention on the ``math`` backend), or
+            ``none``.
         rope_base: RoPE frequency base.
         rel_buckets: buckets of the relative bias (T5: 32).
         rel_max_distance: distance from which the relative bias shares one bucket (T5: 128).
@@ -125,6 +132,25 @@ class TransformerConfig:
         pruned_heads: attention module name -> the heads removed from it, numbered as in
             the unpruned module (``model.prune_heads`` fills it; building a model from the
             config removes them again, so a pruned model's checkpoint reloads).
+        attn_kind: the self-attention module, one of :data:`ATTN_KINDS`: ``"softmax"``
+            (exact; :class:`~qkv.attn.MultiHeadAttention`), ``"favor"`` (Performer's
+            FAVOR+, :class:`~qkv.attn.FavorAttention`; Choromanski et al. 2021) or
+            ``"linformer"`` (projected keys and values, :class:`~qkv.attn.LinformerAttention`;
+            Wang et al. 2020; bidirectional, so encoders only) or ``"lsh"`` (Reformer's
+            shared-QK LSH attention, :class:`~qkv.attn.LSHSelfAttention`; Kitaev et al.
+            2020). Cross-attention is always softmax. See ``docs/efficient.md``.
+        favor_features: FAVOR+'s random features ``m``; None = ``round(d_h ln d_h)``.
+        linformer_k: Linformer's projected length ``k``.
+        lsh_bucket_size: LSH attention's chunk length.
+        lsh_n_hashes: LSH hash rounds.
+        lsh_n_buckets: LSH buckets per round (even); None = about ``2 s / bucket_size``.
+        lsh_seed: a fixed hashing seed (the same buckets every call), or None (new
+            rotations every forward pass, as Reformer trains).
+        reversible: reversible residual layers (Reformer, sec. 4): activations recomputed
+            in the backward pass, memory independent of depth. Pre-norm, no
+            cross-attention (language models, encoders, ViT).
+        ff_chunk_size: run the feed-forward networks this many positions at a time (0 =
+            all at once; Reformer's chunking).
 
     Raises:
         ValueError: from ``__post_init__``, naming the offending values: among them sizes
@@ -157,6 +183,15 @@ class TransformerConfig:
     init: InitScheme = "xavier"
     init_std: float = 0.02
     pruned_heads: dict[str, list[int]] = field(default_factory=dict)
+    attn_kind: AttnKind = "softmax"
+    favor_features: int | None = None
+    linformer_k: int = 64
+    lsh_bucket_size: int = 64
+    lsh_n_hashes: int = 2
+    lsh_n_buckets: int | None = None
+    lsh_seed: int | None = None
+    reversible: bool = False
+    ff_chunk_size: int = 0
 
     def __post_init__(self) -> None:
         for name in ("d_model", "n_heads", "d_ff", "rel_buckets", "rel_max_distance"):
@@ -194,13 +229,55 @@ class TransformerConfig:
                 raise ValueError(f"attn_scale must be > 0 or None, got {self.attn_scale!r}")
         if not isinstance(self.attn_backend, str) or not self.attn_backend:
             raise ValueError(f"attn_backend must be a backend name, got {self.attn_backend!r}")
-        if self.pos == "sinusoidal" and self.d_model % 2:
-            raise ValueError(f"pos='sinusoidal' needs an even d_model, got {self.d_model}")
+        if self.pos in ("sinusoidal", "xl") and self.d_model % 2:
+            raise ValueError(f"pos={self.pos!r} needs an even d_model, got {self.d_model}")
+        if self.pos == "xl" and self.pruned_heads:
+            raise ValueError("pos='xl' keeps per-head position parameters: drop pruned_heads")
         if self.pos == "rope" and self.d_head % 2:
             raise ValueError(f"pos='rope' needs an even head_dim, got {self.d_head}")
         if self.pos == "relative" and self.rel_buckets < 4:
             raise ValueError(f"pos='relative' needs rel_buckets >= 4, got {self.rel_buckets}")
         self.pruned_heads = self._checked_pruned_heads()
+        self._check_attn_kind()
+
+    def _check_attn_kind(self) -> None:
+        """The efficient-attention fields (``docs/efficient.md``)."""
+        _check_choice("attn_kind", self.attn_kind, ATTN_KINDS)
+        if self.favor_features is not None:
+            _check_int("favor_features", self.favor_features)
+        _check_int("linformer_k", self.linformer_k)
+        _check_int("lsh_bucket_size", self.lsh_bucket_size)
+        _check_int("lsh_n_hashes", self.lsh_n_hashes)
+        if self.lsh_n_buckets is not None:
+            _check_int("lsh_n_buckets", self.lsh_n_buckets, minimum=2)
+            if self.lsh_n_buckets % 2:
+                raise ValueError(f"lsh_n_buckets must be even, got {self.lsh_n_buckets}")
+        if self.lsh_seed is not None:
+            _check_int("lsh_seed", self.lsh_seed, minimum=0)
+        _check_bool("reversible", self.reversible)
+        _check_int("ff_chunk_size", self.ff_chunk_size, minimum=0)
+        if self.attn_kind != "softmax" and self.pos in ("alibi", "relative", "xl"):
+            raise ValueError(
+                f"attn_kind={self.attn_kind!r} forms no score matrix to add pos={self.pos!r}'s "
+                f"bias to; use pos='rope', 'learned', 'sinusoidal' or 'none'"
+            )
+        if self.attn_kind == "lsh":
+            if self.kv_heads != self.n_heads:
+                raise ValueError(
+                    f"attn_kind='lsh' shares queries and keys: n_kv_heads ({self.n_kv_heads}) "
+                    f"must be None or n_heads ({self.n_heads})"
+                )
+            if self.pos == "rope":
+                raise ValueError(
+                    "attn_kind='lsh' hashes the shared query/key vectors, which rotary "
+                    "embeddings would make differ; use pos='learned', 'sinusoidal' or 'none'"
+                )
+            if self.pruned_heads:
+                raise ValueError("attn_kind='lsh' modules cannot be pruned: drop pruned_heads")
+        if self.reversible and self.norm_placement != "pre":
+            raise ValueError(
+                "reversible=True needs norm_placement='pre' (a post-norm layer cannot be inverted)"
+            )
 
     def _checked_pruned_heads(self) -> dict[str, list[int]]:
         if not isinstance(self.pruned_heads, dict):
@@ -281,6 +358,20 @@ def _check_vocab(cfg: Any, n_layer_fields: tuple[str, ...]) -> None:
             )
 
 
+def _check_bidirectional_only(cfg: TransformerConfig) -> None:
+    """Refuse Linformer in a causal decoder: its projections mix every position."""
+    if cfg.reversible and cfg.family == "seq2seq":
+        raise ValueError(
+            "reversible=True is for stacks without cross-attention (lm, encoder, vit), not "
+            "Seq2SeqConfig"
+        )
+    if cfg.attn_kind == "linformer":
+        raise ValueError(
+            f"attn_kind='linformer' is bidirectional (its projections mix future positions "
+            f"into every row) and {type(cfg).__name__} has a causal decoder; use 'favor'"
+        )
+
+
 @dataclass
 class Seq2SeqConfig(TransformerConfig):
     """The encoder-decoder Transformer (Vaswani et al. 2017). Defaults: the base model.
@@ -321,6 +412,7 @@ class Seq2SeqConfig(TransformerConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_vocab(self, ("n_encoder_layers", "n_decoder_layers"))
+        _check_bidirectional_only(self)
         _check_bool("share_embeddings", self.share_embeddings)
         _check_bool("output_bias", self.output_bias)
         _check_float("output_scale", self.output_scale, lo=0.0)
@@ -358,6 +450,11 @@ class LMConfig(TransformerConfig):
         tie_embeddings: output projection = token embedding (GPT-2).
         scale_embeddings: multiply embeddings by ``sqrt(d_model)``.
         embed_norm: a norm after the embedding sum.
+        mem_len: Transformer-XL memory: states per layer cached from the previous segment
+            (Dai et al. 2019; needs ``pos="xl"``); 0 = none.
+        segment_len: Transformer-XL segments: a longer input is run this many tokens at a
+            time, each segment attending to the memory of the ones before (needs
+            ``mem_len``); 0 = the whole input at once.
         (other fields: :class:`TransformerConfig`.)
     """
 
@@ -378,10 +475,24 @@ class LMConfig(TransformerConfig):
     tie_embeddings: bool = True
     scale_embeddings: bool = False
     embed_norm: bool = False
+    mem_len: int = 0
+    segment_len: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_vocab(self, ("n_layers",))
+        _check_bidirectional_only(self)
+        _check_int("mem_len", self.mem_len, minimum=0)
+        _check_int("segment_len", self.segment_len, minimum=0)
+        if self.mem_len and self.pos != "xl":
+            raise ValueError(
+                f"mem_len={self.mem_len} needs pos='xl' (cached states keep their meaning "
+                f"only with relative positions), got pos={self.pos!r}"
+            )
+        if self.segment_len and not self.mem_len:
+            raise ValueError(f"segment_len={self.segment_len} needs mem_len > 0")
+        if self.mem_len and self.reversible:
+            raise ValueError("mem_len (Transformer-XL) and reversible=True do not combine")
         _check_size(self)
 
 
@@ -491,8 +602,367 @@ class ViTConfig(TransformerConfig):
         return 1 + self.n_patches
 
 
+def _check_vision_stack(cfg: TransformerConfig, name: str) -> None:
+    """What the vision families (Swin, DETR) do not model: per-head options of the stack."""
+    if cfg.pruned_heads:
+        raise ValueError(f"{name} does not support pruned_heads, got {cfg.pruned_heads!r}")
+    for field_name in ("n_kv_heads", "head_dim", "attn_scale"):
+        if getattr(cfg, field_name) is not None:
+            raise ValueError(
+                f"{name} does not support {field_name} (must be None), "
+                f"got {getattr(cfg, field_name)!r}"
+            )
+    fixed = {"attn_kind": "softmax", "reversible": False, "ff_chunk_size": 0}
+    for field_name, value in fixed.items():
+        if getattr(cfg, field_name) != value:
+            raise ValueError(
+                f"{name} does not support {field_name} (must be {value!r}), "
+                f"got {getattr(cfg, field_name)!r}"
+            )
+
+
+@dataclass
+class SwinConfig(TransformerConfig):
+    """The Swin Transformer (Liu et al. 2021). Defaults: Swin-T at 224 px (28M parameters).
+
+    Stage ``i`` works on ``d_model * 2^i`` features with ``stage_heads[i]`` heads and a
+    feed-forward width of ``d_ff * 2^i``; patch merging halves the grid between stages.
+
+    Args:
+        d_model: width of stage 0 (the paper's ``C``; ``embed_dim`` in ``transformers``).
+        n_heads: heads of stage 0 (``stage_heads[0]``).
+        d_ff: feed-forward width of stage 0 (``mlp_ratio * C``).
+        image_size: input height and width in pixels.
+        patch_size: square patch side (patch partition); must divide ``image_size``.
+        in_channels: image channels.
+        n_classes: classes of the classification head; 0 = no head (the model returns the
+            pooled features, as ``transformers``' ``SwinModel``).
+        depths: blocks per stage (Swin-T: 2, 2, 6, 2).
+        stage_heads: heads per stage; None = ``n_heads * 2^i`` (Swin-T: 3, 6, 12, 24).
+        window_size: window side ``M`` (7); a stage whose grid is not larger than ``M``
+            attends over the whole grid without shifting, as in the reference code.
+        drop_path: stochastic depth rate of the last block, rising linearly from 0 (0.2 for
+            Swin-T on ImageNet).
+        pos: ``"none"`` (the paper) or ``"learned"`` (absolute position embeddings added
+            to the patches, ``use_absolute_embeddings``); the relative bias inside windows
+            is always there.
+        (other fields: :class:`TransformerConfig`; ``norm_placement`` must be ``"pre"``.)
+    """
+
+    family: ClassVar[str] = "swin"
+
+    d_model: int = 96
+    n_heads: int = 3
+    d_ff: int = 384
+    activation: ModelActivation = "gelu"
+    norm_placement: Placement = "pre"
+    dropout: float = 0.0
+    pos: PosKind = "none"
+    init: InitScheme = "normal"
+    image_size: int = 224
+    patch_size: int = 4
+    in_channels: int = 3
+    n_classes: int = 1000
+    depths: list[int] = field(default_factory=lambda: [2, 2, 6, 2])
+    stage_heads: list[int] | None = None
+    window_size: int = 7
+    drop_path: float = 0.2
+
+    def __post_init__(self) -> None:
+        if isinstance(self.depths, tuple):
+            self.depths = list(self.depths)
+        if isinstance(self.stage_heads, tuple):
+            self.stage_heads = list(self.stage_heads)
+        super().__post_init__()
+        for name in ("image_size", "patch_size", "in_channels", "window_size"):
+            _check_int(name, getattr(self, name))
+        _check_int("n_classes", self.n_classes, minimum=0)
+        if self.image_size % self.patch_size:
+            raise ValueError(
+                f"patch_size ({self.patch_size}) must divide image_size ({self.image_size})"
+            )
+        if not isinstance(self.depths, list) or not self.depths:
+            raise ValueError(f"depths must be a non-empty list of ints, got {self.depths!r}")
+        for i, depth in enumerate(self.depths):
+            _check_int(f"depths[{i}]", depth)
+        if self.stage_heads is not None:
+            if not isinstance(self.stage_heads, list) or len(self.stage_heads) != len(self.depths):
+                raise ValueError(
+                    f"stage_heads must list one head count per stage ({len(self.depths)}), "
+                    f"got {self.stage_heads!r}"
+                )
+            if self.stage_heads[0] != self.n_heads:
+                raise ValueError(
+                    f"stage_heads[0] ({self.stage_heads[0]}) must equal n_heads ({self.n_heads})"
+                )
+        for i, (width, heads) in enumerate(zip(self.stage_widths, self.heads_per_stage)):
+            _check_int(f"stage_heads[{i}]", heads)
+            if width % heads:
+                raise ValueError(
+                    f"stage {i}: its heads ({heads}) must divide its width "
+                    f"d_model * 2^{i} = {width}"
+                )
+        _check_float("drop_path", self.drop_path, lo=0.0, hi=1.0)
+        if self.norm_placement != "pre":
+            raise ValueError(
+                f"Swin is pre-norm: norm_placement must be 'pre', got {self.norm_placement!r}"
+            )
+        if self.pos not in ("none", "learned"):
+            raise ValueError(
+                f"Swin's pos must be 'none' or 'learned' (its relative bias is built in), "
+                f"got {self.pos!r}"
+            )
+        _check_vision_stack(self, "Swin")
+        _check_size(self)
+
+    @property
+    def n_stages(self) -> int:
+        """Stages (``len(depths)``)."""
+        return len(self.depths)
+
+    @property
+    def n_layers(self) -> int:
+        """Swin blocks in all stages."""
+        return sum(self.depths)
+
+    @property
+    def heads_per_stage(self) -> list[int]:
+        """Heads of each stage."""
+        if self.stage_heads is not None:
+            return list(self.stage_heads)
+        return [self.n_heads * 2**i for i in range(self.n_stages)]
+
+    @property
+    def stage_widths(self) -> list[int]:
+        """Feature width of each stage, ``d_model * 2^i``."""
+        return [self.d_model * 2**i for i in range(self.n_stages)]
+
+    @property
+    def grid(self) -> int:
+        """Patches per side at stage 0."""
+        return self.image_size // self.patch_size
+
+    @property
+    def stage_grids(self) -> list[int]:
+        """Grid side of each stage: patch merging halves it, rounding up (odd grids are
+        padded, as in ``transformers``)."""
+        sides = [self.grid]
+        for _ in range(self.n_stages - 1):
+            sides.append((sides[-1] + 1) // 2)
+        return sides
+
+    @property
+    def n_patches(self) -> int:
+        """Tokens at stage 0."""
+        return self.grid**2
+
+    @property
+    def max_len(self) -> int:
+        """Tokens at stage 0 (the longest sequence of the model)."""
+        return self.n_patches
+
+
+BackboneKind = Literal["cnn", "patch", "features"]
+BACKBONE_KINDS: tuple[str, ...] = get_args(BackboneKind)
+
+
+@dataclass
+class DETRConfig(TransformerConfig):
+    """DETR, the detection Transformer (Carion et al. 2020). Defaults: the paper's
+    Transformer (``d = 256``, 8 heads, 6 + 6 post-norm layers, 100 queries, 91 COCO classes)
+    on a small CNN backbone for qkv's ``detect`` task (the paper's is a ResNet-50, which qkv
+    does not model).
+
+    Args:
+        n_encoder_layers: encoder layers.
+        n_decoder_layers: decoder layers.
+        n_queries: learned object queries ``N`` (the most objects one image can hold).
+        n_classes: object classes, without the "no object" class the heads add.
+        image_size: input height and width in pixels (``cnn`` and ``patch`` backbones).
+        in_channels: image channels.
+        backbone: ``"cnn"`` (stride-2 3x3 convolutions, each followed by a ReLU, one per
+            entry of ``backbone_channels``: feature stride ``2^len``), ``"patch"`` (one
+            convolution with kernel and stride ``patch_size``, as ViT's patch embedding) or
+            ``"features"`` (no backbone: the model reads feature maps of
+            ``backbone_channels[-1]`` channels, e.g. a ResNet's, as when loading
+            ``transformers``' ``DetrForObjectDetection``).
+        backbone_channels: output channels of each backbone stage (the last feeds the
+            ``1 x 1`` input projection to ``d_model``).
+        patch_size: the ``patch`` backbone's patch side.
+        aux_loss: also decode (and train) every decoder layer's output (sec. 3.2).
+        cost_class, cost_bbox, cost_giou: the Hungarian matcher's cost weights (eq. 1:
+            ``-p(c) * cost_class + L1 * cost_bbox - GIoU * cost_giou``).
+        loss_bbox, loss_giou: weights of the L1 and generalized IoU box losses.
+        eos_coef: cross-entropy weight of the "no object" class (0.1: its queries outnumber
+            the objects).
+        (other fields: :class:`TransformerConfig`; positions are DETR's 2-D sine
+        encoding, added to queries and keys in every layer.)
+    """
+
+    family: ClassVar[str] = "detr"
+
+    d_model: int = 256
+    n_heads: int = 8
+    d_ff: int = 2048
+    dropout: float = 0.1
+    pos: PosKind = "sinusoidal"
+    n_encoder_layers: int = 6
+    n_decoder_layers: int = 6
+    n_queries: int = 100
+    n_classes: int = 91
+    image_size: int = 64
+    in_channels: int = 3
+    backbone: BackboneKind = "cnn"
+    backbone_channels: list[int] = field(default_factory=lambda: [32, 64, 128])
+    patch_size: int = 8
+    aux_loss: bool = True
+    cost_class: float = 1.0
+    cost_bbox: float = 5.0
+    cost_giou: float = 2.0
+    loss_bbox: float = 5.0
+    loss_giou: float = 2.0
+    eos_coef: float = 0.1
+
+    def __post_init__(self) -> None:
+        if isinstance(self.backbone_channels, tuple):
+            self.backbone_channels = list(self.backbone_channels)
+        super().__post_init__()
+        for name in ("n_encoder_layers", "n_decoder_layers", "n_queries", "n_classes"):
+            _check_int(name, getattr(self, name))
+        for name in ("image_size", "in_channels", "patch_size"):
+            _check_int(name, getattr(self, name))
+        _check_choice("backbone", self.backbone, BACKBONE_KINDS)
+        chans = self.backbone_channels
+        if not isinstance(chans, list) or not chans:
+            raise ValueError(f"backbone_channels must be a non-empty list of ints, got {chans!r}")
+        for i, c in enumerate(chans):
+            _check_int(f"backbone_channels[{i}]", c)
+        if self.backbone in ("patch", "features") and len(chans) != 1:
+            raise ValueError(
+                f"backbone={self.backbone!r} has one stage: backbone_channels must have one "
+                f"entry, got {chans!r}"
+            )
+        if self.backbone == "patch" and self.image_size % self.patch_size:
+            raise ValueError(
+                f"patch_size ({self.patch_size}) must divide image_size ({self.image_size})"
+            )
+        if self.backbone == "cnn" and self.image_size % 2 ** len(chans):
+            raise ValueError(
+                f"image_size ({self.image_size}) must be a multiple of the cnn backbone's "
+                f"stride 2^{len(chans)} = {2 ** len(chans)}"
+            )
+        _check_bool("aux_loss", self.aux_loss)
+        for name in ("cost_class", "cost_bbox", "cost_giou", "loss_bbox", "loss_giou", "eos_coef"):
+            _check_float(name, getattr(self, name), lo=0.0)
+        if self.pos != "sinusoidal":
+            raise ValueError(
+                f"DETR's positions are its 2-D sine encoding: pos must be 'sinusoidal', got {self.pos!r}"
+            )
+        if self.norm_placement != "post":
+            raise ValueError(
+                f"DETR is post-norm: norm_placement must be 'post', got {self.norm_placement!r}"
+            )
+        if self.d_model % 4:
+            raise ValueError(
+                f"DETR's 2-D sine positions need d_model divisible by 4, got {self.d_model}"
+            )
+        _check_vision_stack(self, "DETR")
+        _check_size(self)
+
+    @property
+    def stride(self) -> int:
+        """Pixels per feature-map cell."""
+        if self.backbone == "cnn":
+            return 2 ** len(self.backbone_channels)
+        return self.patch_size if self.backbone == "patch" else 1
+
+    @property
+    def feature_grid(self) -> int:
+        """Feature-map side for ``image_size`` images (``cnn`` and ``patch`` backbones)."""
+        return self.image_size // self.stride
+
+    @property
+    def max_len(self) -> int:
+        """Encoder tokens for ``image_size`` images."""
+        return self.feature_grid**2
+
+    @property
+    def n_layers(self) -> int:
+        """Encoder plus decoder layers."""
+        return self.n_encoder_layers + self.n_decoder_layers
+
+
+@dataclass
+class XLNetConfig(TransformerConfig):
+    """XLNet (Yang et al. 2019): a permutation language model with two-stream relative
+    attention (:class:`~qkv.models.xlnet.XLNetLM`). Defaults: XLNet-base (cased).
+
+    Its attention has no biases and Transformer-XL's relative positions always (``pos`` is
+    ``"xl"``); ``bias`` concerns the feed-forward network; layers are post-norm.
+
+    Args:
+        vocab_size: vocabulary.
+        n_layers: layers.
+        max_len: the longest sequence a task feeds it (positions are relative: no table).
+        pad_token_id: padding token, or None.
+        attn_type: ``"bi"`` (bidirectional, XLNet's pretraining) or ``"uni"`` (causal).
+        tie_embeddings: the head's weight is the word embedding (XLNet: always).
+        scale_embeddings, embed_norm: must stay False (XLNet has neither).
+        (other fields: :class:`TransformerConfig`.)
+    """
+
+    family: ClassVar[str] = "xlnet"
+
+    d_model: int = 768
+    n_heads: int = 12
+    d_ff: int = 3072
+    activation: ModelActivation = "gelu"
+    norm_eps: float = 1e-12
+    norm_placement: Placement = "post"
+    pos: PosKind = "xl"
+    attn_dropout: float = 0.1
+    init: InitScheme = "normal"
+    vocab_size: int = 32000
+    n_layers: int = 12
+    max_len: int = 512
+    pad_token_id: int | None = 5
+    attn_type: Literal["bi", "uni"] = "bi"
+    tie_embeddings: bool = True
+    scale_embeddings: bool = False
+    embed_norm: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_vocab(self, ("n_layers",))
+        _check_choice("attn_type", self.attn_type, ("bi", "uni"))
+        fixed = {
+            "pos": "xl",
+            "norm_placement": "post",
+            "attn_kind": "softmax",
+            "reversible": False,
+            "n_kv_heads": None,
+            "scale_embeddings": False,
+            "embed_norm": False,
+            "bias": True,
+            "ff_chunk_size": 0,
+        }
+        for name, value in fixed.items():
+            if getattr(self, name) != value:
+                raise ValueError(f"XLNetConfig needs {name}={value!r}, got {getattr(self, name)!r}")
+        _check_size(self)
+
+
 CONFIG_CLASSES: dict[str, type[TransformerConfig]] = {
-    c.family: c for c in (Seq2SeqConfig, LMConfig, EncoderConfig, ViTConfig)
+    c.family: c
+    for c in (
+        Seq2SeqConfig,
+        LMConfig,
+        EncoderConfig,
+        ViTConfig,
+        SwinConfig,
+        DETRConfig,
+        XLNetConfig,
+    )
 }
 
 

@@ -21,11 +21,18 @@ def count_parameters(model: nn.Module, *, trainable_only: bool = False) -> int:
 
 
 def _stacks(model: nn.Module) -> list[nn.Module]:
-    return [
+    stacks = [
         m
         for m in (getattr(model, "encoder", None), getattr(model, "decoder", None))
         if m is not None
     ]
+    if not stacks:  # Swin: its blocks and patch mergings
+        stacks = [
+            m
+            for m in (getattr(model, "layers", None), getattr(model, "merges", None))
+            if m is not None
+        ]
+    return stacks
 
 
 def non_embedding_parameters(model: nn.Module) -> int:
@@ -61,8 +68,11 @@ def flops_per_token(config: TransformerConfig, seq_len: int | None = None) -> in
         FLOPs as an int.
 
     Raises:
-        ValueError: a non-positive ``seq_len``.
+        ValueError: a non-positive ``seq_len``, or a hierarchical model (Swin: its stages
+            have different token counts and widths, so no one count per token holds).
     """
+    if config.family == "swin":
+        raise ValueError("Swin's stages have different token counts: no FLOPs per token")
     n_ctx = config.max_len if seq_len is None else seq_len  # type: ignore[attr-defined]
     if isinstance(n_ctx, bool) or not isinstance(n_ctx, int) or n_ctx <= 0:
         raise ValueError(f"seq_len must be a positive int, got {seq_len!r}")

@@ -12,6 +12,7 @@ from qkv.models.config import LMConfig
 from qkv.models.decoder import cache_length
 from qkv.models.init import init_weights
 from qkv.models.parts import decoder_for, embeddings_for, token_embedding
+from qkv.models.transformer_xl import SegmentMemory
 
 
 def positions_from_mask(padding_mask: Tensor, s: int) -> Tensor:
@@ -36,6 +37,9 @@ class DecoderLM(GenerativeModel):
 
     Pre-norm with a final norm, learned (or sinusoidal, RoPE, ALiBi, relative) positions,
     output projection tied to the token embedding (all set by the config; defaults GPT-2).
+    With ``pos="xl"`` and ``mem_len`` it is Transformer-XL: a segment attends to the
+    :class:`~qkv.models.transformer_xl.SegmentMemory` of the previous ones
+    (``segment_memory=``; see :mod:`qkv.models.transformer_xl`).
 
     Modules: ``embed`` (:class:`~qkv.models.embeddings.Embeddings`), ``decoder`` (a
     :class:`~qkv.models.decoder.Decoder` without cross-attention), ``lm_head``.
@@ -69,6 +73,7 @@ class DecoderLM(GenerativeModel):
         padding_mask: Tensor | None = None,
         positions: Tensor | None = None,
         cache: list[KVCache] | None = None,
+        segment_memory: SegmentMemory | None = None,
     ) -> Tensor:
         """Next-token logits.
 
@@ -81,11 +86,31 @@ class DecoderLM(GenerativeModel):
                 is harmless), else ``cached + arange(s)``. ALiBi and relative biases use
                 token distances and need no positions.
             cache: from :meth:`make_cache`; updated in place.
+            segment_memory: Transformer-XL memory from :meth:`make_memory`: the tokens
+                attend to it (``padding_mask`` then covers the ``s`` new tokens only), and
+                it is updated in place. Without one, an input longer than
+                ``config.segment_len`` runs segment by segment through a fresh memory.
 
         Returns:
             logits ``(b, s, vocab)``.
         """
         s = input_ids.shape[1]
+        seg = self.config.segment_len
+        if segment_memory is None and seg and s > seg and cache is None:
+            memory = self.make_memory()
+            parts = [
+                self(
+                    input_ids[:, i : i + seg],
+                    padding_mask=None if padding_mask is None else padding_mask[:, i : i + seg],
+                    segment_memory=memory,
+                )
+                for i in range(0, s, seg)
+            ]
+            return torch.cat(parts, dim=1)  # (b, s, vocab)
+        if segment_memory is not None:
+            x = self.embed(input_ids)  # (b, s, d); positions are relative
+            x = self.decoder(x, padding_mask=padding_mask, segment_memory=segment_memory)
+            return self.lm_head(x)  # (b, s, vocab)
         if positions is None:
             if padding_mask is not None:
                 positions = positions_from_mask(padding_mask, s)  # (b, s)
@@ -95,6 +120,16 @@ class DecoderLM(GenerativeModel):
         x = self.embed(input_ids, positions=positions)  # (b, s, d)
         x = self.decoder(x, padding_mask=padding_mask, positions=positions, cache=cache)  # type: ignore[arg-type]
         return self.lm_head(x)  # (b, s, vocab)
+
+    def make_memory(self) -> SegmentMemory:
+        """An empty Transformer-XL memory of ``config.mem_len`` states per layer.
+
+        Raises:
+            ValueError: a model without memory (``mem_len=0``).
+        """
+        if not self.config.mem_len:
+            raise ValueError("make_memory needs a model with pos='xl' and mem_len > 0")
+        return SegmentMemory(self.config.n_layers, self.config.mem_len)
 
     def make_cache(
         self,

@@ -29,6 +29,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from qkv.attn.favor import default_features
+from qkv.models._vision_memory import BUFFER_COUNTS, PARAMETER_COUNTS
+
 if TYPE_CHECKING:  # the configs import this module: no import of them at run time
     from qkv.models.config import TransformerConfig
 
@@ -70,9 +73,29 @@ def _norm(cfg: TransformerConfig) -> int:
 
 
 def _attention(cfg: TransformerConfig, heads: int, kv_heads: int) -> int:
-    """``qkv_proj`` (queries, keys and values stacked) and ``out_proj``."""
+    """``qkv_proj`` (queries, keys and values stacked) and ``out_proj`` (XLNet's: no biases)."""
     d, d_h = cfg.d_model, cfg.d_head
-    return _linear(d, (heads + 2 * kv_heads) * d_h, cfg.bias) + _linear(heads * d_h, d, cfg.bias)
+    bias = cfg.bias and cfg.family != "xlnet"
+    return _linear(d, (heads + 2 * kv_heads) * d_h, bias) + _linear(heads * d_h, d, bias)
+
+
+def _self_attention_extras(cfg: TransformerConfig, cross: bool = False) -> int:
+    """What a self-attention module of ``cfg.attn_kind`` holds beyond (or short of)
+    :func:`_attention`'s projections: Linformer's ``proj_k`` and ``proj_v``; LSH attention
+    has no key projection (queries and keys are shared); Transformer-XL's relative score
+    holds ``r_proj``, ``u`` and ``v``."""
+    if cross:
+        return 0
+    if cfg.pos == "xl":
+        width = cfg.n_heads * cfg.d_head
+        # XLNet adds the segment bias and two segment vectors
+        segments = 3 * width if cfg.family == "xlnet" else 0
+        return _linear(cfg.d_model, width, False) + 2 * width + segments
+    if cfg.attn_kind == "linformer":
+        return 2 * cfg.linformer_k * cfg.max_len  # type: ignore[attr-defined]
+    if cfg.attn_kind == "lsh":
+        return -_linear(cfg.d_model, cfg.kv_heads * cfg.d_head, cfg.bias)
+    return 0
 
 
 def _feedforward(cfg: TransformerConfig) -> int:
@@ -91,11 +114,11 @@ def _stacks(cfg: TransformerConfig) -> dict[str, tuple[int, bool]]:
         }
     if family == "lm":
         return {"decoder": (cfg.n_layers, False)}  # type: ignore[attr-defined]
-    if family in ("encoder", "vit"):
+    if family in ("encoder", "vit", "xlnet"):
         return {"encoder": (cfg.n_layers, False)}  # type: ignore[attr-defined]
     raise TypeError(
-        f"memory estimates need a Seq2SeqConfig, LMConfig, EncoderConfig or ViTConfig, "
-        f"got {type(cfg).__name__}"
+        f"memory estimates need a Seq2SeqConfig, LMConfig, EncoderConfig, ViTConfig or "
+        f"XLNetConfig, got {type(cfg).__name__}"
     )
 
 
@@ -124,7 +147,7 @@ def _pruned(cfg: TransformerConfig) -> Iterator[tuple[str, int, str, int, int]]:
 
 def _stack(cfg: TransformerConfig, name: str, n_layers: int, cross: bool) -> int:
     full = _attention(cfg, cfg.n_heads, cfg.kv_heads)
-    layer = full + _feedforward(cfg) + 2 * _norm(cfg)
+    layer = full + _self_attention_extras(cfg) + _feedforward(cfg) + 2 * _norm(cfg)
     if cross:
         layer += full + _norm(cfg)
     total = n_layers * layer
@@ -159,6 +182,9 @@ def _head_count(cfg: Any) -> int:
         total += 2 * _embedding_extras(cfg, cfg.max_len)  # source and target each
         total += 0 if cfg.tie_embeddings else tgt
         return total + (cfg.target_vocab if cfg.output_bias else 0)
+    if family == "xlnet":  # word embedding, mask_emb, head bias (and an untied head)
+        tok = cfg.vocab_size * d
+        return tok + d + cfg.vocab_size + (0 if cfg.tie_embeddings else tok)
     if family == "encoder":
         total = cfg.vocab_size * d + _embedding_extras(cfg, cfg.max_len, cfg.type_vocab_size)
         if cfg.pooler:
@@ -190,6 +216,8 @@ def parameter_count(config: TransformerConfig) -> int:
     Raises:
         TypeError: a config of no known family.
     """
+    if config.family in PARAMETER_COUNTS:  # the vision families (Swin, DETR)
+        return PARAMETER_COUNTS[config.family](config)
     stacks = _stacks(config)
     total = _head_count(config)
     for name, (n_layers, cross) in stacks.items():
@@ -199,16 +227,22 @@ def parameter_count(config: TransformerConfig) -> int:
 
 def buffer_count(config: TransformerConfig) -> int:
     """Elements of the non-parameter tensors built with the model: sinusoidal position
-    tables (``max_len x d_model`` per embedding) and ALiBi slopes (``n_heads`` per stack).
+    tables (``max_len x d_model`` per embedding), ALiBi slopes (``n_heads`` per stack) and
+    FAVOR+ random features (``m x d_h`` per self-attention).
 
     Raises:
         TypeError: a config of no known family.
     """
+    if config.family in BUFFER_COUNTS:
+        return BUFFER_COUNTS[config.family](config)
     stacks = _stacks(config)
     total = len(stacks) * config.n_heads if config.pos == "alibi" else 0
     if config.pos == "sinusoidal":
         tables = 2 if config.family == "seq2seq" else 1
         total += tables * config.max_len * config.d_model  # type: ignore[attr-defined]
+    if config.attn_kind == "favor":  # one (m, d_h) feature matrix per self-attention
+        m = config.favor_features or default_features(config.d_head)
+        total += sum(n for n, _ in stacks.values()) * m * config.d_head
     return total
 
 

@@ -30,10 +30,12 @@ def layer_kind(name: str, self_attention: bool = True) -> Kind:
     """The kind of an attention module from its path.
 
     ``...cross_attn`` (or any non-self attention) is ``"cross"``; a self-attention under a
-    ``decoder`` is ``"decoder_self"``; every other self-attention is ``"encoder_self"``.
+    ``decoder`` is ``"decoder_self"``; every other self-attention is ``"encoder_self"``. A
+    module named ``self_attn`` is self-attention even when called with separate key and value
+    inputs (DETR adds positions to its queries and keys, not to its values).
     """
     parts = name.split(".")
-    if not self_attention or any("cross" in p for p in parts):
+    if any("cross" in p for p in parts) or (not self_attention and parts[-1] != "self_attn"):
         return "cross"
     if any(p.startswith("decoder") for p in parts):
         return "decoder_self"

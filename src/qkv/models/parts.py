@@ -13,7 +13,11 @@ import math
 
 from torch import nn
 
+from qkv.attn.favor import FavorAttention
+from qkv.attn.linformer import LinformerAttention
+from qkv.attn.lsh import LSHSelfAttention
 from qkv.attn.mha import MultiHeadAttention
+from qkv.layers.chunking import ChunkedFeedForward
 from qkv.layers.feedforward import FeedForward
 from qkv.layers.norms import make_norm
 from qkv.models.blocks import DecoderLayer, EncoderLayer
@@ -21,7 +25,9 @@ from qkv.models.config import TransformerConfig
 from qkv.models.decoder import Decoder
 from qkv.models.embeddings import Embeddings
 from qkv.models.encoder import Encoder
-from qkv.pos import ALiBi, Learned, RelativeBias, RoPE, Sinusoidal
+from qkv.models.reversible import ReversibleDecoder, ReversibleEncoder, ReversibleLayer
+from qkv.models.transformer_xl import XLDecoder, XLDecoderLayer
+from qkv.pos import ALiBi, Learned, RelativeBias, RoPE, Sinusoidal, XLRelativeScore
 
 
 def norm_for(cfg: TransformerConfig) -> nn.Module:
@@ -29,25 +35,67 @@ def norm_for(cfg: TransformerConfig) -> nn.Module:
     return make_norm(cfg.norm, cfg.d_model, cfg.norm_eps)
 
 
-def attention_for(cfg: TransformerConfig, *, cross: bool = False) -> MultiHeadAttention:
-    """Self-attention (rotary when ``pos="rope"``) or cross-attention (never rotary)."""
+def attention_for(cfg: TransformerConfig, *, cross: bool = False) -> nn.Module:
+    """Self-attention of kind ``cfg.attn_kind`` (rotary when ``pos="rope"``, with
+    Transformer-XL's relative score when ``pos="xl"``), or cross-attention (always
+    softmax, never rotary)."""
     rope = RoPE(cfg.d_head, base=cfg.rope_base) if cfg.pos == "rope" and not cross else None
-    return MultiHeadAttention(
-        cfg.d_model,
-        cfg.n_heads,
-        n_kv_heads=cfg.n_kv_heads,
-        bias=cfg.bias,
-        dropout=cfg.attn_dropout,
-        backend=cfg.attn_backend,
-        head_dim=cfg.head_dim,
-        scale=cfg.attn_scale,
-        rope=rope,
-    )
+    kw = {
+        "n_kv_heads": cfg.n_kv_heads,
+        "bias": cfg.bias,
+        "dropout": cfg.attn_dropout,
+        "backend": cfg.attn_backend,
+        "head_dim": cfg.head_dim,
+        "scale": cfg.attn_scale,
+        "rope": rope,
+    }
+    kind = "softmax" if cross else cfg.attn_kind
+    if cfg.pos == "xl" and not cross:
+        kw["score"] = XLRelativeScore(cfg.d_model, cfg.n_heads, cfg.d_head)
+        kw["scale"] = cfg.attn_scale or 1.0 / math.sqrt(cfg.d_head)  # a score module's is 1
+    if kind == "lsh":
+        return LSHSelfAttention(
+            cfg.d_model,
+            cfg.n_heads,
+            head_dim=cfg.head_dim,
+            bucket_size=cfg.lsh_bucket_size,
+            n_hashes=cfg.lsh_n_hashes,
+            n_buckets=cfg.lsh_n_buckets,
+            bias=cfg.bias,
+            dropout=cfg.attn_dropout,
+            seed=cfg.lsh_seed,
+        )
+    if kind == "favor":
+        return FavorAttention(cfg.d_model, cfg.n_heads, n_features=cfg.favor_features, **kw)
+    if kind == "linformer":
+        max_len = cfg.max_len  # type: ignore[attr-defined]
+        return LinformerAttention(
+            cfg.d_model, cfg.n_heads, max_len=max_len, k=cfg.linformer_k, **kw
+        )
+    return MultiHeadAttention(cfg.d_model, cfg.n_heads, **kw)  # type: ignore[arg-type]
 
 
 def feedforward_for(cfg: TransformerConfig) -> FeedForward:
-    """The position-wise feed-forward network of ``cfg``."""
-    return FeedForward(cfg.d_model, cfg.d_ff, cfg.activation, cfg.ff_dropout, cfg.bias)
+    """The position-wise feed-forward network of ``cfg`` (chunked when ``ff_chunk_size``)."""
+    args = (cfg.d_model, cfg.d_ff, cfg.activation, cfg.ff_dropout, cfg.bias)
+    if cfg.ff_chunk_size:
+        return ChunkedFeedForward(*args, chunk_size=cfg.ff_chunk_size)
+    return FeedForward(*args)
+
+
+def reversible_layers(cfg: TransformerConfig, n_layers: int, *, causal: bool) -> list[nn.Module]:
+    """``n_layers`` :class:`~qkv.models.reversible.ReversibleLayer` s of ``cfg``."""
+    return [
+        ReversibleLayer(
+            attention_for(cfg),
+            feedforward_for(cfg),
+            norm_for(cfg),
+            norm_for(cfg),
+            causal=causal,
+            dropout=cfg.dropout,
+        )
+        for _ in range(n_layers)
+    ]
 
 
 def pos_bias_for(cfg: TransformerConfig, *, causal: bool) -> nn.Module | None:
@@ -72,7 +120,11 @@ def abs_pos_for(cfg: TransformerConfig, max_len: int) -> nn.Module | None:
 
 
 def encoder_for(cfg: TransformerConfig, n_layers: int) -> Encoder:
-    """``n_layers`` encoder layers; a final norm for pre-norm stacks."""
+    """``n_layers`` encoder layers (reversible ones when ``cfg.reversible``); a final
+    norm for pre-norm stacks."""
+    if cfg.reversible:
+        rev = reversible_layers(cfg, n_layers, causal=False)
+        return ReversibleEncoder(rev, norm=norm_for(cfg), pos_bias=pos_bias_for(cfg, causal=False))
     layers = [
         EncoderLayer(
             attention_for(cfg),
@@ -89,9 +141,15 @@ def encoder_for(cfg: TransformerConfig, n_layers: int) -> Encoder:
 
 
 def decoder_for(cfg: TransformerConfig, n_layers: int, *, cross_attention: bool) -> Decoder:
-    """``n_layers`` causal decoder layers, with cross-attention for encoder-decoders."""
+    """``n_layers`` causal decoder layers, with cross-attention for encoder-decoders
+    (reversible layers, without cross-attention, when ``cfg.reversible``)."""
+    if cfg.reversible and not cross_attention:
+        rev = reversible_layers(cfg, n_layers, causal=True)
+        return ReversibleDecoder(rev, norm=norm_for(cfg), pos_bias=pos_bias_for(cfg, causal=True))
+    xl = cfg.pos == "xl" and not cross_attention  # segment memory (Transformer-XL)
+    layer_cls = XLDecoderLayer if xl else DecoderLayer
     layers = [
-        DecoderLayer(
+        layer_cls(
             attention_for(cfg),
             feedforward_for(cfg),
             norm_for(cfg),
@@ -104,7 +162,9 @@ def decoder_for(cfg: TransformerConfig, n_layers: int, *, cross_attention: bool)
         for _ in range(n_layers)
     ]
     final = norm_for(cfg) if cfg.norm_placement == "pre" else None
-    return Decoder(layers, norm=final, pos_bias=pos_bias_for(cfg, causal=True))
+    return (XLDecoder if xl else Decoder)(
+        layers, norm=final, pos_bias=pos_bias_for(cfg, causal=True)
+    )
 
 
 def token_embedding(vocab_size: int, cfg: TransformerConfig, pad: int | None) -> nn.Embedding:

@@ -14,6 +14,7 @@ gpt2-small          124,439,808      Hugging Face ``GPT2Model`` (gpt2)
 gpt2-medium         354,823,168      Hugging Face ``GPT2Model`` (gpt2-medium)
 vit-b16             86,567,656       timm ``vit_base_patch16_224``
 vit-l16             304,326,632      timm ``vit_large_patch16_224``
+swin-t              28,288,354       timm ``swin_tiny_patch4_window7_224``
 ==================  ===============  ===============================================
 """
 
@@ -23,7 +24,15 @@ from typing import Any
 
 from qkv.models.base import TransformerModel
 from qkv.models.build import build
-from qkv.models.config import EncoderConfig, LMConfig, Seq2SeqConfig, TransformerConfig, ViTConfig
+from qkv.models.config import (
+    DETRConfig,
+    EncoderConfig,
+    LMConfig,
+    Seq2SeqConfig,
+    SwinConfig,
+    TransformerConfig,
+    ViTConfig,
+)
 
 # "Attention Is All You Need", table 3 and sec. 5.4/6.1: N=6 layers, shared 37,000-token
 # BPE vocabulary (WMT14 En-De), sinusoidal positions, post-norm, P_drop on sublayer outputs
@@ -84,6 +93,20 @@ _VIT: dict[str, Any] = {
     "attn_dropout": 0.0,
     "init": "normal",
 }
+# Swin-T (Liu et al. 2021, sec. 3.3): C = 96, depths 2, 2, 6, 2, heads 3, 6, 12, 24, window
+# 7, MLP ratio 4, 224 px, 4 px patches; stochastic depth 0.2 (sec. 4.1, ImageNet-1K).
+_SWIN_T: dict[str, Any] = {
+    "d_model": 96,
+    "n_heads": 3,
+    "d_ff": 384,
+    "depths": [2, 2, 6, 2],
+    "window_size": 7,
+    "image_size": 224,
+    "patch_size": 4,
+    "in_channels": 3,
+    "n_classes": 1000,
+    "drop_path": 0.2,
+}
 _BASE_12 = {"d_model": 768, "n_heads": 12, "d_ff": 3072}
 _LARGE_24 = {"d_model": 1024, "n_heads": 16, "d_ff": 4096}
 _TINY = {"d_model": 32, "n_heads": 4, "d_ff": 64}
@@ -121,6 +144,20 @@ _PRESETS: dict[str, tuple[type[TransformerConfig], dict[str, Any]]] = {
     "vit-tiny": (
         ViTConfig,
         {**_VIT, **_TINY, "n_layers": 2, "image_size": 32, "patch_size": 8, "n_classes": 10},
+    ),
+    "swin-t": (SwinConfig, _SWIN_T),
+    # DETR's Transformer (Carion et al. 2020, sec. 4: d = 256, 8 heads, 2048 FFN, 6 + 6
+    # layers, 100 queries, dropout 0.1) on qkv's small CNN backbone, 91 COCO classes.
+    "detr": (DETRConfig, {}),
+    "detr-tiny": (
+        DETRConfig,
+        {**_TINY, "n_encoder_layers": 2, "n_decoder_layers": 2, "n_queries": 6}
+        | {"n_classes": 10, "image_size": 32, "in_channels": 1, "backbone_channels": [8, 16]},
+    ),
+    "swin-tiny": (
+        SwinConfig,
+        {**_TINY, "n_heads": 2, "depths": [2, 2], "image_size": 32, "patch_size": 2}
+        | {"window_size": 4, "n_classes": 10, "drop_path": 0.1},
     ),
 }
 

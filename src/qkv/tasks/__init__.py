@@ -8,9 +8,10 @@ name               kind      data
 ``synthetic``      seq2seq   English -> Kalo from :mod:`qkv.data.grammar` (word tokens)
 ``translate``      seq2seq   ``--data pairs.tsv`` or German -> English (``trans-de-en``)
 ``lm``             lm        ``--data file.txt``, Python's help topics, or the KJV Bible
-``digits``         classify  scikit-learn's 8x8 digits (ViT)
-``fashion-mnist``  classify  Fashion-MNIST 28x28 (ViT, ``dataset-fashion-mnist``)
+``digits``         classify  scikit-learn's 8x8 digits (ViT; ``--preset swin``: Swin)
+``fashion-mnist``  classify  Fashion-MNIST 28x28 (ViT, ``dataset-fashion-mnist``; or Swin)
 ``listops``        classify  Long Range Arena ListOps, dense/local/BigBird attention
+``detect``         detect    DETR on canvases of 1-5 Fashion-MNIST items (or digits)
 =================  ========  ==========================================================
 
 >>> task = get_task("copy", TaskOptions(n_train=8, n_valid=2, n_test=2))
@@ -21,6 +22,7 @@ name               kind      data
 
 from qkv.tasks.base import Task, TaskError, TaskOptions
 from qkv.tasks.copy import CopyTask
+from qkv.tasks.detect import DetectTask
 from qkv.tasks.digits import DigitsTask
 from qkv.tasks.fashion_mnist import FashionMNISTTask
 from qkv.tasks.hf import generate_text, viz_hf
@@ -36,6 +38,7 @@ from qkv.tasks.viz import TextRecord, from_checkpoint, record_text, report_for_t
 __all__ = [
     "TASKS",
     "CopyTask",
+    "DetectTask",
     "DigitsTask",
     "FashionMNISTTask",
     "LMTask",

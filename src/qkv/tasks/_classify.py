@@ -28,6 +28,8 @@ class ClassifyTask(Task):
     Metrics: ``accuracy`` (0-100, the headline) and ``loss`` (nats per example).
     """
 
+    unit = "ex"  # the throughput counts examples
+
     kind = "classify"
     class_names: ClassVar[tuple[str, ...]]
 

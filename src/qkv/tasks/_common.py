@@ -129,7 +129,8 @@ def sized_config(
 
     Args:
         task: the task (for error messages).
-        family: the config family the task needs (``"seq2seq"``, ``"lm"``, ``"encoder"``, ``"vit"``).
+        family: the config family the task needs (``"seq2seq"``, ``"lm"``, ``"encoder"``, ``"vit"``,
+            ``"swin"``).
         preset: a :data:`qkv.models.PRESETS` name, or None for ``default``.
         default: the task's own small architecture (without the sizes).
         sizes: fields fixed by the data: vocabulary, lengths, image geometry.
@@ -158,6 +159,8 @@ def sized_config(
         "lm": models.LMConfig,
         "encoder": models.EncoderConfig,
         "vit": models.ViTConfig,
+        "swin": models.SwinConfig,
+        "detr": models.DETRConfig,
     }[family]
     try:
         return _family_config(task, cls, family, preset, default, sizes, overrides, base)

@@ -1,6 +1,6 @@
 """Shared machinery of the image-classification tasks (``digits``, ``fashion-mnist``): a ViT
-on grey images (the loss, accuracy and top classes come from
-:class:`~qkv.tasks._classify.ClassifyTask`)."""
+(or, with ``--preset swin``, a Swin Transformer) on grey images (the loss, accuracy and top
+classes come from :class:`~qkv.tasks._classify.ClassifyTask`)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Literal, overload
 import torch
 from torch import Tensor, nn
 
+from qkv import models
 from qkv.models import TransformerConfig
 from qkv.tasks._classify import ClassifyTask
 from qkv.tasks._common import (
@@ -67,6 +68,35 @@ class ImageExamples(Sequence[tuple[Tensor, int]]):
         return self.subset(torch.as_tensor(list(indices), dtype=torch.long))
 
 
+def read_task_image(task: Any, source: str, size: int) -> Tensor:
+    """An image task's input ``(1, size, size)`` in ``[0, 1]``: an image file (made grey and
+    resized) or ``SPLIT:N``, the image of the ``N``-th example of ``task.examples(SPLIT)``.
+
+    Raises:
+        TaskError: a missing or unreadable file, or a bad ``SPLIT:N``.
+    """
+    split, _, index = source.partition(":")
+    if split in SPLITS and index.isdigit():
+        data = task.examples(split)
+        if int(index) >= len(data):
+            raise TaskError(f"{source}: split {split!r} has {len(data)} images")
+        return data[int(index)][0]  # type: ignore[no-any-return]
+    path = Path(source)
+    if not path.is_file():
+        raise TaskError(f"input {source!r} is neither an image file nor SPLIT:N (e.g. test:0)")
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError as e:  # pragma: no cover - Pillow comes with matplotlib
+        raise TaskError("reading image files needs Pillow: `pip install pillow`") from e
+    try:
+        with Image.open(path) as im:
+            grey = im.convert("L").resize((size, size))
+            pixels = torch.tensor(list(grey.getdata()), dtype=torch.float32)
+    except (UnidentifiedImageError, OSError) as e:
+        raise TaskError(f"{path} is not an image file Pillow can read: {e}") from None
+    return pixels.view(1, size, size) / 255.0  # (1, H, W)
+
+
 def shuffled_split(n: int, sizes: Sequence[int], seed: int, what: str) -> list[Tensor]:
     """Disjoint index sets of the given sizes from a seeded permutation of ``range(n)``.
 
@@ -92,6 +122,10 @@ class ImageTask(ClassifyTask):
     class_names: ClassVar[tuple[str, ...]]
     default_patch: ClassVar[int]
     default_model: ClassVar[dict[str, Any]]
+    #: The task's own Swin (``--preset swin``), about as many parameters as
+    #: :attr:`default_model`'s ViT, and its patch size.
+    swin_model: ClassVar[dict[str, Any]] = {}
+    swin_patch: ClassVar[int] = 1
     #: training-time augmentation: ``shift`` (pixels), ``flip`` and ``erase`` (probabilities)
     augmentation: ClassVar[dict[str, float]] = {}
 
@@ -175,20 +209,31 @@ class ImageTask(ClassifyTask):
     def model_config(
         self, preset: str | None = None, *, base: TransformerConfig | None = None, **overrides: Any
     ) -> TransformerConfig:
-        """A :class:`~qkv.models.ViTConfig` for the task's image size, channels and classes,
-        with the task's patch size (presets are sized for larger images; pass
-        ``patch_size=`` to choose another).
+        """A :class:`~qkv.models.ViTConfig` (or :class:`~qkv.models.SwinConfig`) for the task's
+        image size, channels and classes, with the task's patch size (presets are sized for
+        larger images; pass ``patch_size=`` to choose another).
+
+        ``preset`` is None (the task's own ViT, :attr:`default_model`), ``"swin"`` (the task's
+        own Swin, :attr:`swin_model`, of about the same parameter count), or a ViT or Swin
+        preset of :data:`qkv.models.PRESETS` (``vit-tiny``, ``swin-tiny``, ...).
 
         Raises:
             TaskError: a preset of another model family.
         """
+        family, default, patch = "vit", self.default_model, self.default_patch
+        if preset == "swin" and self.swin_model:
+            family, default, patch, preset = "swin", self.swin_model, self.swin_patch, None
+        elif base is not None and base.family == "swin":
+            family, patch = "swin", self.swin_patch
+        elif preset in models.PRESETS and models.preset_config(preset).family == "swin":
+            family, patch = "swin", self.swin_patch
         sizes: dict[str, Any] = {
             "image_size": self.image_size,
             "in_channels": self.in_channels,
             "n_classes": self.n_classes,
-            "patch_size": self.default_patch,
+            "patch_size": patch,
         }
-        return sized_config(self, "vit", preset, self.default_model, sizes, overrides, base)
+        return sized_config(self, family, preset, default, sizes, overrides, base)
 
     def read_image(self, source: str) -> Tensor:
         """One input image ``(c, H, W)`` in ``[0, 1]``: an image file (PNG, JPEG, ...; made
@@ -198,26 +243,7 @@ class ImageTask(ClassifyTask):
         Raises:
             TaskError: a missing or unreadable file, or a bad ``SPLIT:N``.
         """
-        split, _, index = source.partition(":")
-        if split in SPLITS and index.isdigit():
-            data = self.examples(split)  # type: ignore[arg-type]
-            if int(index) >= len(data):
-                raise TaskError(f"{source}: split {split!r} has {len(data)} images")
-            return data[int(index)][0]
-        path = Path(source)
-        if not path.is_file():
-            raise TaskError(f"input {source!r} is neither an image file nor SPLIT:N (e.g. test:0)")
-        try:
-            from PIL import Image, UnidentifiedImageError
-        except ImportError as e:  # pragma: no cover - Pillow comes with matplotlib
-            raise TaskError("reading image files needs Pillow: `pip install pillow`") from e
-        try:
-            with Image.open(path) as im:
-                grey = im.convert("L").resize((self.image_size, self.image_size))
-                pixels = torch.tensor(list(grey.getdata()), dtype=torch.float32)
-        except (UnidentifiedImageError, OSError) as e:
-            raise TaskError(f"{path} is not an image file Pillow can read: {e}") from None
-        return pixels.view(1, self.image_size, self.image_size) / 255.0  # (1, H, W)
+        return read_task_image(self, source, self.image_size)
 
     def predict(self, model: nn.Module, inputs: Sequence[str], **_: Any) -> list[str]:
         """The top 3 classes of each input image (a file, or ``SPLIT:N``) with their
@@ -237,4 +263,4 @@ class ImageTask(ClassifyTask):
         """Nothing to read: images need no tokenizer."""
 
 
-__all__ = ["ImageExamples", "ImageTask", "shuffled_split"]
+__all__ = ["ImageExamples", "ImageTask", "read_task_image", "shuffled_split"]

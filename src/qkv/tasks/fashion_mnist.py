@@ -4,7 +4,8 @@
 package ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``) or a directory
 given as ``--data`` holding ``{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz``. The valid
 split (default 5,000) is a seeded sample of the training images; test is ``t10k``. With 4x4
-patches an image is 49 tokens plus the class token.
+patches an image is 49 tokens plus the class token. ``--preset swin`` trains the task's
+Swin instead (as many parameters; 196 patches of 2x2 in 7x7 windows, then one 7x7 window).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def read_fashion_mnist(directory: str | Path, part: str) -> ImageExamples:
 
 
 class FashionMNISTTask(ImageTask):
-    """ViT classification of Fashion-MNIST.
+    """ViT (or Swin) classification of Fashion-MNIST.
 
     Options: ``data`` (a directory with the four ``.gz`` files; default the Debian
     package's), ``seed`` (valid sample), ``n_valid`` (5,000), ``n_train`` (default: the other
@@ -83,6 +84,30 @@ class FashionMNISTTask(ImageTask):
         "n_layers": 4,
         "dropout": 0.1,
     }
+    # Recipe: AdamW with a cosine schedule instead of the Noam default (78.7% after 9 min
+    # with Noam, 81.8% with AdamW + cosine on 2 cores; 79.5% test after 10 min on one
+    # thread of a busy machine, 335 steps of 128). Not yet tuned to the 88% goal.
+    recipe: ClassVar[dict[str, Any]] = {
+        "batch_size": 128,
+        "optimizer": "adamw",
+        "lr": 1e-3,
+        "schedule": "cosine",
+        "warmup": 100,
+        "weight_decay": 0.05,
+        "label_smoothing": 0.1,
+    }
+    # Swin at the ViT's parameter count (533,814 vs 540,170): 2x2 patches make a 14x14 grid
+    # of 7x7 windows (shifted in every other block), merged into one 7x7 window.
+    swin_model: ClassVar[dict[str, Any]] = {
+        "d_model": 64,
+        "n_heads": 2,
+        "d_ff": 256,
+        "depths": [2, 2],
+        "window_size": 7,
+        "dropout": 0.0,
+        "drop_path": 0.1,
+    }
+    swin_patch: ClassVar[int] = 2
     default_valid: ClassVar[int] = 5000
 
     def _make_splits(self) -> dict[str, ImageExamples]:

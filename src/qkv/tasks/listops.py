@@ -156,7 +156,21 @@ class ListOpsTask(ClassifyTask):
         return masks.bigbird(self.block, 3, 1, 2, seed=self.options.seed) & pad
 
     def logits(self, model: nn.Module, batch: Batch) -> Tensor:
-        """``(b, 10)`` logits, every layer attending with the task's pattern."""
+        """``(b, 10)`` logits, every layer attending with the task's pattern; a model whose
+        attention is an approximation (``attn_kind`` FAVOR+, Linformer, LSH: they take no
+        mask) sees the padding only, and only with the dense pattern.
+
+        Raises:
+            TaskError: a sparse pattern asked of an approximate attention.
+        """
+        kind = getattr(getattr(model, "config", None), "attn_kind", "softmax")
+        if kind != "softmax":
+            if self.attention != "dense":
+                raise TaskError(
+                    f"task 'listops': attention {self.attention!r} is a mask, which "
+                    f"attn_kind={kind!r} cannot take: use attention 'dense'"
+                )
+            return model(batch["inputs"], padding_mask=batch["padding_mask"]).logits  # (b, 10)
         out = model(batch["inputs"], mask=self.pattern(batch["padding_mask"]))
         return out.logits  # (b, 10)
 

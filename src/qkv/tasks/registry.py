@@ -7,6 +7,7 @@ from pathlib import Path
 from qkv.tasks._common import TASK_FILE, read_task_file
 from qkv.tasks.base import Task, TaskError, TaskOptions
 from qkv.tasks.copy import CopyTask
+from qkv.tasks.detect import DetectTask
 from qkv.tasks.digits import DigitsTask
 from qkv.tasks.fashion_mnist import FashionMNISTTask
 from qkv.tasks.listops import ListOpsTask
@@ -27,6 +28,7 @@ TASKS: dict[str, type[Task]] = {
         DigitsTask,
         FashionMNISTTask,
         ListOpsTask,
+        DetectTask,
     )
 }
 

@@ -7,7 +7,10 @@ The glue between a task's tokenizers or images and :func:`~qkv.interp.record_att
   where the target is given or is the model's own greedy output (``task.predict``);
 * language models and encoders read the text's tokens (the last ``max_len`` of them);
 * a ViT reads an image (a file, or ``SPLIT:N`` of its task); the report shows where the
-  class token looks on the picture (rollout and each layer) above the interactive views.
+  class token looks on the picture (rollout and each layer), then the image panel (hover a
+  patch to see where it attends) above the interactive views;
+* a Swin or a DETR reads an image too: :mod:`qkv.tasks.viz_vision` draws their figures
+  (window attention of the centre patch; each object query's attention beside its box).
 """
 
 from __future__ import annotations
@@ -21,14 +24,17 @@ import torch
 from torch import Tensor, nn
 
 from qkv.interp.capture import AttentionRecord, LayerSelector, record_attention
+from qkv.interp.image_panel import ImagePanel
 from qkv.interp.images import cls_maps, figure_png, plot_overlays
 from qkv.interp.plots import save_figure, write_figures
 from qkv.interp.report import write_report
 from qkv.layers.mode import evaluating
-from qkv.models import DecoderLM, EncoderModel, Seq2SeqTransformer, ViT
+from qkv.models import DETR, DecoderLM, EncoderModel, Seq2SeqTransformer, Swin, ViT
 from qkv.tasks._image import ImageTask
 from qkv.tasks.base import Task
+from qkv.tasks.detect import DetectTask
 from qkv.tasks.run import load_trained
+from qkv.tasks.viz_vision import report_for_detection, report_for_swin
 
 
 @dataclass(frozen=True)
@@ -159,7 +165,8 @@ def report_for_task(
     """Run a trained model on ``text`` (tokenized by its task) and write the report.
 
     Args:
-        model: a model that reads text (see :func:`qkv.tasks.viz.record_text`), or a ViT.
+        model: a model that reads text (see :func:`qkv.tasks.viz.record_text`), a ViT or
+            Swin (image tasks), or a DETR (``detect``).
         task: its task, which holds the tokenizers (or the images).
         text: the input text (for an image task: an image file or ``SPLIT:N``).
         out: the HTML file to write.
@@ -170,7 +177,13 @@ def report_for_task(
     Returns:
         The report's path.
     """
+    if isinstance(task, DetectTask):
+        if not isinstance(model, DETR):
+            raise ValueError(f"task 'detect' needs a DETR, got {type(model).__name__}")
+        return report_for_detection(model, task, text, out, png_dir=png_dir, title=title)
     if isinstance(task, ImageTask):
+        if isinstance(model, Swin):
+            return report_for_swin(model, task, text, out, png_dir=png_dir, title=title)
         return report_for_image(model, task, text, out, png_dir=png_dir, title=title)
     tr = record_text(model, task, text, target=target)
     if title is None:
@@ -267,7 +280,8 @@ def report_for_image(
 ) -> Path:
     """Write the attention report of a ViT on one image: where the class token looks (the
     rollout over all layers, then each layer with its heads averaged) as heat on the picture,
-    above the interactive views of every head over the ``[CLS] + patches`` tokens.
+    above the interactive image panel (hover a patch to see where it attends; a button for
+    the class token) and the views of every head over the ``[CLS] + patches`` tokens.
 
     Args:
         model: a ViT.
@@ -287,7 +301,12 @@ def report_for_image(
         best, prob = ir.top[0]
         title = f"{source}: {best} ({prob:.0%})"
     path = write_report(
-        out, ir.record, ir.tokens, title=title, figures=[(caption, figure_png(fig))]
+        out,
+        ir.record,
+        ir.tokens,
+        title=title,
+        figures=[(caption, figure_png(fig))],
+        image=ImagePanel.row_major(ir.image, ir.grid, first=1),  # after the class token
     )
     if png_dir is not None:
         save_figure(fig, Path(png_dir) / "attention_on_image.png")

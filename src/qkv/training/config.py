@@ -26,6 +26,10 @@ def _meta(
 OPT, EVAL, RUN = "optimization", "evaluation and checkpoints", "runtime"
 
 
+#: ``steps`` of a run that only a time budget (``max_time``) ends.
+UNBOUNDED_STEPS = 10**9
+
+
 @dataclass
 class TrainConfig:
     """Settings of :class:`qkv.training.Trainer` (each field's help is in its metadata,
@@ -345,4 +349,12 @@ def _check_float(
         raise ValueError(f"{name} must be {rng}, got {value!r}")
 
 
-__all__ = ["AMP_MODES", "OPTIMIZERS", "SCHEDULES", "TrainConfig", "flag_of", "resume_config"]
+__all__ = [
+    "AMP_MODES",
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "UNBOUNDED_STEPS",
+    "TrainConfig",
+    "flag_of",
+    "resume_config",
+]

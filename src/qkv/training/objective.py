@@ -54,7 +54,9 @@ class Objective(Protocol):
         ...
 
     def n_tokens(self, batch: Batch) -> int:
-        """Tokens (or examples) processed in a batch, for the throughput log."""
+        """Tokens (or examples) processed in a batch, for the throughput log (an objective
+        counting something else than tokens says what in a ``unit`` attribute, e.g.
+        ``"img"``; the log then reads ``img/s``)."""
         ...
 
     def metrics(self, loss_sum: float, n: int, logs: Mapping[str, float]) -> dict[str, float]:

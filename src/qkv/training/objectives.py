@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from qkv.data.batching import pad_ids
 from qkv.data.tokenizers import BOS_ID, EOS_ID, PAD_ID
-from qkv.models import DecoderLM, EncoderModel, Seq2SeqTransformer, ViT
+from qkv.models import DecoderLM, EncoderModel, Seq2SeqTransformer, Swin, ViT
 from qkv.training.objective import Batch, LossOutput, Objective, loss_metrics
 
 
@@ -205,6 +205,7 @@ class ClassificationObjective:
     """
 
     keys = ("inputs", "labels")
+    unit = "ex"  # the throughput counts examples
 
     def collate(self, examples: Sequence[Any]) -> Batch:
         xs, ys = [], []
@@ -253,7 +254,7 @@ class ClassificationObjective:
 
 def objective_for(model: nn.Module) -> Objective:
     """The objective of a qkv model: next-token prediction for a ``DecoderLM``, teacher
-    forcing for a ``Seq2SeqTransformer``, classification for a ``ViT`` or an
+    forcing for a ``Seq2SeqTransformer``, classification for a ``ViT``, a ``Swin`` or an
     ``EncoderModel`` with ``n_classes``.
 
     Raises:
@@ -264,7 +265,9 @@ def objective_for(model: nn.Module) -> Objective:
         return LMObjective()
     if isinstance(model, Seq2SeqTransformer):
         return Seq2SeqObjective()
-    if isinstance(model, ViT) or (isinstance(model, EncoderModel) and model.classifier is not None):
+    if isinstance(model, (ViT, Swin)) or (
+        isinstance(model, EncoderModel) and model.classifier is not None
+    ):
         return ClassificationObjective()
     raise ValueError(
         f"no default objective for a {type(model).__name__}; pass Trainer(..., objective=...) "

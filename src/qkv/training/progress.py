@@ -62,6 +62,7 @@ class Progress:
         log_every: steps between plain lines.
         enabled: print at all (False on DDP ranks other than 0).
         stream: where to print (standard error).
+        unit: what the throughput counts (the objective's ``unit``: tokens, examples, ...).
     """
 
     def __init__(
@@ -76,7 +77,9 @@ class Progress:
         log_every: int,
         enabled: bool = True,
         stream: TextIO | None = None,
+        unit: str = "tok",
     ) -> None:
+        self.unit = unit
         self.name, self.total, self.max_time = name, total_steps, max_time
         self.start_step, self.start_elapsed = start_step, start_elapsed
         self.log_every, self.enabled = log_every, enabled
@@ -140,7 +143,7 @@ class Progress:
                     step=step,
                     loss=f"{logs['loss']:.3f}",
                     lr=f"{logs['lr']:.2e}",
-                    tok_s=f"{rate:,.0f}",
+                    **{f"{self.unit}_s": f"{rate:,.0f}"},
                 )
             return
         if logs is None:
@@ -150,7 +153,7 @@ class Progress:
         of = f"/{self.total}" if self.max_time is None else ""
         self.print(
             f"step {step}{of}  loss {logs['loss']:.4f}  lr {logs['lr']:.2e}  "
-            f"{rate:,.0f} tok/s  {format_duration(elapsed)} elapsed{eta}"
+            f"{rate:,.0f} {self.unit}/s  {format_duration(elapsed)} elapsed{eta}"
         )
 
     def evaluation(self, step: int, metrics: dict[str, float], samples: Sequence[str]) -> None:

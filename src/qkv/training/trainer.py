@@ -30,7 +30,7 @@ from torch import nn
 from qkv._version import __version__
 from qkv.training import checkpoint as ckpt
 from qkv.training import parallel, rundir
-from qkv.training.config import TrainConfig
+from qkv.training.config import UNBOUNDED_STEPS, TrainConfig
 from qkv.training.distributed import DistInfo, all_reduce_sum, barrier, init_distributed
 from qkv.training.evaluate import evaluate_objective, to_device
 from qkv.training.objective import Batch, Objective
@@ -410,6 +410,7 @@ class Trainer:
             bar=cfg.progress,
             log_every=cfg.log_every,
             enabled=main,
+            unit=getattr(self.objective, "unit", "tok"),
         )
         show.header(self.describe())
         t_start = t_last = time.perf_counter()
@@ -496,7 +497,8 @@ class Trainer:
         budget = (
             f"{cfg.steps:,} steps"
             if cfg.max_time is None
-            else (f"{format_duration(cfg.max_time)} (at most {cfg.steps:,} steps)")
+            else format_duration(cfg.max_time)
+            + ("" if cfg.steps >= UNBOUNDED_STEPS else f" (at most {cfg.steps:,} steps)")
         )
         if self.step:
             budget += f", resuming at step {self.step:,} ({format_duration(self.elapsed)} done)"

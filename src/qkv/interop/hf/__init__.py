@@ -6,20 +6,34 @@ family    ``transformers`` classes                      qkv model
 bert      BertModel, BertForMaskedLM, ...PreTraining    :class:`~qkv.models.EncoderModel`
 gpt2      GPT2Model, GPT2LMHeadModel                    :class:`~qkv.models.DecoderLM`
 vit       ViTForImageClassification                     :class:`~qkv.models.ViT`
+swin      SwinModel, SwinForImageClassification         :class:`~qkv.models.Swin`
+detr      DetrForObjectDetection (read only, no ResNet)  :class:`~qkv.models.DETR`
 bart      BartModel, BartForConditionalGeneration       :class:`~qkv.models.Seq2SeqTransformer`
 marian    MarianModel, MarianMTModel                    :class:`~qkv.models.Seq2SeqTransformer`
 t5        T5Model, T5ForConditionalGeneration           :class:`~qkv.models.Seq2SeqTransformer`
+xlnet     XLNetModel, XLNetLMHeadModel                  :class:`~qkv.models.XLNetLM`
 ========  ============================================  =====================================
 """
 
 from __future__ import annotations
 
-from qkv.interop.hf import bart, bert, gpt2, marian, t5, vit
+from qkv.interop.hf import bart, bert, detr, gpt2, marian, swin, t5, vit, xlnet
 from qkv.interop.hf._common import HFFamily
 
 #: family name -> its conversion.
 FAMILIES: dict[str, HFFamily] = {
-    f.name: f for f in (bert.FAMILY, gpt2.FAMILY, vit.FAMILY, bart.FAMILY, marian.FAMILY, t5.FAMILY)
+    f.name: f
+    for f in (
+        bert.FAMILY,
+        gpt2.FAMILY,
+        vit.FAMILY,
+        bart.FAMILY,
+        marian.FAMILY,
+        t5.FAMILY,
+        swin.FAMILY,
+        detr.FAMILY,
+        xlnet.FAMILY,
+    )
 }
 #: ``config.json`` ``model_type`` -> family name.
 MODEL_TYPES: dict[str, str] = {t: f.name for f in FAMILIES.values() for t in f.model_types}

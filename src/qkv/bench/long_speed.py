@@ -1,0 +1,193 @@
+"""The speed section of ``qkv bench long``: one self-attention layer of each kind,
+forward (+ backward) time and peak memory against sequence length, one fresh subprocess
+per measurement on the CPU (so the peak resident set is the measurement's own)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+import torch
+from torch import nn
+
+from qkv import masks
+from qkv.attn import FavorAttention, LinformerAttention, LSHSelfAttention, MultiHeadAttention
+from qkv.bench.attention import _available_bytes, _maxrss_bytes
+from qkv.bench.long_config import SPEED_IMPLS, LongBenchConfig, LongRow
+
+
+def build_layer(impl: str, cfg: dict[str, Any], length: int) -> tuple[nn.Module, dict[str, Any]]:
+    """The attention layer of ``impl`` and the keyword arguments of its call."""
+    d, h = cfg["d_model"], cfg["heads"]
+    if impl in ("sdpa", "math"):
+        return MultiHeadAttention(d, h, backend=impl), {"is_causal": True}
+    if impl == "blocksparse":
+        mask = masks.sliding_window(cfg["window"], causal=True)
+        return MultiHeadAttention(d, h, backend="blocksparse"), {"mask": mask}
+    if impl == "lsh":
+        return LSHSelfAttention(d, h, bucket_size=cfg["bucket_size"], n_hashes=cfg["n_hashes"]), {
+            "is_causal": True
+        }
+    if impl == "favor":
+        return FavorAttention(d, h, n_features=cfg["favor_features"], seed=0), {"is_causal": True}
+    if impl == "linformer":
+        return LinformerAttention(d, h, max_len=length, k=cfg["linformer_k"]), {}
+    raise ValueError(f"impl must be one of {list(SPEED_IMPLS)}, got {impl!r}")
+
+
+def estimate_bytes(impl: str, mode: str, b: int, s: int, cfg: dict[str, Any], item: int) -> int:
+    """Rough peak memory of one speed measurement, to skip what cannot fit (not a
+    prediction): activations kept for backward, a few times the attention's own state."""
+    d, h = cfg["d_model"], cfg["heads"]
+    io = 12 * b * s * d * item * (2 if mode == "fwdbwd" else 1)
+    if impl == "sdpa":  # fused kernels keep O(s); the CPU's masked fallback would keep s^2
+        return io + b * h * s * 4 * 8
+    if impl == "math":  # scores, weights (and their gradients)
+        return io + (6 if mode == "fwdbwd" else 3) * b * h * s * s * max(item, 4)
+    if impl == "blocksparse":
+        return io + 4 * b * h * s * cfg["window"] * item
+    if impl == "lsh":
+        return io + 8 * b * h * cfg["n_hashes"] * s * 2 * cfg["bucket_size"] * 4
+    if impl == "favor":
+        m = cfg["favor_features"] or round((d // h) * math.log(d // h))
+        return io + 8 * b * h * s * (m + 128) * 4
+    return io + 4 * b * h * s * cfg["linformer_k"] * item
+
+
+def measure_speed(spec: dict[str, Any]) -> dict[str, Any]:
+    """Time one (impl, length, mode) in this process (the body of a subprocess).
+
+    Returns:
+        ``{"status", "reason", "times", "peak_bytes"}``.
+    """
+    if spec.get("threads"):
+        torch.set_num_threads(int(spec["threads"]))
+    dev, dtype = torch.device(spec["device"]), getattr(torch, spec["dtype"])
+    torch.manual_seed(spec["seed"])
+    layer, kw = build_layer(spec["impl"], spec, spec["length"])
+    layer = layer.to(device=dev, dtype=dtype)
+    grad = spec["mode"] == "fwdbwd"
+    x = torch.randn(spec["batch"], spec["length"], spec["d_model"], device=dev, dtype=dtype)
+    x.requires_grad_(grad)
+
+    def step() -> None:
+        with torch.set_grad_enabled(grad):
+            out = layer(x, **kw)
+            if grad:
+                out.backward(torch.ones_like(out))
+                x.grad = None
+                layer.zero_grad(set_to_none=True)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    torch.ones(64, 64) @ torch.ones(64, 64)  # thread pools before the baseline
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        base = _maxrss_bytes()
+    t0 = time.perf_counter()
+    for _ in range(spec["warmup"]):
+        step()
+    per_run = (time.perf_counter() - t0) / max(1, spec["warmup"])
+    n = max(
+        spec["min_repeats"], min(spec["repeats"], int(spec["time_budget"] / max(per_run, 1e-9)))
+    )
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t)
+    peak = None
+    if dev.type == "cuda":
+        peak = int(torch.cuda.max_memory_allocated() - base)
+    elif spec.get("measure_memory"):
+        peak = _maxrss_bytes() - base
+    return {"status": "ok", "reason": "", "times": times, "peak_bytes": peak}
+
+
+def _worker() -> None:
+    """Subprocess entry point: one JSON spec on stdin, one JSON result on stdout."""
+    spec = json.loads(sys.stdin.read())
+    try:
+        result = measure_speed(spec)
+    except Exception as e:  # reported, not raised: one failure must not end the benchmark
+        result = {
+            "status": "error",
+            "reason": f"{type(e).__name__}: {e}",
+            "times": [],
+            "peak_bytes": None,
+        }
+    print("QKV-BENCH-RESULT " + json.dumps(result))
+
+
+def _isolated(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
+    cmd = [sys.executable, "-c", "from qkv.bench.long_speed import _worker; _worker()"]
+    try:
+        r = subprocess.run(
+            cmd, input=json.dumps(spec), capture_output=True, text=True, timeout=timeout
+        )
+    except subprocess.TimeoutExpired:
+        return {
+            "status": "n/a",
+            "reason": f"took longer than {timeout:.0f} s",
+            "times": [],
+            "peak_bytes": None,
+        }
+    for line in reversed(r.stdout.splitlines()):
+        if line.startswith("QKV-BENCH-RESULT "):
+            return json.loads(line.split(" ", 1)[1])  # type: ignore[no-any-return]
+    tail = (r.stderr.strip().splitlines() or ["no output"])[-1]
+    why = "killed (out of memory?)" if r.returncode < 0 else tail
+    return {
+        "status": "error",
+        "reason": f"worker exited with {r.returncode}: {why}",
+        "times": [],
+        "peak_bytes": None,
+    }
+
+
+def run_speed(cfg: LongBenchConfig, progress: Callable[[LongRow], None] | None) -> list[LongRow]:
+    """The speed section: every (length, mode, impl), ratios to ``sdpa``."""
+    limit = cfg.memory_limit or 0.8 * _available_bytes(cfg.device)
+    item = torch.empty((), dtype=getattr(torch, cfg.dtype)).element_size()
+    base = asdict(cfg)
+    rows: list[LongRow] = []
+    for s in cfg.lengths:
+        for mode in cfg.modes:
+            group = []
+            for impl in cfg.impls:
+                row = LongRow(section="speed", impl=impl, length=s, mode=mode)
+                need = estimate_bytes(impl, mode, cfg.batch, s, base, item)
+                if need > limit:
+                    row.skip(f"needs ~{need / 2**30:.1f} GiB > limit {limit / 2**30:.1f} GiB")
+                else:
+                    spec = {**base, "impl": impl, "length": s, "mode": mode}
+                    spec["measure_memory"] = cfg.device == "cpu" and cfg.isolate
+                    timeout = 20 * cfg.time_budget + 600
+                    r = _isolated(spec, timeout) if cfg.isolate else measure_speed(spec)
+                    row.status, row.reason = r["status"], r["reason"]
+                    if r["times"]:
+                        row.record_times(r["times"])
+                    row.peak_bytes = r["peak_bytes"]
+                group.append(row)
+                if progress is not None:
+                    progress(row)
+            ref = next((r for r in group if r.impl == "sdpa" and r.status == "ok"), None)
+            for row in group:
+                if ref is not None and row.status == "ok" and row.time_s and ref.time_s:
+                    row.speedup = ref.time_s / row.time_s
+                    if ref.peak_bytes and row.peak_bytes is not None:
+                        row.memory_ratio = row.peak_bytes / ref.peak_bytes
+            rows += group
+    return rows
+
+
+__all__ = ["build_layer", "estimate_bytes", "measure_speed", "run_speed"]

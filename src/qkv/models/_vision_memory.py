@@ -1,0 +1,93 @@
+"""Parameter and buffer counts of the vision families (Swin, DETR) from their configs:
+the arithmetic of :func:`qkv.models.memory.parameter_count` for models that are not one
+encoder/decoder stack of equal layers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: Feed-forward activations with a gate (three matrices, not two); as in memory.py.
+_GATED = frozenset({"swiglu", "geglu", "geglu_tanh"})
+
+
+def _linear(n_in: int, n_out: int, bias: bool) -> int:
+    return n_in * n_out + (n_out if bias else 0)
+
+
+def _norm(cfg: Any, d: int) -> int:
+    return d * (2 if cfg.norm == "layer" else 1)
+
+
+def _attention(d: int, bias: bool) -> int:
+    return _linear(d, 3 * d, bias) + _linear(d, d, bias)
+
+
+def _feedforward(cfg: Any, d: int, d_ff: int) -> int:
+    n_in = 2 if cfg.activation in _GATED else 1
+    return n_in * _linear(d, d_ff, cfg.bias) + _linear(d_ff, d, cfg.bias)
+
+
+def _swin_windows(cfg: Any) -> list[int]:
+    """The window side of every block (a stage whose grid fits one window uses the grid)."""
+    return [
+        min(side, cfg.window_size)
+        for depth, side in zip(cfg.depths, cfg.stage_grids)
+        for _ in range(depth)
+    ]
+
+
+def swin_parameter_count(cfg: Any) -> int:
+    """Parameters of :class:`~qkv.models.swin.Swin` for a ``SwinConfig``."""
+    d = cfg.d_model
+    total = _linear(cfg.in_channels * cfg.patch_size**2, d, True) + _norm(cfg, d)
+    total += cfg.n_patches * d if cfg.pos == "learned" else 0
+    windows = iter(_swin_windows(cfg))
+    for i, (depth, width, heads) in enumerate(
+        zip(cfg.depths, cfg.stage_widths, cfg.heads_per_stage)
+    ):
+        for _ in range(depth):
+            m = next(windows)
+            total += _attention(width, cfg.bias) + _feedforward(cfg, width, cfg.d_ff * 2**i)
+            total += 2 * _norm(cfg, width) + (2 * m - 1) ** 2 * heads
+        if i < cfg.n_stages - 1:
+            total += _norm(cfg, 4 * width) + 4 * width * 2 * width
+    last = cfg.stage_widths[-1]
+    head = _linear(last, cfg.n_classes, True) if cfg.n_classes else 0
+    return total + _norm(cfg, last) + head
+
+
+def swin_buffer_count(cfg: Any) -> int:
+    """The relative position index of every block, ``(M^2)^2`` each."""
+    return sum(m**4 for m in _swin_windows(cfg))
+
+
+def detr_parameter_count(cfg: Any) -> int:
+    """Parameters of :class:`~qkv.models.detr.DETR` for a ``DETRConfig``."""
+    d, chans = cfg.d_model, cfg.backbone_channels
+    if cfg.backbone == "cnn":
+        ins = [cfg.in_channels, *chans[:-1]]
+        total = sum(c_in * c * 9 + c for c_in, c in zip(ins, chans))
+    elif cfg.backbone == "patch":
+        total = cfg.in_channels * cfg.patch_size**2 * chans[0] + chans[0]
+    else:
+        total = 0
+    total += _linear(chans[-1], d, True) + cfg.n_queries * d  # input projection, queries
+    ff = _feedforward(cfg, d, cfg.d_ff)
+    total += cfg.n_encoder_layers * (_attention(d, cfg.bias) + ff + 2 * _norm(cfg, d))
+    total += cfg.n_decoder_layers * (2 * _attention(d, cfg.bias) + ff + 3 * _norm(cfg, d))
+    total += _norm(cfg, d)  # the decoder's final norm
+    return (
+        total + _linear(d, cfg.n_classes + 1, True) + 2 * _linear(d, d, True) + _linear(d, 4, True)
+    )
+
+
+PARAMETER_COUNTS = {"swin": swin_parameter_count, "detr": detr_parameter_count}
+BUFFER_COUNTS = {"swin": swin_buffer_count, "detr": lambda cfg: 0}
+
+__all__ = [
+    "BUFFER_COUNTS",
+    "PARAMETER_COUNTS",
+    "detr_parameter_count",
+    "swin_buffer_count",
+    "swin_parameter_count",
+]

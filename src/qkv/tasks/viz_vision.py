@@ -1,0 +1,174 @@
+"""Attention on images for the vision families, for ``qkv viz``:
+
+* a Swin reads an image: where the patch at the centre of the grid looks in every block
+  (its window, shifted in every other block; heads averaged), as heat on the picture; the
+  interactive views show the first stage's blocks as attention over the whole patch grid
+  (:func:`qkv.interp.images.windows_to_grid`), and the image panel over that grid (hover a
+  patch to see where it attends in the selected block and head);
+* DETR reads a canvas: each object query's cross-attention over the image in the last
+  decoder layer (heads averaged) next to its predicted box and class (Carion et al. 2020,
+  fig. 6); the interactive views show the encoder (feature-map cells), the decoder (queries)
+  and the cross-attention (queries to cells); the image panel shows the encoder's rows from
+  the hovered cell, and each object query's cross-attention (picked from a list) on the
+  canvas.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from qkv.interp.capture import AttentionEntry, AttentionRecord, record_attention
+from qkv.interp.image_panel import ImagePanel
+from qkv.interp.images import figure_png, plot_overlays, windows_to_grid
+from qkv.interp.plots import save_figure, write_figures
+from qkv.interp.report import write_report
+from qkv.layers.mode import evaluating
+from qkv.models import DETR, Swin
+from qkv.tasks._image import ImageTask
+from qkv.tasks.detect import SHOW_SCORE, DetectTask, detections
+
+PNG_NAME = "attention_on_image.png"
+
+
+def _cells(rows: int, cols: int) -> list[str]:
+    return [f"r{r}c{c}" for r in range(rows) for c in range(cols)]
+
+
+def swin_grid_record(model: Swin, record: AttentionRecord, *, stage: int = 0) -> AttentionRecord:
+    """The blocks of one stage as attention over the stage's whole grid (image 0), for the
+    interactive views: ``(1, h, H W, H W)`` per block, named as recorded."""
+    out = AttentionRecord()
+    for i, ((s, grid), block) in enumerate(zip(model.stage_of_layers(), model.layers)):
+        name = f"layers.{i}.self_attn"
+        if s != stage or name not in record:
+            continue
+        entry = record[name]
+        dense = windows_to_grid(entry.weights, grid, block.window, block.shift)
+        n = grid[0] * grid[1]
+        out.add(
+            AttentionEntry(
+                name=name,
+                kind="encoder_self",
+                layer_index=i,
+                weights=dense[None],
+                heads=entry.heads,
+                rows=tuple(range(n)),
+                s_q=n,
+            )
+        )
+    return out
+
+
+def report_for_swin(
+    model: Swin,
+    task: ImageTask,
+    source: str,
+    out: str | Path,
+    *,
+    png_dir: str | Path | None = None,
+    title: str | None = None,
+) -> Path:
+    """The attention report of a Swin on one image (see the module docstring).
+
+    Returns:
+        The report's path.
+    """
+    image = task.read_image(source)
+    with evaluating(model), torch.no_grad(), record_attention(model) as rec:
+        model(image[None].to(next(model.parameters()).device))
+    maps: list[tuple[str, Tensor]] = []
+    for i, ((stage, grid), block) in enumerate(zip(model.stage_of_layers(), model.layers)):
+        dense = windows_to_grid(
+            rec[f"layers.{i}.self_attn"].weights, grid, block.window, block.shift
+        )
+        centre = (grid[0] // 2) * grid[1] + grid[1] // 2
+        shifted = f", shifted by {block.shift}" if block.shift else ""
+        label = f"block {i} (stage {stage}, {block.window}x{block.window} windows{shifted})"
+        maps.append((label, dense.mean(0)[centre].reshape(grid)))
+    fig = plot_overlays(image, maps)
+    caption = "where the centre patch attends in each Swin block (its window; heads averaged)"
+    top = task.top_classes(model, [(image, 0)], k=3)[0]
+    if title is None:
+        best, prob = top[0]
+        title = f"{source}: {best} ({prob:.0%})"
+    side = model.config.grid
+    grid_rec = swin_grid_record(model, rec)
+    path = write_report(
+        out,
+        grid_rec,
+        _cells(side, side),
+        title=title,
+        figures=[(caption, figure_png(fig))],
+        image=ImagePanel.row_major(image, (side, side)),
+    )
+    if png_dir is not None:
+        save_figure(fig, Path(png_dir) / PNG_NAME)
+        write_figures(grid_rec, png_dir, tokens=_cells(side, side))
+    return path
+
+
+def report_for_detection(
+    model: DETR,
+    task: DetectTask,
+    source: str,
+    out: str | Path,
+    *,
+    png_dir: str | Path | None = None,
+    title: str | None = None,
+    max_queries: int = 8,
+) -> Path:
+    """DETR's report on one canvas: each object query's cross-attention (last decoder layer,
+    heads averaged) on the image with its predicted box; the queries shown are those scoring
+    at least 0.5, or the 3 best when none does.
+
+    Returns:
+        The report's path.
+    """
+    image = task.read_image(source)
+    with evaluating(model), torch.no_grad(), record_attention(model) as rec:
+        pred = model(image[None].to(next(model.parameters()).device))
+    (det,) = detections(pred.logits, pred.boxes, task.image_size)
+    rows, cols = pred.grid
+    last = rec.by_kind("cross")[-1].weights[0].float().mean(0)  # (N, cells)
+    order = det["scores"].argsort(descending=True).tolist()
+    shown = [q for q in order if det["scores"][q] >= SHOW_SCORE] or order[:3]
+    shown = shown[:max_queries]
+    maps, boxes = [], []
+    for q in shown:
+        name = task.class_names[int(det["labels"][q])]
+        maps.append(
+            (f"query {q}: {name} {float(det['scores'][q]):.2f}", last[q].reshape(rows, cols))
+        )
+        boxes.append(tuple(float(v) for v in det["boxes"][q]))
+    fig = plot_overlays(image, maps, boxes=boxes)  # type: ignore[arg-type]
+    caption = (
+        "each object query's cross-attention over the image (last decoder layer, heads "
+        "averaged) with its predicted box"
+    )
+    if title is None:
+        title = f"{source}: {len(shown)} object queries"
+    queries = [f"q{q}" for q in range(pred.logits.shape[1])]
+    path = write_report(
+        out,
+        rec,
+        _cells(rows, cols),
+        target_tokens=queries,
+        title=title,
+        figures=[(caption, figure_png(fig))],
+        image=ImagePanel.row_major(image, (rows, cols)),
+    )
+    if png_dir is not None:
+        save_figure(fig, Path(png_dir) / PNG_NAME)
+        write_figures(rec, png_dir, tokens=_cells(rows, cols), target_tokens=queries)
+    return path
+
+
+def is_vision(model: nn.Module) -> bool:
+    """Whether :mod:`qkv.tasks.viz_vision` draws this model's report."""
+    return isinstance(model, (Swin, DETR))
+
+
+__all__ = ["is_vision", "report_for_detection", "report_for_swin", "swin_grid_record"]

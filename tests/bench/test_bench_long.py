@@ -1,0 +1,218 @@
+"""``qkv bench long`` and ``qkv bench approx``: the structure of tiny runs (never their
+timings), the layers they time, and their errors against exact attention."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from qkv.bench import ApproxBenchConfig, LongBenchConfig, run_approx_bench, run_long_bench
+from qkv.bench.long import format_long_table
+from qkv.bench.long_config import SPEED_IMPLS
+from qkv.bench.long_quality import Windows, lm_config
+from qkv.bench.long_speed import build_layer
+from qkv.cli import main
+
+TINY = {
+    "lengths": (64,),
+    "d_model": 16,
+    "heads": 2,
+    "window": 16,
+    "bucket_size": 8,
+    "linformer_k": 8,
+    "xl_segment": 8,
+    "xl_memory": 16,
+    "xl_tokens": 48,
+    "model_dim": 16,
+    "model_heads": 2,
+    "model_layers": 1,
+    "repeats": 1,
+    "warmup": 0,
+    "isolate": False,
+    "threads": 1,
+}
+
+
+def test_tiny_speed_and_xl_run_has_every_row_and_its_ratios():
+    cfg = LongBenchConfig(sections=("speed", "xl"), **TINY)
+    result = run_long_bench(cfg)
+    rows = result.to_json()["results"]
+    speed = [r for r in rows if r["section"] == "speed"]
+    assert [r["impl"] for r in speed] == list(SPEED_IMPLS)
+    assert all(r["status"] == "ok" and r["length"] == 64 and r["time_s"] > 0 for r in speed)
+    assert speed[0]["impl"] == "sdpa" and speed[0]["speedup"] == 1.0
+    assert all(r["speedup"] > 0 and r["peak_bytes"] is None for r in speed)  # in-process: no RSS
+    xl = {r["impl"]: r for r in rows if r["section"] == "xl"}
+    assert set(xl) == {"recompute", "memory"} and xl["recompute"]["speedup"] == 1.0
+    # the same context either way (no training needed): the same bits per character
+    assert xl["memory"]["bpc"] == pytest.approx(xl["recompute"]["bpc"], rel=1e-4)
+    assert 0 < xl["memory"]["bpc"] < 9  # an untrained model over 256 symbols: about 8
+    table = format_long_table(result).splitlines()
+    assert table[2].split()[:4] == ["section", "impl", "length", "mode"]
+    assert len(table) == 3 + len(rows) + 2
+    json.dumps(result.to_json())
+
+
+@pytest.mark.parametrize("impl", ["blocksparse", "lsh", "favor"])
+def test_timed_causal_layers_do_not_see_the_future(impl):
+    """The causal layers the speed section times: changing the last token leaves the
+    earlier outputs alone (LSH with a fixed hashing seed so both calls hash alike)."""
+    cfg = asdict(LongBenchConfig(**TINY, favor_features=8))
+    torch.manual_seed(0)
+    layer, kw = build_layer(impl, cfg, 64)
+    if impl == "lsh":
+        layer.seed = 0
+    x = torch.randn(1, 64, 16)
+    y = x.clone()
+    y[:, -1] += 1.0
+    a, b = layer(x, **kw), layer(y, **kw)
+    assert a.shape == (1, 64, 16)
+    torch.testing.assert_close(a[:, :-1], b[:, :-1], atol=1e-5, rtol=0)
+    assert not torch.allclose(a[:, -1], b[:, -1])
+
+
+def test_dense_layers_agree_with_exact_attention():
+    """sdpa and math rows time the same function: one layer, both backends."""
+    torch.manual_seed(0)
+    cfg = asdict(LongBenchConfig(**TINY))
+    sdpa, kw = build_layer("sdpa", cfg, 64)
+    math_layer, _ = build_layer("math", cfg, 64)
+    math_layer.load_state_dict(sdpa.state_dict())
+    x = torch.randn(2, 64, 16)
+    torch.testing.assert_close(sdpa(x, **kw), math_layer(x, **kw), atol=1e-5, rtol=1e-5)
+
+
+def test_config_names_bad_values():
+    with pytest.raises(ValueError, match=r"impls .*\['nope'\]"):
+        LongBenchConfig(impls=("nope",))
+    with pytest.raises(ValueError, match="train_time must be > 0, got 0"):
+        LongBenchConfig(train_time=0)
+    with pytest.raises(ValueError, match="d_model=30 heads=8"):
+        LongBenchConfig(d_model=30)
+    with pytest.raises(ValueError, match="quality_impls"):
+        LongBenchConfig(quality_impls=("linformer",))  # no causal form
+
+
+def test_quality_needs_a_text():
+    with pytest.raises(ValueError, match="needs a training text"):
+        run_long_bench(LongBenchConfig(sections=("quality",), **TINY))
+
+
+def test_windows_are_random_slices_of_the_text():
+    ids = list(range(100))
+    w = Windows(ids, 5, 11, torch.Generator().manual_seed(0))
+    assert len(w) == 5 and len(w[1:3]) == 2
+    for win in w:
+        assert len(win) == 11 and win == list(range(win[0], win[0] + 11))
+
+
+def test_quality_models_differ_only_in_their_attention():
+    cfg = LongBenchConfig(**TINY)
+    configs = {k: lm_config(k, vocab=40, context=64, settings=cfg) for k in ("sdpa", "lsh", "xl")}
+    assert configs["sdpa"].attn_kind == "softmax" and configs["lsh"].attn_kind == "lsh"
+    assert configs["xl"].pos == "xl" and configs["xl"].segment_len == 8
+    for c in configs.values():
+        assert (c.d_model, c.n_layers, c.vocab_size, c.dropout) == (16, 1, 40, 0.0)
+
+
+@pytest.mark.slow
+def test_tiny_quality_run_trains_every_kind(tmp_path):
+    text = "In the beginning God created the heaven and the earth. " * 200
+    cfg = LongBenchConfig(
+        sections=("quality", "xl"), context=32, train_time=1.0, train_batch=2, valid_chunks=2,
+        **{k: v for k, v in TINY.items() if k != "lengths"},
+    )  # fmt: skip
+    rows = run_long_bench(cfg, text=text).measurements
+    assert [r.impl for r in rows] == [*cfg.quality_impls, "recompute", "memory"]
+    quality, (recompute, memory) = rows[:-2], rows[-2:]
+    # the trained XL model on the held-out text: the same context either way
+    assert recompute.mode == memory.mode == "trained"
+    assert memory.bpc == pytest.approx(recompute.bpc, rel=1e-4)
+    assert memory.bpc == pytest.approx(quality[-1].bpc, rel=0.5)
+    for r in quality:
+        assert r.status == "ok" and r.train_s is not None and r.tokens_per_s > 0
+        assert 0 < r.bpc < math.log2(40)  # below the uniform guess over the characters
+
+
+# ---------------------------------------------------------------------------------------
+# approx
+# ---------------------------------------------------------------------------------------
+def test_favor_error_falls_with_more_features():
+    cfg = ApproxBenchConfig(
+        sizes=(4, 64, 256), length=64, head_dim=16, heads=2, trials=2, input_std=0.5
+    )
+    rows = run_approx_bench(cfg).measurements
+    assert [r.size for r in rows] == [4, 64, 256]
+    assert rows[2].error < rows[1].error < rows[0].error
+    assert rows[2].error < 0.25 * rows[0].error  # Monte Carlo: about 1/sqrt(m)
+    assert all(r.method == "favor" and r.trials == 2 for r in rows)
+
+
+def test_linformer_pooling_to_full_length_is_exact_attention():
+    """Independent check: pooling windows of one key are the identity, so the error
+    against exact attention is zero; halving the length is not."""
+    cfg = ApproxBenchConfig(
+        method="linformer", sizes=(16, 64), length=64, head_dim=8, heads=2, trials=1
+    )
+    small, full = run_approx_bench(cfg).measurements
+    assert full.error < 1e-5 < small.error
+    q, k, v = torch.randn(3, 1, 2, 64, 8).unbind(0)
+    exact = F.scaled_dot_product_attention(q, k, v)
+    pooled = F.avg_pool1d(k.flatten(0, 1).transpose(1, 2), 1).transpose(1, 2).view_as(k)
+    torch.testing.assert_close(F.scaled_dot_product_attention(q, pooled, v), exact)
+
+
+def test_approx_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="method"):
+        ApproxBenchConfig(method="nystrom")
+    with pytest.raises(ValueError, match="sizes"):
+        ApproxBenchConfig(sizes=(0,))
+
+
+# ---------------------------------------------------------------------------------------
+# the command line
+# ---------------------------------------------------------------------------------------
+def test_cli_approx_writes_json_and_the_table(tmp_path, capsys):
+    out = tmp_path / "a.json"
+    argv = ["bench", "approx", "--sizes", "4,16", "--length", "32", "--head-dim", "8"]
+    assert main([*argv, "--trials", "1", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["benchmark"] == "approx" and [r["size"] for r in data["results"]] == [4, 16]
+    assert "favor: relative error" in capsys.readouterr().out
+
+
+def test_cli_long_runs_tiny_xl(tmp_path, capsys):
+    out = tmp_path / "l.json"
+    argv = ["bench", "long", "--sections", "xl", "--xl-segment", "8", "--xl-memory", "16"]
+    argv += ["--xl-tokens", "32", "--model-dim", "16", "--model-heads", "2"]
+    argv += ["--model-layers", "1", "--repeats", "1", "--warmup", "0", "--json", str(out)]
+    assert main(argv) == 0
+    data = json.loads(out.read_text())
+    assert data["config"]["xl_memory"] == 16
+    assert [r["impl"] for r in data["results"]] == ["recompute", "memory"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["long", "--train-time", "0"], "train_time must be > 0, got 0.0"),
+        (["long", "--impls", "dense"], "impls must be a non-empty subset"),
+        (["long", "--lengths", "4096,x"], "--lengths"),
+        (["long", "--heads", "3"], "heads must divide the widths"),
+        (["approx", "--method", "nystrom"], "--method"),
+        (["approx", "--sizes", "0"], "sizes"),
+    ],
+)
+def test_cli_bad_values_are_one_line_errors(argv, message, capsys):
+    try:
+        code = main(["bench", *argv])
+    except SystemExit as e:  # argparse's own errors exit from the parser
+        code = e.code
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("qkv: error: ") and message in err and "\n" not in err
