@@ -11,6 +11,9 @@ from hypothesis import strategies as st
 
 import qkv
 from qkv import masks
+from qkv.attn import attention_weights
+from qkv.attn.problem import make_problem
+from qkv.attn.weights import _masked_scores, safe_softmax
 from qkv.scores import Additive, Bilinear
 
 BACKENDS = ["math", "sdpa", "auto"]
@@ -300,3 +303,18 @@ def test_row_chunked_weights_in_half_precision_and_with_gradients():
     w = functional.attention_weights(pg)
     (g,) = torch.autograd.grad((w * torch.arange(33.0).double()).sum(), qg)
     assert g.abs().sum() > 0
+
+
+def test_attention_weights_into_a_buffer_checks_its_shape():
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 5, 4, generator=g) for _ in range(3))
+    p = make_problem(q, k, v, is_causal=True)
+    ref = attention_weights(p)  # chunked without gradients; the reference with them
+    torch.testing.assert_close(ref, safe_softmax(_masked_scores(p, k)), atol=1e-6, rtol=0)
+    buf = torch.full((1, 2, 5, 5), float("nan"))
+    assert attention_weights(p, out=buf) is buf
+    assert torch.equal(buf, ref)
+    half = torch.empty(1, 2, 5, 5, dtype=torch.bfloat16)
+    assert torch.equal(attention_weights(p, out=half), ref.to(torch.bfloat16))
+    with pytest.raises(ValueError, match=r"out must have shape \(1, 2, 5, 5\), got \(1, 2, 5, 4\)"):
+        attention_weights(p, out=torch.empty(1, 2, 5, 4))

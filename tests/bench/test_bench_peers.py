@@ -12,7 +12,14 @@ import pytest
 import torch
 
 from qkv.bench._timing import num_threads, paired_ratio, time_interleaved
-from qkv.bench._twins import ModelShape, TorchGPT, count_parameters, qkv_lm, qkv_seq2seq
+from qkv.bench._twins import (
+    ModelShape,
+    TorchGPT,
+    count_parameters,
+    paper_gpt,
+    qkv_lm,
+    qkv_seq2seq,
+)
 from qkv.bench.attention_peers import (
     PEER_IMPLS,
     PeerAttentionConfig,
@@ -22,8 +29,14 @@ from qkv.bench.attention_peers import (
     run_peer_attention_bench,
 )
 from qkv.bench.generate import GenerateBenchConfig, format_generate_table, run_generate_bench
-from qkv.bench.record import RecordBenchConfig, format_record_table, run_record_bench
-from qkv.bench.train import TrainBenchConfig, format_train_table, run_train_bench
+from qkv.bench.record import (
+    RECORD_IMPLS,
+    RECORD_OPTIONS,
+    RecordBenchConfig,
+    format_record_table,
+    run_record_bench,
+)
+from qkv.bench.train import TrainBenchConfig, format_train_table, run_train_bench, step_flops
 from qkv.cli import main
 
 TINY = {"d_model": 32, "n_heads": 2, "n_layers": 2, "vocab_size": 64}
@@ -149,21 +162,70 @@ def test_attention_peers_skips_what_cannot_fit():
 def test_train_tiny_run_compares_every_model_with_its_qkv_twin():
     pytest.importorskip("transformers")
     cfg = TrainBenchConfig(
-        **TINY, n_encoder_layers=1, n_decoder_layers=1, seq_len=8, batch=2, **FAST
-    )
+        **TINY, n_encoder_layers=1, n_decoder_layers=1, seq_lens=(8, 16), tokens=32,
+        matmul_size=64, **FAST,
+    )  # fmt: skip
     result = run_train_bench(cfg)
-    rows = {r["model"]: r for r in result.to_json()["results"]}
-    assert set(rows) == {
-        "qkv", "hf_gpt2", "torch_gpt", "qkv_bart", "hf_bart", "qkv_marian", "hf_marian",
-    }  # fmt: skip
-    for name, r in rows.items():
+    rows = {(r["model"], r["seq_len"]): r for r in result.to_json()["results"]}
+    names = {"qkv", "nanogpt", "x_transformers", "hf_gpt2", "torch_gpt", "qkv_bart", "hf_bart",
+             "qkv_marian", "hf_marian"}  # fmt: skip
+    assert set(rows) == {(n, s) for n in names for s in (8, 16)}  # qkv_eager: --compile only
+    for (name, s), r in rows.items():
+        assert r["batch"] == 32 // s
+        if name == "x_transformers" and r["status"] == "n/a":
+            assert "not installed" in r["reason"]
+            continue
         assert r["status"] == "ok", r
         assert _positive_finite(r["tokens_per_s"]) and _positive_finite(r["qkv_speedup"])
-        assert r["parameters"] > 0 and r["repeats"] == 2
+        assert _positive_finite(r["mfu"]) and _positive_finite(r["model_tflops"])
+        assert r["parameters"] > 0 and r["repeats"] == 2 and r["compile_s"] is None
         if name.startswith("qkv"):
             assert r["twin"] == name and r["qkv_speedup"] == 1.0
-    assert rows["hf_bart"]["twin"] == "qkv_bart" and rows["torch_gpt"]["twin"] == "qkv"
-    assert "qkv speed-up" in format_train_table(result)
+    # the same model FLOPs for every model of a group; equal parameter counts for the GPTs
+    assert rows[("nanogpt", 8)]["model_tflops"] == rows[("qkv", 8)]["model_tflops"]
+    assert rows[("nanogpt", 8)]["parameters"] == rows[("qkv", 8)]["parameters"]
+    assert rows[("hf_bart", 16)]["twin"] == "qkv_bart" and rows[("torch_gpt", 8)]["twin"] == "qkv"
+    assert result.to_json()["peak_gflops"] > 0
+    table = format_train_table(result)
+    assert "qkv speed-up" in table and "MFU" in table
+
+
+def test_train_step_flops_count_the_matmuls_and_attention():
+    shape = ModelShape(d_model=8, n_heads=2, n_layers=3, vocab_size=10, d_ff=16)
+    block = 4 * 8 * 8 + 2 * 8 * 16
+    n = 3 * block + 8 * 10
+    assert step_flops(shape, "lm", 5, 2) == 10 * (6 * n + 12 * 3 * 8 * 5)
+    s2s = ModelShape(
+        d_model=8, n_heads=2, vocab_size=10, d_ff=16, n_encoder_layers=1, n_decoder_layers=2
+    )
+    n = block + 2 * (block + 4 * 8 * 8) + 8 * 10
+    assert step_flops(s2s, "seq2seq", 4, 1) == 4 * (6 * n + 12 * (1 + 2 * 2) * 8 * 4)
+
+
+def test_paper_gpt_has_qkvs_parameter_count_and_is_causal():
+    shape = ModelShape(d_model=16, n_heads=2, n_layers=2, vocab_size=32, max_len=12)
+    torch.manual_seed(0)
+    gpt, ref = paper_gpt(shape), qkv_lm(shape)
+    assert count_parameters(gpt) == count_parameters(ref)
+    ids = torch.randint(0, 32, (2, 10))
+    out = gpt(ids)
+    changed = ids.clone()
+    changed[:, 6:] = (changed[:, 6:] + 1) % 32
+    torch.testing.assert_close(gpt(changed)[:, :6], out[:, :6])  # the future is not seen
+    assert gpt.head.weight is gpt.tok.weight
+
+
+@pytest.mark.slow
+def test_train_compile_adds_the_eager_row_and_compile_time():
+    cfg = TrainBenchConfig(
+        **TINY, seq_lens=(8,), tokens=16, models=("qkv", "qkv_eager"), compile=True,
+        matmul_size=64, **FAST,
+    )  # fmt: skip
+    rows = {r.model: r for r in run_train_bench(cfg).measurements}
+    assert set(rows) == {"qkv", "qkv_eager"}
+    assert rows["qkv"].compile_s is not None and rows["qkv_eager"].compile_s is None
+    assert _positive_finite(rows["qkv_eager"].qkv_speedup)
+    assert "compiled, first step" in format_train_table(run_train_bench(cfg))
 
 
 def test_generate_tiny_run():
@@ -190,13 +252,20 @@ def test_record_tiny_run():
     cfg = RecordBenchConfig(**TINY, lengths=(8, 16), **FAST)
     result = run_record_bench(cfg)
     rows = {(r["length"], r["impl"]): r for r in result.to_json()["results"]}
-    assert len(rows) == 8
+    assert len(rows) == 2 * len(RECORD_IMPLS) == 18
     for (_, impl), r in rows.items():
         assert r["status"] == "ok", r
         assert _positive_finite(r["overhead"]) and _positive_finite(r["qkv_speedup"])
-        records = impl in ("qkv_record", "hf_attentions")
+        records = impl in RECORD_OPTIONS or impl == "hf_attentions"
         assert (r["weights_mib"] > 0) == records
     assert rows[(8, "qkv_plain")]["overhead"] == 1.0
+    # what each option holds: bf16 half, streaming one layer (of 2), one head (of 2), one row
+    full = rows[(16, "qkv_record")]["weights_mib"]
+    assert full == rows[(16, "hf_attentions")]["weights_mib"] == 4 * 2 * 16 * 16 * 2 / 2**20
+    assert rows[(16, "qkv_record_bf16")]["weights_mib"] == full / 2
+    assert rows[(16, "qkv_record_stream_bf16")]["weights_mib"] == full / 4
+    assert rows[(16, "qkv_record_one_head")]["weights_mib"] == full / 2
+    assert rows[(16, "qkv_record_last_row")]["weights_mib"] == full / 16
     assert "x plain" in format_record_table(result)
 
 

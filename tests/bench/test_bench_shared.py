@@ -117,7 +117,8 @@ def test_rows_keep_the_json_keys_of_each_benchmark():
         return {f.name for f in dataclasses.fields(cls)}
 
     assert keys(TrainMeasurement) == TIMES | {
-        "suite", "model", "description", "twin", "parameters", "tokens_per_s", "qkv_speedup",
+        "suite", "seq_len", "batch", "model", "description", "twin", "parameters",
+        "tokens_per_s", "model_tflops", "mfu", "compile_s", "qkv_speedup",
     }  # fmt: skip
     assert keys(GenerateMeasurement) == TIMES | {
         "batch", "impl", "description", "tokens_per_s", "ms_per_step", "qkv_speedup",
@@ -131,8 +132,8 @@ def test_rows_keep_the_json_keys_of_each_benchmark():
         "speedup_vs_ref",
     }  # fmt: skip
     # what was measured still comes first when a row is built
-    row = TrainMeasurement("lm", "qkv", "DecoderLM", "qkv")
-    assert (row.suite, row.twin, row.status) == ("lm", "qkv", "ok")
+    row = TrainMeasurement("lm", 256, 8, "qkv", "DecoderLM", "qkv")
+    assert (row.suite, row.seq_len, row.twin, row.status) == ("lm", 256, "qkv", "ok")
 
 
 def test_checks_name_the_setting_and_its_values():

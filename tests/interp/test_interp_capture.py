@@ -190,3 +190,57 @@ def test_selection_errors_name_the_values(tiny):
         record_attention(nn.Linear(2, 2)).__enter__()
     assert _record.current() is None
     assert isinstance(AttentionRecord(), AttentionRecord)
+
+
+@pytest.mark.parametrize("family", ["lm", "seq2seq"])
+def test_streaming_entries_share_one_buffer_and_equal_the_full_record(family, tiny):
+    model = tiny.family(family)
+    with record_attention(model) as full:
+        tiny.run(model)
+    seen: list[tuple[str, int, torch.Tensor, int]] = []
+
+    def keep(entry):
+        seen.append((entry.name, entry.call, entry.weights.clone(), entry.weights.data_ptr()))
+
+    with record_attention(model, on_entry=keep) as rec:
+        out = tiny.run(model)
+    assert len(rec) == 0  # nothing kept
+    assert torch.equal(out, tiny.run(model))
+    assert [n for n, *_ in seen] == list(full)
+    for name, call, w, _ in seen:
+        assert call == 0
+        torch.testing.assert_close(w, full[name].weights, atol=0, rtol=0)
+    # modules of one shape write into one buffer
+    by_shape: dict[tuple, set[int]] = {}
+    for _, _, w, ptr in seen:
+        by_shape.setdefault(tuple(w.shape), set()).add(ptr)
+    assert all(len(ptrs) == 1 for ptrs in by_shape.values())
+    assert len(by_shape) < len(seen)
+
+
+def test_compact_dtype_rounds_the_float32_weights_once(tiny):
+    model = tiny.lm()
+    with record_attention(model) as full:
+        tiny.run(model)
+    with record_attention(model, dtype=torch.bfloat16, heads=[1], rows=[-1, 0]) as half:
+        tiny.run(model)
+    for name, e in half.items():
+        assert e.weights.dtype == torch.bfloat16
+        want = full[name].weights[:, [1]][:, :, [-1, 0]].to(torch.bfloat16)
+        assert torch.equal(e.weights, want)
+    with pytest.raises(ValueError, match=r"dtype must be a floating torch.dtype, got torch.int8"):
+        record_attention(model, dtype=torch.int8).__enter__()
+
+
+def test_causal_selections_equal_the_full_record(tiny):
+    # a plain causal mask keeps its shortcut for head selections and gives row selections
+    # their own rows of the mask; both must equal slices of the full record
+    model = tiny.lm()
+    with record_attention(model) as full:
+        tiny.run(model)
+    for heads, rows in (([2, 0], None), (None, [0, -1, 3]), ([1], [-2])):
+        with record_attention(model, heads=heads, rows=rows) as part:
+            tiny.run(model)
+        for name, e in part.items():
+            want = full[name].weights[:, list(e.heads)][:, :, list(e.rows)]
+            torch.testing.assert_close(e.weights, want, atol=1e-6, rtol=0)

@@ -3,6 +3,14 @@
 A recorder is installed for the duration of a ``with`` block (see ``qkv.interp``); modules
 never keep what they saw. Lives at the bottom layer so attention modules need not import
 the interpretability package.
+
+Compiled models: ``torch.compile`` cannot trace ``ContextVar.get``, so inside a compiled
+region :func:`current` is ``None`` without reading the variable (``torch.compiler
+.is_compiling()`` is a constant there, and the graph has no break). Recording takes the
+eager path instead: :func:`recording` sets the compiler stance to ``"force_eager"`` for its
+block, so a compiled model called inside it runs its Python code, where the hook is seen.
+The stance is process-wide: other threads' compiled calls also run eagerly (same results,
+slower) while a recorder is installed.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
+import torch
 from torch import nn
 
 from qkv.attn.problem import Problem
@@ -22,15 +31,20 @@ _CURRENT: ContextVar[Recorder | None] = ContextVar("qkv_attention_recorder", def
 
 
 def current() -> Recorder | None:
-    """The active recorder, or ``None`` (the common, zero-cost case)."""
+    """The active recorder, or ``None`` (the common, zero-cost case, and always while
+    ``torch.compile`` traces: see the module docstring)."""
+    if torch.compiler.is_compiling():
+        return None
     return _CURRENT.get()
 
 
 @contextmanager
 def recording(recorder: Recorder) -> Iterator[None]:
-    """Install ``recorder(module, problem, info)`` for the block's duration."""
+    """Install ``recorder(module, problem, info)`` for the block's duration; compiled
+    models run eagerly inside it (so they report their problems too)."""
     token = _CURRENT.set(recorder)
     try:
-        yield
+        with torch.compiler.set_stance("force_eager"):
+            yield
     finally:
         _CURRENT.reset(token)

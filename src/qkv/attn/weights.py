@@ -65,14 +65,25 @@ def safe_softmax(scores: Tensor) -> Tensor:
     return w.to(scores.dtype)
 
 
-def attention_weights(p: Problem) -> Tensor:
+def attention_weights(p: Problem, out: Tensor | None = None) -> Tensor:
     """The attention weights ``softmax(f(q, k) * scale + mask)`` of a problem (no dropout).
 
     Without gradients and with a dot-product score the rows are computed in chunks
     (:func:`_weights_by_row_chunks`); otherwise in one piece by the reference.
 
+    Args:
+        p: the problem.
+        out: where to write the weights (no gradients): a tensor of the result's shape,
+            of any floating dtype (a compact one such as bfloat16 halves the memory; the
+            softmax still runs in float32 and each chunk is rounded once when written).
+            Reusing one buffer across calls spares first-touching fresh memory.
+
     Returns:
-        ``(..., h, s_q, s_k)`` weights; rows with nothing to attend to are all zero.
+        ``(..., h, s_q, s_k)`` weights (``out`` when given); rows with nothing to attend
+        to are all zero.
+
+    Raises:
+        ValueError: ``out`` of another shape, or ``out`` while gradients are wanted.
     """
     k, _ = _expand_kv(p)
     wants_grad = torch.is_grad_enabled() and (
@@ -80,9 +91,16 @@ def attention_weights(p: Problem) -> Tensor:
         or k.requires_grad
         or (isinstance(p.mask, Tensor) and p.mask.requires_grad)
     )
+    if out is not None:
+        want = _target_shape(p.q, k, 1)
+        if tuple(out.shape) != tuple(want):
+            raise ValueError(f"out must have shape {tuple(want)}, got {tuple(out.shape)}")
+        if wants_grad:
+            raise ValueError("out cannot be used while gradients are wanted (no_grad)")
     if p.score == "dot" and not wants_grad:
-        return _weights_by_row_chunks(p, k)
-    return safe_softmax(_masked_scores(p, k)).to(p.q.dtype)
+        return _weights_by_row_chunks(p, k, out)
+    w = safe_softmax(_masked_scores(p, k))
+    return w.to(p.q.dtype) if out is None else out.copy_(w)
 
 
 #: scores held at once by :func:`_weights_by_row_chunks` (elements): 4 MiB in float32, so a
@@ -90,7 +108,7 @@ def attention_weights(p: Problem) -> Tensor:
 _CHUNK_ELEMENTS = 1 << 20
 
 
-def _weights_by_row_chunks(p: Problem, k: Tensor) -> Tensor:
+def _weights_by_row_chunks(p: Problem, k: Tensor, out: Tensor | None = None) -> Tensor:
     """:func:`attention_weights` for a dot-product score without gradients, a few query
     rows at a time: the scores of a chunk are scaled, masked and normalized while in
     cache, and written once into the result. With a causal mask a chunk computes only
@@ -103,7 +121,8 @@ def _weights_by_row_chunks(p: Problem, k: Tensor) -> Tensor:
     lead, s_q, s_k = target[:-2], p.s_q, p.s_k
     causal_off = p.mask.key_offset(s_q, s_k) if isinstance(p.mask, Causal) else None
     ctype = compute_dtype(q.dtype)  # float32 scores for half inputs
-    out = torch.empty(target, dtype=q.dtype, device=q.device)  # (..., s_q, s_k)
+    if out is None:
+        out = torch.empty(target, dtype=q.dtype, device=q.device)  # (..., s_q, s_k)
     row_ok = None if m is None else rows_with_keys(m)  # (..., s_q, 1), explicit masks
     rows = max(16, min(s_q, _CHUNK_ELEMENTS // max(1, math.prod(lead) * s_k)))
     q, kt = q.to(ctype), k.transpose(-1, -2).to(ctype)  # (..., d, s_k)

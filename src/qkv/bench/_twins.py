@@ -1,8 +1,9 @@
 """Peer models of the same shape as a qkv model, for the benchmarks.
 
 Each builder takes one :class:`ModelShape` and returns the qkv model or a peer of identical
-shape: ``transformers``' GPT-2, BART and Marian, and a GPT built from
-``torch.nn.TransformerEncoderLayer``. Timing needs identical shapes, not identical weights,
+shape: ``transformers``' GPT-2, BART and Marian, a GPT built from
+``torch.nn.TransformerEncoderLayer``, a nanoGPT-shaped GPT written from the GPT-2 papers
+(:mod:`qkv.bench._paper_gpt`) and, when installed, ``x-transformers``' decoder. Timing needs identical shapes, not identical weights,
 so every model keeps its own initialization. Parameter counts are reported and tested: equal
 for the language models; for BART and Marian they differ only by what ``transformers`` stores
 differently (two extra position rows per stack, Marian's fixed sinusoids as parameters, the
@@ -12,6 +13,7 @@ output bias as a buffer).
 from __future__ import annotations
 
 import functools
+import importlib.util
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from qkv.bench._paper_gpt import PaperGPT
 from qkv.models import LMConfig, Seq2SeqConfig, build
 from qkv.models.base import TransformerModel
 
@@ -133,6 +136,43 @@ def hf_gpt2(shape: ModelShape, attn_implementation: str = "sdpa") -> nn.Module:
         attn_implementation=attn_implementation,
     )
     return GPT2LMHeadModel(cfg)
+
+
+def paper_gpt(shape: ModelShape) -> nn.Module:
+    """The nanoGPT-shaped GPT-2 written from the papers (:class:`~qkv.bench._paper_gpt
+    .PaperGPT`)."""
+    return PaperGPT(
+        shape.vocab_size, shape.max_len, shape.d_model, shape.n_heads, shape.n_layers, shape.ff
+    )
+
+
+def x_transformers_missing() -> str | None:
+    """Why ``x-transformers`` rows cannot run (not installed), or None."""
+    if importlib.util.find_spec("x_transformers") is None:
+        return "x-transformers is not installed (pip install x-transformers)"
+    return None
+
+
+def x_transformers_gpt(shape: ModelShape) -> nn.Module:
+    """``x_transformers.TransformerWrapper`` over a ``Decoder`` of the same shape: learned
+    absolute positions (its default), pre-norm, ``4 d`` feed-forward, fused SDPA attention
+    (``attn_flash``), output tied to the token embedding; its own defaults otherwise
+    (e.g. exact GELU and no q/k/v biases, so its parameter count differs slightly)."""
+    from x_transformers import Decoder, TransformerWrapper
+
+    return TransformerWrapper(
+        num_tokens=shape.vocab_size,
+        max_seq_len=shape.max_len,
+        tie_embedding=True,
+        attn_layers=Decoder(
+            dim=shape.d_model,
+            depth=shape.n_layers,
+            heads=shape.n_heads,
+            attn_dim_head=shape.d_model // shape.n_heads,
+            ff_mult=shape.ff / shape.d_model,
+            attn_flash=True,
+        ),
+    )
 
 
 class TorchGPT(nn.Module):

@@ -7,6 +7,11 @@ For each sequence length, in interleaved rounds in one process on the same token
 * ``qkv_record``: the same model inside :func:`qkv.interp.record_attention` (every layer,
   every head, every row), which keeps the fast backend for the output and recomputes the
   weights with the math reference;
+* the options of :func:`~qkv.interp.record_attention` for long inputs, each still every
+  layer: ``qkv_record_bf16`` (weights stored in bfloat16), ``qkv_record_stream`` (each layer
+  handed to ``on_entry`` and dropped, one buffer reused across layers), the two together
+  (``qkv_record_stream_bf16``), and selections: ``qkv_record_last_row`` (``rows=[-1]``, every
+  head) and ``qkv_record_one_head`` (``heads=[0]``, every row);
 * ``hf_sdpa``: ``transformers``' ``GPT2LMHeadModel`` with ``attn_implementation="sdpa"``;
 * ``hf_attentions``: the same model with ``attn_implementation="eager"`` and
   ``output_attentions=True``, the way ``transformers`` returns attention weights.
@@ -20,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -44,10 +49,29 @@ from qkv.bench._timing import (
 from qkv.bench._twins import ModelShape, hf_gpt2, qkv_lm
 from qkv.interp import record_attention
 
+#: the keyword arguments of record_attention of each qkv recording row (on_entry added)
+RECORD_OPTIONS: dict[str, dict[str, Any]] = {
+    "qkv_record": {},
+    "qkv_record_bf16": {"dtype": torch.bfloat16},
+    "qkv_record_stream": {"stream": True},
+    "qkv_record_stream_bf16": {"stream": True, "dtype": torch.bfloat16},
+    "qkv_record_last_row": {"rows": [-1]},
+    "qkv_record_one_head": {"heads": [0]},
+}
+
 #: implementation -> (its plain forward, the qkv row it is compared with, description)
 RECORD_IMPLS: dict[str, tuple[str, str, str]] = {
     "qkv_plain": ("qkv_plain", "qkv_plain", "DecoderLM forward"),
     "qkv_record": ("qkv_plain", "qkv_record", "DecoderLM forward in record_attention"),
+    "qkv_record_bf16": ("qkv_plain", "qkv_record_bf16", "record_attention(dtype=torch.bfloat16)"),
+    "qkv_record_stream": ("qkv_plain", "qkv_record_stream", "record_attention(on_entry=...)"),
+    "qkv_record_stream_bf16": (
+        "qkv_plain",
+        "qkv_record_stream_bf16",
+        "record_attention(on_entry=..., dtype=torch.bfloat16)",
+    ),
+    "qkv_record_last_row": ("qkv_plain", "qkv_record_last_row", "record_attention(rows=[-1])"),
+    "qkv_record_one_head": ("qkv_plain", "qkv_record_one_head", "record_attention(heads=[0])"),
     "hf_sdpa": ("hf_sdpa", "qkv_plain", "GPT2LMHeadModel (sdpa) forward"),
     "hf_attentions": (
         "hf_sdpa",
@@ -123,7 +147,8 @@ class RecordMeasurement(TimedRow):
         tokens_per_s: ``batch * length`` over the median time.
         overhead: ``time(this) / time(plain)``, median of per-round ratios (1.0 on plain rows).
         qkv_speedup: ``time(this) / time(qkv)``, median of per-round ratios.
-        weights_mib: MiB of attention weights the call returns (0 for plain forwards).
+        weights_mib: MiB of attention weights the call holds at its peak (0 for plain
+            forwards; one layer's buffer when streaming).
     """
 
     length: int
@@ -151,11 +176,19 @@ def _calls(
         with torch.no_grad():
             models["qkv"](ids)
 
-    def qkv_record() -> None:
-        with torch.no_grad(), record_attention(models["qkv"]) as rec:
-            models["qkv"](ids)
-        if len(rec) != n_layers:
-            raise RuntimeError(f"recorded {len(rec)} layers, expected {n_layers}")
+    def qkv_record(impl: str) -> Callable[[], None]:
+        opts = dict(RECORD_OPTIONS[impl])
+        stream = opts.pop("stream", False)
+
+        def call() -> None:
+            seen: list[str] = []
+            keep = {"on_entry": lambda e: seen.append(e.name)} if stream else {}
+            with torch.no_grad(), record_attention(models["qkv"], **opts, **keep) as rec:
+                models["qkv"](ids)
+            if len(rec) + len(seen) != n_layers:
+                raise RuntimeError(f"recorded {len(rec) + len(seen)} layers, expected {n_layers}")
+
+        return call
 
     def hf_sdpa() -> None:
         with torch.no_grad():
@@ -169,11 +202,26 @@ def _calls(
 
     table = {
         "qkv_plain": qkv_plain,
-        "qkv_record": qkv_record,
+        **{name: qkv_record(name) for name in RECORD_OPTIONS},
         "hf_sdpa": hf_sdpa,
         "hf_attentions": hf_attentions,
     }
     return {impl: table[impl] for impl in impls}
+
+
+def _held_fraction(impl: str, n_heads: int, length: int, n_layers: int) -> float:
+    """The part of every layer's fp32 weights an implementation holds at its peak."""
+    opts = RECORD_OPTIONS.get(impl, {})
+    f = 1.0
+    if "dtype" in opts:
+        f /= 2  # bfloat16
+    if opts.get("stream"):
+        f /= n_layers  # one layer's buffer
+    if "rows" in opts:
+        f *= len(opts["rows"]) / length
+    if "heads" in opts:
+        f *= len(opts["heads"]) / n_heads
+    return f
 
 
 def run_record_bench(
@@ -204,19 +252,20 @@ def run_record_bench(
         c = config
         for s in config.lengths:
             ids = torch.randint(1, c.vocab_size, (c.batch, s), generator=gen)
-            weights = 4.0 * c.batch * c.n_heads * s * s * c.n_layers  # fp32 bytes
+            weights = 4.0 * c.batch * c.n_heads * s * s * c.n_layers  # fp32 bytes, all kept
             rows: dict[str, RecordMeasurement] = {}
             runnable: list[str] = []
             for impl in config.impls:
                 plain, qkv, desc = RECORD_IMPLS[impl]
-                records = impl in ("qkv_record", "hf_attentions")
+                records = impl in RECORD_OPTIONS or impl == "hf_attentions"
+                held = weights * _held_fraction(impl, c.n_heads, s, c.n_layers)
                 row = rows[impl] = RecordMeasurement(
-                    s, impl, desc, plain, qkv, weights_mib=weights / 2**20 if records else 0
+                    s, impl, desc, plain, qkv, weights_mib=held / 2**20 if records else 0
                 )
                 if impl.startswith("hf") and hf_missing:
                     row.skip(hf_missing)
-                elif records and 1.5 * weights > limit:
-                    row.skip(f"weights need ~{weights / 2**30:.1f} GiB > limit")
+                elif records and 1.5 * held > limit:
+                    row.skip(f"weights need ~{held / 2**30:.1f} GiB > limit")
                 else:
                     runnable.append(impl)
             times = time_rows(rows, _calls(models, ids, runnable, c.n_layers), c)
@@ -233,6 +282,7 @@ def format_record_table(result: RecordBenchResult) -> str:
     """A plain-text table of the measurements, with the run's settings above."""
     cfg, env = result.config, result.environment
     head = ("length", "impl", "time ms", "weights MiB", "x plain", "qkv speed-up", "note")
+    # weights MiB: what the call holds at its peak (streaming: one layer's buffer)
     rows = [
         (
             str(m.length),

@@ -289,11 +289,14 @@ def register_train(sub: argparse._SubParsersAction, name: str) -> None:
 
     p = sub.add_parser(
         name,
-        help="training tokens/s: qkv vs transformers GPT-2/BART/Marian and nn.Transformer",
+        help="training tokens/s and MFU: qkv vs nanoGPT-shaped, x-transformers, transformers "
+        "GPT-2/BART/Marian and nn.Transformer",
         description="Training throughput (forward, cross-entropy, backward, AdamW) of qkv's "
-        "DecoderLM vs transformers' GPT2LMHeadModel (sdpa) and a torch.nn."
+        "DecoderLM vs a nanoGPT-shaped GPT-2 written from the papers, x-transformers' decoder "
+        "(when installed), transformers' GPT2LMHeadModel (sdpa) and a torch.nn."
         "TransformerEncoderLayer GPT, and of qkv's Seq2SeqTransformer vs BART and Marian, "
-        "all of identical shape, on the same batch, interleaved in one process.",
+        "all of identical shape, on the same batch, interleaved in one process, at each "
+        "sequence length; MFU divides the model FLOPs by a fp32 matmul peak timed in the run.",
     )
     _add_shape_args(p)
     for stack in ("encoder", "decoder"):
@@ -305,10 +308,24 @@ def register_train(sub: argparse._SubParsersAction, name: str) -> None:
             default=3,
             help="seq2seq (default: 3)",
         )
-    p.add_argument("--seq-len", type=int, default=256, help="default: 256")
-    p.add_argument("--batch", type=int, default=8, help="default: 8")
+    p.add_argument(
+        "--seq-lens", type=_csv(int), default=(256, 1024, 2048), help="default: 256,1024,2048"
+    )
+    p.add_argument(
+        "--tokens",
+        type=int,
+        default=2048,
+        help="tokens per step; a step trains tokens / seq_len sequences (default: 2048)",
+    )
     _add_names(p, "--models", TRAIN_MODELS)
-    _add_timing_args(p, repeats=7, min_repeats=3, warmup=2, budget=400.0)
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile every model (as qkv train --compile does) and add an eager "
+        "qkv_eager row: the qkv row's speed-up over it is the compiler's gain",
+    )
+    p.add_argument("--matmul-size", type=int, default=2048, help="n of the peak matmul")
+    _add_timing_args(p, repeats=7, min_repeats=3, warmup=2, budget=120.0)
     p.set_defaults(func=run_train)
 
 
@@ -320,7 +337,7 @@ def run_train(args: argparse.Namespace) -> int:
         _config(TrainBenchConfig, args),
         format_train_table,
         lambda m: (
-            f"  {m.suite:<8} {m.model:<11} {m.status} "
+            f"  {m.suite:<8} {m.seq_len:>5} {m.model:<14} {m.status} "
             f"{'' if m.tokens_per_s is None else f'{m.tokens_per_s:.0f} tokens/s'}"
         ),
         args.json,

@@ -12,7 +12,7 @@ with and without recording. Nothing is stored on the modules.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeAlias
@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from qkv.attn import _record
 from qkv.attn.functional import Problem, attention_weights, dense_mask
 from qkv.attn.mha import MultiHeadAttention
+from qkv.masks import Causal
 from qkv.models.naming import KINDS, Kind, attention_modules, layer_index, layer_kind
 
 LayerSelector: TypeAlias = int | str
@@ -251,11 +252,15 @@ def _to_4d(m: Tensor) -> Tensor:
     return m
 
 
-def selected_weights(p: Problem, heads: Sequence[int], rows: Sequence[int]) -> Tensor:
-    """Weights ``(b, len(heads), len(rows), s_k)`` of a problem, computing only those.
+def selected_weights(
+    p: Problem, heads: Sequence[int], rows: Sequence[int], out: Tensor | None = None
+) -> Tensor:
+    """Weights ``(b, len(heads), len(rows), s_k)`` of a problem, computing only those
+    (written into ``out`` when given: see :func:`qkv.attn.attention_weights`).
 
     Queries (and, for grouped heads, the keys of the selected heads' groups) are sliced
-    before the scores, so memory is ``O(b * len(heads) * len(rows) * s_k)``. A custom
+    before the scores, so memory is ``O(b * len(heads) * len(rows) * s_k)``; a causal
+    mask stays causal (all rows) or gives only the selected rows' masks. A custom
     score function may mix positions, so for those the full weights are computed and
     then sliced.
 
@@ -267,9 +272,10 @@ def selected_weights(p: Problem, heads: Sequence[int], rows: Sequence[int]) -> T
     h, s_q = p.q.shape[1], p.q.shape[2]
     all_heads, all_rows = list(heads) == list(range(h)), list(rows) == list(range(s_q))
     if all_heads and all_rows:
-        return attention_weights(p)  # (b, h, s_q, s_k)
+        return attention_weights(p, out)  # (b, h, s_q, s_k)
     if p.score != "dot":
-        return attention_weights(p)[:, list(heads)][:, :, list(rows)]
+        w = attention_weights(p)[:, list(heads)][:, :, list(rows)]
+        return w if out is None else out.copy_(w)
     hi = torch.tensor(list(heads), device=p.q.device)
     ri = torch.tensor(list(rows), device=p.q.device)
     q = p.q.index_select(1, hi).index_select(2, ri)  # (b, h', r, d_h)
@@ -277,15 +283,24 @@ def selected_weights(p: Problem, heads: Sequence[int], rows: Sequence[int]) -> T
     if k.ndim == 4 and k.shape[1] > 1:
         kv_heads = hi // p.groups  # query head i reads kv head i // groups
         k, v = k.index_select(1, kv_heads), v.index_select(1, kv_heads)  # (b, h', s_k, d_h)
-    mask = dense_mask(p)
-    if mask is not None:
-        mask = _to_4d(mask)  # (b | 1, h | 1, s_q | 1, s_k)
-        if mask.shape[1] > 1:
-            mask = mask.index_select(1, hi)
-        if mask.shape[2] > 1:
-            mask = mask.index_select(2, ri)
+    mask: Tensor | Causal | None
+    if isinstance(p.mask, Causal) and all_rows:
+        mask = p.mask  # heads only: the causal shortcut (half the keys) still applies
+    elif isinstance(p.mask, Causal):
+        # the selected rows of the causal mask, without building the (s_q, s_k) square
+        off = p.mask.key_offset(s_q, p.s_k)
+        kj = torch.arange(p.s_k, device=p.q.device)
+        mask = (kj[None, :] <= ri[:, None] + off)[None, None]  # (1, 1, r, s_k)
+    else:
+        mask = dense_mask(p)
+        if mask is not None:
+            mask = _to_4d(mask)  # (b | 1, h | 1, s_q | 1, s_k)
+            if mask.shape[1] > 1:
+                mask = mask.index_select(1, hi)
+            if mask.shape[2] > 1:
+                mask = mask.index_select(2, ri)
     sub = dataclasses.replace(p, q=q, k=k, v=v, mask=mask, groups=1, return_weights=True)
-    return attention_weights(sub)  # (b, h', r, s_k)
+    return attention_weights(sub, out)  # (b, h', r, s_k)
 
 
 @contextmanager
@@ -294,6 +309,9 @@ def record_attention(
     layers: Iterable[LayerSelector] | LayerSelector | None = None,
     heads: Sequence[int] | int | None = None,
     rows: Sequence[int] | int | None = None,
+    *,
+    dtype: torch.dtype | None = None,
+    on_entry: Callable[[AttentionEntry], None] | None = None,
 ) -> Iterator[AttentionRecord]:
     """Record the attention weights of a qkv model while it runs its fast backend.
 
@@ -309,7 +327,12 @@ def record_attention(
     Memory: one ``(b, len(heads), len(rows), s_k)`` tensor per selected module and call
     (all heads and rows by default: ``4 * b * h * s_q * s_k`` bytes per layer in float32);
     the scores are computed a few rows at a time (a causal layer only below the diagonal),
-    so nothing else of that size is held. Select heads and rows to record long inputs.
+    so nothing else of that size is held. Select heads and rows to record long inputs,
+    store the weights in a compact ``dtype`` (``torch.bfloat16``: half the bytes), or, when
+    each layer is looked at and dropped (statistics, a plot per layer), pass ``on_entry``:
+    the record then keeps nothing and every module writes into one reused buffer, so the
+    memory is one layer's and fresh pages are touched once (on a CPU, first-touching new
+    memory costs about as much as computing the weights: ``docs/performance.md``).
 
     Recorders nest: an enclosing ``record_attention`` still sees every call.
 
@@ -321,13 +344,21 @@ def record_attention(
         heads: head indices to keep (None = all); each must exist in every selected module.
         rows: query rows to keep (None = all); negative rows count from the end (``-1`` =
             the last query, e.g. the token being predicted).
+        dtype: the floating dtype the weights are stored in (None = the queries'); they
+            are computed in float32 (or the queries' wider dtype) and rounded once.
+        on_entry: called with each :class:`AttentionEntry` as soon as its module ran;
+            its ``weights`` are a view of a buffer the next module of the same shape
+            overwrites (``.clone()`` what must outlive the call). The record stays empty.
 
     Yields:
         The :class:`AttentionRecord`, filled as the model runs.
 
     Raises:
-        ValueError: selections that match nothing or are out of range (naming the values).
+        ValueError: selections that match nothing or are out of range (naming the values),
+            or a ``dtype`` that is not floating.
     """
+    if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
+        raise ValueError(f"dtype must be a floating torch.dtype, got {dtype!r}")
     mods = select_modules(model, [layers] if isinstance(layers, (int, str)) else layers)
     head_sel = _check_indices("heads", heads)  # type: ignore[arg-type]
     row_sel = _check_indices("rows", rows)  # type: ignore[arg-type]
@@ -339,6 +370,20 @@ def record_attention(
     names = {id(m): n for n, m in mods.items()}
     record = AttentionRecord()
     outer = _record.current()
+    buffers: dict[tuple[Any, ...], Tensor] = {}  # on_entry: one per shape, dtype, device
+    calls: dict[str, int] = {}  # on_entry: calls of each module so far
+
+    def buffer(p: Problem, n_heads: int, n_rows: int) -> Tensor | None:
+        if on_entry is None and dtype is None:
+            return None  # attention_weights allocates in the queries' dtype
+        b = torch.broadcast_shapes(p.q.shape[:1], p.k.shape[:1])[0]
+        shape = (b, n_heads, n_rows, int(p.k.shape[-2]))  # (b, h', r, s_k)
+        key = (shape, dtype or p.q.dtype, p.q.device)
+        if on_entry is None:
+            return torch.empty(shape, dtype=key[1], device=p.q.device)
+        if key not in buffers:
+            buffers[key] = torch.empty(shape, dtype=key[1], device=p.q.device)
+        return buffers[key]
 
     def recorder(module: nn.Module, problem: Problem, info: dict[str, Any]) -> None:
         if outer is not None:
@@ -351,18 +396,21 @@ def record_attention(
         hs = head_sel if head_sel is not None else tuple(range(n_heads))
         rs = _resolve_rows(row_sel, s_q, name)
         with torch.no_grad():
-            w = selected_weights(problem, hs, rs)  # (b, h', r, s_k)
-        record.add(
-            AttentionEntry(
-                name=name,
-                kind=layer_kind(name, bool(info.get("self_attention", True))),
-                layer_index=layer_index(name),
-                weights=w.detach(),
-                heads=hs,
-                rows=rs,
-                s_q=s_q,
-            )
+            w = selected_weights(problem, hs, rs, buffer(problem, len(hs), len(rs)))
+        entry = AttentionEntry(
+            name=name,
+            kind=layer_kind(name, bool(info.get("self_attention", True))),
+            layer_index=layer_index(name),
+            weights=w.detach(),  # (b, h', r, s_k)
+            heads=hs,
+            rows=rs,
+            s_q=s_q,
         )
+        if on_entry is None:
+            record.add(entry)
+        else:
+            calls[name] = calls.get(name, -1) + 1
+            on_entry(dataclasses.replace(entry, call=calls[name]))
 
     with _record.recording(recorder):
         yield record

@@ -43,7 +43,9 @@ def layer_kind(name: str, self_attention: bool = True) -> Kind:
 
 
 def attention_modules(model: nn.Module) -> dict[str, MultiHeadAttention]:
-    """Every :class:`~qkv.attn.MultiHeadAttention` in ``model`` by module path."""
+    """Every :class:`~qkv.attn.MultiHeadAttention` in ``model`` by module path (the paths
+    of the model itself for a ``torch.compile``'d one, without its ``_orig_mod.``)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    model = getattr(model, "_orig_mod", model)  # torch.compile's wrapper module
     return {n: m for n, m in model.named_modules() if isinstance(m, MultiHeadAttention)}

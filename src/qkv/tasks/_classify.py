@@ -14,7 +14,7 @@ from qkv.layers.mode import evaluating
 from qkv.tasks.base import Task
 from qkv.training.evaluate import model_device, to_device
 from qkv.training.objective import Batch, LossOutput
-from qkv.training.objectives import ClassificationObjective
+from qkv.training.objectives import ClassificationObjective, host_numbers
 
 
 class ClassifyTask(Task):
@@ -48,7 +48,7 @@ class ClassifyTask(Task):
         loss_sum = torch.nn.functional.cross_entropy(
             logits, labels, reduction="sum", label_smoothing=label_smoothing
         )
-        correct = float((logits.detach().argmax(-1) == labels).sum())
+        (correct,) = host_numbers((logits.detach().argmax(-1) == labels).sum())
         return LossOutput(loss_sum, int(labels.numel()), {"correct": correct})
 
     def n_tokens(self, batch: Batch) -> int:

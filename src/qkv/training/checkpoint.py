@@ -133,18 +133,19 @@ def _param_ids(opt: torch.optim.Optimizer, meta: Any, where: str) -> dict[int, n
     return dict(zip(ids, params, strict=True))
 
 
-def optimizer_from_flat(
+def optimizer_state_from_flat(
     opt: torch.optim.Optimizer,
     tensors: dict[str, torch.Tensor],
     meta: dict[str, Any],
     *,
     tensor_file: str | Path = OPTIM_FILE,
     state_file: str | Path = STATE_FILE,
-) -> None:
-    """Inverse of :func:`optimizer_to_flat`: check the saved state fits ``opt``, then load it.
+) -> dict[str, Any]:
+    """Inverse of :func:`optimizer_to_flat`: check the saved state fits ``opt`` and return
+    it as an ``opt.state_dict()`` (state keyed by parameter index).
 
     Args:
-        opt: the optimizer to restore.
+        opt: the optimizer the state is for.
         tensors: the tensors of ``optimizer.safetensors``.
         meta: the ``optimizer`` entry of ``trainer_state.json``.
         tensor_file, state_file: the files they came from, for error messages.
@@ -180,8 +181,28 @@ def optimizer_from_flat(
             f"{tensor_file}: incomplete optimizer state: parameter {odd[0]} has {odd[1]}, "
             f"parameter {first[0]} has {first[1]}"
         )
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def optimizer_from_flat(
+    opt: torch.optim.Optimizer,
+    tensors: dict[str, torch.Tensor],
+    meta: dict[str, Any],
+    *,
+    tensor_file: str | Path = OPTIM_FILE,
+    state_file: str | Path = STATE_FILE,
+) -> None:
+    """Check the saved state fits ``opt`` (:func:`optimizer_state_from_flat`), then load it.
+
+    Raises:
+        CheckpointError: see :func:`optimizer_state_from_flat`, or a state the optimizer
+            refuses.
+    """
+    sd = optimizer_state_from_flat(
+        opt, tensors, meta, tensor_file=tensor_file, state_file=state_file
+    )
     try:
-        opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+        opt.load_state_dict(sd)
     except (ValueError, KeyError, TypeError, RuntimeError) as e:
         raise CheckpointError(f"{state_file}: the optimizer state does not load: {e}") from None
 
@@ -226,9 +247,12 @@ def write_checkpoint(
     Args:
         parent: where the temporary directory is made (the final one's parent).
         name: the checkpoint's future name (part of the temporary name).
-        model: the (unwrapped) model.
+        model: the (unwrapped) model, or anything whose ``state_dict()`` gives its
+            tensors (a sharded model's state gathered on one rank:
+            :class:`qkv.training.parallel.StateSnapshot`).
         model_config: the model config as a dict (``config.to_dict()``).
-        optimizer: saved to ``optimizer.safetensors`` (+ hyper-parameters in the state).
+        optimizer: saved to ``optimizer.safetensors`` (+ hyper-parameters in the state);
+            likewise an optimizer or a snapshot of its ``state_dict()``.
         trainer_state: JSON-serializable trainer state.
         extra_writer: called with the temporary directory to add files (task, tokenizers).
 

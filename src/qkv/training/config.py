@@ -172,6 +172,34 @@ class TrainConfig:
         default=None,
         metadata=_meta("torch intra-op threads (default: torch's choice)", RUN, resume_safe=True),
     )
+    compile: bool = field(
+        default=False,
+        metadata=_meta(
+            "torch.compile the training forward and loss as one graph (the first steps wait "
+            "for the compiler; evaluation runs eagerly)",
+            RUN,
+            resume_safe=True,
+        ),
+    )
+    fsdp: bool = field(
+        default=False,
+        metadata=_meta(
+            "under torchrun, shard parameters, gradients and optimizer state over the "
+            "processes (FSDP2, one unit per block) instead of DDP; checkpoints stay whole, "
+            "so a run resumes on 1 process, DDP or FSDP",
+            RUN,
+            resume_safe=True,
+        ),
+    )
+    activation_checkpointing: bool = field(
+        default=False,
+        metadata=_meta(
+            "recompute each block's activations in the backward pass: less memory, about "
+            "one more forward of compute",
+            RUN,
+            resume_safe=True,
+        ),
+    )
 
     def __post_init__(self) -> None:
         if not isinstance(self.betas, (tuple, list)) or len(self.betas) != 2:
@@ -210,8 +238,9 @@ class TrainConfig:
         _check_float("label_smoothing", self.label_smoothing, low=0.0, high=1.0)
         for i, b in enumerate(self.betas):
             _check_float(f"betas[{i}]", b, low=0.0, high=1.0)
-        if not isinstance(self.progress, bool):
-            raise ValueError(f"progress must be a bool, got {self.progress!r}")
+        for name in ("progress", "compile", "fsdp", "activation_checkpointing"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
         if not isinstance(self.device, str) or not self.device:
             raise ValueError(f"device must be a device name, got {self.device!r}")
 

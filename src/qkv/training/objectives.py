@@ -54,6 +54,14 @@ def _check_keys(batch: Mapping[str, Any], keys: Sequence[str], what: str) -> Bat
     return {k: v for k, v in batch.items() if isinstance(v, Tensor)}
 
 
+@torch.compiler.disable
+def host_numbers(*values: Tensor) -> tuple[float, ...]:
+    """Scalar tensors as Python numbers (a host sync). Never traced: inside a compiled loss
+    (``--compile``) the graph ends here and the numbers are read eagerly, without the
+    graph-break warning a ``float(tensor)`` in the graph would give."""
+    return tuple(float(v) for v in values)
+
+
 def token_cross_entropy(
     logits: Tensor, labels: Tensor, *, label_smoothing: float = 0.0, pad_id: int = PAD_ID
 ) -> tuple[Tensor, int, float]:
@@ -71,7 +79,8 @@ def token_cross_entropy(
     )
     real = labels != pad_id
     correct = ((logits.detach().argmax(-1) == labels) & real).sum()
-    return loss_sum, int(real.sum()), float(correct)
+    n_real, n_correct = host_numbers(real.sum(), correct)
+    return loss_sum, int(n_real), n_correct
 
 
 class LMObjective:
@@ -230,7 +239,7 @@ class ClassificationObjective:
         logits = self.logits(model, batch)  # (b, n_classes)
         labels = batch["labels"]
         loss_sum = F.cross_entropy(logits, labels, reduction="sum", label_smoothing=label_smoothing)
-        correct = float((logits.detach().argmax(-1) == labels).sum())
+        (correct,) = host_numbers((logits.detach().argmax(-1) == labels).sum())
         return LossOutput(loss_sum, int(labels.numel()), {"correct": correct})
 
     def n_tokens(self, batch: Batch) -> int:
@@ -270,6 +279,7 @@ __all__ = [
     "ClassificationObjective",
     "LMObjective",
     "Seq2SeqObjective",
+    "host_numbers",
     "objective_for",
     "token_cross_entropy",
 ]

@@ -29,7 +29,7 @@ from torch import nn
 
 from qkv._version import __version__
 from qkv.training import checkpoint as ckpt
-from qkv.training import rundir
+from qkv.training import parallel, rundir
 from qkv.training.config import UNBOUNDED_STEPS, TrainConfig
 from qkv.training.distributed import DistInfo, all_reduce_sum, barrier, init_distributed
 from qkv.training.evaluate import evaluate_objective, to_device
@@ -171,12 +171,12 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         self.dist: DistInfo = init_distributed(self.device)
         self.model = model.to(self.device)
-        self.ddp: nn.Module = self.model
-        if self.dist.enabled:
-            self.ddp = nn.parallel.DistributedDataParallel(
-                self.model,
-                device_ids=[self.dist.local_rank] if self.device.type == "cuda" else None,
-            )
+        # what the loop calls: DDP or FSDP (which shards self.model in place), compiled
+        self.ddp: nn.Module = parallel.wrap(self.model, cfg, self.dist, self.device)
+        # --compile: the model's forward and the objective's loss in one compiled graph
+        self._loss = (
+            parallel.compile_loss(self.objective.loss) if cfg.compile else self.objective.loss
+        )
         self.optimizer = build_optimizer(self.model, cfg)
         if cfg.batch_size % (cfg.grad_accum * self.dist.world_size):
             raise ValueError(
@@ -330,9 +330,9 @@ class Trainer:
         micro = list(self._micro_batches())
         for j, batch in enumerate(micro):
             sync = j == len(micro) - 1 or not self.dist.enabled
-            ctx = contextlib.nullcontext() if sync else self.ddp.no_sync()  # type: ignore[operator]
+            ctx = contextlib.nullcontext() if sync else parallel.no_sync(self.ddp)
             with ctx, self._autocast():
-                out = self.objective.loss(self.ddp, batch, label_smoothing=self.cfg.label_smoothing)
+                out = self._loss(self.ddp, batch, label_smoothing=self.cfg.label_smoothing)
                 out.loss_sum.float().backward()
             loss_sum += float(out.loss_sum.detach())
             n_local += out.n
@@ -346,7 +346,9 @@ class Trainer:
             if p.grad is not None:
                 p.grad.mul_(scale)
         grad_norm = (
-            float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_norm))
+            parallel.grad_norm_value(
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_norm)
+            )
             if self.cfg.clip_norm > 0
             else float("nan")
         )
@@ -461,15 +463,16 @@ class Trainer:
                 "stopped_early": stopped_early,
                 "train_seconds": round(self.elapsed, 1),
             }
-            if main:
-                show.print(f"final evaluation at step {self.step} ...")
-                metrics = self.evaluate()
-                if metrics:
-                    self._log(
-                        {"step": self.step, "elapsed": round(self.elapsed, 2), "eval": metrics}
-                    )
-                    show.evaluation(self.step, metrics, self._samples())
-                    summary["valid"] = metrics
+            with parallel.full_parameters(self.model):  # FSDP: rank 0 evaluates alone
+                if main:
+                    show.print(f"final evaluation at step {self.step} ...")
+                    metrics = self.evaluate()
+                    if metrics:
+                        self._log(
+                            {"step": self.step, "elapsed": round(self.elapsed, 2), "eval": metrics}
+                        )
+                        show.evaluation(self.step, metrics, self._samples())
+                        summary["valid"] = metrics
         finally:
             show.close()
         if self.out_dir is not None:
@@ -502,7 +505,10 @@ class Trainer:
         return [
             ("data", data),
             ("model", f"{type(self.model).__name__}, {n_params:,} parameters"),
-            ("device", f"{self.device} ({threads} threads), world size {self.dist.world_size}"),
+            (
+                "device",
+                f"{self.device} ({threads} threads), {parallel.world_note(self.model, self.dist)}",
+            ),
             ("budget", budget),
             (
                 "batch",
@@ -541,18 +547,23 @@ class Trainer:
 
     def _eval_and_maybe_stop(self, show: Progress) -> bool:
         stop = 0.0
-        if self.dist.is_main:
-            metrics = self.evaluate()
-            if metrics:
-                self._log({"step": self.step, "elapsed": round(self.elapsed, 2), "eval": metrics})
-                show.evaluation(self.step, metrics, self._samples())
-                _, value, higher = headline(metrics)
-                better = self.best is None or (value > self.best if higher else value < self.best)
-                if better:
-                    self.best, self.bad_evals = value, 0
-                else:
-                    self.bad_evals += 1
-                stop = float(self.cfg.patience > 0 and self.bad_evals >= self.cfg.patience)
+        with parallel.full_parameters(self.model):  # FSDP: rank 0 evaluates alone
+            if self.dist.is_main:
+                metrics = self.evaluate()
+                if metrics:
+                    self._log(
+                        {"step": self.step, "elapsed": round(self.elapsed, 2), "eval": metrics}
+                    )
+                    show.evaluation(self.step, metrics, self._samples())
+                    _, value, higher = headline(metrics)
+                    better = self.best is None or (
+                        value > self.best if higher else value < self.best
+                    )
+                    if better:
+                        self.best, self.bad_evals = value, 0
+                    else:
+                        self.bad_evals += 1
+                    stop = float(self.cfg.patience > 0 and self.bad_evals >= self.cfg.patience)
         return all_reduce_sum(stop, self.dist, self.device) > 0
 
     # -----------------------------------------------------------------------------------
@@ -659,8 +670,7 @@ class Trainer:
             rundir.hold_run_dir(self, self.out_dir)  # a run opened by another: clean it first
         d = ckpt.check_checkpoint(directory)
         st = TrainerState.from_json(d / ckpt.STATE_FILE)
-        ckpt.load_weights(self.model, d)
-        ckpt.load_optimizer(self.optimizer, d, st.optimizer, device=self.device)
+        parallel.load_checkpoint(self.model, self.optimizer, d, st.optimizer, self.device)
         self.step, self.epoch, self.batch_in_epoch = st.step, st.epoch, st.batch_in_epoch
         self.best, self.bad_evals, self.elapsed = st.best, st.bad_evals, float(st.elapsed)
         st.restore_rng()
@@ -674,7 +684,12 @@ class Trainer:
             scheduled: a save of the step schedule or the end of the run (averaged and kept
                 by ``keep_last``), or a timed/interrupt save (kept only while newest).
         """
-        if self.out_dir is None or not self.dist.is_main:
+        if self.out_dir is None:
+            barrier(self.dist)
+            return None
+        # FSDP: every rank sends its shards, rank 0 gets the full state
+        model, optimizer = parallel.gather_for_save(self.model, self.optimizer, self.dist)
+        if not self.dist.is_main:
             barrier(self.dist)
             return None
         assert self.model_config is not None
@@ -684,9 +699,9 @@ class Trainer:
             path = rundir.save_run_checkpoint(
                 self.out_dir,
                 f"step-{self.step:08d}",
-                self.model,
+                model,
                 self.model_config,
-                optimizer=self.optimizer,
+                optimizer=optimizer,
                 trainer_state=self.state(scheduled=scheduled),
                 extra_writer=self.save_extra,
             )
