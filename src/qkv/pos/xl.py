@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 
 def sinusoid_embedding(pos_seq: Tensor, d_model: int) -> Tensor:
@@ -50,8 +51,10 @@ def shift_relative(scores: Tensor, s_k: int) -> Tensor:
 
     Column ``p`` of ``scores`` holds distance ``s_k - 1 - p`` (:func:`distances`); query
     ``i`` sits at position ``s_k - s_q + i``, so its score for key ``j`` is column
-    ``s_q - 1 - i + j``: each row is a shifted window, read here as a strided view (the
-    "relative shift" of Dai et al., without copying).
+    ``s_q - 1 - i + j``: each row is a shifted window (the "relative shift" of Dai et al.).
+    One padded copy read with a row stride one longer than the window: with a zero column
+    appended, element ``(i, j)`` of the result is element ``s_q - 1 + i n + j`` of the
+    flattened rows, so a slice and a reshape give it (no ``as_strided``: it compiles).
 
     Args:
         scores: ``(..., s_q, s_q + s_k - 1)``.
@@ -63,10 +66,9 @@ def shift_relative(scores: Tensor, s_k: int) -> Tensor:
     s_q, n = scores.shape[-2], scores.shape[-1]
     if n != s_q + s_k - 1:
         raise ValueError(f"scores must have s_q + s_k - 1 = {s_q + s_k - 1} columns, got {n}")
-    x = scores.contiguous()
-    lead = x.shape[:-2]
-    strides = (*x.stride()[:-2], n - 1, 1)
-    return x.as_strided((*lead, s_q, s_k), strides, x.storage_offset() + s_q - 1)
+    lead = scores.shape[:-2]
+    flat = F.pad(scores, (0, 1)).reshape(*lead, s_q * (n + 1))
+    return flat[..., s_q - 1 : s_q - 1 + s_q * n].reshape(*lead, s_q, n)[..., :s_k]
 
 
 class XLRelativeScore(nn.Module):
