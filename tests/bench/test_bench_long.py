@@ -113,8 +113,12 @@ def test_windows_are_random_slices_of_the_text():
 
 def test_quality_models_differ_only_in_their_attention():
     cfg = LongBenchConfig(**TINY)
-    configs = {k: lm_config(k, vocab=40, context=64, settings=cfg) for k in ("sdpa", "lsh", "xl")}
+    kinds = ("sdpa", "local", "lsh", "xl")
+    configs = {k: lm_config(k, vocab=40, context=64, settings=cfg) for k in kinds}
     assert configs["sdpa"].attn_kind == "softmax" and configs["lsh"].attn_kind == "lsh"
+    assert configs["sdpa"].sliding_window == 0
+    assert configs["local"].sliding_window == cfg.window
+    assert configs["local"].attn_backend == "blocksparse"
     assert configs["xl"].pos == "xl" and configs["xl"].segment_len == 8
     for c in configs.values():
         assert (c.d_model, c.n_layers, c.vocab_size, c.dropout) == (16, 1, 40, 0.0)

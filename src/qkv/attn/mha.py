@@ -17,7 +17,7 @@ from qkv.attn.functional import (
     unmasked_sdpa,
 )
 from qkv.attn.kv_cache import CrossKVCache, KVCache
-from qkv.masks import Mask
+from qkv.masks import Mask, Padding
 
 
 class MultiHeadAttention(nn.Module):
@@ -358,8 +358,7 @@ class MultiHeadAttention(nn.Module):
             if mask is None:
                 mask = kpm
             elif isinstance(mask, Mask):
-                mask = mask.to_dense(s_q, s_k, device=kpm.device)
-                mask = (mask if mask.ndim == 4 else mask[None, None]) & kpm
+                mask = mask & Padding(padding_mask)  # stays lazy: block-sparse reads both
             elif mask.dtype == torch.bool:
                 mask = mask & kpm
             else:

@@ -20,11 +20,9 @@ the problem (their ``why_not``).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -35,6 +33,7 @@ import torch
 
 from qkv import masks
 from qkv.attn import attention, make_problem, pick_backend
+from qkv.bench._isolate import run_isolated, serve
 
 #: Mask names accepted by ``masks=``.
 MASKS: dict[str, str] = {
@@ -282,43 +281,11 @@ def _why_not(
 
 def _worker() -> None:
     """Subprocess entry point: one JSON spec on stdin, one JSON result on stdout."""
-    spec = json.loads(sys.stdin.read())
-    try:
-        result = measure(spec)
-    except Exception as e:  # reported, not raised: one failure must not end the benchmark
-        result = {
-            "status": "error",
-            "reason": f"{type(e).__name__}: {e}",
-            "times": [],
-            "peak_bytes": None,
-        }
-    print("QKV-BENCH-RESULT " + json.dumps(result))
+    serve(measure)
 
 
 def _measure_isolated(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
-    cmd = [sys.executable, "-c", "from qkv.bench.attention import _worker; _worker()"]
-    try:
-        r = subprocess.run(
-            cmd, input=json.dumps(spec), capture_output=True, text=True, timeout=timeout
-        )
-    except subprocess.TimeoutExpired:
-        return {
-            "status": "n/a",
-            "reason": f"took longer than {timeout:.0f} s",
-            "times": [],
-            "peak_bytes": None,
-        }
-    for line in reversed(r.stdout.splitlines()):
-        if line.startswith("QKV-BENCH-RESULT "):
-            return json.loads(line.split(" ", 1)[1])
-    tail = (r.stderr.strip().splitlines() or ["no output"])[-1]
-    why = "killed (out of memory?)" if r.returncode < 0 else tail
-    return {
-        "status": "error",
-        "reason": f"worker exited with {r.returncode}: {why}",
-        "times": [],
-        "peak_bytes": None,
-    }
+    return run_isolated("qkv.bench.attention", spec, timeout)
 
 
 # ---------------------------------------------------------------------------------------

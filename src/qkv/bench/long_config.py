@@ -38,7 +38,8 @@ class LongBenchConfig:
         d_model: width of the speed section's attention layer.
         heads: its heads.
         batch: its batch size.
-        window: keys of the block-sparse sliding window.
+        window: keys of the block-sparse sliding window (speed; the ``local`` LM of the
+            quality section).
         bucket_size: LSH chunk length.
         n_hashes: LSH hash rounds.
         favor_features: FAVOR+ random features (None: ``d_h ln d_h``).
@@ -56,8 +57,8 @@ class LongBenchConfig:
         train_batch: training batch size (quality).
         lr: peak learning rate (quality; cosine schedule).
         valid_chunks: held-out chunks of ``context`` tokens evaluated (quality).
-        quality_impls: kinds trained in the quality section (from ``sdpa``, ``lsh``,
-            ``favor``, ``xl``; Linformer cannot be causal).
+        quality_impls: kinds trained in the quality section (from ``sdpa``, ``local``,
+            ``lsh``, ``favor``, ``xl``; Linformer cannot be causal).
         listops_impls: encoders of the listops section, from :data:`LISTOPS_IMPLS`.
         listops_len: longest ListOps expression (listops).
         listops_train: training expressions (listops).
@@ -99,7 +100,7 @@ class LongBenchConfig:
     train_batch: int = 8
     lr: float = 1e-3
     valid_chunks: int = 16
-    quality_impls: tuple[str, ...] = ("sdpa", "lsh", "favor", "xl")
+    quality_impls: tuple[str, ...] = ("sdpa", "local", "lsh", "favor", "xl")
     listops_impls: tuple[str, ...] = LISTOPS_IMPLS
     listops_len: int = 1024
     listops_train: int = 2000

@@ -8,6 +8,8 @@ same batches (AdamW, cosine schedule) for the same wall time (``train_time`` sec
 schedule stretched to fit; ``steps`` is only an upper bound). The kinds:
 
 * ``sdpa``: exact attention (the reference);
+* ``local``: block-sparse causal sliding-window attention of ``window`` keys
+  (``sliding_window``, Mistral's; the ``blocksparse`` backend);
 * ``lsh``: Reformer's LSH attention (:class:`~qkv.attn.LSHSelfAttention`);
 * ``favor``: Performer's FAVOR+ (:class:`~qkv.attn.FavorAttention`);
 * ``xl``: Transformer-XL, each training chunk run in segments with a memory
@@ -35,7 +37,7 @@ from qkv.models import LMConfig, build
 from qkv.training import TrainConfig, Trainer
 from qkv.training.objectives import LMObjective
 
-KINDS: tuple[str, ...] = ("sdpa", "lsh", "favor", "xl")
+KINDS: tuple[str, ...] = ("sdpa", "local", "lsh", "favor", "xl")
 #: share of the text held out for evaluation (its end)
 VALID_FRACTION = 0.05
 
@@ -80,7 +82,9 @@ def lm_config(kind: str, *, vocab: int, context: int, settings: Any) -> LMConfig
         "dropout": 0.0,
         "attn_dropout": 0.0,
     }
-    if kind == "lsh":
+    if kind == "local":
+        base.update(sliding_window=settings.window, attn_backend="blocksparse")
+    elif kind == "lsh":
         base.update(
             attn_kind="lsh", lsh_bucket_size=settings.bucket_size, lsh_n_hashes=settings.n_hashes
         )

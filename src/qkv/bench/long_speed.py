@@ -4,10 +4,7 @@ per measurement on the CPU (so the peak resident set is the measurement's own)."
 
 from __future__ import annotations
 
-import json
 import math
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -18,6 +15,7 @@ from torch import nn
 
 from qkv import masks
 from qkv.attn import FavorAttention, LinformerAttention, LSHSelfAttention, MultiHeadAttention
+from qkv.bench._isolate import run_isolated, serve
 from qkv.bench.attention import _available_bytes, _maxrss_bytes
 from qkv.bench.long_config import SPEED_IMPLS, LongBenchConfig, LongRow
 
@@ -115,43 +113,11 @@ def measure_speed(spec: dict[str, Any]) -> dict[str, Any]:
 
 def _worker() -> None:
     """Subprocess entry point: one JSON spec on stdin, one JSON result on stdout."""
-    spec = json.loads(sys.stdin.read())
-    try:
-        result = measure_speed(spec)
-    except Exception as e:  # reported, not raised: one failure must not end the benchmark
-        result = {
-            "status": "error",
-            "reason": f"{type(e).__name__}: {e}",
-            "times": [],
-            "peak_bytes": None,
-        }
-    print("QKV-BENCH-RESULT " + json.dumps(result))
+    serve(measure_speed)
 
 
 def _isolated(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
-    cmd = [sys.executable, "-c", "from qkv.bench.long_speed import _worker; _worker()"]
-    try:
-        r = subprocess.run(
-            cmd, input=json.dumps(spec), capture_output=True, text=True, timeout=timeout
-        )
-    except subprocess.TimeoutExpired:
-        return {
-            "status": "n/a",
-            "reason": f"took longer than {timeout:.0f} s",
-            "times": [],
-            "peak_bytes": None,
-        }
-    for line in reversed(r.stdout.splitlines()):
-        if line.startswith("QKV-BENCH-RESULT "):
-            return json.loads(line.split(" ", 1)[1])  # type: ignore[no-any-return]
-    tail = (r.stderr.strip().splitlines() or ["no output"])[-1]
-    why = "killed (out of memory?)" if r.returncode < 0 else tail
-    return {
-        "status": "error",
-        "reason": f"worker exited with {r.returncode}: {why}",
-        "times": [],
-        "peak_bytes": None,
-    }
+    return run_isolated("qkv.bench.long_speed", spec, timeout)
 
 
 def run_speed(cfg: LongBenchConfig, progress: Callable[[LongRow], None] | None) -> list[LongRow]:

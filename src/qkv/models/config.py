@@ -455,6 +455,10 @@ class LMConfig(TransformerConfig):
         segment_len: Transformer-XL segments: a longer input is run this many tokens at a
             time, each segment attending to the memory of the ones before (needs
             ``mem_len``); 0 = the whole input at once.
+        sliding_window: causal local attention (Mistral's ``sliding_window``): each token
+            sees itself and the ``sliding_window - 1`` tokens before it
+            (:func:`qkv.masks.sliding_window`, block-sparse with ``attn_backend="auto"`` or
+            ``"blocksparse"``); 0 = all earlier tokens.
         (other fields: :class:`TransformerConfig`.)
     """
 
@@ -477,6 +481,7 @@ class LMConfig(TransformerConfig):
     embed_norm: bool = False
     mem_len: int = 0
     segment_len: int = 0
+    sliding_window: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -484,6 +489,12 @@ class LMConfig(TransformerConfig):
         _check_bidirectional_only(self)
         _check_int("mem_len", self.mem_len, minimum=0)
         _check_int("segment_len", self.segment_len, minimum=0)
+        _check_int("sliding_window", self.sliding_window, minimum=0)
+        if self.sliding_window and (self.attn_kind != "softmax" or self.mem_len):
+            raise ValueError(
+                f"sliding_window={self.sliding_window} is a mask on softmax attention: not "
+                f"with attn_kind={self.attn_kind!r} or mem_len={self.mem_len}"
+            )
         if self.mem_len and self.pos != "xl":
             raise ValueError(
                 f"mem_len={self.mem_len} needs pos='xl' (cached states keep their meaning "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from qkv import masks
 from qkv.attn.kv_cache import KVCache
 from qkv.layers.head import OutputHead
 from qkv.models.base import GenerativeModel
@@ -60,6 +61,10 @@ class DecoderLM(GenerativeModel):
             cfg, tok, max_len=cfg.max_len, scale=cfg.scale_embeddings, norm=cfg.embed_norm
         )
         self.decoder = decoder_for(cfg, cfg.n_layers, cross_attention=False)
+        #: the local-attention mask of ``sliding_window`` (ANDed with causality), or None
+        self.window_mask = (
+            masks.sliding_window(cfg.sliding_window, causal=True) if cfg.sliding_window else None
+        )
         self.lm_head = OutputHead(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = tok.weight
@@ -118,7 +123,13 @@ class DecoderLM(GenerativeModel):
                 past = cache_length(cache)  # type: ignore[arg-type]
                 positions = torch.arange(past, past + s, device=input_ids.device)  # (s,)
         x = self.embed(input_ids, positions=positions)  # (b, s, d)
-        x = self.decoder(x, padding_mask=padding_mask, positions=positions, cache=cache)  # type: ignore[arg-type]
+        x = self.decoder(
+            x,
+            padding_mask=padding_mask,
+            mask=self.window_mask,
+            positions=positions,
+            cache=cache,  # type: ignore[arg-type]
+        )
         return self.lm_head(x)  # (b, s, vocab)
 
     def make_memory(self) -> SegmentMemory:

@@ -134,6 +134,7 @@ def config_to_hf(cfg: TransformerConfig) -> dict[str, Any]:
         head_dim=None,
         scale_embeddings=False,
         embed_norm=False,
+        sliding_window=0,
     )
     if cfg.attn_scale not in (None, 1.0):
         issues.add(f"attn_scale={cfg.attn_scale!r} (GPT-2 has 1/sqrt(d_h) or 1.0)")
