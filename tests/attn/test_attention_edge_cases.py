@@ -276,3 +276,21 @@ def test_float32_and_float64_math_is_unchanged():
         want_w = e / e.sum(-1, keepdim=True)
         assert w.dtype == out.dtype == dtype
         assert torch.equal(w, want_w) and torch.equal(out, want_w @ v)
+
+
+@pytest.mark.parametrize("keep", [[True], [True, False, True, True, False, True], [False] * 6])
+@pytest.mark.parametrize("s_q", [1, 40])
+def test_a_one_dimensional_key_mask_with_weights_agrees_with_math(keep, s_q):
+    # a (s_k,) mask broadcasts over the rows: the row-chunked weights of the sdpa backend
+    # read it as keys only (found by the Hypothesis table: an IndexError before)
+    g = torch.Generator().manual_seed(0)
+    s_k = len(keep)
+    q = torch.randn(s_q, 4, dtype=torch.float64, generator=g)
+    k = torch.randn(s_k, 4, dtype=torch.float64, generator=g)
+    v = torch.randn(s_k, 3, dtype=torch.float64, generator=g)
+    m = torch.tensor(keep)
+    out, w = qkv.attention(q, k, v, m, backend="sdpa", return_weights=True)
+    ref_out, ref_w = qkv.attention(q, k, v, m, backend="math", return_weights=True)
+    torch.testing.assert_close(out, ref_out, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(w, ref_w, rtol=1e-12, atol=1e-12)
+    assert (w[:, ~m] == 0).all()

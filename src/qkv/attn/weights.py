@@ -144,14 +144,14 @@ def _weights_by_row_chunks(p: Problem, k: Tensor, out: Tensor | None = None) -> 
                 kj = torch.arange(c0, k_end, device=q.device)
                 s[..., c0:] = s[..., c0:].masked_fill(kj > qi, float("-inf"))
         elif m is not None:
-            mc = m[..., r0:r1, :] if m.shape[-2] > 1 else m
+            mc = m[..., r0:r1, :] if m.ndim >= 2 and m.shape[-2] > 1 else m  # 1-D: keys only
             mc = mc[..., :k_end]
             s = s.masked_fill(~mc, float("-inf")) if mc.dtype == torch.bool else s + mc
         w = torch.softmax(s, -1)
         if causal_off is not None and r0 + causal_off < 0:
             w[..., : min(r1, -causal_off) - r0, :] = 0.0  # rows before the first key
         elif row_ok is not None:
-            ok = row_ok[..., r0:r1, :] if row_ok.shape[-2] > 1 else row_ok
+            ok = row_ok[..., r0:r1, :] if row_ok.ndim >= 2 and row_ok.shape[-2] > 1 else row_ok
             w = w.masked_fill(~ok, 0.0)  # all -inf rows: NaN from softmax -> 0
         out[..., r0:r1, :k_end] = w
     return out
