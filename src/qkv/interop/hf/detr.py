@@ -19,32 +19,15 @@ from torch import Tensor
 
 from qkv.interop._convert import HFConversionError, Rule, modules, stacked
 from qkv.interop.hf._common import HFFamily, Issues, required
+from qkv.interop.hf.bart import DECODER_LAYER, DECODER_QKV, ENCODER_LAYER, ENCODER_QKV
 from qkv.models.config import DETRConfig, TransformerConfig
 
 # -- weight map ------------------------------------------------------------------------
 TOP: dict[str, str] = {"input_projection": "input_proj"}
 QUERIES: dict[str, str] = {"query_position_embeddings.weight": "query_embed.weight"}
-#: Names as DETR checkpoints store them (``transformers`` 5 writes them so too; its
-#: in-memory ``mlp.fc1`` / ``o_proj`` names are renamed to these on reading).
-ENCODER_LAYER: dict[str, str] = {
-    "self_attn.out_proj": "self_attn.out_proj",
-    "self_attn_layer_norm": "self_attn_norm",
-    "fc1": "ff.fc1",
-    "fc2": "ff.fc2",
-    "final_layer_norm": "ff_norm",
-}
-DECODER_LAYER: dict[str, str] = {
-    **ENCODER_LAYER,
-    "encoder_attn.out_proj": "cross_attn.out_proj",
-    "encoder_attn_layer_norm": "cross_attn_norm",
-}
-ENCODER_QKV: dict[tuple[str, ...], str] = {
-    ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"): "self_attn.qkv_proj"
-}
-DECODER_QKV: dict[tuple[str, ...], str] = {
-    **ENCODER_QKV,
-    ("encoder_attn.q_proj", "encoder_attn.k_proj", "encoder_attn.v_proj"): "cross_attn.qkv_proj",
-}
+#: DETR checkpoints name each layer's parts as BART does (``transformers`` 5 writes them so
+#: too; its in-memory ``mlp.fc1`` / ``o_proj`` names are renamed to these on reading): the
+#: layer and q/k/v maps are BART's (``ENCODER_LAYER``, ``DECODER_LAYER``, ``*_QKV``).
 FINAL_NORM: dict[str, str] = {"decoder.layernorm": "decoder.norm"}
 HEADS: dict[str, str] = {
     "class_labels_classifier": "class_head",
