@@ -271,4 +271,4 @@ class VQVAE(nn.Module):
         return torch.sigmoid(self.decoder(self.quantizer.lookup(grid)))  # (b, c, H, W)
 
 
-__all__ = ["Quantized", "ResBlock", "VQConfig", "VQOutput", "VQVAE", "VectorQuantizer"]
+__all__ = ["VQVAE", "Quantized", "ResBlock", "VQConfig", "VQOutput", "VectorQuantizer"]

@@ -14,6 +14,7 @@ from qkv.tasks.listops import ListOpsTask
 from qkv.tasks.lm import LMTask
 from qkv.tasks.reverse import ReverseTask
 from qkv.tasks.synthetic import SyntheticTask
+from qkv.tasks.text2image import Text2ImageTask
 from qkv.tasks.translate import TranslateTask
 
 #: Every task by name (a new task is one more class here).
@@ -29,6 +30,7 @@ TASKS: dict[str, type[Task]] = {
         FashionMNISTTask,
         ListOpsTask,
         DetectTask,
+        Text2ImageTask,
     )
 }
 
