@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from qkv.models.vq import VQConfig, VQVAE, VectorQuantizer
+from qkv.models.vq import VQVAE, VectorQuantizer, VQConfig
 
 
 def test_nearest_code_is_the_brute_force_argmin() -> None:

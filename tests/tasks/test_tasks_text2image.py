@@ -111,7 +111,7 @@ def test_the_metric_on_known_images(classifier: Path, monkeypatch) -> None:
     assert got["class_acc"] == pytest.approx(
         100 * accuracy_score(labels.numpy(), truth.roll(1, 0).numpy())
     )
-    assert list(got)[0] == "class_acc" and {"loss", "ppl"} <= set(got)
+    assert next(iter(got)) == "class_acc" and {"loss", "ppl"} <= set(got)
 
 
 def test_wrong_classifier_and_options_are_user_errors(tmp_path: Path, classifier: Path) -> None:
@@ -170,3 +170,21 @@ def test_train_eval_generate_from_the_command_line(
 
     with Image.open(written[0]) as im:
         assert im.size == (64, 64) and im.mode == "L"
+    with Image.open(pics / "text2image-grid.png") as im:
+        assert im.format == "PNG"
+
+
+def test_sample_grid_scores_what_it_shows(tmp_path: Path, classifier: Path) -> None:
+    task = _task(vq_steps=2, classifier=str(classifier))
+    trainer = build_trainer(task, {"steps": 1, "batch_size": 8, "progress": False}, None,
+                            model_overrides=TINY_LM)  # fmt: skip
+    path, acc = task.sample_grid(trainer.model, tmp_path / "grid.png", per_caption=2,
+                                 generator=torch.Generator().manual_seed(0))  # fmt: skip
+    # the same draws, classified directly
+    captions = [task.caption(c) for c in range(10) for _ in range(2)]
+    images = task.generate_images(
+        trainer.model, captions, generator=torch.Generator().manual_seed(0)
+    )
+    truth = torch.arange(10).repeat_interleave(2)
+    assert acc == pytest.approx(100 * float((task.classify(images) == truth).float().mean()))
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -41,6 +41,7 @@ from qkv import models
 from qkv.data.scenes import DIGITS, FASHION, Vocabulary
 from qkv.data.tokenizers import EOS_ID, PAD_ID, Tokenizer, WordTokenizer
 from qkv.generation import decode_one_token, prefill, sample
+from qkv.interp.plots import _figure, save_figure
 from qkv.models import TransformerConfig
 from qkv.models.vq import VQVAE, VQConfig
 from qkv.tasks._common import (
@@ -459,7 +460,8 @@ class Text2ImageTask(Task):
         **generate_kwargs: Any,
     ) -> list[str]:
         """Sample one image per caption and write it as a PNG in ``out_dir``
-        (``text2image-NNN.png``, 8x upscaled); returns the paths. ``temperature``,
+        (``text2image-NNN.png``, 8x upscaled), and all of them with their captions in
+        ``text2image-grid.png``; returns the paths of the single images. ``temperature``,
         ``top_k`` and ``generator`` are used; other decoding settings are ignored.
         """
         images = self.generate_images(
@@ -476,7 +478,36 @@ class Text2ImageTask(Task):
             path = directory / f"text2image-{i:03d}.png"
             write_png(image, path, scale=8)
             paths.append(str(path))
+        write_image_grid(images, list(inputs), directory / "text2image-grid.png", columns=8)
         return paths
+
+    def sample_grid(
+        self,
+        model: nn.Module,
+        path: str | Path,
+        *,
+        per_caption: int = 8,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Path, float]:
+        """A PNG of ``per_caption`` samples for each class caption, one row per class,
+        each image titled with the class the classifier sees (when there is one).
+
+        Returns:
+            ``(path, % of the samples the classifier puts in their caption's class)``
+            (NaN without a classifier).
+        """
+        captions = [self.caption(c) for c in range(len(self.vocab.names))]
+        wanted = [c for c in captions for _ in range(per_caption)]
+        images = self.generate_images(model, wanted, generator=generator)
+        titles = [""] * len(wanted)
+        acc = float("nan")
+        if self.classifier() is not None:
+            seen = self.classify(images).tolist()
+            titles = [self.vocab.names[y] for y in seen]
+            truth = [c for c in range(len(captions)) for _ in range(per_caption)]
+            acc = 100.0 * sum(a == b for a, b in zip(seen, truth)) / len(truth)
+        rows = [f"{c!r}" for c in captions]
+        return write_image_grid(images, titles, path, columns=per_caption, row_labels=rows), acc
 
     # -- persistence ---------------------------------------------------------------------
     def save(self, directory: Path) -> None:
@@ -512,6 +543,34 @@ class Text2ImageTask(Task):
         self._examples.clear()
 
 
+def write_image_grid(
+    images: Tensor,
+    titles: Sequence[str],
+    path: str | Path,
+    *,
+    columns: int,
+    row_labels: Sequence[str] | None = None,
+) -> Path:
+    """Save ``(n, 1, H, W)`` grey images on a grid of ``columns``, each with its title
+    (and each row with its label) as a PNG or SVG."""
+    n = len(images)
+    cols = max(1, min(columns, n))
+    rows = (n + cols - 1) // cols
+    fig = _figure((1.1 * cols + (1.4 if row_labels else 0), 1.25 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if k >= n:
+            ax.set_axis_off()
+            continue
+        ax.imshow(images[k, 0].numpy(), cmap="gray", vmin=0, vmax=1)
+        ax.set_title(titles[k], fontsize=7)
+        if row_labels and k % cols == 0:
+            ax.set_ylabel(row_labels[k // cols], fontsize=8, rotation=0, ha="right", va="center")
+    return save_figure(fig, path)
+
+
 def write_png(image: Tensor, path: str | Path, *, scale: int = 1) -> Path:
     """Write a ``(1, H, W)`` grey image in ``[0, 1]`` as a PNG, ``scale`` times larger
     (nearest neighbour)."""
@@ -524,4 +583,10 @@ def write_png(image: Tensor, path: str | Path, *, scale: int = 1) -> Path:
     return Path(path)
 
 
-__all__ = ["Text2ImageTask", "load_classifier", "sample_image_tokens", "write_png"]
+__all__ = [
+    "Text2ImageTask",
+    "load_classifier",
+    "sample_image_tokens",
+    "write_image_grid",
+    "write_png",
+]
