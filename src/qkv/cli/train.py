@@ -171,7 +171,8 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         default=sup,
         metavar="DIR",
         help="text2image: the checkpoint of a fashion-mnist (or digits) classifier that "
-        "judges the class of generated images (the class_acc metric)",
+        "judges the class of generated images (the class_acc metric) (default: none, the "
+        "loss is the headline)",
     )
     d.add_argument(
         "--image-tokens",

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
+from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from qkv import models
@@ -156,6 +157,7 @@ class Text2ImageTask(Task):
 
     name = "text2image"
     kind = "image"
+    data_help = "a directory of the Fashion-MNIST .gz files (the items drawn)"
     default_model: ClassVar[dict[str, Any]] = {
         "d_model": 128,
         "n_heads": 4,
@@ -512,8 +514,6 @@ class Text2ImageTask(Task):
     # -- persistence ---------------------------------------------------------------------
     def save(self, directory: Path) -> None:
         """Write ``task.json``, the caption ``tokenizer.json`` and the VQ-VAE's weights."""
-        from safetensors.torch import save_file
-
         directory = Path(directory)
         state: dict[str, Any] = {"image_size": self.image_size, "vq_report": self.vq_report}
         if isinstance(self.codec, VQVAE):
