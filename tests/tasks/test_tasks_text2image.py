@@ -56,6 +56,14 @@ def test_examples_put_the_image_codes_after_the_caption_and_the_marker() -> None
     assert int((batch["labels"] != PAD_ID).sum()) == 4 * 16 == task.n_tokens(batch)
 
 
+def test_the_model_config_needs_no_trained_tokenizer() -> None:
+    task = _task(codes=32)
+    cfg = task.model_config()
+    assert task._codec is None  # sizes come from the options: nothing was trained
+    assert cfg.vocab_size == task.words.vocab_size + 32
+    assert cfg.max_len == task.max_caption + 1 + 16
+
+
 def test_intensity_tokens_by_hand() -> None:
     tok = IntensityTokenizer(image_size=4, cell=2, levels=4)
     image = torch.tensor([[0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 1.0, 1.0],

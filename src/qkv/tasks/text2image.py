@@ -248,7 +248,7 @@ class Text2ImageTask(Task):
         """The image tokenizer (the VQ-VAE is trained on the training items on first use)."""
         if self._codec is None:
             if self.image_tokens == "intensity":
-                self._codec = IntensityTokenizer(self.image_size, self.image_size // 7 or 1, 8)
+                self._codec = self._intensity()
             else:
                 images = self.pools()["train"][0]
                 self._codec, self.vq_report = train_vq(
@@ -264,16 +264,28 @@ class Text2ImageTask(Task):
     @property
     def n_image_tokens(self) -> int:
         """Tokens per image."""
-        codec = self.codec
-        return codec.n_tokens if isinstance(codec, IntensityTokenizer) else codec.config.n_tokens
+        return self._token_shape()[0]
+
+    def _token_shape(self) -> tuple[int, int]:
+        """``(tokens per image, codes)`` of the image tokenizer, without training it."""
+        codec = self._codec
+        if isinstance(codec, VQVAE):  # loaded: its own config
+            return codec.config.n_tokens, codec.config.n_codes
+        if self.image_tokens == "intensity":
+            tok = self._intensity()
+            return tok.n_tokens, tok.n_codes
+        cfg = self.vq_config()
+        return cfg.n_tokens, cfg.n_codes
+
+    def _intensity(self) -> IntensityTokenizer:
+        """The baseline: 4x4 blocks of a 28x28 item (1x1 of a digit), 8 grey levels."""
+        return IntensityTokenizer(self.image_size, self.image_size // 7 or 1, 8)
 
     @property
     def code_range(self) -> tuple[int, int]:
         """``[lo, hi)``: the ids of the image codes in the model's vocabulary."""
         lo = self.words.vocab_size
-        codec = self.codec
-        n = codec.n_codes if isinstance(codec, IntensityTokenizer) else codec.config.n_codes
-        return lo, lo + n
+        return lo, lo + self._token_shape()[1]
 
     def prompt_ids(self, caption: str) -> list[int]:
         """Caption ids and the image marker.
