@@ -181,9 +181,11 @@ class Text2ImageTask(Task):
     default_codes: ClassVar[int] = 128
     #: caption words at most (the model's context is this + 1 + the image tokens)
     max_caption: ClassVar[int] = 8
-    #: sampling defaults of evaluation and ``qkv generate``
+    #: sampling defaults of evaluation and ``qkv generate``: top-16 of the 128 codes lifted
+    #: digits test class accuracy from 79.4% (all codes) to 90.6%, the judge's own 90.8%
+    #: (docs/text2image.md)
     temperature: ClassVar[float] = 1.0
-    top_k: ClassVar[int | None] = None
+    top_k: ClassVar[int | None] = 16
 
     def __init__(self, options: TaskOptions | None = None) -> None:
         super().__init__(options)
