@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from qkv.generation import Generated, GenerationConfig, generate, length_penalty
+from qkv.generation.sampling import sample
 from qkv.models import from_preset
 
 V = 13
@@ -209,3 +210,11 @@ def test_seq2seq_capacity_counts_source_and_target_separately():
         generate(model, src, max_new_tokens=7)
     with pytest.raises(ValueError, match="the source has 7 tokens, but .* max_len \\(6\\)"):
         generate(model, torch.ones(1, 7, dtype=torch.long), max_new_tokens=2)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_cpu_generator_samples_the_same_tokens_from_gpu_logits():
+    logits = torch.randn(4, 50, generator=torch.Generator().manual_seed(1))
+    cpu = sample(logits, torch.Generator().manual_seed(0), top_p=0.9)
+    gpu = sample(logits.cuda(), torch.Generator().manual_seed(0), top_p=0.9)
+    assert gpu.device.type == "cuda" and torch.equal(gpu.cpu(), cpu)

@@ -13,9 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from qkv.cli import main
-from qkv.tasks import TaskOptions, build_trainer, get_task
+from qkv.tasks import TaskOptions, build_trainer, get_task, load_trained
 from qkv.training import TrainConfig
 from qkv.training.trainer import TrainingInterrupted
 
@@ -126,3 +127,25 @@ def test_a_real_ctrl_c_exits_130_with_how_to_resume(tmp_path):
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["step"] == step + 2
+
+
+def test_a_final_evaluation_that_fails_keeps_the_trained_checkpoint(tmp_path, monkeypatch):
+    """The last steps are saved before the final evaluation: a failing evaluation (a bug, a
+    device error) costs the evaluation, not the run."""
+    run = tmp_path / "run"
+    task = get_task("copy", TaskOptions(n_train=64, max_len=6, seed=3))
+    cfg = TrainConfig(steps=4, batch_size=16, progress=False, threads=1, eval_limit=4)
+    model = {"d_model": 32, "n_heads": 2, "d_ff": 64, "n_encoder_layers": 1,
+             "n_decoder_layers": 1}  # fmt: skip
+    tr = build_trainer(task, cfg, run, model_overrides=model)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("evaluation failed")
+
+    monkeypatch.setattr(tr, "evaluate", broken)
+    with pytest.raises(RuntimeError, match="evaluation failed"):
+        tr.fit()
+    assert (run / "latest").read_text().strip() == "step-00000004"
+    trained, _ = load_trained(run)  # the saved weights are the trained ones
+    for (name, a), b in zip(trained.state_dict().items(), tr.model.state_dict().values()):
+        assert torch.equal(a, b), name

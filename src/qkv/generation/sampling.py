@@ -48,8 +48,18 @@ def filter_logits(
 def sample(
     logits: Tensor, generator: torch.Generator | None = None, **filters: float | int | None
 ) -> Tensor:
-    """Draw one token per row from ``softmax(filter_logits(logits))``: ``(b,)``."""
+    """Draw one token per row from ``softmax(filter_logits(logits))``: ``(b,)``.
+
+    The draw happens on the generator's device: a CPU generator with GPU logits moves the
+    probabilities to the CPU, so one seed gives the same tokens on every device.
+    """
     probs = filter_logits(logits, **filters).softmax(-1)  # type: ignore[arg-type]
+    if generator is not None and generator.device != probs.device:
+        return (
+            torch.multinomial(probs.to(generator.device), 1, generator=generator)
+            .squeeze(-1)
+            .to(probs.device)
+        )
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 

@@ -463,6 +463,10 @@ class Trainer:
                 "stopped_early": stopped_early,
                 "train_seconds": round(self.elapsed, 1),
             }
+            if self.out_dir is not None:
+                # saved before the final evaluation: an evaluation that fails (a bug, a
+                # device error, Ctrl-C) must not cost the run its last steps
+                self.save()
             with parallel.full_parameters(self.model):  # FSDP: rank 0 evaluates alone
                 if main:
                     show.print(f"final evaluation at step {self.step} ...")
@@ -476,7 +480,6 @@ class Trainer:
         finally:
             show.close()
         if self.out_dir is not None:
-            self.save()
             if main and cfg.average_last > 1:
                 summary["averaged"] = self._average()
         barrier(self.dist)
