@@ -9,6 +9,7 @@ Families (one config dataclass each, validated and JSON round-trippable):
 * :class:`Swin` / :class:`SwinConfig`: the Swin Transformer (shifted windows).
 * :class:`DETR` / :class:`DETRConfig`: the detection Transformer (set prediction).
 * :class:`XLNetLM` / :class:`XLNetConfig`: XLNet's permutation language model.
+* :class:`CLIP` / :class:`CLIPConfig`: contrastive image and text towers (CLIP).
 
 Efficient and long-context variants (``docs/efficient.md``) are config fields:
 ``attn_kind`` (FAVOR+, Linformer, LSH), ``reversible``, ``ff_chunk_size``, and
@@ -29,10 +30,12 @@ from qkv.models.base import GenerativeModel, TransformerModel
 from qkv.models.bert import EncoderModel, EncoderOutput, MLMHead, Pooler
 from qkv.models.blocks import DecoderLayer, EncoderLayer
 from qkv.models.build import build
+from qkv.models.clip import CLIP, CLIPOutput
 from qkv.models.config import (
     ACTIVATIONS,
     INIT_SCHEMES,
     POS_KINDS,
+    CLIPConfig,
     DETRConfig,
     EncoderConfig,
     LMConfig,
@@ -71,6 +74,9 @@ from qkv.models.xlnet import XLNetLM, permutation_targets
 
 __all__ = [
     "ACTIVATIONS",
+    "CLIP",
+    "CLIPConfig",
+    "CLIPOutput",
     "DETR",
     "INIT_SCHEMES",
     "POS_KINDS",
