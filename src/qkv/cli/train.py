@@ -153,7 +153,7 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     d.add_argument(
         "--items",
         default=sup,
-        help="detect: the items on the canvases, fashion-mnist (64x64 canvases) or digits "
+        help="detect, clip, vqa: the items on the canvases or scenes, fashion-mnist (64x64 canvases) or digits "
         "(32x32) (default: fashion-mnist)",
     )
     d.add_argument(

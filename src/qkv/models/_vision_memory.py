@@ -106,8 +106,8 @@ BUFFER_COUNTS = {"swin": swin_buffer_count, "detr": lambda cfg: 0, "clip": lambd
 
 __all__ = [
     "BUFFER_COUNTS",
-    "clip_parameter_count",
     "PARAMETER_COUNTS",
+    "clip_parameter_count",
     "detr_parameter_count",
     "swin_buffer_count",
     "swin_parameter_count",
