@@ -10,6 +10,7 @@ Families (one config dataclass each, validated and JSON round-trippable):
 * :class:`DETR` / :class:`DETRConfig`: the detection Transformer (set prediction).
 * :class:`XLNetLM` / :class:`XLNetConfig`: XLNet's permutation language model.
 * :class:`CLIP` / :class:`CLIPConfig`: contrastive image and text towers (CLIP).
+* :class:`Llava` / :class:`LlavaConfig`: image tokens as a language model's prefix (LLaVA).
 
 Efficient and long-context variants (``docs/efficient.md``) are config fields:
 ``attn_kind`` (FAVOR+, Linformer, LSH), ``reversible``, ``ff_chunk_size``, and
@@ -38,6 +39,7 @@ from qkv.models.config import (
     CLIPConfig,
     DETRConfig,
     EncoderConfig,
+    LlavaConfig,
     LMConfig,
     Seq2SeqConfig,
     SwinConfig,
@@ -53,6 +55,7 @@ from qkv.models.embeddings import Embeddings
 from qkv.models.encoder import Encoder
 from qkv.models.init import init_weights
 from qkv.models.io import load, load_weights, resolve_checkpoint, save_pretrained
+from qkv.models.llava import Llava
 from qkv.models.lm import DecoderLM, positions_from_mask
 from qkv.models.memory import (
     MemoryLimitError,
@@ -94,6 +97,8 @@ __all__ = [
     "EncoderOutput",
     "GenerativeModel",
     "LMConfig",
+    "Llava",
+    "LlavaConfig",
     "MLMHead",
     "MemoryLimitError",
     "PatchEmbedding",

@@ -7,6 +7,7 @@ from qkv.models.bert import EncoderModel
 from qkv.models.clip import CLIP
 from qkv.models.config import CONFIG_CLASSES, TransformerConfig
 from qkv.models.detr import DETR
+from qkv.models.llava import Llava
 from qkv.models.lm import DecoderLM
 from qkv.models.memory import check_model_memory
 from qkv.models.seq2seq import Seq2SeqTransformer
@@ -23,6 +24,7 @@ MODEL_CLASSES: dict[str, type[TransformerModel]] = {
     "detr": DETR,
     "xlnet": XLNetLM,
     "clip": CLIP,
+    "llava": Llava,
 }
 
 

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from qkv import masks
 from qkv.models.base import TransformerModel
-from qkv.models.config import CLIPConfig
+from qkv.models.config import CLIPConfig, ViTConfig
 from qkv.models.init import init_weights
 from qkv.models.parts import abs_pos_for, embeddings_for, encoder_for, norm_for, token_embedding
 from qkv.models.vit import PatchEmbedding
@@ -56,12 +56,12 @@ class CLIPVisionTower(nn.Module):
     ``encoder`` (its ``norm`` is CLIP's ``post_layernorm``).
 
     Args:
-        config: the model's :class:`~qkv.models.config.CLIPConfig`.
+        cfg: the tower as a :class:`~qkv.models.config.ViTConfig` (``vision_config()`` of a
+            :class:`~qkv.models.config.CLIPConfig` or :class:`~qkv.models.config.LlavaConfig`).
     """
 
-    def __init__(self, config: CLIPConfig) -> None:
+    def __init__(self, cfg: ViTConfig) -> None:
         super().__init__()
-        cfg = config.vision_config()
         self.patch_embed = PatchEmbedding(
             cfg.image_size, cfg.patch_size, cfg.in_channels, cfg.d_model, bias=False
         )
@@ -135,7 +135,7 @@ class CLIP(TransformerModel):
             raise TypeError(f"CLIP needs a CLIPConfig, got {type(config).__name__}")
         super().__init__(config)
         cfg = config
-        self.vision = CLIPVisionTower(cfg)
+        self.vision = CLIPVisionTower(cfg.vision_config())
         self.text = CLIPTextTower(cfg)
         self.visual_projection = nn.Linear(cfg.vision_d_model, cfg.embed_dim, bias=False)
         self.text_projection = nn.Linear(cfg.d_model, cfg.embed_dim, bias=False)

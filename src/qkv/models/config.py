@@ -1028,22 +1028,12 @@ class CLIPConfig(TransformerConfig):
                 raise ValueError(
                     f"pad_token_id ({self.pad_token_id}) must be < vocab_size ({self.vocab_size})"
                 )
-        names = ("image_size", "patch_size", "in_channels", "vision_d_model", "vision_n_heads")
-        for name in (*names, "vision_d_ff", "embed_dim"):
-            _check_int(name, getattr(self, name))
+        _check_vision_tower(self, "CLIPConfig")
+        _check_int("embed_dim", self.embed_dim)
         _check_int("eos_token_id", self.eos_token_id, minimum=0)
         if self.eos_token_id >= self.vocab_size:
             raise ValueError(
-                f"eos_token_id ({self.eos_token_id}) must be below vocab_size ({self.vocab_size})"
-            )
-        if self.image_size % self.patch_size:
-            raise ValueError(
-                f"patch_size ({self.patch_size}) must divide image_size ({self.image_size})"
-            )
-        if self.vision_d_model % self.vision_n_heads:
-            raise ValueError(
-                f"vision_n_heads ({self.vision_n_heads}) must divide vision_d_model "
-                f"({self.vision_d_model})"
+                f"eos_token_id ({self.eos_token_id}) must be < vocab_size ({self.vocab_size})"
             )
         _check_float("logit_scale_init", self.logit_scale_init, lo=-1e3, hi=1e3)
         _check_float("max_logit_scale", self.max_logit_scale, lo=0.0)
@@ -1054,7 +1044,6 @@ class CLIPConfig(TransformerConfig):
                 f"CLIPConfig needs norm_placement='pre' and pos='learned', got "
                 f"{self.norm_placement!r} and {self.pos!r}"
             )
-        _check_vision_stack(self, "CLIPConfig")
         _check_size(self)
 
     @property
@@ -1064,28 +1053,108 @@ class CLIPConfig(TransformerConfig):
 
     def vision_config(self) -> ViTConfig:
         """The image tower as a :class:`ViTConfig` (its classification head is not built)."""
-        return ViTConfig(
-            d_model=self.vision_d_model,
-            n_heads=self.vision_n_heads,
-            d_ff=self.vision_d_ff,
-            n_layers=self.vision_n_layers,
-            activation=self.activation,
-            norm=self.norm,
-            norm_eps=self.norm_eps,
-            norm_placement="pre",
-            bias=self.bias,
-            dropout=self.dropout,
-            attn_dropout=self.attn_dropout,
-            ff_dropout=self.ff_dropout,
-            pos="learned",
-            attn_backend=self.attn_backend,
-            init=self.init,
-            init_std=self.init_std,
-            image_size=self.image_size,
-            patch_size=self.patch_size,
-            in_channels=self.in_channels,
-            n_classes=1,
+        return _vision_tower_config(self)
+
+
+def _check_vision_tower(cfg: Any, name: str) -> None:
+    """The ``vision_*`` and image fields of the families with a CLIP image tower."""
+    names = ("image_size", "patch_size", "in_channels", "vision_d_model", "vision_n_heads")
+    for field_name in (*names, "vision_d_ff", "vision_n_layers"):
+        _check_int(field_name, getattr(cfg, field_name))
+    if cfg.image_size % cfg.patch_size:
+        raise ValueError(f"patch_size ({cfg.patch_size}) must divide image_size ({cfg.image_size})")
+    if cfg.vision_d_model % cfg.vision_n_heads:
+        raise ValueError(
+            f"vision_n_heads ({cfg.vision_n_heads}) must divide vision_d_model "
+            f"({cfg.vision_d_model})"
         )
+    _check_vision_stack(cfg, name)
+
+
+def _vision_tower_config(cfg: Any) -> ViTConfig:
+    """A CLIP image tower's fields as a :class:`ViTConfig` (activation, norms, dropouts and
+    initialization shared with the rest of the model)."""
+    return ViTConfig(
+        d_model=cfg.vision_d_model,
+        n_heads=cfg.vision_n_heads,
+        d_ff=cfg.vision_d_ff,
+        n_layers=cfg.vision_n_layers,
+        activation=cfg.activation,
+        norm=cfg.norm,
+        norm_eps=cfg.norm_eps,
+        norm_placement="pre",
+        bias=cfg.bias,
+        dropout=cfg.dropout,
+        attn_dropout=cfg.attn_dropout,
+        ff_dropout=cfg.ff_dropout,
+        pos="learned",
+        attn_backend=cfg.attn_backend,
+        init=cfg.init,
+        init_std=cfg.init_std,
+        image_size=cfg.image_size,
+        patch_size=cfg.patch_size,
+        in_channels=cfg.in_channels,
+        n_classes=1,
+    )
+
+
+@dataclass
+class LlavaConfig(LMConfig):
+    """A LLaVA-style vision-language model (Liu et al. 2023, "Visual Instruction Tuning"): a
+    CLIP image tower whose patch states, projected by a two-layer MLP, are the first tokens
+    of a decoder-only language model. The :class:`LMConfig` fields describe the language
+    model; the ``vision_*`` fields the image tower (as :class:`CLIPConfig`'s). ``max_len``
+    covers the image tokens and the text.
+
+    Args:
+        image_size: input height and width in pixels.
+        patch_size: square patch side; must divide ``image_size``.
+        in_channels: image channels.
+        vision_d_model: image-tower width.
+        vision_n_heads: image-tower heads.
+        vision_d_ff: image-tower feed-forward width.
+        vision_n_layers: image-tower layers.
+        (other fields: :class:`LMConfig`.)
+
+    Raises:
+        ValueError: Transformer-XL memory, sliding windows or segments (the image prefix
+            is one block), or ``max_len`` not above the patch count.
+    """
+
+    family: ClassVar[str] = "llava"
+
+    image_size: int = 224
+    patch_size: int = 14
+    in_channels: int = 3
+    vision_d_model: int = 1024
+    vision_n_heads: int = 16
+    vision_d_ff: int = 4096
+    vision_n_layers: int = 24
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_vision_tower(self, "LlavaConfig")
+        for name in ("mem_len", "segment_len", "sliding_window"):
+            if getattr(self, name):
+                raise ValueError(f"LlavaConfig needs {name}=0, got {getattr(self, name)}")
+        if self.max_len <= self.n_patches:
+            raise ValueError(
+                f"max_len ({self.max_len}) must exceed the {self.n_patches} image tokens"
+            )
+
+    @property
+    def n_patches(self) -> int:
+        """Image tokens, ``(image_size / patch_size)^2``."""
+        return (self.image_size // self.patch_size) ** 2
+
+    def vision_config(self) -> ViTConfig:
+        """The image tower as a :class:`ViTConfig` (its classification head is not built)."""
+        return _vision_tower_config(self)
+
+    def lm_config(self) -> LMConfig:
+        """The language model's own :class:`LMConfig`."""
+        fields = {f.name for f in dataclasses.fields(LMConfig)}
+        return LMConfig(**{k: v for k, v in dataclasses.asdict(self).items() if k in fields})
 
 
 CONFIG_CLASSES: dict[str, type[TransformerConfig]] = {
@@ -1099,6 +1168,7 @@ CONFIG_CLASSES: dict[str, type[TransformerConfig]] = {
         DETRConfig,
         XLNetConfig,
         CLIPConfig,
+        LlavaConfig,
     )
 }
 

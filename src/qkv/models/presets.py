@@ -29,6 +29,7 @@ from qkv.models.config import (
     CLIPConfig,
     DETRConfig,
     EncoderConfig,
+    LlavaConfig,
     LMConfig,
     Seq2SeqConfig,
     SwinConfig,
@@ -163,6 +164,12 @@ _PRESETS: dict[str, tuple[type[TransformerConfig], dict[str, Any]]] = {
         CLIPConfig,
         {**_TINY, "n_layers": 2, "vocab_size": 128, "max_len": 16, "eos_token_id": 127}
         | {"image_size": 16, "patch_size": 4, "in_channels": 1, "embed_dim": 16}
+        | {"vision_d_model": 32, "vision_n_heads": 4, "vision_d_ff": 64, "vision_n_layers": 2},
+    ),
+    "llava-tiny": (
+        LlavaConfig,
+        {**_GPT2, **_TINY, "n_layers": 2, "vocab_size": 128, "max_len": 48}
+        | {"image_size": 16, "patch_size": 4, "in_channels": 1}
         | {"vision_d_model": 32, "vision_n_heads": 4, "vision_d_ff": 64, "vision_n_layers": 2},
     ),
     "swin-tiny": (

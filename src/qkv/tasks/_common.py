@@ -162,6 +162,7 @@ def sized_config(
         "swin": models.SwinConfig,
         "detr": models.DETRConfig,
         "clip": models.CLIPConfig,
+        "llava": models.LlavaConfig,
     }[family]
     try:
         return _family_config(task, cls, family, preset, default, sizes, overrides, base)

@@ -16,6 +16,7 @@ from qkv.tasks.lm import LMTask
 from qkv.tasks.reverse import ReverseTask
 from qkv.tasks.synthetic import SyntheticTask
 from qkv.tasks.translate import TranslateTask
+from qkv.tasks.vqa import VQATask
 
 #: Every task by name (a new task is one more class here).
 TASKS: dict[str, type[Task]] = {
@@ -31,6 +32,7 @@ TASKS: dict[str, type[Task]] = {
         ListOpsTask,
         DetectTask,
         CLIPTask,
+        VQATask,
     )
 }
 
