@@ -7,9 +7,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Literal
 
+from torch import Tensor
+
 from qkv.data.scenes import DIGITS, FASHION, SceneExamples, SceneSpec, Vocabulary
 from qkv.data.tokenizers import Tokenizer, WordTokenizer
 from qkv.tasks._common import check_choice, check_extra, check_positive
+from qkv.tasks._image import read_task_image
 from qkv.tasks._items import ITEMS, ItemPool, item_pools
 from qkv.tasks._seq2seq import SPLITS
 from qkv.tasks.base import Task, TaskError
@@ -91,6 +94,21 @@ class SceneData:
                 items, labels, n, seed, self.spec, self.vocab, scale
             )
         return self._splits[split]
+
+    def read_image(self, source: str) -> Tensor:
+        """A scene image ``(1, S, S)``: ``SPLIT:N`` (the ``N``-th scene of a split) or an
+        image file (made grey and resized).
+
+        Raises:
+            TaskError: a bad ``SPLIT:N``, or a missing or unreadable file.
+        """
+        split, _, index = source.partition(":")
+        if split in SPLITS and index.isdigit():
+            scenes = self.scenes(split)  # type: ignore[arg-type]
+            if int(index) >= len(scenes):
+                raise TaskError(f"{source}: split {split!r} has {len(scenes)} scenes")
+            return scenes[int(index)].image
+        return read_task_image(None, source, self.image_size)
 
     def train_tokenizer(self, extra_text: Iterable[str] = ()) -> Tokenizer:
         """A word tokenizer of the training scenes' text (every caption template, questions

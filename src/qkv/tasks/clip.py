@@ -34,7 +34,6 @@ from qkv.data.tokenizers import EOS_ID, PAD_ID, Tokenizer
 from qkv.layers.mode import evaluating
 from qkv.models import TransformerConfig
 from qkv.tasks._common import check_choice, sized_config, write_task_file
-from qkv.tasks._image import read_task_image
 from qkv.tasks._scenes import SceneData, Split
 from qkv.tasks._seq2seq import SPLITS
 from qkv.tasks.base import Task, TaskError, TaskOptions
@@ -320,7 +319,7 @@ class CLIPTask(Task):
                 raise TaskError(f"{source}: there are {len(items)} test items")
             item = (items[int(index)].float() / scale).clamp(0, 1)
             return single_item_scenes(item[None], self.data.spec.grid)[0]
-        return read_task_image(self, source, self.data.image_size)
+        return self.data.read_image(source)
 
     def _is_image(self, source: str) -> bool:
         kind, _, index = source.partition(":")

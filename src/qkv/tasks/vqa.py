@@ -30,7 +30,6 @@ from qkv.data.tokenizers import EOS_ID, PAD_ID, Tokenizer
 from qkv.layers.mode import evaluating
 from qkv.models import TransformerConfig
 from qkv.tasks._common import sized_config, write_task_file
-from qkv.tasks._image import read_task_image
 from qkv.tasks._scenes import SceneData, Split
 from qkv.tasks.base import Task, TaskError, TaskOptions
 from qkv.training.evaluate import model_device, to_device
@@ -301,7 +300,7 @@ class VQATask(Task):
     # -- inference -------------------------------------------------------------------------
     def read_image(self, source: str) -> Tensor:
         """A scene ``(1, S, S)``: an image file (grey, resized) or ``SPLIT:N``."""
-        return read_task_image(self, source, self.data.image_size)
+        return self.data.read_image(source)
 
     def predict(
         self, model: nn.Module, inputs: Sequence[str], *, question: str | None = None, **_: Any
