@@ -20,7 +20,9 @@ def _ce(row: list[float], target: int) -> float:
 def test_contrastive_loss_by_hand() -> None:
     logits = [[2.0, 0.0], [1.0, 3.0]]
     # rows: image i -> text i; columns: text j -> image j
-    by_hand = (_ce([2.0, 0.0], 0) + _ce([1.0, 3.0], 1) + _ce([2.0, 1.0], 0) + _ce([0.0, 3.0], 1)) / 4
+    by_hand = (
+        _ce([2.0, 0.0], 0) + _ce([1.0, 3.0], 1) + _ce([2.0, 1.0], 0) + _ce([0.0, 3.0], 1)
+    ) / 4
     got = contrastive_loss(torch.tensor(logits))
     assert float(got) == pytest.approx(by_hand, rel=1e-6)
 
@@ -33,8 +35,12 @@ def test_contrastive_loss_with_duplicate_captions_by_hand() -> None:
     def soft(row: list[float], targets: list[int]) -> float:  # -sum_t (1/|T|) log p_t
         return sum(_ce(row, t) for t in targets) / len(targets)
 
-    rows = soft([1.0, 2.0, 0.0], [0, 1]) + soft([0.5, 0.0, 1.0], [0, 1]) + soft([0.0, 1.0, 3.0], [2])
-    cols = soft([1.0, 0.5, 0.0], [0, 1]) + soft([2.0, 0.0, 1.0], [0, 1]) + soft([0.0, 1.0, 3.0], [2])
+    rows = (
+        soft([1.0, 2.0, 0.0], [0, 1]) + soft([0.5, 0.0, 1.0], [0, 1]) + soft([0.0, 1.0, 3.0], [2])
+    )
+    cols = (
+        soft([1.0, 0.5, 0.0], [0, 1]) + soft([2.0, 0.0, 1.0], [0, 1]) + soft([0.0, 1.0, 3.0], [2])
+    )
     got = contrastive_loss(logits, pos)
     assert float(got) == pytest.approx((rows / 3 + cols / 3) / 2, rel=1e-6)
     assert float(contrastive_loss(logits, torch.eye(3, dtype=torch.bool))) == pytest.approx(

@@ -74,7 +74,10 @@ def test_zero_shot_equals_the_hand_computation() -> None:
         with torch.no_grad():
             img = model.image_features(images)
             txt = model.text_features(ids, padding_mask=mask)
-            cos = torch.nn.functional.normalize(img, dim=-1) @ torch.nn.functional.normalize(txt, dim=-1).T
+            cos = (
+                torch.nn.functional.normalize(img, dim=-1)
+                @ torch.nn.functional.normalize(txt, dim=-1).T
+            )
         acc = 100.0 * float((cos.argmax(1) == labels[:20]).float().mean())
         assert got[f"zero_shot_{key}"] == pytest.approx(acc)
     assert task.prompts("placed")[7] == "a seven in the top left"
@@ -98,6 +101,7 @@ def test_evaluate_loss_samples_predict() -> None:
         task.read_image("item:999")
 
 
+@pytest.mark.slow
 def test_train_eval_generate_viz_from_the_command_line(tmp_path, capsys) -> None:
     run = tmp_path / "run"
     argv = ["train", "--task", "clip", "--items", "digits", "--n-train", "16", "--steps", "2",
