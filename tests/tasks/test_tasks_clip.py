@@ -86,7 +86,7 @@ def test_zero_shot_equals_the_hand_computation() -> None:
 def test_evaluate_loss_samples_predict() -> None:
     task, model = _task_and_model()
     out = task.evaluate(model, "valid")
-    assert list(out)[0] == "zero_shot" and out["zero_shot"] == out["zero_shot_placed"]
+    assert next(iter(out)) == "zero_shot" and out["zero_shot"] == out["zero_shot_placed"]
     assert {"i2t_r1", "i2t_r5", "t2i_r1", "t2i_r5", "loss"} <= set(out)
     assert out["i2t_r1"] <= out["i2t_r5"] and out["t2i_r1"] <= out["t2i_r5"]
     batch = task.collate([task.examples("train")[i] for i in range(4)])

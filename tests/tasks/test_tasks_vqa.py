@@ -88,7 +88,7 @@ def test_batched_greedy_answers_equal_single_ones() -> None:
 def test_evaluate_reports_exact_match_per_kind() -> None:
     task, model = _task_and_model()
     out = task.evaluate(model, "valid")
-    assert list(out)[0] == "exact_match" and "loss" in out
+    assert next(iter(out)) == "exact_match" and "loss" in out
     kinds = [k for k in out if k.startswith("em_")]
     assert kinds and all(k[3:] in QUESTION_KINDS for k in kinds)
     assert all(0 <= out[k] <= 100 for k in ("exact_match", *kinds))

@@ -95,7 +95,7 @@ class VQATask(Task):
     kind = "vqa"
     unit = "ex"  # the throughput counts questions
     data_help = "a directory of the Fashion-MNIST .gz files (the items in the scenes)"
-    #: a 3-layer image tower (7-pixel patches: 4x4 per item) into a 4-layer language model,
+    #: a 3-layer image tower (14-pixel patches: 2x2 per item) into a 4-layer language model,
     #: both 128 wide
     default_model: ClassVar[dict[str, Any]] = {
         "d_model": 128,
@@ -117,7 +117,7 @@ class VQATask(Task):
         "clip_norm": 1.0,
         "batch_size": 128,
         "schedule": "cosine",
-        "warmup": 200,
+        "warmup": 100,
         "eval_every": 500,
         "eval_limit": 100,
     }
@@ -138,8 +138,8 @@ class VQATask(Task):
 
     @property
     def n_patches(self) -> int:
-        """Image tokens per scene (4 x 4 per item)."""
-        return (4 * self.data.spec.grid) ** 2
+        """Image tokens per scene (2 x 2 per item)."""
+        return (2 * self.data.spec.grid) ** 2
 
     # -- data ----------------------------------------------------------------------------
     def examples(self, split: Split) -> Sequence[VQAExample]:
@@ -185,11 +185,11 @@ class VQATask(Task):
         self, preset: str | None = None, *, base: TransformerConfig | None = None, **overrides: Any
     ) -> TransformerConfig:
         """A :class:`~qkv.models.LlavaConfig` sized to the scenes (image size, one channel,
-        patches of a quarter item), the vocabulary and ``image tokens + max_len``."""
+        patches of half an item), the vocabulary and ``image tokens + max_len``."""
         sizes = {
             "image_size": self.data.image_size,
             "in_channels": 1,
-            "patch_size": self.data.item_size // 4,
+            "patch_size": self.data.item_size // 2,
             "vocab_size": self.tokenizer.vocab_size,
             "max_len": self.n_patches + self.max_text,
             "pad_token_id": PAD_ID,
