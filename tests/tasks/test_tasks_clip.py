@@ -65,7 +65,7 @@ def test_collate_marks_duplicate_captions_and_ends_every_text() -> None:
 def test_zero_shot_equals_the_hand_computation() -> None:
     task, model = _task_and_model()
     items, labels, scale = task.data.pools()["test"]
-    got = task.zero_shot(model, limit=20)
+    got = task.zero_shot(model, limit=20)  # the test items
     images = single_item_scenes(items[:20].float() / scale, 2)
     for key in ("photo", "short", "placed"):
         prompts = task.prompts(key)
@@ -87,6 +87,7 @@ def test_evaluate_loss_samples_predict() -> None:
     task, model = _task_and_model()
     out = task.evaluate(model, "valid")
     assert next(iter(out)) == "zero_shot" and out["zero_shot"] == out["zero_shot_placed"]
+    assert out["zero_shot_short"] == task.zero_shot(model, "valid")["zero_shot_short"]
     assert {"i2t_r1", "i2t_r5", "t2i_r1", "t2i_r5", "loss"} <= set(out)
     assert out["i2t_r1"] <= out["i2t_r5"] and out["t2i_r1"] <= out["t2i_r5"]
     batch = task.collate([task.examples("train")[i] for i in range(4)])

@@ -8,8 +8,8 @@ caption count as positives of each other. No class label is used.
 
 Metrics:
 
-* ``zero_shot`` (the headline, 0-100): accuracy on the test items (for Fashion-MNIST, its
-  10,000 ``t10k`` images) each placed alone in the top-left cell of an otherwise empty scene,
+* ``zero_shot`` (the headline, 0-100): accuracy on the split's items (for Fashion-MNIST's
+  test split, its 10,000 ``t10k`` images) each placed alone in the top-left cell of an otherwise empty scene,
   as the scenes place items, classified by the nearest of the class prompts of the task's
   template (:data:`PROMPTS`). Every template's accuracy is reported too (``zero_shot_photo``:
   *a photo of a sneaker*, ``zero_shot_short``: *a sneaker*, ``zero_shot_placed``: *a sneaker
@@ -232,11 +232,19 @@ class CLIPTask(Task):
         return class_prompts(self.data.vocab, PROMPTS[template].replace("{cell}", cell))
 
     def zero_shot(
-        self, model: nn.Module, *, limit: int | None = None, batch_size: int = 256
+        self,
+        model: nn.Module,
+        split: Split = "test",
+        *,
+        limit: int | None = None,
+        batch_size: int = 256,
     ) -> dict[str, float]:
-        """Zero-shot accuracy (0-100) of every template of :data:`PROMPTS` on the test items
-        placed alone in the top-left cell: ``{"zero_shot_photo": ..., ...}``."""
-        items, labels, scale = self.data.pools()["test"]
+        """Zero-shot accuracy (0-100) of every template of :data:`PROMPTS` on (the first
+        ``limit``) items of a split's pool, each placed alone in the top-left cell:
+        ``{"zero_shot_photo": ..., ...}``. The test items of Fashion-MNIST are its 10,000
+        ``t10k`` images; the valid items, 5,000 training images no scene of the training
+        split holds."""
+        items, labels, scale = self.data.pools()[split]
         items, labels = items[:limit], labels[:limit]
         images = single_item_scenes((items.float() / scale).clamp(0, 1), self.data.spec.grid)
         with evaluating(model):
@@ -286,11 +294,11 @@ class CLIPTask(Task):
         beam_size: int = 1,
         progress: bool = False,
     ) -> dict[str, float]:
-        """``zero_shot`` (the headline: the task's template), every template's zero-shot
-        accuracy, retrieval recall on (the first ``limit``) scenes of ``split`` and the loss.
-        The zero-shot items are always the test items (``limit`` of them when given): no
-        label of them is seen in training, and no item image is in a training scene."""
-        zs = self.zero_shot(model, limit=limit)
+        """``zero_shot`` (the headline: the task's template) and every template's zero-shot
+        accuracy on (the first ``limit``) items of the split, then retrieval recall and the
+        loss on (the first ``limit``) scenes of the split. No item's label is used in
+        training, and no item of the valid or test pool is in a training scene."""
+        zs = self.zero_shot(model, split, limit=limit)
         return {
             "zero_shot": zs[f"zero_shot_{self.prompt}"],
             **zs,
