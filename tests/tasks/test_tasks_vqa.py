@@ -98,9 +98,7 @@ def test_evaluate_reports_exact_match_per_kind() -> None:
 
 def test_vqa_overlay_in_chromium(browser, tmp_path) -> None:
     task, model = _task_and_model()
-    png = tmp_path / "png"
-    path = report_for_vqa(model, task, "test:0", tmp_path / "vqa.html", png_dir=png)
-    assert (png / "attention_on_image.png").stat().st_size > 1000
+    path = report_for_vqa(model, task, "test:0", tmp_path / "vqa.html")
     p = Page(browser, path)
     try:
         pg = p.page
@@ -129,6 +127,9 @@ def test_train_eval_generate_viz_from_the_command_line(tmp_path, capsys) -> None
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2 and "(true:" in lines[1]
     html = tmp_path / "vqa.html"
-    argv = ["viz", "--checkpoint", str(run), "test:0", "--question", q, "--out", str(html)]
+    png = tmp_path / "png"
+    argv = ["viz", "--checkpoint", str(run), "test:0", "--question", q, "--out", str(html),
+            "--png", str(png)]  # fmt: skip
     assert main(argv) == 0
     assert q in html.read_text(encoding="utf-8")
+    assert (png / "attention_on_image.png").stat().st_size > 1000
