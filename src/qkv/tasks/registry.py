@@ -15,6 +15,7 @@ from qkv.tasks.listops import ListOpsTask
 from qkv.tasks.lm import LMTask
 from qkv.tasks.reverse import ReverseTask
 from qkv.tasks.synthetic import SyntheticTask
+from qkv.tasks.text2image import Text2ImageTask
 from qkv.tasks.translate import TranslateTask
 from qkv.tasks.vqa import VQATask
 
@@ -31,6 +32,7 @@ TASKS: dict[str, type[Task]] = {
         FashionMNISTTask,
         ListOpsTask,
         DetectTask,
+        Text2ImageTask,
         CLIPTask,
         VQATask,
     )
