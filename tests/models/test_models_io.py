@@ -78,6 +78,8 @@ MODELS = {
     ),
     "lm-xl": lambda: _lm(pos="xl", mem_len=8, segment_len=8),
     "xlnet": lambda: M.XLNetLM(M.XLNetConfig(**SMALL, vocab_size=50, n_layers=2, pad_token_id=0)),
+    "clip": lambda: M.build(M.preset_config("clip-tiny", vocab_size=50, eos_token_id=49)),
+    "llava": lambda: M.build(M.preset_config("llava-tiny", vocab_size=50)),
 }
 
 
@@ -97,6 +99,14 @@ def _outputs(model: nn.Module) -> list[torch.Tensor]:
             ids = torch.randint(1, 50, (2, 8), generator=g)
             out = model(ids, padding_mask=ids != 0)
             return [t for t in dataclasses.astuple(out) if t is not None]
+        if isinstance(model, M.CLIP):
+            ids = torch.randint(0, 49, (3, 6), generator=g)
+            ids[:, -1] = model.config.eos_token_id
+            out = model(torch.rand(2, 1, 16, 16, generator=g), ids)
+            return [out.logits_per_image, out.image_embeds, out.text_embeds]
+        if isinstance(model, M.Llava):
+            ids = torch.randint(0, 50, (2, 6), generator=g)
+            return [model(torch.rand(2, 1, 16, 16, generator=g), ids)]
         if isinstance(model, M.DETR):
             out = model(torch.rand(2, model.config.in_channels, 16, 16, generator=g))
             return [out.logits, out.boxes]

@@ -44,6 +44,11 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         metavar="DIR",
         help="a Hugging Face model directory (config.json, weights, tokenizer.json)",
     )
+    p.add_argument(
+        "--question",
+        help="vqa: the question to answer about each image INPUT (default: every generated "
+        "question of a SPLIT:N scene)",
+    )
     add_device_arg(p)
     add_generation_args(p)
     p.set_defaults(func=run)
@@ -65,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
     model, task = load_trained(args.checkpoint, device=args.device)
     if task.kind == "classify":
         print(f"{task.name} classifier: top classes of each input", file=sys.stderr)
+    if args.question is not None:
+        kw["question"] = args.question
     if task.kind == "image":
         print(f"{task.name}: the PNG written for each input", file=sys.stderr)
         kw["out_dir"] = args.out_dir

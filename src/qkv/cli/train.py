@@ -164,7 +164,8 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         "--items",
         default=sup,
         help="detect: the items on the canvases, fashion-mnist (64x64 canvases) or digits "
-        "(32x32); text2image: the items drawn (default: fashion-mnist)",
+        "(32x32); text2image: the items drawn; clip, vqa: the items in the scenes "
+        "(default: fashion-mnist)",
     )
     d.add_argument(
         "--classifier",

@@ -24,7 +24,8 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument(
         "input",
         metavar="INPUT",
-        help="the input text; for image tasks (ViT, Swin, DETR) an image file or SPLIT:N (test:0)",
+        help="the input text; for image tasks (ViT, Swin, DETR, clip, vqa) an image file or "
+        "SPLIT:N (test:0)",
     )
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", help="checkpoint or run directory")
@@ -37,6 +38,10 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--png", metavar="DIR", help="also save PNG heatmaps into DIR")
     p.add_argument("--target", help="target text for encoder-decoders (default: generated)")
     p.add_argument("--title", help="page title")
+    p.add_argument(
+        "--question",
+        help="vqa: the question about the image INPUT (default: the scene's first generated one)",
+    )
     add_device_arg(p)
     p.set_defaults(func=run)
 
@@ -71,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         png_dir=args.png,
         device=args.device,
         title=args.title,
+        question=args.question,
     )
     print(f"wrote {path}" + (f" and figures in {args.png}" if args.png else ""))
     return 0

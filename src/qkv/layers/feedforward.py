@@ -5,16 +5,25 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Literal
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from qkv.layers.dropout import dropout
 
-Activation = Literal["relu", "gelu", "gelu_tanh", "silu", "swiglu", "geglu", "geglu_tanh"]
+Activation = Literal[
+    "relu", "gelu", "gelu_tanh", "quick_gelu", "silu", "swiglu", "geglu", "geglu_tanh"
+]
 
 
 def _gelu_tanh(x: Tensor) -> Tensor:
     return F.gelu(x, approximate="tanh")
+
+
+def _quick_gelu(x: Tensor) -> Tensor:
+    """``x * sigmoid(1.702 x)``: the GELU approximation OpenAI's CLIP was trained with
+    (Hendrycks & Gimpel 2016, sec. 2)."""
+    return x * torch.sigmoid(1.702 * x)
 
 
 # name -> (elementwise function, gated?)
@@ -22,6 +31,7 @@ _ACTIVATIONS: dict[str, tuple[Callable[[Tensor], Tensor], bool]] = {
     "relu": (F.relu, False),
     "gelu": (F.gelu, False),
     "gelu_tanh": (_gelu_tanh, False),
+    "quick_gelu": (_quick_gelu, False),
     "silu": (F.silu, False),
     "swiglu": (F.silu, True),
     "geglu": (F.gelu, True),
@@ -43,12 +53,13 @@ class FeedForward(nn.Module):
 
     In Llama's naming ``fc_gate`` is ``gate_proj``, ``fc1`` is ``up_proj`` and ``fc2`` is
     ``down_proj``. ``gelu`` is the exact (erf) GELU; ``gelu_tanh`` is the tanh approximation
-    used by GPT-2 ("gelu_new").
+    used by GPT-2 ("gelu_new"); ``quick_gelu`` is ``x * sigmoid(1.702 x)`` (OpenAI's CLIP).
 
     Args:
         d_model: input and output width ``d``.
         d_ff: hidden width.
-        activation: one of ``"relu"``, ``"gelu"``, ``"gelu_tanh"``, ``"silu"``, ``"swiglu"``,
+        activation: one of ``"relu"``, ``"gelu"``, ``"gelu_tanh"``, ``"quick_gelu"``,
+            ``"silu"``, ``"swiglu"``,
             ``"geglu"``, ``"geglu_tanh"``.
         dropout: dropout probability on the hidden activations, in ``[0, 1)``.
         bias: whether the linear layers have biases.

@@ -9,6 +9,8 @@ Families (one config dataclass each, validated and JSON round-trippable):
 * :class:`Swin` / :class:`SwinConfig`: the Swin Transformer (shifted windows).
 * :class:`DETR` / :class:`DETRConfig`: the detection Transformer (set prediction).
 * :class:`XLNetLM` / :class:`XLNetConfig`: XLNet's permutation language model.
+* :class:`CLIP` / :class:`CLIPConfig`: contrastive image and text towers (CLIP).
+* :class:`Llava` / :class:`LlavaConfig`: image tokens as a language model's prefix (LLaVA).
 
 Efficient and long-context variants (``docs/efficient.md``) are config fields:
 ``attn_kind`` (FAVOR+, Linformer, LSH), ``reversible``, ``ff_chunk_size``, and
@@ -29,12 +31,15 @@ from qkv.models.base import GenerativeModel, TransformerModel
 from qkv.models.bert import EncoderModel, EncoderOutput, MLMHead, Pooler
 from qkv.models.blocks import DecoderLayer, EncoderLayer
 from qkv.models.build import build
+from qkv.models.clip import CLIP, CLIPOutput
 from qkv.models.config import (
     ACTIVATIONS,
     INIT_SCHEMES,
     POS_KINDS,
+    CLIPConfig,
     DETRConfig,
     EncoderConfig,
+    LlavaConfig,
     LMConfig,
     Seq2SeqConfig,
     SwinConfig,
@@ -50,6 +55,7 @@ from qkv.models.embeddings import Embeddings
 from qkv.models.encoder import Encoder
 from qkv.models.init import init_weights
 from qkv.models.io import load, load_weights, resolve_checkpoint, save_pretrained
+from qkv.models.llava import Llava
 from qkv.models.lm import DecoderLM, positions_from_mask
 from qkv.models.memory import (
     MemoryLimitError,
@@ -71,10 +77,13 @@ from qkv.models.xlnet import XLNetLM, permutation_targets
 
 __all__ = [
     "ACTIVATIONS",
+    "CLIP",
     "DETR",
     "INIT_SCHEMES",
     "POS_KINDS",
     "PRESETS",
+    "CLIPConfig",
+    "CLIPOutput",
     "DETRConfig",
     "DETROutput",
     "Decoder",
@@ -88,6 +97,8 @@ __all__ = [
     "EncoderOutput",
     "GenerativeModel",
     "LMConfig",
+    "Llava",
+    "LlavaConfig",
     "MLMHead",
     "MemoryLimitError",
     "PatchEmbedding",

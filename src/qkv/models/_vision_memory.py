@@ -1,4 +1,4 @@
-"""Parameter and buffer counts of the vision families (Swin, DETR) from their configs:
+"""Parameter and buffer counts of the vision families (Swin, DETR, CLIP) from their configs:
 the arithmetic of :func:`qkv.models.memory.parameter_count` for models that are not one
 encoder/decoder stack of equal layers."""
 
@@ -81,13 +81,50 @@ def detr_parameter_count(cfg: Any) -> int:
     )
 
 
-PARAMETER_COUNTS = {"swin": swin_parameter_count, "detr": detr_parameter_count}
-BUFFER_COUNTS = {"swin": swin_buffer_count, "detr": lambda cfg: 0}
+def clip_vision_count(cfg: Any) -> int:
+    """Parameters of :class:`~qkv.models.clip.CLIPVisionTower` (``vision_*`` fields): a
+    bias-free patch embedding, class token, positions, a norm before and after the layers."""
+    dv = cfg.vision_d_model
+    total = cfg.in_channels * cfg.patch_size**2 * dv + (2 + cfg.n_patches) * dv
+    total += 2 * _norm(cfg, dv)
+    return total + cfg.vision_n_layers * (
+        _attention(dv, cfg.bias) + _feedforward(cfg, dv, cfg.vision_d_ff) + 2 * _norm(cfg, dv)
+    )
+
+
+def llava_extra_count(cfg: Any) -> int:
+    """Parameters of :class:`~qkv.models.llava.Llava` beyond its language model: the image
+    tower and the two-layer projector."""
+    dv, d = cfg.vision_d_model, cfg.d_model
+    return clip_vision_count(cfg) + _linear(dv, d, True) + _linear(d, d, True)
+
+
+def clip_parameter_count(cfg: Any) -> int:
+    """Parameters of :class:`~qkv.models.clip.CLIP` for a ``CLIPConfig``: two pre-norm
+    towers with final norms, bias-free projections, one logit scale."""
+    d = cfg.d_model
+    vision = clip_vision_count(cfg) + cfg.vision_d_model * cfg.embed_dim
+    text = (cfg.vocab_size + cfg.max_len) * d + _norm(cfg, d) + d * cfg.embed_dim
+    text += cfg.n_layers * (
+        _attention(d, cfg.bias) + _feedforward(cfg, d, cfg.d_ff) + 2 * _norm(cfg, d)
+    )
+    return vision + text + 1
+
+
+PARAMETER_COUNTS = {
+    "swin": swin_parameter_count,
+    "detr": detr_parameter_count,
+    "clip": clip_parameter_count,
+}
+BUFFER_COUNTS = {"swin": swin_buffer_count, "detr": lambda cfg: 0, "clip": lambda cfg: 0}
 
 __all__ = [
     "BUFFER_COUNTS",
     "PARAMETER_COUNTS",
+    "clip_parameter_count",
+    "clip_vision_count",
     "detr_parameter_count",
+    "llava_extra_count",
     "swin_buffer_count",
     "swin_parameter_count",
 ]

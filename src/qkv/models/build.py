@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from qkv.models.base import TransformerModel
 from qkv.models.bert import EncoderModel
+from qkv.models.clip import CLIP
 from qkv.models.config import CONFIG_CLASSES, TransformerConfig
 from qkv.models.detr import DETR
+from qkv.models.llava import Llava
 from qkv.models.lm import DecoderLM
 from qkv.models.memory import check_model_memory
 from qkv.models.seq2seq import Seq2SeqTransformer
@@ -21,6 +23,8 @@ MODEL_CLASSES: dict[str, type[TransformerModel]] = {
     "swin": Swin,
     "detr": DETR,
     "xlnet": XLNetLM,
+    "clip": CLIP,
+    "llava": Llava,
 }
 
 

@@ -44,7 +44,7 @@ MAX_SIZE: int = 2**40
 #: is a dozen Python modules (~60 KB, ~10 ms to build even on ``meta``), so millions of them
 #: would exhaust the host whatever their width.
 MAX_LAYERS: int = 8192
-_LAYER_FIELDS = ("n_layers", "n_encoder_layers", "n_decoder_layers")
+_LAYER_FIELDS = ("n_layers", "n_encoder_layers", "n_decoder_layers", "vision_n_layers")
 
 
 def _show(value: object) -> str:
@@ -963,6 +963,200 @@ class XLNetConfig(TransformerConfig):
         _check_size(self)
 
 
+@dataclass
+class CLIPConfig(TransformerConfig):
+    """CLIP (Radford et al. 2021, "Learning Transferable Visual Models From Natural Language
+    Supervision"): an image tower and a text tower projected into one embedding space.
+
+    The shared fields (:class:`TransformerConfig`) describe the text tower, a causal pre-norm
+    Transformer read at its end-of-text token; the ``vision_*`` fields the image tower, a
+    pre-norm ViT with a norm before its first layer, read at its class token. Both towers
+    share the activation, norms, dropouts and initialization. Defaults: ViT-B/32 CLIP.
+
+    Args:
+        vocab_size: text vocabulary.
+        n_layers: text-tower layers.
+        max_len: longest text in tokens (size of the text position table).
+        eos_token_id: the end-of-text token; the text embedding is the first one's state.
+        pad_token_id: padding token, or None.
+        image_size: input height and width in pixels.
+        patch_size: square patch side; must divide ``image_size``.
+        in_channels: image channels.
+        vision_d_model: image-tower width.
+        vision_n_heads: image-tower heads.
+        vision_d_ff: image-tower feed-forward width.
+        vision_n_layers: image-tower layers.
+        embed_dim: width of the shared embedding space (the projections' output).
+        logit_scale_init: initial ``log`` of the temperature's inverse, ``ln(1 / 0.07)``.
+        max_logit_scale: the scale is clamped to at most this (100 in CLIP, sec. 2.5).
+        (other fields: :class:`TransformerConfig`.)
+    """
+
+    family: ClassVar[str] = "clip"
+
+    d_model: int = 512
+    n_heads: int = 8
+    d_ff: int = 2048
+    activation: ModelActivation = "quick_gelu"
+    norm_placement: Placement = "pre"
+    dropout: float = 0.0
+    pos: PosKind = "learned"
+    init: InitScheme = "normal"
+    vocab_size: int = 49408
+    n_layers: int = 12
+    max_len: int = 77
+    eos_token_id: int = 49407
+    pad_token_id: int | None = None
+    image_size: int = 224
+    patch_size: int = 32
+    in_channels: int = 3
+    vision_d_model: int = 768
+    vision_n_heads: int = 12
+    vision_d_ff: int = 3072
+    vision_n_layers: int = 12
+    embed_dim: int = 512
+    logit_scale_init: float = 2.6592
+    max_logit_scale: float = 100.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("vocab_size", "max_len", "n_layers", "vision_n_layers"):
+            _check_int(name, getattr(self, name))
+        if self.pad_token_id is not None:
+            _check_int("pad_token_id", self.pad_token_id, minimum=0)
+            if self.pad_token_id >= self.vocab_size:
+                raise ValueError(
+                    f"pad_token_id ({self.pad_token_id}) must be < vocab_size ({self.vocab_size})"
+                )
+        _check_vision_tower(self, "CLIPConfig")
+        _check_int("embed_dim", self.embed_dim)
+        _check_int("eos_token_id", self.eos_token_id, minimum=0)
+        if self.eos_token_id >= self.vocab_size:
+            raise ValueError(
+                f"eos_token_id ({self.eos_token_id}) must be < vocab_size ({self.vocab_size})"
+            )
+        _check_float("logit_scale_init", self.logit_scale_init, lo=-1e3, hi=1e3)
+        _check_float("max_logit_scale", self.max_logit_scale, lo=0.0)
+        if self.max_logit_scale <= 1.0:
+            raise ValueError(f"max_logit_scale must be > 1, got {self.max_logit_scale!r}")
+        if self.norm_placement != "pre" or self.pos != "learned":
+            raise ValueError(
+                f"CLIPConfig needs norm_placement='pre' and pos='learned', got "
+                f"{self.norm_placement!r} and {self.pos!r}"
+            )
+        _check_size(self)
+
+    @property
+    def n_patches(self) -> int:
+        """Patches per image, ``(image_size / patch_size)^2``."""
+        return (self.image_size // self.patch_size) ** 2
+
+    def vision_config(self) -> ViTConfig:
+        """The image tower as a :class:`ViTConfig` (its classification head is not built)."""
+        return _vision_tower_config(self)
+
+
+def _check_vision_tower(cfg: Any, name: str) -> None:
+    """The ``vision_*`` and image fields of the families with a CLIP image tower."""
+    names = ("image_size", "patch_size", "in_channels", "vision_d_model", "vision_n_heads")
+    for field_name in (*names, "vision_d_ff", "vision_n_layers"):
+        _check_int(field_name, getattr(cfg, field_name))
+    if cfg.image_size % cfg.patch_size:
+        raise ValueError(f"patch_size ({cfg.patch_size}) must divide image_size ({cfg.image_size})")
+    if cfg.vision_d_model % cfg.vision_n_heads:
+        raise ValueError(
+            f"vision_n_heads ({cfg.vision_n_heads}) must divide vision_d_model "
+            f"({cfg.vision_d_model})"
+        )
+    _check_vision_stack(cfg, name)
+
+
+def _vision_tower_config(cfg: Any) -> ViTConfig:
+    """A CLIP image tower's fields as a :class:`ViTConfig` (activation, norms, dropouts and
+    initialization shared with the rest of the model)."""
+    return ViTConfig(
+        d_model=cfg.vision_d_model,
+        n_heads=cfg.vision_n_heads,
+        d_ff=cfg.vision_d_ff,
+        n_layers=cfg.vision_n_layers,
+        activation=cfg.activation,
+        norm=cfg.norm,
+        norm_eps=cfg.norm_eps,
+        norm_placement="pre",
+        bias=cfg.bias,
+        dropout=cfg.dropout,
+        attn_dropout=cfg.attn_dropout,
+        ff_dropout=cfg.ff_dropout,
+        pos="learned",
+        attn_backend=cfg.attn_backend,
+        init=cfg.init,
+        init_std=cfg.init_std,
+        image_size=cfg.image_size,
+        patch_size=cfg.patch_size,
+        in_channels=cfg.in_channels,
+        n_classes=1,
+    )
+
+
+@dataclass
+class LlavaConfig(LMConfig):
+    """A LLaVA-style vision-language model (Liu et al. 2023, "Visual Instruction Tuning"): a
+    CLIP image tower whose patch states, projected by a two-layer MLP, are the first tokens
+    of a decoder-only language model. The :class:`LMConfig` fields describe the language
+    model; the ``vision_*`` fields the image tower (as :class:`CLIPConfig`'s). ``max_len``
+    covers the image tokens and the text.
+
+    Args:
+        image_size: input height and width in pixels.
+        patch_size: square patch side; must divide ``image_size``.
+        in_channels: image channels.
+        vision_d_model: image-tower width.
+        vision_n_heads: image-tower heads.
+        vision_d_ff: image-tower feed-forward width.
+        vision_n_layers: image-tower layers.
+        (other fields: :class:`LMConfig`.)
+
+    Raises:
+        ValueError: Transformer-XL memory, sliding windows or segments (the image prefix
+            is one block), or ``max_len`` not above the patch count.
+    """
+
+    family: ClassVar[str] = "llava"
+
+    image_size: int = 224
+    patch_size: int = 14
+    in_channels: int = 3
+    vision_d_model: int = 1024
+    vision_n_heads: int = 16
+    vision_d_ff: int = 4096
+    vision_n_layers: int = 24
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_vision_tower(self, "LlavaConfig")
+        for name in ("mem_len", "segment_len", "sliding_window"):
+            if getattr(self, name):
+                raise ValueError(f"LlavaConfig needs {name}=0, got {getattr(self, name)}")
+        if self.max_len <= self.n_patches:
+            raise ValueError(
+                f"max_len ({self.max_len}) must exceed the {self.n_patches} image tokens"
+            )
+
+    @property
+    def n_patches(self) -> int:
+        """Image tokens, ``(image_size / patch_size)^2``."""
+        return (self.image_size // self.patch_size) ** 2
+
+    def vision_config(self) -> ViTConfig:
+        """The image tower as a :class:`ViTConfig` (its classification head is not built)."""
+        return _vision_tower_config(self)
+
+    def lm_config(self) -> LMConfig:
+        """The language model's own :class:`LMConfig`."""
+        fields = {f.name for f in dataclasses.fields(LMConfig)}
+        return LMConfig(**{k: v for k, v in dataclasses.asdict(self).items() if k in fields})
+
+
 CONFIG_CLASSES: dict[str, type[TransformerConfig]] = {
     c.family: c
     for c in (
@@ -973,6 +1167,8 @@ CONFIG_CLASSES: dict[str, type[TransformerConfig]] = {
         SwinConfig,
         DETRConfig,
         XLNetConfig,
+        CLIPConfig,
+        LlavaConfig,
     )
 }
 

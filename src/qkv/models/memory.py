@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from qkv.attn.favor import default_features
-from qkv.models._vision_memory import BUFFER_COUNTS, PARAMETER_COUNTS
+from qkv.models._vision_memory import BUFFER_COUNTS, PARAMETER_COUNTS, llava_extra_count
 
 if TYPE_CHECKING:  # the configs import this module: no import of them at run time
     from qkv.models.config import TransformerConfig
@@ -216,8 +216,10 @@ def parameter_count(config: TransformerConfig) -> int:
     Raises:
         TypeError: a config of no known family.
     """
-    if config.family in PARAMETER_COUNTS:  # the vision families (Swin, DETR)
+    if config.family in PARAMETER_COUNTS:  # the vision families (Swin, DETR, CLIP)
         return PARAMETER_COUNTS[config.family](config)
+    if config.family == "llava":  # a language model with an image tower and projector
+        return parameter_count(config.lm_config()) + llava_extra_count(config)  # type: ignore[attr-defined]
     stacks = _stacks(config)
     total = _head_count(config)
     for name, (n_layers, cross) in stacks.items():
@@ -235,6 +237,8 @@ def buffer_count(config: TransformerConfig) -> int:
     """
     if config.family in BUFFER_COUNTS:
         return BUFFER_COUNTS[config.family](config)
+    if config.family == "llava":
+        return buffer_count(config.lm_config())  # type: ignore[attr-defined]
     stacks = _stacks(config)
     total = len(stacks) * config.n_heads if config.pos == "alibi" else 0
     if config.pos == "sinusoidal":

@@ -15,6 +15,7 @@ gpt2-medium         354,823,168      Hugging Face ``GPT2Model`` (gpt2-medium)
 vit-b16             86,567,656       timm ``vit_base_patch16_224``
 vit-l16             304,326,632      timm ``vit_large_patch16_224``
 swin-t              28,288,354       timm ``swin_tiny_patch4_window7_224``
+clip-vit-b32        151,277,313      Hugging Face ``CLIPModel`` (openai/clip-vit-base-patch32)
 ==================  ===============  ===============================================
 """
 
@@ -25,8 +26,10 @@ from typing import Any
 from qkv.models.base import TransformerModel
 from qkv.models.build import build
 from qkv.models.config import (
+    CLIPConfig,
     DETRConfig,
     EncoderConfig,
+    LlavaConfig,
     LMConfig,
     Seq2SeqConfig,
     SwinConfig,
@@ -153,6 +156,21 @@ _PRESETS: dict[str, tuple[type[TransformerConfig], dict[str, Any]]] = {
         DETRConfig,
         {**_TINY, "n_encoder_layers": 2, "n_decoder_layers": 2, "n_queries": 6}
         | {"n_classes": 10, "image_size": 32, "in_channels": 1, "backbone_channels": [8, 16]},
+    ),
+    # CLIP ViT-B/32 (Radford et al. 2021, table 20; OpenAI's ``clip-vit-base-patch32``):
+    # the config's defaults.
+    "clip-vit-b32": (CLIPConfig, {}),
+    "clip-tiny": (
+        CLIPConfig,
+        {**_TINY, "n_layers": 2, "vocab_size": 128, "max_len": 16, "eos_token_id": 127}
+        | {"image_size": 16, "patch_size": 4, "in_channels": 1, "embed_dim": 16}
+        | {"vision_d_model": 32, "vision_n_heads": 4, "vision_d_ff": 64, "vision_n_layers": 2},
+    ),
+    "llava-tiny": (
+        LlavaConfig,
+        {**_GPT2, **_TINY, "n_layers": 2, "vocab_size": 128, "max_len": 48}
+        | {"image_size": 16, "patch_size": 4, "in_channels": 1}
+        | {"vision_d_model": 32, "vision_n_heads": 4, "vision_d_ff": 64, "vision_n_layers": 2},
     ),
     "swin-tiny": (
         SwinConfig,

@@ -22,12 +22,17 @@ class PatchEmbedding(nn.Module):
         patch_size: patch side ``p``.
         in_channels: image channels ``c``.
         d_model: output width ``d``.
+        bias: a bias on the projection (ViT: yes; CLIP: no).
     """
 
-    def __init__(self, image_size: int, patch_size: int, in_channels: int, d_model: int) -> None:
+    def __init__(
+        self, image_size: int, patch_size: int, in_channels: int, d_model: int, bias: bool = True
+    ) -> None:
         super().__init__()
         self.image_size, self.patch_size = image_size, patch_size
-        self.proj = nn.Conv2d(in_channels, d_model, kernel_size=patch_size, stride=patch_size)
+        self.proj = nn.Conv2d(
+            in_channels, d_model, kernel_size=patch_size, stride=patch_size, bias=bias
+        )
 
     def forward(self, images: Tensor) -> Tensor:
         """``(b, c, H, W) -> (b, n_patches, d)``, patches in row-major order.

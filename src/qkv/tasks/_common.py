@@ -161,6 +161,8 @@ def sized_config(
         "vit": models.ViTConfig,
         "swin": models.SwinConfig,
         "detr": models.DETRConfig,
+        "clip": models.CLIPConfig,
+        "llava": models.LlavaConfig,
     }[family]
     try:
         return _family_config(task, cls, family, preset, default, sizes, overrides, base)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from qkv.tasks._common import TASK_FILE, read_task_file
 from qkv.tasks.base import Task, TaskError, TaskOptions
+from qkv.tasks.clip import CLIPTask
 from qkv.tasks.copy import CopyTask
 from qkv.tasks.detect import DetectTask
 from qkv.tasks.digits import DigitsTask
@@ -16,6 +17,7 @@ from qkv.tasks.reverse import ReverseTask
 from qkv.tasks.synthetic import SyntheticTask
 from qkv.tasks.text2image import Text2ImageTask
 from qkv.tasks.translate import TranslateTask
+from qkv.tasks.vqa import VQATask
 
 #: Every task by name (a new task is one more class here).
 TASKS: dict[str, type[Task]] = {
@@ -31,6 +33,8 @@ TASKS: dict[str, type[Task]] = {
         ListOpsTask,
         DetectTask,
         Text2ImageTask,
+        CLIPTask,
+        VQATask,
     )
 }
 

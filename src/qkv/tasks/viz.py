@@ -32,9 +32,12 @@ from qkv.layers.mode import evaluating
 from qkv.models import DETR, DecoderLM, EncoderModel, Seq2SeqTransformer, Swin, ViT
 from qkv.tasks._image import ImageTask
 from qkv.tasks.base import Task
+from qkv.tasks.clip import CLIPTask
 from qkv.tasks.detect import DetectTask
 from qkv.tasks.run import load_trained
+from qkv.tasks.viz_multimodal import report_for_clip, report_for_vqa
 from qkv.tasks.viz_vision import report_for_detection, report_for_swin
+from qkv.tasks.vqa import VQATask
 
 
 @dataclass(frozen=True)
@@ -161,6 +164,7 @@ def report_for_task(
     target: str | None = None,
     png_dir: str | Path | None = None,
     title: str | None = None,
+    question: str | None = None,
 ) -> Path:
     """Run a trained model on ``text`` (tokenized by its task) and write the report.
 
@@ -173,10 +177,17 @@ def report_for_task(
         target: the decoder's target for encoder-decoders (default: the model's output).
         png_dir: also save heatmaps there (:func:`~qkv.interp.plots.write_figures`).
         title: page title (default: the text, and the output of an encoder-decoder).
+        question: ``vqa``: the question about the image (default: the scene's first).
 
     Returns:
         The report's path.
     """
+    if isinstance(task, VQATask):
+        return report_for_vqa(
+            model, task, text, out, question=question, png_dir=png_dir, title=title
+        )
+    if isinstance(task, CLIPTask):
+        return report_for_clip(model, task, text, out, png_dir=png_dir, title=title)
     if isinstance(task, DetectTask):
         if not isinstance(model, DETR):
             raise ValueError(f"task 'detect' needs a DETR, got {type(model).__name__}")
@@ -203,6 +214,7 @@ def from_checkpoint(
     png_dir: str | Path | None = None,
     device: str = "cpu",
     title: str | None = None,
+    question: str | None = None,
 ) -> Path:
     """Load a trained checkpoint, run it on ``text``, and write the report (and figures).
 
@@ -216,12 +228,15 @@ def from_checkpoint(
         png_dir: also save heatmaps there (:func:`~qkv.interp.plots.write_figures`).
         device: where to run the model.
         title: page title (default: the text, and the output of an encoder-decoder).
+        question: ``vqa``: the question about the image (default: the scene's first).
 
     Returns:
         The report's path.
     """
     model, task = load_trained(directory, device=device)
-    return report_for_task(model, task, text, out, target=target, png_dir=png_dir, title=title)
+    return report_for_task(
+        model, task, text, out, target=target, png_dir=png_dir, title=title, question=question
+    )
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,365 @@
+"""``vqa``: visual questions answered GPT-4V style, by a language model that reads the image
+as its first tokens (LLaVA; Liu et al. 2023; :class:`~qkv.models.Llava`).
+
+Each example is a scene of :mod:`qkv.data.scenes` (real items on a grid) and one of its
+generated questions with its true answer: *what is in the top left?* -> *sneaker*, *how many
+shoes are there?* -> *2*, *is there a coat?* -> *no*, *where is the bag?* -> *top right*,
+*what is left of the bag?* -> *nothing*. The model reads ``[image tokens; question; answer;
+<eos>]`` and is trained to produce the answer: the loss covers the answer tokens and the end
+token only (the image and the question are context, never targets). A training scene's
+question is drawn kind first (each of :data:`~qkv.data.scenes.QUESTION_KINDS` alike), then
+among the scene's questions of that kind; evaluation asks every question of every scene.
+
+Metrics: ``exact_match`` (the headline, 0-100: the greedy answer's tokens equal the true
+answer's), ``em_<kind>`` per question kind, and ``loss`` (nats per answer token).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, overload
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from qkv.data.scenes import QUESTION_KINDS, Question, Scene, SceneExamples
+from qkv.data.tokenizers import EOS_ID, PAD_ID, Tokenizer
+from qkv.layers.mode import evaluating
+from qkv.models import TransformerConfig
+from qkv.tasks._common import sized_config, write_task_file
+from qkv.tasks._scenes import SceneData, Split
+from qkv.tasks.base import Task, TaskError, TaskOptions
+from qkv.training.evaluate import model_device, to_device
+from qkv.training.objective import Batch, LossOutput
+
+#: most answer tokens generated (the longest answers, *top left*, are 2 words)
+MAX_ANSWER_TOKENS = 4
+IGNORE = -100
+
+
+@dataclass(frozen=True)
+class VQAExample:
+    """A scene's image with one question and its answer."""
+
+    image: Tensor
+    question: Question
+
+
+class TrainQuestions(Sequence[VQAExample]):
+    """Scene ``i`` with one of its questions, drawn from ``(seed, i)``: a kind uniformly
+    among the kinds the scene has, then a question of that kind uniformly.
+
+    Args:
+        scenes: the scenes.
+        seed: the question draw's seed.
+    """
+
+    def __init__(self, scenes: SceneExamples, seed: int) -> None:
+        self.scenes, self.seed = scenes, seed
+
+    def __len__(self) -> int:
+        return len(self.scenes)
+
+    @overload
+    def __getitem__(self, i: int) -> VQAExample: ...
+    @overload
+    def __getitem__(self, i: slice) -> TrainQuestions: ...
+    def __getitem__(self, i: int | slice) -> VQAExample | TrainQuestions:
+        if isinstance(i, slice):
+            return TrainQuestions(self.scenes[i], self.seed)
+        scene = self.scenes[i]
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.scenes.start + i)
+        kinds = [k for k in QUESTION_KINDS if any(q.kind == k for q in scene.questions)]
+        kind = kinds[int(torch.randint(len(kinds), (1,), generator=g))]
+        of_kind = [q for q in scene.questions if q.kind == kind]
+        return VQAExample(scene.image, of_kind[int(torch.randint(len(of_kind), (1,), generator=g))])
+
+
+def all_questions(scenes: Sequence[Scene]) -> list[VQAExample]:
+    """Every question of every scene, scene by scene."""
+    return [VQAExample(s.image, q) for s in scenes for q in s.questions]
+
+
+class VQATask(Task):
+    """Visual question answering on scenes with a LLaVA-style model.
+
+    Options: ``data`` (the Fashion-MNIST directory; default the Debian package's), ``seed``,
+    ``n_train`` / ``n_valid`` / ``n_test`` (scenes; evaluation asks all their questions),
+    ``extra["items"]`` (``"fashion-mnist"`` or ``"digits"``), ``extra["grid"]`` (2 or 3).
+    """
+
+    name = "vqa"
+    kind = "vqa"
+    unit = "ex"  # the throughput counts questions
+    data_help = "a directory of the Fashion-MNIST .gz files (the items in the scenes)"
+    #: a 3-layer image tower (14-pixel patches: 2x2 per item) into a 4-layer language model,
+    #: both 128 wide
+    default_model: ClassVar[dict[str, Any]] = {
+        "d_model": 128,
+        "n_heads": 4,
+        "d_ff": 512,
+        "n_layers": 4,
+        "vision_d_model": 128,
+        "vision_n_heads": 4,
+        "vision_d_ff": 512,
+        "vision_n_layers": 3,
+        "dropout": 0.0,
+        "attn_dropout": 0.0,
+    }
+    #: AdamW, cosine decay
+    recipe: ClassVar[dict[str, Any]] = {
+        "optimizer": "adamw",
+        "lr": 1e-3,
+        "weight_decay": 0.05,
+        "clip_norm": 1.0,
+        "batch_size": 128,
+        "schedule": "cosine",
+        "warmup": 100,
+        "eval_every": 500,
+        "eval_limit": 100,
+    }
+
+    def __init__(self, options: TaskOptions | None = None) -> None:
+        super().__init__(options)
+        self.data = SceneData(self)
+        self.max_text = self.options.max_len or (24 if self.data.spec.grid == 2 else 32)
+        self._tokenizer: Tokenizer | None = None
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """The word tokenizer of the training questions and answers (trained on first use,
+        or loaded)."""
+        if self._tokenizer is None:
+            self._tokenizer = self.data.train_tokenizer()
+        return self._tokenizer
+
+    @property
+    def n_patches(self) -> int:
+        """Image tokens per scene (2 x 2 per item)."""
+        return (2 * self.data.spec.grid) ** 2
+
+    # -- data ----------------------------------------------------------------------------
+    def examples(self, split: Split) -> Sequence[VQAExample]:
+        """Training: one drawn question per scene (:class:`TrainQuestions`); valid and test:
+        every question of every scene."""
+        scenes = self.data.scenes(split)
+        if split == "train":
+            return TrainQuestions(scenes, self.options.seed)
+        return all_questions([scenes[i] for i in range(len(scenes))])
+
+    def _question_ids(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text)[: self.max_text - MAX_ANSWER_TOKENS - 1]
+
+    def answer_ids(self, answer: str) -> list[int]:
+        """An answer's tokens (without the end token)."""
+        return self.tokenizer.encode(answer)[:MAX_ANSWER_TOKENS]
+
+    def collate(self, examples: Sequence[VQAExample]) -> Batch:
+        """``inputs`` ``(b, 1, S, S)``; ``input_ids`` ``(b, s)``: question, answer, end
+        token, right-padded; ``padding_mask``; ``labels`` ``(b, s)``: at each position the
+        next token where that is an answer or end token, else -100 (no loss)."""
+        rows, starts = [], []
+        for ex in examples:
+            q = self._question_ids(ex.question.text)
+            rows.append([*q, *self.answer_ids(ex.question.answer), EOS_ID])
+            starts.append(len(q))
+        s = max(len(r) for r in rows)
+        ids = torch.full((len(rows), s), PAD_ID, dtype=torch.long)
+        labels = torch.full((len(rows), s), IGNORE, dtype=torch.long)
+        for i, (r, start) in enumerate(zip(rows, starts)):
+            ids[i, : len(r)] = torch.tensor(r)
+            # position t predicts token t + 1: the answer starts at `start`
+            labels[i, start - 1 : len(r) - 1] = torch.tensor(r[start:])
+        images = torch.stack([ex.image for ex in examples])
+        return {"inputs": images, "input_ids": ids, "padding_mask": ids != PAD_ID, "labels": labels}
+
+    def n_tokens(self, batch: Batch) -> int:
+        """Answer tokens (with the end tokens) in the batch."""
+        return int((batch["labels"] != IGNORE).sum())
+
+    # -- model ---------------------------------------------------------------------------
+    def model_config(
+        self, preset: str | None = None, *, base: TransformerConfig | None = None, **overrides: Any
+    ) -> TransformerConfig:
+        """A :class:`~qkv.models.LlavaConfig` sized to the scenes (image size, one channel,
+        patches of half an item), the vocabulary and ``image tokens + max_len``."""
+        sizes = {
+            "image_size": self.data.image_size,
+            "in_channels": 1,
+            "patch_size": self.data.item_size // 2,
+            "vocab_size": self.tokenizer.vocab_size,
+            "max_len": self.n_patches + self.max_text,
+            "pad_token_id": PAD_ID,
+        }
+        return sized_config(self, "llava", preset, self.default_model, sizes, overrides, base)
+
+    # -- objective and metrics -----------------------------------------------------------
+    def loss(self, model: nn.Module, batch: Batch, *, label_smoothing: float = 0.0) -> LossOutput:
+        """Summed cross entropy over the answer and end tokens (``n`` = those tokens)."""
+        logits = model(batch["inputs"], batch["input_ids"], padding_mask=batch["padding_mask"])
+        labels = batch["labels"]
+        loss = F.cross_entropy(
+            logits.flatten(0, 1).float(),
+            labels.flatten(),
+            ignore_index=IGNORE,
+            reduction="sum",
+            label_smoothing=label_smoothing,
+        )
+        return LossOutput(loss, int((labels != IGNORE).sum()), {})
+
+    @torch.no_grad()
+    def answer(self, model: nn.Module, images: Tensor, questions: Sequence[str]) -> list[list[int]]:
+        """Greedy answers (token ids, the end token left out) to one question per image.
+
+        The questions are left-padded, so every row's next token comes at the same index;
+        the model's positions skip the padding. The image tokens are computed once; each
+        step re-runs the (short) text, the uncached reference of decoding.
+        """
+        dev = model_device(model)
+        qs = [self._question_ids(q) for q in questions]
+        s = max(len(q) for q in qs)
+        ids = torch.full((len(qs), s), PAD_ID, dtype=torch.long)
+        for i, q in enumerate(qs):
+            ids[i, s - len(q) :] = torch.tensor(q, dtype=torch.long)
+        ids, mask = ids.to(dev), (ids != PAD_ID).to(dev)
+        with evaluating(model):
+            tokens = model.image_tokens(images.to(dev))
+            done = torch.zeros(len(qs), dtype=torch.bool, device=dev)
+            out: list[list[int]] = [[] for _ in qs]
+            for _ in range(MAX_ANSWER_TOKENS + 1):
+                logits = model(None, ids, padding_mask=mask, image_tokens=tokens)[:, -1]
+                tok = logits.argmax(-1)  # (b,)
+                for i in (~done).nonzero().flatten().tolist():
+                    if int(tok[i]) != EOS_ID:
+                        out[i].append(int(tok[i]))
+                done |= tok == EOS_ID
+                if bool(done.all()):
+                    break
+                ids = torch.cat((ids, tok[:, None]), dim=1)
+                mask = torch.cat((mask, torch.ones_like(tok, dtype=torch.bool)[:, None]), dim=1)
+        return out
+
+    def metrics(self, loss_sum: float, n: int, logs: Mapping[str, float]) -> dict[str, float]:
+        return {"loss": loss_sum / max(n, 1)}
+
+    def evaluate(
+        self,
+        model: nn.Module,
+        split: Split = "valid",
+        *,
+        batch_size: int = 64,
+        limit: int | None = None,
+        beam_size: int = 1,
+        progress: bool = False,
+    ) -> dict[str, float]:
+        """``exact_match`` (the headline), ``em_<kind>`` per question kind and the loss, on
+        every question of (the first ``limit``) scenes of a split.
+
+        Raises:
+            TaskError: the split has no scenes.
+        """
+        scenes = self.data.scenes(split)[:limit]
+        if len(scenes) == 0:
+            raise TaskError(f"task {self.name!r}: split {split!r} has no scenes to evaluate")
+        data = all_questions([scenes[i] for i in range(len(scenes))])
+        dev = model_device(model)
+        right = {k: [0, 0] for k in QUESTION_KINDS}
+        loss_sum, n = 0.0, 0
+        with evaluating(model), torch.no_grad():
+            for start in range(0, len(data), batch_size):
+                part = data[start : start + batch_size]
+                out = self.loss(model, to_device(self.collate(part), dev))
+                loss_sum, n = loss_sum + float(out.loss_sum), n + out.n
+                answers = self.answer(
+                    model, torch.stack([ex.image for ex in part]), [ex.question.text for ex in part]
+                )
+                for ex, got in zip(part, answers):
+                    right[ex.question.kind][0] += got == self.answer_ids(ex.question.answer)
+                    right[ex.question.kind][1] += 1
+        total = sum(r for r, _ in right.values()), sum(c for _, c in right.values())
+        per_kind = {f"em_{k}": 100.0 * r / c for k, (r, c) in right.items() if c}
+        return {
+            "exact_match": 100.0 * total[0] / total[1],
+            **per_kind,
+            "loss": loss_sum / max(n, 1),
+        }
+
+    def samples(self, model: nn.Module, k: int = 3) -> list[str]:
+        """The first ``k`` questions of the first valid scene, answered."""
+        scene = self.data.scenes("valid")[0]
+        qs = scene.questions[:k]
+        got = self.answer(model, torch.stack([scene.image] * len(qs)), [q.text for q in qs])
+        return [
+            f"valid scene 0: {q.text} -> {self.tokenizer.decode(a)!r} (true: {q.answer!r})"
+            for q, a in zip(qs, got)
+        ]
+
+    # -- inference -------------------------------------------------------------------------
+    def read_image(self, source: str) -> Tensor:
+        """A scene ``(1, S, S)``: an image file (grey, resized) or ``SPLIT:N``."""
+        return self.data.read_image(source)
+
+    def predict(
+        self, model: nn.Module, inputs: Sequence[str], *, question: str | None = None, **_: Any
+    ) -> list[str]:
+        """The answer to ``question`` about each input scene (a file or ``SPLIT:N``). Without
+        a question, every generated question of a ``SPLIT:N`` scene, each with the model's
+        and the true answer.
+
+        Raises:
+            TaskError: no question for an image file.
+        """
+        out = []
+        for source in inputs:
+            image = self.read_image(source)
+            if question is not None:
+                (got,) = self.answer(model, image[None], [question])
+                out.append(self.tokenizer.decode(got))
+                continue
+            split, _, index = source.partition(":")
+            if split not in ("train", "valid", "test") or not index.isdigit():
+                raise TaskError(f"input {source!r}: ask something with --question")
+            qs = self.data.scenes(split)[int(index)].questions  # type: ignore[arg-type]
+            got_all = self.answer(model, torch.stack([image] * len(qs)), [q.text for q in qs])
+            out.append(
+                "; ".join(
+                    f"{q.text} {self.tokenizer.decode(a)} (true: {q.answer})"
+                    for q, a in zip(qs, got_all)
+                )
+            )
+        return out
+
+    def examples_for(self, source: str, question: str | None) -> tuple[Tensor, str]:
+        """An input scene and a question about it (default: the scene's first generated
+        question when ``source`` is ``SPLIT:N``), for ``qkv viz``.
+
+        Raises:
+            TaskError: no question for an image file.
+        """
+        image = self.read_image(source)
+        if question is not None:
+            return image, question
+        split, _, index = source.partition(":")
+        if split not in ("train", "valid", "test") or not index.isdigit():
+            raise TaskError(f"input {source!r}: ask something with --question")
+        return image, self.data.scenes(split)[int(index)].questions[0].text  # type: ignore[arg-type]
+
+    # -- persistence ---------------------------------------------------------------------
+    def save(self, directory: Path) -> None:
+        """Write ``task.json`` and ``tokenizer.json``."""
+        directory = Path(directory)
+        write_task_file(self, directory, {**self.data.state(), "max_len": self.max_text})
+        self.tokenizer.save(directory)
+
+    def load(self, directory: Path) -> None:
+        """Read the tokenizer written by :meth:`save` (no scene is drawn)."""
+        try:
+            self._tokenizer = Tokenizer.load(directory)
+        except (FileNotFoundError, ValueError) as e:
+            raise TaskError(f"task {self.name!r}: {e}") from e
+
+
+__all__ = ["MAX_ANSWER_TOKENS", "TrainQuestions", "VQAExample", "VQATask", "all_questions"]

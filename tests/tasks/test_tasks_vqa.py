@@ -1,0 +1,135 @@
+"""The vqa task on digits scenes (no optional data): the loss covers the answer tokens only,
+batched greedy answers equal one-at-a-time ones, exact match per question kind, and the
+command line end to end with the attention overlay checked in headless Chromium."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import qkv.models as M
+from _browser import Page
+from qkv.cli import main
+from qkv.data.scenes import QUESTION_KINDS
+from qkv.data.tokenizers import EOS_ID
+from qkv.tasks import TaskOptions, get_task
+from qkv.tasks.viz_multimodal import report_for_vqa
+from qkv.tasks.vqa import IGNORE
+
+pytest.importorskip("sklearn")
+
+DIGITS = TaskOptions(extra={"items": "digits"}, n_train=64, n_valid=2, n_test=3)
+SMALL = {"d_model": 32, "n_heads": 4, "d_ff": 64, "n_layers": 2, "vision_d_model": 32,
+         "vision_n_heads": 4, "vision_d_ff": 64, "vision_n_layers": 1}  # fmt: skip
+
+
+def _task_and_model():
+    task = get_task("vqa", DIGITS)
+    return task, M.build(task.model_config(**SMALL)).eval()
+
+
+def test_training_questions_are_seeded_and_cover_every_kind() -> None:
+    task, _ = _task_and_model()
+    train = task.examples("train")
+    assert len(train) == 64 and train[5].question == train[5].question
+    assert train[1:4][1].question == train[2].question
+    assert {train[i].question.kind for i in range(64)} == set(QUESTION_KINDS)
+    test = task.examples("test")
+    assert len(test) == sum(len(task.data.scenes("test")[i].questions) for i in range(3))
+
+
+def test_labels_and_loss_cover_the_answer_tokens_only() -> None:
+    task, model = _task_and_model()
+    ex = task.examples("train")[:3]
+    batch = task.collate([ex[i] for i in range(3)])
+    for i in range(3):
+        q = task.tokenizer.encode(ex[i].question.text)
+        a = task.answer_ids(ex[i].question.answer)
+        row, labels = batch["input_ids"][i].tolist(), batch["labels"][i].tolist()
+        assert row[: len(q) + len(a) + 1] == [*q, *a, EOS_ID]
+        # position t predicts t + 1: only the answer and the end token are targets
+        assert labels[: len(q) - 1] == [IGNORE] * (len(q) - 1)
+        assert labels[len(q) - 1 : len(q) + len(a)] == [*a, EOS_ID]
+        assert set(labels[len(q) + len(a) :]) <= {IGNORE}
+    out = task.loss(model, batch)
+    assert out.n == int((batch["labels"] != IGNORE).sum()) == task.n_tokens(batch)
+    with torch.no_grad():
+        logits = model(batch["inputs"], batch["input_ids"], padding_mask=batch["padding_mask"])
+    keep = batch["labels"] != IGNORE
+    by_hand = F.cross_entropy(logits[keep], batch["labels"][keep], reduction="sum")
+    assert float(out.loss_sum.detach()) == pytest.approx(float(by_hand), rel=1e-5)
+    # padding after the end token is neither a target nor attended: changing it changes nothing
+    other = dict(batch)
+    other["input_ids"] = batch["input_ids"].clone()
+    other["input_ids"][~batch["padding_mask"]] = 7
+    assert float(task.loss(model, other).loss_sum.detach()) == pytest.approx(
+        float(out.loss_sum.detach()), rel=1e-5
+    )
+
+
+def test_batched_greedy_answers_equal_single_ones() -> None:
+    task, model = _task_and_model()
+    scene = task.data.scenes("test")[0]
+    qs = [q.text for q in scene.questions[:4]]
+    images = torch.stack([scene.image] * len(qs))
+    batched = task.answer(model, images, qs)
+    alone = [task.answer(model, scene.image[None], [q])[0] for q in qs]
+    assert batched == alone
+    # and a greedy answer is the argmax continuation, step by step
+    q = task.tokenizer.encode(qs[0])
+    with torch.no_grad():
+        first = model(scene.image[None], torch.tensor([q]))[0, -1].argmax()
+    assert (batched[0][:1] or [EOS_ID]) == [int(first)]
+
+
+def test_evaluate_reports_exact_match_per_kind() -> None:
+    task, model = _task_and_model()
+    out = task.evaluate(model, "valid")
+    assert next(iter(out)) == "exact_match" and "loss" in out
+    kinds = [k for k in out if k.startswith("em_")]
+    assert kinds and all(k[3:] in QUESTION_KINDS for k in kinds)
+    assert all(0 <= out[k] <= 100 for k in ("exact_match", *kinds))
+    lines = task.samples(model, k=2)
+    assert len(lines) == 2 and "(true:" in lines[0]
+
+
+def test_vqa_overlay_in_chromium(browser, tmp_path) -> None:
+    task, model = _task_and_model()
+    path = report_for_vqa(model, task, "test:0", tmp_path / "vqa.html")
+    p = Page(browser, path)
+    try:
+        pg = p.page
+        pg.wait_for_selector("body[data-image='1']", timeout=20_000)
+        assert "attention over the image tokens" in pg.inner_text("body")
+        assert pg.locator("img").count() >= 1  # the overlay figure
+        assert p.problems == []
+    finally:
+        p.close()
+
+
+@pytest.mark.slow
+def test_train_eval_generate_viz_from_the_command_line(tmp_path, capsys) -> None:
+    run = tmp_path / "run"
+    argv = ["train", "--task", "vqa", "--items", "digits", "--n-train", "16", "--steps", "2",
+            "--batch-size", "8", "--no-progress", "--out", str(run),
+            *(x for k, v in SMALL.items() for x in ("--model", f"{k}={v}"))]  # fmt: skip
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(run), "--json", "--limit", "2"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert 0 <= out["exact_match"] <= 100 and out["split"] == "test"
+    q = "how many fives are there?"
+    assert main(["generate", "--checkpoint", str(run), "test:0", "--question", q]) == 0
+    assert main(["generate", "--checkpoint", str(run), "test:1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and "(true:" in lines[1]
+    html = tmp_path / "vqa.html"
+    png = tmp_path / "png"
+    argv = ["viz", "--checkpoint", str(run), "test:0", "--question", q, "--out", str(html),
+            "--png", str(png)]  # fmt: skip
+    assert main(argv) == 0
+    assert q in html.read_text(encoding="utf-8")
+    assert (png / "attention_on_image.png").stat().st_size > 1000
