@@ -14,6 +14,7 @@ from qkv.tasks.listops import ListOpsTask
 from qkv.tasks.lm import LMTask
 from qkv.tasks.reverse import ReverseTask
 from qkv.tasks.synthetic import SyntheticTask
+from qkv.tasks.text2text import Text2TextTask
 from qkv.tasks.translate import TranslateTask
 
 #: Every task by name (a new task is one more class here).
@@ -24,6 +25,7 @@ TASKS: dict[str, type[Task]] = {
         ReverseTask,
         SyntheticTask,
         TranslateTask,
+        Text2TextTask,
         LMTask,
         DigitsTask,
         FashionMNISTTask,
