@@ -1,13 +1,9 @@
 """The text2text task: the mixture's data and splits, examples-proportional mixing, prefix
 routing (the model reads the prefix, a batch mixes tasks, each output is scored by its own
-task), the metrics against the packages, and ``qkv train|eval|generate`` end to end."""
+task), and the metrics against the packages (the CLI: tests/cli/test_cli_text2text.py)."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -17,13 +13,11 @@ import torch
 from rouge_score import rouge_scorer
 
 import qkv.models as M
+from _text2text import SECTIONS, write_mixture
 from qkv.data import debian, ding
 from qkv.tasks import TaskError, TaskOptions, Text2TextTask, build_trainer, get_task
 from qkv.tasks._seq2seq import Pair
 from qkv.tasks.text2text import PREFIXES, mix, parse_tasks, read_mixture_tsv, task_of
-
-sys.path.insert(0, str(Path(__file__).parent))
-from _text2text_fixture import SECTIONS, write_mixture
 
 NO_DROPOUT = {"dropout": 0.0, "attn_dropout": 0.0, "ff_dropout": 0.0}
 
@@ -181,47 +175,8 @@ def test_a_trained_model_answers_by_prefix(tmp_path) -> None:
     summaries = task.predict(model, [PREFIXES["summarize"] + x for x in texts])
     assert set(labels) <= set(SECTIONS)
     assert not set(summaries) & set(SECTIONS) and all(" that " in x for x in summaries)
-    assert task.evaluate(model, "test")["classify_invalid"] == 0.0
     with pytest.raises(TaskError, match=r"must start with one of 'summarize: '"):
         task.predict(model, ["paraphrase: the text"])
-
-
-def _run_cli(args: list[str]) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "qkv", *args], capture_output=True, text=True, env=env
-    )
-
-
-def test_cli_train_eval_generate(tmp_path) -> None:
-    data, out = write_mixture(tmp_path), tmp_path / "run"
-    common = ["--data", str(data), "--vocab-size", "300", "--max-len", "24"]
-    tiny = ["--preset", "t5-tiny", "--steps", "4", "--batch-size", "8", "--eval-limit", "6"]
-    r = _run_cli(["train", "--task", "text2text", *common, *tiny, "--out", str(out)])
-    assert r.returncode == 0, r.stderr
-    summary = json.loads(r.stdout)
-    assert summary["step"] == 4 and "classify_accuracy" in summary["valid"]
-    assert (
-        "classify: This " in r.stderr and "translate German" in r.stderr
-    )  # samples of each task after evaluation
-    r = _run_cli(["eval", "--checkpoint", str(out), "--split", "test", "--json"])
-    assert r.returncode == 0, r.stderr
-    metrics = json.loads(r.stdout)
-    assert {"score", "summarize_rougeL", "translate_bleu", "classify_accuracy"} <= set(metrics)
-    r = _run_cli(
-        ["generate", "--checkpoint", str(out), "classify: It is a game.", "summarize: x y"]
-    )
-    assert r.returncode == 0 and len(r.stdout.splitlines()) == 2, r.stderr
-    r = _run_cli(["generate", "--checkpoint", str(out), "no prefix here"])
-    assert r.returncode == 2 and "must start with one of" in r.stderr
-    # a single-task baseline: the same task and recipe, a one-task mixture
-    one = tmp_path / "one"
-    args = ["--tasks", "classify", "--mix-cap", "0", "--out", str(one)]
-    r = _run_cli(["train", "--task", "text2text", *common, *tiny, *args])
-    assert r.returncode == 0, r.stderr
-    assert {k for k in json.loads(r.stdout)["valid"] if k.endswith("_loss")} == {"classify_loss"}
-    r = _run_cli(["generate", "--checkpoint", str(one), "summarize: a b c"])
-    assert r.returncode == 2 and "must start with one of 'classify: '" in r.stderr
 
 
 def _has_corpora() -> bool:
