@@ -10,6 +10,7 @@ import torch
 import qkv.models as M
 from qkv.generation import generate
 from qkv.interop import from_hf, to_hf
+from qkv.interop.hf.t5 import config_to_hf
 from qkv.interp import record_attention
 
 T = pytest.importorskip("transformers")
@@ -118,3 +119,73 @@ def test_to_hf_round_trip_from_qkv(kit):
         assert (
             kit.diff(model(src, tgt), hf(input_ids=src, decoder_input_ids=tgt).logits) <= kit.atol
         )
+
+
+# -- the T5 presets: the same class and config load T5 checkpoints ------------------------
+ARCHITECTURE = (
+    "d_model", "n_heads", "head_dim", "d_ff", "n_encoder_layers", "n_decoder_layers",
+    "vocab_size", "activation", "norm", "norm_eps", "norm_placement", "bias", "pos",
+    "rel_buckets", "rel_max_distance", "attn_scale", "share_embeddings", "tie_embeddings",
+    "scale_embeddings", "embed_norm", "output_scale", "pad_token_id",
+)  # fmt: skip
+
+
+def test_t5_small_preset_is_the_released_t5_small() -> None:
+    cfg = M.preset_config("t5-small")
+    ref = T.T5Config()  # transformers' defaults are t5-small's
+    hf = config_to_hf(cfg)
+    for key in ("d_model", "d_kv", "d_ff", "num_layers", "num_decoder_layers", "num_heads"):
+        assert hf[key] == getattr(ref, key), key
+    for key in ("vocab_size", "relative_attention_num_buckets", "layer_norm_epsilon"):
+        assert hf[key] == getattr(ref, key), key
+    assert hf["relative_attention_max_distance"] == ref.relative_attention_max_distance
+    assert (hf["feed_forward_proj"], hf["tie_word_embeddings"]) == ("relu", True)
+    assert hf["scale_decoder_outputs"] and ref.scale_decoder_outputs
+
+
+@pytest.mark.parametrize("name", ["t5-tiny", "t5-mini"])
+def test_t5_presets_load_t5_weights_with_parity(kit, name) -> None:
+    cfg = M.preset_config(name, dropout=0.0, attn_dropout=0.0, ff_dropout=0.0)
+    hf = _hf_of(cfg)
+    loaded = from_hf(kit.save(hf))
+    for key in ARCHITECTURE:
+        assert getattr(loaded.config, key) == getattr(cfg, key), key
+    model = M.from_preset(name, dropout=0.0, attn_dropout=0.0, ff_dropout=0.0).eval()
+    assert type(model) is type(loaded) is M.Seq2SeqTransformer
+    model.load_state_dict(loaded.state_dict())  # strict: the same parameters, same shapes
+    src, mask, tgt = _batch()
+    src, tgt = src % cfg.vocab_size, tgt % cfg.vocab_size
+    src[~mask] = PAD
+    with torch.no_grad():
+        ref = hf(input_ids=src, attention_mask=mask.long(), decoder_input_ids=tgt).logits
+        assert kit.diff(model(src, tgt, src_padding_mask=mask), ref) <= kit.atol
+
+
+def _hf_of(cfg: M.Seq2SeqConfig):
+    fields = {
+        k: v for k, v in config_to_hf(cfg).items() if k not in ("model_type", "architectures")
+    }
+    return T.T5ForConditionalGeneration(T.T5Config(**fields)).eval()
+
+
+def test_t5_init_matches_transformers_init(kit) -> None:
+    """``init="t5"`` draws every tensor with the standard deviation of ``transformers``'
+    ``T5PreTrainedModel._init_weights`` (the independent reference): weights converted from a
+    freshly initialised HF model have the same per-tensor spread as a freshly built qkv one."""
+    big = {"d_model": 128, "head_dim": 32, "d_ff": 512, "vocab_size": 512}
+    cfg = M.preset_config("t5-tiny", **big, output_scale=128**-0.5)
+    torch.manual_seed(0)
+    ours = M.build(cfg)
+    theirs = from_hf(kit.save(_hf_of(cfg), randomize=False))
+    for name, p in ours.named_parameters():
+        q = theirs.get_parameter(name)
+        if name.endswith("qkv_proj.weight"):
+            rows = [p[: p.shape[0] // 3], p[p.shape[0] // 3 :]]  # q, then k and v
+            ref = [q[: q.shape[0] // 3], q[q.shape[0] // 3 :]]
+        else:
+            rows, ref = [p], [q]
+        for a, b in zip(rows, ref):
+            if a.ndim == 1:  # RMSNorm weights: ones on both sides
+                assert torch.equal(a, b), name
+            else:
+                assert a.std().item() == pytest.approx(b.std().item(), rel=0.12), name

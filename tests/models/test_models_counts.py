@@ -21,6 +21,7 @@ PUBLISHED = {
     "gpt2-medium": 354_823_168,
     "vit-b16": 86_567_656,
     "vit-l16": 304_326_632,
+    "t5-small": 60_506_624,  # T5ForConditionalGeneration(T5Config()), shared embedding once
 }
 # "Attention Is All You Need", table 3.
 PAPER = {"transformer-base": 65e6, "transformer-big": 213e6}

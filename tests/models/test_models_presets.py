@@ -12,7 +12,7 @@ from torch import Tensor, nn
 import qkv.models as M
 from qkv.attn.mha import MultiHeadAttention
 
-TINY = ("transformer-tiny", "gpt2-tiny", "bert-tiny", "vit-tiny")
+TINY = ("transformer-tiny", "t5-tiny", "gpt2-tiny", "bert-tiny", "vit-tiny")
 VARIANTS = (
     {},
     {"pos": "rope"},

@@ -47,6 +47,8 @@ EXTRA_FLAGS = (
     "classifier",
     "image_tokens",
     "vq_steps",
+    "tasks",
+    "mix_cap",
 )
 DEFAULT_TASK = "synthetic"
 
@@ -194,6 +196,20 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         action="store_true",
         default=sup,
         help="translate: swap the two sides (trans-de-en: English -> German)",
+    )
+    d.add_argument(
+        "--tasks",
+        default=sup,
+        help="text2text: the tasks of the mixture, comma-separated, among summarize, translate "
+        "and classify (one name: its single-task baseline) (default: all three)",
+    )
+    d.add_argument(
+        "--mix-cap",
+        type=_int,
+        default=sup,
+        metavar="K",
+        help="text2text: examples-proportional mixing with each task's size capped at K (T5, "
+        "sec. 3.5.2); 0: no cap (default: 32768)",
     )
     add_config_args(p, TrainConfig, types={"device": _device, "max_time": _duration})
     p.set_defaults(func=run)

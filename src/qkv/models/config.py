@@ -25,7 +25,7 @@ from qkv.models.memory import MAX_PARAMETERS, format_gib, parameter_count
 ModelActivation: TypeAlias = Activation
 PosKind = Literal["sinusoidal", "learned", "rope", "alibi", "relative", "xl", "none"]
 Placement = Literal["pre", "post"]
-InitScheme = Literal["xavier", "normal", "gpt2"]
+InitScheme = Literal["xavier", "normal", "gpt2", "t5"]
 #: Self-attention modules: exact softmax attention (:class:`~qkv.attn.MultiHeadAttention`,
 #: its backends chosen by ``attn_backend``) or an approximation with its own parameters.
 AttnKind = Literal["softmax", "favor", "linformer", "lsh"]
@@ -126,8 +126,9 @@ class TransformerConfig:
         attn_backend: attention backend of every attention module (``"auto"``, ``"math"``,
             ``"sdpa"``, ...).
         init: ``"xavier"`` (original Transformer), ``"normal"`` (``N(0, init_std^2)``,
-            BERT/ViT) or ``"gpt2"`` (normal, residual projections scaled by
-            ``1/sqrt(2 n_layers)``, Radford et al. 2019).
+            BERT/ViT), ``"gpt2"`` (normal, residual projections scaled by
+            ``1/sqrt(2 n_layers)``, Radford et al. 2019) or ``"t5"`` (fan-in normal, the
+            query also ``1/sqrt(d_h)``: for ``attn_scale=1.0``, Raffel et al. 2020).
         init_std: standard deviation of the normal schemes.
         pruned_heads: attention module name -> the heads removed from it, numbered as in
             the unpruned module (``model.prune_heads`` fills it; building a model from the

@@ -10,6 +10,7 @@ from torch import nn
 from qkv.attn.mha import MultiHeadAttention
 from qkv.layers.norms import RMSNorm
 from qkv.models.config import INIT_SCHEMES, InitScheme
+from qkv.pos.relative import RelativeBias
 
 
 @torch.no_grad()
@@ -24,6 +25,12 @@ def init_weights(
     * ``"normal"``: BERT, ViT: linear, convolution and embedding weights ``N(0, std^2)``.
     * ``"gpt2"``: ``"normal"``, then the projections that write into the residual stream
       (``out_proj``, ``fc2``) get ``std / sqrt(2 n_layers)`` (Radford et al. 2019, sec. 2.3).
+    * ``"t5"``: T5's Mesh TensorFlow initialization (Raffel et al. 2020; ``transformers``'
+      ``T5PreTrainedModel._init_weights`` with ``initializer_factor`` 1; ``std`` is unused):
+      every linear weight ``N(0, 1/fan_in)``, except the query projection, which also takes
+      the ``1/sqrt(d_h)`` that T5's unscaled attention (``attn_scale=1.0``) leaves out:
+      ``N(0, 1/(d * d_h))``; embeddings and an untied output head ``N(0, 1)``; the relative
+      position bias ``N(0, 1/d)``.
 
     Biases are zero, norm weights one, padding rows of embeddings zero. A linear layer whose
     weight is tied to an embedding is left to the embedding's rule. A stacked ``qkv_proj``
@@ -52,12 +59,14 @@ def init_weights(
             if id(m.weight) not in done:
                 if scheme == "xavier":
                     nn.init.xavier_uniform_(m.weight)
+                elif scheme == "t5":
+                    nn.init.normal_(m.weight, mean=0.0, std=_t5_linear_std(model, m))
                 else:
                     nn.init.normal_(m.weight, mean=0.0, std=std)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Embedding):
-            s = m.embedding_dim**-0.5 if scheme == "xavier" else std
+            s = {"xavier": m.embedding_dim**-0.5, "t5": 1.0}.get(scheme, std)
             nn.init.normal_(m.weight, mean=0.0, std=s)
             if m.padding_idx is not None:
                 m.weight[m.padding_idx].zero_()
@@ -66,8 +75,31 @@ def init_weights(
                 nn.init.ones_(m.weight)
             if getattr(m, "bias", None) is not None:
                 nn.init.zeros_(m.bias)
+    if scheme == "t5":
+        _t5_attention(model)
     if scheme == "gpt2":
         scaled = std / math.sqrt(2 * n_layers)
         for name, p in model.named_parameters():
             if name.endswith(("out_proj.weight", "fc2.weight")):
                 nn.init.normal_(p, mean=0.0, std=scaled)
+
+
+def _t5_linear_std(model: nn.Module, linear: nn.Module) -> float:
+    """T5's standard deviation of a linear weight: ``1/sqrt(fan_in)``; 1 for an output head
+    (an untied one: a tied head was initialized as its embedding)."""
+    head = getattr(model, "lm_head", None)
+    return 1.0 if linear is head else linear.weight.shape[1] ** -0.5
+
+
+@torch.no_grad()
+def _t5_attention(model: nn.Module) -> None:
+    """The T5 rules of attention: queries ``N(0, 1/(d * d_h))`` (the rows of a stacked
+    ``qkv_proj``), the relative bias ``N(0, 1/d)`` (``d``: the queries' input width)."""
+    attention = [m for m in model.modules() if isinstance(m, MultiHeadAttention)]
+    for m in attention:
+        weight = m.projection("q")[0]  # (h * d_h, d): a view of qkv_proj when packed
+        nn.init.normal_(weight, mean=0.0, std=(weight.shape[1] * m.head_dim) ** -0.5)
+    d = attention[0].projection("q")[0].shape[1] if attention else 1
+    for m in model.modules():
+        if isinstance(m, RelativeBias):
+            nn.init.normal_(m.relative_attention_bias.weight, mean=0.0, std=d**-0.5)

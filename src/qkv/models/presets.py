@@ -16,6 +16,7 @@ vit-b16             86,567,656       timm ``vit_base_patch16_224``
 vit-l16             304,326,632      timm ``vit_large_patch16_224``
 swin-t              28,288,354       timm ``swin_tiny_patch4_window7_224``
 clip-vit-b32        151,277,313      Hugging Face ``CLIPModel`` (openai/clip-vit-base-patch32)
+t5-small            60,506,624       Hugging Face ``T5ForConditionalGeneration`` (t5-small)
 ==================  ===============  ===============================================
 """
 
@@ -110,6 +111,33 @@ _SWIN_T: dict[str, Any] = {
     "n_classes": 1000,
     "drop_path": 0.2,
 }
+# T5 (Raffel et al. 2020, sec. 2.1 and 3.1; the released t5-small): pre-norm RMSNorm (eps 1e-6),
+# no biases, ReLU, unscaled attention scores (the 1/sqrt(d_h) folded into the query's
+# initialization), a learned relative bias with 32 log buckets up to distance 128 shared by
+# the layers of each stack, no absolute positions, one 32,128-token SentencePiece vocabulary
+# for encoder, decoder and output (the output scaled by d ** -0.5), dropout 0.1. The layout
+# of interop/hf/t5.py, so these models load T5 checkpoints.
+_T5: dict[str, Any] = {
+    "vocab_size": 32128,
+    "max_len": 512,
+    "pad_token_id": 0,
+    "activation": "relu",
+    "norm": "rms",
+    "norm_eps": 1e-6,
+    "norm_placement": "pre",
+    "bias": False,
+    "pos": "relative",
+    "rel_buckets": 32,
+    "rel_max_distance": 128,
+    "attn_scale": 1.0,
+    "share_embeddings": True,
+    "tie_embeddings": True,
+    "scale_embeddings": False,
+    "dropout": 0.1,
+    "attn_dropout": 0.1,
+    "ff_dropout": 0.1,
+    "init": "t5",
+}
 _BASE_12 = {"d_model": 768, "n_heads": 12, "d_ff": 3072}
 _LARGE_24 = {"d_model": 1024, "n_heads": 16, "d_ff": 4096}
 _TINY = {"d_model": 32, "n_heads": 4, "d_ff": 64}
@@ -127,6 +155,24 @@ _PRESETS: dict[str, tuple[type[TransformerConfig], dict[str, Any]]] = {
         Seq2SeqConfig,
         {**_TRANSFORMER, **_TINY, "vocab_size": 128, "max_len": 64, "pad_token_id": 0}
         | {"n_encoder_layers": 2, "n_decoder_layers": 2},
+    ),
+    "t5-small": (
+        Seq2SeqConfig,
+        {**_T5, "d_model": 512, "n_heads": 8, "head_dim": 64, "d_ff": 2048}
+        | {"n_encoder_layers": 6, "n_decoder_layers": 6, "output_scale": 512**-0.5},
+    ),
+    # qkv's CPU size of the same shape (the width and depth of the translate and summarize
+    # tasks' own models): the text2text task's default.
+    "t5-mini": (
+        Seq2SeqConfig,
+        {**_T5, "d_model": 256, "n_heads": 4, "head_dim": 64, "d_ff": 1024}
+        | {"n_encoder_layers": 3, "n_decoder_layers": 3, "output_scale": 256**-0.5},
+    ),
+    "t5-tiny": (
+        Seq2SeqConfig,
+        {**_T5, **_TINY, "head_dim": 8, "vocab_size": 128, "max_len": 64, "rel_buckets": 8}
+        | {"rel_max_distance": 20, "n_encoder_layers": 2, "n_decoder_layers": 2}
+        | {"output_scale": 32**-0.5},
     ),
     # The published BertModel (pooler, no masked-LM head); mlm_head=True adds the head
     # (+622,650 parameters; its output projection is tied to the token embedding).

@@ -7,6 +7,7 @@ name               kind      data
 ``reverse``        seq2seq   random symbol strings, target = reversed source
 ``synthetic``      seq2seq   English -> Kalo from :mod:`qkv.data.grammar` (word tokens)
 ``translate``      seq2seq   ``--data pairs.tsv`` or German -> English (``trans-de-en``)
+``text2text``      seq2seq   T5-style: summarize/translate/classify by input prefix (Debian, Ding)
 ``lm``             lm        ``--data file.txt``, Python's help topics, or the KJV Bible
 ``digits``         classify  scikit-learn's 8x8 digits (ViT; ``--preset swin``: Swin)
 ``fashion-mnist``  classify  Fashion-MNIST 28x28 (ViT, ``dataset-fashion-mnist``; or Swin)
@@ -32,6 +33,7 @@ from qkv.tasks.registry import TASKS, get_task, load_task
 from qkv.tasks.reverse import ReverseTask
 from qkv.tasks.run import build_trainer, load_trained
 from qkv.tasks.synthetic import SyntheticTask
+from qkv.tasks.text2text import Text2TextTask
 from qkv.tasks.translate import TranslateTask
 from qkv.tasks.viz import TextRecord, from_checkpoint, record_text, report_for_task
 
@@ -48,6 +50,7 @@ __all__ = [
     "Task",
     "TaskError",
     "TaskOptions",
+    "Text2TextTask",
     "TextRecord",
     "TranslateTask",
     "build_trainer",

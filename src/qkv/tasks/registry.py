@@ -16,6 +16,7 @@ from qkv.tasks.lm import LMTask
 from qkv.tasks.reverse import ReverseTask
 from qkv.tasks.synthetic import SyntheticTask
 from qkv.tasks.text2image import Text2ImageTask
+from qkv.tasks.text2text import Text2TextTask
 from qkv.tasks.translate import TranslateTask
 from qkv.tasks.vqa import VQATask
 
@@ -27,6 +28,7 @@ TASKS: dict[str, type[Task]] = {
         ReverseTask,
         SyntheticTask,
         TranslateTask,
+        Text2TextTask,
         LMTask,
         DigitsTask,
         FashionMNISTTask,
