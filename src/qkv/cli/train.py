@@ -37,7 +37,16 @@ DATA_FLAGS: dict[str, str] = {
     "tokenizer": "tokenizer",
     "vocab_size": "vocab_size",
 }
-EXTRA_FLAGS = ("attention", "corpus", "reverse", "augment", "dictionary", "items")
+EXTRA_FLAGS = (
+    "attention",
+    "corpus",
+    "reverse",
+    "augment",
+    "dictionary",
+    "items",
+    "grid",
+    "template",
+)
 DEFAULT_TASK = "synthetic"
 
 
@@ -153,8 +162,20 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     d.add_argument(
         "--items",
         default=sup,
-        help="detect: the items on the canvases, fashion-mnist (64x64 canvases) or digits "
-        "(32x32) (default: fashion-mnist)",
+        help="detect, caption: the items on the canvases or in the scenes, fashion-mnist "
+        "or digits (default: fashion-mnist)",
+    )
+    d.add_argument(
+        "--grid",
+        type=_int,
+        default=sup,
+        help="caption: cells per side of a scene, 2 or 3 (default: 2)",
+    )
+    d.add_argument(
+        "--template",
+        default=sup,
+        help="caption: the caption template trained on, any (each scene's own pick), "
+        "positions, relations, count or rows (default: any)",
     )
     d.add_argument(
         "--reverse",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from qkv.models.base import TransformerModel
 from qkv.models.bert import EncoderModel
+from qkv.models.captioner import Captioner
 from qkv.models.config import CONFIG_CLASSES, TransformerConfig
 from qkv.models.detr import DETR
 from qkv.models.lm import DecoderLM
@@ -21,6 +22,7 @@ MODEL_CLASSES: dict[str, type[TransformerModel]] = {
     "swin": Swin,
     "detr": DETR,
     "xlnet": XLNetLM,
+    "captioner": Captioner,
 }
 
 

@@ -12,12 +12,26 @@ bart      BartModel, BartForConditionalGeneration       :class:`~qkv.models.Seq2
 marian    MarianModel, MarianMTModel                    :class:`~qkv.models.Seq2SeqTransformer`
 t5        T5Model, T5ForConditionalGeneration           :class:`~qkv.models.Seq2SeqTransformer`
 xlnet     XLNetModel, XLNetLMHeadModel                  :class:`~qkv.models.XLNetLM`
+vision-   VisionEncoderDecoderModel (ViT + GPT-2)       :class:`~qkv.models.Captioner`
+encoder-
+decoder
 ========  ============================================  =====================================
 """
 
 from __future__ import annotations
 
-from qkv.interop.hf import bart, bert, detr, gpt2, marian, swin, t5, vit, xlnet
+from qkv.interop.hf import (
+    bart,
+    bert,
+    detr,
+    gpt2,
+    marian,
+    swin,
+    t5,
+    vision_encoder_decoder,
+    vit,
+    xlnet,
+)
 from qkv.interop.hf._common import HFFamily
 
 #: family name -> its conversion.
@@ -33,6 +47,7 @@ FAMILIES: dict[str, HFFamily] = {
         swin.FAMILY,
         detr.FAMILY,
         xlnet.FAMILY,
+        vision_encoder_decoder.FAMILY,
     )
 }
 #: ``config.json`` ``model_type`` -> family name.
