@@ -194,3 +194,14 @@ def test_fashion_mnist_scenes() -> None:
     assert scene.image.shape == (1, 84, 84) and task.image_size == 84
     cfg = task.model_config()
     assert (cfg.image_size, cfg.patch_size, cfg.grid) == (84, 7, 12)
+
+
+def test_cached_and_uncached_decoding_of_images_agree() -> None:
+    task, model = _task_and_model()
+    images = torch.stack([task.examples("test")[i].image for i in range(3)])
+    for kw in ({}, {"strategy": "beam", "beam_size": 3}):
+        fast = model.generate(images, max_new_tokens=6, **kw)
+        slow = model.generate(images, max_new_tokens=6, use_cache=False, **kw)
+        assert fast.tokens == slow.tokens
+    with pytest.raises(ValueError, match="has no padding"):
+        model.generate(images, padding_mask=torch.ones(3, 1, dtype=torch.bool))

@@ -42,16 +42,11 @@ def check_source(model: Generative, inputs: Tensor, padding_mask: Tensor | None)
     its mask is one True per row, ``(b, 1)``.
 
     Raises:
-        ValueError: a float source for a causal LM, a padding mask with a float source, or
-            what :func:`check_inputs` refuses.
+        ValueError: a padding mask with a float source, or what :func:`check_inputs`
+            refuses (float inputs of a causal LM among them).
     """
-    if not inputs.is_floating_point():
+    if not (inputs.is_floating_point() and is_encoder_decoder(model)):
         return check_inputs(inputs, padding_mask)
-    if not is_encoder_decoder(model):
-        raise ValueError(
-            f"a float source {tuple(inputs.shape)} needs an encoder-decoder, got "
-            f"{type(model).__name__}"
-        )
     if padding_mask is not None:
         raise ValueError(
             "a float source (an image batch) has no padding: padding_mask must be None"
@@ -86,7 +81,7 @@ class Stepper:
         use_cache: bool,
         beams: int = 1,
     ) -> None:
-        dense = inputs.is_floating_point()  # an image batch: no ids, no padding
+        dense = inputs.is_floating_point() and is_encoder_decoder(model)  # an image batch
         padding_mask = check_source(model, inputs, padding_mask)
         b, s = padding_mask.shape
         self.seq2seq = is_encoder_decoder(model)

@@ -1,21 +1,19 @@
 """One file per Hugging Face model family, each with an explicit weight map and config map.
 
-========  ============================================  =====================================
-family    ``transformers`` classes                      qkv model
-========  ============================================  =====================================
-bert      BertModel, BertForMaskedLM, ...PreTraining    :class:`~qkv.models.EncoderModel`
-gpt2      GPT2Model, GPT2LMHeadModel                    :class:`~qkv.models.DecoderLM`
-vit       ViTForImageClassification                     :class:`~qkv.models.ViT`
-swin      SwinModel, SwinForImageClassification         :class:`~qkv.models.Swin`
-detr      DetrForObjectDetection (read only, no ResNet)  :class:`~qkv.models.DETR`
-bart      BartModel, BartForConditionalGeneration       :class:`~qkv.models.Seq2SeqTransformer`
-marian    MarianModel, MarianMTModel                    :class:`~qkv.models.Seq2SeqTransformer`
-t5        T5Model, T5ForConditionalGeneration           :class:`~qkv.models.Seq2SeqTransformer`
-xlnet     XLNetModel, XLNetLMHeadModel                  :class:`~qkv.models.XLNetLM`
-vision-   VisionEncoderDecoderModel (ViT + GPT-2)       :class:`~qkv.models.Captioner`
-encoder-
-decoder
-========  ============================================  =====================================
+======================  =============================================  =======================================
+family                  ``transformers`` classes                       qkv model
+======================  =============================================  =======================================
+bert                    BertModel, BertForMaskedLM, ...PreTraining     :class:`~qkv.models.EncoderModel`
+gpt2                    GPT2Model, GPT2LMHeadModel                     :class:`~qkv.models.DecoderLM`
+vit                     ViTForImageClassification                      :class:`~qkv.models.ViT`
+swin                    SwinModel, SwinForImageClassification          :class:`~qkv.models.Swin`
+detr                    DetrForObjectDetection (read only, no ResNet)  :class:`~qkv.models.DETR`
+bart                    BartModel, BartForConditionalGeneration        :class:`~qkv.models.Seq2SeqTransformer`
+marian                  MarianModel, MarianMTModel                     :class:`~qkv.models.Seq2SeqTransformer`
+t5                      T5Model, T5ForConditionalGeneration            :class:`~qkv.models.Seq2SeqTransformer`
+xlnet                   XLNetModel, XLNetLMHeadModel                   :class:`~qkv.models.XLNetLM`
+vision-encoder-decoder  VisionEncoderDecoderModel (ViT + GPT-2)        :class:`~qkv.models.Captioner`
+======================  =============================================  =======================================
 """
 
 from __future__ import annotations
