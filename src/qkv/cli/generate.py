@@ -11,17 +11,17 @@ from qkv.cli._common import add_device_arg, add_generation_args, generation_kwar
 def register(sub: argparse._SubParsersAction, name: str) -> None:
     p = sub.add_parser(
         name,
-        help="generate with a trained checkpoint (translate, continue text, classify)",
+        help="generate with a trained checkpoint (translate, continue text, classify, caption)",
         description="Generate outputs for INPUT arguments, or for each line of stdin when none "
         "is given: a translation (encoder-decoders), the prompt and its continuation "
-        "(language models), or the top classes (classifiers; an input is an image file or "
-        "SPLIT:N, e.g. test:0, for image tasks).",
+        "(language models), the top classes (classifiers) or a caption (captioners); for image "
+        "tasks an input is an image file or SPLIT:N, e.g. test:0.",
     )
     p.add_argument(
         "inputs",
         nargs="*",
         metavar="INPUT",
-        help="texts (or, for image classifiers, image files or SPLIT:N); default: stdin lines",
+        help="texts (or, for image tasks, image files or SPLIT:N); default: stdin lines",
     )
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", help="checkpoint or run directory")
