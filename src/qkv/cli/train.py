@@ -46,6 +46,9 @@ EXTRA_FLAGS = (
     "items",
     "grid",
     "template",
+    "classifier",
+    "image_tokens",
+    "vq_steps",
 )
 DEFAULT_TASK = "synthetic"
 
@@ -163,7 +166,7 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         "--items",
         default=sup,
         help="detect, caption: the items on the canvases or in the scenes, fashion-mnist "
-        "or digits (default: fashion-mnist)",
+        "or digits; text2image: the items drawn (default: fashion-mnist)",
     )
     d.add_argument(
         "--grid",
@@ -176,6 +179,28 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         default=sup,
         help="caption: the caption template trained on, any (each scene's own pick), "
         "positions, relations, count or rows (default: any)",
+    )
+    d.add_argument(
+        "--classifier",
+        default=sup,
+        metavar="DIR",
+        help="text2image: the checkpoint of a fashion-mnist (or digits) classifier that "
+        "judges the class of generated images (the class_acc metric) (default: none, the "
+        "loss is the headline)",
+    )
+    d.add_argument(
+        "--image-tokens",
+        default=sup,
+        choices=("vq", "intensity"),
+        help="text2image: image tokens from a VQ-VAE trained first (vq) or quantized "
+        "intensities of 4x4 blocks (intensity) (default: vq)",
+    )
+    d.add_argument(
+        "--vq-steps",
+        type=_int,
+        default=sup,
+        metavar="N",
+        help="text2image: training steps of the VQ-VAE (default: the task's)",
     )
     d.add_argument(
         "--reverse",

@@ -15,6 +15,7 @@ from qkv.tasks.listops import ListOpsTask
 from qkv.tasks.lm import LMTask
 from qkv.tasks.reverse import ReverseTask
 from qkv.tasks.synthetic import SyntheticTask
+from qkv.tasks.text2image import Text2ImageTask
 from qkv.tasks.translate import TranslateTask
 
 #: Every task by name (a new task is one more class here).
@@ -31,6 +32,7 @@ TASKS: dict[str, type[Task]] = {
         ListOpsTask,
         DetectTask,
         CaptionTask,
+        Text2ImageTask,
     )
 }
 
