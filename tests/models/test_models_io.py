@@ -77,6 +77,9 @@ MODELS = {
         attn_kind="lsh", lsh_bucket_size=4, lsh_seed=3, reversible=True, ff_chunk_size=3
     ),
     "lm-xl": lambda: _lm(pos="xl", mem_len=8, segment_len=8),
+    "captioner": lambda: M.Captioner(
+        M.CaptionerConfig(**SMALL, image_size=16, patch_size=4, vocab_size=50, max_len=16)
+    ),
     "xlnet": lambda: M.XLNetLM(M.XLNetConfig(**SMALL, vocab_size=50, n_layers=2, pad_token_id=0)),
     "clip": lambda: M.build(M.preset_config("clip-tiny", vocab_size=50, eos_token_id=49)),
     "llava": lambda: M.build(M.preset_config("llava-tiny", vocab_size=50)),
@@ -107,6 +110,9 @@ def _outputs(model: nn.Module) -> list[torch.Tensor]:
         if isinstance(model, M.Llava):
             ids = torch.randint(0, 50, (2, 6), generator=g)
             return [model(torch.rand(2, 1, 16, 16, generator=g), ids)]
+        if isinstance(model, M.Captioner):
+            images = torch.rand(2, 1, 16, 16, generator=g)
+            return [model(images, torch.randint(1, 50, (2, 6), generator=g))]
         if isinstance(model, M.DETR):
             out = model(torch.rand(2, model.config.in_channels, 16, 16, generator=g))
             return [out.logits, out.boxes]

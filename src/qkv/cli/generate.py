@@ -11,18 +11,19 @@ from qkv.cli._common import add_device_arg, add_generation_args, generation_kwar
 def register(sub: argparse._SubParsersAction, name: str) -> None:
     p = sub.add_parser(
         name,
-        help="generate with a trained checkpoint (translate, continue text, classify, draw)",
+        help="generate with a trained checkpoint (translate, continue text, classify, caption, "
+        "draw)",
         description="Generate outputs for INPUT arguments, or for each line of stdin when none "
         "is given: a translation (encoder-decoders), the prompt and its continuation "
-        "(language models), or the top classes (classifiers; an input is an image file or "
-        "SPLIT:N, e.g. test:0, for image tasks), or the path of a PNG drawn from the "
-        "caption (text2image, in --out-dir).",
+        "(language models), the top classes (classifiers) or a caption (captioners) of an "
+        "input that is an image file or SPLIT:N (e.g. test:0) for image tasks, or the path "
+        "of a PNG drawn from the caption (text2image, in --out-dir).",
     )
     p.add_argument(
         "inputs",
         nargs="*",
         metavar="INPUT",
-        help="texts (or, for image classifiers, image files or SPLIT:N); default: stdin lines",
+        help="texts (or, for image tasks, image files or SPLIT:N); default: stdin lines",
     )
     p.add_argument(
         "--prompt",

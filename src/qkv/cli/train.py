@@ -44,6 +44,8 @@ EXTRA_FLAGS = (
     "augment",
     "dictionary",
     "items",
+    "grid",
+    "template",
     "classifier",
     "image_tokens",
     "vq_steps",
@@ -165,9 +167,20 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     d.add_argument(
         "--items",
         default=sup,
-        help="detect: the items on the canvases, fashion-mnist (64x64 canvases) or digits "
-        "(32x32); text2image: the items drawn; clip, vqa: the items in the scenes "
-        "(default: fashion-mnist)",
+        help="detect, caption, clip, vqa: the items on the canvases or in the scenes, "
+        "fashion-mnist or digits; text2image: the items drawn (default: fashion-mnist)",
+    )
+    d.add_argument(
+        "--grid",
+        type=_int,
+        default=sup,
+        help="caption: cells per side of a scene, 2 or 3 (default: 2)",
+    )
+    d.add_argument(
+        "--template",
+        default=sup,
+        help="caption: the caption template trained on, any (each scene's own pick), "
+        "positions, relations, count or rows (default: any)",
     )
     d.add_argument(
         "--classifier",

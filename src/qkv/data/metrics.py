@@ -1,5 +1,5 @@
-"""Evaluation metrics: BLEU and chrF (sacrebleu), ROUGE (rouge-score), exact match, accuracy, perplexity, bpc,
-and COCO detection mAP (torchmetrics or pycocotools).
+"""Evaluation metrics: BLEU and chrF (sacrebleu), ROUGE (rouge-score), CIDEr (pycocoevalcap),
+exact match, accuracy, perplexity, bpc, and COCO detection mAP (torchmetrics or pycocotools).
 
 Percentages (``bleu``, ``chrf``, ``exact_match``, ``accuracy``) are on a 0-100 scale so every
 "higher is better" score in qkv's logs reads the same way.
@@ -14,6 +14,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from typing import Any
+
+from qkv.data.tokenizers import split_words
 
 
 def _ref_lists(hyps: Sequence[str], refs: Sequence[str | Sequence[str]]) -> list[list[str]]:
@@ -63,6 +65,30 @@ def chrf(hyps: Sequence[str], refs: Sequence[str | Sequence[str]]) -> float:
 
     ref_lists = _ref_lists(hyps, refs)
     return float(sacrebleu.corpus_chrf(list(hyps), _streams(ref_lists)).score)
+
+
+def caption_tokens(text: str) -> str:
+    """A caption as CIDEr's tokenizer would give it: lowercase words, punctuation dropped,
+    joined by spaces. Stands in for pycocoevalcap's ``PTBTokenizer``, which runs Java's
+    Stanford tokenizer (and also drops punctuation)."""
+    return " ".join(w for w in split_words(text, lowercase=True) if any(c.isalnum() for c in w))
+
+
+def cider(hyps: Sequence[str], refs: Sequence[str | Sequence[str]]) -> float:
+    """Corpus CIDEr (Vedantam et al. 2015) with pycocoevalcap's ``Cider`` (n-grams up to 4,
+    tf-idf over the references given, the COCO scale: 0 to about 10; COCO papers print it
+    times 100). Texts are tokenized by :func:`caption_tokens`.
+
+    Raises:
+        ValueError: lengths differ or there is nothing to score.
+    """
+    from pycocoevalcap.cider.cider import Cider
+
+    ref_lists = _ref_lists(hyps, refs)
+    gts = {i: [caption_tokens(r) for r in rs] for i, rs in enumerate(ref_lists)}
+    res = {i: [caption_tokens(h)] for i, h in enumerate(hyps)}
+    score, _ = Cider().compute_score(gts, res)
+    return float(score)
 
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
@@ -273,7 +299,9 @@ __all__ = [
     "accuracy",
     "bits_per_char",
     "bleu",
+    "caption_tokens",
     "chrf",
+    "cider",
     "detection_map",
     "exact_match",
     "map_backend",

@@ -36,12 +36,31 @@ def check_inputs(inputs: Tensor, padding_mask: Tensor | None) -> Tensor:
     return padding_mask
 
 
+def check_source(model: Generative, inputs: Tensor, padding_mask: Tensor | None) -> Tensor:
+    """:func:`check_inputs`, except that an encoder-decoder may read a float source of any
+    shape (an image batch ``(b, c, H, W)`` for a captioner); that source has no padding and
+    its mask is one True per row, ``(b, 1)``.
+
+    Raises:
+        ValueError: a padding mask with a float source, or what :func:`check_inputs`
+            refuses (float inputs of a causal LM among them).
+    """
+    if not (inputs.is_floating_point() and is_encoder_decoder(model)):
+        return check_inputs(inputs, padding_mask)
+    if padding_mask is not None:
+        raise ValueError(
+            "a float source (an image batch) has no padding: padding_mask must be None"
+        )
+    return torch.ones(inputs.shape[0], 1, dtype=torch.bool, device=inputs.device)
+
+
 class Stepper:
     """Prefill once, then decode one token at a time.
 
     Args:
         model: a causal LM or an encoder-decoder (see :mod:`qkv.generation.protocols`).
-        inputs: ``(b, s)`` prompt (LM) or source (seq2seq) ids.
+        inputs: ``(b, s)`` prompt (LM) or source (seq2seq) ids, or a float source of any
+            shape for an encoder-decoder (an image batch).
         padding_mask: ``(b, s)`` bool, True = real token (right padding); default all real.
         max_new_tokens: decoding budget (sizes the caches).
         bos_id: first decoder token for seq2seq models.
@@ -62,8 +81,9 @@ class Stepper:
         use_cache: bool,
         beams: int = 1,
     ) -> None:
-        padding_mask = check_inputs(inputs, padding_mask)
-        b, s = inputs.shape
+        dense = inputs.is_floating_point() and is_encoder_decoder(model)  # an image batch
+        padding_mask = check_source(model, inputs, padding_mask)
+        b, s = padding_mask.shape
         self.seq2seq = is_encoder_decoder(model)
         if not bool(padding_mask.any(-1).all()) and not self.seq2seq:
             raise ValueError("every prompt needs at least one real token")
@@ -73,7 +93,8 @@ class Stepper:
         self.memory: Tensor | None = None
         self.src_padding_mask: Tensor | None = None
         if self.seq2seq:
-            self.memory = model.encode(inputs, src_padding_mask=padding_mask)  # type: ignore[union-attr]  # (b, s_src, d)
+            mask = None if dense else padding_mask
+            self.memory = model.encode(inputs, src_padding_mask=mask)  # type: ignore[union-attr]  # (b, s_src, d)
             # without padding the mask says nothing: None keeps attention's unmasked path
             self.src_padding_mask = padding_mask if self.padded else None
             self.padded = False  # the decoder's own tokens are never padded

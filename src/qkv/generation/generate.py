@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from qkv.generation._stepper import Stepper, check_inputs
+from qkv.generation._stepper import Stepper, check_source
 from qkv.generation.beam import beam_search
 from qkv.generation.config import GenerationConfig
 from qkv.generation.greedy import decode_loop
@@ -80,7 +80,8 @@ def generate(
     Args:
         model: a causal LM or an encoder-decoder (see :mod:`qkv.generation.protocols`),
             put in eval mode for the call (its mode is restored after).
-        inputs: ``(b, s)`` prompt or source ids, right-padded.
+        inputs: ``(b, s)`` prompt or source ids, right-padded; or, for an encoder-decoder
+            that reads images (``Captioner``), a float image batch ``(b, c, H, W)``.
         config: the decoding settings (:class:`GenerationConfig`).
         padding_mask: ``(b, s)`` bool, True = real token; default all real.
         generator: RNG for sampling (else ``config.seed``, else the global RNG).
@@ -108,8 +109,8 @@ def generate(
             f"generate needs a model with make_cache (a causal LM or an encoder-decoder), "
             f"got {type(model).__name__}"
         )
-    padding_mask = check_inputs(inputs, padding_mask)
-    check_capacity(model, inputs, padding_mask, cfg.max_new_tokens)
+    source_mask = check_source(model, inputs, padding_mask)
+    check_capacity(model, inputs, source_mask, cfg.max_new_tokens)
     if cfg.strategy == "sample" and cfg.seed is not None:
         if generator is not None:
             raise ValueError(f"give a generator or config.seed ({cfg.seed}), not both")

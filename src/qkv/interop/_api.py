@@ -164,6 +164,7 @@ def default_family(model: TransformerModel) -> str:
         "detr": "detr",
         "xlnet": "xlnet",
         "clip": "clip",
+        "captioner": "vision-encoder-decoder",
     }[cfg.family]
 
 

@@ -7,6 +7,8 @@ Families (one config dataclass each, validated and JSON round-trippable):
 * :class:`EncoderModel` / :class:`EncoderConfig`: a BERT-style encoder.
 * :class:`ViT` / :class:`ViTConfig`: the Vision Transformer.
 * :class:`Swin` / :class:`SwinConfig`: the Swin Transformer (shifted windows).
+* :class:`Captioner` / :class:`CaptionerConfig`: an image captioner (ViT encoder, decoder
+  with cross-attention).
 * :class:`DETR` / :class:`DETRConfig`: the detection Transformer (set prediction).
 * :class:`XLNetLM` / :class:`XLNetConfig`: XLNet's permutation language model.
 * :class:`CLIP` / :class:`CLIPConfig`: contrastive image and text towers (CLIP).
@@ -31,11 +33,13 @@ from qkv.models.base import GenerativeModel, TransformerModel
 from qkv.models.bert import EncoderModel, EncoderOutput, MLMHead, Pooler
 from qkv.models.blocks import DecoderLayer, EncoderLayer
 from qkv.models.build import build
+from qkv.models.captioner import Captioner
 from qkv.models.clip import CLIP, CLIPOutput
 from qkv.models.config import (
     ACTIVATIONS,
     INIT_SCHEMES,
     POS_KINDS,
+    CaptionerConfig,
     CLIPConfig,
     DETRConfig,
     EncoderConfig,
@@ -84,6 +88,8 @@ __all__ = [
     "PRESETS",
     "CLIPConfig",
     "CLIPOutput",
+    "Captioner",
+    "CaptionerConfig",
     "DETRConfig",
     "DETROutput",
     "Decoder",

@@ -1,4 +1,4 @@
-"""Parameter and buffer counts of the vision families (Swin, DETR, CLIP) from their configs:
+"""Parameter and buffer counts of the vision families (Swin, DETR, CLIP, the captioner) from their configs:
 the arithmetic of :func:`qkv.models.memory.parameter_count` for models that are not one
 encoder/decoder stack of equal layers."""
 
@@ -111,16 +111,36 @@ def clip_parameter_count(cfg: Any) -> int:
     return vision + text + 1
 
 
+def captioner_parameter_count(cfg: Any) -> int:
+    """Parameters of :class:`~qkv.models.captioner.Captioner` for a ``CaptionerConfig``."""
+    d = cfg.d_model
+    ff = _feedforward(cfg, d, cfg.d_ff)
+    total = _linear(cfg.in_channels * cfg.patch_size**2, d, True) + d  # patches, class token
+    total += (1 + cfg.n_patches) * d  # the encoder's positions
+    total += cfg.n_encoder_layers * (_attention(d, cfg.bias) + ff + 2 * _norm(cfg, d))
+    total += cfg.vocab_size * d + cfg.max_len * d  # tokens, the decoder's positions
+    total += cfg.n_decoder_layers * (2 * _attention(d, cfg.bias) + ff + 3 * _norm(cfg, d))
+    total += 2 * _norm(cfg, d)  # the final norms of both stacks
+    return total + (0 if cfg.tie_embeddings else cfg.vocab_size * d)
+
+
 PARAMETER_COUNTS = {
     "swin": swin_parameter_count,
     "detr": detr_parameter_count,
     "clip": clip_parameter_count,
+    "captioner": captioner_parameter_count,
 }
-BUFFER_COUNTS = {"swin": swin_buffer_count, "detr": lambda cfg: 0, "clip": lambda cfg: 0}
+BUFFER_COUNTS = {
+    "swin": swin_buffer_count,
+    "detr": lambda cfg: 0,
+    "clip": lambda cfg: 0,
+    "captioner": lambda cfg: 0,
+}
 
 __all__ = [
     "BUFFER_COUNTS",
     "PARAMETER_COUNTS",
+    "captioner_parameter_count",
     "clip_parameter_count",
     "clip_vision_count",
     "detr_parameter_count",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from qkv.models.base import TransformerModel
 from qkv.models.bert import EncoderModel
+from qkv.models.captioner import Captioner
 from qkv.models.clip import CLIP
 from qkv.models.config import CONFIG_CLASSES, TransformerConfig
 from qkv.models.detr import DETR
@@ -25,6 +26,7 @@ MODEL_CLASSES: dict[str, type[TransformerModel]] = {
     "xlnet": XLNetLM,
     "clip": CLIP,
     "llava": Llava,
+    "captioner": Captioner,
 }
 
 

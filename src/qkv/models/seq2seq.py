@@ -2,19 +2,96 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from qkv.attn.kv_cache import CrossKVCache, KVCache
 from qkv.layers.head import OutputHead
 from qkv.models.base import GenerativeModel
-from qkv.models.config import Seq2SeqConfig
-from qkv.models.decoder import cache_length
+from qkv.models.config import Seq2SeqConfig, TransformerConfig
+from qkv.models.decoder import Decoder, cache_length
 from qkv.models.init import init_weights
 from qkv.models.parts import decoder_for, embeddings_for, encoder_for, token_embedding
 
 
-class Seq2SeqTransformer(GenerativeModel):
+class CrossDecoding:
+    """Decoding against an encoder's memory, shared by the encoder-decoders
+    (:class:`Seq2SeqTransformer`, :class:`~qkv.models.captioner.Captioner`): the class
+    supplies ``tgt_embed``, ``decoder`` (with ``cross_attn`` in each layer), ``lm_head`` and
+    ``config`` (``output_scale`` read when present)."""
+
+    tgt_embed: nn.Module
+    decoder: Decoder
+    lm_head: OutputHead
+    config: TransformerConfig
+    _kv_caches: Any
+
+    def decode(
+        self,
+        tgt: Tensor,
+        memory: Tensor,
+        *,
+        src_padding_mask: Tensor | None = None,
+        tgt_padding_mask: Tensor | None = None,
+        cache: list[tuple[KVCache, CrossKVCache]] | None = None,
+        positions: Tensor | None = None,
+    ) -> Tensor:
+        """Decode target tokens against an encoded source.
+
+        Args:
+            tgt: ``(b, s)`` long target ids; with ``cache``, only the new tokens.
+            memory: ``(b, s_src, d)`` from :meth:`encode`.
+            src_padding_mask: ``(b, s_src)`` bool, True = real source token.
+            tgt_padding_mask: ``(b, s_total)`` bool, True = real token, over cached + new tokens.
+            cache: from :meth:`make_cache`; self-attention caches grow, cross-attention
+                keys/values are projected on the first call and reused.
+            positions: ``(s,)`` or ``(b, s)`` positions; default ``cached + arange(s)``.
+
+        Returns:
+            logits ``(b, s, tgt_vocab)``.
+        """
+        if positions is None:
+            past = cache_length(cache)  # type: ignore[arg-type]
+            positions = torch.arange(past, past + tgt.shape[1], device=tgt.device)  # (s,)
+        y = self.tgt_embed(tgt, positions=positions)  # (b, s, d)
+        y = self.decoder(
+            y,
+            memory,
+            padding_mask=tgt_padding_mask,
+            src_padding_mask=src_padding_mask,
+            positions=positions,
+            cache=cache,  # type: ignore[arg-type]
+        )
+        scale = getattr(self.config, "output_scale", 1.0)
+        if scale != 1.0:
+            y = y * scale
+        return self.lm_head(y)  # (b, s, tgt_vocab)
+
+    def make_cache(
+        self,
+        batch: int,
+        max_len: int,
+        *,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> list[tuple[KVCache, CrossKVCache]]:
+        """Per decoder layer, a preallocated self-attention cache and a cross-attention cache.
+
+        Args:
+            batch: batch size.
+            max_len: most target tokens the cache will hold.
+            dtype: cache dtype; default the autocast dtype under autocast, else the
+                parameters' dtype.
+            device: default the parameters' device.
+        """
+        attns = [layer.self_attn for layer in self.decoder.layers]
+        selfs = self._kv_caches(attns, batch, max_len, dtype, device)
+        return [(c, CrossKVCache()) for c in selfs]
+
+
+class Seq2SeqTransformer(CrossDecoding, GenerativeModel):
     """Encoder-decoder Transformer.
 
     ``logits = W_out (c * decoder(E_tgt(y), encoder(E_src(x)))) [+ b_out]`` with
@@ -71,46 +148,6 @@ class Seq2SeqTransformer(GenerativeModel):
         """
         return self.encoder(self.src_embed(src), padding_mask=src_padding_mask)  # (b, s_src, d)
 
-    def decode(
-        self,
-        tgt: Tensor,
-        memory: Tensor,
-        *,
-        src_padding_mask: Tensor | None = None,
-        tgt_padding_mask: Tensor | None = None,
-        cache: list[tuple[KVCache, CrossKVCache]] | None = None,
-        positions: Tensor | None = None,
-    ) -> Tensor:
-        """Decode target tokens against an encoded source.
-
-        Args:
-            tgt: ``(b, s)`` long target ids; with ``cache``, only the new tokens.
-            memory: ``(b, s_src, d)`` from :meth:`encode`.
-            src_padding_mask: ``(b, s_src)`` bool, True = real source token.
-            tgt_padding_mask: ``(b, s_total)`` bool, True = real token, over cached + new tokens.
-            cache: from :meth:`make_cache`; self-attention caches grow, cross-attention
-                keys/values are projected on the first call and reused.
-            positions: ``(s,)`` or ``(b, s)`` positions; default ``cached + arange(s)``.
-
-        Returns:
-            logits ``(b, s, tgt_vocab)``.
-        """
-        if positions is None:
-            past = cache_length(cache)  # type: ignore[arg-type]
-            positions = torch.arange(past, past + tgt.shape[1], device=tgt.device)  # (s,)
-        y = self.tgt_embed(tgt, positions=positions)  # (b, s, d)
-        y = self.decoder(
-            y,
-            memory,
-            padding_mask=tgt_padding_mask,
-            src_padding_mask=src_padding_mask,
-            positions=positions,
-            cache=cache,  # type: ignore[arg-type]
-        )
-        if self.config.output_scale != 1.0:
-            y = y * self.config.output_scale
-        return self.lm_head(y)  # (b, s, tgt_vocab)
-
     def forward(
         self,
         src: Tensor,
@@ -135,23 +172,5 @@ class Seq2SeqTransformer(GenerativeModel):
             tgt_in, memory, src_padding_mask=src_padding_mask, tgt_padding_mask=tgt_padding_mask
         )
 
-    def make_cache(
-        self,
-        batch: int,
-        max_len: int,
-        *,
-        dtype: torch.dtype | None = None,
-        device: torch.device | str | None = None,
-    ) -> list[tuple[KVCache, CrossKVCache]]:
-        """Per decoder layer, a preallocated self-attention cache and a cross-attention cache.
 
-        Args:
-            batch: batch size.
-            max_len: most target tokens the cache will hold.
-            dtype: cache dtype; default the autocast dtype under autocast, else the
-                parameters' dtype.
-            device: default the parameters' device.
-        """
-        attns = [layer.self_attn for layer in self.decoder.layers]
-        selfs = self._kv_caches(attns, batch, max_len, dtype, device)
-        return [(c, CrossKVCache()) for c in selfs]
+__all__ = ["CrossDecoding", "Seq2SeqTransformer"]

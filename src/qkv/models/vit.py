@@ -48,6 +48,27 @@ class PatchEmbedding(nn.Module):
         return x.flatten(2).transpose(1, 2)  # (b, n_patches, d)
 
 
+def image_tokens(
+    patch_embed: PatchEmbedding, cls_token: Tensor, pos_emb: nn.Module | None, images: Tensor
+) -> Tensor:
+    """ViT's input sequence (eq. 1): the class token, then the embedded patches, plus the
+    positions.
+
+    Args:
+        patch_embed: the patch projection.
+        cls_token: ``(1, 1, d)`` learned class token.
+        pos_emb: absolute positions added to the sequence, or None.
+        images: ``(b, c, H, W)``.
+
+    Returns:
+        ``(b, 1 + n_patches, d)``.
+    """
+    x = patch_embed(images)  # (b, n, d)
+    cls = cls_token.expand(x.shape[0], -1, -1)  # (b, 1, d)
+    x = torch.cat((cls, x), dim=1)  # (b, 1 + n, d)
+    return x if pos_emb is None else pos_emb(x)
+
+
 class ViT(TransformerModel):
     """Vision Transformer: ``head(encoder([x_cls; patches] + E_pos)[:, 0])``.
 
@@ -90,13 +111,12 @@ class ViT(TransformerModel):
         Returns:
             ``(b, 1 + n_patches, d)``; index 0 is the class token.
         """
-        x = self.patch_embed(images)  # (b, n, d)
-        cls = self.cls_token.expand(x.shape[0], -1, -1)  # (b, 1, d)
-        x = torch.cat((cls, x), dim=1)  # (b, 1 + n, d)
-        if self.pos_emb is not None:
-            x = self.pos_emb(x)
+        x = image_tokens(self.patch_embed, self.cls_token, self.pos_emb, images)  # (b, 1 + n, d)
         return self.encoder(self.dropout(x))  # (b, 1 + n, d)
 
     def forward(self, images: Tensor) -> Tensor:
         """Class logits ``(b, n_classes)`` from the class token of :meth:`features`."""
         return self.head(self.features(images)[:, 0])  # (b, n_classes)
+
+
+__all__ = ["PatchEmbedding", "ViT", "image_tokens"]

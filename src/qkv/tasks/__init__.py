@@ -13,6 +13,7 @@ name               kind      data
 ``fashion-mnist``  classify  Fashion-MNIST 28x28 (ViT, ``dataset-fashion-mnist``; or Swin)
 ``listops``        classify  Long Range Arena ListOps, dense/local/BigBird attention
 ``detect``         detect    DETR on canvases of 1-5 Fashion-MNIST items (or digits)
+``caption``        caption   ViT + decoder describe grids of Fashion-MNIST items (or digits)
 =================  ========  ==========================================================
 
 >>> task = get_task("copy", TaskOptions(n_train=8, n_valid=2, n_test=2))
@@ -22,6 +23,7 @@ name               kind      data
 """
 
 from qkv.tasks.base import Task, TaskError, TaskOptions
+from qkv.tasks.caption import CaptionTask
 from qkv.tasks.copy import CopyTask
 from qkv.tasks.detect import DetectTask
 from qkv.tasks.digits import DigitsTask
@@ -39,6 +41,7 @@ from qkv.tasks.viz import TextRecord, from_checkpoint, record_text, report_for_t
 
 __all__ = [
     "TASKS",
+    "CaptionTask",
     "CopyTask",
     "DetectTask",
     "DigitsTask",

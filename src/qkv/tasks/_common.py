@@ -163,6 +163,7 @@ def sized_config(
         "detr": models.DETRConfig,
         "clip": models.CLIPConfig,
         "llava": models.LlavaConfig,
+        "captioner": models.CaptionerConfig,
     }[family]
     try:
         return _family_config(task, cls, family, preset, default, sizes, overrides, base)

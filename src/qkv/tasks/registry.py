@@ -6,6 +6,7 @@ from pathlib import Path
 
 from qkv.tasks._common import TASK_FILE, read_task_file
 from qkv.tasks.base import Task, TaskError, TaskOptions
+from qkv.tasks.caption import CaptionTask
 from qkv.tasks.clip import CLIPTask
 from qkv.tasks.copy import CopyTask
 from qkv.tasks.detect import DetectTask
@@ -34,6 +35,7 @@ TASKS: dict[str, type[Task]] = {
         FashionMNISTTask,
         ListOpsTask,
         DetectTask,
+        CaptionTask,
         Text2ImageTask,
         CLIPTask,
         VQATask,

@@ -29,12 +29,14 @@ from qkv.interp.images import cls_maps, figure_png, plot_overlays
 from qkv.interp.plots import save_figure, write_figures
 from qkv.interp.report import write_report
 from qkv.layers.mode import evaluating
-from qkv.models import DETR, DecoderLM, EncoderModel, Seq2SeqTransformer, Swin, ViT
+from qkv.models import DETR, Captioner, DecoderLM, EncoderModel, Seq2SeqTransformer, Swin, ViT
 from qkv.tasks._image import ImageTask
 from qkv.tasks.base import Task
+from qkv.tasks.caption import CaptionTask
 from qkv.tasks.clip import CLIPTask
 from qkv.tasks.detect import DetectTask
 from qkv.tasks.run import load_trained
+from qkv.tasks.viz_caption import report_for_captioner
 from qkv.tasks.viz_multimodal import report_for_clip, report_for_vqa
 from qkv.tasks.viz_vision import report_for_detection, report_for_swin
 from qkv.tasks.vqa import VQATask
@@ -170,7 +172,7 @@ def report_for_task(
 
     Args:
         model: a model that reads text (see :func:`qkv.tasks.viz.record_text`), a ViT or
-            Swin (image tasks), or a DETR (``detect``).
+            Swin (image tasks), a DETR (``detect``), or a Captioner (``caption``).
         task: its task, which holds the tokenizers (or the images).
         text: the input text (for an image task: an image file or ``SPLIT:N``).
         out: the HTML file to write.
@@ -188,6 +190,10 @@ def report_for_task(
         )
     if isinstance(task, CLIPTask):
         return report_for_clip(model, task, text, out, png_dir=png_dir, title=title)
+    if isinstance(task, CaptionTask):
+        if not isinstance(model, Captioner):
+            raise ValueError(f"task 'caption' needs a Captioner, got {type(model).__name__}")
+        return report_for_captioner(model, task, text, out, png_dir=png_dir, title=title)
     if isinstance(task, DetectTask):
         if not isinstance(model, DETR):
             raise ValueError(f"task 'detect' needs a DETR, got {type(model).__name__}")

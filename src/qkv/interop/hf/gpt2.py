@@ -58,16 +58,23 @@ def weight_map(cfg: TransformerConfig) -> list[Rule]:
         copy(h, q, aliases=(LM_HEAD,) if h == "wte.weight" and cfg.tie_embeddings else ())
         for h, q in EMBEDDINGS.items()
     ]
-    for i in range(cfg.n_layers):
-        hf, qk = f"h.{i}.", f"decoder.layers.{i}."
+    rules += block_rules(cfg.n_layers)
+    if not cfg.tie_embeddings:
+        rules.append(copy(LM_HEAD, "lm_head.weight"))
+    return rules
+
+
+def block_rules(n_layers: int, hf_prefix: str = "") -> list[Rule]:
+    """The rules of GPT-2's ``h.N`` blocks (self-attention, feed-forward and their norms)
+    and ``ln_f`` <-> qkv's ``decoder.layers.N`` and ``decoder.norm``."""
+    rules: list[Rule] = []
+    for i in range(n_layers):
+        hf, qk = f"{hf_prefix}h.{i}.", f"decoder.layers.{i}."
         rules += modules(LAYER_NORMS, hf, qk)
         for h, q in LAYER_CONV1D.items():
             rules.append(transposed(f"{hf}{h}.weight", f"{qk}{q}.weight"))
             rules.append(copy(f"{hf}{h}.bias", f"{qk}{q}.bias"))
-    rules += modules(FINAL_NORM)
-    if not cfg.tie_embeddings:
-        rules.append(copy(LM_HEAD, "lm_head.weight"))
-    return rules
+    return rules + modules(FINAL_NORM, hf_prefix)
 
 
 # -- config map ------------------------------------------------------------------------

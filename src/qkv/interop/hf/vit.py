@@ -55,18 +55,23 @@ ARCHITECTURE = "ViTForImageClassification"
 def weight_map(cfg: TransformerConfig) -> list[Rule]:
     """The rules between a ViT checkpoint (without the ``vit.`` prefix) and a qkv ``ViT``."""
     assert isinstance(cfg, ViTConfig)
+    return encoder_rules(cfg.n_layers) + modules(CLASSIFIER)
+
+
+def encoder_rules(n_layers: int) -> list[Rule]:
+    """The rules of a ``ViTModel`` without its pooler (patches, class token, positions,
+    ``n_layers`` layers, final norm) <-> qkv's ``patch_embed``, ``cls_token``, ``pos_emb``
+    and ``encoder`` (:class:`~qkv.models.ViT`, :class:`~qkv.models.Captioner`)."""
     rules = [copy(h, q) for h, q in CLS_TOKEN.items()]
     rules += [
         Rule((h,), (q,), to_qkv=lambda ts: [ts[0][0]], to_hf=lambda ts: [ts[0][None]])
         for h, q in POSITIONS.items()
     ]
     rules += modules(PATCHES)
-    for i in range(cfg.n_layers):
+    for i in range(n_layers):
         rules += modules(LAYER, f"encoder.layer.{i}.", f"encoder.layers.{i}.")
         rules += stacked(LAYER_QKV, f"encoder.layer.{i}.", f"encoder.layers.{i}.")
-    rules += modules(FINAL_NORM)
-    rules += modules(CLASSIFIER)
-    return rules
+    return rules + modules(FINAL_NORM)
 
 
 # -- config map ------------------------------------------------------------------------
