@@ -510,7 +510,7 @@ class Trainer:
             ("model", f"{type(self.model).__name__}, {n_params:,} parameters"),
             (
                 "device",
-                f"{self.device} ({threads} threads), {parallel.world_note(self.model, self.dist)}",
+                f"{self.device} ({threads} thread{'s' if threads != 1 else ''}), {parallel.world_note(self.model, self.dist)}",
             ),
             ("budget", budget),
             (
