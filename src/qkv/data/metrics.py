@@ -1,4 +1,4 @@
-"""Evaluation metrics: BLEU and chrF (sacrebleu), exact match, accuracy, perplexity, bpc,
+"""Evaluation metrics: BLEU and chrF (sacrebleu), ROUGE (rouge-score), exact match, accuracy, perplexity, bpc,
 and COCO detection mAP (torchmetrics or pycocotools).
 
 Percentages (``bleu``, ``chrf``, ``exact_match``, ``accuracy``) are on a 0-100 scale so every
@@ -63,6 +63,53 @@ def chrf(hyps: Sequence[str], refs: Sequence[str | Sequence[str]]) -> float:
 
     ref_lists = _ref_lists(hyps, refs)
     return float(sacrebleu.corpus_chrf(list(hyps), _streams(ref_lists)).score)
+
+
+ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
+
+
+def rouge_each(
+    hyps: Sequence[str],
+    refs: Sequence[str | Sequence[str]],
+    types: Sequence[str] = ROUGE_TYPES,
+) -> list[dict[str, float]]:
+    """Per-hypothesis ROUGE F-measures (Lin, 2004) from Google's ``rouge-score`` package, 0-100.
+
+    The package's tokenizer lowercases and keeps ``[a-z0-9]+`` tokens; Porter stemming is on
+    (``use_stemmer=True``, as in the summarization literature since See et al. 2017). With
+    several references, each type takes its best reference (``score_multi``).
+
+    Args:
+        hyps: the hypotheses.
+        refs: one reference (or a list of references) per hypothesis.
+        types: ``rouge1``, ``rouge2``, ``rougeL`` (summary-level LCS is ``rougeLsum``).
+
+    Raises:
+        ValueError: lengths differ or there is nothing to score.
+    """
+    from rouge_score import rouge_scorer
+
+    ref_lists = _ref_lists(hyps, refs)
+    scorer = rouge_scorer.RougeScorer(list(types), use_stemmer=True)
+    out = []
+    for h, rs in zip(hyps, ref_lists):
+        s = scorer.score(rs[0], h) if len(rs) == 1 else scorer.score_multi(rs, h)
+        out.append({t: 100.0 * s[t].fmeasure for t in types})
+    return out
+
+
+def rouge(
+    hyps: Sequence[str],
+    refs: Sequence[str | Sequence[str]],
+    types: Sequence[str] = ROUGE_TYPES,
+) -> dict[str, float]:
+    """Mean ROUGE F-measures over the hypotheses (:func:`rouge_each`), 0-100.
+
+    Raises:
+        ValueError: lengths differ or there is nothing to score.
+    """
+    each = rouge_each(hyps, refs, types)
+    return {t: sum(e[t] for e in each) / len(each) for t in types}
 
 
 def exact_match(hyps: Sequence[str], refs: Sequence[str | Sequence[str]]) -> float:
@@ -222,6 +269,7 @@ def _coco_map(preds: Sequence[Any], targets: Sequence[Any]) -> dict[str, float]:
 
 
 __all__ = [
+    "ROUGE_TYPES",
     "accuracy",
     "bits_per_char",
     "bleu",
@@ -230,4 +278,6 @@ __all__ = [
     "exact_match",
     "map_backend",
     "perplexity",
+    "rouge",
+    "rouge_each",
 ]

@@ -7,6 +7,7 @@ name               kind      data
 ``reverse``        seq2seq   random symbol strings, target = reversed source
 ``synthetic``      seq2seq   English -> Kalo from :mod:`qkv.data.grammar` (word tokens)
 ``translate``      seq2seq   ``--data pairs.tsv`` or German -> English (``trans-de-en``)
+``summarize``      seq2seq   Debian long description -> synopsis, or ``--data pairs.tsv``
 ``lm``             lm        ``--data file.txt``, Python's help topics, or the KJV Bible
 ``digits``         classify  scikit-learn's 8x8 digits (ViT; ``--preset swin``: Swin)
 ``fashion-mnist``  classify  Fashion-MNIST 28x28 (ViT, ``dataset-fashion-mnist``; or Swin)
@@ -31,6 +32,7 @@ from qkv.tasks.lm import LMTask
 from qkv.tasks.registry import TASKS, get_task, load_task
 from qkv.tasks.reverse import ReverseTask
 from qkv.tasks.run import build_trainer, load_trained
+from qkv.tasks.summarize import SummarizeTask
 from qkv.tasks.synthetic import SyntheticTask
 from qkv.tasks.translate import TranslateTask
 from qkv.tasks.viz import TextRecord, from_checkpoint, record_text, report_for_task
@@ -44,6 +46,7 @@ __all__ = [
     "LMTask",
     "ListOpsTask",
     "ReverseTask",
+    "SummarizeTask",
     "SyntheticTask",
     "Task",
     "TaskError",

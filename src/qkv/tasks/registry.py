@@ -13,6 +13,7 @@ from qkv.tasks.fashion_mnist import FashionMNISTTask
 from qkv.tasks.listops import ListOpsTask
 from qkv.tasks.lm import LMTask
 from qkv.tasks.reverse import ReverseTask
+from qkv.tasks.summarize import SummarizeTask
 from qkv.tasks.synthetic import SyntheticTask
 from qkv.tasks.translate import TranslateTask
 
@@ -24,6 +25,7 @@ TASKS: dict[str, type[Task]] = {
         ReverseTask,
         SyntheticTask,
         TranslateTask,
+        SummarizeTask,
         LMTask,
         DigitsTask,
         FashionMNISTTask,
