@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+from _summaries import TINY_MODEL, write_pairs
 from rouge_score import rouge_scorer
 
 from qkv.cli import main
@@ -15,8 +16,6 @@ from qkv.data import debian, metrics
 from qkv.tasks import SummarizeTask, TaskError, TaskOptions, load_trained
 from qkv.tasks._seq2seq import Pair
 from qkv.tasks.summarize import lead_scores, lead_sentences
-
-TINY_MODEL = ["d_model=16", "n_heads=2", "d_ff=32", "n_encoder_layers=1", "n_decoder_layers=1"]
 
 
 def test_rouge_by_hand_and_against_rouge_score() -> None:
@@ -53,19 +52,6 @@ def test_lead_1_and_its_scores() -> None:
     assert got["rouge1"] == pytest.approx((80 + 50) / 2)
     with pytest.raises(TaskError, match="at least one"):
         lead_scores([])
-
-
-def write_pairs(path: Path, n: int = 60) -> Path:
-    words = ["fast", "small", "secure", "portable", "simple", "free"]
-    kinds = ["editor", "library", "server", "game", "compiler", "shell"]
-    lines = []
-    for i in range(n):
-        w, k = words[i % 6], kinds[(i // 6) % 6]
-        lines.append(
-            f"This is a {w} {k} number {i}. It is written in C. It has many users.\t{w} {k}"
-        )
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
 
 
 def test_tsv_splits_and_evaluation_headline(tmp_path: Path) -> None:

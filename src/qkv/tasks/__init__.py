@@ -8,6 +8,7 @@ name               kind      data
 ``synthetic``      seq2seq   English -> Kalo from :mod:`qkv.data.grammar` (word tokens)
 ``translate``      seq2seq   ``--data pairs.tsv`` or German -> English (``trans-de-en``)
 ``summarize``      seq2seq   Debian long description -> synopsis, or ``--data pairs.tsv``
+``summarize-extractive``  classify  the same data: a BERTSum-style encoder picks one sentence
 ``lm``             lm        ``--data file.txt``, Python's help topics, or the KJV Bible
 ``digits``         classify  scikit-learn's 8x8 digits (ViT; ``--preset swin``: Swin)
 ``fashion-mnist``  classify  Fashion-MNIST 28x28 (ViT, ``dataset-fashion-mnist``; or Swin)
@@ -33,6 +34,7 @@ from qkv.tasks.registry import TASKS, get_task, load_task
 from qkv.tasks.reverse import ReverseTask
 from qkv.tasks.run import build_trainer, load_trained
 from qkv.tasks.summarize import SummarizeTask
+from qkv.tasks.summarize_extractive import ExtractiveSummarizeTask
 from qkv.tasks.synthetic import SyntheticTask
 from qkv.tasks.translate import TranslateTask
 from qkv.tasks.viz import TextRecord, from_checkpoint, record_text, report_for_task
@@ -42,6 +44,7 @@ __all__ = [
     "CopyTask",
     "DetectTask",
     "DigitsTask",
+    "ExtractiveSummarizeTask",
     "FashionMNISTTask",
     "LMTask",
     "ListOpsTask",

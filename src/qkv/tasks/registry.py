@@ -14,6 +14,7 @@ from qkv.tasks.listops import ListOpsTask
 from qkv.tasks.lm import LMTask
 from qkv.tasks.reverse import ReverseTask
 from qkv.tasks.summarize import SummarizeTask
+from qkv.tasks.summarize_extractive import ExtractiveSummarizeTask
 from qkv.tasks.synthetic import SyntheticTask
 from qkv.tasks.translate import TranslateTask
 
@@ -26,6 +27,7 @@ TASKS: dict[str, type[Task]] = {
         SyntheticTask,
         TranslateTask,
         SummarizeTask,
+        ExtractiveSummarizeTask,
         LMTask,
         DigitsTask,
         FashionMNISTTask,
