@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import runpy
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,7 @@ from qkv.data.tokenizers import BOS_ID
 from qkv.tasks import ExtractiveSummarizeTask, TaskOptions, load_trained
 from qkv.tasks.summarize_extractive import Document, compare, oracle_index
 
+SCRIPT = Path(__file__).parents[2] / "scripts" / "summarize_table.py"
 TINY_ENCODER = ["d_model=16", "n_heads=2", "d_ff=32", "n_layers=1"]
 
 
@@ -75,7 +78,7 @@ def test_loss_is_cross_entropy_over_sentences(task: ExtractiveSummarizeTask) -> 
     assert task.loss(model, batch).loss_sum.item() == pytest.approx(want.item(), rel=1e-5)
 
 
-def test_cli_train_eval_generate_viz_and_compare(tmp_path: Path, capsys) -> None:
+def test_cli_train_eval_generate_viz_and_compare(tmp_path: Path, capsys, monkeypatch) -> None:
     data = write_pairs(tmp_path / "pairs.tsv")
     runs = {}
     for name, model in (("summarize-extractive", TINY_ENCODER), ("summarize", TINY_MODEL)):
@@ -116,3 +119,12 @@ def test_cli_train_eval_generate_viz_and_compare(tmp_path: Path, capsys) -> None
         metrics.rouge([d.sentences[0] for d in docs], refs)["rougeL"]
     )
     assert table["extractive"]["rougeL"] == pytest.approx(out["rougeL"])
+    argv = ["summarize_table.py", "--abstractive", str(runs["summarize"]), "--extractive",
+            str(run), "--beam-size", "2", "--json"]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", argv)
+    capsys.readouterr()
+    runpy.run_path(str(SCRIPT), run_name="__main__")
+    printed = json.loads(capsys.readouterr().out)  # the same documents and models: equal
+    assert list(printed) == list(table)
+    for name, scores in table.items():
+        assert printed[name] == pytest.approx(scores)
