@@ -16,7 +16,7 @@ def test_registry_names_and_kinds() -> None:
     assert BUILTIN <= set(TASKS)
     for name, cls in TASKS.items():
         assert issubclass(cls, Task) and cls.name == name
-        assert cls.kind in ("seq2seq", "lm", "classify", "detect")
+        assert cls.kind in ("seq2seq", "lm", "classify", "detect", "image")
 
 
 @pytest.mark.parametrize("name", sorted(BUILTIN))

@@ -37,7 +37,17 @@ DATA_FLAGS: dict[str, str] = {
     "tokenizer": "tokenizer",
     "vocab_size": "vocab_size",
 }
-EXTRA_FLAGS = ("attention", "corpus", "reverse", "augment", "dictionary", "items")
+EXTRA_FLAGS = (
+    "attention",
+    "corpus",
+    "reverse",
+    "augment",
+    "dictionary",
+    "items",
+    "classifier",
+    "image_tokens",
+    "vq_steps",
+)
 DEFAULT_TASK = "synthetic"
 
 
@@ -154,7 +164,29 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         "--items",
         default=sup,
         help="detect: the items on the canvases, fashion-mnist (64x64 canvases) or digits "
-        "(32x32) (default: fashion-mnist)",
+        "(32x32); text2image: the items drawn (default: fashion-mnist)",
+    )
+    d.add_argument(
+        "--classifier",
+        default=sup,
+        metavar="DIR",
+        help="text2image: the checkpoint of a fashion-mnist (or digits) classifier that "
+        "judges the class of generated images (the class_acc metric) (default: none, the "
+        "loss is the headline)",
+    )
+    d.add_argument(
+        "--image-tokens",
+        default=sup,
+        choices=("vq", "intensity"),
+        help="text2image: image tokens from a VQ-VAE trained first (vq) or quantized "
+        "intensities of 4x4 blocks (intensity) (default: vq)",
+    )
+    d.add_argument(
+        "--vq-steps",
+        type=_int,
+        default=sup,
+        metavar="N",
+        help="text2image: training steps of the VQ-VAE (default: the task's)",
     )
     d.add_argument(
         "--reverse",

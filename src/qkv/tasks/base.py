@@ -21,7 +21,7 @@ from qkv.training.config import TrainConfig
 from qkv.training.evaluate import evaluate_objective
 from qkv.training.objective import Batch, LossOutput, loss_metrics
 
-TaskKind = Literal["seq2seq", "lm", "classify", "detect"]
+TaskKind = Literal["seq2seq", "lm", "classify", "detect", "image"]
 
 
 @dataclass

@@ -16,6 +16,7 @@ from qkv.tasks.reverse import ReverseTask
 from qkv.tasks.summarize import SummarizeTask
 from qkv.tasks.summarize_extractive import ExtractiveSummarizeTask
 from qkv.tasks.synthetic import SyntheticTask
+from qkv.tasks.text2image import Text2ImageTask
 from qkv.tasks.translate import TranslateTask
 
 #: Every task by name (a new task is one more class here).
@@ -33,6 +34,7 @@ TASKS: dict[str, type[Task]] = {
         FashionMNISTTask,
         ListOpsTask,
         DetectTask,
+        Text2ImageTask,
     )
 }
 
