@@ -190,7 +190,8 @@ def test_paragraph_and_list_rules() -> None:
         ('He said "Go." Then left.', ['He said "Go."', "Then left."]),
         ("Use v1.2.3 now. 42 users agree.", ["Use v1.2.3 now.", "42 users agree."]),
         ("See Dr. Who, i.e. Tom. Done.", ["See Dr. Who, i.e. Tom.", "Done."]),
-        ("Written by J. R. Hacker. Fine.", ["Written by J. R. Hacker.", "Fine."]),
+        ("Written in C. Fine.", ["Written in C.", "Fine."]),
+        ("Made in the U.S. Since 1999.", ["Made in the U.S. Since 1999."]),
         ("   ", []),
     ],
 )

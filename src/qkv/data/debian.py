@@ -58,7 +58,9 @@ _BULLET_FIRST = frozenset("*+o•-0123456789")
 # A sentence ends at . ! or ? (closing quotes/brackets may follow) before whitespace and a
 # capital, a digit or an opening quote/bracket.
 _SENTENCE_END = re.compile(r"(?<=[.!?])([\"')\]]*)\s+(?=[\"'(\[]?[A-Z0-9])")
-_ACRONYM = re.compile(r"([A-Za-z]\.)+")  # initials and dotted acronyms: "J.", "A.D.", "U.S."
+# dotted acronyms ("A.D.", "U.S."); a lone capital is no initial here: "written in C." ends
+# sentences far more often in package descriptions than "J. Smith" runs on
+_ACRONYM = re.compile(r"([A-Za-z]\.){2,}")
 _ABBREVIATIONS = frozenset(
     "e.g. i.e. vs. cf. approx. incl. resp. al. ca. no. nos. vol. fig. ed. eds. "
     "mr. mrs. ms. dr. prof. st. jr. sr. inc. ltd. co. corp. dept. univ. ver. v.".split()
@@ -242,8 +244,8 @@ def parse_description(lines: Iterable[str]) -> tuple[tuple[str, ...], ...]:
 
 def split_sentences(text: str) -> list[str]:
     """Split prose into sentences: after ``.``, ``!`` or ``?`` followed by a space and a capital,
-    a digit or an opening quote, except after common abbreviations (``e.g.``, ``Dr.``), single
-    initials (``J.``) and dotted acronyms (``A.D.``).
+    a digit or an opening quote, except after common abbreviations (``e.g.``, ``Dr.``) and
+    dotted acronyms (``A.D.``).
 
     Args:
         text: one block of prose.

@@ -7,6 +7,8 @@ name               kind      data
 ``reverse``        seq2seq   random symbol strings, target = reversed source
 ``synthetic``      seq2seq   English -> Kalo from :mod:`qkv.data.grammar` (word tokens)
 ``translate``      seq2seq   ``--data pairs.tsv`` or German -> English (``trans-de-en``)
+``summarize``      seq2seq   Debian long description -> synopsis, or ``--data pairs.tsv``
+``summarize-extractive``  classify  the same data: a BERTSum-style encoder picks one sentence
 ``text2text``      seq2seq   T5-style: summarize/translate/classify by input prefix (Debian, Ding)
 ``lm``             lm        ``--data file.txt``, Python's help topics, or the KJV Bible
 ``digits``         classify  scikit-learn's 8x8 digits (ViT; ``--preset swin``: Swin)
@@ -34,6 +36,8 @@ from qkv.tasks.lm import LMTask
 from qkv.tasks.registry import TASKS, get_task, load_task
 from qkv.tasks.reverse import ReverseTask
 from qkv.tasks.run import build_trainer, load_trained
+from qkv.tasks.summarize import SummarizeTask
+from qkv.tasks.summarize_extractive import ExtractiveSummarizeTask
 from qkv.tasks.synthetic import SyntheticTask
 from qkv.tasks.text2text import Text2TextTask
 from qkv.tasks.translate import TranslateTask
@@ -45,10 +49,12 @@ __all__ = [
     "CopyTask",
     "DetectTask",
     "DigitsTask",
+    "ExtractiveSummarizeTask",
     "FashionMNISTTask",
     "LMTask",
     "ListOpsTask",
     "ReverseTask",
+    "SummarizeTask",
     "SyntheticTask",
     "Task",
     "TaskError",

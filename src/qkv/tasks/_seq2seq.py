@@ -290,7 +290,7 @@ class Seq2SeqTask(Task):
 
         Returns:
             The headline metric first (``bleu``, or ``exact_match`` for copy/reverse), then
-            ``bleu``, ``chrf``, ``exact_match`` (0-100), ``loss`` (nats per target token)
+            :meth:`_text_scores`, ``bleu``, ``chrf``, ``exact_match`` (0-100), ``loss`` (nats per target token)
             and ``ppl``.
 
         Raises:
@@ -311,6 +311,7 @@ class Seq2SeqTask(Task):
         h = [self._metric_text(x) for x in hyps]
         r = [[self._metric_text(x) for x in refs[s]] for s in sources]
         scores = {
+            **self._text_scores(hyps, [refs[s] for s in sources]),
             "bleu": metrics.bleu(h, r),
             "chrf": metrics.chrf(h, r),
             "exact_match": metrics.exact_match(hyps, [refs[s] for s in sources]),
@@ -318,6 +319,11 @@ class Seq2SeqTask(Task):
         }
         scores["ppl"] = metrics.perplexity(scores["loss"])
         return {self.headline: scores[self.headline], **scores}
+
+    def _text_scores(self, hyps: list[str], refs: list[list[str]]) -> dict[str, float]:
+        """Scores of the generated texts beyond BLEU, chrF and exact match (``rouge1``... for
+        summarization); listed first in :meth:`evaluate`'s result. Default: none."""
+        return {}
 
     def samples(self, model: nn.Module, k: int = 3) -> list[str]:
         """``k`` validation sources, their greedy output and their reference."""

@@ -15,6 +15,8 @@ from qkv.tasks.fashion_mnist import FashionMNISTTask
 from qkv.tasks.listops import ListOpsTask
 from qkv.tasks.lm import LMTask
 from qkv.tasks.reverse import ReverseTask
+from qkv.tasks.summarize import SummarizeTask
+from qkv.tasks.summarize_extractive import ExtractiveSummarizeTask
 from qkv.tasks.synthetic import SyntheticTask
 from qkv.tasks.text2image import Text2ImageTask
 from qkv.tasks.text2text import Text2TextTask
@@ -30,6 +32,8 @@ TASKS: dict[str, type[Task]] = {
         SyntheticTask,
         TranslateTask,
         Text2TextTask,
+        SummarizeTask,
+        ExtractiveSummarizeTask,
         LMTask,
         DigitsTask,
         FashionMNISTTask,
