@@ -16,21 +16,28 @@ from qkv.generation.protocols import Generative, is_encoder_decoder
 from qkv.generation.steps import decode_one_token, prefill
 
 
-def check_inputs(inputs: Tensor, padding_mask: Tensor | None) -> Tensor:
-    """Validate ``(b, s)`` ids and their mask; returns the mask (all True by default).
+def check_inputs(inputs: Tensor, padding_mask: Tensor | None, *, features: bool = False) -> Tensor:
+    """Validate ``(b, s)`` ids (or, with ``features``, ``(b, s, ...)`` float source features
+    such as an audio encoder-decoder's log-mel frames) and their ``(b, s)`` mask; returns the
+    mask (all True by default).
 
     Raises:
-        ValueError: ids that are not ``(b, s)`` integers, or a mask of another shape/dtype.
+        ValueError: ids that are not ``(b, s)`` integers (features that are not
+            ``(b, s, ...)`` floats), or a mask of another shape/dtype.
     """
-    if inputs.ndim != 2 or inputs.dtype not in (torch.long, torch.int):
+    if features and inputs.is_floating_point():
+        if inputs.ndim < 3:
+            raise ValueError(f"source features must be (b, s, ...), got {tuple(inputs.shape)}")
+    elif inputs.ndim != 2 or inputs.dtype not in (torch.long, torch.int):
         raise ValueError(
             f"inputs must be (b, s) integer ids, got {inputs.dtype} {tuple(inputs.shape)}"
         )
+    shape = inputs.shape[:2]
     if padding_mask is None:
-        return torch.ones(inputs.shape, dtype=torch.bool, device=inputs.device)
-    if padding_mask.shape != inputs.shape or padding_mask.dtype != torch.bool:
+        return torch.ones(shape, dtype=torch.bool, device=inputs.device)
+    if padding_mask.shape != shape or padding_mask.dtype != torch.bool:
         raise ValueError(
-            f"padding_mask must be a bool tensor shaped like inputs {tuple(inputs.shape)}, "
+            f"padding_mask must be a bool tensor shaped (b, s) = {tuple(shape)}, "
             f"got {padding_mask.dtype} {tuple(padding_mask.shape)}"
         )
     return padding_mask
@@ -62,8 +69,8 @@ class Stepper:
         use_cache: bool,
         beams: int = 1,
     ) -> None:
-        padding_mask = check_inputs(inputs, padding_mask)
-        b, s = inputs.shape
+        padding_mask = check_inputs(inputs, padding_mask, features=is_encoder_decoder(model))
+        b, s = inputs.shape[:2]  # (b, s) ids, or (b, s, ...) source features
         self.seq2seq = is_encoder_decoder(model)
         if not bool(padding_mask.any(-1).all()) and not self.seq2seq:
             raise ValueError("every prompt needs at least one real token")

@@ -80,7 +80,8 @@ def generate(
     Args:
         model: a causal LM or an encoder-decoder (see :mod:`qkv.generation.protocols`),
             put in eval mode for the call (its mode is restored after).
-        inputs: ``(b, s)`` prompt or source ids, right-padded.
+        inputs: ``(b, s)`` prompt or source ids, right-padded (an encoder-decoder that reads
+            features, such as :class:`~qkv.models.Whisper`, takes ``(b, s, ...)`` floats).
         config: the decoding settings (:class:`GenerationConfig`).
         padding_mask: ``(b, s)`` bool, True = real token; default all real.
         generator: RNG for sampling (else ``config.seed``, else the global RNG).
@@ -108,7 +109,7 @@ def generate(
             f"generate needs a model with make_cache (a causal LM or an encoder-decoder), "
             f"got {type(model).__name__}"
         )
-    padding_mask = check_inputs(inputs, padding_mask)
+    padding_mask = check_inputs(inputs, padding_mask, features=is_encoder_decoder(model))
     check_capacity(model, inputs, padding_mask, cfg.max_new_tokens)
     if cfg.strategy == "sample" and cfg.seed is not None:
         if generator is not None:
@@ -191,6 +192,8 @@ def check_capacity(
     longest = int(padding_mask.sum(-1).max()) if inputs.numel() else 0
     table = f"the model's {pos} positions stop at max_len ({max_len})"
     if is_encoder_decoder(model):
+        if inputs.is_floating_point():  # source features (audio): the encoder checks them
+            longest = 0
         if longest > max_len:
             raise ValueError(f"the source has {longest} tokens, but {table}")
         if max_new_tokens > max_len:

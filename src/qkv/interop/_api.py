@@ -163,6 +163,7 @@ def default_family(model: TransformerModel) -> str:
         "swin": "swin",
         "detr": "detr",
         "xlnet": "xlnet",
+        "whisper": "whisper",
     }[cfg.family]
 
 

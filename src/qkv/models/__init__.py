@@ -40,6 +40,7 @@ from qkv.models.config import (
     SwinConfig,
     TransformerConfig,
     ViTConfig,
+    WhisperConfig,
     XLNetConfig,
     config_from_dict,
 )
@@ -67,6 +68,7 @@ from qkv.models.seq2seq import Seq2SeqTransformer
 from qkv.models.swin import Swin
 from qkv.models.transformer_xl import SegmentMemory, stream_nll
 from qkv.models.vit import PatchEmbedding, ViT
+from qkv.models.whisper import Whisper, whisper_sinusoids
 from qkv.models.xlnet import XLNetLM, permutation_targets
 
 __all__ = [
@@ -104,6 +106,8 @@ __all__ = [
     "TransformerModel",
     "ViT",
     "ViTConfig",
+    "Whisper",
+    "WhisperConfig",
     "XLNetConfig",
     "XLNetLM",
     "available_memory",
@@ -129,4 +133,5 @@ __all__ = [
     "save_pretrained",
     "stream_nll",
     "training_bytes",
+    "whisper_sinusoids",
 ]

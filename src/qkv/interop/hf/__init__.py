@@ -12,12 +12,13 @@ bart      BartModel, BartForConditionalGeneration       :class:`~qkv.models.Seq2
 marian    MarianModel, MarianMTModel                    :class:`~qkv.models.Seq2SeqTransformer`
 t5        T5Model, T5ForConditionalGeneration           :class:`~qkv.models.Seq2SeqTransformer`
 xlnet     XLNetModel, XLNetLMHeadModel                  :class:`~qkv.models.XLNetLM`
+whisper   WhisperModel, WhisperForConditionalGen.       :class:`~qkv.models.Whisper`
 ========  ============================================  =====================================
 """
 
 from __future__ import annotations
 
-from qkv.interop.hf import bart, bert, detr, gpt2, marian, swin, t5, vit, xlnet
+from qkv.interop.hf import bart, bert, detr, gpt2, marian, swin, t5, vit, whisper, xlnet
 from qkv.interop.hf._common import HFFamily
 
 #: family name -> its conversion.
@@ -33,6 +34,7 @@ FAMILIES: dict[str, HFFamily] = {
         swin.FAMILY,
         detr.FAMILY,
         xlnet.FAMILY,
+        whisper.FAMILY,
     )
 }
 #: ``config.json`` ``model_type`` -> family name.
