@@ -161,6 +161,7 @@ def sized_config(
         "vit": models.ViTConfig,
         "swin": models.SwinConfig,
         "detr": models.DETRConfig,
+        "whisper": models.WhisperConfig,
     }[family]
     try:
         return _family_config(task, cls, family, preset, default, sizes, overrides, base)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from qkv.tasks._common import TASK_FILE, read_task_file
+from qkv.tasks.asr import ASRTask
 from qkv.tasks.base import Task, TaskError, TaskOptions
 from qkv.tasks.copy import CopyTask
 from qkv.tasks.detect import DetectTask
@@ -29,6 +30,7 @@ TASKS: dict[str, type[Task]] = {
         FashionMNISTTask,
         ListOpsTask,
         DetectTask,
+        ASRTask,
     )
 }
 
