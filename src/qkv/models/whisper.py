@@ -105,12 +105,14 @@ class Whisper(Seq2SeqTransformer):
         if src.shape[1] > cfg.max_frames:
             raise ValueError(f"{src.shape[1]} frames exceed max_frames ({cfg.max_frames})")
         x = src.transpose(1, 2).to(self.conv1.weight.dtype)  # (b, n_mels, t)
-        if src_padding_mask is not None:  # padded frames must not leak through the kernels
-            x = x * src_padding_mask[:, None, :].to(x.dtype)
-        x = F.gelu(self.conv1(x))
-        x = F.gelu(self.conv2(x)).transpose(1, 2)  # (b, s_src, d)
+        mask = src_padding_mask
+        for i, conv in enumerate((self.conv1, self.conv2)):
+            if mask is not None:  # zeros past the end, as the unpadded input's conv padding
+                x = x * mask[:, None, :].to(x.dtype)
+                mask = mask[:, :: self.config.conv_strides[i]]  # (b, positions after conv)
+            x = F.gelu(conv(x))
+        x = x.transpose(1, 2)  # (b, s_src, d)
         x = self.enc_dropout(x + self.enc_pos[: x.shape[1]].to(x.dtype))
-        mask = None if src_padding_mask is None else self.source_mask(src_padding_mask)
         return self.encoder(x, padding_mask=mask)  # (b, s_src, d)
 
     def decode(  # type: ignore[override]
