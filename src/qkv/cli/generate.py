@@ -14,8 +14,7 @@ from qkv.cli._common import add_device_arg, add_generation_args, generation_kwar
 def register(sub: argparse._SubParsersAction, name: str) -> None:
     p = sub.add_parser(
         name,
-        help="generate with a trained checkpoint (translate, continue text, classify, "
-        "transcribe)",
+        help="generate with a trained checkpoint (translate, continue text, classify, transcribe)",
         description="Generate outputs for INPUT arguments, or for each line of stdin when none "
         "is given: a translation (encoder-decoders), the prompt and its continuation "
         "(language models), the top classes (classifiers; an input is an image file or "

@@ -118,8 +118,7 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
             f"--n-{split}",
             type=_int,
             default=sup,
-            help=f"{split} examples of generated data (asr, synthetic tasks) (default: the "
-            f"task's)",
+            help=f"{split} examples of generated data (asr, synthetic tasks) (default: the task's)",
         )
     d.add_argument(
         "--max-len", type=_int, default=sup, help="longest sequence in tokens (default: the task's)"

@@ -256,9 +256,9 @@ def _coco_map(preds: Sequence[Any], targets: Sequence[Any]) -> dict[str, float]:
 
 __all__ = [
     "accuracy",
-    "char_error_rate",
     "bits_per_char",
     "bleu",
+    "char_error_rate",
     "chrf",
     "detection_map",
     "exact_match",

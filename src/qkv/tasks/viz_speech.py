@@ -79,7 +79,9 @@ def report_for_speech(
         alignment(rec), stride, target_tokens=target_tokens, spectrogram=feats[0],
         seconds_per_frame=hop, title=f"{target!r}",
     )  # fmt: skip
-    caption = "alignment: cross-attention of each output token over the audio (layers and heads averaged)"
+    caption = (
+        "alignment: cross-attention of each output token over the audio (layers and heads averaged)"
+    )
     path = write_report(
         out,
         rec,
