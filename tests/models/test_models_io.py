@@ -78,6 +78,10 @@ MODELS = {
     ),
     "lm-xl": lambda: _lm(pos="xl", mem_len=8, segment_len=8),
     "xlnet": lambda: M.XLNetLM(M.XLNetConfig(**SMALL, vocab_size=50, n_layers=2, pad_token_id=0)),
+    "whisper": lambda: M.build(
+        M.WhisperConfig(**SMALL, vocab_size=37, n_encoder_layers=1, n_decoder_layers=1,
+                        max_len=16, n_mels=8, max_frames=20, conv_strides=[2, 2])
+    ),  # fmt: skip
 }
 
 
@@ -85,6 +89,10 @@ def _outputs(model: nn.Module) -> list[torch.Tensor]:
     """Every output of a fixed forward pass, as tensors."""
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
+        if isinstance(model, M.Whisper):  # log-mel frames in
+            feats = torch.randn(2, 20, model.config.n_mels, generator=g)
+            mask = torch.arange(20)[None] < torch.tensor([[20], [13]])
+            return [model(feats, torch.randint(4, 37, (2, 5), generator=g), src_padding_mask=mask)]
         if isinstance(model, M.Seq2SeqTransformer):
             src = torch.randint(4, 37, (2, 7), generator=g)
             tgt = torch.randint(4, 37, (2, 5), generator=g)
