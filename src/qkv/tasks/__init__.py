@@ -20,6 +20,7 @@ name               kind      data
 ['src', 'src_padding_mask', 'tgt_in', 'tgt_padding_mask', 'tgt_out']
 """
 
+from qkv.tasks.asr import ASRTask
 from qkv.tasks.base import Task, TaskError, TaskOptions
 from qkv.tasks.copy import CopyTask
 from qkv.tasks.detect import DetectTask
@@ -37,6 +38,7 @@ from qkv.tasks.viz import TextRecord, from_checkpoint, record_text, report_for_t
 
 __all__ = [
     "TASKS",
+    "ASRTask",
     "CopyTask",
     "DetectTask",
     "DigitsTask",
