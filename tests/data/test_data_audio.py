@@ -41,6 +41,12 @@ def test_normalize_text():
     assert audio.normalize_text("  Hello,   World!  ") == "hello world"
 
 
+def test_usable_sentences_keep_what_is_spoken_as_written():
+    pairs = [("a", "Give sb sth back."), ("b", "It costs 5 euros."), ("c", "Fine, thanks!"),
+             ("d", "Fine, thanks!"), ("e", "A sentence far too long to be spoken here.")]  # fmt: skip
+    assert audio.usable_sentences(pairs, max_chars=20) == ["Fine, thanks!"]
+
+
 def test_voices_are_held_out():
     for seed in range(5):
         v = audio.split_voices(SpeechSettings(seed=seed))

@@ -63,6 +63,9 @@ VARIANTS: tuple[str, ...] = (
 ALPHABET = "abcdefghijklmnopqrstuvwxyz' "
 _CACHE_VERSION = 1
 _DROP = re.compile(r"[^a-z' ]+")
+# written forms espeak-ng does not read as written: digits, symbols, and the Ding
+# dictionary's placeholders ("to give sb sth")
+_UNSPOKEN = re.compile(r"[0-9%&$@#*+=/_]|\b(?:sb|sth|etw|jdn|jdm)\b", re.IGNORECASE)
 
 
 class SpeechError(ValueError):
@@ -282,10 +285,10 @@ def split_voices(settings: SpeechSettings) -> dict[str, list[str]]:
 def usable_sentences(pairs: Sequence[tuple[str, str]], max_chars: int) -> list[str]:
     """The distinct English sides of ``(german, english)`` pairs that are short enough and
     speak as they are written (no digits or symbols whose spoken form differs from the
-    text), in first-seen order."""
+    text, none of the dictionary's placeholders ``sb``/``sth``), in first-seen order."""
     seen: dict[str, None] = {}
     for _, en in pairs:
-        if len(en) <= max_chars and not re.search(r"[0-9%&$@#*+=/_]", en):
+        if len(en) <= max_chars and not _UNSPOKEN.search(en):
             if normalize_text(en):
                 seen.setdefault(en, None)
     return list(seen)
