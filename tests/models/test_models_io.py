@@ -55,6 +55,16 @@ def _pruned() -> M.DecoderLM:
     return model
 
 
+WHISPER: dict[str, Any] = {
+    **SMALL,
+    "vocab_size": 37,
+    "n_encoder_layers": 1,
+    "n_decoder_layers": 1,
+    "max_len": 16,
+    "n_mels": 8,
+    "max_frames": 20,
+    "conv_strides": [2, 2],
+}
 MODELS = {
     "seq2seq-shared": lambda: _s2s(),
     "seq2seq-unshared-untied": lambda: _s2s(
@@ -78,10 +88,7 @@ MODELS = {
     ),
     "lm-xl": lambda: _lm(pos="xl", mem_len=8, segment_len=8),
     "xlnet": lambda: M.XLNetLM(M.XLNetConfig(**SMALL, vocab_size=50, n_layers=2, pad_token_id=0)),
-    "whisper": lambda: M.build(
-        M.WhisperConfig(**SMALL, vocab_size=37, n_encoder_layers=1, n_decoder_layers=1,
-                        max_len=16, n_mels=8, max_frames=20, conv_strides=[2, 2])
-    ),  # fmt: skip
+    "whisper": lambda: M.build(M.WhisperConfig(**WHISPER)),
 }
 
 
