@@ -55,6 +55,16 @@ def _pruned() -> M.DecoderLM:
     return model
 
 
+WHISPER: dict[str, Any] = {
+    **SMALL,
+    "vocab_size": 37,
+    "n_encoder_layers": 1,
+    "n_decoder_layers": 1,
+    "max_len": 16,
+    "n_mels": 8,
+    "max_frames": 20,
+    "conv_strides": [2, 2],
+}
 MODELS = {
     "seq2seq-shared": lambda: _s2s(),
     "seq2seq-unshared-untied": lambda: _s2s(
@@ -83,6 +93,7 @@ MODELS = {
     "xlnet": lambda: M.XLNetLM(M.XLNetConfig(**SMALL, vocab_size=50, n_layers=2, pad_token_id=0)),
     "clip": lambda: M.build(M.preset_config("clip-tiny", vocab_size=50, eos_token_id=49)),
     "llava": lambda: M.build(M.preset_config("llava-tiny", vocab_size=50)),
+    "whisper": lambda: M.build(M.WhisperConfig(**WHISPER)),
 }
 
 
@@ -90,6 +101,10 @@ def _outputs(model: nn.Module) -> list[torch.Tensor]:
     """Every output of a fixed forward pass, as tensors."""
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
+        if isinstance(model, M.Whisper):  # log-mel frames in
+            feats = torch.randn(2, 20, model.config.n_mels, generator=g)
+            mask = torch.arange(20)[None] < torch.tensor([[20], [13]])
+            return [model(feats, torch.randint(4, 37, (2, 5), generator=g), src_padding_mask=mask)]
         if isinstance(model, M.Seq2SeqTransformer):
             src = torch.randint(4, 37, (2, 7), generator=g)
             tgt = torch.randint(4, 37, (2, 5), generator=g)

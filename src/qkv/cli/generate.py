@@ -1,10 +1,13 @@
-"""``qkv generate``: translate, continue text or classify with a trained checkpoint."""
+"""``qkv generate``: translate, continue text, classify or transcribe with a trained
+checkpoint."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
+from qkv.cli import CLIError
 from qkv.cli._common import add_device_arg, add_generation_args, generation_kwargs
 
 
@@ -12,12 +15,13 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     p = sub.add_parser(
         name,
         help="generate with a trained checkpoint (translate, continue text, classify, caption, "
-        "draw)",
+        "draw, transcribe)",
         description="Generate outputs for INPUT arguments, or for each line of stdin when none "
         "is given: a translation (encoder-decoders), the prompt and its continuation "
         "(language models), the top classes (classifiers) or a caption (captioners) of an "
-        "input that is an image file or SPLIT:N (e.g. test:0) for image tasks, or the path "
-        "of a PNG drawn from the caption (text2image, in --out-dir).",
+        "input that is an image file or SPLIT:N (e.g. test:0) for image tasks, the path "
+        "of a PNG drawn from the caption (text2image, in --out-dir), or a transcript (asr: "
+        "an input is a sound file or SPLIT:N; --say TEXT speaks TEXT with espeak-ng first).",
     )
     p.add_argument(
         "inputs",
@@ -50,16 +54,30 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         help="vqa: the question to answer about each image INPUT (default: every generated "
         "question of a SPLIT:N scene)",
     )
+    p.add_argument(
+        "--say",
+        action="append",
+        metavar="TEXT",
+        help="asr: synthesize TEXT with espeak-ng, then transcribe it (repeatable)",
+    )
+    p.add_argument(
+        "--voice",
+        default="en-us",
+        help="asr: the espeak-ng voice of --say, an accent with an optional variant "
+        "(default: en-us; e.g. en-gb-scotland+f2)",
+    )
     add_device_arg(p)
     add_generation_args(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    kw = generation_kwargs(args)
+    if args.say:
+        return _say(args, kw)
     inputs = [*args.inputs, *args.prompt] or [
         line.rstrip("\n") for line in sys.stdin if line.strip()
     ]
-    kw = generation_kwargs(args)
     if args.hf:
         from qkv.tasks.hf import generate_text
 
@@ -79,4 +97,24 @@ def run(args: argparse.Namespace) -> int:
     outputs = task.predict(model, inputs, **kw)
     for prompt, out in zip(inputs, outputs):
         print(prompt + out if task.kind == "lm" else out)  # a language model echoes its prompt
+    return 0
+
+
+def _say(args: argparse.Namespace, kw: dict[str, Any]) -> int:
+    """Speak each ``--say`` text with espeak-ng and print the checkpoint's transcript."""
+    if args.hf or args.inputs:
+        raise CLIError("--say takes no INPUT and needs --checkpoint (an asr model)")
+    from qkv.data.audio import SpeechError, synthesize
+    from qkv.tasks import load_trained
+
+    model, task = load_trained(args.checkpoint, device=args.device)
+    transcribe = getattr(task, "transcribe", None)
+    if transcribe is None:
+        raise CLIError(f"--say needs a speech recognition checkpoint, not task {task.name!r}")
+    try:
+        signals = [synthesize(text, args.voice) for text in args.say]
+    except SpeechError as e:
+        raise CLIError(str(e)) from None
+    for out in transcribe(model, signals, **kw):
+        print(out)
     return 0

@@ -33,6 +33,8 @@ DATA_FLAGS: dict[str, str] = {
     "data": "data",
     "data_seed": "seed",
     "n_train": "n_train",
+    "n_valid": "n_valid",
+    "n_test": "n_test",
     "max_len": "max_len",
     "tokenizer": "tokenizer",
     "vocab_size": "vocab_size",
@@ -125,6 +127,13 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         default=sup,
         help="training examples (default: the task's, all of a data file)",
     )
+    for split in ("valid", "test"):
+        d.add_argument(
+            f"--n-{split}",
+            type=_int,
+            default=sup,
+            help=f"{split} examples of generated data (asr, synthetic tasks) (default: the task's)",
+        )
     d.add_argument(
         "--max-len", type=_int, default=sup, help="longest sequence in tokens (default: the task's)"
     )
@@ -154,7 +163,7 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         action=argparse.BooleanOptionalAction,
         default=sup,
         help="image tasks: random shifts, flips and erasing of training images as the "
-        "task's recipe says (default: on)",
+        "task's recipe says; asr: SpecAugment's time and frequency masks (default: on)",
     )
     d.add_argument(
         "--dictionary",

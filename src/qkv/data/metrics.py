@@ -1,5 +1,6 @@
 """Evaluation metrics: BLEU and chrF (sacrebleu), ROUGE (rouge-score), CIDEr (pycocoevalcap),
-exact match, accuracy, perplexity, bpc, and COCO detection mAP (torchmetrics or pycocotools).
+word and character error rates (jiwer), exact match, accuracy, perplexity, bpc, and COCO
+detection mAP (torchmetrics or pycocotools).
 
 Percentages (``bleu``, ``chrf``, ``exact_match``, ``accuracy``) are on a 0-100 scale so every
 "higher is better" score in qkv's logs reads the same way.
@@ -163,6 +164,38 @@ def accuracy(predictions: Sequence[int], labels: Sequence[int]) -> float:
     return 100.0 * sum(int(p) == int(y) for p, y in zip(predictions, labels)) / len(labels)
 
 
+def _error_rate(kind: str, hyps: Sequence[str], refs: Sequence[str]) -> float:
+    if len(hyps) != len(refs):
+        raise ValueError(f"got {len(hyps)} hypotheses but {len(refs)} references")
+    if len(hyps) == 0:
+        raise ValueError("no hypotheses to score")
+    if any(not r.strip() for r in refs):
+        raise ValueError("a reference is empty: error rates are per reference word")
+    import jiwer  # an optional dependency (the speech extra)
+
+    fn = jiwer.wer if kind == "wer" else jiwer.cer
+    return 100.0 * float(fn(list(refs), list(hyps)))
+
+
+def word_error_rate(hyps: Sequence[str], refs: Sequence[str]) -> float:
+    """Corpus word error rate, 0-100 (may exceed 100): ``(S + D + I) / N`` over all
+    reference words (``jiwer.wer``; words split on whitespace).
+
+    Raises:
+        ValueError: different counts, no hypotheses, or an empty reference.
+    """
+    return _error_rate("wer", hyps, refs)
+
+
+def char_error_rate(hyps: Sequence[str], refs: Sequence[str]) -> float:
+    """Corpus character error rate, 0-100 (``jiwer.cer``; spaces count as characters).
+
+    Raises:
+        ValueError: different counts, no hypotheses, or an empty reference.
+    """
+    return _error_rate("cer", hyps, refs)
+
+
 def perplexity(loss_nats: float) -> float:
     """Perplexity ``exp(loss)`` of a mean per-token cross entropy in nats (inf on overflow)."""
     try:
@@ -300,6 +333,7 @@ __all__ = [
     "bits_per_char",
     "bleu",
     "caption_tokens",
+    "char_error_rate",
     "chrf",
     "cider",
     "detection_map",
@@ -308,4 +342,5 @@ __all__ = [
     "perplexity",
     "rouge",
     "rouge_each",
+    "word_error_rate",
 ]

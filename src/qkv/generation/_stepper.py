@@ -37,21 +37,26 @@ def check_inputs(inputs: Tensor, padding_mask: Tensor | None) -> Tensor:
 
 
 def check_source(model: Generative, inputs: Tensor, padding_mask: Tensor | None) -> Tensor:
-    """:func:`check_inputs`, except that an encoder-decoder may read a float source of any
-    shape (an image batch ``(b, c, H, W)`` for a captioner); that source has no padding and
-    its mask is one True per row, ``(b, 1)``.
+    """:func:`check_inputs`, except that an encoder-decoder may read a float source: an image
+    batch ``(b, c, H, W)`` (a captioner) or features ``(b, t, ...)`` (Whisper's log-mel
+    frames). Without a padding mask such a source's mask is one True per row, ``(b, 1)``;
+    right-padded features take a ``(b, t)`` mask over their second axis.
 
     Raises:
-        ValueError: a padding mask with a float source, or what :func:`check_inputs`
-            refuses (float inputs of a causal LM among them).
+        ValueError: a float source's mask that is not ``(b, t)`` bool, or what
+            :func:`check_inputs` refuses (float inputs of a causal LM among them).
     """
     if not (inputs.is_floating_point() and is_encoder_decoder(model)):
         return check_inputs(inputs, padding_mask)
-    if padding_mask is not None:
+    if padding_mask is None:
+        return torch.ones(inputs.shape[0], 1, dtype=torch.bool, device=inputs.device)
+    shape = tuple(inputs.shape[:2])
+    if inputs.ndim < 3 or tuple(padding_mask.shape) != shape or padding_mask.dtype != torch.bool:
         raise ValueError(
-            "a float source (an image batch) has no padding: padding_mask must be None"
+            f"padding_mask of a float source must be a (b, t) bool tensor over its second "
+            f"axis {shape}, got {padding_mask.dtype} {tuple(padding_mask.shape)}"
         )
-    return torch.ones(inputs.shape[0], 1, dtype=torch.bool, device=inputs.device)
+    return padding_mask
 
 
 class Stepper:
@@ -81,7 +86,7 @@ class Stepper:
         use_cache: bool,
         beams: int = 1,
     ) -> None:
-        dense = inputs.is_floating_point() and is_encoder_decoder(model)  # an image batch
+        dense = inputs.is_floating_point() and is_encoder_decoder(model)  # images or features
         padding_mask = check_source(model, inputs, padding_mask)
         b, s = padding_mask.shape
         self.seq2seq = is_encoder_decoder(model)
@@ -93,7 +98,8 @@ class Stepper:
         self.memory: Tensor | None = None
         self.src_padding_mask: Tensor | None = None
         if self.seq2seq:
-            mask = None if dense else padding_mask
+            # a float source is encoded unmasked unless it is padded (audio frames)
+            mask = padding_mask if not dense or self.padded else None
             self.memory = model.encode(inputs, src_padding_mask=mask)  # type: ignore[union-attr]  # (b, s_src, d)
             # without padding the mask says nothing: None keeps attention's unmasked path
             self.src_padding_mask = padding_mask if self.padded else None

@@ -81,7 +81,8 @@ def generate(
         model: a causal LM or an encoder-decoder (see :mod:`qkv.generation.protocols`),
             put in eval mode for the call (its mode is restored after).
         inputs: ``(b, s)`` prompt or source ids, right-padded; or, for an encoder-decoder
-            that reads images (``Captioner``), a float image batch ``(b, c, H, W)``.
+            that reads images or features, a float source: an image batch ``(b, c, H, W)``
+            (``Captioner``) or log-mel frames ``(b, t, n_mels)`` (``Whisper``).
         config: the decoding settings (:class:`GenerationConfig`).
         padding_mask: ``(b, s)`` bool, True = real token; default all real.
         generator: RNG for sampling (else ``config.seed``, else the global RNG).
@@ -192,6 +193,8 @@ def check_capacity(
     longest = int(padding_mask.sum(-1).max()) if inputs.numel() else 0
     table = f"the model's {pos} positions stop at max_len ({max_len})"
     if is_encoder_decoder(model):
+        if inputs.is_floating_point():  # source features (audio): the encoder checks them
+            longest = 0
         if longest > max_len:
             raise ValueError(f"the source has {longest} tokens, but {table}")
         if max_new_tokens > max_len:

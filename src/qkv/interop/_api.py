@@ -165,6 +165,7 @@ def default_family(model: TransformerModel) -> str:
         "xlnet": "xlnet",
         "clip": "clip",
         "captioner": "vision-encoder-decoder",
+        "whisper": "whisper",
     }[cfg.family]
 
 

@@ -20,7 +20,7 @@ from qkv.interp.capture import (
 )
 from qkv.interp.image_panel import ImagePanel
 from qkv.interp.importance import HeadImportance, head_importance, mask_heads
-from qkv.interp.plots import plot_grid, plot_head, save_figure
+from qkv.interp.plots import plot_alignment, plot_grid, plot_head, save_figure
 from qkv.interp.prune import prune_heads, prune_module
 from qkv.interp.report import build_report, write_report
 from qkv.interp.rollout import rollout
@@ -42,6 +42,7 @@ __all__ = [
     "label_head",
     "label_heads",
     "mask_heads",
+    "plot_alignment",
     "plot_grid",
     "plot_head",
     "prune_heads",

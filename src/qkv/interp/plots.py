@@ -195,6 +195,57 @@ def plot_grid(
     return fig
 
 
+def plot_alignment(
+    weights: Tensor,
+    seconds_per_key: float,
+    *,
+    target_tokens: Sequence[str] | None = None,
+    spectrogram: Tensor | None = None,
+    seconds_per_frame: float = 0.01,
+    title: str | None = None,
+) -> Figure:
+    """A speech model's alignment: cross-attention weights of the output tokens (rows)
+    over the encoder's positions (columns, in seconds), under the input's spectrogram on
+    the same time axis. A model that reads the audio in order draws a near-diagonal.
+
+    Args:
+        weights: ``(s_q, s_k)``, e.g. the cross-attention averaged over layers and heads.
+        seconds_per_key: audio time per encoder position (hop x downsampling / rate).
+        target_tokens: the decoder's input tokens (row labels).
+        spectrogram: ``(t, n_mels)`` features drawn above, or None.
+        seconds_per_frame: audio time per spectrogram frame.
+        title: figure title.
+
+    Returns:
+        The figure.
+
+    Raises:
+        ValueError: weights that are not 2-D, or labels that do not match the rows.
+    """
+    if weights.ndim != 2:
+        raise ValueError(f"weights must be (s_q, s_k), got {tuple(weights.shape)}")
+    s_q, s_k = weights.shape
+    height = 0.18 * s_q + 1.5
+    fig = _figure((10.0, height + (2.0 if spectrogram is not None else 0.0)))
+    n_rows = 2 if spectrogram is not None else 1
+    axes = fig.subplots(n_rows, 1, sharex=True, height_ratios=[2.0, height][-n_rows:])
+    ax = axes[-1] if n_rows == 2 else axes
+    if spectrogram is not None:
+        top = axes[0]
+        end = spectrogram.shape[0] * seconds_per_frame
+        top.imshow(spectrogram.float().T.cpu().numpy(), aspect="auto", origin="lower",
+                   extent=(0.0, end, 0, spectrogram.shape[1]), cmap="magma")  # fmt: skip
+        top.set_ylabel("mel")
+    ax.imshow(weights.float().cpu().numpy(), aspect="auto", cmap="viridis", vmin=0.0,
+              extent=(0.0, s_k * seconds_per_key, s_q - 0.5, -0.5), interpolation="nearest")  # fmt: skip
+    _label_axis(ax, "queries", target_tokens, s_q)
+    ax.set_xlabel("audio (s)")
+    ax.set_ylabel("output token")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
 def write_figures(
     record: AttentionRecord,
     directory: str | Path,

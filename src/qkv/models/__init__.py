@@ -49,6 +49,7 @@ from qkv.models.config import (
     SwinConfig,
     TransformerConfig,
     ViTConfig,
+    WhisperConfig,
     XLNetConfig,
     config_from_dict,
 )
@@ -77,6 +78,7 @@ from qkv.models.seq2seq import Seq2SeqTransformer
 from qkv.models.swin import Swin
 from qkv.models.transformer_xl import SegmentMemory, stream_nll
 from qkv.models.vit import PatchEmbedding, ViT
+from qkv.models.whisper import Whisper, whisper_sinusoids
 from qkv.models.xlnet import XLNetLM, permutation_targets
 
 __all__ = [
@@ -121,6 +123,8 @@ __all__ = [
     "TransformerModel",
     "ViT",
     "ViTConfig",
+    "Whisper",
+    "WhisperConfig",
     "XLNetConfig",
     "XLNetLM",
     "available_memory",
@@ -146,4 +150,5 @@ __all__ = [
     "save_pretrained",
     "stream_nll",
     "training_bytes",
+    "whisper_sinusoids",
 ]

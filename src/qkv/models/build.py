@@ -14,6 +14,7 @@ from qkv.models.memory import check_model_memory
 from qkv.models.seq2seq import Seq2SeqTransformer
 from qkv.models.swin import Swin
 from qkv.models.vit import ViT
+from qkv.models.whisper import Whisper
 from qkv.models.xlnet import XLNetLM
 
 MODEL_CLASSES: dict[str, type[TransformerModel]] = {
@@ -27,6 +28,7 @@ MODEL_CLASSES: dict[str, type[TransformerModel]] = {
     "clip": CLIP,
     "llava": Llava,
     "captioner": Captioner,
+    "whisper": Whisper,
 }
 
 

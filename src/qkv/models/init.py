@@ -55,7 +55,7 @@ def init_weights(
             for which in ("q", "k", "v"):
                 nn.init.xavier_uniform_(m.projection(which)[0])
             done.add(id(m.qkv_proj.weight))
-        if isinstance(m, (nn.Linear, nn.Conv2d)):
+        if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d)):
             if id(m.weight) not in done:
                 if scheme == "xavier":
                     nn.init.xavier_uniform_(m.weight)

@@ -107,7 +107,7 @@ def _feedforward(cfg: TransformerConfig) -> int:
 def _stacks(cfg: TransformerConfig) -> dict[str, tuple[int, bool]]:
     """Stack name -> (layers, cross-attention?) of a family."""
     family = cfg.family
-    if family == "seq2seq":
+    if family in ("seq2seq", "whisper"):
         return {
             "encoder": (cfg.n_encoder_layers, False),  # type: ignore[attr-defined]
             "decoder": (cfg.n_decoder_layers, True),  # type: ignore[attr-defined]
@@ -182,6 +182,11 @@ def _head_count(cfg: Any) -> int:
         total += 2 * _embedding_extras(cfg, cfg.max_len)  # source and target each
         total += 0 if cfg.tie_embeddings else tgt
         return total + (cfg.target_vocab if cfg.output_bias else 0)
+    if family == "whisper":  # convolutions, decoder tokens and positions (and the head)
+        total = _linear(3 * cfg.n_mels, d, True) + _linear(3 * d, d, True)  # kernel 3
+        total += cfg.vocab_size * d + _embedding_extras(cfg, cfg.max_len)
+        total += 0 if cfg.tie_embeddings else cfg.vocab_size * d
+        return total + (cfg.vocab_size if cfg.output_bias else 0)
     if family == "xlnet":  # word embedding, mask_emb, head bias (and an untied head)
         tok = cfg.vocab_size * d
         return tok + d + cfg.vocab_size + (0 if cfg.tie_embeddings else tok)
@@ -241,6 +246,8 @@ def buffer_count(config: TransformerConfig) -> int:
         return buffer_count(config.lm_config())  # type: ignore[attr-defined]
     stacks = _stacks(config)
     total = len(stacks) * config.n_heads if config.pos == "alibi" else 0
+    if config.family == "whisper":  # the encoder's sinusoids (a persistent buffer)
+        total += config.max_source_len * config.d_model  # type: ignore[attr-defined]
     if config.pos == "sinusoidal":
         tables = 2 if config.family == "seq2seq" else 1
         total += tables * config.max_len * config.d_model  # type: ignore[attr-defined]

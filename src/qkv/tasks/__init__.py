@@ -24,6 +24,7 @@ name               kind      data
 ['src', 'src_padding_mask', 'tgt_in', 'tgt_padding_mask', 'tgt_out']
 """
 
+from qkv.tasks.asr import ASRTask
 from qkv.tasks.base import Task, TaskError, TaskOptions
 from qkv.tasks.caption import CaptionTask
 from qkv.tasks.copy import CopyTask
@@ -45,6 +46,7 @@ from qkv.tasks.viz import TextRecord, from_checkpoint, record_text, report_for_t
 
 __all__ = [
     "TASKS",
+    "ASRTask",
     "CaptionTask",
     "CopyTask",
     "DetectTask",

@@ -164,6 +164,7 @@ def sized_config(
         "clip": models.CLIPConfig,
         "llava": models.LlavaConfig,
         "captioner": models.CaptionerConfig,
+        "whisper": models.WhisperConfig,
     }[family]
     try:
         return _family_config(task, cls, family, preset, default, sizes, overrides, base)

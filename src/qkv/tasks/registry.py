@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from qkv.tasks._common import TASK_FILE, read_task_file
+from qkv.tasks.asr import ASRTask
 from qkv.tasks.base import Task, TaskError, TaskOptions
 from qkv.tasks.caption import CaptionTask
 from qkv.tasks.clip import CLIPTask
@@ -43,6 +44,7 @@ TASKS: dict[str, type[Task]] = {
         Text2ImageTask,
         CLIPTask,
         VQATask,
+        ASRTask,
     )
 }
 

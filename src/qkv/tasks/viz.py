@@ -31,6 +31,7 @@ from qkv.interp.report import write_report
 from qkv.layers.mode import evaluating
 from qkv.models import DETR, Captioner, DecoderLM, EncoderModel, Seq2SeqTransformer, Swin, ViT
 from qkv.tasks._image import ImageTask
+from qkv.tasks.asr import ASRTask
 from qkv.tasks.base import Task
 from qkv.tasks.caption import CaptionTask
 from qkv.tasks.clip import CLIPTask
@@ -38,6 +39,7 @@ from qkv.tasks.detect import DetectTask
 from qkv.tasks.run import load_trained
 from qkv.tasks.viz_caption import report_for_captioner
 from qkv.tasks.viz_multimodal import report_for_clip, report_for_vqa
+from qkv.tasks.viz_speech import report_for_speech
 from qkv.tasks.viz_vision import report_for_detection, report_for_swin
 from qkv.tasks.vqa import VQATask
 
@@ -198,6 +200,10 @@ def report_for_task(
         if not isinstance(model, DETR):
             raise ValueError(f"task 'detect' needs a DETR, got {type(model).__name__}")
         return report_for_detection(model, task, text, out, png_dir=png_dir, title=title)
+    if isinstance(task, ASRTask):
+        return report_for_speech(
+            model, task, text, out, target=target, png_dir=png_dir, title=title
+        )
     if isinstance(task, ImageTask):
         if isinstance(model, Swin):
             return report_for_swin(model, task, text, out, png_dir=png_dir, title=title)

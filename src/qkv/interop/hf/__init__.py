@@ -1,19 +1,5 @@
 """One file per Hugging Face model family, each with an explicit weight map and config map.
 
-family    ``transformers`` classes                      qkv model
-========  ============================================  =====================================
-bert      BertModel, BertForMaskedLM, ...PreTraining    :class:`~qkv.models.EncoderModel`
-gpt2      GPT2Model, GPT2LMHeadModel                    :class:`~qkv.models.DecoderLM`
-vit       ViTForImageClassification                     :class:`~qkv.models.ViT`
-swin      SwinModel, SwinForImageClassification         :class:`~qkv.models.Swin`
-detr      DetrForObjectDetection (read only, no ResNet)  :class:`~qkv.models.DETR`
-bart      BartModel, BartForConditionalGeneration       :class:`~qkv.models.Seq2SeqTransformer`
-marian    MarianModel, MarianMTModel                    :class:`~qkv.models.Seq2SeqTransformer`
-t5        T5Model, T5ForConditionalGeneration           :class:`~qkv.models.Seq2SeqTransformer`
-xlnet     XLNetModel, XLNetLMHeadModel                  :class:`~qkv.models.XLNetLM`
-clip      CLIPModel                                     :class:`~qkv.models.CLIP`
-========  ============================================  =====================================
-=======
 ======================  =============================================  =======================================
 family                  ``transformers`` classes                       qkv model
 ======================  =============================================  =======================================
@@ -28,6 +14,7 @@ t5                      T5Model, T5ForConditionalGeneration            :class:`~
 xlnet                   XLNetModel, XLNetLMHeadModel                   :class:`~qkv.models.XLNetLM`
 clip                    CLIPModel                                      :class:`~qkv.models.CLIP`
 vision-encoder-decoder  VisionEncoderDecoderModel (ViT + GPT-2)        :class:`~qkv.models.Captioner`
+whisper                 WhisperModel, WhisperForConditionalGeneration  :class:`~qkv.models.Whisper`
 ======================  =============================================  =======================================
 """
 
@@ -44,6 +31,7 @@ from qkv.interop.hf import (
     t5,
     vision_encoder_decoder,
     vit,
+    whisper,
     xlnet,
 )
 from qkv.interop.hf._common import HFFamily
@@ -63,6 +51,7 @@ FAMILIES: dict[str, HFFamily] = {
         xlnet.FAMILY,
         clip.FAMILY,
         vision_encoder_decoder.FAMILY,
+        whisper.FAMILY,
     )
 }
 #: ``config.json`` ``model_type`` -> family name.

@@ -1,0 +1,359 @@
+"""``asr``: speech recognition on synthetic speech of real English sentences.
+
+The corpus is :func:`qkv.data.audio.speech_corpus`: sentences of the Debian package
+``trans-de-en`` (the English side of :mod:`qkv.data.ding`) spoken by ``espeak-ng`` with
+random accents, voice variants, speeds and pitches, gain and noise; the valid and test
+splits hold out voice variants the training split never hears, and their sentences. **The
+speech is synthetic, the text is real** (``docs/speech.md``).
+
+The model is :class:`~qkv.models.Whisper` on Whisper's log-mel features
+(:class:`~qkv.layers.log_mel.LogMel`), trained by teacher forcing on character (or BPE)
+transcripts with SpecAugment (:class:`~qkv.layers.spec_augment.SpecAugment`), decoded by
+greedy or beam search, scored by word and character error rates (``jiwer``) with the
+decoding's real-time factor.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from qkv.data import audio, ding, metrics
+from qkv.data.audio import SAMPLE_RATE, SpeechError, SpeechSettings, Utterance
+from qkv.data.tokenizers import (
+    BOS_ID,
+    EOS_ID,
+    PAD_ID,
+    Tokenizer,
+    TokenizerFileError,
+    train_tokenizer,
+)
+from qkv.generation import generate
+from qkv.layers.log_mel import LogMel
+from qkv.layers.mode import evaluating
+from qkv.layers.spec_augment import SpecAugment
+from qkv.models import TransformerConfig
+from qkv.tasks._common import (
+    batched,
+    check_choice,
+    check_extra,
+    check_positive,
+    model_device,
+    pad_ids,
+    sized_config,
+    write_task_file,
+)
+from qkv.tasks._seq2seq import SPLITS, Split
+from qkv.tasks.base import Task, TaskError, TaskOptions
+from qkv.training.evaluate import evaluate_sums
+from qkv.training.objective import Batch, LossOutput
+from qkv.training.objectives import Seq2SeqObjective
+
+#: Longest input, in mel frames (Whisper's 30 s).
+MAX_FRAMES = 3000
+
+
+class ASRTask(Task):
+    """Speech recognition: log-mel frames -> transcript.
+
+    Options: ``seed`` (the corpus and its split), ``n_train``/``n_valid``/``n_test``
+    (utterances: 4,000 / 200 / 300), ``max_len`` (longest transcript in tokens, default
+    64; sentences of up to ``max_len - 4`` characters are spoken), ``tokenizer``
+    (``"char"``, default, or ``"bpe"`` with ``vocab_size``), ``extra["augment"]`` (SpecAugment,
+    default True), ``extra["workers"]`` (``espeak-ng`` processes, default 2),
+    ``extra["cache_dir"]`` (default ``~/.cache/qkv/asr``).
+    """
+
+    name = "asr"
+    kind = "seq2seq"
+    headline: ClassVar[str] = "wer"
+    extra_keys: ClassVar[tuple[str, ...]] = ("augment", "workers", "cache_dir")
+    default_sizes: ClassVar[dict[str, int]] = {"n_train": 4000, "n_valid": 200, "n_test": 300}
+    # lr 2e-3 over 1e-3: lower valid loss at equal steps (docs/speech.md, "Recipe")
+    recipe: ClassVar[dict[str, Any]] = {
+        "batch_size": 32,
+        "optimizer": "adamw",
+        "lr": 2e-3,
+        "schedule": "cosine",
+        "warmup": 200,
+        "weight_decay": 0.01,
+        "label_smoothing": 0.1,
+        "eval_every": 500,
+        "eval_limit": 100,
+    }
+    default_model: ClassVar[dict[str, Any]] = {
+        "d_model": 144,
+        "n_heads": 4,
+        "d_ff": 576,
+        "n_encoder_layers": 4,
+        "n_decoder_layers": 2,
+        "dropout": 0.1,
+        "conv_strides": [2, 2],
+    }
+
+    def __init__(self, options: TaskOptions | None = None) -> None:
+        super().__init__(options)
+        o = self.options
+        check_extra(self.name, o, self.extra_keys)
+        self.tokenizer_kind = o.tokenizer or "char"
+        check_choice(self.name, "tokenizer", self.tokenizer_kind, ("char", "bpe"))
+        self.max_len = o.max_len if o.max_len is not None else 64
+        check_positive(self.name, "max_len", self.max_len, minimum=8)
+        for opt in ("n_train", "n_valid", "n_test"):
+            if getattr(o, opt) is not None:
+                check_positive(self.name, opt, getattr(o, opt), minimum=1)
+        self.workers = o.extra.get("workers", 2)
+        check_positive(self.name, "extra['workers']", self.workers)
+        self.front_end = LogMel()
+        self.spec_augment = SpecAugment() if o.extra.get("augment", True) else None
+        self._splits: dict[str, list[Utterance]] | None = None
+        self._tok: Tokenizer | None = None
+        self._objective = Seq2SeqObjective()
+
+    # -- data ----------------------------------------------------------------------------
+    def settings(self) -> SpeechSettings:
+        """The corpus settings the options describe."""
+        o = self.options
+        n = {k: getattr(o, k) if getattr(o, k) is not None else v
+             for k, v in self.default_sizes.items()}  # fmt: skip
+        return SpeechSettings(seed=o.seed, max_chars=self.max_len - 4, **n)
+
+    def _make_splits(self) -> dict[str, list[Utterance]]:
+        if not ding.DING_PATH.is_file():
+            raise TaskError(
+                f"task 'asr' speaks the English sentences of {ding.DING_PATH}, which is "
+                f"missing: `apt-get install trans-de-en`"
+            )
+        s = self.settings()
+        sentences = audio.usable_sentences(ding.read_ding(ding.DING_PATH), s.max_chars)
+        try:
+            return audio.speech_corpus(
+                sentences, s, cache_dir=self.options.extra.get("cache_dir"), workers=self.workers
+            )
+        except SpeechError as e:
+            raise TaskError(f"task 'asr': {e}") from e
+
+    def examples(self, split: Split) -> list[Utterance]:
+        """The utterances of a split.
+
+        Raises:
+            TaskError: an unknown split, or no ``trans-de-en``/``espeak-ng``.
+        """
+        check_choice(self.name, "split", split, SPLITS)
+        if self._splits is None:
+            self._splits = self._make_splits()
+        return self._splits[split]
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """The transcript tokenizer (trained on the training transcripts, or loaded)."""
+        if self._tok is None:
+            texts = [u.text for u in self.examples("train")]
+            vocab = self.options.vocab_size or (1000 if self.tokenizer_kind == "bpe" else None)
+            try:
+                self._tok = train_tokenizer(self.tokenizer_kind, texts, vocab_size=vocab)
+            except ValueError as e:
+                raise TaskError(f"task 'asr': {e}") from e
+        return self._tok
+
+    def _target(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text)[: self.max_len]
+
+    def features(self, signals: Sequence[Any]) -> tuple[Tensor, Tensor]:
+        """Log-mel features of mono 16 kHz signals, right-padded.
+
+        Returns:
+            ``(b, t, n_mels)`` features and the ``(b, t)`` frame mask (True = real).
+        """
+        lengths = torch.tensor([len(x) for x in signals])
+        wave = torch.zeros(len(signals), int(lengths.max()))
+        for i, x in enumerate(signals):
+            wave[i, : len(x)] = torch.as_tensor(x, dtype=torch.float32)
+        feats = self.front_end(wave, lengths)  # (b, t, n_mels)
+        frames = lengths // self.front_end.hop
+        mask = torch.arange(feats.shape[1])[None] < frames[:, None]  # (b, t)
+        return feats, mask
+
+    def collate(self, examples: Sequence[Utterance]) -> Batch:
+        """Teacher-forcing batch: ``src`` ``(b, t, n_mels)`` features with
+        ``src_padding_mask``; ``tgt_in`` = ``[BOS] + transcript``, ``tgt_out`` =
+        ``transcript + [EOS]``, ``tgt_padding_mask`` (as
+        :class:`~qkv.training.objectives.Seq2SeqObjective`)."""
+        src, mask = self.features([u.audio for u in examples])
+        tgt = [self._target(u.text) for u in examples]
+        tgt_in, tgt_mask = pad_ids([[BOS_ID, *t] for t in tgt])
+        tgt_out, _ = pad_ids([[*t, EOS_ID] for t in tgt])
+        return {"src": src, "src_padding_mask": mask, "tgt_in": tgt_in, "tgt_out": tgt_out,
+                "tgt_padding_mask": tgt_mask}  # fmt: skip
+
+    def length(self, example: Utterance) -> int:
+        """Frames plus target tokens (for batching by tokens)."""
+        return len(example.audio) // self.front_end.hop + len(example.text) + 1
+
+    def n_tokens(self, batch: Batch) -> int:
+        """Real frames plus target tokens."""
+        return self._objective.n_tokens(batch)
+
+    # -- model ---------------------------------------------------------------------------
+    def model_config(
+        self, preset: str | None = None, *, base: TransformerConfig | None = None, **overrides: Any
+    ) -> TransformerConfig:
+        """A :class:`~qkv.models.WhisperConfig` sized to the tokenizer, ``max_len`` and 80
+        mels (up to 30 s of audio), from :attr:`default_model` or a pretrained ``base``."""
+        sizes: dict[str, Any] = {
+            "vocab_size": self.tokenizer.vocab_size,
+            "max_len": self.max_len + 1,
+            "pad_token_id": PAD_ID,
+            "n_mels": self.front_end.n_mels,
+            "max_frames": MAX_FRAMES,
+        }
+        return sized_config(self, "whisper", preset, self.default_model, sizes, overrides, base)
+
+    # -- objective and metrics -----------------------------------------------------------
+    def augment(self, batch: Batch) -> Batch:
+        """Training-time augmentation (the trainer calls it on training batches only):
+        SpecAugment's masks on the features, drawn from torch's RNG (so a resumed run
+        masks exactly as an uninterrupted one); ``extra["augment"] = False`` turns it off."""
+        if self.spec_augment is None:
+            return batch
+        frames = batch["src_padding_mask"].sum(-1)
+        return {**batch, "src": self.spec_augment.train()(batch["src"], frames)}
+
+    def loss(self, model: nn.Module, batch: Batch, *, label_smoothing: float = 0.0) -> LossOutput:
+        """Teacher-forced cross entropy summed over the transcript tokens."""
+        return self._objective.loss(model, batch, label_smoothing=label_smoothing)
+
+    def metrics(self, loss_sum: float, n: int, logs: Mapping[str, float]) -> dict[str, float]:
+        """Teacher-forced ``loss``, ``ppl`` and ``token_acc``."""
+        return self._objective.metrics(loss_sum, n, logs)
+
+    @torch.no_grad()
+    def transcribe(
+        self,
+        model: nn.Module,
+        signals: Sequence[Any],
+        *,
+        batch_size: int = 32,
+        progress: bool = False,
+        **generate_kwargs: Any,
+    ) -> list[str]:
+        """Transcripts of mono 16 kHz signals with :func:`qkv.generation.generate`
+        (greedy unless ``beam_size > 1``); batches are sorted by length."""
+        kw = {"bos_id": BOS_ID, "eos_id": EOS_ID, "pad_id": PAD_ID,
+              "max_new_tokens": self.max_len + 1, **generate_kwargs}  # fmt: skip
+        if kw.get("beam_size", 1) > 1:
+            kw.setdefault("strategy", "beam")
+        device = model_device(model)
+        order = sorted(range(len(signals)), key=lambda i: len(signals[i]))
+        out = [""] * len(signals)
+        chunks = batched(order, batch_size)
+        bar = tqdm(chunks, total=-(-len(order) // batch_size), desc="transcribe", leave=False,
+                   disable=not progress)  # fmt: skip
+        with evaluating(model):
+            for chunk in bar:
+                feats, mask = self.features([signals[i] for i in chunk])
+                gen = generate(model, feats.to(device), padding_mask=mask.to(device), **kw)
+                for i, toks in zip(chunk, gen.tokens):
+                    out[i] = self.tokenizer.decode(toks)
+        return out
+
+    def evaluate(
+        self,
+        model: nn.Module,
+        split: Literal["train", "valid", "test"] = "valid",
+        *,
+        batch_size: int = 32,
+        limit: int | None = None,
+        beam_size: int = 1,
+        progress: bool = False,
+    ) -> dict[str, float]:
+        """Word and character error rates of the decoded transcripts, with the
+        teacher-forced loss and the decoding speed.
+
+        Returns:
+            ``wer`` (the headline, 0-100, lower is better), ``cer``, ``loss`` (nats per
+            target token), ``ppl``, ``audio_seconds`` (of the evaluated utterances),
+            ``decode_seconds`` and ``rtf`` (real-time factor: decoding time / audio time).
+
+        Raises:
+            TaskError: the split is empty.
+        """
+        utts = self.examples(split)[:limit]
+        if not utts:
+            raise TaskError(f"task 'asr': split {split!r} has no examples to evaluate")
+        total, n, _ = evaluate_sums(model, self, utts, batch_size=batch_size, progress=progress)
+        start = time.perf_counter()
+        hyps = self.transcribe(
+            model, [u.audio for u in utts], batch_size=batch_size, progress=progress,
+            beam_size=beam_size,
+        )  # fmt: skip
+        seconds = time.perf_counter() - start
+        refs = [u.text for u in utts]
+        audio_s = sum(u.seconds for u in utts)
+        loss = total / max(n, 1)
+        return {
+            "wer": metrics.word_error_rate(hyps, refs),
+            "cer": metrics.char_error_rate(hyps, refs),
+            "loss": loss,
+            "ppl": metrics.perplexity(loss),
+            "audio_seconds": audio_s,
+            "decode_seconds": seconds,
+            "rtf": seconds / audio_s,
+        }
+
+    def samples(self, model: nn.Module, k: int = 3) -> list[str]:
+        """``k`` validation utterances: voice, reference and greedy transcript."""
+        utts = self.examples("valid")[:k]
+        hyps = self.transcribe(model, [u.audio for u in utts])
+        return [f"[{u.voice}] {u.text!r}  ->  {h!r}" for u, h in zip(utts, hyps)]
+
+    def read_input(self, source: str) -> Any:
+        """An input signal: a sound file (:func:`qkv.data.audio.read_wav`) or ``SPLIT:N``,
+        the ``N``-th utterance of a split.
+
+        Raises:
+            TaskError: a missing or unreadable file, or a bad ``SPLIT:N``.
+        """
+        split, _, index = source.partition(":")
+        if split in SPLITS and index.isdigit():
+            utts = self.examples(split)  # type: ignore[arg-type]
+            if int(index) >= len(utts):
+                raise TaskError(f"{source}: split {split!r} has {len(utts)} utterances")
+            return utts[int(index)].audio
+        try:
+            x = audio.read_wav(source)
+        except SpeechError as e:
+            raise TaskError(f"input {source!r} is neither a sound file nor SPLIT:N: {e}") from e
+        if len(x) // self.front_end.hop > MAX_FRAMES:
+            raise TaskError(f"{source}: {len(x) / SAMPLE_RATE:.1f} s is longer than 30 s")
+        return x
+
+    def predict(self, model: nn.Module, inputs: Sequence[str], **generate_kwargs: Any) -> list[str]:
+        """Transcribe sound files (or ``SPLIT:N`` utterances)."""
+        return self.transcribe(model, [self.read_input(s) for s in inputs], **generate_kwargs)
+
+    # -- persistence ---------------------------------------------------------------------
+    def save(self, directory: Path) -> None:
+        """Write ``task.json`` and ``tokenizer.json``."""
+        write_task_file(self, Path(directory), {"tokenizer": self.tokenizer_kind})
+        self.tokenizer.save(directory)
+
+    def load(self, directory: Path) -> None:
+        """Read the tokenizer written by :meth:`save` (no audio is made).
+
+        Raises:
+            TaskError: a missing or damaged tokenizer file (named).
+        """
+        try:
+            self._tok = Tokenizer.load(directory)
+        except (FileNotFoundError, TokenizerFileError) as e:
+            raise TaskError(f"task 'asr': {e}") from e
+
+
+__all__ = ["MAX_FRAMES", "ASRTask"]

@@ -1,0 +1,85 @@
+"""The asr task end to end on a handful of synthetic utterances: ``qkv train --task asr``,
+``qkv eval`` (WER, CER, real-time factor), ``qkv generate`` on a WAV file and with
+``--say``, ``qkv viz`` (the alignment figure and report), and the task's errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from qkv.cli import main
+from qkv.data import ding
+from qkv.data.audio import read_wav, synthesize, write_wav
+from qkv.tasks import TaskError, TaskOptions, get_task
+
+pytestmark = [
+    pytest.mark.skipif(
+        shutil.which("espeak-ng") is None,
+        reason="espeak-ng is not installed (apt-get install espeak-ng; .ci/run installs it)",
+    ),
+    pytest.mark.skipif(
+        not ding.DING_PATH.is_file(), reason="trans-de-en is not installed (its sentences)"
+    ),
+]
+TINY = ["--n-train", "12", "--n-valid", "3", "--n-test", "3", "--model", "d_model=32",
+        "--model", "n_heads=2", "--model", "d_ff=48", "--model", "n_encoder_layers=1",
+        "--model", "n_decoder_layers=1"]  # fmt: skip
+
+
+@pytest.fixture
+def run_dir(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("QKV_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    argv = ["train", "--task", "asr", "--steps", "3", "--batch-size", "4", "--eval-every", "3",
+            "--out", str(out), "--no-progress", *TINY]  # fmt: skip
+    assert main(argv) == 0
+    capsys.readouterr()
+    return out
+
+
+def test_train_eval_generate_viz_and_errors(run_dir, tmp_path, capsys):
+    assert main(["eval", "--checkpoint", str(run_dir), "--split", "test", "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert {"wer", "cer", "loss", "audio_seconds", "decode_seconds", "rtf"} <= set(scores)
+    assert scores["audio_seconds"] > 1.0
+    assert scores["rtf"] == pytest.approx(scores["decode_seconds"] / scores["audio_seconds"])
+
+    wav = write_wav(tmp_path / "hello.wav", synthesize("hello world", "en-gb+f2"))
+    assert main(["generate", "--checkpoint", str(run_dir), str(wav), "test:0"]) == 0
+    assert len(capsys.readouterr().out.split("\n")) == 3  # two transcripts (maybe empty)
+    assert main(["generate", "--checkpoint", str(run_dir), "--say", "good morning",
+                 "--say", "good night", "--voice", "en-us+m3"]) == 0  # fmt: skip
+    assert len(capsys.readouterr().out.split("\n")) == 3
+
+    out = tmp_path / "viz" / "report.html"
+    argv = ["viz", "--checkpoint", str(run_dir), "valid:1", "--out", str(out),
+            "--png", str(tmp_path / "png"), "--target", "a b"]  # fmt: skip
+    assert main(argv) == 0
+    assert (tmp_path / "png" / "alignment.png").stat().st_size > 1000
+    assert (tmp_path / "png" / "cross_grid.png").is_file()
+    page = out.read_text(encoding="utf-8")
+    assert "alignment: cross-attention" in page and "data:image/png;base64," in page
+
+    # errors are one line and exit 2
+    assert main(["generate", "--checkpoint", str(run_dir), str(tmp_path / "none.wav")]) == 2
+    assert "is neither a sound file nor SPLIT:N" in capsys.readouterr().err
+    assert main(["generate", "--checkpoint", str(run_dir), "test:99"]) == 2
+    assert "split 'test' has 3 utterances" in capsys.readouterr().err
+
+
+def test_task_features_and_options(tmp_path, monkeypatch):
+    monkeypatch.setenv("QKV_CACHE", str(tmp_path / "cache"))
+    task = get_task("asr", TaskOptions(n_train=6, n_valid=2, n_test=2, extra={"augment": False}))
+    utts = task.examples("train")
+    batch = task.collate(utts[:3])
+    assert batch["src"].shape[0] == 3 and batch["src"].shape[2] == 80
+    frames = [len(u.audio) // 160 for u in utts[:3]]
+    assert batch["src_padding_mask"].sum(-1).tolist() == frames
+    assert task.augment(batch) is batch  # extra["augment"] = False
+    assert task.tokenizer.decode(batch["tgt_out"][0, : len(utts[0].text)].tolist()) == utts[0].text
+    signal = read_wav(write_wav(tmp_path / "x.wav", utts[0].audio))
+    assert len(signal) == len(utts[0].audio)
+    with pytest.raises(TaskError, match=r"task 'asr' takes no --bogus \(extra\['bogus'\]\)"):
+        get_task("asr", TaskOptions(extra={"bogus": 1}))
