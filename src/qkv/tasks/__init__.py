@@ -12,6 +12,7 @@ name               kind      data
 ``fashion-mnist``  classify  Fashion-MNIST 28x28 (ViT, ``dataset-fashion-mnist``; or Swin)
 ``listops``        classify  Long Range Arena ListOps, dense/local/BigBird attention
 ``detect``         detect    DETR on canvases of 1-5 Fashion-MNIST items (or digits)
+``classify``       classify  ``--data labels.tsv`` or Debian packages by section
 =================  ========  ==========================================================
 
 >>> task = get_task("copy", TaskOptions(n_train=8, n_valid=2, n_test=2))
@@ -21,6 +22,7 @@ name               kind      data
 """
 
 from qkv.tasks.base import Task, TaskError, TaskOptions
+from qkv.tasks.classify import TextClassifyTask
 from qkv.tasks.copy import CopyTask
 from qkv.tasks.detect import DetectTask
 from qkv.tasks.digits import DigitsTask
@@ -48,6 +50,7 @@ __all__ = [
     "Task",
     "TaskError",
     "TaskOptions",
+    "TextClassifyTask",
     "TextRecord",
     "TranslateTask",
     "build_trainer",

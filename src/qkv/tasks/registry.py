@@ -6,6 +6,7 @@ from pathlib import Path
 
 from qkv.tasks._common import TASK_FILE, read_task_file
 from qkv.tasks.base import Task, TaskError, TaskOptions
+from qkv.tasks.classify import TextClassifyTask
 from qkv.tasks.copy import CopyTask
 from qkv.tasks.detect import DetectTask
 from qkv.tasks.digits import DigitsTask
@@ -29,6 +30,7 @@ TASKS: dict[str, type[Task]] = {
         FashionMNISTTask,
         ListOpsTask,
         DetectTask,
+        TextClassifyTask,
     )
 }
 
