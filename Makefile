@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 TORCH  ?= torch==2.13.0
 
-.PHONY: demo test test-slow lint venv clean
+.PHONY: demo test test-slow lint venv clean data
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests scripts
 	$(VENV)/bin/ruff format --check src tests scripts
 	$(VENV)/bin/lint-imports
+
+data:
+	# Debian's English package descriptions (qkv.data.debian) into /var/lib/apt/lists; needs root
+	ls /var/lib/apt/lists/*_i18n_Translation-en* >/dev/null 2>&1 || \
+		$$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update -o Acquire::Languages=en
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info src/*.egg-info .pytest_cache

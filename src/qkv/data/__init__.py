@@ -7,7 +7,7 @@ here imports another qkv package). Tasks, which turn data into training jobs, li
 'cab'
 """
 
-from qkv.data import metrics
+from qkv.data import debian, metrics
 from qkv.data.tokenizers import (
     BPETokenizer,
     CharTokenizer,
@@ -22,5 +22,6 @@ __all__ = [
     "Tokenizer",
     "TokenizerFileError",
     "WordTokenizer",
+    "debian",
     "metrics",
 ]

@@ -35,16 +35,16 @@ from qkv.tasks._common import (
     sized_config,
     write_task_file,
 )
-from qkv.tasks._image import read_task_image, shuffled_split
+from qkv.tasks._image import read_task_image
+from qkv.tasks._items import ITEMS, ItemPool, item_pools
 from qkv.tasks._seq2seq import SPLITS
 from qkv.tasks.base import Task, TaskError, TaskOptions
-from qkv.tasks.fashion_mnist import FASHION_MNIST_DIR, FashionMNISTTask, read_fashion_mnist
+from qkv.tasks.fashion_mnist import FashionMNISTTask
 from qkv.training.evaluate import model_device, to_device
 from qkv.training.objective import Batch, LossOutput
 from qkv.training.set_loss import set_loss
 
 Split = Literal["train", "valid", "test"]
-ITEMS = ("fashion-mnist", "digits")
 #: per item source: canvas drawing rules and default canvas counts (train, valid, test)
 SOURCES: dict[str, tuple[CanvasSpec, dict[str, int]]] = {
     "fashion-mnist": (
@@ -143,41 +143,9 @@ class DetectTask(Task):
         return FashionMNISTTask.class_names
 
     # -- data ----------------------------------------------------------------------------
-    def _pools(self) -> dict[str, tuple[Tensor, Tensor, float]]:
+    def _pools(self) -> dict[str, ItemPool]:
         """Item images ``(n, H, W)``, labels and pixel scale of each split's pool."""
-        seed = self.options.seed
-        if self.items == "digits":
-            try:
-                from sklearn.datasets import load_digits
-            except ImportError as e:
-                raise TaskError(
-                    "items 'digits' need scikit-learn: `pip install scikit-learn`"
-                ) from e
-            d = load_digits()
-            images = torch.as_tensor(d.images, dtype=torch.float32)  # (1797, 8, 8), 0..16
-            labels = torch.as_tensor(d.target)
-            test, valid, train = shuffled_split(
-                len(images), (360, 180, 1257), seed, "task 'detect'"
-            )
-            return {
-                s: (images[i], labels[i], 16.0)
-                for s, i in (("train", train), ("valid", valid), ("test", test))
-            }
-        directory = Path(self.options.data) if self.options.data is not None else FASHION_MNIST_DIR
-        train_all = read_fashion_mnist(directory, "train")
-        test = read_fashion_mnist(directory, "test")
-        n_valid = min(5000, len(train_all) // 5)  # 5,000 items, fewer for small directories
-        valid_idx, train_idx = shuffled_split(
-            len(train_all),
-            (n_valid, len(train_all) - n_valid),
-            seed,
-            f"task 'detect' ({directory})",
-        )
-        return {
-            "train": (train_all.images[train_idx, 0], train_all.labels[train_idx], 255.0),
-            "valid": (train_all.images[valid_idx, 0], train_all.labels[valid_idx], 255.0),
-            "test": (test.images[:, 0], test.labels, 255.0),
-        }
+        return item_pools(self.items, self.options.data, self.options.seed, self.name)
 
     def examples(self, split: Split) -> CanvasExamples:
         """``(image (1, S, S) in [0, 1], {"labels": (k,), "boxes": (k, 4) cxcywh in [0, 1]})``
