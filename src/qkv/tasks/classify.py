@@ -37,6 +37,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
+from qkv.data import debian
 from qkv.data.tokenizers import PAD_ID, Tokenizer, train_tokenizer
 from qkv.interop import load_hf_tokenizer
 from qkv.layers.mode import evaluating
@@ -436,8 +437,18 @@ class TextClassifyTask(ClassifyTask):
 
 
 def debian_sections() -> list[LabelledText]:
-    """Debian's packages as (description, section) examples grouped by source package."""
-    raise TaskError("the Debian corpus reader is not merged yet")
+    """Debian's package descriptions (:func:`qkv.data.debian.read_corpus`) as examples: the
+    synopsis and the long description as one text, labelled by section, grouped by source
+    package.
+
+    Raises:
+        TaskError: no English package lists (the message says how to fetch them).
+    """
+    try:
+        records = debian.read_corpus()
+    except debian.DebianCorpusError as e:
+        raise TaskError(f"task 'classify' reads Debian's package descriptions: {e}") from e
+    return [LabelledText(f"{r.synopsis}. {r.text}", r.section, r.source) for r in records]
 
 
 def _vocab_size(tok: Tokenizer | Any) -> int:
