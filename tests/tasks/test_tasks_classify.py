@@ -230,3 +230,36 @@ def test_cli_comparing_other_splits_is_one_clear_error(tmp_path, capsys) -> None
                  "--out", str(tmp_path / "c")])  # fmt: skip
     err = capsys.readouterr().err.strip()
     assert code == 2 and "has a single class 'a'" in err and "\n" not in err
+
+
+def test_debian_sections_top_20_grouped_by_source(monkeypatch) -> None:
+    from qkv.data import debian
+
+    def record(i: int, section: str, source: str) -> debian.PackageDescription:
+        paragraphs = ((f"Long text {i}.",), ("Second paragraph.",))
+        return debian.PackageDescription(f"p{i}", source, section, f"Synopsis {i}", paragraphs, "")
+
+    # section s{k} has 30 - k packages, two binaries per source package
+    records = [record(i, f"s{k:02d}", f"src{k}-{i // 2}") for k in range(25) for i in range(30 - k)]
+    monkeypatch.setattr(debian, "read_corpus", lambda: records)
+    task = TextClassifyTask(TaskOptions(n_valid=20, n_test=20))
+    splits = task.splits()
+    assert task.class_names == tuple(f"s{k:02d}" for k in range(20))
+    assert task.dropped == sum(30 - k for k in range(20, 25))
+    assert f"{task.dropped:,} packages of other sections dropped" in task.data_note()
+    first = next(
+        r
+        for r in splits["train"] + splits["valid"] + splits["test"]
+        if r.text.startswith("Synopsis 0.")
+    )
+    assert first.text == "Synopsis 0. Long text 0. Second paragraph."
+    where = {r.group: s for s, rs in splits.items() for r in rs}
+    assert all(where[r.group] == s for s, rs in splits.items() for r in rs)  # siblings together
+    assert len({r.group for r in splits["test"]}) == 20
+
+    def missing() -> list[debian.PackageDescription]:
+        raise debian.DebianCorpusError("no English descriptions in /x: run `apt-get update ...`")
+
+    monkeypatch.setattr(debian, "read_corpus", missing)
+    with pytest.raises(TaskError, match="reads Debian's package descriptions: no English"):
+        TextClassifyTask(TaskOptions()).examples("train")
