@@ -1,4 +1,5 @@
-"""``qkv eval``: a checkpoint's metrics on a split of its task."""
+"""``qkv eval``: a checkpoint's metrics on a split of its task, or several checkpoints of one
+task (and its baseline) side by side on the same split."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import sys
 import time
 
+from qkv.cli import CLIError
 from qkv.cli._common import _positive_int, add_device_arg
 
 
@@ -18,7 +20,19 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         "chrF and exact match for translation, bits per character for language models, "
         "accuracy for classifiers) and print the metrics.",
     )
-    p.add_argument("--checkpoint", required=True, help="checkpoint or run directory")
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        action="append",
+        help="checkpoint or run directory; repeat it to compare models of one task on the "
+        "same split in one table",
+    )
+    p.add_argument(
+        "--baseline",
+        action="store_true",
+        help="add the task's baseline to the table, trained on the same training split "
+        "(classify: TF-IDF + logistic regression)",
+    )
     p.add_argument("--split", choices=["valid", "test"], default="test", help="(default: test)")
     p.add_argument(
         "--limit", type=_positive_int, help="at most this many examples (default: the split)"
@@ -34,7 +48,57 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     p.set_defaults(func=run)
 
 
+#: Task options that decide the split: models compared in one table must share them.
+SPLIT_OPTIONS = ("data", "seed", "n_train", "n_valid", "n_test", "extra")
+
+
 def run(args: argparse.Namespace) -> int:
+    if len(args.checkpoint) > 1 or args.baseline:
+        return _compare(args)
+    args.checkpoint = args.checkpoint[0]
+    return _one(args)
+
+
+def _compare(args: argparse.Namespace) -> int:
+    """One row per checkpoint (and the baseline) on the same split."""
+    from qkv.tasks import load_task, load_trained
+    from qkv.training import check_checkpoint
+
+    rows: dict[str, dict[str, float]] = {}
+    first = None
+    for directory in args.checkpoint:
+        model, _ = load_trained(directory, device=args.device)
+        task = load_task(check_checkpoint(directory), rebuild_data=True)
+        if first is None:
+            first = task
+        mine = {k: getattr(task.options, k) for k in SPLIT_OPTIONS}
+        theirs = {k: getattr(first.options, k) for k in SPLIT_OPTIONS}
+        if task.name != first.name or mine != theirs:
+            differ = [f"{k}={mine[k]!r} vs {theirs[k]!r}" for k in mine if mine[k] != theirs[k]]
+            raise CLIError(
+                f"--checkpoint {directory}: another task or split than {args.checkpoint[0]} "
+                f"({task.name} vs {first.name}; {'; '.join(differ) or 'same options'})"
+            )
+        rows[directory] = task.evaluate(
+            model, args.split, batch_size=args.batch_size, limit=args.limit
+        )
+    assert first is not None
+    if args.baseline:
+        rows["baseline"] = first.baseline(args.split)
+    if args.json:
+        print(json.dumps({"split": args.split, "rows": rows}))
+        return 0
+    keys = list(next(iter(rows.values())))
+    width = max(len(k) for k in rows)
+    print(f"{first.name}, {args.split} split:", file=sys.stderr)
+    print(f"{'model':<{width}}  " + "  ".join(f"{k:>9}" for k in keys))
+    for name, metrics in rows.items():
+        cells = (f"{metrics[k]:9.2f}" if k in metrics else f"{'-':>9}" for k in keys)
+        print(f"{name:<{width}}  " + "  ".join(cells))
+    return 0
+
+
+def _one(args: argparse.Namespace) -> int:
     from qkv.tasks import load_task, load_trained
     from qkv.training import check_checkpoint
 

@@ -22,7 +22,7 @@ from qkv.cli._common import (
     parse_overrides,
 )
 from qkv.models.config import CONFIG_CLASSES
-from qkv.tasks import TASKS, TaskOptions, build_trainer, get_task
+from qkv.tasks import TASKS, Task, TaskOptions, build_trainer, get_task
 from qkv.training import TrainConfig
 from qkv.training.config import UNBOUNDED_STEPS
 from qkv.training.progress import parse_duration
@@ -112,8 +112,9 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     d.add_argument(
         "--data",
         default=sup,
-        help="data file or directory (translate: pairs.tsv; lm: a text file; fashion-mnist: a "
-        "directory of the .gz files) (default: the task's own data)",
+        help="data file or directory (translate: pairs.tsv; lm: a text file; classify: "
+        "label<TAB>text lines; fashion-mnist: a directory of the .gz files) (default: the "
+        "task's own data)",
     )
     d.add_argument(
         "--data-seed",
@@ -156,7 +157,8 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         "--corpus",
         default=sup,
         help="a named real corpus, for tasks that read one (lm: pydoc, Python's help topics; "
-        "kjv, the King James Bible from Debian's bible-kjv) (default: the task's)",
+        "kjv, the King James Bible from Debian's bible-kjv; classify: debian, package "
+        "descriptions by section) (default: the task's)",
     )
     d.add_argument(
         "--augment",
@@ -347,6 +349,9 @@ def run(args: argparse.Namespace) -> int:
         report = getattr(trainer, "init_report", None)
         if report is not None and trainer.dist.is_main:
             print(f"qkv train: initialised from pretrained weights: {report.summary()}")
+        note = trainer.objective.data_note() if isinstance(trainer.objective, Task) else None
+        if note and trainer.dist.is_main:
+            print(f"qkv train: {note}")
     try:
         summary = trainer.fit()
     except TrainingInterrupted as e:

@@ -30,7 +30,7 @@ Every model saves with ``model.save_pretrained(directory)`` and comes back with
 """
 
 from qkv.models.base import GenerativeModel, TransformerModel
-from qkv.models.bert import EncoderModel, EncoderOutput, MLMHead, Pooler
+from qkv.models.bert import EncoderModel, EncoderOutput, MLMHead, Pooler, mean_pool
 from qkv.models.blocks import DecoderLayer, EncoderLayer
 from qkv.models.build import build
 from qkv.models.captioner import Captioner
@@ -139,6 +139,7 @@ __all__ = [
     "kv_cache_bytes",
     "load",
     "load_weights",
+    "mean_pool",
     "model_bytes",
     "non_embedding_parameters",
     "parameter_bytes",

@@ -39,7 +39,9 @@ class EncoderOutput:
         last_hidden_state: ``(b, s, d)`` final hidden states.
         pooled: ``(b, d)`` pooler output, or None without a pooler.
         mlm_logits: ``(b, s, vocab)`` masked-LM logits, or None without the head.
-        logits: ``(b, n_classes)`` sequence-classification logits, or None without the head.
+        logits: ``(b, n_classes)`` sequence-classification logits (of ``pooled`` or of the
+            mean of the real tokens' states, as ``config.pooling`` says), or None without
+            the head.
     """
 
     last_hidden_state: Tensor
@@ -58,6 +60,23 @@ class Pooler(nn.Module):
     def forward(self, hidden: Tensor) -> Tensor:
         """``(b, s, d) -> (b, d)``."""
         return self.dense(hidden[:, 0]).tanh()  # (b, d)
+
+
+def mean_pool(hidden: Tensor, padding_mask: Tensor | None) -> Tensor:
+    """The mean of the real tokens' states: sentence-transformers' ``Pooling`` with
+    ``pooling_mode_mean_tokens`` (Reimers and Gurevych 2019).
+
+    Args:
+        hidden: ``(b, s, d)`` final hidden states.
+        padding_mask: ``(b, s)`` bool, True = real token; None = every token is real.
+
+    Returns:
+        ``(b, d)``; a row without real tokens is zeros.
+    """
+    if padding_mask is None:
+        return hidden.mean(dim=1)  # (b, d)
+    keep = padding_mask.unsqueeze(-1).to(hidden.dtype)  # (b, s, 1)
+    return (hidden * keep).sum(dim=1) / keep.sum(dim=1).clamp(min=1.0)  # (b, d)
 
 
 class MLMHead(nn.Module):
@@ -148,9 +167,14 @@ class EncoderModel(TransformerModel):
         x = self.embed(input_ids, token_type_ids=token_type_ids)  # (b, s, d)
         h = self.encoder(x, padding_mask=padding_mask, mask=mask)  # (b, s, d)
         pooled = None if self.pooler is None else self.pooler(h)
+        logits = None
+        if self.classifier is not None:
+            cfg = self.config
+            features = pooled if cfg.pooling == "cls" else mean_pool(h, padding_mask)  # (b, d)
+            logits = self.classifier(features)  # (b, n_classes)
         return EncoderOutput(
             last_hidden_state=h,
             pooled=pooled,
             mlm_logits=None if self.mlm_head is None else self.mlm_head(h),
-            logits=None if self.classifier is None else self.classifier(pooled),
+            logits=logits,
         )

@@ -29,6 +29,8 @@ InitScheme = Literal["xavier", "normal", "gpt2", "t5"]
 #: Self-attention modules: exact softmax attention (:class:`~qkv.attn.MultiHeadAttention`,
 #: its backends chosen by ``attn_backend``) or an approximation with its own parameters.
 AttnKind = Literal["softmax", "favor", "linformer", "lsh"]
+#: What an encoder's classification head reads (:class:`EncoderConfig` ``pooling``).
+POOLINGS: tuple[str, ...] = ("cls", "mean")
 
 POS_KINDS: tuple[str, ...] = get_args(PosKind)
 PLACEMENTS: tuple[str, ...] = get_args(Placement)
@@ -591,8 +593,11 @@ class EncoderConfig(TransformerConfig):
         pad_token_id: padding token, or None.
         pooler: ``tanh(W h_[CLS] + b)`` pooled output.
         mlm_head: masked-LM head (dense, activation, norm, projection to the vocabulary).
-        n_classes: size of a sequence-classification head on the pooled output
-            (``BertForSequenceClassification``); 0 = none.
+        n_classes: size of a sequence-classification head; 0 = none.
+        pooling: what the classification head reads: ``"cls"`` the pooler's output
+            (``BertForSequenceClassification``), ``"mean"`` the mean of the real tokens'
+            final states (the sentence embedding of sentence-transformers, Reimers and
+            Gurevych 2019).
         tie_embeddings: the MLM projection reuses the token embedding.
         scale_embeddings: multiply embeddings by ``sqrt(d_model)``.
         embed_norm: a norm after the embedding sum (BERT: yes).
@@ -617,6 +622,7 @@ class EncoderConfig(TransformerConfig):
     pooler: bool = True
     mlm_head: bool = True
     n_classes: int = 0
+    pooling: Literal["cls", "mean"] = "cls"
     tie_embeddings: bool = True
     scale_embeddings: bool = False
     embed_norm: bool = True
@@ -628,9 +634,11 @@ class EncoderConfig(TransformerConfig):
         _check_bool("pooler", self.pooler)
         _check_bool("mlm_head", self.mlm_head)
         _check_int("n_classes", self.n_classes, minimum=0)
-        if self.n_classes and not self.pooler:
+        _check_choice("pooling", self.pooling, POOLINGS)
+        if self.n_classes and self.pooling == "cls" and not self.pooler:
             raise ValueError(
-                f"n_classes ({self.n_classes}) needs pooler=True: it reads the pooled output"
+                f"n_classes ({self.n_classes}) needs pooler=True with pooling='cls': it reads "
+                f"the pooled output"
             )
         _check_size(self)
 

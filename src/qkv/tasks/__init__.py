@@ -16,6 +16,7 @@ name               kind      data
 ``listops``        classify  Long Range Arena ListOps, dense/local/BigBird attention
 ``detect``         detect    DETR on canvases of 1-5 Fashion-MNIST items (or digits)
 ``caption``        caption   ViT + decoder describe grids of Fashion-MNIST items (or digits)
+``classify``       classify  ``--data labels.tsv`` or Debian packages by section
 =================  ========  ==========================================================
 
 >>> task = get_task("copy", TaskOptions(n_train=8, n_valid=2, n_test=2))
@@ -27,6 +28,7 @@ name               kind      data
 from qkv.tasks.asr import ASRTask
 from qkv.tasks.base import Task, TaskError, TaskOptions
 from qkv.tasks.caption import CaptionTask
+from qkv.tasks.classify import TextClassifyTask
 from qkv.tasks.copy import CopyTask
 from qkv.tasks.detect import DetectTask
 from qkv.tasks.digits import DigitsTask
@@ -62,6 +64,7 @@ __all__ = [
     "TaskError",
     "TaskOptions",
     "Text2TextTask",
+    "TextClassifyTask",
     "TextRecord",
     "TranslateTask",
     "build_trainer",

@@ -98,7 +98,23 @@ class Task(abc.ABC):
         """Tokens processed in a batch, for tokens/s (default: all target tokens)."""
         return int(next(iter(batch.values())).numel())
 
+    def data_note(self) -> str | None:
+        """One line about what the task did to its data that a user should know (examples
+        dropped, classes chosen), printed when a run starts; None: nothing to say."""
+        return None
+
     # -- model ---------------------------------------------------------------------------
+    def use_pretrained(self, directory: str | Path) -> None:
+        """Adopt what a pretrained model directory brings besides its weights
+        (``--init-from-hf``), before :meth:`model_config`. Default: nothing; the task keeps
+        its own tokenizer, and the weights must fit its vocabulary. Text classification
+        reads texts with the directory's ``tokenizer.json``.
+
+        Raises:
+            TaskError: files the task needs are missing or unreadable.
+        """
+        return None
+
     @abc.abstractmethod
     def model_config(
         self, preset: str | None = None, *, base: TransformerConfig | None = None, **overrides: Any
@@ -152,6 +168,16 @@ class Task(abc.ABC):
         return TrainConfig.from_dict(
             {**TrainConfig().to_dict(), **self.recipe, **dict(given or {})}
         )
+
+    def baseline(self, split: Literal["train", "valid", "test"] = "test") -> dict[str, float]:
+        """The metrics of the task's reference method without a Transformer (trained on the
+        training split, scored on ``split``), with the same keys as :meth:`evaluate`: the
+        row a comparison table puts under the models' rows (``qkv eval --baseline``).
+
+        Raises:
+            TaskError: the task has no baseline.
+        """
+        raise TaskError(f"task {self.name!r} has no baseline")
 
     def samples(self, model: nn.Module, k: int = 3) -> list[str]:
         """A few outputs of the model on held-out examples, one line each, for a person to

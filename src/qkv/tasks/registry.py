@@ -8,6 +8,7 @@ from qkv.tasks._common import TASK_FILE, read_task_file
 from qkv.tasks.asr import ASRTask
 from qkv.tasks.base import Task, TaskError, TaskOptions
 from qkv.tasks.caption import CaptionTask
+from qkv.tasks.classify import TextClassifyTask
 from qkv.tasks.clip import CLIPTask
 from qkv.tasks.copy import CopyTask
 from qkv.tasks.detect import DetectTask
@@ -45,6 +46,7 @@ TASKS: dict[str, type[Task]] = {
         CLIPTask,
         VQATask,
         ASRTask,
+        TextClassifyTask,
     )
 }
 

@@ -73,7 +73,8 @@ def build_trainer(
     A new run builds the task's model (its default, ``preset``, or the architecture of the
     pretrained weights of ``init_from``/``init_from_hf``, sized to the task), seeds it with
     ``config.seed`` and, when given pretrained weights, copies them in (strict by name; a new
-    head is initialised and listed in ``trainer.init_report``).
+    head is initialised and listed in ``trainer.init_report``). A Hugging Face directory
+    also goes to :meth:`Task.use_pretrained` (text classification takes its tokenizer).
 
     With ``resume=True`` the run in ``out_dir`` continues exactly: the model config, task,
     tokenizers and training settings come from its latest checkpoint, as do the data
@@ -120,6 +121,7 @@ def build_trainer(
     elif init_from_hf is not None:
         pretrained = from_hf(init_from_hf)
         base, source = pretrained.config, pretrained.state_dict()
+        task_obj.use_pretrained(init_from_hf)  # e.g. its tokenizer
     torch.manual_seed(cfg.seed)
     model_cfg = task_obj.model_config(preset, base=base, **dict(model_overrides or {}))
     model = models.build(model_cfg)

@@ -103,6 +103,15 @@ class TrainConfig:
         default=0.1,
         metadata=_meta("epsilon_ls of Szegedy et al. 2016 (the paper: 0.1; 0 = off)", OPT),
     )
+    freeze: str = field(
+        default="",
+        metadata=_meta(
+            "keep these parameters fixed: comma-separated module names (embed: the "
+            "embeddings; encoder.layers.0: a layer), each the whole module under it; "
+            "empty = train all",
+            OPT,
+        ),
+    )
     seed: int = field(
         default=0, metadata=_meta("seed of initialization, data order and dropout", OPT)
     )
@@ -241,6 +250,12 @@ class TrainConfig:
         for name in ("progress", "compile", "fsdp", "activation_checkpointing"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        if not isinstance(self.freeze, str) or any(
+            not part.strip() for part in self.freeze.split(",") if self.freeze
+        ):
+            raise ValueError(
+                f"freeze must be comma-separated module names (e.g. 'embed'), got {self.freeze!r}"
+            )
         if not isinstance(self.device, str) or not self.device:
             raise ValueError(f"device must be a device name, got {self.device!r}")
 

@@ -1,5 +1,6 @@
 """Start training from pretrained weights: copy every tensor whose name and shape match,
-initialise the rest (a new head), and say which is which."""
+initialise the rest (a new head), and say which is which; freeze modules that fine-tuning
+should leave as loaded."""
 
 from __future__ import annotations
 
@@ -111,4 +112,37 @@ def init_from_state(model: nn.Module, source: Mapping[str, Tensor]) -> InitRepor
     return report
 
 
-__all__ = ["HEAD_PREFIXES", "InitReport", "init_from_state"]
+def freeze_modules(model: nn.Module, names: str) -> list[str]:
+    """Stop the gradients of whole modules (``requires_grad = False``) so that fine-tuning
+    leaves them as loaded; the optimizer then never sees them.
+
+    Args:
+        model: the model.
+        names: comma-separated module names as :meth:`~torch.nn.Module.named_modules`
+            gives them (``"embed"``, ``"encoder.layers.0"``), or a parameter name; empty =
+            nothing.
+
+    Returns:
+        The names of the frozen parameters.
+
+    Raises:
+        ValueError: a name that is no module or parameter of the model (the top-level
+            modules are listed).
+    """
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    frozen: list[str] = []
+    for want in wanted:
+        hit = [n for n, _ in model.named_parameters() if n == want or n.startswith(want + ".")]
+        if not hit:
+            top = ", ".join(n for n, _ in model.named_children())
+            raise ValueError(
+                f"freeze: {want!r} is no module or parameter of the model; its modules: {top}"
+            )
+        frozen += [n for n in hit if n not in frozen]
+    params = dict(model.named_parameters())
+    for n in frozen:
+        params[n].requires_grad_(False)
+    return frozen
+
+
+__all__ = ["HEAD_PREFIXES", "InitReport", "freeze_modules", "init_from_state"]

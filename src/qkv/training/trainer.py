@@ -33,6 +33,7 @@ from qkv.training import parallel, rundir
 from qkv.training.config import UNBOUNDED_STEPS, TrainConfig
 from qkv.training.distributed import DistInfo, all_reduce_sum, barrier, init_distributed
 from qkv.training.evaluate import evaluate_objective, to_device
+from qkv.training.finetune import freeze_modules
 from qkv.training.objective import Batch, Objective
 from qkv.training.objectives import objective_for
 from qkv.training.progress import Progress, format_duration
@@ -171,6 +172,7 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         self.dist: DistInfo = init_distributed(self.device)
         self.model = model.to(self.device)
+        self.frozen = freeze_modules(self.model, cfg.freeze)  # before DDP and the optimizer
         # what the loop calls: DDP or FSDP (which shards self.model in place), compiled
         self.ddp: nn.Module = parallel.wrap(self.model, cfg, self.dist, self.device)
         # --compile: the model's forward and the objective's loss in one compiled graph
@@ -505,9 +507,13 @@ class Trainer:
         )
         if self.step:
             budget += f", resuming at step {self.step:,} ({format_duration(self.elapsed)} done)"
+        model = f"{type(self.model).__name__}, {n_params:,} parameters"
+        if self.frozen:
+            n_frozen = sum(p.numel() for p in self.model.parameters() if not p.requires_grad)
+            model += f" ({n_frozen:,} frozen: {self.cfg.freeze})"
         return [
             ("data", data),
-            ("model", f"{type(self.model).__name__}, {n_params:,} parameters"),
+            ("model", model),
             (
                 "device",
                 f"{self.device} ({threads} thread{'s' if threads != 1 else ''}), {parallel.world_note(self.model, self.dist)}",
