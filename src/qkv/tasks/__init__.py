@@ -1,23 +1,27 @@
 """The apps layer. Tasks: what to learn, from which data, with which loss and metrics (one file per task).
 
-=================  ========  ==========================================================
-name               kind      data
-=================  ========  ==========================================================
-``copy``           seq2seq   random symbol strings, target = source (char tokens)
-``reverse``        seq2seq   random symbol strings, target = reversed source
-``synthetic``      seq2seq   English -> Kalo from :mod:`qkv.data.grammar` (word tokens)
-``translate``      seq2seq   ``--data pairs.tsv`` or German -> English (``trans-de-en``)
-``summarize``      seq2seq   Debian long description -> synopsis, or ``--data pairs.tsv``
-``summarize-extractive``  classify  the same data: a BERTSum-style encoder picks one sentence
-``text2text``      seq2seq   T5-style: summarize/translate/classify by input prefix (Debian, Ding)
-``lm``             lm        ``--data file.txt``, Python's help topics, or the KJV Bible
-``digits``         classify  scikit-learn's 8x8 digits (ViT; ``--preset swin``: Swin)
-``fashion-mnist``  classify  Fashion-MNIST 28x28 (ViT, ``dataset-fashion-mnist``; or Swin)
-``listops``        classify  Long Range Arena ListOps, dense/local/BigBird attention
-``detect``         detect    DETR on canvases of 1-5 Fashion-MNIST items (or digits)
-``caption``        caption   ViT + decoder describe grids of Fashion-MNIST items (or digits)
-``classify``       classify  ``--data labels.tsv`` or Debian packages by section
-=================  ========  ==========================================================
+========================  ===========  =============================================================
+name                      kind         data
+========================  ===========  =============================================================
+``copy``                  seq2seq      random symbol strings, target = source (char tokens)
+``reverse``               seq2seq      random symbol strings, target = reversed source
+``synthetic``             seq2seq      English -> Kalo from :mod:`qkv.data.grammar` (word tokens)
+``translate``             seq2seq      ``--data pairs.tsv`` or German -> English (``trans-de-en``)
+``summarize``             seq2seq      Debian long description -> synopsis, or ``--data pairs.tsv``
+``summarize-extractive``  classify     the same data: a BERTSum-style encoder picks one sentence
+``text2text``             seq2seq      T5-style: summarize/translate/classify by input prefix
+``classify``              classify     ``--data labels.tsv`` or Debian packages by section (MiniLM)
+``lm``                    lm           ``--data file.txt``, Python's help topics, or the KJV Bible
+``digits``                classify     scikit-learn's 8x8 digits (ViT; ``--preset swin``: Swin)
+``fashion-mnist``         classify     Fashion-MNIST 28x28 (ViT, ``dataset-fashion-mnist``; or Swin)
+``listops``               classify     Long Range Arena ListOps, dense/local/BigBird attention
+``detect``                detect       DETR on canvases of 1-5 Fashion-MNIST items (or digits)
+``caption``               caption      ViT + decoder describe scenes of Fashion-MNIST items
+``clip``                  contrastive  CLIP on the scenes' captions; zero-shot Fashion-MNIST
+``vqa``                   vqa          LLaVA-style questions about the scenes
+``text2image``            image        DALL-E style: VQ-VAE codes drawn from captions
+``asr``                   seq2seq      Whisper-style speech recognition (espeak-ng speech)
+========================  ===========  =============================================================
 
 >>> task = get_task("copy", TaskOptions(n_train=8, n_valid=2, n_test=2))
 >>> batch = task.collate(task.examples("train")[:2])
