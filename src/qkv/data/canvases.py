@@ -11,13 +11,13 @@ new item is placed only where its box overlaps every earlier box by an IoU of at
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import overload
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from qkv.data._draws import SeededDraws
 
 Target = dict[str, Tensor]
 
@@ -114,7 +114,7 @@ def draw_canvas(
     return canvas, torch.tensor(boxes).view(-1, 4), torch.tensor(classes, dtype=torch.long)
 
 
-class CanvasExamples(Sequence[tuple[Tensor, Target]]):
+class CanvasExamples(SeededDraws[tuple[Tensor, Target]]):
     """Canvases drawn on demand from an item pool, as ``(image, target)`` examples:
     ``image`` ``(1, size, size)`` float in ``[0, 1]``, ``target`` ``{"labels": (k,) long,
     "boxes": (k, 4) cxcywh in [0, 1]}``.
@@ -127,6 +127,8 @@ class CanvasExamples(Sequence[tuple[Tensor, Target]]):
         spec: the drawing rules.
         scale: the pixel value that maps to 1.0 (255 for 8-bit images, 16 for sklearn digits).
     """
+
+    kind = "canvas"
 
     def __init__(
         self,
@@ -143,35 +145,12 @@ class CanvasExamples(Sequence[tuple[Tensor, Target]]):
                 f"items must be (n > 0, H, W) with (n,) labels, got {tuple(items.shape)} and "
                 f"{tuple(labels.shape)}"
             )
-        self.items, self.labels, self.n, self.seed = items, labels.long(), n, seed
-        self.spec, self.scale, self.start = spec, scale, start
+        self._init_draws(n, seed, start)
+        self.items, self.labels = items, labels.long()
+        self.spec, self.scale = spec, scale
 
-    def __len__(self) -> int:
-        return self.n
-
-    @overload
-    def __getitem__(self, i: int) -> tuple[Tensor, Target]: ...
-    @overload
-    def __getitem__(self, i: slice) -> CanvasExamples: ...
-    def __getitem__(self, i: int | slice) -> tuple[Tensor, Target] | CanvasExamples:
-        if isinstance(i, slice):
-            lo, hi, step = i.indices(self.n)
-            if step != 1:
-                raise ValueError("canvas examples slice with step 1 only")
-            return CanvasExamples(
-                self.items,
-                self.labels,
-                max(hi - lo, 0),
-                self.seed,
-                self.spec,
-                self.scale,
-                self.start + lo,
-            )
-        if not -self.n <= i < self.n:
-            raise IndexError(f"canvas {i} out of range [0, {self.n})")
-        index = self.start + (i % self.n)
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
-        canvas, boxes, classes = draw_canvas(self.items, self.labels, self.spec, g)
+    def draw(self, generator: torch.Generator) -> tuple[Tensor, Target]:
+        canvas, boxes, classes = draw_canvas(self.items, self.labels, self.spec, generator)
         size = float(self.spec.size)
         x0, y0, x1, y1 = (boxes / size).unbind(-1)
         cxcywh = torch.stack(((x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0), dim=-1)

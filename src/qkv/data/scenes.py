@@ -33,10 +33,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, overload
+from typing import Literal
 
 import torch
 from torch import Tensor
+
+from qkv.data._draws import SeededDraws
 
 QuestionKind = Literal["what", "where", "count", "exists", "relation"]
 QUESTION_KINDS: tuple[QuestionKind, ...] = ("what", "where", "count", "exists", "relation")
@@ -339,7 +341,7 @@ def draw_scene(
     return Scene(image.clamp(0, 1), tuple(placed), g, captions[pick], captions, questions)
 
 
-class SceneExamples(Sequence[Scene]):
+class SceneExamples(SeededDraws[Scene]):
     """Scenes drawn on demand from an item pool.
 
     Args:
@@ -356,6 +358,8 @@ class SceneExamples(Sequence[Scene]):
         ValueError: items and labels of different lengths, an empty pool, or a label
             outside the vocabulary.
     """
+
+    kind = "scene"
 
     def __init__(
         self,
@@ -378,11 +382,10 @@ class SceneExamples(Sequence[Scene]):
                 f"labels must lie in [0, {len(vocab.names)}), got "
                 f"[{int(labels.min())}, {int(labels.max())}]"
             )
-        if n < 0:
-            raise ValueError(f"n must be >= 0, got {n}")
-        self.items, self.labels, self.n, self.seed = items, labels.long(), n, seed
+        self._init_draws(n, seed, start)
+        self.items, self.labels = items, labels.long()
         self.spec = spec if spec is not None else SceneSpec()
-        self.vocab, self.scale, self.start = vocab, scale, start
+        self.vocab, self.scale = vocab, scale
         self._pixels = (items.float() / scale).clamp(0, 1)
 
     @property
@@ -390,33 +393,8 @@ class SceneExamples(Sequence[Scene]):
         """Side of a scene image in pixels (square items)."""
         return self.spec.grid * int(self.items.shape[-1])
 
-    def __len__(self) -> int:
-        return self.n
-
-    @overload
-    def __getitem__(self, i: int) -> Scene: ...
-    @overload
-    def __getitem__(self, i: slice) -> SceneExamples: ...
-    def __getitem__(self, i: int | slice) -> Scene | SceneExamples:
-        if isinstance(i, slice):
-            lo, hi, step = i.indices(self.n)
-            if step != 1:
-                raise ValueError("scene examples slice with step 1 only")
-            return SceneExamples(
-                self.items,
-                self.labels,
-                max(hi - lo, 0),
-                self.seed,
-                self.spec,
-                self.vocab,
-                self.scale,
-                self.start + lo,
-            )
-        if not -self.n <= i < self.n:
-            raise IndexError(f"scene {i} out of range [0, {self.n})")
-        index = self.start + (i % self.n)
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
-        return draw_scene(self._pixels, self.labels, self.spec, self.vocab, g)
+    def draw(self, generator: torch.Generator) -> Scene:
+        return draw_scene(self._pixels, self.labels, self.spec, self.vocab, generator)
 
 
 __all__ = [
