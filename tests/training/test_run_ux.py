@@ -43,7 +43,7 @@ def test_header_plain_lines_samples_and_summary(tmp_path, capsys):
     cap = capsys.readouterr()
     err = cap.err
     assert "qkv train: digits" in err and "1,257 training examples" in err
-    assert "ViT" in err and "parameters" in err and "threads" in err and str(run) in err
+    assert "ViT" in err and "parameters" in err and "cpu (1 thread)" in err and str(run) in err
     assert "step 3/6  loss" in err and " ex/s " in err and "left" in err  # plain lines
     assert "eval at step 3: accuracy" in err and "valid example" in err  # samples
     assert "final evaluation at step 6" in err
