@@ -38,20 +38,26 @@ def check_inputs(inputs: Tensor, padding_mask: Tensor | None) -> Tensor:
 
 def check_source(model: Generative, inputs: Tensor, padding_mask: Tensor | None) -> Tensor:
     """:func:`check_inputs`, except that an encoder-decoder may read a float source: an image
-    batch ``(b, c, H, W)`` (a captioner) or features ``(b, t, ...)`` (Whisper's log-mel
+    batch ``(b, c, H, W)`` (a captioner) or features ``(b, t, n)`` (Whisper's log-mel
     frames). Without a padding mask such a source's mask is one True per row, ``(b, 1)``;
     right-padded features take a ``(b, t)`` mask over their second axis.
 
     Raises:
-        ValueError: a float source's mask that is not ``(b, t)`` bool, or what
-            :func:`check_inputs` refuses (float inputs of a causal LM among them).
+        ValueError: a mask with an image batch, a features mask that is not ``(b, t)``
+            bool, or what :func:`check_inputs` refuses (float inputs of a causal LM among
+            them).
     """
     if not (inputs.is_floating_point() and is_encoder_decoder(model)):
         return check_inputs(inputs, padding_mask)
     if padding_mask is None:
         return torch.ones(inputs.shape[0], 1, dtype=torch.bool, device=inputs.device)
+    if inputs.ndim != 3:
+        raise ValueError(
+            f"a float source of shape {tuple(inputs.shape)} (an image batch) has no padding: "
+            "padding_mask must be None"
+        )
     shape = tuple(inputs.shape[:2])
-    if inputs.ndim < 3 or tuple(padding_mask.shape) != shape or padding_mask.dtype != torch.bool:
+    if tuple(padding_mask.shape) != shape or padding_mask.dtype != torch.bool:
         raise ValueError(
             f"padding_mask of a float source must be a (b, t) bool tensor over its second "
             f"axis {shape}, got {padding_mask.dtype} {tuple(padding_mask.shape)}"

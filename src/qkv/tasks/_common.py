@@ -13,6 +13,7 @@ from torch import nn
 from qkv import models
 from qkv.data.batching import batched, pad_ids
 from qkv.data.files import read_json
+from qkv.data.tokenizers import Tokenizer
 from qkv.tasks.base import Task, TaskError, TaskOptions
 
 TASK_FILE = "task.json"
@@ -205,6 +206,18 @@ def _family_config(
             f"{found.family!r} model"
         )
     return models.preset_config(preset, **{**sizes, **overrides})
+
+
+def load_tokenizer(task: str, directory: Path) -> Tokenizer:
+    """The tokenizer a task saved in ``directory``.
+
+    Raises:
+        TaskError: the tokenizer file is missing or damaged (the message names it).
+    """
+    try:
+        return Tokenizer.load(directory)
+    except (FileNotFoundError, ValueError) as e:
+        raise TaskError(f"task {task!r}: {e}") from e
 
 
 def model_device(model: nn.Module) -> torch.device:

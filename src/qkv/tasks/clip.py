@@ -33,7 +33,7 @@ from qkv.data.scenes import Scene, cell_name, class_prompts
 from qkv.data.tokenizers import EOS_ID, PAD_ID, Tokenizer
 from qkv.layers.mode import evaluating
 from qkv.models import TransformerConfig
-from qkv.tasks._common import check_choice, sized_config, write_task_file
+from qkv.tasks._common import check_choice, load_tokenizer, sized_config, write_task_file
 from qkv.tasks._scenes import SceneData, Split
 from qkv.tasks._seq2seq import SPLITS
 from qkv.tasks.base import Task, TaskError, TaskOptions
@@ -375,10 +375,7 @@ class CLIPTask(Task):
 
     def load(self, directory: Path) -> None:
         """Read the tokenizer written by :meth:`save` (no scene is drawn)."""
-        try:
-            self._tokenizer = Tokenizer.load(directory)
-        except (FileNotFoundError, ValueError) as e:
-            raise TaskError(f"task {self.name!r}: {e}") from e
+        self._tokenizer = load_tokenizer(self.name, directory)
 
 
 __all__ = ["PROMPTS", "CLIPTask", "recall_at", "single_item_scenes"]

@@ -34,6 +34,7 @@ from qkv.tasks._common import (
     check_choice,
     check_extra,
     check_positive,
+    load_tokenizer,
     model_device,
     read_text_file,
     sized_config,
@@ -315,10 +316,7 @@ class LMTask(Task):
 
     def load(self, directory: Path) -> None:
         """Read the tokenizer written by :meth:`save` (the text is not read)."""
-        try:
-            self._tokenizer = Tokenizer.load(directory)
-        except (FileNotFoundError, ValueError) as e:
-            raise TaskError(f"task 'lm': {e}") from e
+        self._tokenizer = load_tokenizer(self.name, directory)
         self._chunks.clear()
 
 

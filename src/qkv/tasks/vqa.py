@@ -29,7 +29,7 @@ from qkv.data.scenes import QUESTION_KINDS, Question, Scene, SceneExamples
 from qkv.data.tokenizers import EOS_ID, PAD_ID, Tokenizer
 from qkv.layers.mode import evaluating
 from qkv.models import TransformerConfig
-from qkv.tasks._common import sized_config, write_task_file
+from qkv.tasks._common import load_tokenizer, sized_config, write_task_file
 from qkv.tasks._scenes import SceneData, Split
 from qkv.tasks.base import Task, TaskError, TaskOptions
 from qkv.training.evaluate import model_device, to_device
@@ -356,10 +356,7 @@ class VQATask(Task):
 
     def load(self, directory: Path) -> None:
         """Read the tokenizer written by :meth:`save` (no scene is drawn)."""
-        try:
-            self._tokenizer = Tokenizer.load(directory)
-        except (FileNotFoundError, ValueError) as e:
-            raise TaskError(f"task {self.name!r}: {e}") from e
+        self._tokenizer = load_tokenizer(self.name, directory)
 
 
 __all__ = ["MAX_ANSWER_TOKENS", "TrainQuestions", "VQAExample", "VQATask", "all_questions"]
