@@ -339,6 +339,9 @@ def test_train_config_validation_and_round_trip():
         TrainConfig(batch_size=8, grad_accum=3)
     with pytest.raises(ValueError, match="schedule must be .*'linear'"):
         TrainConfig(schedule="linear")
+    with pytest.raises(ValueError, match="schedule 'noam' needs warmup >= 1, got 0"):
+        TrainConfig(schedule="noam", warmup=0)
+    assert TrainConfig(schedule="cosine", warmup=0).warmup == 0  # cosine needs none
 
 
 def test_average_last_checkpoints_is_the_elementwise_mean(tmp_path):

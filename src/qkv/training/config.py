@@ -238,6 +238,9 @@ class TrainConfig:
             )
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("schedule", self.schedule, SCHEDULES)
+        if self.schedule == "noam" and self.warmup < 1:
+            # the noam rate is d^-0.5 * min(step^-0.5, step * warmup^-1.5): no warmup, no rate
+            raise ValueError(f"schedule 'noam' needs warmup >= 1, got {self.warmup}")
         _check_choice("amp", self.amp, AMP_MODES)
         _check_float("lr", self.lr, low=0.0, low_open=True)
         _check_float("eps", self.eps, low=0.0, low_open=True)
