@@ -94,3 +94,12 @@ def test_to_hf_refuses_quarter_strides(kit):
     )  # fmt: skip
     with pytest.raises(HFConversionError, match="conv_strides"):
         to_hf(M.build(cfg), kit.tmp / "bad")
+
+
+def test_to_hf_refuses_a_ctc_head(kit):
+    cfg = M.WhisperConfig(
+        d_model=32, n_heads=4, d_ff=64, n_encoder_layers=1, n_decoder_layers=1, vocab_size=53,
+        max_len=16, n_mels=MELS, max_frames=32, ctc_head=True,
+    )  # fmt: skip
+    with pytest.raises(HFConversionError, match=r"ctc_head=True \(the family needs False\)"):
+        to_hf(M.build(cfg), kit.tmp / "bad")

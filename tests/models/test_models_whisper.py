@@ -18,9 +18,9 @@ def _cfg(**kw):
     return M.WhisperConfig(**{**base, **kw})
 
 
-@pytest.mark.parametrize("strides", [[1, 2], [2, 2]])
-def test_parameter_count_and_json(strides):
-    cfg = _cfg(conv_strides=strides)
+@pytest.mark.parametrize(("strides", "ctc"), [([1, 2], False), ([2, 2], False), ([2, 2], True)])
+def test_parameter_count_and_json(strides, ctc):
+    cfg = _cfg(conv_strides=strides, ctc_head=ctc)
     model = M.build(cfg)
     assert M.count_parameters(model) == M.parameter_count(cfg)
     assert buffer_count(cfg) == model.enc_pos.numel()
@@ -35,6 +35,7 @@ def test_parameter_count_and_json(strides):
         ({"conv_strides": [1, 5]}, r"conv_strides must be two ints in 1..4, got \[1, 5\]"),
         ({"pos": "rope"}, r"WhisperConfig needs pos='learned', got 'rope'"),
         ({"n_mels": 0}, r"n_mels must be"),
+        ({"ctc_head": 1}, r"ctc_head must be a bool, got 1"),
     ],
 )
 def test_config_errors_name_values(kw, match):
@@ -82,3 +83,22 @@ def test_encode_rejects_bad_features():
         model.encode(torch.randn(1, 5, 7))
     with pytest.raises(ValueError, match=r"65 frames exceed max_frames \(64\)"):
         model.encode(torch.randn(1, 65, 12))
+
+
+def test_ctc_head_forward_matches_its_parts():
+    """``forward(..., ctc=True)`` is the decoder's logits, the head's log-softmax over the
+    encoder states and the encoder positions' mask; a model without the head says so."""
+    torch.manual_seed(2)
+    model = M.build(_cfg(conv_strides=[2, 2], ctc_head=True)).eval()
+    feats = torch.randn(2, 30, 12)
+    mask = torch.arange(30)[None] < torch.tensor([30, 13])[:, None]
+    tgt = torch.randint(3, 40, (2, 5))
+    with torch.no_grad():
+        logits, log_probs, enc_mask = model(feats, tgt, src_padding_mask=mask, ctc=True)
+        memory = model.encode(feats, mask)
+        assert torch.equal(logits, model(feats, tgt, src_padding_mask=mask))
+        by_hand = torch.log_softmax(memory @ model.ctc_head.weight.T + model.ctc_head.bias, -1)
+    assert torch.allclose(log_probs, by_hand, atol=1e-5)
+    assert enc_mask.sum(-1).tolist() == [8, 4]  # ceil(ceil(n / 2) / 2)
+    with pytest.raises(ValueError, match="this Whisper has no CTC head"):
+        M.build(_cfg()).ctc_log_probs(memory)

@@ -43,6 +43,7 @@ def test_train_eval_generate_viz_and_errors(run_dir, tmp_path, capsys):
     assert main(["eval", "--checkpoint", str(run_dir), "--split", "test", "--json"]) == 0
     scores = json.loads(capsys.readouterr().out)
     assert {"wer", "cer", "loss", "audio_seconds", "decode_seconds", "rtf"} <= set(scores)
+    assert {"ctc_wer", "ctc_cer", "ctc_loss"} <= set(scores)  # the default CTC head
     assert scores["audio_seconds"] > 1.0
     assert scores["rtf"] == pytest.approx(scores["decode_seconds"] / scores["audio_seconds"])
 

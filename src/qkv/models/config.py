@@ -456,6 +456,9 @@ class WhisperConfig(Seq2SeqConfig):
         max_frames: longest input in mel frames (Whisper: 3000, 30 s); the encoder holds
             :attr:`max_source_len` positions.
         conv_strides: strides of the two convolutions (``[1, 2]``; ``[2, 2]`` quarters).
+        ctc_head: a linear layer from the encoder's states to the vocabulary, for the CTC
+            loss of hybrid CTC/attention training (Watanabe et al. 2017; the pad id is the
+            blank) and CTC greedy decoding; Whisper has none.
         (other fields: :class:`Seq2SeqConfig`.)
     """
 
@@ -477,9 +480,12 @@ class WhisperConfig(Seq2SeqConfig):
     n_mels: int = 80
     max_frames: int = 3000
     conv_strides: list[int] = field(default_factory=lambda: [1, 2])
+    ctc_head: bool = False
 
     def __post_init__(self) -> None:
         _check_int("n_mels", self.n_mels)
+        if not isinstance(self.ctc_head, bool):
+            raise ValueError(f"ctc_head must be a bool, got {self.ctc_head!r}")
         _check_int("max_frames", self.max_frames)
         ok = isinstance(self.conv_strides, (list, tuple)) and len(self.conv_strides) == 2
         if not ok or not all(isinstance(x, int) and 1 <= x <= 4 for x in self.conv_strides):

@@ -182,10 +182,11 @@ def _head_count(cfg: Any) -> int:
         total += 2 * _embedding_extras(cfg, cfg.max_len)  # source and target each
         total += 0 if cfg.tie_embeddings else tgt
         return total + (cfg.target_vocab if cfg.output_bias else 0)
-    if family == "whisper":  # convolutions, decoder tokens and positions (and the head)
+    if family == "whisper":  # convolutions, decoder tokens and positions (and the heads)
         total = _linear(3 * cfg.n_mels, d, True) + _linear(3 * d, d, True)  # kernel 3
         total += cfg.vocab_size * d + _embedding_extras(cfg, cfg.max_len)
         total += 0 if cfg.tie_embeddings else cfg.vocab_size * d
+        total += _linear(d, cfg.vocab_size, True) if cfg.ctc_head else 0
         return total + (cfg.vocab_size if cfg.output_bias else 0)
     if family == "xlnet":  # word embedding, mask_emb, head bias (and an untied head)
         tok = cfg.vocab_size * d

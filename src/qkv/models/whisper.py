@@ -44,7 +44,7 @@ class Whisper(Seq2SeqTransformer):
 
     ``logits = W_out decoder(E_tgt(y), encoder(conv(x) + P))``. Modules: ``conv1``,
     ``conv2``, ``encoder``, ``tgt_embed``, ``decoder``, ``lm_head`` (tied to the token
-    table); the buffer ``enc_pos`` holds the sinusoids ``P`` (saved with the weights, as
+    table), and ``ctc_head`` when ``config.ctc_head``; the buffer ``enc_pos`` holds the sinusoids ``P`` (saved with the weights, as
     Whisper's checkpoints store them). :meth:`decode`, :meth:`make_cache` and
     :meth:`forward` are :class:`~qkv.models.Seq2SeqTransformer`'s.
 
@@ -73,6 +73,7 @@ class Whisper(Seq2SeqTransformer):
         self.lm_head = OutputHead(cfg.d_model, cfg.vocab_size, bias=cfg.output_bias)
         if cfg.tie_embeddings:
             self.lm_head.weight = tok.weight
+        self.ctc_head = nn.Linear(cfg.d_model, cfg.vocab_size) if cfg.ctc_head else None
         init_weights(
             self, cfg.init, std=cfg.init_std, n_layers=cfg.n_encoder_layers + cfg.n_decoder_layers
         )
@@ -114,6 +115,55 @@ class Whisper(Seq2SeqTransformer):
         x = x.transpose(1, 2)  # (b, s_src, d)
         x = self.enc_dropout(x + self.enc_pos[: x.shape[1]].to(x.dtype))
         return self.encoder(x, padding_mask=mask)  # (b, s_src, d)
+
+    def ctc_log_probs(self, memory: Tensor) -> Tensor:
+        """Per-position log-probabilities of the CTC head (the pad id is the blank).
+
+        Args:
+            memory: ``(b, s_src, d)`` from :meth:`encode`.
+
+        Returns:
+            ``(b, s_src, vocab_size)`` float32 log-probabilities.
+
+        Raises:
+            ValueError: the model has no CTC head (``config.ctc_head`` is False).
+        """
+        if self.ctc_head is None:
+            raise ValueError("this Whisper has no CTC head (config.ctc_head is False)")
+        return self.ctc_head(memory).float().log_softmax(-1)
+
+    def forward(  # type: ignore[override]
+        self,
+        src: Tensor,
+        tgt_in: Tensor,
+        *,
+        src_padding_mask: Tensor | None = None,
+        tgt_padding_mask: Tensor | None = None,
+        ctc: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor, Tensor]:
+        """Teacher-forced logits, as :meth:`Seq2SeqTransformer.forward` (``src`` is
+        ``(b, t, n_mels)`` features, ``src_padding_mask`` ``(b, t)`` over the frames).
+
+        Args:
+            ctc: also return the CTC head's outputs (one encoder pass serves both).
+
+        Returns:
+            logits ``(b, s_tgt, V)``; with ``ctc``, ``(logits, ctc_log_probs, enc_mask)``:
+            ``(b, s_src, V)`` float32 log-probabilities (:meth:`ctc_log_probs`) and the
+            encoder positions' ``(b, s_src)`` mask (True = real).
+        """
+        memory = self.encode(src, src_padding_mask)
+        enc_mask = (
+            self.source_mask(src_padding_mask)
+            if src_padding_mask is not None
+            else torch.ones(memory.shape[:2], dtype=torch.bool, device=memory.device)
+        )
+        logits = self.decode(
+            tgt_in, memory, src_padding_mask=enc_mask, tgt_padding_mask=tgt_padding_mask
+        )
+        if not ctc:
+            return logits
+        return logits, self.ctc_log_probs(memory), enc_mask
 
     def decode(  # type: ignore[override]
         self, tgt: Tensor, memory: Tensor, *, src_padding_mask: Tensor | None = None, **kw: object

@@ -8,9 +8,10 @@ speech is synthetic, the text is real** (``docs/speech.md``).
 
 The model is :class:`~qkv.models.Whisper` on Whisper's log-mel features
 (:class:`~qkv.layers.log_mel.LogMel`), trained by teacher forcing on character (or BPE)
-transcripts with SpecAugment (:class:`~qkv.layers.spec_augment.SpecAugment`), decoded by
-greedy or beam search, scored by word and character error rates (``jiwer``) with the
-decoding's real-time factor.
+transcripts with SpecAugment (:class:`~qkv.layers.spec_augment.SpecAugment`) and, by
+default, an auxiliary CTC loss on the encoder (hybrid CTC/attention, Watanabe et al. 2017),
+decoded by greedy or beam search (or the CTC head's greedy path), scored by word and
+character error rates (``jiwer``) with the decoding's real-time factor.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
@@ -53,10 +55,18 @@ from qkv.tasks._seq2seq import SPLITS, Split
 from qkv.tasks.base import Task, TaskError, TaskOptions
 from qkv.training.evaluate import evaluate_sums
 from qkv.training.objective import Batch, LossOutput
-from qkv.training.objectives import Seq2SeqObjective
+from qkv.training.objectives import Seq2SeqObjective, token_cross_entropy
 
 #: Longest input, in mel frames (Whisper's 30 s).
 MAX_FRAMES = 3000
+
+
+def has_ctc_head(model: nn.Module) -> bool:
+    """Whether ``model`` (or the model inside a ``torch.compile`` or DDP wrapper) is a
+    :class:`~qkv.models.Whisper` with a CTC head."""
+    for wrapper in ("_orig_mod", "module"):
+        model = getattr(model, wrapper, model)
+    return getattr(model, "ctc_head", None) is not None
 
 
 class ASRTask(Task):
@@ -66,14 +76,16 @@ class ASRTask(Task):
     (utterances: 4,000 / 200 / 300), ``max_len`` (longest transcript in tokens, default
     64; sentences of up to ``max_len - 4`` characters are spoken), ``tokenizer``
     (``"char"``, default, or ``"bpe"`` with ``vocab_size``), ``extra["augment"]`` (SpecAugment,
-    default True), ``extra["workers"]`` (``espeak-ng`` processes, default 2),
+    default True), ``extra["ctc_weight"]`` (weight ``λ`` of the CTC loss in
+    ``(1 - λ) CE + λ CTC``, default 0.3 as in Watanabe et al.; 0 trains the decoder alone and
+    builds no CTC head), ``extra["workers"]`` (``espeak-ng`` processes, default 2),
     ``extra["cache_dir"]`` (default ``~/.cache/qkv/asr``).
     """
 
     name = "asr"
     kind = "seq2seq"
     headline: ClassVar[str] = "wer"
-    extra_keys: ClassVar[tuple[str, ...]] = ("augment", "workers", "cache_dir")
+    extra_keys: ClassVar[tuple[str, ...]] = ("augment", "ctc_weight", "workers", "cache_dir")
     default_sizes: ClassVar[dict[str, int]] = {"n_train": 4000, "n_valid": 200, "n_test": 300}
     # lr 2e-3 over 1e-3: lower valid loss at equal steps (docs/speech.md, "Recipe")
     recipe: ClassVar[dict[str, Any]] = {
@@ -108,6 +120,10 @@ class ASRTask(Task):
         for opt in ("n_train", "n_valid", "n_test"):
             if getattr(o, opt) is not None:
                 check_positive(self.name, opt, getattr(o, opt), minimum=1)
+        self.ctc_weight = o.extra.get("ctc_weight", 0.3)
+        ok = isinstance(self.ctc_weight, (int, float)) and not isinstance(self.ctc_weight, bool)
+        if not ok or not 0.0 <= self.ctc_weight < 1.0:
+            raise TaskError(f"task 'asr': extra['ctc_weight'] must be in [0, 1), got {self.ctc_weight!r}")
         self.workers = o.extra.get("workers", 2)
         check_positive(self.name, "extra['workers']", self.workers)
         self.front_end = LogMel()
@@ -212,6 +228,7 @@ class ASRTask(Task):
             "pad_token_id": PAD_ID,
             "n_mels": self.front_end.n_mels,
             "max_frames": MAX_FRAMES,
+            "ctc_head": self.ctc_weight > 0,
         }
         return sized_config(self, "whisper", preset, self.default_model, sizes, overrides, base)
 
@@ -226,12 +243,54 @@ class ASRTask(Task):
         return {**batch, "src": self.spec_augment.train()(batch["src"], frames)}
 
     def loss(self, model: nn.Module, batch: Batch, *, label_smoothing: float = 0.0) -> LossOutput:
-        """Teacher-forced cross entropy summed over the transcript tokens."""
-        return self._objective.loss(model, batch, label_smoothing=label_smoothing)
+        """Teacher-forced cross entropy summed over the transcript tokens; with a CTC head
+        and ``ctc_weight`` λ > 0, training minimises ``(1 - λ) CE + λ CTC`` (the CTC
+        negative log-likelihood of each transcript, summed, the pad id as blank), while
+        evaluation reports the cross entropy as ``loss`` and the CTC sum as ``ctc``."""
+        if not (self.ctc_weight > 0 and has_ctc_head(model)):
+            return self._objective.loss(model, batch, label_smoothing=label_smoothing)
+        logits, log_probs, enc_mask = model(
+            batch["src"], batch["tgt_in"], src_padding_mask=batch["src_padding_mask"],
+            tgt_padding_mask=batch["tgt_padding_mask"], ctc=True,
+        )  # fmt: skip
+        ce, n, correct = token_cross_entropy(logits, batch["tgt_out"], label_smoothing=label_smoothing)
+        ctc = F.ctc_loss(
+            log_probs.transpose(0, 1), batch["tgt_in"][:, 1:], enc_mask.sum(-1),
+            batch["tgt_padding_mask"].sum(-1) - 1, blank=PAD_ID, reduction="sum",
+            zero_infinity=True,
+        )  # fmt: skip
+        logs = {"correct": correct, "ctc": float(ctc.detach())}
+        if not model.training:
+            return LossOutput(ce, n, logs)
+        return LossOutput((1 - self.ctc_weight) * ce + self.ctc_weight * ctc, n, logs)
 
     def metrics(self, loss_sum: float, n: int, logs: Mapping[str, float]) -> dict[str, float]:
-        """Teacher-forced ``loss``, ``ppl`` and ``token_acc``."""
-        return self._objective.metrics(loss_sum, n, logs)
+        """Teacher-forced ``loss``, ``ppl`` and ``token_acc``, and ``ctc_loss`` (nats per
+        transcript token) when the model has a CTC head."""
+        out = self._objective.metrics(loss_sum, n, logs)
+        if "ctc" in logs:
+            out["ctc_loss"] = logs["ctc"] / max(n, 1)
+        return out
+
+    def ctc_greedy(self, model: nn.Module, feats: Tensor, mask: Tensor) -> list[list[int]]:
+        """Best-path CTC decoding: the head's most likely id per encoder position, repeats
+        merged, blanks (the pad id) and other special ids dropped.
+
+        Returns:
+            one token-id list per input.
+        """
+        memory = model.encode(feats, mask)
+        best = model.ctc_log_probs(memory).argmax(-1)  # (b, s_src)
+        keep = model.source_mask(mask)
+        out = []
+        for ids, real in zip(best.tolist(), keep.tolist()):
+            seq, prev = [], None
+            for i, r in zip(ids, real):
+                if r and i != prev and i not in (PAD_ID, BOS_ID, EOS_ID):
+                    seq.append(i)
+                prev = i if r else prev
+            out.append(seq)
+        return out
 
     @torch.no_grad()
     def transcribe(
@@ -241,10 +300,18 @@ class ASRTask(Task):
         *,
         batch_size: int = 32,
         progress: bool = False,
+        ctc: bool = False,
         **generate_kwargs: Any,
     ) -> list[str]:
         """Transcripts of mono 16 kHz signals with :func:`qkv.generation.generate`
-        (greedy unless ``beam_size > 1``); batches are sorted by length."""
+        (greedy unless ``beam_size > 1``), or with the CTC head's best path when ``ctc``;
+        batches are sorted by length.
+
+        Raises:
+            TaskError: ``ctc`` on a model without a CTC head.
+        """
+        if ctc and not has_ctc_head(model):
+            raise TaskError("task 'asr': this model has no CTC head (trained with ctc_weight 0)")
         kw = {"bos_id": BOS_ID, "eos_id": EOS_ID, "pad_id": PAD_ID,
               "max_new_tokens": self.max_len + 1, **generate_kwargs}  # fmt: skip
         if kw.get("beam_size", 1) > 1:
@@ -258,8 +325,12 @@ class ASRTask(Task):
         with evaluating(model):
             for chunk in bar:
                 feats, mask = self.features([signals[i] for i in chunk])
-                gen = generate(model, feats.to(device), padding_mask=mask.to(device), **kw)
-                for i, toks in zip(chunk, gen.tokens):
+                feats, mask = feats.to(device), mask.to(device)
+                if ctc:
+                    tokens = self.ctc_greedy(model, feats, mask)
+                else:
+                    tokens = generate(model, feats, padding_mask=mask, **kw).tokens
+                for i, toks in zip(chunk, tokens):
                     out[i] = self.tokenizer.decode(toks)
         return out
 
@@ -279,7 +350,8 @@ class ASRTask(Task):
         Returns:
             ``wer`` (the headline, 0-100, lower is better), ``cer``, ``loss`` (nats per
             target token), ``ppl``, ``audio_seconds`` (of the evaluated utterances),
-            ``decode_seconds`` and ``rtf`` (real-time factor: decoding time / audio time).
+            ``decode_seconds`` and ``rtf`` (real-time factor: decoding time / audio time);
+            with a CTC head also ``ctc_loss`` and ``ctc_wer``/``ctc_cer`` of its greedy path.
 
         Raises:
             TaskError: the split is empty.
@@ -287,7 +359,7 @@ class ASRTask(Task):
         utts = self.examples(split)[:limit]
         if not utts:
             raise TaskError(f"task 'asr': split {split!r} has no examples to evaluate")
-        total, n, _ = evaluate_sums(model, self, utts, batch_size=batch_size, progress=progress)
+        total, n, logs = evaluate_sums(model, self, utts, batch_size=batch_size, progress=progress)
         start = time.perf_counter()
         hyps = self.transcribe(
             model, [u.audio for u in utts], batch_size=batch_size, progress=progress,
@@ -297,7 +369,7 @@ class ASRTask(Task):
         refs = [u.text for u in utts]
         audio_s = sum(u.seconds for u in utts)
         loss = total / max(n, 1)
-        return {
+        out = {
             "wer": metrics.word_error_rate(hyps, refs),
             "cer": metrics.char_error_rate(hyps, refs),
             "loss": loss,
@@ -306,6 +378,13 @@ class ASRTask(Task):
             "decode_seconds": seconds,
             "rtf": seconds / audio_s,
         }
+        if has_ctc_head(model):
+            ctc_hyps = self.transcribe(model, [u.audio for u in utts], batch_size=batch_size,
+                                       ctc=True)  # fmt: skip
+            out["ctc_loss"] = logs.get("ctc", 0.0) / max(n, 1)
+            out["ctc_wer"] = metrics.word_error_rate(ctc_hyps, refs)
+            out["ctc_cer"] = metrics.char_error_rate(ctc_hyps, refs)
+        return out
 
     def samples(self, model: nn.Module, k: int = 3) -> list[str]:
         """``k`` validation utterances: voice, reference and greedy transcript."""
@@ -356,4 +435,4 @@ class ASRTask(Task):
             raise TaskError(f"task 'asr': {e}") from e
 
 
-__all__ = ["MAX_FRAMES", "ASRTask"]
+__all__ = ["MAX_FRAMES", "ASRTask", "has_ctc_head"]

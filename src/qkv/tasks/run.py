@@ -112,6 +112,8 @@ def build_trainer(
         raise TaskError("a new run needs a task")
     task_obj = get_task(task, options) if isinstance(task, str) else task
     cfg = config if isinstance(config, TrainConfig) else task_obj.train_config(config)
+    if cfg.threads:  # before the task prepares its data (text2image trains its VQ-VAE)
+        torch.set_num_threads(cfg.threads)
     source: dict[str, torch.Tensor] | None = None
     base: models.TransformerConfig | None = None
     if init_from is not None:

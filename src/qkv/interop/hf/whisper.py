@@ -149,6 +149,7 @@ def config_to_hf(cfg: TransformerConfig) -> dict[str, Any]:
         cfg, issues, norm="layer", norm_eps=1e-5, norm_placement="pre", bias=True,
         n_kv_heads=None, head_dim=None, attn_scale=None, embed_norm=False, output_scale=1.0,
         output_bias=False, scale_embeddings=False, conv_strides=STRIDES, tie_embeddings=True,
+        ctc_head=False,
     )  # fmt: skip
     act = activation_to_hf(cfg, issues, ("gelu", "gelu_tanh", "relu", "silu"))
     issues.raise_if_any()

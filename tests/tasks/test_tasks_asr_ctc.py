@@ -1,0 +1,116 @@
+"""The asr task's hybrid CTC/attention objective and CTC best-path decoding, on hand-built
+batches (no speech synthesis needed)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import qkv.models as M
+from qkv.data.tokenizers import BOS_ID, EOS_ID, PAD_ID
+from qkv.tasks import TaskError, TaskOptions, get_task
+from qkv.tasks.asr import has_ctc_head
+
+
+def _model(ctc_head=True):
+    torch.manual_seed(0)
+    cfg = M.WhisperConfig(d_model=32, n_heads=4, d_ff=48, n_encoder_layers=1,
+                          n_decoder_layers=1, vocab_size=20, max_len=12, n_mels=80,
+                          max_frames=64, conv_strides=[2, 2], ctc_head=ctc_head,
+                          pad_token_id=PAD_ID)  # fmt: skip
+    return M.build(cfg)
+
+
+def _batch():
+    torch.manual_seed(1)
+    texts = [[5, 6, 6, 7], [8, 9]]
+    frames = torch.tensor([40, 23])
+    mask = torch.arange(40)[None] < frames[:, None]
+    src = torch.randn(2, 40, 80) * mask[..., None]
+    tgt_in = torch.tensor([[BOS_ID, 5, 6, 6, 7], [BOS_ID, 8, 9, PAD_ID, PAD_ID]])
+    tgt_out = torch.tensor([[5, 6, 6, 7, EOS_ID], [8, 9, EOS_ID, PAD_ID, PAD_ID]])
+    batch = {"src": src, "src_padding_mask": mask, "tgt_in": tgt_in, "tgt_out": tgt_out,
+             "tgt_padding_mask": tgt_in != PAD_ID}  # fmt: skip
+    return texts, batch
+
+
+@pytest.mark.parametrize("weight", [0.3, 0.5])
+def test_hybrid_loss_against_each_utterance_alone(weight):
+    """Training minimises (1 - λ) CE + λ CTC; the CTC term equals the sum of each unpadded
+    utterance's own CTC loss (targets without BOS/EOS, blank = pad id)."""
+    task = get_task("asr", TaskOptions(extra={"ctc_weight": weight}))
+    model = _model().train()
+    texts, batch = _batch()
+    torch.manual_seed(3)
+    out = task.loss(model, batch)
+    torch.manual_seed(3)  # the same dropout masks
+    logits, log_probs, enc_mask = model(batch["src"], batch["tgt_in"],
+                                        src_padding_mask=batch["src_padding_mask"],
+                                        tgt_padding_mask=batch["tgt_padding_mask"], ctc=True)  # fmt: skip
+    ce = F.cross_entropy(logits.flatten(0, 1), batch["tgt_out"].flatten(), ignore_index=PAD_ID,
+                         reduction="sum")  # fmt: skip
+    ctc = sum(
+        F.ctc_loss(log_probs[i, : int(enc_mask[i].sum())], torch.tensor(t),
+                   torch.tensor([int(enc_mask[i].sum())]), torch.tensor([len(t)]),
+                   blank=PAD_ID, reduction="sum")  # fmt: skip
+        for i, t in enumerate(texts)
+    )
+    assert out.n == 8  # 4 + 1 and 2 + 1 target tokens
+    assert float(out.loss_sum.detach()) == pytest.approx(float(((1 - weight) * ce + weight * ctc).detach()), rel=1e-5)
+    assert out.logs["ctc"] == pytest.approx(float(ctc), rel=1e-5)
+    # evaluation reports the decoder's cross entropy as the loss, the CTC sum beside it
+    model.eval()
+    with torch.no_grad():
+        ev = task.loss(model, batch)
+        ce_eval = F.cross_entropy(model(batch["src"], batch["tgt_in"],
+                                        src_padding_mask=batch["src_padding_mask"],
+                                        tgt_padding_mask=batch["tgt_padding_mask"]).flatten(0, 1),
+                                  batch["tgt_out"].flatten(), ignore_index=PAD_ID, reduction="sum")  # fmt: skip
+    assert float(ev.loss_sum) == pytest.approx(float(ce_eval), rel=1e-5)
+    assert task.metrics(float(ev.loss_sum), ev.n, ev.logs)["ctc_loss"] == pytest.approx(
+        ev.logs["ctc"] / 8
+    )
+
+
+def test_without_a_head_or_weight_the_loss_is_cross_entropy():
+    _, batch = _batch()
+    plain = get_task("asr", TaskOptions(extra={"ctc_weight": 0}))
+    hybrid = get_task("asr")
+    model = _model(ctc_head=False).eval()
+    with torch.no_grad():
+        assert "ctc" not in hybrid.loss(model, batch).logs  # no head: plain cross entropy
+        assert "ctc" not in plain.loss(_model().eval(), batch).logs  # weight 0
+    assert has_ctc_head(_model()) and not has_ctc_head(model)
+    assert has_ctc_head(torch.compile(_model()))
+
+
+@pytest.mark.parametrize("bad", [1.0, -0.1, "0.3", True])
+def test_ctc_weight_errors_name_the_value(bad):
+    with pytest.raises(TaskError, match=r"extra\['ctc_weight'\] must be in \[0, 1\), got"):
+        get_task("asr", TaskOptions(extra={"ctc_weight": bad}))
+
+
+class _Scripted:
+    """Duck-typed model whose CTC head 'predicts' a fixed id path."""
+
+    def __init__(self, paths):
+        self.paths = torch.tensor(paths)
+
+    def encode(self, feats, mask):
+        return feats
+
+    def source_mask(self, mask):
+        return mask
+
+    def ctc_log_probs(self, memory):
+        return F.one_hot(self.paths, 20).float().log()
+
+
+def test_ctc_best_path_merges_repeats_and_drops_blanks_and_padding():
+    b = PAD_ID
+    paths = [[b, 5, 5, b, 5, 6, 6, b, EOS_ID], [7, 7, b, 7, 9, 9, 9, 8, 8]]
+    mask = torch.tensor([[True] * 9, [True] * 5 + [False] * 4])
+    task = get_task("asr")
+    got = task.ctc_greedy(_Scripted(paths), torch.zeros(2, 9, 1), mask)
+    assert got == [[5, 5, 6], [7, 7, 9]]
