@@ -51,13 +51,20 @@ def test_hybrid_loss_against_each_utterance_alone(weight):
     ce = F.cross_entropy(logits.flatten(0, 1), batch["tgt_out"].flatten(), ignore_index=PAD_ID,
                          reduction="sum")  # fmt: skip
     ctc = sum(
-        F.ctc_loss(log_probs[i, : int(enc_mask[i].sum())], torch.tensor(t),
-                   torch.tensor([int(enc_mask[i].sum())]), torch.tensor([len(t)]),
-                   blank=PAD_ID, reduction="sum")  # fmt: skip
+        F.ctc_loss(
+            log_probs[i, : int(enc_mask[i].sum())],
+            torch.tensor(t),
+            torch.tensor([int(enc_mask[i].sum())]),
+            torch.tensor([len(t)]),
+            blank=PAD_ID,
+            reduction="sum",
+        )
         for i, t in enumerate(texts)
     )
     assert out.n == 8  # 4 + 1 and 2 + 1 target tokens
-    assert float(out.loss_sum.detach()) == pytest.approx(float(((1 - weight) * ce + weight * ctc).detach()), rel=1e-5)
+    assert float(out.loss_sum.detach()) == pytest.approx(
+        float(((1 - weight) * ce + weight * ctc).detach()), rel=1e-5
+    )
     assert out.logs["ctc"] == pytest.approx(float(ctc), rel=1e-5)
     # evaluation reports the decoder's cross entropy as the loss, the CTC sum beside it
     model.eval()

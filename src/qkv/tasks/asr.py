@@ -123,7 +123,9 @@ class ASRTask(Task):
         self.ctc_weight = o.extra.get("ctc_weight", 0.3)
         ok = isinstance(self.ctc_weight, (int, float)) and not isinstance(self.ctc_weight, bool)
         if not ok or not 0.0 <= self.ctc_weight < 1.0:
-            raise TaskError(f"task 'asr': extra['ctc_weight'] must be in [0, 1), got {self.ctc_weight!r}")
+            raise TaskError(
+                f"task 'asr': extra['ctc_weight'] must be in [0, 1), got {self.ctc_weight!r}"
+            )
         self.workers = o.extra.get("workers", 2)
         check_positive(self.name, "extra['workers']", self.workers)
         self.front_end = LogMel()
@@ -253,7 +255,9 @@ class ASRTask(Task):
             batch["src"], batch["tgt_in"], src_padding_mask=batch["src_padding_mask"],
             tgt_padding_mask=batch["tgt_padding_mask"], ctc=True,
         )  # fmt: skip
-        ce, n, correct = token_cross_entropy(logits, batch["tgt_out"], label_smoothing=label_smoothing)
+        ce, n, correct = token_cross_entropy(
+            logits, batch["tgt_out"], label_smoothing=label_smoothing
+        )
         ctc = F.ctc_loss(
             log_probs.transpose(0, 1), batch["tgt_in"][:, 1:], enc_mask.sum(-1),
             batch["tgt_padding_mask"].sum(-1) - 1, blank=PAD_ID, reduction="sum",
