@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from qkv.cli import main
 from qkv.training.progress import format_duration, parse_duration
@@ -72,7 +73,13 @@ def test_eval_json_and_generate_and_viz_on_a_vit(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", *DIGITS, "--steps", "3", "--no-progress", "--out", str(run)]) == 0
     capsys.readouterr()
-    assert main(["eval", "--checkpoint", str(run), "--json", "--limit", "20"]) == 0
+    before = torch.get_num_threads()
+    try:
+        assert main(["eval", "--checkpoint", str(run), "--json", "--limit", "20",
+                     "--threads", "1"]) == 0  # fmt: skip
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
     out = json.loads(capsys.readouterr().out)
     assert set(out) >= {"accuracy", "loss", "split", "seconds"} and out["split"] == "test"
     assert main(["generate", "--checkpoint", str(run), "test:0", "valid:1"]) == 0
@@ -90,5 +97,9 @@ def test_eval_json_and_generate_and_viz_on_a_vit(tmp_path, capsys):
     side = panel["rows"]
     assert panel["cols"] == side and panel["patches"] == list(range(1, 1 + side * side))
     assert (tmp_path / "png" / "attention_on_image.png").stat().st_size > 1000
+    with pytest.raises(SystemExit) as exc:
+        main(["eval", "--checkpoint", str(run), "--threads", "0"])
+    assert exc.value.code == 2
+    assert "--threads: must be a positive int, got '0'" in capsys.readouterr().err
     assert main(["generate", "--checkpoint", str(run), "no-such-image.png"]) == 2
     assert "neither an image file nor SPLIT:N" in capsys.readouterr().err

@@ -79,13 +79,24 @@ def _device(text: str) -> str:
 
 
 def add_device_arg(p: argparse.ArgumentParser, default: str = "cpu") -> None:
-    """``--device``, checked against what this machine has."""
+    """``--device``, checked against what this machine has, and ``--threads``."""
     p.add_argument(
         "--device",
         type=_device,
         default=default,
         help=f"cpu, cuda, cuda:N, mps or auto (default: {default})",
     )
+    p.add_argument(
+        "--threads",
+        type=_positive_int,
+        help="torch intra-op threads on the CPU (default: torch's choice)",
+    )
+
+
+def apply_threads(args: argparse.Namespace) -> None:
+    """``torch.set_num_threads(args.threads)`` when ``--threads`` was given."""
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
 
 
 def _show_default(value: Any) -> str:

@@ -9,7 +9,7 @@ import sys
 import time
 
 from qkv.cli import CLIError
-from qkv.cli._common import _positive_int, add_device_arg
+from qkv.cli._common import _positive_int, add_device_arg, apply_threads
 
 
 def register(sub: argparse._SubParsersAction, name: str) -> None:
@@ -53,6 +53,7 @@ SPLIT_OPTIONS = ("data", "seed", "n_train", "n_valid", "n_test", "extra")
 
 
 def run(args: argparse.Namespace) -> int:
+    apply_threads(args)
     if len(args.checkpoint) > 1 or args.baseline:
         return _compare(args)
     args.checkpoint = args.checkpoint[0]

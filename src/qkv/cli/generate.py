@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from qkv.cli import CLIError
-from qkv.cli._common import add_device_arg, add_generation_args, generation_kwargs
+from qkv.cli._common import add_device_arg, add_generation_args, apply_threads, generation_kwargs
 
 
 def register(sub: argparse._SubParsersAction, name: str) -> None:
@@ -72,6 +72,7 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    apply_threads(args)
     kw = generation_kwargs(args)
     if args.say:
         return _say(args, kw)

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from qkv.cli import CLIError
-from qkv.cli._common import add_device_arg
+from qkv.cli._common import add_device_arg, apply_threads
 
 
 def register(sub: argparse._SubParsersAction, name: str) -> None:
@@ -47,6 +47,7 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    apply_threads(args)
     out, png = Path(args.out), Path(args.png) if args.png else None
     if out.is_dir():
         raise CLIError(f"--out {out} is a directory; give the HTML file to write")
