@@ -15,9 +15,10 @@ from _browser import Page
 from qkv.cli import main
 from qkv.data.scenes import QUESTION_KINDS
 from qkv.data.tokenizers import EOS_ID
-from qkv.tasks import TaskOptions, get_task
+from qkv.tasks import TaskError, TaskOptions, get_task
 from qkv.tasks.viz_multimodal import report_for_vqa
 from qkv.tasks.vqa import IGNORE
+from qkv.training import checkpoint as ckpt
 
 pytest.importorskip("sklearn")
 
@@ -133,3 +134,42 @@ def test_train_eval_generate_viz_from_the_command_line(tmp_path, capsys) -> None
     assert main(argv) == 0
     assert q in html.read_text(encoding="utf-8")
     assert (png / "attention_on_image.png").stat().st_size > 1000
+
+
+def test_vision_from_starts_the_image_tower_from_a_clip_run(tmp_path, capsys) -> None:
+    """``--vision-from`` copies a CLIP run's image tower (LLaVA's start) and adopts its
+    shape and activation; other checkpoints and other scene sizes are one-line errors."""
+    clip_run = tmp_path / "clip"
+    argv = ["train", "--task", "clip", "--items", "digits", "--n-train", "16", "--steps", "1",
+            "--batch-size", "8", "--no-progress", "--out", str(clip_run),
+            *(x for k, v in SMALL.items() for x in ("--model", f"{k}={v}"))]  # fmt: skip
+    assert main(argv) == 0
+    clip_model = M.load(ckpt.check_checkpoint(clip_run))
+    lm_only = {k: v for k, v in SMALL.items() if not k.startswith("vision_")}
+    task = get_task("vqa", TaskOptions(extra={"items": "digits", "vision_from": str(clip_run)},
+                                       n_train=16, n_valid=2, n_test=2))  # fmt: skip
+    cfg = task.model_config(**lm_only)
+    assert cfg.vision_n_layers == 1 and cfg.vision_d_model == 32  # the CLIP's, not the default
+    assert cfg.activation == clip_model.config.activation
+    model = M.build(cfg)
+    assert "image tower from the CLIP checkpoint" in task.init_model(model)
+    theirs = clip_model.vision.state_dict()
+    for name, t in model.vision.state_dict().items():
+        assert torch.equal(t, theirs[name]), name
+    capsys.readouterr()
+
+    vqa_run = tmp_path / "vqa"
+    argv = ["train", "--task", "vqa", "--items", "digits", "--n-train", "16", "--steps", "1",
+            "--batch-size", "8", "--no-progress", "--out", str(vqa_run), "--vision-from",
+            str(clip_run), *(x for k, v in lm_only.items() for x in ("--model", f"{k}={v}"))]  # fmt: skip
+    assert main(argv) == 0
+    assert "qkv train: image tower from the CLIP checkpoint" in capsys.readouterr().out
+    # a checkpoint of another family, and a CLIP of other scenes
+    for options, match in [
+        ({"vision_from": str(vqa_run)}, "holds a LlavaConfig, not a CLIP checkpoint"),
+        ({"vision_from": str(clip_run), "grid": 3}, "the CLIP of extra\\['vision_from'\\] reads other images"),
+        ({"vision_from": str(tmp_path / "none")}, "extra\\['vision_from'\\]"),
+    ]:  # fmt: skip
+        bad = get_task("vqa", TaskOptions(extra={"items": "digits", **options}, n_train=16))
+        with pytest.raises(TaskError, match=match):
+            bad.model_config(**lm_only)

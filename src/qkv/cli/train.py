@@ -49,6 +49,7 @@ EXTRA_FLAGS = (
     "grid",
     "template",
     "classifier",
+    "vision_from",
     "image_tokens",
     "vq_steps",
     "tasks",
@@ -202,6 +203,13 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         "loss is the headline)",
     )
     d.add_argument(
+        "--vision-from",
+        default=sup,
+        metavar="DIR",
+        help="vqa: a clip checkpoint (trained on the same scenes) whose image tower starts the "
+        "model, as LLaVA starts from a pretrained CLIP (default: none, trained from scratch)",
+    )
+    d.add_argument(
         "--image-tokens",
         default=sup,
         choices=("vq", "intensity"),
@@ -349,6 +357,9 @@ def run(args: argparse.Namespace) -> int:
         report = getattr(trainer, "init_report", None)
         if report is not None and trainer.dist.is_main:
             print(f"qkv train: initialised from pretrained weights: {report.summary()}")
+        init_note = getattr(trainer, "init_note", None)
+        if init_note and trainer.dist.is_main:
+            print(f"qkv train: {init_note}")
         note = trainer.objective.data_note() if isinstance(trainer.objective, Task) else None
         if note and trainer.dist.is_main:
             print(f"qkv train: {note}")

@@ -115,6 +115,18 @@ class Task(abc.ABC):
         """
         return None
 
+    def init_model(self, model: nn.Module) -> str | None:
+        """Start parts of a new run's freshly built model from weights the task's options
+        name (before ``--init-from`` weights, which win). Default: nothing.
+
+        Returns:
+            one line for the run's header saying what was loaded, or None.
+
+        Raises:
+            TaskError: the named weights are missing or do not fit.
+        """
+        return None
+
     @abc.abstractmethod
     def model_config(
         self, preset: str | None = None, *, base: TransformerConfig | None = None, **overrides: Any

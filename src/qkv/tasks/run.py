@@ -127,9 +127,11 @@ def build_trainer(
     torch.manual_seed(cfg.seed)
     model_cfg = task_obj.model_config(preset, base=base, **dict(model_overrides or {}))
     model = models.build(model_cfg)
+    note = task_obj.init_model(model)
     report: InitReport | None = init_from_state(model, source) if source is not None else None
     trainer = task_trainer(task_obj, model, cfg, out_dir, on_step=on_step)
     trainer.init_report = report  # type: ignore[attr-defined]
+    trainer.init_note = note  # type: ignore[attr-defined]
     return trainer
 
 

@@ -28,10 +28,11 @@ from torch import Tensor, nn
 from qkv.data.scenes import QUESTION_KINDS, Question, Scene, SceneExamples
 from qkv.data.tokenizers import EOS_ID, PAD_ID, Tokenizer
 from qkv.layers.mode import evaluating
-from qkv.models import TransformerConfig
+from qkv.models import CLIPConfig, TransformerConfig
 from qkv.tasks._common import load_tokenizer, sized_config, write_task_file
 from qkv.tasks._scenes import SceneData, Split
 from qkv.tasks.base import Task, TaskError, TaskOptions
+from qkv.training import checkpoint as ckpt
 from qkv.training.evaluate import model_device, to_device
 from qkv.training.objective import Batch, LossOutput
 
@@ -83,12 +84,17 @@ def all_questions(scenes: Sequence[Scene]) -> list[VQAExample]:
     return [VQAExample(s.image, q) for s in scenes for q in s.questions]
 
 
+#: The image-tower fields a ``vision_from`` CLIP sets.
+VISION_FIELDS = ("vision_d_model", "vision_n_heads", "vision_d_ff", "vision_n_layers")
+
+
 class VQATask(Task):
     """Visual question answering on scenes with a LLaVA-style model.
 
     Options: ``data`` (the Fashion-MNIST directory; default the Debian package's), ``seed``,
     ``n_train`` / ``n_valid`` / ``n_test`` (scenes; evaluation asks all their questions),
-    ``extra["items"]`` (``"fashion-mnist"`` or ``"digits"``), ``extra["grid"]`` (2 or 3).
+    ``extra["items"]`` (``"fashion-mnist"`` or ``"digits"``), ``extra["grid"]`` (2 or 3),
+    ``extra["vision_from"]`` (a ``clip`` checkpoint whose image tower starts the model).
     """
 
     name = "vqa"
@@ -124,7 +130,13 @@ class VQATask(Task):
 
     def __init__(self, options: TaskOptions | None = None) -> None:
         super().__init__(options)
-        self.data = SceneData(self)
+        self.data = SceneData(self, known=("vision_from",))
+        self.vision_from = self.options.extra.get("vision_from")
+        if self.vision_from is not None and not isinstance(self.vision_from, str):
+            raise TaskError(
+                f"task 'vqa': extra['vision_from'] must be a path, got {self.vision_from!r}"
+            )
+        self._clip: tuple[Path, CLIPConfig] | None = None
         self.max_text = self.options.max_len or (24 if self.data.spec.grid == 2 else 32)
         self._tokenizer: Tokenizer | None = None
 
@@ -194,7 +206,52 @@ class VQATask(Task):
             "max_len": self.n_patches + self.max_text,
             "pad_token_id": PAD_ID,
         }
+        if self.vision_from is not None and base is None:
+            clip = self._clip_config()
+            sizes.update({k: getattr(clip, k) for k in (*VISION_FIELDS, "activation")})
         return sized_config(self, "llava", preset, self.default_model, sizes, overrides, base)
+
+    def _clip_config(self) -> CLIPConfig:
+        """The config of the ``vision_from`` CLIP checkpoint (read once, checked)."""
+        if self._clip is None:
+            try:
+                d = ckpt.check_checkpoint(str(self.vision_from))
+                cfg = ckpt.read_model_config(d)
+            except (ckpt.CheckpointError, OSError, ValueError) as e:
+                raise TaskError(f"task 'vqa': extra['vision_from']: {e}") from e
+            if not isinstance(cfg, CLIPConfig):
+                raise TaskError(
+                    f"task 'vqa': extra['vision_from'] {self.vision_from!r} holds a "
+                    f"{type(cfg).__name__}, not a CLIP checkpoint"
+                )
+            want = {"image_size": self.data.image_size, "in_channels": 1,
+                    "patch_size": self.data.item_size // 2}  # fmt: skip
+            bad = {k: getattr(cfg, k) for k, v in want.items() if getattr(cfg, k) != v}
+            if bad:
+                raise TaskError(
+                    f"task 'vqa': the CLIP of extra['vision_from'] reads other images: {bad} "
+                    f"(these scenes need {want})"
+                )
+            self._clip = (d, cfg)
+        return self._clip[1]
+
+    def init_model(self, model: nn.Module) -> str | None:
+        """With ``extra["vision_from"]``, copy the image tower of that CLIP checkpoint (a
+        ``clip`` run on the same scenes) into the model, as LLaVA starts from a pretrained
+        CLIP; the projector and the language model stay as initialised."""
+        if self.vision_from is None:
+            return None
+        self._clip_config()
+        assert self._clip is not None
+        d = self._clip[0]
+        tensors = ckpt.read_tensors(d / ckpt.MODEL_FILE)
+        tower = {k[len("vision.") :]: v for k, v in tensors.items() if k.startswith("vision.")}
+        try:
+            model.vision.load_state_dict(tower, strict=True)  # type: ignore[union-attr, operator]
+        except RuntimeError as e:
+            raise TaskError(f"task 'vqa': the CLIP image tower does not fit: {e}") from e
+        n = sum(v.numel() for v in tower.values())
+        return f"image tower from the CLIP checkpoint {d} ({n:,} parameters)"
 
     # -- objective and metrics -----------------------------------------------------------
     def loss(self, model: nn.Module, batch: Batch, *, label_smoothing: float = 0.0) -> LossOutput:
