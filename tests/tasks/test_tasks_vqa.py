@@ -42,6 +42,20 @@ def test_training_questions_are_seeded_and_cover_every_kind() -> None:
     assert len(test) == sum(len(task.data.scenes("test")[i].questions) for i in range(3))
 
 
+def test_training_questions_do_not_follow_the_scene_layout() -> None:
+    """The question drawn is independent of how the scene was laid out: `what` questions
+    ask about empty cells as often as the scenes have them (the draw once reused the scene's
+    seed and never asked about an empty cell)."""
+    task = get_task("vqa", TaskOptions(extra={"items": "digits"}, n_train=2000))
+    train, scenes = task.examples("train"), task.data.scenes("train")
+    drawn = [train[i].question for i in range(2000)]
+    asked = [q.answer == "nothing" for q in drawn if q.kind == "what"]
+    held = [q.answer == "nothing" for i in range(2000) for q in scenes[i].questions
+            if q.kind == "what"]  # fmt: skip
+    rate, base = sum(asked) / len(asked), sum(held) / len(held)
+    assert len(asked) > 300 and abs(rate - base) < 0.08, (rate, base)
+
+
 def test_labels_and_loss_cover_the_answer_tokens_only() -> None:
     task, model = _task_and_model()
     ex = task.examples("train")[:3]

@@ -49,6 +49,11 @@ class VQAExample:
     question: Question
 
 
+#: Offset of the training questions' seeds from their scenes' (``SeededDraws``) seeds; torch
+#: seeds its Mersenne Twister with the low 32 bits, so the offset must change those.
+QUESTION_STREAM = 0x9E3779B9
+
+
 class TrainQuestions(Sequence[VQAExample]):
     """Scene ``i`` with one of its questions, drawn from ``(seed, i)``: a kind uniformly
     among the kinds the scene has, then a question of that kind uniformly.
@@ -72,7 +77,10 @@ class TrainQuestions(Sequence[VQAExample]):
         if isinstance(i, slice):
             return TrainQuestions(self.scenes[i], self.seed)
         scene = self.scenes[i]
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.scenes.start + i)
+        # a stream of its own: the scene's seed would replay the draws that laid the scene
+        # out, so the question drawn would follow the layout (never an empty cell's `what`)
+        index = self.seed * 1_000_003 + self.scenes.start + i
+        g = torch.Generator().manual_seed((QUESTION_STREAM + index) % 2**32)
         kinds = [k for k in QUESTION_KINDS if any(q.kind == k for q in scene.questions)]
         kind = kinds[int(torch.randint(len(kinds), (1,), generator=g))]
         of_kind = [q for q in scene.questions if q.kind == kind]
