@@ -64,6 +64,9 @@ def test_train_eval_generate_viz_and_errors(run_dir, tmp_path, capsys):
     assert "alignment: cross-attention" in page and "data:image/png;base64," in page
 
     # errors are one line and exit 2
+    argv = ["train", "--task", "asr", "--ctc-weight", "1.5", "--steps", "1", *TINY]
+    assert main(argv) == 2
+    assert "extra['ctc_weight'] must be in [0, 1), got 1.5" in capsys.readouterr().err
     assert main(["generate", "--checkpoint", str(run_dir), str(tmp_path / "none.wav")]) == 2
     assert "is neither a sound file nor SPLIT:N" in capsys.readouterr().err
     assert main(["generate", "--checkpoint", str(run_dir), "test:99"]) == 2

@@ -52,6 +52,7 @@ EXTRA_FLAGS = (
     "vision_from",
     "image_tokens",
     "vq_steps",
+    "ctc_weight",
     "tasks",
     "mix_cap",
 )
@@ -222,6 +223,14 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         default=sup,
         metavar="N",
         help="text2image: training steps of the VQ-VAE (default: the task's)",
+    )
+    d.add_argument(
+        "--ctc-weight",
+        type=float,
+        default=sup,
+        metavar="W",
+        help="asr: weight of the auxiliary CTC loss, (1 - W) CE + W CTC; 0 trains the decoder "
+        "alone and builds no CTC head (default: 0.3)",
     )
     d.add_argument(
         "--reverse",
