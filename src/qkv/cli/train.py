@@ -230,7 +230,7 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         default=sup,
         metavar="W",
         help="asr: weight of the auxiliary CTC loss, (1 - W) CE + W CTC; 0 trains the decoder "
-        "alone and builds no CTC head (default: 0.3)",
+        "alone and builds no CTC head (default: 0.5)",
     )
     d.add_argument(
         "--reverse",
