@@ -44,9 +44,10 @@ class Whisper(Seq2SeqTransformer):
 
     ``logits = W_out decoder(E_tgt(y), encoder(conv(x) + P))``. Modules: ``conv1``,
     ``conv2``, ``encoder``, ``tgt_embed``, ``decoder``, ``lm_head`` (tied to the token
-    table), and ``ctc_head`` when ``config.ctc_head``; the buffer ``enc_pos`` holds the sinusoids ``P`` (saved with the weights, as
-    Whisper's checkpoints store them). :meth:`decode`, :meth:`make_cache` and
-    :meth:`forward` are :class:`~qkv.models.Seq2SeqTransformer`'s.
+    table), and ``ctc_head`` when ``config.ctc_head``; the buffer ``enc_pos`` holds the
+    sinusoids ``P`` (saved with the weights, as Whisper's checkpoints store them).
+    :meth:`make_cache` is :class:`~qkv.models.Seq2SeqTransformer`'s; :meth:`decode` also
+    takes a frame mask, and :meth:`forward` can return the CTC head's outputs too.
 
     Args:
         config: a :class:`~qkv.models.config.WhisperConfig`.
