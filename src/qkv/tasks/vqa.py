@@ -215,12 +215,12 @@ class VQATask(Task):
             "pad_token_id": PAD_ID,
         }
         if self.vision_from is not None and base is None:
-            clip = self._clip_config()
+            _, clip = self._clip_checkpoint()
             sizes.update({k: getattr(clip, k) for k in (*VISION_FIELDS, "activation")})
         return sized_config(self, "llava", preset, self.default_model, sizes, overrides, base)
 
-    def _clip_config(self) -> CLIPConfig:
-        """The config of the ``vision_from`` CLIP checkpoint (read once, checked)."""
+    def _clip_checkpoint(self) -> tuple[Path, CLIPConfig]:
+        """The ``vision_from`` CLIP checkpoint's directory and config (read once, checked)."""
         if self._clip is None:
             try:
                 d = ckpt.check_checkpoint(str(self.vision_from))
@@ -241,7 +241,7 @@ class VQATask(Task):
                     f"(these scenes need {want})"
                 )
             self._clip = (d, cfg)
-        return self._clip[1]
+        return self._clip
 
     def init_model(self, model: nn.Module) -> str | None:
         """With ``extra["vision_from"]``, copy the image tower of that CLIP checkpoint (a
@@ -249,9 +249,7 @@ class VQATask(Task):
         CLIP; the projector and the language model stay as initialised."""
         if self.vision_from is None:
             return None
-        self._clip_config()
-        assert self._clip is not None
-        d = self._clip[0]
+        d, _ = self._clip_checkpoint()
         tensors = ckpt.read_tensors(d / ckpt.MODEL_FILE)
         tower = {k[len("vision.") :]: v for k, v in tensors.items() if k.startswith("vision.")}
         try:
