@@ -463,7 +463,7 @@ class Trainer:
                 "step": self.step,
                 "train_loss": last.get("loss"),
                 "stopped_early": stopped_early,
-                "train_seconds": round(self.elapsed, 1),
+                "train_seconds": round(self.elapsed, 3),
             }
             if self.out_dir is not None:
                 # saved before the final evaluation: an evaluation that fails (a bug, a
