@@ -73,7 +73,7 @@ class ASRTask(Task):
     """Speech recognition: log-mel frames -> transcript.
 
     Options: ``seed`` (the corpus and its split), ``n_train``/``n_valid``/``n_test``
-    (utterances: 4,000 / 200 / 300), ``max_len`` (longest transcript in tokens, default
+    (utterances: 11,900 / 200 / 300), ``max_len`` (longest transcript in tokens, default
     64; sentences of up to ``max_len - 4`` characters are spoken), ``tokenizer``
     (``"char"``, default, or ``"bpe"`` with ``vocab_size``), ``extra["augment"]`` (SpecAugment,
     default True), ``extra["ctc_weight"]`` (weight ``λ`` of the CTC loss in
@@ -87,7 +87,7 @@ class ASRTask(Task):
     kind = "seq2seq"
     headline: ClassVar[str] = "wer"
     extra_keys: ClassVar[tuple[str, ...]] = ("augment", "ctc_weight", "workers", "cache_dir")
-    default_sizes: ClassVar[dict[str, int]] = {"n_train": 4000, "n_valid": 200, "n_test": 300}
+    default_sizes: ClassVar[dict[str, int]] = {"n_train": 11900, "n_valid": 200, "n_test": 300}
     # lr 2e-3 over 1e-3: lower valid loss at equal steps (docs/speech.md, "Recipe")
     recipe: ClassVar[dict[str, Any]] = {
         "batch_size": 32,
