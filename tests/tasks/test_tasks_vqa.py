@@ -17,7 +17,7 @@ from qkv.data.scenes import QUESTION_KINDS
 from qkv.data.tokenizers import EOS_ID
 from qkv.tasks import TaskError, TaskOptions, get_task
 from qkv.tasks.viz_multimodal import report_for_vqa
-from qkv.tasks.vqa import IGNORE
+from qkv.tasks.vqa import IGNORE, VQAExample
 from qkv.training import checkpoint as ckpt
 
 pytest.importorskip("sklearn")
@@ -85,6 +85,39 @@ def test_labels_and_loss_cover_the_answer_tokens_only() -> None:
     )
 
 
+def test_multi_turn_training_asks_distinct_questions_one_after_another() -> None:
+    """`turns` questions of a scene go in one sequence (LLaVA's multi-turn examples): drawn
+    without replacement, the first as with one turn, every answer and end token a target,
+    and causal attention leaves the first turn's logits as they are alone."""
+    one = get_task("vqa", DIGITS)
+    task = get_task("vqa", TaskOptions(extra={"items": "digits", "turns": 4}, n_train=64))
+    model = M.build(task.model_config(**SMALL)).eval()
+    train, single, scenes = task.examples("train"), one.examples("train"), task.data.scenes("train")
+    for i in range(64):
+        turns = train[i].turns
+        assert len(turns) == 4 and len(set(turns)) == 4 and set(turns) <= set(scenes[i].questions)
+        assert turns[0] == single[i].question
+    batch = task.collate([train[i] for i in range(3)])
+    for i in range(3):
+        row, labels, at = batch["input_ids"][i].tolist(), batch["labels"][i].tolist(), 0
+        targets = []
+        for q in train[i].turns:
+            ids, a = task.tokenizer.encode(q.text), [*task.answer_ids(q.answer), EOS_ID]
+            assert row[at : at + len(ids) + len(a)] == [*ids, *a]
+            targets += list(range(at + len(ids) - 1, at + len(ids) + len(a) - 1))
+            assert [labels[t] for t in targets[-len(a) :]] == a
+            at += len(ids) + len(a)
+        assert [t for t, v in enumerate(labels) if v != IGNORE] == targets
+    alone = task.collate([VQAExample(train[0].image, train[0].question)])
+    n = alone["input_ids"].shape[1]
+    with torch.no_grad():
+        full = model(batch["inputs"][:1], batch["input_ids"][:1, :n])
+        first = model(alone["inputs"], alone["input_ids"])
+    torch.testing.assert_close(full, first, rtol=1e-5, atol=1e-5)
+    with pytest.raises(TaskError, match="turns must be an int >= 1, got 0"):
+        get_task("vqa", TaskOptions(extra={"items": "digits", "turns": 0}))
+
+
 def test_batched_greedy_answers_equal_single_ones() -> None:
     task, model = _task_and_model()
     scene = task.data.scenes("test")[0]
@@ -129,7 +162,7 @@ def test_vqa_overlay_in_chromium(browser, tmp_path) -> None:
 def test_train_eval_generate_viz_from_the_command_line(tmp_path, capsys) -> None:
     run = tmp_path / "run"
     argv = ["train", "--task", "vqa", "--items", "digits", "--n-train", "16", "--steps", "2",
-            "--batch-size", "8", "--no-progress", "--out", str(run),
+            "--batch-size", "8", "--turns", "3", "--no-progress", "--out", str(run),
             *(x for k, v in SMALL.items() for x in ("--model", f"{k}={v}"))]  # fmt: skip
     assert main(argv) == 0
     capsys.readouterr()

@@ -50,6 +50,7 @@ EXTRA_FLAGS = (
     "template",
     "classifier",
     "vision_from",
+    "turns",
     "image_tokens",
     "vq_steps",
     "ctc_weight",
@@ -209,6 +210,14 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         metavar="DIR",
         help="vqa: a clip checkpoint (trained on the same scenes) whose image tower starts the "
         "model, as LLaVA starts from a pretrained CLIP (default: none, trained from scratch)",
+    )
+    d.add_argument(
+        "--turns",
+        default=sup,
+        type=int,
+        metavar="N",
+        help="vqa: questions per training scene, asked one after another in one sequence "
+        "(LLaVA's multi-turn conversations) (default: the task's)",
     )
     d.add_argument(
         "--image-tokens",

@@ -29,7 +29,7 @@ from qkv.data.scenes import QUESTION_KINDS, Question, Scene, SceneExamples
 from qkv.data.tokenizers import EOS_ID, PAD_ID, Tokenizer
 from qkv.layers.mode import evaluating
 from qkv.models import CLIPConfig, TransformerConfig
-from qkv.tasks._common import load_tokenizer, sized_config, write_task_file
+from qkv.tasks._common import check_positive, load_tokenizer, sized_config, write_task_file
 from qkv.tasks._scenes import SceneData, Split
 from qkv.tasks.base import Task, TaskError, TaskOptions
 from qkv.training import checkpoint as ckpt
@@ -38,15 +38,25 @@ from qkv.training.objective import Batch, LossOutput
 
 #: most answer tokens generated (the longest answers, *top left*, are 2 words)
 MAX_ANSWER_TOKENS = 4
+#: Default ``extra["turns"]``: questions per training scene (one, as measured so far;
+#: more turns are not yet timed: docs/multimodal.md)
+TURNS = 1
 IGNORE = -100
 
 
 @dataclass(frozen=True)
 class VQAExample:
-    """A scene's image with one question and its answer."""
+    """A scene's image with one question and its answer, and in training the further turns
+    of the conversation about the same image (``more``: LLaVA's multi-turn examples)."""
 
     image: Tensor
     question: Question
+    more: tuple[Question, ...] = ()
+
+    @property
+    def turns(self) -> tuple[Question, ...]:
+        """The questions in the order the sequence asks them."""
+        return (self.question, *self.more)
 
 
 #: Offset of the training questions' seeds from their scenes' (``SeededDraws``) seeds; torch
@@ -55,16 +65,18 @@ QUESTION_STREAM = 0x9E3779B9
 
 
 class TrainQuestions(Sequence[VQAExample]):
-    """Scene ``i`` with one of its questions, drawn from ``(seed, i)``: a kind uniformly
-    among the kinds the scene has, then a question of that kind uniformly.
+    """Scene ``i`` with ``turns`` of its questions, drawn from ``(seed, i)`` without
+    replacement: each turn a kind uniformly among the kinds the scene has left, then a
+    question of that kind uniformly (fewer turns where the scene has fewer questions).
 
     Args:
         scenes: the scenes.
         seed: the question draw's seed.
+        turns: questions per scene (1: a single question).
     """
 
-    def __init__(self, scenes: SceneExamples, seed: int) -> None:
-        self.scenes, self.seed = scenes, seed
+    def __init__(self, scenes: SceneExamples, seed: int, turns: int = 1) -> None:
+        self.scenes, self.seed, self.turns = scenes, seed, turns
 
     def __len__(self) -> int:
         return len(self.scenes)
@@ -75,16 +87,20 @@ class TrainQuestions(Sequence[VQAExample]):
     def __getitem__(self, i: slice) -> TrainQuestions: ...
     def __getitem__(self, i: int | slice) -> VQAExample | TrainQuestions:
         if isinstance(i, slice):
-            return TrainQuestions(self.scenes[i], self.seed)
+            return TrainQuestions(self.scenes[i], self.seed, self.turns)
         scene = self.scenes[i]
         # a stream of its own: the scene's seed would replay the draws that laid the scene
         # out, so the question drawn would follow the layout (never an empty cell's `what`)
         index = self.seed * 1_000_003 + self.scenes.start + i
         g = torch.Generator().manual_seed((QUESTION_STREAM + index) % 2**32)
-        kinds = [k for k in QUESTION_KINDS if any(q.kind == k for q in scene.questions)]
-        kind = kinds[int(torch.randint(len(kinds), (1,), generator=g))]
-        of_kind = [q for q in scene.questions if q.kind == kind]
-        return VQAExample(scene.image, of_kind[int(torch.randint(len(of_kind), (1,), generator=g))])
+        left, asked = list(scene.questions), []
+        while left and len(asked) < self.turns:
+            kinds = [k for k in QUESTION_KINDS if any(q.kind == k for q in left)]
+            kind = kinds[int(torch.randint(len(kinds), (1,), generator=g))]
+            of_kind = [q for q in left if q.kind == kind]
+            asked.append(of_kind[int(torch.randint(len(of_kind), (1,), generator=g))])
+            left.remove(asked[-1])
+        return VQAExample(scene.image, asked[0], tuple(asked[1:]))
 
 
 def all_questions(scenes: Sequence[Scene]) -> list[VQAExample]:
@@ -102,7 +118,9 @@ class VQATask(Task):
     Options: ``data`` (the Fashion-MNIST directory; default the Debian package's), ``seed``,
     ``n_train`` / ``n_valid`` / ``n_test`` (scenes; evaluation asks all their questions),
     ``extra["items"]`` (``"fashion-mnist"`` or ``"digits"``), ``extra["grid"]`` (2 or 3),
-    ``extra["vision_from"]`` (a ``clip`` checkpoint whose image tower starts the model).
+    ``extra["vision_from"]`` (a ``clip`` checkpoint whose image tower starts the model),
+    ``extra["turns"]`` (questions per training scene, asked one after another in one
+    sequence as LLaVA's multi-turn conversations; default :data:`TURNS`).
     """
 
     name = "vqa"
@@ -138,7 +156,9 @@ class VQATask(Task):
 
     def __init__(self, options: TaskOptions | None = None) -> None:
         super().__init__(options)
-        self.data = SceneData(self, known=("vision_from",))
+        self.data = SceneData(self, known=("vision_from", "turns"))
+        self.turns = self.options.extra.get("turns", TURNS)
+        check_positive(self.name, "turns", self.turns)
         self.vision_from = self.options.extra.get("vision_from")
         if self.vision_from is not None and not isinstance(self.vision_from, str):
             raise TaskError(
@@ -167,7 +187,7 @@ class VQATask(Task):
         every question of every scene."""
         scenes = self.data.scenes(split)
         if split == "train":
-            return TrainQuestions(scenes, self.options.seed)
+            return TrainQuestions(scenes, self.options.seed, self.turns)
         return all_questions([scenes[i] for i in range(len(scenes))])
 
     def _question_ids(self, text: str) -> list[int]:
@@ -178,21 +198,29 @@ class VQATask(Task):
         return self.tokenizer.encode(answer)[:MAX_ANSWER_TOKENS]
 
     def collate(self, examples: Sequence[VQAExample]) -> Batch:
-        """``inputs`` ``(b, 1, S, S)``; ``input_ids`` ``(b, s)``: question, answer, end
-        token, right-padded; ``padding_mask``; ``labels`` ``(b, s)``: at each position the
-        next token where that is an answer or end token, else -100 (no loss)."""
-        rows, starts = [], []
+        """``inputs`` ``(b, 1, S, S)``; ``input_ids`` ``(b, s)``: each turn's question,
+        answer and end token, one turn after another, right-padded; ``padding_mask``;
+        ``labels`` ``(b, s)``: at each position the next token where that is an answer or
+        end token, else -100 (no loss)."""
+        rows, targets = [], []
         for ex in examples:
-            q = self._question_ids(ex.question.text)
-            rows.append([*q, *self.answer_ids(ex.question.answer), EOS_ID])
-            starts.append(len(q))
+            row: list[int] = []
+            target: list[int] = []
+            for q in ex.turns:
+                ids_q = self._question_ids(q.text)
+                answer = [*self.answer_ids(q.answer), EOS_ID]
+                # position t predicts token t + 1: the answer's first token at the
+                # question's last position
+                target += [IGNORE] * (len(ids_q) - 1) + answer + [IGNORE]
+                row += ids_q + answer
+            rows.append(row)
+            targets.append(target[:-1])
         s = max(len(r) for r in rows)
         ids = torch.full((len(rows), s), PAD_ID, dtype=torch.long)
         labels = torch.full((len(rows), s), IGNORE, dtype=torch.long)
-        for i, (r, start) in enumerate(zip(rows, starts)):
+        for i, (r, t) in enumerate(zip(rows, targets)):
             ids[i, : len(r)] = torch.tensor(r)
-            # position t predicts token t + 1: the answer starts at `start`
-            labels[i, start - 1 : len(r) - 1] = torch.tensor(r[start:])
+            labels[i, : len(t)] = torch.tensor(t)
         images = torch.stack([ex.image for ex in examples])
         return {"inputs": images, "input_ids": ids, "padding_mask": ids != PAD_ID, "labels": labels}
 
@@ -211,7 +239,7 @@ class VQATask(Task):
             "in_channels": 1,
             "patch_size": self.data.item_size // 2,
             "vocab_size": self.tokenizer.vocab_size,
-            "max_len": self.n_patches + self.max_text,
+            "max_len": self.n_patches + self.max_text * self.turns,
             "pad_token_id": PAD_ID,
         }
         if self.vision_from is not None and base is None:
