@@ -212,6 +212,16 @@ def test_cli_train_eval_generate_and_the_comparison_table(tmp_path, capsys) -> N
         assert sorted(names) == sorted(WORDS) and probs == sorted(probs, reverse=True)
 
 
+def test_split_options_name_the_default_corpus(tmp_path) -> None:
+    """A run on the default corpus and one that named it (`--corpus debian`) are scored on
+    the same split, so `qkv eval` compares them; a file is another split."""
+    named = TextClassifyTask(TaskOptions(extra={"corpus": "debian"}))
+    assert TextClassifyTask().split_options() == named.split_options()
+    assert named.split_options()["extra"] == {"corpus": "debian"}
+    own = TextClassifyTask(TaskOptions(data=str(_corpus(tmp_path))))
+    assert own.split_options()["extra"] == {} != named.split_options()["extra"]
+
+
 def test_cli_comparing_other_splits_is_one_clear_error(tmp_path, capsys) -> None:
     data = _corpus(tmp_path)
     common = ["train", "--task", "classify", "--data", str(data), "--steps", "1", "--batch-size",

@@ -87,6 +87,10 @@ def test_splits_per_task_independent_of_the_mixture(tmp_path) -> None:
         dict.fromkeys(PREFIXES, 1 / 3)
     )
     assert task.labels() == sorted(SECTIONS)
+    # so `qkv eval` compares a multitask run with its single-task baselines (not another seed)
+    assert alone.split_options() == task.split_options() == _task(path, mix_cap=0).split_options()
+    other = Text2TextTask(TaskOptions(data=str(path), seed=1, extra={"tasks": "translate"}))
+    assert other.split_options() != task.split_options()
 
 
 def test_the_model_sees_the_prefix_in_a_mixed_batch(tmp_path) -> None:

@@ -48,10 +48,6 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     p.set_defaults(func=run)
 
 
-#: Task options that decide the split: models compared in one table must share them.
-SPLIT_OPTIONS = ("data", "seed", "n_train", "n_valid", "n_test", "extra")
-
-
 def run(args: argparse.Namespace) -> int:
     apply_threads(args)
     if len(args.checkpoint) > 1 or args.baseline:
@@ -72,8 +68,7 @@ def _compare(args: argparse.Namespace) -> int:
         task = load_task(check_checkpoint(directory), rebuild_data=True)
         if first is None:
             first = task
-        mine = {k: getattr(task.options, k) for k in SPLIT_OPTIONS}
-        theirs = {k: getattr(first.options, k) for k in SPLIT_OPTIONS}
+        mine, theirs = task.split_options(), first.split_options()
         if task.name != first.name or mine != theirs:
             differ = [f"{k}={mine[k]!r} vs {theirs[k]!r}" for k in mine if mine[k] != theirs[k]]
             raise CLIError(
@@ -89,7 +84,7 @@ def _compare(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"split": args.split, "rows": rows}))
         return 0
-    keys = list(next(iter(rows.values())))
+    keys = list(dict.fromkeys(k for metrics in rows.values() for k in metrics))
     width = max(len(k) for k in rows)
     print(f"{first.name}, {args.split} split:", file=sys.stderr)
     print(f"{'model':<{width}}  " + "  ".join(f"{k:>9}" for k in keys))

@@ -181,6 +181,14 @@ class Task(abc.ABC):
             {**TrainConfig().to_dict(), **self.recipe, **dict(given or {})}
         )
 
+    def split_options(self) -> dict[str, Any]:
+        """The options that decide the held-out examples, with defaults filled in: two
+        checkpoints with equal ones are scored on the same examples (``qkv eval`` compares
+        only such). By default every data option and all of ``extra``."""
+        o = self.options
+        return {"data": o.data, "seed": o.seed, "n_train": o.n_train, "n_valid": o.n_valid,
+                "n_test": o.n_test, "extra": dict(o.extra)}  # fmt: skip
+
     def baseline(self, split: Literal["train", "valid", "test"] = "test") -> dict[str, float]:
         """The metrics of the task's reference method without a Transformer (trained on the
         training split, scored on ``split``), with the same keys as :meth:`evaluate`: the

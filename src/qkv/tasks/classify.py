@@ -191,6 +191,14 @@ class TextClassifyTask(ClassifyTask):
         self._tokenizer: Tokenizer | Any | None = None  # a qkv or a ``tokenizers`` tokenizer
         self._examples: dict[str, list[tuple[list[int], int]]] = {}
 
+    def split_options(self) -> dict[str, Any]:
+        """As :meth:`Task.split_options`, the corpus named even where it was the default
+        (no ``--data``: ``debian``)."""
+        out = super().split_options()
+        if self.options.data is None:
+            out["extra"] = {"corpus": self.options.extra.get("corpus", "debian")}
+        return out
+
     # -- data ----------------------------------------------------------------------------
     @property
     def source(self) -> str:

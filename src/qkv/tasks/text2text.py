@@ -225,6 +225,14 @@ class Text2TextTask(Seq2SeqTask):
         self.rates: dict[str, float] = {}
         self._by_task: dict[str, dict[str, list[Pair]]] | None = None
 
+    def split_options(self) -> dict[str, Any]:
+        """As :meth:`Task.split_options`, without the mixture (``tasks``, ``mix_cap``): a
+        task's held-out examples do not depend on it, so a multitask run and its single-task
+        baselines compare in one table."""
+        out = super().split_options()
+        out["extra"] = {k: v for k, v in out["extra"].items() if k not in ("tasks", "mix_cap")}
+        return out
+
     # -- data ----------------------------------------------------------------------------
     def task_examples(self, split: Split) -> dict[str, list[Pair]]:
         """Each task's examples of a split, before mixing (held-out ones as scored).
