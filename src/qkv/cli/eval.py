@@ -87,9 +87,12 @@ def _compare(args: argparse.Namespace) -> int:
     keys = list(dict.fromkeys(k for metrics in rows.values() for k in metrics))
     width = max(len(k) for k in rows)
     print(f"{first.name}, {args.split} split:", file=sys.stderr)
-    print(f"{'model':<{width}}  " + "  ".join(f"{k:>9}" for k in keys))
+    cols = {k: max(9, len(k)) for k in keys}
+    print(f"{'model':<{width}}  " + "  ".join(f"{k:>{cols[k]}}" for k in keys))
     for name, metrics in rows.items():
-        cells = (f"{metrics[k]:9.2f}" if k in metrics else f"{'-':>9}" for k in keys)
+        cells = (
+            f"{metrics[k]:{cols[k]}.2f}" if k in metrics else f"{'-':>{cols[k]}}" for k in keys
+        )
         print(f"{name:<{width}}  " + "  ".join(cells))
     return 0
 
