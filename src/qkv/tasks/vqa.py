@@ -38,8 +38,8 @@ from qkv.training.objective import Batch, LossOutput
 
 #: most answer tokens generated (the longest answers, *top left*, are 2 words)
 MAX_ANSWER_TOKENS = 4
-#: Default ``extra["turns"]``: questions per training scene (one, as measured so far;
-#: more turns are not yet timed: docs/multimodal.md)
+#: Default ``extra["turns"]``: questions per training scene (one: 3 and 6 did no better in
+#: equal time, docs/clip.md)
 TURNS = 1
 IGNORE = -100
 
@@ -214,7 +214,7 @@ class VQATask(Task):
                 target += [IGNORE] * (len(ids_q) - 1) + answer + [IGNORE]
                 row += ids_q + answer
             rows.append(row)
-            targets.append(target[:-1])
+            targets.append(target)
         s = max(len(r) for r in rows)
         ids = torch.full((len(rows), s), PAD_ID, dtype=torch.long)
         labels = torch.full((len(rows), s), IGNORE, dtype=torch.long)
