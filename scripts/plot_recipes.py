@@ -35,6 +35,7 @@ def main() -> None:
     p.add_argument("runs", nargs="+", type=Path)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--goal", action="append", default=[], metavar="TASK=VALUE")
+    p.add_argument("--machine", default="2 CPU cores", help="what ran them, for the x label")
     args = p.parse_args()
     goals = {k: float(v) for k, v in (g.split("=") for g in args.goal)}
     fig = Figure(figsize=(4.2 * len(args.runs), 3.4), layout="constrained")
@@ -46,7 +47,7 @@ def main() -> None:
             ax.axhline(goals[task], linestyle="--", color="gray", label=f"goal {goals[task]:g}")
             ax.legend(loc="best", fontsize=8)
         ax.set_title(f"{task}", fontsize=10)
-        ax.set_xlabel("minutes of training (2 CPU cores)")
+        ax.set_xlabel(f"minutes of training ({args.machine})")
         ax.set_ylabel(f"valid {metric}")
         ax.grid(alpha=0.3)
     args.out.parent.mkdir(parents=True, exist_ok=True)

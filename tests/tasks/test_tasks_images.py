@@ -108,7 +108,7 @@ def test_fashion_mnist_task_on_fake_files(tmp_path) -> None:
     assert image.shape == (1, 28, 28) and label == 3
     assert image[0, 0, 5].item() == pytest.approx(((3 * 7 + 5) % 256) / 255)
     cfg = task.model_config()
-    assert (cfg.image_size, cfg.patch_size, cfg.in_channels, cfg.n_classes) == (28, 4, 1, 10)
+    assert (cfg.image_size, cfg.patch_size, cfg.in_channels, cfg.n_classes) == (28, 7, 1, 10)
     task.save(tmp_path / "ckpt")
     back = load_task(tmp_path / "ckpt")
     assert isinstance(back, FashionMNISTTask) and back._splits is None

@@ -45,8 +45,14 @@ def test_default_corpus_is_python_help() -> None:
     task = LMTask(TaskOptions(max_len=64))
     train = task.examples("train")
     assert all(len(c) <= 65 for c in train) and len(train[0]) == 65
-    assert isinstance(task.tokenizer, CharTokenizer)
-    assert task.tokenizer.decode(train[0]) == text[:65]
+    # the recipe's tokenizer: BPE (8,192 ids asked; the help topics support fewer merges)
+    assert isinstance(task.tokenizer, BPETokenizer)
+    assert 1000 < task.tokenizer.vocab_size <= 8192
+    first = task.tokenizer.decode(train[0])
+    assert text.startswith(first) and len(first) > 2 * 65  # several characters a token
+    chars = LMTask(TaskOptions(max_len=64, tokenizer="char"))
+    assert isinstance(chars.tokenizer, CharTokenizer)
+    assert chars.tokenizer.decode(chars.examples("train")[0]) == text[:65]
 
 
 def test_collate_shifts_inputs_and_labels() -> None:
@@ -78,7 +84,7 @@ def _write(tmp_path, text: str):
 
 def test_uniform_model_gives_log2_vocab_bits_per_char(tmp_path) -> None:
     text = "".join(f"the quick brown fox {i}\n" for i in range(300))
-    task = LMTask(TaskOptions(data=_write(tmp_path, text), max_len=16))
+    task = LMTask(TaskOptions(data=_write(tmp_path, text), max_len=16, tokenizer="char"))
     v = task.tokenizer.vocab_size
     m = task.evaluate(Uniform(v), "valid", batch_size=4)
     assert list(m) == ["bpc", "loss", "ppl"]
@@ -139,7 +145,7 @@ def test_kjv_text() -> None:
 
 def test_predict_save_load(tmp_path, monkeypatch) -> None:
     text = "".join(f"abc def {i}\n" for i in range(100))
-    task = LMTask(TaskOptions(data=_write(tmp_path, text), max_len=8))
+    task = LMTask(TaskOptions(data=_write(tmp_path, text), max_len=8, tokenizer="char"))
     cfg = task.model_config(d_model=16, n_heads=2, d_ff=32, n_layers=1)
     assert isinstance(cfg, M.LMConfig) and cfg.vocab_size == task.tokenizer.vocab_size
     assert cfg.max_len == 8
