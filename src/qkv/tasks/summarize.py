@@ -80,13 +80,17 @@ class SummarizeTask(Seq2SeqTask):
         "dropout": 0.1,
         "norm_placement": "pre",
     }
+    # Recipe (docs/text.md): batches of at most 4,096 tokens (descriptions of similar length
+    # together) and lr 2e-3 instead of 64 descriptions and 1e-3: in 30 min on one thread,
+    # 1,723 steps instead of 1,449 and test ROUGE-L 29.8 instead of 24.5 (beam 4).
     recipe: ClassVar[dict[str, Any]] = {
         "optimizer": "adamw",
-        "lr": 1e-3,
+        "lr": 2e-3,
         "schedule": "cosine",
         "warmup": 200,
         "weight_decay": 0.01,
         "batch_size": 64,
+        "batch_tokens": 4096,
         "label_smoothing": 0.1,
         "eval_every": 1000,
         "eval_limit": 300,
