@@ -117,13 +117,15 @@ class LMTask(Task):
     data_help = "a UTF-8 text file"
     kind = "lm"
     default_max_len: ClassVar[int] = 128
+    default_tokenizer: ClassVar[str] = "bpe"
     default_vocab_size: ClassVar[int] = 8192
     # Recipe, chosen by measurement on the KJV (docs/recipes.md): at equal time a BPE of
     # 8,192 ids beats characters by a wide margin (1.91 against 2.94 bpc after 5 min on one
     # thread; 1,024 ids 2.15, 4,096 ids 1.95): each step reads ~4 characters per token.
     # AdamW with a short warmup and cosine decay, no label smoothing (it moves probability
-    # to every token, which the bpc then pays for), no dropout (an LM trained for minutes sees most text once: 1.89 against
-    # 1.91 bpc), batch 32. Width 192 instead of 128 lost at equal time (1.97 vs 1.95).
+    # to every token, which the bpc then pays for), no dropout (an LM trained for minutes
+    # sees most text once: 1.89 against 1.91 bpc), batch 32. Width 192 instead of 128 lost
+    # at equal time (1.97 vs 1.95).
     default_model: ClassVar[dict[str, Any]] = {
         "d_model": 128,
         "n_heads": 4,
@@ -146,7 +148,7 @@ class LMTask(Task):
         super().__init__(options)
         o = self.options
         check_extra(self.name, o, ("corpus",))
-        self.tokenizer_kind = o.tokenizer or "bpe"
+        self.tokenizer_kind = o.tokenizer or self.default_tokenizer
         check_choice(self.name, "tokenizer", self.tokenizer_kind, ("char", "bpe"))
         self.corpus = o.extra.get("corpus", "pydoc")
         check_choice(self.name, "extra['corpus']", self.corpus, CORPORA)
