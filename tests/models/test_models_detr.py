@@ -87,6 +87,26 @@ def test_counts_round_trip_and_backends(tmp_path) -> None:
         torch.testing.assert_close(model(x).logits, ref.logits, rtol=1e-5, atol=1e-5)
 
 
+def test_backbone_norm_batch_normalizes_every_convolution(tmp_path) -> None:
+    cfg = M.preset_config("detr-tiny", backbone_norm=True)
+    model = M.build(cfg)
+    assert M.parameter_count(cfg) == M.count_parameters(model)
+    assert all(conv.bias is None for conv in model.backbone.convs)
+    x = torch.rand(4, 1, 32, 32)
+    h = x
+    for conv in model.backbone.convs:  # training mode: the batch's own statistics
+        h = conv(h)
+        mean, var = h.mean((0, 2, 3), keepdim=True), h.var((0, 2, 3), unbiased=False, keepdim=True)
+        h = torch.relu((h - mean) / torch.sqrt(var + 1e-5))
+    torch.testing.assert_close(model.train().features(x), h, rtol=1e-4, atol=1e-5)
+    model.eval()  # the running statistics, which the checkpoint keeps
+    model.save_pretrained(tmp_path)
+    back = M.load(tmp_path).eval()
+    with torch.no_grad():
+        assert torch.equal(back(x).boxes, model(x).boxes)
+    assert int(back.backbone.norms[0].num_batches_tracked) == 1
+
+
 @pytest.mark.parametrize(
     ("kw", "msg"),
     [
@@ -98,6 +118,7 @@ def test_counts_round_trip_and_backends(tmp_path) -> None:
         ({"pos": "rope"}, "pos must be 'sinusoidal'"),
         ({"d_model": 30, "n_heads": 2}, "divisible by 4, got 30"),
         ({"eos_coef": -1.0}, "eos_coef must be a finite number"),
+        ({"backbone": "features", "backbone_channels": [8], "backbone_norm": True}, "for the cnn"),
     ],
 )
 def test_config_errors_name_the_values(kw: dict, msg: str) -> None:

@@ -35,7 +35,10 @@ def _detr_report(tmp_path: Path, png_dir: Path | None = None) -> Path:
     task = get_task(
         "detect", TaskOptions(extra={"items": "digits"}, n_train=4, n_valid=4, n_test=4)
     )
-    cfg = task.model_config(d_model=32, n_heads=4, d_ff=64, n_encoder_layers=1, n_decoder_layers=2)
+    cfg = task.model_config(  # 3 stages: a 4x4 map of the 32x32 canvas
+        d_model=32, n_heads=4, d_ff=64, n_encoder_layers=1, n_decoder_layers=2,
+        backbone_channels=[8, 16, 32],
+    )  # fmt: skip
     model = M.build(cfg).eval()
     return report_for_detection(model, task, "test:1", tmp_path / "detr.html", png_dir=png_dir)
 

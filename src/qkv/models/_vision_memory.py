@@ -66,7 +66,9 @@ def detr_parameter_count(cfg: Any) -> int:
     d, chans = cfg.d_model, cfg.backbone_channels
     if cfg.backbone == "cnn":
         ins = [cfg.in_channels, *chans[:-1]]
-        total = sum(c_in * c * 9 + c for c_in, c in zip(ins, chans))
+        # a bias per channel, or batch norm's weight and bias
+        per_channel = 2 if cfg.backbone_norm else 1
+        total = sum(c_in * c * 9 + per_channel * c for c_in, c in zip(ins, chans))
     elif cfg.backbone == "patch":
         total = cfg.in_channels * cfg.patch_size**2 * chans[0] + chans[0]
     else:

@@ -885,6 +885,9 @@ class DETRConfig(TransformerConfig):
             ``transformers``' ``DetrForObjectDetection``).
         backbone_channels: output channels of each backbone stage (the last feeds the
             ``1 x 1`` input projection to ``d_model``).
+        backbone_norm: batch normalization after each convolution of the ``cnn`` backbone
+            (before its ReLU; the convolutions lose their bias), as in DETR's ResNet. Its
+            features then arrive at the scale of the sine positions, not far below it.
         patch_size: the ``patch`` backbone's patch side.
         aux_loss: also decode (and train) every decoder layer's output (sec. 3.2).
         cost_class, cost_bbox, cost_giou: the Hungarian matcher's cost weights (eq. 1:
@@ -911,6 +914,7 @@ class DETRConfig(TransformerConfig):
     in_channels: int = 3
     backbone: BackboneKind = "cnn"
     backbone_channels: list[int] = field(default_factory=lambda: [32, 64, 128])
+    backbone_norm: bool = False
     patch_size: int = 8
     aux_loss: bool = True
     cost_class: float = 1.0
@@ -949,6 +953,11 @@ class DETRConfig(TransformerConfig):
                 f"stride 2^{len(chans)} = {2 ** len(chans)}"
             )
         _check_bool("aux_loss", self.aux_loss)
+        _check_bool("backbone_norm", self.backbone_norm)
+        if self.backbone_norm and self.backbone != "cnn":
+            raise ValueError(
+                f"backbone_norm is for the cnn backbone, not backbone={self.backbone!r}"
+            )
         for name in ("cost_class", "cost_bbox", "cost_giou", "loss_bbox", "loss_giou", "eos_coef"):
             _check_float(name, getattr(self, name), lo=0.0)
         if self.pos != "sinusoidal":

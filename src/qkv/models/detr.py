@@ -50,26 +50,32 @@ class DETROutput:
 
 class CNNBackbone(nn.Module):
     """A small convolutional backbone: stride-2 ``3 x 3`` convolutions, each followed by a
-    ReLU, halving the image per stage (qkv's stand-in for DETR's ResNet-50).
+    ReLU (and, with ``norm``, by batch normalization before it, as in a ResNet), halving the
+    image per stage (qkv's stand-in for DETR's ResNet-50).
 
     Args:
         in_channels: image channels.
         channels: output channels of each stage.
+        norm: batch-normalize each convolution's output (the convolutions then have no bias).
     """
 
-    def __init__(self, in_channels: int, channels: list[int]) -> None:
+    def __init__(self, in_channels: int, channels: list[int], norm: bool = False) -> None:
         super().__init__()
         ins = [in_channels, *channels[:-1]]
         self.convs = nn.ModuleList(
-            nn.Conv2d(c_in, c_out, kernel_size=3, stride=2, padding=1)
+            nn.Conv2d(c_in, c_out, kernel_size=3, stride=2, padding=1, bias=not norm)
             for c_in, c_out in zip(ins, channels)
         )
+        self.norms = nn.ModuleList(nn.BatchNorm2d(c) for c in channels) if norm else None
 
     def forward(self, images: Tensor) -> Tensor:
         """``(b, c, H, W) -> (b, channels[-1], H / 2^n, W / 2^n)``."""
         x = images
-        for conv in self.convs:
-            x = F.relu(conv(x))
+        for i, conv in enumerate(self.convs):
+            x = conv(x)
+            if self.norms is not None:
+                x = self.norms[i](x)
+            x = F.relu(x)
         return x
 
 
@@ -201,7 +207,7 @@ class DETR(TransformerModel):
         chans = cfg.backbone_channels
         self.backbone: nn.Module | None
         if cfg.backbone == "cnn":
-            self.backbone = CNNBackbone(cfg.in_channels, chans)
+            self.backbone = CNNBackbone(cfg.in_channels, chans, cfg.backbone_norm)
         elif cfg.backbone == "patch":
             self.backbone = PatchBackbone(cfg.in_channels, chans[0], cfg.patch_size)
         else:

@@ -86,7 +86,7 @@ def report_for_swin(
         )
         centre = (grid[0] // 2) * grid[1] + grid[1] // 2
         shifted = f", shifted by {block.shift}" if block.shift else ""
-        label = f"block {i} (stage {stage}, {block.window}x{block.window} windows{shifted})"
+        label = f"block {i}, stage {stage}\n{block.window}x{block.window} windows{shifted}"
         maps.append((label, dense.mean(0)[centre].reshape(grid)))
     fig = plot_overlays(image, maps)
     caption = "where the centre patch attends in each Swin block (its window; heads averaged)"
