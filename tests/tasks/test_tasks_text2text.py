@@ -166,7 +166,8 @@ def test_task_scores_on_known_strings(tmp_path) -> None:
 def test_a_trained_model_answers_by_prefix(tmp_path) -> None:
     """The same held-out text under two prefixes: a section name, or a summary."""
     task = _task(write_mixture(tmp_path))
-    config = {"steps": 150, "batch_size": 16, "lr": 3e-3, "warmup": 20, "progress": False}
+    # 300 steps: after 150, one summary came out malformed ("or that") on some machines
+    config = {"steps": 300, "batch_size": 16, "lr": 3e-3, "warmup": 20, "progress": False}
     trainer = build_trainer(
         task, config | {"eval_every": 0}, preset="t5-tiny", model_overrides=NO_DROPOUT
     )
