@@ -65,6 +65,13 @@ def test_splits_collate_and_targets() -> None:
         assert torch.equal(t["labels"], want["labels"]) and torch.equal(t["boxes"], want["boxes"])
 
 
+def test_the_default_backbone_leaves_a_4x4_map_of_either_canvas() -> None:
+    for options, stages in ((DIGITS, [32, 64, 128]), (TaskOptions(), [32, 64, 128, 256])):
+        cfg = get_task("detect", options).model_config()
+        assert cfg.backbone_channels == stages and cfg.backbone_norm
+        assert cfg.image_size // cfg.stride == 4
+
+
 def test_model_config_loss_evaluate_samples_predict(capsys) -> None:
     task = get_task("detect", DIGITS)
     cfg = task.model_config(**SMALL, backbone_channels=[8, 16])

@@ -66,16 +66,13 @@ class CNNBackbone(nn.Module):
             nn.Conv2d(c_in, c_out, kernel_size=3, stride=2, padding=1, bias=not norm)
             for c_in, c_out in zip(ins, channels)
         )
-        self.norms = nn.ModuleList(nn.BatchNorm2d(c) for c in channels) if norm else None
+        self.norms = nn.ModuleList(nn.BatchNorm2d(c) if norm else nn.Identity() for c in channels)
 
     def forward(self, images: Tensor) -> Tensor:
         """``(b, c, H, W) -> (b, channels[-1], H / 2^n, W / 2^n)``."""
         x = images
-        for i, conv in enumerate(self.convs):
-            x = conv(x)
-            if self.norms is not None:
-                x = self.norms[i](x)
-            x = F.relu(x)
+        for conv, norm in zip(self.convs, self.norms):
+            x = F.relu(norm(conv(x)))
         return x
 
 

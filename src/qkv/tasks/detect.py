@@ -89,9 +89,11 @@ class DetectTask(Task):
     kind = "detect"
     unit = "img"  # the throughput counts canvases
     data_help = "a directory of the Fashion-MNIST .gz files (the items on the canvases)"
-    #: DETR on a 4-stage CNN with batch norm (stride 16: a 4x4 feature map of a 64x64
-    #: canvas), 3 + 3 layers of width 128, 10 queries (at most 5 objects per canvas), no
-    #: dropout. Chosen by measurement (docs/vision.md: 10-minute pilots on one thread).
+    #: DETR on a CNN with batch norm that halves the canvas until a 4x4 feature map is left
+    #: (:meth:`model_config` keeps the first stages of ``backbone_channels``: all 4 for the
+    #: 64x64 Fashion-MNIST canvases, 3 for the 32x32 digits), 3 + 3 layers of width 128,
+    #: 10 queries (at most 5 objects per canvas), no dropout. Chosen by measurement
+    #: (docs/vision.md: 10-minute pilots on one thread).
     default_model: ClassVar[dict[str, Any]] = {
         "d_model": 128,
         "n_heads": 8,
@@ -209,7 +211,11 @@ class DetectTask(Task):
             "in_channels": 1,
             "n_classes": len(self.class_names),
         }
-        cfg = sized_config(self, "detr", preset, self.default_model, sizes, overrides, base)
+        stages = (self.image_size // 4).bit_length() - 1  # stride-2 stages down to 4x4
+        default = self.default_model | {
+            "backbone_channels": self.default_model["backbone_channels"][:stages]
+        }
+        cfg = sized_config(self, "detr", preset, default, sizes, overrides, base)
         if cfg.n_queries < self.spec.max_items:  # type: ignore[attr-defined]
             raise TaskError(
                 f"task {self.name!r}: n_queries ({cfg.n_queries}) must be at least the "  # type: ignore[attr-defined]
