@@ -10,9 +10,10 @@ True
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
+
+from qkv._checks import check_bool, check_int, check_number
 
 Strategy = Literal["greedy", "beam", "sample"]
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
@@ -21,29 +22,6 @@ STRATEGIES: tuple[str, ...] = get_args(Strategy)
 def _help(text: str, *, flag: str | None = None) -> dict[str, Any]:
     """Field metadata read by the command line (``qkv generate``'s flags)."""
     return {"help": text, "group": "decoding", "flag": flag}
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _check_int(name: str, value: object, minimum: int, *, optional: bool = False) -> None:
-    if optional and value is None:
-        return
-    if not _is_int(value) or value < minimum:  # type: ignore[operator]
-        what = "a positive int" if minimum == 1 else f"an int >= {minimum}"
-        raise ValueError(f"{name} must be {what}{' or None' if optional else ''}, got {value!r}")
-
-
-def _check_number(name: str, value: object) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not ok or not math.isfinite(value):  # type: ignore[arg-type]
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-
-
-def _check_bool(name: str, value: object) -> None:
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be a bool, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -123,25 +101,25 @@ class GenerationConfig:
             raise ValueError(
                 f"strategy must be 'greedy', 'beam' or 'sample', got {self.strategy!r}"
             )
-        _check_int("max_new_tokens", self.max_new_tokens, 1)
-        _check_int("beam_size", self.beam_size, 1)
-        _check_number("length_penalty", self.length_penalty)
+        check_int("max_new_tokens", self.max_new_tokens, 1)
+        check_int("beam_size", self.beam_size, 1)
+        check_number("length_penalty", self.length_penalty)
         if self.length_penalty < 0:
             raise ValueError(f"length_penalty must be >= 0, got {self.length_penalty!r}")
-        _check_number("temperature", self.temperature)
+        check_number("temperature", self.temperature)
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature!r}")
-        _check_int("top_k", self.top_k, 1, optional=True)
+        check_int("top_k", self.top_k, 1, optional=True)
         if self.top_p is not None:
-            _check_number("top_p", self.top_p)
+            check_number("top_p", self.top_p)
             if not 0.0 < self.top_p <= 1.0:
                 raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
-        _check_int("bos_id", self.bos_id, 0)
-        _check_int("eos_id", self.eos_id, 0, optional=True)
-        _check_int("pad_id", self.pad_id, 0)
-        _check_int("seed", self.seed, 0, optional=True)
+        check_int("bos_id", self.bos_id, 0)
+        check_int("eos_id", self.eos_id, 0, optional=True)
+        check_int("pad_id", self.pad_id, 0)
+        check_int("seed", self.seed, 0, optional=True)
         for name in ("early_stopping", "use_cache", "return_logits"):
-            _check_bool(name, getattr(self, name))
+            check_bool(name, getattr(self, name))
         if self.return_logits and self.strategy == "beam":
             raise ValueError(
                 "return_logits=True keeps greedy or sampled steps' logits; beam search "

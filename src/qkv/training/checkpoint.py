@@ -32,6 +32,7 @@ from safetensors.torch import save_file, save_model
 from torch import nn
 
 from qkv import models
+from qkv._checks import is_int
 from qkv.data import files
 from qkv.models import io as model_io
 from qkv.training import _atomic
@@ -109,10 +110,6 @@ def optimizer_to_flat(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tenso
     return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
 
 
-def _is_int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
 def _param_ids(opt: torch.optim.Optimizer, meta: Any, where: str) -> dict[int, nn.Parameter]:
     """Map the saved parameter ids to the optimizer's parameters, checking the groups."""
     groups = meta.get("param_groups") if isinstance(meta, dict) else None
@@ -127,7 +124,7 @@ def _param_ids(opt: torch.optim.Optimizer, meta: Any, where: str) -> dict[int, n
             f"{where}: the optimizer has parameter groups of sizes {own}, the checkpoint {saved}"
         )
     ids = [pid for g in groups for pid in g["params"]]
-    if not all(_is_int(pid) for pid in ids) or len(set(ids)) != len(ids):
+    if not all(is_int(pid) for pid in ids) or len(set(ids)) != len(ids):
         raise CheckpointError(f"{where}: parameter ids must be distinct ints, got {ids}")
     params = [p for g in opt.param_groups for p in g["params"]]
     return dict(zip(ids, params, strict=True))

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from qkv._checks import is_int
 from qkv.training.checkpoint import CheckpointError, read_json_object
 
 #: Keys written by :meth:`TrainerState.to_dict`; any other key is kept in ``extra``.
@@ -41,10 +42,6 @@ def capture_rng() -> dict[str, Any]:
     if torch.cuda.is_available():
         rng["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
     return rng
-
-
-def _is_int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
 
 
 def _byte_list(x: Any) -> bool:
@@ -104,7 +101,7 @@ class TrainerState:
 
         for name in ("step", "epoch", "batch_in_epoch", "bad_evals"):
             v = getattr(self, name)
-            if not _is_int(v) or v < 0:
+            if not is_int(v) or v < 0:
                 raise bad(name, "an int >= 0", v)
         if self.best is not None and (
             not isinstance(self.best, int | float) or isinstance(self.best, bool)
