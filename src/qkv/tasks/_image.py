@@ -7,7 +7,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal, overload
+from typing import Any, ClassVar, overload
 
 import torch
 from torch import Tensor, nn
@@ -22,11 +22,8 @@ from qkv.tasks._common import (
     sized_config,
     write_task_file,
 )
-from qkv.tasks._seq2seq import SPLITS
-from qkv.tasks.base import TaskError, TaskOptions
+from qkv.tasks.base import SPLITS, Split, TaskError, TaskOptions
 from qkv.training.objective import Batch
-
-Split = Literal["train", "valid", "test"]
 
 
 class ImageExamples(Sequence[tuple[Tensor, int]]):

@@ -5,7 +5,7 @@ image is in scenes of two splits) and a word tokenizer of the generated text."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, Literal
+from typing import Any
 
 from torch import Tensor
 
@@ -14,10 +14,8 @@ from qkv.data.tokenizers import Tokenizer, WordTokenizer
 from qkv.tasks._common import check_choice, check_extra, check_positive
 from qkv.tasks._image import read_task_image
 from qkv.tasks._items import ITEMS, ItemPool, item_pools
-from qkv.tasks._seq2seq import SPLITS
-from qkv.tasks.base import Task, TaskError
+from qkv.tasks.base import SPLITS, Split, Task, TaskError
 
-Split = Literal["train", "valid", "test"]
 #: default scene counts per item source (train, valid, test); train scenes are drawn on
 #: demand, so a large count costs nothing until a scene is read
 SCENE_COUNTS: dict[str, dict[str, int]] = {
@@ -131,4 +129,4 @@ class SceneData:
         }
 
 
-__all__ = ["SCENE_COUNTS", "SceneData", "Split"]
+__all__ = ["SCENE_COUNTS", "SceneData"]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import nn
@@ -44,13 +44,11 @@ from qkv.tasks._common import (
     sized_config,
     write_task_file,
 )
-from qkv.tasks.base import Task, TaskError, TaskOptions
+from qkv.tasks.base import SPLITS, Split, Task, TaskError, TaskOptions
 from qkv.training.evaluate import evaluate_sums
 from qkv.training.objective import Batch, LossOutput
 from qkv.training.objectives import Seq2SeqObjective
 
-Split = Literal["train", "valid", "test"]
-SPLITS: tuple[Split, ...] = ("train", "valid", "test")
 SRC_TOKENIZER_DIR, TGT_TOKENIZER_DIR = "tokenizer_src", "tokenizer_tgt"
 
 
@@ -373,29 +371,4 @@ class Seq2SeqTask(Task):
         self._cache.clear()
 
 
-def split_sizes(
-    n_unique: int, options: TaskOptions, *, valid: int, test: int, what: str
-) -> dict[str, int]:
-    """Split sizes for ``n_unique`` distinct sources: ``n_valid``/``n_test`` from the options
-    (defaults ``valid``/``test``, shrunk to 5% each for small data), the rest (or
-    ``n_train``) for training.
-
-    Raises:
-        TaskError: fewer than 3 distinct sources, or requested sizes that do not fit.
-    """
-    if n_unique < 3:
-        raise TaskError(f"{what} has {n_unique} distinct source sentences; need at least 3")
-    small = max(1, n_unique // 20)
-    n_test = options.n_test if options.n_test is not None else min(test, small)
-    n_valid = options.n_valid if options.n_valid is not None else min(valid, small)
-    rest = n_unique - n_test - n_valid
-    n_train = options.n_train if options.n_train is not None else rest
-    if min(n_test, n_valid, n_train) < 0 or n_train > rest or n_train < 1:
-        raise TaskError(
-            f"{what}: cannot split {n_unique} distinct sources into n_train={n_train}, "
-            f"n_valid={n_valid}, n_test={n_test}"
-        )
-    return {"test": n_test, "valid": n_valid, "train": n_train}
-
-
-__all__ = ["SPLITS", "Pair", "Seq2SeqTask", "split_sizes"]
+__all__ = ["Pair", "Seq2SeqTask"]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -51,8 +51,7 @@ from qkv.tasks._common import (
     sized_config,
     write_task_file,
 )
-from qkv.tasks._seq2seq import SPLITS, Split
-from qkv.tasks.base import Task, TaskError, TaskOptions
+from qkv.tasks.base import SPLITS, Split, Task, TaskError, TaskOptions
 from qkv.training.evaluate import evaluate_sums
 from qkv.training.objective import Batch, LossOutput
 from qkv.training.objectives import Seq2SeqObjective, token_cross_entropy
@@ -342,7 +341,7 @@ class ASRTask(Task):
     def evaluate(
         self,
         model: nn.Module,
-        split: Literal["train", "valid", "test"] = "valid",
+        split: Split = "valid",
         *,
         batch_size: int = 32,
         limit: int | None = None,

@@ -21,6 +21,10 @@ from qkv.training.config import TrainConfig
 from qkv.training.evaluate import evaluate_objective
 from qkv.training.objective import Batch, LossOutput, loss_metrics
 
+#: The three splits of every task's data, and their names in that order.
+Split = Literal["train", "valid", "test"]
+SPLITS: tuple[Split, ...] = ("train", "valid", "test")
+
 TaskKind = Literal["seq2seq", "lm", "classify", "detect", "caption", "image", "contrastive", "vqa"]
 
 
@@ -60,6 +64,31 @@ class TaskError(ValueError):
     """Bad task input (missing/empty/ill-formed data): the CLI prints it and exits 2."""
 
 
+def split_sizes(
+    n_unique: int, options: TaskOptions, *, valid: int, test: int, what: str
+) -> dict[str, int]:
+    """Split sizes for ``n_unique`` distinct sources: ``n_valid``/``n_test`` from the options
+    (defaults ``valid``/``test``, shrunk to 5% each for small data), the rest (or
+    ``n_train``) for training.
+
+    Raises:
+        TaskError: fewer than 3 distinct sources, or requested sizes that do not fit.
+    """
+    if n_unique < 3:
+        raise TaskError(f"{what} has {n_unique} distinct source sentences; need at least 3")
+    small = max(1, n_unique // 20)
+    n_test = options.n_test if options.n_test is not None else min(test, small)
+    n_valid = options.n_valid if options.n_valid is not None else min(valid, small)
+    rest = n_unique - n_test - n_valid
+    n_train = options.n_train if options.n_train is not None else rest
+    if min(n_test, n_valid, n_train) < 0 or n_train > rest or n_train < 1:
+        raise TaskError(
+            f"{what}: cannot split {n_unique} distinct sources into n_train={n_train}, "
+            f"n_valid={n_valid}, n_test={n_test}"
+        )
+    return {"test": n_test, "valid": n_valid, "train": n_train}
+
+
 class Task(abc.ABC):
     """Base class of every task: an :class:`~qkv.training.Objective` (``collate``, ``loss``,
     ``n_tokens``, ``metrics``) plus its data, model config, evaluation, prediction and
@@ -87,7 +116,7 @@ class Task(abc.ABC):
 
     # -- data ----------------------------------------------------------------------------
     @abc.abstractmethod
-    def examples(self, split: Literal["train", "valid", "test"]) -> Sequence[Any]:
+    def examples(self, split: Split) -> Sequence[Any]:
         """The examples of a split (deterministic given the options)."""
 
     @abc.abstractmethod
@@ -147,7 +176,7 @@ class Task(abc.ABC):
     def evaluate(
         self,
         model: nn.Module,
-        split: Literal["train", "valid", "test"] = "valid",
+        split: Split = "valid",
         *,
         batch_size: int = 64,
         limit: int | None = None,
@@ -189,7 +218,7 @@ class Task(abc.ABC):
         return {"data": o.data, "seed": o.seed, "n_train": o.n_train, "n_valid": o.n_valid,
                 "n_test": o.n_test, "extra": dict(o.extra)}  # fmt: skip
 
-    def baseline(self, split: Literal["train", "valid", "test"] = "test") -> dict[str, float]:
+    def baseline(self, split: Split = "test") -> dict[str, float]:
         """The metrics of the task's reference method without a Transformer (trained on the
         training split, scored on ``split``), with the same keys as :meth:`evaluate`: the
         row a comparison table puts under the models' rows (``qkv eval --baseline``).

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -59,13 +59,11 @@ from qkv.tasks._common import (
 )
 from qkv.tasks._image import read_task_image
 from qkv.tasks._items import ITEMS, item_pools
-from qkv.tasks._seq2seq import SPLITS
-from qkv.tasks.base import Task, TaskError, TaskOptions
+from qkv.tasks.base import SPLITS, Split, Task, TaskError, TaskOptions
 from qkv.training.evaluate import evaluate_sums
 from qkv.training.objective import Batch, LossOutput
 from qkv.training.objectives import Seq2SeqObjective, token_cross_entropy
 
-Split = Literal["train", "valid", "test"]
 #: per item source: class words, patch side, default scene counts (train, valid, test)
 SOURCES: dict[str, tuple[Vocabulary, int, dict[str, int]]] = {
     "fashion-mnist": (FASHION, 7, {"train": 50000, "valid": 500, "test": 1000}),

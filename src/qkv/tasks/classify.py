@@ -32,7 +32,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -55,12 +55,10 @@ from qkv.tasks._common import (
     sized_config,
     write_task_file,
 )
-from qkv.tasks._seq2seq import SPLITS, split_sizes
-from qkv.tasks.base import TaskError, TaskOptions
+from qkv.tasks.base import SPLITS, Split, TaskError, TaskOptions, split_sizes
 from qkv.tasks.classify_baseline import label_metrics, tfidf_baseline
 from qkv.training.evaluate import to_device
 
-Split = Literal["train", "valid", "test"]
 CORPORA = ("debian",)
 #: Classes of the Debian corpus: its most frequent sections.
 N_SECTIONS = 20

@@ -34,9 +34,8 @@ from qkv.data.tokenizers import EOS_ID, PAD_ID, Tokenizer
 from qkv.layers.mode import evaluating
 from qkv.models import TransformerConfig
 from qkv.tasks._common import check_choice, load_tokenizer, sized_config, write_task_file
-from qkv.tasks._scenes import SceneData, Split
-from qkv.tasks._seq2seq import SPLITS
-from qkv.tasks.base import Task, TaskError, TaskOptions
+from qkv.tasks._scenes import SceneData
+from qkv.tasks.base import SPLITS, Split, Task, TaskError, TaskOptions
 from qkv.training.contrastive import contrastive_loss
 from qkv.training.evaluate import model_device
 from qkv.training.objective import Batch, LossOutput

@@ -18,7 +18,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -37,14 +37,12 @@ from qkv.tasks._common import (
 )
 from qkv.tasks._image import read_task_image
 from qkv.tasks._items import ITEMS, ItemPool, item_pools
-from qkv.tasks._seq2seq import SPLITS
-from qkv.tasks.base import Task, TaskError, TaskOptions
+from qkv.tasks.base import SPLITS, Split, Task, TaskError, TaskOptions
 from qkv.tasks.fashion_mnist import FashionMNISTTask
 from qkv.training.evaluate import model_device, to_device
 from qkv.training.objective import Batch, LossOutput
 from qkv.training.set_loss import set_loss
 
-Split = Literal["train", "valid", "test"]
 #: per item source: canvas drawing rules and default canvas counts (train, valid, test)
 SOURCES: dict[str, tuple[CanvasSpec, dict[str, int]]] = {
     # a million training canvases: drawn on demand, so a 30-minute run (~400,000 canvases)

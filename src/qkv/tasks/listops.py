@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -39,10 +39,9 @@ from qkv.tasks._common import (
     write_task_file,
 )
 from qkv.tasks._limits import POINTER, check_generated, list_bytes, tuple_bytes
-from qkv.tasks.base import TaskError, TaskOptions
+from qkv.tasks.base import Split, TaskError, TaskOptions
 from qkv.training.objective import Batch
 
-Split = Literal["train", "valid", "test"]
 PATTERNS = ("dense", "local", "bigbird")
 
 

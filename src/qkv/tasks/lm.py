@@ -21,7 +21,7 @@ import shutil
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -40,13 +40,11 @@ from qkv.tasks._common import (
     sized_config,
     write_task_file,
 )
-from qkv.tasks._seq2seq import SPLITS
-from qkv.tasks.base import Task, TaskError, TaskOptions
+from qkv.tasks.base import SPLITS, Split, Task, TaskError, TaskOptions
 from qkv.training.evaluate import evaluate_sums
 from qkv.training.objective import Batch, LossOutput
 from qkv.training.objectives import LMObjective
 
-Split = Literal["train", "valid", "test"]
 CORPORA = ("pydoc", "kjv")
 KJV_COMMAND = ("bible", "-l0", "Gen1:1-Rev22:21")
 SPLIT_FRACTIONS = (0.90, 0.95)

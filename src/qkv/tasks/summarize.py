@@ -24,8 +24,8 @@ from typing import Any, ClassVar
 from torch import nn
 
 from qkv.data import debian, metrics
-from qkv.tasks._seq2seq import SPLITS, Pair, Seq2SeqTask, split_sizes
-from qkv.tasks.base import TaskError
+from qkv.tasks._seq2seq import Pair, Seq2SeqTask
+from qkv.tasks.base import SPLITS, TaskError, split_sizes
 from qkv.tasks.translate import read_tsv
 
 #: Characters of a description shown in a sample line.

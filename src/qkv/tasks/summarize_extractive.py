@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -35,8 +35,7 @@ from qkv.data.tokenizers import BOS_ID, PAD_ID, Tokenizer, TokenizerFileError, t
 from qkv.layers.mode import evaluating
 from qkv.models import TransformerConfig
 from qkv.tasks._common import check_choice, check_positive, sized_config, write_task_file
-from qkv.tasks._seq2seq import SPLITS, Split
-from qkv.tasks.base import Task, TaskError, TaskOptions
+from qkv.tasks.base import SPLITS, Split, Task, TaskError, TaskOptions
 from qkv.tasks.summarize import SummarizeTask, read_debian_splits
 from qkv.training.evaluate import model_device, to_device
 from qkv.training.objective import Batch, LossOutput
@@ -289,7 +288,7 @@ class ExtractiveSummarizeTask(Task):
     def evaluate(
         self,
         model: nn.Module,
-        split: Literal["train", "valid", "test"] = "valid",
+        split: Split = "valid",
         *,
         batch_size: int = 64,
         limit: int | None = None,

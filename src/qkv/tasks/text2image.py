@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import torch
 from safetensors.torch import save_file
@@ -56,14 +56,12 @@ from qkv.tasks._common import (
 from qkv.tasks._image_tokens import IntensityTokenizer, train_vq
 from qkv.tasks._items import ITEMS, item_pools
 from qkv.tasks._pictures import write_image_grid, write_png
-from qkv.tasks._seq2seq import SPLITS
-from qkv.tasks.base import Task, TaskError, TaskOptions
+from qkv.tasks.base import SPLITS, Split, Task, TaskError, TaskOptions
 from qkv.training import checkpoint as ckpt
 from qkv.training.evaluate import evaluate_sums
 from qkv.training.objective import Batch, LossOutput
 from qkv.training.objectives import LMObjective
 
-Split = Literal["train", "valid", "test"]
 IMAGE_TOKENS = ("vq", "intensity")
 VQ_FILE = "image_tokenizer.safetensors"
 #: the classifier tasks that can judge each item source

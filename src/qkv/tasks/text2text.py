@@ -51,8 +51,8 @@ from qkv.data.tokenizers import Tokenizer
 from qkv.layers.mode import evaluating
 from qkv.models import TransformerConfig
 from qkv.tasks._common import check_positive, read_text_file, sized_config
-from qkv.tasks._seq2seq import SPLITS, Pair, Seq2SeqTask, Split, split_sizes
-from qkv.tasks.base import TaskError, TaskOptions
+from qkv.tasks._seq2seq import Pair, Seq2SeqTask
+from qkv.tasks.base import SPLITS, Split, TaskError, TaskOptions, split_sizes
 from qkv.tasks.translate import TranslateTask
 from qkv.training.evaluate import evaluate_sums
 

@@ -20,8 +20,8 @@ from typing import Any, ClassVar
 
 from qkv.data import ding
 from qkv.tasks._common import check_positive, read_text_file
-from qkv.tasks._seq2seq import Pair, Seq2SeqTask, split_sizes
-from qkv.tasks.base import TaskError
+from qkv.tasks._seq2seq import Pair, Seq2SeqTask
+from qkv.tasks.base import TaskError, split_sizes
 
 
 def read_tsv(path: str | Path) -> list[tuple[str, str]]:

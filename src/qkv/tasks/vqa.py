@@ -30,8 +30,8 @@ from qkv.data.tokenizers import EOS_ID, PAD_ID, Tokenizer
 from qkv.layers.mode import evaluating
 from qkv.models import CLIPConfig, TransformerConfig
 from qkv.tasks._common import check_positive, load_tokenizer, sized_config, write_task_file
-from qkv.tasks._scenes import SceneData, Split
-from qkv.tasks.base import Task, TaskError, TaskOptions
+from qkv.tasks._scenes import SceneData
+from qkv.tasks.base import Split, Task, TaskError, TaskOptions
 from qkv.training import checkpoint as ckpt
 from qkv.training.evaluate import model_device, to_device
 from qkv.training.objective import Batch, LossOutput
