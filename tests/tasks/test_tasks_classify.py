@@ -72,9 +72,9 @@ def test_tsv_errors_name_file_and_line(tmp_path) -> None:
 
 
 def test_option_errors(tmp_path) -> None:
-    with pytest.raises(TaskError, match=r"either data .* or extra\['corpus'\]"):
+    with pytest.raises(TaskError, match=r"either data .* or corpus"):
         TextClassifyTask(TaskOptions(data="x.tsv", extra={"corpus": "debian"}))
-    with pytest.raises(TaskError, match=r"extra\['corpus'\] must be one of \['debian'\]"):
+    with pytest.raises(TaskError, match=r"corpus must be one of \['debian'\]"):
         TextClassifyTask(TaskOptions(extra={"corpus": "news"}))
     with pytest.raises(TaskError, match="tokenizer 'hf' is a pretrained model's"):
         TextClassifyTask(TaskOptions(data=str(_corpus(tmp_path)), tokenizer="hf")).examples("train")

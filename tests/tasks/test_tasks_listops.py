@@ -54,5 +54,5 @@ def test_local_pattern_limits_the_receptive_field():
 def test_listops_bad_options():
     with pytest.raises(TaskError, match="attention must be one of .*'dilated'"):
         _task("dilated")
-    with pytest.raises(TaskError, match=r"extra\['min_len'\] \(200\) must be <= max_len \(96\)"):
+    with pytest.raises(TaskError, match=r"min_len \(200\) must be <= max_len \(96\)"):
         _task("dense", min_len=200)

@@ -119,7 +119,7 @@ def test_bpe_bits_per_char_normalizes_by_characters(tmp_path) -> None:
 def test_lm_options_and_data_errors(tmp_path) -> None:
     with pytest.raises(TaskError, match=r"tokenizer must be one of \['char', 'bpe'\], got 'word'"):
         LMTask(TaskOptions(tokenizer="word"))
-    with pytest.raises(TaskError, match=r"extra\['corpus'\] must be one of"):
+    with pytest.raises(TaskError, match=r"corpus must be one of"):
         LMTask(TaskOptions(extra={"corpus": "wiki"}))
     missing = tmp_path / "nope.txt"
     with pytest.raises(TaskError, match=rf"{missing} does not exist"):

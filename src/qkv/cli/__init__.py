@@ -7,7 +7,7 @@ import argparse
 import importlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from qkv._version import __version__
@@ -30,7 +30,28 @@ class CLIError(Exception):
 
 class Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line, ``qkv: error: ...`` (exit 2), instead
-    of a usage block and a second line."""
+    of a usage block and a second line.
+
+    A subcommand whose flags depend on another flag's value (``qkv train --task T`` takes
+    the task's own) sets :attr:`prepare`, called with the parser and its argument strings
+    before they are parsed; it may add flags, or set :attr:`keep` to the namespace
+    attribute that collects the strings no flag took (parsed later, instead of refused).
+    """
+
+    prepare: Callable[[Parser, list[str]], None] | None = None
+    keep: str | None = None
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        strings = list(sys.argv[1:] if args is None else args)
+        if self.prepare is not None:
+            self.prepare(self, strings)
+        ns, rest = super().parse_known_args(strings, namespace)
+        if self.keep is not None and rest:
+            setattr(ns, self.keep, [*(getattr(ns, self.keep, None) or []), *rest])
+            rest = []
+        return ns, rest
 
     def error(self, message: str) -> NoReturn:
         sub = self.prog.removeprefix("qkv").strip()

@@ -114,6 +114,8 @@ def add_config_args(
     skip: Sequence[str] = (),
     notes: dict[str, str] | None = None,
     types: dict[str, Callable[[str], Any]] | None = None,
+    group: str | None = None,
+    dest_prefix: str = "",
 ) -> None:
     """Add one flag per field of the dataclass ``cls`` (``eval_every`` -> ``--eval-every``),
     with the type, choices, default and help text from the field and its ``metadata``
@@ -121,8 +123,10 @@ def add_config_args(
 
     Unset flags stay out of the namespace, so :func:`given_fields` can tell what the user
     chose from what defaulted. ``notes`` replaces a field's "(default: ...)" text where the
-    caller decides the default (e.g. per task); ``types`` replaces a field's parser (e.g. a
-    device checked against the machine).
+    caller decides the default (e.g. per task), as ``metadata["shown"]`` does; ``types``
+    replaces a field's parser (e.g. a device checked against the machine);
+    ``metadata["choices"]`` limits the values. ``group`` puts every flag in one group of
+    that title; ``dest_prefix`` keeps the fields apart from others in the namespace.
     """
     hints = typing.get_type_hints(cls)
     groups: dict[str, argparse._ArgumentGroup] = {}
@@ -130,17 +134,26 @@ def add_config_args(
         if f.name in skip:
             continue
         meta = f.metadata
-        group_name = meta.get("group", "options")
+        group_name = group or meta.get("group", "options")
         if group_name not in groups:
             groups[group_name] = parser.add_argument_group(group_name)
         g = groups[group_name]
         flag = meta.get("flag") or "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        shown = (notes or {}).get(f.name, f"default: {_show_default(default)}")
+        shown = (notes or {}).get(f.name) or (
+            f"default: {meta['shown']}" if meta.get("shown") else None
+        )
+        shown = shown or f"default: {_show_default(default)}"
         help_text = f"{meta.get('help', '')} ({shown})".strip()
         conv, choices, is_bool = _arg_type(hints[f.name])
         conv = (types or {}).get(f.name, conv)
-        kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
+        if meta.get("choices") is not None:
+            choices = meta["choices"]
+        kw: dict[str, Any] = {
+            "dest": dest_prefix + f.name,
+            "default": argparse.SUPPRESS,
+            "help": help_text,
+        }
         if is_bool:
             g.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
             continue

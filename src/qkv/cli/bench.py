@@ -542,7 +542,7 @@ def run_long(args: argparse.Namespace) -> int:
     def run(c: Any, progress: Any) -> Any:
         result = run_long_bench(c, progress, text=text)
         if "listops" in c.sections:  # trains a task: the apps layer runs it
-            from qkv.tasks.long_listops import run_listops
+            from qkv.cli._long_listops import run_listops
 
             result.measurements += run_listops(c, progress)
         return result

@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         line.rstrip("\n") for line in sys.stdin if line.strip()
     ]
     if args.hf:
-        from qkv.tasks.hf import generate_text
+        from qkv.cli._hf import generate_text
 
         for out in generate_text(args.hf, inputs, device=args.device, **kw):
             print(out)

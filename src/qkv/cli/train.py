@@ -1,7 +1,9 @@
 """``qkv train``: train a model on a task (single process, or DDP under torchrun).
 
 The training flags are generated from :class:`qkv.training.TrainConfig` (one source of
-defaults and help); the data flags fill :class:`qkv.tasks.TaskOptions`.
+defaults and help); a task's own flags from its ``Options`` dataclass
+(:mod:`qkv.tasks.options`): ``qkv train --task T --help`` lists exactly them, and a flag the
+task does not take is refused in one line.
 """
 
 from __future__ import annotations
@@ -10,53 +12,29 @@ import argparse
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from qkv.cli import CLIError
+from qkv.cli import CLIError, Parser
 from qkv.cli._common import (
     _device,
-    _int,
     add_config_args,
     flag_message,
     given_fields,
     parse_overrides,
 )
 from qkv.models.config import CONFIG_CLASSES
-from qkv.tasks import TASKS, Task, TaskOptions, build_trainer, get_task
+from qkv.tasks import TASKS, Task, build_trainer, get_task, saved_task_name, task_class
 from qkv.training import TrainConfig
 from qkv.training.config import UNBOUNDED_STEPS
 from qkv.training.progress import parse_duration
 from qkv.training.trainer import TrainingInterrupted
 
-#: data flag -> TaskOptions field (extra options go to ``TaskOptions.extra``)
-DATA_FLAGS: dict[str, str] = {
-    "data": "data",
-    "data_seed": "seed",
-    "n_train": "n_train",
-    "n_valid": "n_valid",
-    "n_test": "n_test",
-    "max_len": "max_len",
-    "tokenizer": "tokenizer",
-    "vocab_size": "vocab_size",
-}
-EXTRA_FLAGS = (
-    "attention",
-    "corpus",
-    "reverse",
-    "augment",
-    "dictionary",
-    "items",
-    "grid",
-    "template",
-    "classifier",
-    "vision_from",
-    "turns",
-    "image_tokens",
-    "vq_steps",
-    "ctc_weight",
-    "tasks",
-    "mix_cap",
-)
+#: Where a task's own flags go in the namespace (apart from the training flags: both
+#: have a ``seed``).
+TASK_DEST = "task."
+#: The namespace attribute holding the strings of task flags given without ``--task`` (the
+#: default task's, or a resumed run's own): parsed once the task is known.
+LATER = "task_argv"
 DEFAULT_TASK = "synthetic"
 
 
@@ -66,8 +44,10 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         help="train a model on a task",
         description="Train a model on a task. Under `torchrun --nproc_per_node=N -m qkv train "
         "...` the global batch is split over N processes (DDP; gloo on CPU, nccl on GPU). "
-        "Ctrl-C saves a checkpoint and prints how to resume.",
+        "Ctrl-C saves a checkpoint and prints how to resume. Each task has its own data "
+        "flags (--data, --n-train, --max-len, ...): `qkv train --task T --help` lists them.",
     )
+    p.prepare = _prepare  # type: ignore[attr-defined]
     p.add_argument(
         "--task",
         default=argparse.SUPPRESS,
@@ -110,159 +90,53 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         help="start from the weights of a Hugging Face model directory (fine-tuning: the "
         "architecture is the pretrained one; a new head is initialised and listed)",
     )
-    d = p.add_argument_group("data")
-    sup = argparse.SUPPRESS
-    d.add_argument(
-        "--data",
-        default=sup,
-        help="data file or directory (translate: pairs.tsv; lm: a text file; classify: "
-        "label<TAB>text lines; fashion-mnist: a directory of the .gz files) (default: the "
-        "task's own data)",
-    )
-    d.add_argument(
-        "--data-seed",
-        type=_int,
-        default=sup,
-        help="seed of data generation and splits (default: 0)",
-    )
-    d.add_argument(
-        "--n-train",
-        type=_int,
-        default=sup,
-        help="training examples (default: the task's, all of a data file)",
-    )
-    for split in ("valid", "test"):
-        d.add_argument(
-            f"--n-{split}",
-            type=_int,
-            default=sup,
-            help=f"{split} examples of generated data (asr, synthetic tasks) (default: the task's)",
-        )
-    d.add_argument(
-        "--max-len", type=_int, default=sup, help="longest sequence in tokens (default: the task's)"
-    )
-    d.add_argument(
-        "--tokenizer",
-        choices=["char", "word", "bpe"],
-        default=sup,
-        help="tokenizer kind (default: the task's)",
-    )
-    d.add_argument(
-        "--vocab-size", type=_int, default=sup, help="BPE vocabulary size (default: the task's)"
-    )
-    d.add_argument(
-        "--attention",
-        default=sup,
-        help="attention pattern, for tasks that take one (listops: dense, local or bigbird; "
-        "default: dense)",
-    )
-    d.add_argument(
-        "--corpus",
-        default=sup,
-        help="a named real corpus, for tasks that read one (lm: pydoc, Python's help topics; "
-        "kjv, the King James Bible from Debian's bible-kjv; classify: debian, package "
-        "descriptions by section) (default: the task's)",
-    )
-    d.add_argument(
-        "--augment",
-        action=argparse.BooleanOptionalAction,
-        default=sup,
-        help="image tasks: random shifts, flips and erasing of training images as the "
-        "task's recipe says; asr: SpecAugment's time and frequency masks (default: on)",
-    )
-    d.add_argument(
-        "--dictionary",
-        type=_int,
-        default=sup,
-        metavar="N",
-        help="translate (the German-English dictionary): add N of the dictionary's word and phrase pairs to the "
-        "training data (default: the task's recipe)",
-    )
-    d.add_argument(
-        "--items",
-        default=sup,
-        help="detect, caption, clip, vqa: the items on the canvases or in the scenes, "
-        "fashion-mnist or digits; text2image: the items drawn (default: fashion-mnist)",
-    )
-    d.add_argument(
-        "--grid",
-        type=_int,
-        default=sup,
-        help="caption: cells per side of a scene, 2 or 3 (default: 2)",
-    )
-    d.add_argument(
-        "--template",
-        default=sup,
-        help="caption: the caption template trained on, any (each scene's own pick), "
-        "positions, relations, count or rows (default: any)",
-    )
-    d.add_argument(
-        "--classifier",
-        default=sup,
-        metavar="DIR",
-        help="text2image: the checkpoint of a fashion-mnist (or digits) classifier that "
-        "judges the class of generated images (the class_acc metric) (default: none, the "
-        "loss is the headline)",
-    )
-    d.add_argument(
-        "--vision-from",
-        default=sup,
-        metavar="DIR",
-        help="vqa: a clip checkpoint (trained on the same scenes) whose image tower starts the "
-        "model, as LLaVA starts from a pretrained CLIP (default: none, trained from scratch)",
-    )
-    d.add_argument(
-        "--turns",
-        default=sup,
-        type=int,
-        metavar="N",
-        help="vqa: questions per training scene, asked one after another in one sequence "
-        "(LLaVA's multi-turn conversations) (default: the task's)",
-    )
-    d.add_argument(
-        "--image-tokens",
-        default=sup,
-        choices=("vq", "intensity"),
-        help="text2image: image tokens from a VQ-VAE trained first (vq) or quantized "
-        "intensities of 4x4 blocks (intensity) (default: vq)",
-    )
-    d.add_argument(
-        "--vq-steps",
-        type=_int,
-        default=sup,
-        metavar="N",
-        help="text2image: training steps of the VQ-VAE (default: the task's)",
-    )
-    d.add_argument(
-        "--ctc-weight",
-        type=float,
-        default=sup,
-        metavar="W",
-        help="asr: weight of the auxiliary CTC loss, (1 - W) CE + W CTC; 0 trains the decoder "
-        "alone and builds no CTC head (default: 0.5)",
-    )
-    d.add_argument(
-        "--reverse",
-        action="store_true",
-        default=sup,
-        help="translate: swap the two sides (trans-de-en: English -> German)",
-    )
-    d.add_argument(
-        "--tasks",
-        default=sup,
-        help="text2text: the tasks of the mixture, comma-separated, among summarize, translate "
-        "and classify (one name: its single-task baseline) (default: all three)",
-    )
-    d.add_argument(
-        "--mix-cap",
-        type=_int,
-        default=sup,
-        metavar="K",
-        help="text2text: examples-proportional mixing with each task's size capped at K (T5, "
-        "sec. 3.5.2); 0: no cap (default: 32768)",
-    )
     add_config_args(p, TrainConfig, types={"device": _device, "max_time": _duration})
     p.set_defaults(func=run)
+
+
+def _peek_task(strings: list[str]) -> str | None:
+    """The value of ``--task`` among a command's argument strings (None: not given)."""
+    for i, s in enumerate(strings):
+        if s == "--":
+            break
+        if s == "--task" and i + 1 < len(strings):
+            return strings[i + 1]
+        if s.startswith("--task="):
+            return s.split("=", 1)[1]
+    return None
+
+
+def _add_task_flags(p: argparse.ArgumentParser, cls: type[Task]) -> None:
+    """The flags of a task's options, generated from its ``Options`` dataclass."""
+    add_config_args(
+        p, cls.Options, group=f"{cls.name} options (--task {cls.name})", dest_prefix=TASK_DEST
+    )
+
+
+def _refuse_foreign(p: argparse.ArgumentParser, name: str, strings: list[str]) -> None:
+    """Refuse, in one line, a flag of another task that task ``name`` does not take."""
+    others = {flag for cls in TASKS.values() for flag in cls.Options.flags()}
+    mine = set(p._option_string_actions)
+    for s in strings:
+        if s == "--":
+            break
+        flag = s.split("=", 1)[0]
+        if flag.startswith("--") and flag in others - mine:
+            flags = ", ".join(TASKS[name].Options.flags()) or "none"
+            p.error(f"task {name!r} takes no {flag}; its flags: {flags}")
+
+
+def _prepare(p: argparse.ArgumentParser, strings: list[str]) -> None:
+    """Before parsing: with ``--task T``, add T's own flags (and refuse another task's);
+    without, keep the task flags' strings for :func:`run` to parse once the task is known."""
+    name = _peek_task(strings)
+    if name in TASKS and not getattr(p, "task_flags", None):
+        _add_task_flags(p, TASKS[name])
+        p.task_flags = name  # type: ignore[attr-defined]
+    if name in TASKS:
+        _refuse_foreign(p, name, strings)
+    else:
+        p.keep = LATER  # type: ignore[attr-defined]
 
 
 def _duration(text: str) -> float:
@@ -275,15 +149,36 @@ def _duration(text: str) -> float:
 #: the step bound of a time-budgeted run when --steps is not given
 
 
-def task_options(args: argparse.Namespace) -> TaskOptions | None:
-    """The data options given on the command line, or None when none was given."""
-    given = {
-        field: getattr(args, flag) for flag, field in DATA_FLAGS.items() if hasattr(args, flag)
-    }
-    extra = {k: getattr(args, k) for k in EXTRA_FLAGS if hasattr(args, k)}
-    if not given and not extra:
-        return None
-    return TaskOptions(**given, extra=extra)
+class _LaterParser(Parser):
+    """Parses the task flags given without ``--task`` once :func:`run` knows the task: its
+    errors are :class:`CLIError` (one line, exit 2 from :func:`qkv.cli.main`)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise CLIError(f"train: {message}")
+
+
+def task_options(args: argparse.Namespace, task: str) -> dict[str, Any] | None:
+    """The options of ``task`` given on the command line (None: none given).
+
+    Flags given with ``--task`` were parsed with the task's own; those given without it
+    (the default task, or a resumed run's own) are parsed here.
+
+    Raises:
+        CLIError: a flag the task does not take, or a bad value (one line, naming it).
+        TaskError: an unknown task.
+    """
+    given = {k[len(TASK_DEST) :]: v for k, v in vars(args).items() if k.startswith(TASK_DEST)}
+    later = getattr(args, LATER, None) or []
+    if later:
+        cls = task_class(task)
+        p = _LaterParser(prog="qkv train", add_help=False)
+        _add_task_flags(p, cls)
+        _refuse_foreign(p, task, later)
+        ns, rest = p.parse_known_args(later)
+        if rest:
+            p.error(f"unrecognized arguments: {' '.join(rest)}")
+        given |= {k[len(TASK_DEST) :]: v for k, v in vars(ns).items() if k.startswith(TASK_DEST)}
+    return given or None
 
 
 def model_fields_help() -> str:
@@ -307,11 +202,11 @@ def _default(f: dataclasses.Field[Any]) -> str:
 def _show_recipe(
     task: str,
     given: dict[str, Any],
-    options: TaskOptions | None,
+    options: dict[str, Any] | None,
     preset: str | None,
     overrides: dict[str, Any],
 ) -> int:
-    t = get_task(task, options or TaskOptions())
+    t = get_task(task, options)
     try:
         train = t.train_config(given).to_dict()
     except ValueError as e:
@@ -330,15 +225,18 @@ def run(args: argparse.Namespace) -> int:
     train_given: dict[str, Any] = given_fields(args, TrainConfig)
     if "max_time" in train_given and "steps" not in train_given and not args.resume:
         train_given["steps"] = UNBOUNDED_STEPS  # the time budget decides
-    options = task_options(args)
     if args.model == ["help"]:
         print(model_fields_help())
         return 0
     overrides = parse_overrides(args.model)
     task = getattr(args, "task", None)
+    out = Path(args.out or f"runs/{task or DEFAULT_TASK}")
+    if args.resume and task is None and getattr(args, LATER, None):
+        options = task_options(args, saved_task_name(out))  # the run's own task's flags
+    else:
+        options = task_options(args, task or DEFAULT_TASK)
     if args.show_recipe:
         return _show_recipe(task or DEFAULT_TASK, train_given, options, args.preset, overrides)
-    out = Path(args.out or f"runs/{task or DEFAULT_TASK}")
     _check_out(out)
     if args.resume:
         try:
@@ -364,7 +262,7 @@ def run(args: argparse.Namespace) -> int:
                 task or DEFAULT_TASK,
                 train_given,  # over the task's recipe
                 out,
-                options=options or TaskOptions(),
+                options=options,
                 preset=args.preset,
                 model_overrides=overrides,
                 init_from=args.init_from,

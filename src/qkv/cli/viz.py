@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     if png is not None and png.exists() and not png.is_dir():
         raise CLIError(f"--png {png} is a file; give a directory for the figures")
     if args.hf:
-        from qkv.tasks.hf import viz_hf
+        from qkv.cli._hf import viz_hf
 
         path = viz_hf(
             args.hf,

@@ -229,7 +229,7 @@ def load_hf_tokenizer(path: str | Path) -> Any:
         (``[CLS] ... [SEP]``, ``</s>``, ...) as its post-processor says. Padding is turned
         off (a ``tokenizer.json`` may pad every input to a fixed length, e.g. 128 for
         all-MiniLM-L6-v2: padding one text would feed pads the model attends to); batch
-        with ``enable_padding`` and pass the mask, as :func:`qkv.tasks.hf.generate_text`
+        with ``enable_padding`` and pass the mask, as :func:`qkv.cli._hf.generate_text`
         does.
 
     Raises:

@@ -23,24 +23,26 @@ name                      kind         data
 ``asr``                   seq2seq      Whisper-style speech recognition (espeak-ng speech)
 ========================  ===========  =============================================================
 
->>> task = get_task("copy", TaskOptions(n_train=8, n_valid=2, n_test=2))
+Each task declares its options as a dataclass, ``Task.Options`` (:mod:`qkv.tasks.options`):
+
+>>> task = get_task("copy", CopyTask.Options(n_train=8, n_valid=2, n_test=2))
 >>> batch = task.collate(task.examples("train")[:2])
 >>> sorted(batch)
 ['src', 'src_padding_mask', 'tgt_in', 'tgt_padding_mask', 'tgt_out']
 """
 
 from qkv.tasks.asr import ASRTask
-from qkv.tasks.base import Task, TaskError, TaskOptions
+from qkv.tasks.base import SPLITS, Split, Task, TaskError
 from qkv.tasks.caption import CaptionTask
 from qkv.tasks.classify import TextClassifyTask
 from qkv.tasks.copy import CopyTask
 from qkv.tasks.detect import DetectTask
 from qkv.tasks.digits import DigitsTask
 from qkv.tasks.fashion_mnist import FashionMNISTTask
-from qkv.tasks.hf import generate_text, viz_hf
 from qkv.tasks.listops import ListOpsTask
 from qkv.tasks.lm import LMTask
-from qkv.tasks.registry import TASKS, get_task, load_task
+from qkv.tasks.options import Options, TaskOptions, option
+from qkv.tasks.registry import TASKS, get_task, load_task, saved_task_name, task_class
 from qkv.tasks.reverse import ReverseTask
 from qkv.tasks.run import build_trainer, load_trained
 from qkv.tasks.summarize import SummarizeTask
@@ -51,6 +53,7 @@ from qkv.tasks.translate import TranslateTask
 from qkv.tasks.viz import TextRecord, from_checkpoint, record_text, report_for_task
 
 __all__ = [
+    "SPLITS",
     "TASKS",
     "ASRTask",
     "CaptionTask",
@@ -61,7 +64,9 @@ __all__ = [
     "FashionMNISTTask",
     "LMTask",
     "ListOpsTask",
+    "Options",
     "ReverseTask",
+    "Split",
     "SummarizeTask",
     "SyntheticTask",
     "Task",
@@ -73,11 +78,12 @@ __all__ = [
     "TranslateTask",
     "build_trainer",
     "from_checkpoint",
-    "generate_text",
     "get_task",
     "load_task",
     "load_trained",
+    "option",
     "record_text",
     "report_for_task",
-    "viz_hf",
+    "saved_task_name",
+    "task_class",
 ]

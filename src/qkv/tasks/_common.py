@@ -14,24 +14,10 @@ from qkv import models
 from qkv.data.batching import batched, pad_ids
 from qkv.data.files import read_json
 from qkv.data.tokenizers import Tokenizer
-from qkv.tasks.base import Task, TaskError, TaskOptions
+from qkv.tasks.base import Task, TaskError
 
 TASK_FILE = "task.json"
 T = TypeVar("T")
-
-
-def check_extra(task: str, options: TaskOptions, known: Sequence[str]) -> None:
-    """Reject unknown ``options.extra`` keys (typos would otherwise be silently ignored).
-
-    Raises:
-        TaskError: naming the unknown keys and the known ones.
-    """
-    unknown = sorted(set(options.extra) - set(known))
-    if unknown:
-        flags = ", ".join(f"--{k.replace('_', '-')} (extra[{k!r}])" for k in unknown)
-        raise TaskError(
-            f"task {task!r} takes no {flags}; its extra options: {sorted(known) or 'none'}"
-        )
 
 
 def check_choice(task: str, option: str, value: Any, choices: Sequence[Any]) -> None:
@@ -54,7 +40,9 @@ def write_task_file(task: Task, directory: Path, state: dict[str, Any] | None = 
     (directory / TASK_FILE).write_text(json.dumps(obj, indent=2, sort_keys=True), encoding="utf-8")
 
 
-#: ``TaskOptions`` field -> (allowed types, minimum for ints, may be null).
+#: The shared options' types in ``task.json``: name -> (allowed types, minimum for ints, may
+#: be null). A task's own options are checked by the task; ``extra`` is the format saved
+#: before typed options (the task's own options under one key).
 _OPTION_TYPES: dict[str, tuple[tuple[type, ...], int | None, bool]] = {
     "data": ((str,), None, True),
     "seed": ((int,), None, False),
@@ -73,10 +61,9 @@ def _check_options(path: Path, options: Any) -> None:
         raise TaskError(
             f"{path}: bad options: 'options' must be an object, got {type(options).__name__}"
         )
-    unknown = sorted(set(options) - set(_OPTION_TYPES))
-    if unknown:
-        raise TaskError(f"{path}: bad options: unknown {unknown}; known: {sorted(_OPTION_TYPES)}")
     for name, value in options.items():
+        if name not in _OPTION_TYPES:
+            continue  # the task's own: its Options reads them (and refuses unknown ones)
         types, minimum, nullable = _OPTION_TYPES[name]
         if value is None and nullable:
             continue
@@ -96,7 +83,7 @@ def read_task_file(directory: Path) -> dict[str, Any]:
     Raises:
         TaskError: naming the file: missing, not UTF-8 or JSON (or nested too deeply), not
             an object with a string ``name`` and ``options`` (and an object ``state``), or
-            options of the wrong type or range (``max_len: -1``, ``seed: "0"``, unknown keys).
+            shared options of the wrong type or range (``max_len: -1``, ``seed: "0"``).
     """
     path = Path(directory) / TASK_FILE
     if not path.is_file():
@@ -250,7 +237,6 @@ __all__ = [
     "TASK_FILE",
     "batched",
     "check_choice",
-    "check_extra",
     "check_positive",
     "model_device",
     "pad_ids",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, overload
 
@@ -17,12 +18,12 @@ from qkv.models import TransformerConfig
 from qkv.tasks._classify import ClassifyTask
 from qkv.tasks._common import (
     check_choice,
-    check_extra,
     check_positive,
     sized_config,
     write_task_file,
 )
-from qkv.tasks.base import SPLITS, Split, TaskError, TaskOptions
+from qkv.tasks.base import SPLITS, Split, TaskError
+from qkv.tasks.options import OptionsLike, SeedOption, SizeOptions, option
 from qkv.training.objective import Batch
 
 
@@ -114,6 +115,15 @@ class ImageTask(ClassifyTask):
     """Base of the grey-image classification tasks. Subclasses set the geometry class
     attributes and implement :meth:`_make_splits`."""
 
+    @dataclass
+    class Options(SizeOptions, SeedOption):
+        """The options of an image classification task."""
+
+        augment: bool = option(
+            True, "random shifts, flips and erasing of training images as the task's recipe says"
+        )
+
+    options: Options
     image_size: ClassVar[int]
     in_channels: ClassVar[int] = 1
     class_names: ClassVar[tuple[str, ...]]
@@ -126,21 +136,17 @@ class ImageTask(ClassifyTask):
     #: training-time augmentation: ``shift`` (pixels), ``flip`` and ``erase`` (probabilities)
     augmentation: ClassVar[dict[str, float]] = {}
 
-    def __init__(self, options: TaskOptions | None = None) -> None:
+    def __init__(self, options: OptionsLike = None) -> None:
         super().__init__(options)
         o = self.options
-        check_extra(self.name, o, ("augment",))
-        self.augment_on = o.extra.get("augment", True)
+        self.augment_on = o.augment
         if not isinstance(self.augment_on, bool):
             raise TaskError(
-                f"task {self.name!r}: extra['augment'] must be true or false, got "
-                f"{self.augment_on!r}"
+                f"task {self.name!r}: augment must be true or false, got {self.augment_on!r}"
             )
         for opt in ("n_train", "n_valid", "n_test"):
             if getattr(o, opt) is not None:
                 check_positive(self.name, opt, getattr(o, opt), minimum=0)
-        if o.tokenizer is not None:
-            raise TaskError(f"task {self.name!r} reads images: it takes no tokenizer option")
         self._splits: dict[str, ImageExamples] | None = None
 
     @abc.abstractmethod
@@ -156,7 +162,7 @@ class ImageTask(ClassifyTask):
 
     def augment(self, batch: Batch) -> Batch:
         """Training-time augmentation of a batch, as the task's :attr:`augmentation` says
-        (``extra["augment"] = False`` turns it off): a random shift of up to ``shift`` pixels
+        (``augment = False`` turns it off): a random shift of up to ``shift`` pixels
         (zero padding, then a crop), a horizontal flip with probability ``flip``, and random
         erasing (Zhong et al. 2020) of one rectangle with probability ``erase``. Draws from
         torch's RNG, so a resumed run augments exactly as an uninterrupted one."""

@@ -10,6 +10,7 @@ items the ``t10k`` images. ``"digits"``: scikit-learn's 1,797 8x8 digits split 1
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -18,8 +19,31 @@ from torch import Tensor
 from qkv.tasks._image import shuffled_split
 from qkv.tasks.base import TaskError
 from qkv.tasks.fashion_mnist import FASHION_MNIST_DIR, read_fashion_mnist
+from qkv.tasks.options import DataOption, SeedOption, SizeOptions, option
 
 ITEMS = ("fashion-mnist", "digits")
+
+
+@dataclass
+class ItemOptions(SizeOptions, SeedOption, DataOption):
+    """The options of a task drawn from items (detect, caption, clip, vqa, text2image):
+    which items, where Fashion-MNIST's files are, the seed and the split sizes."""
+
+    data: str | None = option(
+        None,
+        "a directory of the Fashion-MNIST .gz files (the items)",
+        shown="the dataset-fashion-mnist package's",
+    )
+    items: str = option("fashion-mnist", "the items: Fashion-MNIST's or digits", choices=ITEMS)
+
+
+@dataclass
+class SceneOptions(ItemOptions):
+    """The options of a scene task (caption, clip, vqa): items and the grid of a scene."""
+
+    grid: int = option(2, "cells per side of a scene", choices=(2, 3))
+
+
 #: ``(images (n, H, W), labels (n,), scale)``: the pixel value ``scale`` maps to 1.0
 ItemPool = tuple[Tensor, Tensor, float]
 
@@ -66,4 +90,4 @@ def item_pools(items: str, data: str | Path | None, seed: int, task: str) -> dic
     }
 
 
-__all__ = ["ITEMS", "ItemPool", "item_pools"]
+__all__ = ["ITEMS", "ItemOptions", "ItemPool", "SceneOptions", "item_pools"]

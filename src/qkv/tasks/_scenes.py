@@ -11,9 +11,9 @@ from torch import Tensor
 
 from qkv.data.scenes import DIGITS, FASHION, SceneExamples, SceneSpec, Vocabulary
 from qkv.data.tokenizers import Tokenizer, WordTokenizer
-from qkv.tasks._common import check_choice, check_extra, check_positive
+from qkv.tasks._common import check_choice, check_positive
 from qkv.tasks._image import read_task_image
-from qkv.tasks._items import ITEMS, ItemPool, item_pools
+from qkv.tasks._items import ITEMS, ItemPool, SceneOptions, item_pools
 from qkv.tasks.base import SPLITS, Split, Task, TaskError
 
 #: default scene counts per item source (train, valid, test); train scenes are drawn on
@@ -27,36 +27,30 @@ TOKENIZER_SCENES = 2000
 
 
 class SceneData:
-    """A scene task's data: options ``extra["items"]`` (``"fashion-mnist"`` or ``"digits"``)
-    and ``extra["grid"]`` (2 or 3), ``n_train`` / ``n_valid`` / ``n_test`` scenes, ``seed``.
+    """A scene task's data: options ``items`` (``"fashion-mnist"`` or ``"digits"``)
+    and ``grid`` (2 or 3), ``n_train`` / ``n_valid`` / ``n_test`` scenes, ``seed``.
 
     Args:
-        task: the task whose options these are (checked here; ``extra`` keys beyond
-            ``items`` and ``grid`` are the task's own, listed in ``known``).
-        known: the task's own ``extra`` keys.
+        task: the task whose options (a :class:`~qkv.tasks._items.SceneOptions`) these are.
 
     Raises:
-        TaskError: unknown ``extra`` keys, an unknown item source or grid, negative counts,
-            ``--data`` with digits, or a tokenizer option.
+        TaskError: an unknown item source or grid, negative counts, or ``--data`` with
+            digits.
     """
 
-    def __init__(self, task: Task, known: Iterable[str] = ()) -> None:
+    def __init__(self, task: Task) -> None:
         o = task.options
-        check_extra(task.name, o, ("items", "grid", *known))
+        assert isinstance(o, SceneOptions), "a scene task's options are SceneOptions"
         self.task_name = task.name
-        self.items = o.extra.get("items", "fashion-mnist")
+        self.items = o.items
         check_choice(task.name, "items", self.items, ITEMS)
-        grid = o.extra.get("grid", 2)
+        grid = o.grid
         check_choice(task.name, "grid", grid, (2, 3))
         if self.items == "digits" and o.data is not None:
             raise TaskError(f"task {task.name!r} with items 'digits' reads no --data")
         for opt in ("n_train", "n_valid", "n_test"):
             if getattr(o, opt) is not None:
                 check_positive(task.name, opt, getattr(o, opt), minimum=0)
-        if o.tokenizer is not None:
-            raise TaskError(
-                f"task {task.name!r} uses a word tokenizer: it takes no tokenizer option"
-            )
         self.options = o
         self.spec = SceneSpec(grid=grid)
         self.vocab: Vocabulary = FASHION if self.items == "fashion-mnist" else DIGITS

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
@@ -37,19 +38,35 @@ from qkv.models import TransformerConfig
 from qkv.tasks._common import (
     batched,
     check_choice,
-    check_extra,
     check_positive,
     model_device,
     pad_ids,
     sized_config,
     write_task_file,
 )
-from qkv.tasks.base import SPLITS, Split, Task, TaskError, TaskOptions
+from qkv.tasks.base import SPLITS, Split, Task, TaskError
+from qkv.tasks.options import (
+    TOKENIZERS,
+    Options,
+    OptionsLike,
+    SeedOption,
+    SizeOptions,
+    TextOptions,
+    VocabOption,
+    option,
+)
 from qkv.training.evaluate import evaluate_sums
 from qkv.training.objective import Batch, LossOutput
 from qkv.training.objectives import Seq2SeqObjective
 
 SRC_TOKENIZER_DIR, TGT_TOKENIZER_DIR = "tokenizer_src", "tokenizer_tgt"
+
+
+@dataclass
+class SharedVocabOption(Options):
+    """``shared_vocab``: one tokenizer for both sides of the pairs."""
+
+    shared_vocab: bool = option(True, "one tokenizer (and vocabulary) for source and target")
 
 
 class Pair(NamedTuple):
@@ -64,19 +81,23 @@ class Seq2SeqTask(Task):
 
     Options used: ``max_len`` (most tokens of a source or target, specials excluded; longer
     ones are truncated), ``tokenizer``, ``vocab_size`` (BPE, or a cap for word vocabularies),
-    ``extra["shared_vocab"]`` (one tokenizer for both sides, default True).
+    ``shared_vocab`` (one tokenizer for both sides, default True).
 
     Subclasses set ``name`` and the class defaults below and implement
     :meth:`_make_splits`.
     """
 
+    @dataclass
+    class Options(SharedVocabOption, TextOptions, SizeOptions, SeedOption):
+        """The options of a sequence-to-sequence task."""
+
+    options: Options
     kind = "seq2seq"
     headline: ClassVar[str] = "bleu"
     default_max_len: ClassVar[int] = 64
     default_tokenizer: ClassVar[str] = "word"
-    tokenizer_choices: ClassVar[tuple[str, ...]] = ("char", "word", "bpe")
+    tokenizer_choices: ClassVar[tuple[str, ...]] = TOKENIZERS
     default_vocab_size: ClassVar[int] = 4000
-    extra_keys: ClassVar[tuple[str, ...]] = ("shared_vocab",)
     default_model: ClassVar[dict[str, Any]] = {
         "d_model": 128,
         "n_heads": 4,
@@ -87,20 +108,22 @@ class Seq2SeqTask(Task):
         "norm_placement": "pre",
     }
 
-    def __init__(self, options: TaskOptions | None = None) -> None:
+    def __init__(self, options: OptionsLike = None) -> None:
         super().__init__(options)
         o = self.options
-        check_extra(self.name, o, self.extra_keys)
         self.tokenizer_kind = o.tokenizer or self.default_tokenizer
         check_choice(self.name, "tokenizer", self.tokenizer_kind, self.tokenizer_choices)
         self.max_len = o.max_len if o.max_len is not None else self.default_max_len
         check_positive(self.name, "max_len", self.max_len)
-        if o.vocab_size is not None:
-            check_positive(self.name, "vocab_size", o.vocab_size)
+        # copy's characters need no vocabulary size: it takes none
+        self.vocab_size = o.vocab_size if isinstance(o, VocabOption) else None
+        if self.vocab_size is not None:
+            check_positive(self.name, "vocab_size", self.vocab_size)
         for opt in ("n_train", "n_valid", "n_test"):
             if getattr(o, opt) is not None:
                 check_positive(self.name, opt, getattr(o, opt), minimum=0)
-        self.shared_vocab = bool(o.extra.get("shared_vocab", True))
+        # copy and text2text always share one tokenizer: they take no shared_vocab
+        self.shared_vocab = bool(o.shared_vocab) if isinstance(o, SharedVocabOption) else True
         self._splits: dict[str, list[Pair]] | None = None
         self._src_tok: Tokenizer | None = None
         self._tgt_tok: Tokenizer | None = None
@@ -126,7 +149,7 @@ class Seq2SeqTask(Task):
     # -- tokenizers ----------------------------------------------------------------------
     def _train_tokenizers(self, train: Sequence[Pair]) -> tuple[Tokenizer, Tokenizer]:
         kind = self.tokenizer_kind
-        vocab = self.options.vocab_size
+        vocab = self.vocab_size
         if kind == "bpe" and vocab is None:
             vocab = self.default_vocab_size
         try:
@@ -371,4 +394,4 @@ class Seq2SeqTask(Task):
         self._cache.clear()
 
 
-__all__ = ["Pair", "Seq2SeqTask"]
+__all__ = ["Pair", "Seq2SeqTask", "SharedVocabOption"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -44,14 +45,14 @@ from qkv.models import TransformerConfig
 from qkv.tasks._common import (
     batched,
     check_choice,
-    check_extra,
     check_positive,
     model_device,
     pad_ids,
     sized_config,
     write_task_file,
 )
-from qkv.tasks.base import SPLITS, Split, Task, TaskError, TaskOptions
+from qkv.tasks.base import SPLITS, Split, Task, TaskError
+from qkv.tasks.options import OptionsLike, SeedOption, SizeOptions, TextOptions, option
 from qkv.training.evaluate import evaluate_sums
 from qkv.training.objective import Batch, LossOutput
 from qkv.training.objectives import Seq2SeqObjective, token_cross_entropy
@@ -74,18 +75,36 @@ class ASRTask(Task):
     Options: ``seed`` (the corpus and its split), ``n_train``/``n_valid``/``n_test``
     (utterances: 11,900 / 200 / 300), ``max_len`` (longest transcript in tokens, default
     64; sentences of up to ``max_len - 4`` characters are spoken), ``tokenizer``
-    (``"char"``, default, or ``"bpe"`` with ``vocab_size``), ``extra["augment"]`` (SpecAugment,
-    default True), ``extra["ctc_weight"]`` (weight ``λ`` of the CTC loss in
+    (``"char"``, default, or ``"bpe"`` with ``vocab_size``), ``augment`` (SpecAugment,
+    default True), ``ctc_weight`` (weight ``λ`` of the CTC loss in
     ``(1 - λ) CE + λ CTC``, default 0.5, measured better here than Watanabe et al.'s 0.3
     (``docs/speech.md``); 0 trains the decoder alone and
-    builds no CTC head), ``extra["workers"]`` (``espeak-ng`` processes, default 2),
-    ``extra["cache_dir"]`` (default ``~/.cache/qkv/asr``).
+    builds no CTC head), ``workers`` (``espeak-ng`` processes, default 2),
+    ``cache_dir`` (default ``~/.cache/qkv/asr``).
     """
 
+    @dataclass
+    class Options(TextOptions, SizeOptions, SeedOption):
+        """asr's options."""
+
+        tokenizer: str | None = option(
+            None, "tokenizer kind", choices=("char", "bpe"), shown="char"
+        )
+        augment: bool = option(True, "SpecAugment's time and frequency masks on training audio")
+        ctc_weight: float = option(
+            0.5,
+            "weight W of the auxiliary CTC loss, (1 - W) CE + W CTC; 0 trains the decoder "
+            "alone and builds no CTC head",
+        )
+        workers: int = option(2, "espeak-ng processes that synthesise the speech")
+        cache_dir: str | None = option(
+            None, "where the synthesised speech is cached", shown="~/.cache/qkv/asr"
+        )
+
+    options: Options
     name = "asr"
     kind = "seq2seq"
     headline: ClassVar[str] = "wer"
-    extra_keys: ClassVar[tuple[str, ...]] = ("augment", "ctc_weight", "workers", "cache_dir")
     default_sizes: ClassVar[dict[str, int]] = {"n_train": 11900, "n_valid": 200, "n_test": 300}
     # lr 2e-3 over 1e-3: lower valid loss at equal steps (docs/speech.md, "Recipe")
     recipe: ClassVar[dict[str, Any]] = {
@@ -109,10 +128,9 @@ class ASRTask(Task):
         "conv_strides": [2, 2],
     }
 
-    def __init__(self, options: TaskOptions | None = None) -> None:
+    def __init__(self, options: OptionsLike = None) -> None:
         super().__init__(options)
         o = self.options
-        check_extra(self.name, o, self.extra_keys)
         self.tokenizer_kind = o.tokenizer or "char"
         check_choice(self.name, "tokenizer", self.tokenizer_kind, ("char", "bpe"))
         self.max_len = o.max_len if o.max_len is not None else 64
@@ -120,16 +138,14 @@ class ASRTask(Task):
         for opt in ("n_train", "n_valid", "n_test"):
             if getattr(o, opt) is not None:
                 check_positive(self.name, opt, getattr(o, opt), minimum=1)
-        self.ctc_weight = o.extra.get("ctc_weight", 0.5)
+        self.ctc_weight = o.ctc_weight
         ok = isinstance(self.ctc_weight, (int, float)) and not isinstance(self.ctc_weight, bool)
         if not ok or not 0.0 <= self.ctc_weight < 1.0:
-            raise TaskError(
-                f"task 'asr': extra['ctc_weight'] must be in [0, 1), got {self.ctc_weight!r}"
-            )
-        self.workers = o.extra.get("workers", 2)
-        check_positive(self.name, "extra['workers']", self.workers)
+            raise TaskError(f"task 'asr': ctc_weight must be in [0, 1), got {self.ctc_weight!r}")
+        self.workers = o.workers
+        check_positive(self.name, "workers", self.workers)
         self.front_end = LogMel()
-        self.spec_augment = SpecAugment() if o.extra.get("augment", True) else None
+        self.spec_augment = SpecAugment() if o.augment else None
         self._splits: dict[str, list[Utterance]] | None = None
         self._tok: Tokenizer | None = None
         self._objective = Seq2SeqObjective()
@@ -152,7 +168,7 @@ class ASRTask(Task):
         sentences = audio.usable_sentences(ding.read_ding(ding.DING_PATH), s.max_chars)
         try:
             return audio.speech_corpus(
-                sentences, s, cache_dir=self.options.extra.get("cache_dir"), workers=self.workers
+                sentences, s, cache_dir=self.options.cache_dir, workers=self.workers
             )
         except SpeechError as e:
             raise TaskError(f"task 'asr': {e}") from e
@@ -238,7 +254,7 @@ class ASRTask(Task):
     def augment(self, batch: Batch) -> Batch:
         """Training-time augmentation (the trainer calls it on training batches only):
         SpecAugment's masks on the features, drawn from torch's RNG (so a resumed run
-        masks exactly as an uninterrupted one); ``extra["augment"] = False`` turns it off."""
+        masks exactly as an uninterrupted one); ``augment = False`` turns it off."""
         if self.spec_augment is None:
             return batch
         frames = batch["src_padding_mask"].sum(-1)

@@ -1,6 +1,7 @@
 """The task interface: a task supplies data, a loss and metrics; the trainer does the rest.
 
-One trainer serves every task (STYLE habit 12). A task is built from :class:`TaskOptions`,
+One trainer serves every task (STYLE habit 12). A task is built from its typed ``Options``
+(:mod:`qkv.tasks.options`),
 owns its tokenizer(s), knows the default model for its data, turns examples into tensors,
 computes a summed loss with a token count (so gradient accumulation and data parallelism
 normalize exactly), and evaluates a model with the task's own metrics.
@@ -10,13 +11,14 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from torch import nn
 
 from qkv.models import TransformerConfig
+from qkv.tasks._errors import TaskError
+from qkv.tasks.options import Options, OptionsLike, SizeOptions, TaskOptions
 from qkv.training.config import TrainConfig
 from qkv.training.evaluate import evaluate_objective
 from qkv.training.objective import Batch, LossOutput, loss_metrics
@@ -28,44 +30,8 @@ SPLITS: tuple[Split, ...] = ("train", "valid", "test")
 TaskKind = Literal["seq2seq", "lm", "classify", "detect", "caption", "image", "contrastive", "vqa"]
 
 
-@dataclass
-class TaskOptions:
-    """What the command line (or Python) says about a task's data.
-
-    Attributes:
-        data: a data file for tasks that read one (``translate``, ``lm``), else None.
-        seed: seed of generated data and of the train/valid/test split.
-        n_train / n_valid / n_test: example counts for generated tasks (None = task default).
-        max_len: maximum sequence length in tokens (None = task default).
-        tokenizer: ``"char"``, ``"word"`` or ``"bpe"`` (None = task default).
-        vocab_size: BPE vocabulary size.
-        extra: task-specific options (e.g. ListOps ``attention``), JSON-serializable.
-    """
-
-    data: str | None = None
-    seed: int = 0
-    n_train: int | None = None
-    n_valid: int | None = None
-    n_test: int | None = None
-    max_len: int | None = None
-    tokenizer: str | None = None
-    vocab_size: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TaskOptions:
-        return cls(**d)
-
-
-class TaskError(ValueError):
-    """Bad task input (missing/empty/ill-formed data): the CLI prints it and exits 2."""
-
-
 def split_sizes(
-    n_unique: int, options: TaskOptions, *, valid: int, test: int, what: str
+    n_unique: int, options: SizeOptions, *, valid: int, test: int, what: str
 ) -> dict[str, int]:
     """Split sizes for ``n_unique`` distinct sources: ``n_valid``/``n_test`` from the options
     (defaults ``valid``/``test``, shrunk to 5% each for small data), the rest (or
@@ -96,9 +62,9 @@ class Task(abc.ABC):
 
     name: ClassVar[str]
     kind: ClassVar[TaskKind]
-    #: What ``--data`` means for this task (None: the task generates its data, or reads a
-    #: fixed package, and refuses ``data``).
-    data_help: ClassVar[str | None] = None
+    #: The task's options: a dataclass of exactly the options it takes (each field's
+    #: metadata holds its help and choices; ``qkv train --task T`` generates its flags).
+    Options: ClassVar[type[Options]] = Options
     #: The task's training recipe: :class:`~qkv.training.TrainConfig` fields chosen by
     #: measurement (optimizer, schedule, batch, regularisation, budget); settings a user
     #: gives win. The model's shape is :attr:`default_model`.
@@ -106,13 +72,14 @@ class Task(abc.ABC):
     #: The task's own model shape (sizes that follow from the data are added to it).
     default_model: ClassVar[dict[str, Any]] = {}
 
-    def __init__(self, options: TaskOptions | None = None) -> None:
-        self.options = options or TaskOptions()
-        if self.options.data is not None and self.data_help is None:
-            raise TaskError(
-                f"task {self.name!r} makes its own data: it takes no --data "
-                f"(got {self.options.data!r})"
-            )
+    def __init__(self, options: OptionsLike = None) -> None:
+        """Build the task from its options (an instance of its :attr:`Options`, or anything
+        :meth:`~qkv.tasks.options.Options.of` reads: a mapping, a :class:`TaskOptions`).
+
+        Raises:
+            TaskError: an option the task does not take, or a value it refuses (named).
+        """
+        self.options = self.Options.of(options, task=self.name)
 
     # -- data ----------------------------------------------------------------------------
     @abc.abstractmethod
@@ -213,10 +180,10 @@ class Task(abc.ABC):
     def split_options(self) -> dict[str, Any]:
         """The options that decide the held-out examples, with defaults filled in: two
         checkpoints with equal ones are scored on the same examples (``qkv eval`` compares
-        only such). By default every data option and all of ``extra``."""
-        o = self.options
-        return {"data": o.data, "seed": o.seed, "n_train": o.n_train, "n_valid": o.n_valid,
-                "n_test": o.n_test, "extra": dict(o.extra)}  # fmt: skip
+        only such). By default every option but the model's view of the text (``max_len``,
+        ``tokenizer``, ``vocab_size``)."""
+        skip = ("max_len", "tokenizer", "vocab_size")
+        return {k: v for k, v in self.options.to_dict().items() if k not in skip}
 
     def baseline(self, split: Split = "test") -> dict[str, float]:
         """The metrics of the task's reference method without a Transformer (trained on the
@@ -251,3 +218,6 @@ class Task(abc.ABC):
     def load(self, directory: Path) -> None:
         """Read what :meth:`save` wrote (instead of rebuilding tokenizers from data)."""
         return None
+
+
+__all__ = ["SPLITS", "Split", "Task", "TaskError", "TaskKind", "TaskOptions", "split_sizes"]

@@ -1,14 +1,14 @@
 """``caption``: a ViT encoder and a Transformer decoder describe scenes of real images.
 
-Each scene is a 2x2 (``--extra grid=3``: 3x3) grid of real Fashion-MNIST items, some cells
+Each scene is a 2x2 (``--grid 3``: 3x3) grid of real Fashion-MNIST items, some cells
 empty (:mod:`qkv.data.scenes`); the text is generated from the layout, so every caption is
 true. Train scenes hold items of the Fashion-MNIST training images less 5,000, valid scenes
 those 5,000, test scenes the ``t10k`` images (:mod:`qkv.tasks._items`): no item image is in
-two splits. ``--extra items=digits`` builds 16x16 scenes of scikit-learn's 8x8 digits
+two splits. ``--items digits`` builds 16x16 scenes of scikit-learn's 8x8 digits
 instead (small and always there: the tests use them).
 
 Training is teacher forcing on the scene's caption (one of four templates, chosen per scene;
-``--extra template=positions`` trains on one template only). Evaluation decodes each test
+``--template positions`` trains on one template only). Evaluation decodes each test
 scene (greedy, or beam search with ``--beam-size``) and scores it against all four captions
 of the scene as references: corpus BLEU-4 (sacrebleu, 0-100) and CIDEr (pycocoevalcap's
 ``Cider`` on qkv's own tokenization, :func:`qkv.data.metrics.caption_tokens`; 0-10).
@@ -17,6 +17,7 @@ of the scene as references: corpus BLEU-4 (sacrebleu, 0-100) and CIDEr (pycocoev
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -50,7 +51,6 @@ from qkv.layers.mode import evaluating
 from qkv.models import TransformerConfig
 from qkv.tasks._common import (
     check_choice,
-    check_extra,
     check_positive,
     model_device,
     read_task_file,
@@ -58,8 +58,9 @@ from qkv.tasks._common import (
     write_task_file,
 )
 from qkv.tasks._image import read_task_image
-from qkv.tasks._items import ITEMS, item_pools
-from qkv.tasks.base import SPLITS, Split, Task, TaskError, TaskOptions
+from qkv.tasks._items import ITEMS, SceneOptions, item_pools
+from qkv.tasks.base import SPLITS, Split, Task, TaskError
+from qkv.tasks.options import LengthOption, OptionsLike, option
 from qkv.training.evaluate import evaluate_sums
 from qkv.training.objective import Batch, LossOutput
 from qkv.training.objectives import Seq2SeqObjective, token_cross_entropy
@@ -80,15 +81,26 @@ class CaptionTask(Task):
 
     Options: ``data`` (the Fashion-MNIST directory; default the Debian package's), ``seed``,
     ``n_train`` / ``n_valid`` / ``n_test`` (scenes; default 50,000 / 500 / 1,000),
-    ``max_len`` (caption tokens), ``extra["items"]`` (``"fashion-mnist"`` or ``"digits"``),
-    ``extra["grid"]`` (2 or 3), ``extra["template"]`` (``"any"``: each scene's own pick, or
+    ``max_len`` (caption tokens), ``items`` (``"fashion-mnist"`` or ``"digits"``),
+    ``grid`` (2 or 3), ``template`` (``"any"``: each scene's own pick, or
     one of :data:`~qkv.data.scenes.CAPTION_TEMPLATES`).
     """
 
+    @dataclass
+    class Options(LengthOption, SceneOptions):
+        """caption's options."""
+
+        template: str = option(
+            "any",
+            "the caption template trained on: any (each scene's own pick) or one template",
+            choices=("any", *CAPTION_TEMPLATES),
+        )
+        tokenizer: str | None = option(None, "tokenizer kind", choices=("word",), shown="word")
+
+    options: Options
     name = "caption"
     kind = "caption"
     unit = "img"  # the throughput counts scenes
-    data_help = "a directory of the Fashion-MNIST .gz files (the items in the scenes)"
     default_model: ClassVar[dict[str, Any]] = {
         "d_model": 128,
         "n_heads": 4,
@@ -108,15 +120,14 @@ class CaptionTask(Task):
         "eval_limit": 200,
     }
 
-    def __init__(self, options: TaskOptions | None = None) -> None:
+    def __init__(self, options: OptionsLike = None) -> None:
         super().__init__(options)
         o = self.options
-        check_extra(self.name, o, ("items", "grid", "template"))
-        self.items = o.extra.get("items", "fashion-mnist")
+        self.items = o.items
         check_choice(self.name, "items", self.items, ITEMS)
-        self.grid = o.extra.get("grid", 2)
+        self.grid = o.grid
         check_choice(self.name, "grid", self.grid, (2, 3))
-        self.template = o.extra.get("template", "any")
+        self.template = o.template
         check_choice(self.name, "template", self.template, ("any", *CAPTION_TEMPLATES))
         if self.items == "digits" and o.data is not None:
             raise TaskError(f"task {self.name!r} with items 'digits' reads no --data")

@@ -46,7 +46,6 @@ from qkv.tasks._classify import ClassifyTask
 from qkv.tasks._common import (
     batched,
     check_choice,
-    check_extra,
     check_positive,
     model_device,
     pad_ids,
@@ -55,8 +54,9 @@ from qkv.tasks._common import (
     sized_config,
     write_task_file,
 )
-from qkv.tasks.base import SPLITS, Split, TaskError, TaskOptions, split_sizes
+from qkv.tasks.base import SPLITS, Split, TaskError, split_sizes
 from qkv.tasks.classify_baseline import label_metrics, tfidf_baseline
+from qkv.tasks.options import DataOption, OptionsLike, SeedOption, SizeOptions, TextOptions, option
 from qkv.training.evaluate import to_device
 
 CORPORA = ("debian",)
@@ -119,15 +119,27 @@ def top_labels(records: Sequence[LabelledText], k: int) -> tuple[list[LabelledTe
 class TextClassifyTask(ClassifyTask):
     """Text classification (see the module docstring).
 
-    Options: ``data`` (TSV path), ``extra["corpus"]`` (``"debian"``), ``seed`` (split),
+    Options: ``data`` (TSV path), ``corpus`` (``"debian"``), ``seed`` (split),
     ``n_train``/``n_valid``/``n_test`` (defaults: the rest / 2,000 / 2,000, at most 5% each
     for small data), ``max_len`` (tokens per text, default 128; longer texts are cut),
     ``tokenizer`` (``"bpe"`` default, ``"word"``, ``"char"``; ``"hf"`` is set by
     :meth:`use_pretrained`), ``vocab_size`` (BPE/word, default 8,000).
     """
 
+    @dataclass
+    class Options(TextOptions, SizeOptions, SeedOption, DataOption):
+        """classify's options."""
+
+        data: str | None = option(None, "a text file of label<TAB>text lines", shown="the corpus")
+        corpus: str | None = option(
+            None,
+            "a named corpus: debian (package descriptions by section); not with --data",
+            choices=CORPORA,
+            shown="debian",
+        )
+
+    options: Options
     name = "classify"
-    data_help = "a text file of label<TAB>text lines"
     default_max_len: ClassVar[int] = 128
     default_vocab_size: ClassVar[int] = 8000
     default_eval_size: ClassVar[int] = 2000
@@ -165,15 +177,12 @@ class TextClassifyTask(ClassifyTask):
         "eval_limit": 1000,
     }
 
-    def __init__(self, options: TaskOptions | None = None) -> None:
+    def __init__(self, options: OptionsLike = None) -> None:
         super().__init__(options)
         o = self.options
-        check_extra(self.name, o, ("corpus",))
-        if o.data is not None and "corpus" in o.extra:
-            raise TaskError(
-                f"task 'classify': pass either data ({o.data}) or extra['corpus'], not both"
-            )
-        check_choice(self.name, "extra['corpus']", o.extra.get("corpus", "debian"), CORPORA)
+        if o.data is not None and o.corpus is not None:
+            raise TaskError(f"task 'classify': pass either data ({o.data}) or corpus, not both")
+        check_choice(self.name, "corpus", o.corpus or "debian", CORPORA)
         self.tokenizer_kind = o.tokenizer or "bpe"
         check_choice(self.name, "tokenizer", self.tokenizer_kind, TOKENIZERS)
         self.max_len = o.max_len if o.max_len is not None else self.default_max_len
@@ -194,7 +203,7 @@ class TextClassifyTask(ClassifyTask):
         (no ``--data``: ``debian``)."""
         out = super().split_options()
         if self.options.data is None:
-            out["extra"] = {"corpus": self.options.extra.get("corpus", "debian")}
+            out["corpus"] = self.options.corpus or "debian"
         return out
 
     # -- data ----------------------------------------------------------------------------

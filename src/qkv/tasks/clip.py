@@ -23,6 +23,7 @@ Metrics:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -34,8 +35,10 @@ from qkv.data.tokenizers import EOS_ID, PAD_ID, Tokenizer
 from qkv.layers.mode import evaluating
 from qkv.models import TransformerConfig
 from qkv.tasks._common import check_choice, load_tokenizer, sized_config, write_task_file
+from qkv.tasks._items import SceneOptions
 from qkv.tasks._scenes import SceneData
-from qkv.tasks.base import SPLITS, Split, Task, TaskError, TaskOptions
+from qkv.tasks.base import SPLITS, Split, Task, TaskError
+from qkv.tasks.options import LengthOption, OptionsLike, option
 from qkv.training.contrastive import contrastive_loss
 from qkv.training.evaluate import model_device
 from qkv.training.objective import Batch, LossOutput
@@ -90,15 +93,23 @@ class CLIPTask(Task):
 
     Options: ``data`` (the Fashion-MNIST directory; default the Debian package's), ``seed``,
     ``n_train`` / ``n_valid`` / ``n_test`` (scenes), ``max_len`` (caption tokens, with the
-    end-of-text token), ``extra["items"]`` (``"fashion-mnist"`` or ``"digits"``),
-    ``extra["grid"]`` (2 or 3), ``extra["prompt"]`` (the headline template, a key of
+    end-of-text token), ``items`` (``"fashion-mnist"`` or ``"digits"``),
+    ``grid`` (2 or 3), ``prompt`` (the headline template, a key of
     :data:`PROMPTS`).
     """
 
+    @dataclass
+    class Options(LengthOption, SceneOptions):
+        """clip's options."""
+
+        prompt: str = option(
+            DEFAULT_PROMPT, "the headline's zero-shot prompt template", choices=tuple(PROMPTS)
+        )
+
+    options: Options
     name = "clip"
     kind = "contrastive"
     unit = "img"  # the throughput counts image-caption pairs
-    data_help = "a directory of the Fashion-MNIST .gz files (the items in the scenes)"
     #: a 4-layer ViT (14-pixel patches: 2x2 per item, 16 per 2x2 scene; 7-pixel ones cost
     #: 3-4x the time per step for the 2-core budget) and a 3-layer text Transformer, both
     #: 128 wide, a 128-d joint space
@@ -129,10 +140,10 @@ class CLIPTask(Task):
         "eval_limit": 1000,
     }
 
-    def __init__(self, options: TaskOptions | None = None) -> None:
+    def __init__(self, options: OptionsLike = None) -> None:
         super().__init__(options)
-        self.data = SceneData(self, known=("prompt",))
-        self.prompt = self.options.extra.get("prompt", DEFAULT_PROMPT)
+        self.data = SceneData(self)
+        self.prompt = self.options.prompt
         check_choice(self.name, "prompt", self.prompt, tuple(PROMPTS))
         self.max_len = self.options.max_len or (24 if self.data.spec.grid == 2 else 48)
         self._tokenizer: Tokenizer | None = None

@@ -1,13 +1,12 @@
 """``copy``: the Annotated Transformer's first exercise, copy a random symbol string.
 
 Each example is a random string of 1..``max_len`` symbols (default 10) over a small alphabet
-(default the 16 hexadecimal digits ``0-9a-f``, ``extra["symbols"]`` to change); the target
+(default the 16 hexadecimal digits ``0-9a-f``, option ``symbols`` to change); the target
 is the same string. Tokens are characters. A 2-layer model learns it in a minute on a CPU;
 the headline metric is exact match (BLEU and chrF are computed over space-separated
 symbols).
 
->>> from qkv.tasks.base import TaskOptions
->>> task = CopyTask(TaskOptions(n_train=4, n_valid=2, n_test=2))
+>>> task = CopyTask(CopyTask.Options(n_train=4, n_valid=2, n_test=2))
 >>> all(p.src == p.tgt for p in task.examples("train"))
 True
 """
@@ -16,12 +15,21 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from qkv.data.tokenizers import CharTokenizer, Tokenizer
 from qkv.tasks._limits import check_generated, text_pair_bytes
 from qkv.tasks._seq2seq import Pair, Seq2SeqTask
-from qkv.tasks.base import TaskError, TaskOptions
+from qkv.tasks.base import TaskError
+from qkv.tasks.options import (
+    LengthOption,
+    OptionsLike,
+    SeedOption,
+    SizeOptions,
+    TokenizerOption,
+    option,
+)
 
 DEFAULT_SYMBOLS = "0123456789abcdef"
 
@@ -32,15 +40,22 @@ class CopyTask(Seq2SeqTask):
     Options: ``max_len`` (longest string, default 10), ``seed``, ``n_train``/``n_valid``/
     ``n_test`` (defaults 20,000/500/500; sources distinct across splits, except at
     lengths with fewer strings than examples; more examples than the free memory holds are
-    refused before any is drawn), ``extra["symbols"]`` (the alphabet).
+    refused before any is drawn), ``symbols`` (the alphabet).
     """
 
+    @dataclass
+    class Options(TokenizerOption, LengthOption, SizeOptions, SeedOption):
+        """copy's (and reverse's) options: characters only, one shared alphabet."""
+
+        tokenizer: str | None = option("char", "tokenizer kind", choices=("char",))
+        symbols: str = option(DEFAULT_SYMBOLS, "the alphabet: at least 2 distinct characters")
+
+    options: Options
     name = "copy"
     headline = "exact_match"
     default_max_len = 10
     default_tokenizer = "char"
     tokenizer_choices = ("char",)
-    extra_keys = ("symbols",)
     default_sizes: ClassVar[dict[str, int]] = {"test": 500, "valid": 500, "train": 20000}
     default_model: ClassVar[dict[str, Any]] = {
         "d_model": 64,
@@ -52,16 +67,16 @@ class CopyTask(Seq2SeqTask):
         "norm_placement": "pre",
     }
 
-    def __init__(self, options: TaskOptions | None = None) -> None:
+    def __init__(self, options: OptionsLike = None) -> None:
         super().__init__(options)
-        symbols = self.options.extra.get("symbols", DEFAULT_SYMBOLS)
+        symbols = self.options.symbols
         if (
             not isinstance(symbols, str)
             or len(set(symbols)) < 2
             or len(set(symbols)) != len(symbols)
         ):
             raise TaskError(
-                f"task {self.name!r}: extra['symbols'] must be a string of at least 2 distinct "
+                f"task {self.name!r}: symbols must be a string of at least 2 distinct "
                 f"characters, got {symbols!r}"
             )
         self.symbols = symbols

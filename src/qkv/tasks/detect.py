@@ -30,15 +30,15 @@ from qkv.layers.mode import evaluating
 from qkv.models import TransformerConfig
 from qkv.tasks._common import (
     check_choice,
-    check_extra,
     check_positive,
     sized_config,
     write_task_file,
 )
 from qkv.tasks._image import read_task_image
-from qkv.tasks._items import ITEMS, ItemPool, item_pools
-from qkv.tasks.base import SPLITS, Split, Task, TaskError, TaskOptions
+from qkv.tasks._items import ITEMS, ItemOptions, ItemPool, item_pools
+from qkv.tasks.base import SPLITS, Split, Task, TaskError
 from qkv.tasks.fashion_mnist import FashionMNISTTask
+from qkv.tasks.options import OptionsLike
 from qkv.training.evaluate import model_device, to_device
 from qkv.training.objective import Batch, LossOutput
 from qkv.training.set_loss import set_loss
@@ -80,13 +80,14 @@ class DetectTask(Task):
 
     Options: ``data`` (the Fashion-MNIST directory; default the Debian package's), ``seed``,
     ``n_train`` / ``n_valid`` / ``n_test`` (canvases; default 1,000,000 / 500 / 1,000 for
-    Fashion-MNIST), ``extra["items"]`` (``"fashion-mnist"`` or ``"digits"``).
+    Fashion-MNIST), ``items`` (``"fashion-mnist"`` or ``"digits"``).
     """
 
+    Options = ItemOptions
+    options: ItemOptions
     name = "detect"
     kind = "detect"
     unit = "img"  # the throughput counts canvases
-    data_help = "a directory of the Fashion-MNIST .gz files (the items on the canvases)"
     #: DETR on a CNN with batch norm that halves the canvas until a 4x4 feature map is left
     #: (:meth:`model_config` keeps the first stages of ``backbone_channels``: all 4 for the
     #: 64x64 Fashion-MNIST canvases, 3 for the 32x32 digits), 3 + 3 layers of width 128,
@@ -119,19 +120,16 @@ class DetectTask(Task):
         "eval_limit": 500,
     }
 
-    def __init__(self, options: TaskOptions | None = None) -> None:
+    def __init__(self, options: OptionsLike = None) -> None:
         super().__init__(options)
         o = self.options
-        check_extra(self.name, o, ("items",))
-        self.items = o.extra.get("items", "fashion-mnist")
+        self.items = o.items
         check_choice(self.name, "items", self.items, ITEMS)
         if self.items == "digits" and o.data is not None:
             raise TaskError(f"task {self.name!r} with items 'digits' reads no --data")
         for opt in ("n_train", "n_valid", "n_test"):
             if getattr(o, opt) is not None:
                 check_positive(self.name, opt, getattr(o, opt), minimum=0)
-        if o.tokenizer is not None:
-            raise TaskError(f"task {self.name!r} reads images: it takes no tokenizer option")
         self.spec, self.default_sizes = SOURCES[self.items]
         self._splits: dict[str, CanvasExamples] | None = None
 

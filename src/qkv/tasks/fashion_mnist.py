@@ -11,12 +11,14 @@ one 4x4 window).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from qkv.data.idx import IdxError, read_idx
 from qkv.tasks._image import ImageExamples, ImageTask, shuffled_split
 from qkv.tasks.base import TaskError
+from qkv.tasks.options import DataOption, option
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FILES = {
@@ -62,8 +64,18 @@ class FashionMNISTTask(ImageTask):
     55,000), ``n_test`` (default: all 10,000, else the first ``n_test``).
     """
 
+    @dataclass
+    class Options(ImageTask.Options, DataOption):
+        """fashion-mnist's options."""
+
+        data: str | None = option(
+            None,
+            "a directory of the Fashion-MNIST .gz files",
+            shown="the dataset-fashion-mnist package's",
+        )
+
+    options: Options
     name = "fashion-mnist"
-    data_help = "a directory of the Fashion-MNIST .gz files"
     image_size = 28
     default_patch = 7
     class_names: ClassVar[tuple[str, ...]] = (

@@ -7,19 +7,20 @@ every layer, passed down as a lazy :mod:`qkv.masks` object combined with the pad
 the block-sparse backend computes only the blocks it needs:
 
 * ``dense``: full attention (padding only);
-* ``local``: a sliding window of ``extra["window"]`` tokens (default 64) plus ``<cls>`` as a
+* ``local``: a sliding window of ``window`` tokens (default 64) plus ``<cls>`` as a
   global token (it must see the whole expression to classify it);
 * ``bigbird``: BigBird's window, global and random blocks (Zaheer et al. 2020) with blocks
-  of ``extra["block"]`` tokens (default 16), global block 0 holding ``<cls>``.
+  of ``block`` tokens (default 16), global block 0 holding ``<cls>``.
 
 Options: ``max_len`` (longest expression, default 512; LRA uses 2,000), ``n_train``/
-``n_valid``/``n_test`` (defaults 5,000/500/500), ``seed``, ``extra["min_len"]`` (default
-``max_len // 4``), ``extra["attention"]``, ``extra["window"]``, ``extra["block"]``.
+``n_valid``/``n_test`` (defaults 5,000/500/500), ``seed``, ``min_len`` (default
+``max_len // 4``), ``attention``, ``window``, ``block``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -32,14 +33,14 @@ from qkv.models import TransformerConfig
 from qkv.tasks._classify import ClassifyTask
 from qkv.tasks._common import (
     check_choice,
-    check_extra,
     check_positive,
     pad_ids,
     sized_config,
     write_task_file,
 )
 from qkv.tasks._limits import POINTER, check_generated, list_bytes, tuple_bytes
-from qkv.tasks.base import Split, TaskError, TaskOptions
+from qkv.tasks.base import Split, TaskError
+from qkv.tasks.options import LengthOption, OptionsLike, SeedOption, SizeOptions, option
 from qkv.training.objective import Batch
 
 PATTERNS = ("dense", "local", "bigbird")
@@ -48,6 +49,16 @@ PATTERNS = ("dense", "local", "bigbird")
 class ListOpsTask(ClassifyTask):
     """ListOps classification with a chosen attention pattern (see the module docstring)."""
 
+    @dataclass
+    class Options(LengthOption, SizeOptions, SeedOption):
+        """listops's options."""
+
+        attention: str = option("dense", "the attention pattern", choices=PATTERNS)
+        min_len: int | None = option(None, "shortest expression in tokens", shown="max_len // 4")
+        window: int = option(64, "local: tokens in the sliding window")
+        block: int = option(16, "bigbird: tokens per block")
+
+    options: Options
     name = "listops"
     class_names: ClassVar[tuple[str, ...]] = tuple(str(i) for i in range(10))
     default_sizes: ClassVar[dict[str, int]] = {"train": 5000, "valid": 500, "test": 500}
@@ -66,27 +77,23 @@ class ListOpsTask(ClassifyTask):
         "embed_norm": False,
     }
 
-    def __init__(self, options: TaskOptions | None = None) -> None:
+    def __init__(self, options: OptionsLike = None) -> None:
         super().__init__(options)
         o = self.options
-        check_extra(self.name, o, ("attention", "window", "block", "min_len"))
-        self.attention = o.extra.get("attention", "dense")
+        self.attention = o.attention
         check_choice(self.name, "attention", self.attention, PATTERNS)
         self.max_len = o.max_len if o.max_len is not None else 512
         check_positive(self.name, "max_len", self.max_len, minimum=8)
-        self.min_len = o.extra.get("min_len", self.max_len // 4)
-        check_positive(self.name, "extra['min_len']", self.min_len)
+        self.min_len = o.min_len if o.min_len is not None else self.max_len // 4
+        check_positive(self.name, "min_len", self.min_len)
         if self.min_len > self.max_len:
             raise TaskError(
-                f"task 'listops': extra['min_len'] ({self.min_len}) must be <= max_len "
-                f"({self.max_len})"
+                f"task 'listops': min_len ({self.min_len}) must be <= max_len ({self.max_len})"
             )
-        self.window = o.extra.get("window", 64)
-        self.block = o.extra.get("block", 16)
-        check_positive(self.name, "extra['window']", self.window)
-        check_positive(self.name, "extra['block']", self.block)
-        if o.tokenizer is not None:
-            raise TaskError("task 'listops' has its own fixed vocabulary: it takes no tokenizer")
+        self.window = o.window
+        self.block = o.block
+        check_positive(self.name, "window", self.window)
+        check_positive(self.name, "block", self.block)
         for opt in ("n_train", "n_valid", "n_test"):
             if getattr(o, opt) is not None:
                 check_positive(self.name, opt, getattr(o, opt), minimum=0)

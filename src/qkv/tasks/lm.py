@@ -3,7 +3,7 @@
 Texts, in order of preference:
 
 * ``--data file.txt`` (UTF-8);
-* ``extra["corpus"] == "kjv"``: the King James Bible printed by ``bible -l0
+* ``corpus == "kjv"``: the King James Bible printed by ``bible -l0
   'Gen1:1-Rev22:21'`` (Debian package ``bible-kjv``, 4.3 MB);
 * default: Python's own help topics, ``pydoc_data.topics.topics`` joined in sorted key
   order (465k characters, always installed).
@@ -20,6 +20,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -32,7 +33,6 @@ from qkv.generation import generate
 from qkv.models import TransformerConfig
 from qkv.tasks._common import (
     check_choice,
-    check_extra,
     check_positive,
     load_tokenizer,
     model_device,
@@ -40,7 +40,8 @@ from qkv.tasks._common import (
     sized_config,
     write_task_file,
 )
-from qkv.tasks.base import SPLITS, Split, Task, TaskError, TaskOptions
+from qkv.tasks.base import SPLITS, Split, Task, TaskError
+from qkv.tasks.options import DataOption, OptionsLike, TextOptions, option
 from qkv.training.evaluate import evaluate_sums
 from qkv.training.objective import Batch, LossOutput
 from qkv.training.objectives import LMObjective
@@ -106,13 +107,27 @@ def chunk_ids(ids: Sequence[int], max_len: int) -> list[list[int]]:
 class LMTask(Task):
     """Next-token prediction on a text.
 
-    Options: ``data`` (a text file), ``extra["corpus"]`` (``"pydoc"`` default or
+    Options: ``data`` (a text file), ``corpus`` (``"pydoc"`` default or
     ``"kjv"``), ``tokenizer`` (``"bpe"`` default or ``"char"``), ``vocab_size`` (BPE,
     default 8,192), ``max_len`` (context, default 128 tokens).
     """
 
+    @dataclass
+    class Options(TextOptions, DataOption):
+        """lm's options (its split is by position: no seed or sizes)."""
+
+        data: str | None = option(None, "a UTF-8 text file", shown="the named corpus")
+        tokenizer: str | None = option(None, "tokenizer kind", choices=("char", "bpe"), shown="bpe")
+        corpus: str | None = option(
+            None,
+            "a named corpus: pydoc (Python's help topics) or kjv (the King James Bible, "
+            "Debian's bible-kjv); not with --data",
+            choices=CORPORA,
+            shown="pydoc",
+        )
+
+    options: Options
     name = "lm"
-    data_help = "a UTF-8 text file"
     kind = "lm"
     default_max_len: ClassVar[int] = 128
     default_tokenizer: ClassVar[str] = "bpe"
@@ -142,16 +157,15 @@ class LMTask(Task):
         "label_smoothing": 0.0,
     }
 
-    def __init__(self, options: TaskOptions | None = None) -> None:
+    def __init__(self, options: OptionsLike = None) -> None:
         super().__init__(options)
         o = self.options
-        check_extra(self.name, o, ("corpus",))
         self.tokenizer_kind = o.tokenizer or self.default_tokenizer
         check_choice(self.name, "tokenizer", self.tokenizer_kind, ("char", "bpe"))
-        self.corpus = o.extra.get("corpus", "pydoc")
-        check_choice(self.name, "extra['corpus']", self.corpus, CORPORA)
-        if o.data is not None and "corpus" in o.extra:
-            raise TaskError(f"task 'lm': pass either data ({o.data}) or extra['corpus'], not both")
+        self.corpus = o.corpus if o.corpus is not None else "pydoc"
+        check_choice(self.name, "corpus", self.corpus, CORPORA)
+        if o.data is not None and o.corpus is not None:
+            raise TaskError(f"task 'lm': pass either data ({o.data}) or corpus, not both")
         self.max_len = o.max_len if o.max_len is not None else self.default_max_len
         check_positive(self.name, "max_len", self.max_len)
         self.vocab_size = o.vocab_size if o.vocab_size is not None else self.default_vocab_size

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from qkv.tasks._common import TASK_FILE, read_task_file
 from qkv.tasks.asr import ASRTask
-from qkv.tasks.base import Task, TaskError, TaskOptions
+from qkv.tasks.base import Task, TaskError
 from qkv.tasks.caption import CaptionTask
 from qkv.tasks.classify import TextClassifyTask
 from qkv.tasks.clip import CLIPTask
@@ -16,6 +16,7 @@ from qkv.tasks.digits import DigitsTask
 from qkv.tasks.fashion_mnist import FashionMNISTTask
 from qkv.tasks.listops import ListOpsTask
 from qkv.tasks.lm import LMTask
+from qkv.tasks.options import OptionsLike
 from qkv.tasks.reverse import ReverseTask
 from qkv.tasks.summarize import SummarizeTask
 from qkv.tasks.summarize_extractive import ExtractiveSummarizeTask
@@ -24,6 +25,7 @@ from qkv.tasks.text2image import Text2ImageTask
 from qkv.tasks.text2text import Text2TextTask
 from qkv.tasks.translate import TranslateTask
 from qkv.tasks.vqa import VQATask
+from qkv.training import checkpoint as ckpt
 
 #: Every task by name (a new task is one more class here).
 TASKS: dict[str, type[Task]] = {
@@ -51,15 +53,26 @@ TASKS: dict[str, type[Task]] = {
 }
 
 
-def get_task(name: str, options: TaskOptions | None = None) -> Task:
-    """Build a task by name (its data is read lazily, on first use).
+def task_class(name: str) -> type[Task]:
+    """The class of the task called ``name``.
 
     Raises:
-        TaskError: an unknown name (the known ones are listed) or invalid options.
+        TaskError: an unknown name (the known ones are listed).
     """
     if name not in TASKS:
         raise TaskError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}")
-    return TASKS[name](options)
+    return TASKS[name]
+
+
+def get_task(name: str, options: OptionsLike = None) -> Task:
+    """Build a task by name (its data is read lazily, on first use) from its options (its
+    ``Options``, a mapping of them, or a :class:`~qkv.tasks.options.TaskOptions`).
+
+    Raises:
+        TaskError: an unknown name (the known ones are listed), an option the task does not
+            take, or an invalid value.
+    """
+    return task_class(name)(options)
 
 
 def load_task(directory: str | Path, *, rebuild_data: bool = False) -> Task:
@@ -73,15 +86,35 @@ def load_task(directory: str | Path, *, rebuild_data: bool = False) -> Task:
             tokenizers (the message names the file).
     """
     directory = Path(directory)
-    obj = read_task_file(directory)  # checks the options' names, types and ranges
+    obj = read_task_file(directory)  # checks the shared options' types and ranges
+    path = directory / TASK_FILE
     try:
-        task = get_task(obj["name"], TaskOptions.from_dict(obj["options"]))
-    except TaskError as e:  # an unknown task, or options the task rejects
-        raise TaskError(f"{directory / TASK_FILE}: {e}") from e
+        cls = task_class(obj["name"])
+    except TaskError as e:
+        raise TaskError(f"{path}: {e}") from e
+    try:  # the saved format before typed options (``extra``) still loads
+        options = cls.Options.from_dict(obj["options"], task=cls.name, saved=True)
+    except TaskError as e:
+        raise TaskError(f"{path}: bad options: {e}") from e
+    try:
+        task = cls(options)
+    except TaskError as e:  # options the task rejects
+        raise TaskError(f"{path}: {e}") from e
     task.load(directory)
     if rebuild_data:
         task.examples("train")
     return task
 
 
-__all__ = ["TASKS", "get_task", "load_task"]
+def saved_task_name(directory: str | Path) -> str:
+    """The name of the task a checkpoint (or a run directory's latest) trains, read from
+    its ``task.json`` without building the task.
+
+    Raises:
+        qkv.training.CheckpointError: no checkpoint there.
+        TaskError: a missing or damaged ``task.json`` (named).
+    """
+    return str(read_task_file(ckpt.check_checkpoint(directory))["name"])
+
+
+__all__ = ["TASKS", "get_task", "load_task", "saved_task_name", "task_class"]

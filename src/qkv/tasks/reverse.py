@@ -3,8 +3,7 @@
 Reversal needs each output position to attend to a different input position than the
 diagonal, so the attention maps of a trained model show an anti-diagonal.
 
->>> from qkv.tasks.base import TaskOptions
->>> task = ReverseTask(TaskOptions(n_train=4, n_valid=2, n_test=2))
+>>> task = ReverseTask(ReverseTask.Options(n_train=4, n_valid=2, n_test=2))
 >>> all(p.tgt == p.src[::-1] for p in task.examples("train"))
 True
 """

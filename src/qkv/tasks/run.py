@@ -12,7 +12,8 @@ from torch import nn
 
 from qkv import models
 from qkv.interop import from_hf
-from qkv.tasks.base import Task, TaskError, TaskOptions
+from qkv.tasks.base import Task, TaskError
+from qkv.tasks.options import Options, OptionsLike, TaskOptions
 from qkv.tasks.registry import get_task, load_task
 from qkv.training import checkpoint as ckpt
 from qkv.training.config import TrainConfig, resume_config
@@ -60,7 +61,7 @@ def build_trainer(
     config: TrainConfig | Mapping[str, Any] | None = None,
     out_dir: str | Path | None = None,
     *,
-    options: TaskOptions | None = None,
+    options: OptionsLike = None,
     preset: str | None = None,
     model_overrides: Mapping[str, Any] | None = None,
     resume: bool = False,
@@ -88,7 +89,9 @@ def build_trainer(
             of the fields to set over the task's recipe (:meth:`Task.train_config`; None: the
             recipe).
         out_dir: the run directory (None: no files).
-        options: the task's data options (new runs).
+        options: the task's options (new runs: its ``Options``, a mapping of them or a
+            :class:`~qkv.tasks.options.TaskOptions`; resumed runs: those given anew, which
+            must equal the run's own: a mapping is compared by the names it holds).
         preset: a model preset sized to the task (new runs).
         model_overrides: model config fields (new runs).
         resume: continue the run in ``out_dir``.
@@ -139,7 +142,7 @@ def _resume(
     task: str | Task | None,
     config: TrainConfig | Mapping[str, Any] | None,
     out_dir: str | Path | None,
-    options: TaskOptions | None,
+    options: OptionsLike,
     preset: str | None,
     model_overrides: Mapping[str, Any] | None,
     on_step: StepCallback | None,
@@ -159,9 +162,14 @@ def _resume(
     if name is not None and name != task_obj.name:
         raise TaskError(f"--task {name}: the run in {out_dir} trains task {task_obj.name!r}")
     if options is not None:
-        mine, theirs = options.to_dict(), task_obj.options.to_dict()
+        theirs = task_obj.options.to_dict()
+        if isinstance(options, (Options, TaskOptions)):  # a whole set: every option counts
+            given = type(task_obj.options).of(options, task=task_obj.name).to_dict()
+        else:  # only the options named (e.g. the flags given on the command line)
+            given = dict(options)
+            type(task_obj.options).from_dict(given, task=task_obj.name)  # names it takes
         differ = [
-            f"{k}={mine[k]!r} (the run has {theirs[k]!r})" for k in mine if mine[k] != theirs[k]
+            f"{k}={v!r} (the run has {theirs[k]!r})" for k, v in given.items() if v != theirs[k]
         ]
         if differ:
             raise TaskError(

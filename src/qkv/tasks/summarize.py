@@ -19,17 +19,21 @@ of :func:`baselines`, which puts it beside an abstractive and an extractive chec
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from torch import nn
 
 from qkv.data import debian, metrics
-from qkv.tasks._seq2seq import Pair, Seq2SeqTask
+from qkv.tasks._seq2seq import Pair, Seq2SeqTask, SharedVocabOption
 from qkv.tasks.base import SPLITS, TaskError, split_sizes
+from qkv.tasks.options import DataOption, SeedOption, SizeOptions, TextOptions, option
 from qkv.tasks.translate import read_tsv
 
 #: Characters of a description shown in a sample line.
 SAMPLE_CHARS = 120
+#: What ``data`` means for summarize and summarize-extractive.
+DATA_HELP = "a TSV file of text<TAB>summary pairs"
 
 
 def read_debian_splits(seed: int, task: str) -> dict[str, list[debian.PackageDescription]]:
@@ -59,11 +63,17 @@ class SummarizeTask(Seq2SeqTask):
     each for a small TSV), ``max_len`` (default 64 BPE tokens: the median description has
     65 of an 8,000-id BPE, 44 words; the synopsis mostly restates the first sentence),
     ``tokenizer`` (default ``"bpe"``), ``vocab_size`` (default 4,000),
-    ``extra["shared_vocab"]`` (default True: synopses reuse the description's words).
+    ``shared_vocab`` (default True: synopses reuse the description's words).
     """
 
+    @dataclass
+    class Options(SharedVocabOption, TextOptions, SizeOptions, SeedOption, DataOption):
+        """summarize's options."""
+
+        data: str | None = option(None, DATA_HELP, shown="Debian's package descriptions")
+
+    options: Options
     name = "summarize"
-    data_help = "a TSV file of text<TAB>summary pairs"
     headline = "rougeL"
     default_max_len = 64
     default_tokenizer = "bpe"

@@ -22,6 +22,7 @@ sentences) or :func:`qkv.data.debian.split_sentences` of a TSV text.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
@@ -35,8 +36,16 @@ from qkv.data.tokenizers import BOS_ID, PAD_ID, Tokenizer, TokenizerFileError, t
 from qkv.layers.mode import evaluating
 from qkv.models import TransformerConfig
 from qkv.tasks._common import check_choice, check_positive, sized_config, write_task_file
-from qkv.tasks.base import SPLITS, Split, Task, TaskError, TaskOptions
-from qkv.tasks.summarize import SummarizeTask, read_debian_splits
+from qkv.tasks.base import SPLITS, Split, Task, TaskError
+from qkv.tasks.options import (
+    DataOption,
+    OptionsLike,
+    SeedOption,
+    SizeOptions,
+    TextOptions,
+    option,
+)
+from qkv.tasks.summarize import DATA_HELP, SummarizeTask, read_debian_splits
 from qkv.training.evaluate import model_device, to_device
 from qkv.training.objective import Batch, LossOutput
 from qkv.training.objectives import host_numbers
@@ -78,10 +87,16 @@ class ExtractiveSummarizeTask(Task):
     (the ceiling of any one-sentence pick) and ``loss``.
     """
 
+    @dataclass
+    class Options(TextOptions, SizeOptions, SeedOption, DataOption):
+        """summarize-extractive's options."""
+
+        data: str | None = option(None, DATA_HELP, shown="Debian's package descriptions")
+
+    options: Options
     name = "summarize-extractive"
     kind = "classify"
     unit = "ex"
-    data_help = SummarizeTask.data_help
     default_max_len: ClassVar[int] = 128
     default_vocab_size: ClassVar[int] = 8000
     default_model: ClassVar[dict[str, Any]] = {
@@ -104,11 +119,9 @@ class ExtractiveSummarizeTask(Task):
         "eval_limit": 500,
     }
 
-    def __init__(self, options: TaskOptions | None = None) -> None:
+    def __init__(self, options: OptionsLike = None) -> None:
         super().__init__(options)
         o = self.options
-        if o.extra:
-            raise TaskError(f"task {self.name!r} takes no extra options, got {sorted(o.extra)}")
         self.tokenizer_kind = o.tokenizer or "bpe"
         check_choice(self.name, "tokenizer", self.tokenizer_kind, ("char", "word", "bpe"))
         self.max_len = o.max_len if o.max_len is not None else self.default_max_len
@@ -120,7 +133,7 @@ class ExtractiveSummarizeTask(Task):
     def _sentences(self) -> dict[str, list[tuple[tuple[str, ...], str]]]:
         o = self.options
         if o.data is not None:
-            pairs = SummarizeTask(TaskOptions(**{**o.to_dict(), "extra": {}}))
+            pairs = SummarizeTask(o.to_dict())
             return {
                 s: [(tuple(debian.split_sentences(p.src)), p.tgt) for p in pairs.examples(s)]
                 for s in SPLITS

@@ -30,7 +30,7 @@ class SyntheticTask(Seq2SeqTask):
 
     Options: ``seed``, ``n_train``/``n_valid``/``n_test`` (defaults 20,000/500/500; the
     test and valid sets do not depend on ``n_train``), ``max_len`` (default 16 words),
-    ``tokenizer`` (default ``"word"``), ``extra["shared_vocab"]``. More examples than the
+    ``tokenizer`` (default ``"word"``), ``shared_vocab``. More examples than the
     free memory holds are refused before any is drawn.
     """
 

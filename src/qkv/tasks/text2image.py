@@ -2,9 +2,8 @@
 on a small scale).
 
 Stage one turns images into tokens: a VQ-VAE (:mod:`qkv.models.vq`) trained here on the
-training items (``extra["image_tokens"] = "vq"``, the default) maps a 28x28 item to a 7x7
-grid of codes; the baseline, quantized intensities (``"intensity"``: 4x4-pixel blocks rounded
-to 8 greys), needs no training. Stage two is a decoder-only :class:`~qkv.models.DecoderLM`
+training items (option ``image_tokens``: ``vq``, the default) maps a 28x28 item to a 7x7 grid
+of codes; the baseline, ``intensity`` (4x4-pixel blocks rounded to 8 greys), needs no training. Stage two is a decoder-only :class:`~qkv.models.DecoderLM`
 over ::
 
     caption words, <eos>, image codes (row by row)
@@ -16,12 +15,12 @@ into the KV cache and draws the codes one by one with temperature and top-k, res
 code ids; the VQ decoder turns them into pixels.
 
 Data: the items of :func:`qkv.tasks._items.item_pools` (real Fashion-MNIST images, or
-scikit-learn digits with ``extra["items"] = "digits"``); a caption is the item's class with
+scikit-learn digits with ``items = "digits"``); a caption is the item's class with
 its article (*"a sneaker"*), from :mod:`qkv.data.scenes`'s class words: generated text, real
 images, train/valid/test from disjoint images.
 
 Metric: the class accuracy of generated images by an image classifier trained with qkv's
-``fashion-mnist`` (or ``digits``) task, given as ``extra["classifier"]`` (a checkpoint
+``fashion-mnist`` (or ``digits``) task, given as ``classifier`` (a checkpoint
 directory): one image is sampled per caption of the split and classified; ``class_acc`` is
 the share whose class is the caption's (scikit-learn's ``accuracy_score``), beside
 ``classifier_acc``, the classifier's accuracy on the split's real images, its ceiling. Without
@@ -31,6 +30,7 @@ a classifier the headline is the loss (nats per image token).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -38,25 +38,24 @@ import torch
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from qkv import models
 from qkv.data.scenes import DIGITS, FASHION, Vocabulary
 from qkv.data.tokenizers import EOS_ID, PAD_ID, Tokenizer, WordTokenizer
-from qkv.generation import decode_one_token, prefill, sample
 from qkv.models import TransformerConfig
 from qkv.models.vq import VQVAE, VQConfig
 from qkv.tasks._common import (
     check_choice,
-    check_extra,
     check_positive,
     model_device,
     read_task_file,
     sized_config,
     write_task_file,
 )
+from qkv.tasks._image_draw import load_classifier, sample_image_tokens
 from qkv.tasks._image_tokens import IntensityTokenizer, train_vq
-from qkv.tasks._items import ITEMS, item_pools
+from qkv.tasks._items import ITEMS, ItemOptions, item_pools
 from qkv.tasks._pictures import write_image_grid, write_png
-from qkv.tasks.base import SPLITS, Split, Task, TaskError, TaskOptions
+from qkv.tasks.base import SPLITS, Split, Task, TaskError
+from qkv.tasks.options import OptionsLike, option
 from qkv.training import checkpoint as ckpt
 from qkv.training.evaluate import evaluate_sums
 from qkv.training.objective import Batch, LossOutput
@@ -68,94 +67,38 @@ VQ_FILE = "image_tokenizer.safetensors"
 CLASSIFIER_TASKS = {"fashion-mnist": "fashion-mnist", "digits": "digits"}
 
 
-@torch.inference_mode()
-def sample_image_tokens(
-    model: nn.Module,
-    prompt: Tensor,
-    n_tokens: int,
-    codes: tuple[int, int],
-    *,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    generator: torch.Generator | None = None,
-    use_cache: bool = True,
-) -> Tensor:
-    """Draw ``n_tokens`` image tokens after each prompt, one at a time.
-
-    With ``use_cache`` the prompt is prefilled into a preallocated KV cache and each new token
-    is one :func:`~qkv.generation.decode_one_token` call; without, the whole sequence is
-    re-run every step (the readable reference, tested equal).
-
-    Args:
-        model: a causal LM (``DecoderLM``), in eval mode.
-        prompt: ``(b, s)`` caption ids ending with the image marker (no padding).
-        n_tokens: image tokens to draw.
-        codes: ``[lo, hi)``, the ids of image codes: only those may be drawn.
-        temperature: softmax temperature.
-        top_k: keep the ``k`` most likely codes (None: all).
-        generator: the random source.
-        use_cache: decode with the KV cache.
-
-    Returns:
-        ``(b, n_tokens)`` ids in ``[lo, hi)``.
-    """
-    b, s = prompt.shape
-    lo, hi = codes
-    cache = model.make_cache(b, s + n_tokens) if use_cache else None  # type: ignore[operator]
-    logits = prefill(model, prompt, cache=cache)[:, -1]  # (b, vocab)
-    seq, out = prompt, []
-    for t in range(n_tokens):
-        restricted = torch.full_like(logits, float("-inf"), dtype=torch.float32)
-        restricted[:, lo:hi] = logits[:, lo:hi].float()
-        tok = sample(restricted, generator, temperature=temperature, top_k=top_k)  # (b,)
-        out.append(tok)
-        if t == n_tokens - 1:
-            break
-        if use_cache:
-            logits = decode_one_token(model, tok, cache=cache)  # (b, vocab)
-        else:
-            seq = torch.cat([seq, tok[:, None]], dim=1)  # (b, s + t + 1)
-            logits = prefill(model, seq, cache=None)[:, -1]  # (b, vocab)
-    return torch.stack(out, dim=1)  # (b, n_tokens)
-
-
-def load_classifier(directory: str | Path, task: str) -> nn.Module:
-    """An image classifier trained with qkv's ``task`` (``fashion-mnist`` or ``digits``).
-
-    Returns:
-        The model, in eval mode.
-
-    Raises:
-        TaskError: not a checkpoint of that task (named), or damaged files.
-    """
-    try:
-        d = ckpt.check_checkpoint(directory)
-        info = read_task_file(d)
-        if info["name"] != task:
-            raise TaskError(
-                f"classifier {directory} was trained on task {info['name']!r}; judging these "
-                f"items needs a {task!r} classifier"
-            )
-        model = models.build(ckpt.read_model_config(d))
-        ckpt.load_weights(model, d)
-    except ckpt.CheckpointError as e:
-        raise TaskError(f"classifier: {e}") from None
-    return model.eval()
-
-
 class Text2ImageTask(Task):
     """Captions to item images (see the module docstring).
 
-    Options: ``extra["items"]`` (``"fashion-mnist"`` default, or ``"digits"``),
-    ``extra["image_tokens"]`` (``"vq"`` default, or ``"intensity"``), ``extra["vq_steps"]``
-    (VQ-VAE training steps, default 300), ``extra["codes"]`` (codebook size, default 128),
-    ``extra["classifier"]`` (a classifier checkpoint for the metric), ``n_train`` (default:
+    Options: ``items`` (``"fashion-mnist"`` default, or ``"digits"``),
+    ``image_tokens`` (``"vq"`` default, or ``"intensity"``), ``vq_steps``
+    (VQ-VAE training steps, default 300), ``codes`` (codebook size, default 128),
+    ``classifier`` (a classifier checkpoint for the metric), ``n_train`` (default:
     every training item), ``n_valid`` (500), ``n_test`` (1,000), ``seed``.
     """
 
+    @dataclass
+    class Options(ItemOptions):
+        """text2image's options."""
+
+        image_tokens: str = option(
+            "vq",
+            "image tokens from a VQ-VAE trained first (vq) or quantized intensities of 4x4 "
+            "blocks (intensity)",
+            choices=IMAGE_TOKENS,
+        )
+        vq_steps: int = option(300, "training steps of the VQ-VAE")
+        codes: int = option(128, "the VQ-VAE's codebook size")
+        classifier: str | None = option(
+            None,
+            "the checkpoint of a fashion-mnist (or digits) classifier that judges the class "
+            "of generated images (the class_acc metric)",
+            shown="none, the loss is the headline",
+        )
+
+    options: Options
     name = "text2image"
     kind = "image"
-    data_help = "a directory of the Fashion-MNIST .gz files (the items drawn)"
     default_model: ClassVar[dict[str, Any]] = {
         "d_model": 128,
         "n_heads": 4,
@@ -175,8 +118,6 @@ class Text2ImageTask(Task):
     }
     default_valid: ClassVar[int] = 500
     default_test: ClassVar[int] = 1000
-    default_vq_steps: ClassVar[int] = 300
-    default_codes: ClassVar[int] = 128
     #: caption words at most (the model's context is this + 1 + the image tokens)
     max_caption: ClassVar[int] = 8
     #: sampling defaults of evaluation and ``qkv generate``: top-16 of the 128 codes lifted
@@ -185,21 +126,18 @@ class Text2ImageTask(Task):
     temperature: ClassVar[float] = 1.0
     top_k: ClassVar[int | None] = 16
 
-    def __init__(self, options: TaskOptions | None = None) -> None:
+    def __init__(self, options: OptionsLike = None) -> None:
         super().__init__(options)
         o = self.options
-        check_extra(self.name, o, ("items", "image_tokens", "vq_steps", "codes", "classifier"))
-        self.items = o.extra.get("items", "fashion-mnist")
-        check_choice(self.name, "extra['items']", self.items, ITEMS)
-        self.image_tokens = o.extra.get("image_tokens", "vq")
-        check_choice(self.name, "extra['image_tokens']", self.image_tokens, IMAGE_TOKENS)
-        self.vq_steps = o.extra.get("vq_steps", self.default_vq_steps)
-        check_positive(self.name, "extra['vq_steps']", self.vq_steps)
-        self.n_codes = o.extra.get("codes", self.default_codes)
-        check_positive(self.name, "extra['codes']", self.n_codes, minimum=2)
-        self.classifier_dir: str | None = o.extra.get("classifier")
-        if o.tokenizer is not None:
-            raise TaskError(f"task {self.name!r} has its own caption words: no tokenizer option")
+        self.items = o.items
+        check_choice(self.name, "items", self.items, ITEMS)
+        self.image_tokens = o.image_tokens
+        check_choice(self.name, "image_tokens", self.image_tokens, IMAGE_TOKENS)
+        self.vq_steps = o.vq_steps
+        check_positive(self.name, "vq_steps", self.vq_steps)
+        self.n_codes = o.codes
+        check_positive(self.name, "codes", self.n_codes, minimum=2)
+        self.classifier_dir: str | None = o.classifier
         for opt in ("n_train", "n_valid", "n_test"):
             if getattr(o, opt) is not None:
                 check_positive(self.name, opt, getattr(o, opt), minimum=1)
@@ -345,7 +283,7 @@ class Text2ImageTask(Task):
         return self._objective.loss(model, batch, label_smoothing=label_smoothing)
 
     def classifier(self) -> nn.Module | None:
-        """The judging classifier of ``extra["classifier"]`` (None when not given)."""
+        """The judging classifier of ``classifier`` (None when not given)."""
         if self._classifier is None and self.classifier_dir is not None:
             model = load_classifier(self.classifier_dir, CLASSIFIER_TASKS[self.items])
             size = getattr(model.config, "image_size", None)
@@ -362,11 +300,11 @@ class Text2ImageTask(Task):
         """The classifier's class of each ``(n, 1, H, W)`` image: ``(n,)`` long.
 
         Raises:
-            TaskError: no ``extra["classifier"]``.
+            TaskError: no ``classifier``.
         """
         clf = self.classifier()
         if clf is None:
-            raise TaskError(f"task {self.name!r}: classifying needs --extra classifier=DIR")
+            raise TaskError(f"task {self.name!r}: classifying needs --classifier DIR")
         device = model_device(clf)
         out = [
             clf(images[i : i + batch_size].to(device)).argmax(-1).cpu()

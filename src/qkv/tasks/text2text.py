@@ -15,13 +15,13 @@ Every example is a pair of strings; the task is named by a prefix of the input (
 * ``--data mix.tsv``: ``PREFIX: input<TAB>target`` lines with the prefixes above; each task's
   lines are split into train/valid/test on their own (seeded).
 
-``extra["tasks"]`` restricts the mixture (``"summarize"``, or ``"summarize,translate"``): the
+``tasks`` restricts the mixture (``"summarize"``, or ``"summarize,translate"``): the
 single-task baselines are this same task with one entry, so that the multitask model and its
 baselines share the model, the recipe and the held-out examples, and differ only in what
 they are trained on. Each task's held-out examples do not depend on the mixture.
 
 **Mixing** (T5, sec. 3.5.2): examples-proportional with an artificial limit ``K``
-(``extra["mix_cap"]``, default 2**15): task ``m`` with ``e_m`` training examples is drawn
+(``mix_cap``, default 2**15): task ``m`` with ``e_m`` training examples is drawn
 with rate ``min(e_m, K) / sum_n min(e_n, K)``. One epoch of the training split holds every
 example of the task that the cap limits most once and the others repeated (whole copies,
 then a seeded sample) to reach their rate, so no example is dropped. ``mix_cap=0`` is pure
@@ -42,6 +42,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from torch import nn
@@ -52,7 +53,15 @@ from qkv.layers.mode import evaluating
 from qkv.models import TransformerConfig
 from qkv.tasks._common import check_positive, read_text_file, sized_config
 from qkv.tasks._seq2seq import Pair, Seq2SeqTask
-from qkv.tasks.base import SPLITS, Split, TaskError, TaskOptions, split_sizes
+from qkv.tasks.base import SPLITS, Split, TaskError, split_sizes
+from qkv.tasks.options import (
+    DataOption,
+    OptionsLike,
+    SeedOption,
+    SizeOptions,
+    TextOptions,
+    option,
+)
 from qkv.tasks.translate import TranslateTask
 from qkv.training.evaluate import evaluate_sums
 
@@ -63,6 +72,8 @@ PREFIXES: dict[str, str] = {
     "classify": "classify: ",
 }
 TASK_NAMES: tuple[str, ...] = tuple(PREFIXES)
+#: The default mixture: every task.
+ALL_TASKS = ",".join(TASK_NAMES)
 #: Each task's headline metric (its key in :meth:`Text2TextTask.evaluate` is ``task_metric``).
 HEADLINES: dict[str, str] = {
     "summarize": "rougeL",
@@ -71,7 +82,7 @@ HEADLINES: dict[str, str] = {
 }
 #: Classes of ``classify`` on the Debian corpus: its most frequent sections.
 N_SECTIONS = 20
-#: Default ``extra["mix_cap"]`` (``K`` of examples-proportional mixing).
+#: Default ``mix_cap`` (``K`` of examples-proportional mixing).
 MIX_CAP = 2**15
 #: Characters of an input shown in a sample line.
 SAMPLE_CHARS = 100
@@ -83,7 +94,7 @@ def task_of(text: str) -> str | None:
 
 
 def parse_tasks(value: Any) -> tuple[str, ...]:
-    """``extra["tasks"]`` (a comma-separated string or a list of names) as task names, in
+    """Option ``tasks`` (a comma-separated string or a list of names) as task names, in
     :data:`TASK_NAMES` order.
 
     Raises:
@@ -188,17 +199,36 @@ class Text2TextTask(Seq2SeqTask):
     Options: ``data`` (a TSV of ``PREFIX: input<TAB>target``), ``seed`` (splits, mixing),
     ``n_train`` / ``n_valid`` / ``n_test`` (per task; defaults all / 200 / 500), ``max_len``
     (default 128 tokens), ``tokenizer`` (default ``"bpe"``), ``vocab_size`` (default 16,000,
-    chosen by measurement: docs/text2text.md), ``extra["tasks"]`` (the mixture, default all
-    three), ``extra["mix_cap"]`` (``K``, default 2**15; 0: no cap).
+    chosen by measurement: docs/text2text.md), ``tasks`` (the mixture, default all
+    three), ``mix_cap`` (``K``, default 2**15; 0: no cap).
     """
 
+    @dataclass
+    class Options(TextOptions, SizeOptions, SeedOption, DataOption):
+        """text2text's options (one tokenizer for every task: no ``shared_vocab``)."""
+
+        data: str | None = option(
+            None,
+            "a TSV file of 'PREFIX: input<TAB>target' lines (prefixes: summarize:, ...)",
+            shown="Debian descriptions, Ding pairs and Debian sections",
+        )
+        tasks: str = option(
+            ALL_TASKS,
+            "the tasks of the mixture, comma-separated, among summarize, translate and "
+            "classify (one name: its single-task baseline)",
+        )
+        mix_cap: int = option(
+            MIX_CAP,
+            "examples-proportional mixing with each task's size capped at K (T5, sec. "
+            "3.5.2); 0: no cap",
+        )
+
+    options: Options
     name = "text2text"
-    data_help = "a TSV file of 'PREFIX: input<TAB>target' lines (prefixes: summarize:, ...)"
     headline = "score"
     default_max_len = 128
     default_tokenizer = "bpe"
     default_vocab_size = 16000
-    extra_keys = ("tasks", "mix_cap")
     default_eval_sizes: ClassVar[dict[str, int]] = {"valid": 200, "test": 500}
     #: The model: the ``t5-mini`` preset (T5's shape at the width and depth of the
     #: ``translate`` and ``summarize`` tasks' models), sized to the vocabulary.
@@ -215,11 +245,10 @@ class Text2TextTask(Seq2SeqTask):
         "eval_limit": 300,
     }
 
-    def __init__(self, options: TaskOptions | None = None) -> None:
+    def __init__(self, options: OptionsLike = None) -> None:
         super().__init__(options)
-        extra = self.options.extra
-        self.tasks = parse_tasks(extra.get("tasks", ",".join(TASK_NAMES)))
-        cap = extra.get("mix_cap", MIX_CAP)
+        self.tasks = parse_tasks(self.options.tasks)
+        cap = self.options.mix_cap
         check_positive(self.name, "mix_cap", cap, minimum=0)
         self.mix_cap: int | None = cap or None
         self.rates: dict[str, float] = {}
@@ -230,8 +259,7 @@ class Text2TextTask(Seq2SeqTask):
         task's held-out examples do not depend on it, so a multitask run and its single-task
         baselines compare in one table."""
         out = super().split_options()
-        out["extra"] = {k: v for k, v in out["extra"].items() if k not in ("tasks", "mix_cap")}
-        return out
+        return {k: v for k, v in out.items() if k not in ("tasks", "mix_cap")}
 
     # -- data ----------------------------------------------------------------------------
     def task_examples(self, split: Split) -> dict[str, list[Pair]]:
@@ -303,7 +331,7 @@ class Text2TextTask(Seq2SeqTask):
                 for s in SPLITS
             }
         if "translate" in self.tasks:
-            ding = TranslateTask(TaskOptions(seed=seed))
+            ding = TranslateTask(TranslateTask.Options(seed=seed))
             out["translate"] = {
                 s: [Pair(PREFIXES["translate"] + p.src, p.tgt) for p in ding.examples(s)]
                 for s in SPLITS

@@ -15,13 +15,15 @@ ids) trained on the training split.
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from qkv.data import ding
 from qkv.tasks._common import check_positive, read_text_file
-from qkv.tasks._seq2seq import Pair, Seq2SeqTask
+from qkv.tasks._seq2seq import Pair, Seq2SeqTask, SharedVocabOption
 from qkv.tasks.base import TaskError, split_sizes
+from qkv.tasks.options import DataOption, SeedOption, SizeOptions, TextOptions, option
 
 
 def read_tsv(path: str | Path) -> list[tuple[str, str]]:
@@ -59,19 +61,32 @@ class TranslateTask(Seq2SeqTask):
     Options: ``data`` (TSV path), ``seed`` (split), ``n_train``/``n_valid``/``n_test``
     (defaults: all / 500 / 500, at most 5% each for small data), ``max_len`` (default 64
     tokens, longer sentences are truncated), ``tokenizer`` (default ``"bpe"``),
-    ``vocab_size`` (default 4,000), ``extra["shared_vocab"]`` (default True),
-    ``extra["reverse"]`` (swap source and target, e.g. English -> German),
-    ``extra["dictionary"]`` (with the Ding dictionary: add this many of its word and phrase
+    ``vocab_size`` (default 4,000), ``shared_vocab`` (default True),
+    ``reverse`` (swap source and target, e.g. English -> German),
+    ``dictionary`` (with the Ding dictionary: add this many of its word and phrase
     pairs to the training split, the ones sharing words with the training sentences first;
     never one whose side is a valid or test sentence; 0 = none).
     """
 
+    @dataclass
+    class Options(SharedVocabOption, TextOptions, SizeOptions, SeedOption, DataOption):
+        """translate's options."""
+
+        data: str | None = option(
+            None, "a TSV file of source<TAB>target pairs", shown="the Ding German-English pairs"
+        )
+        reverse: bool = option(False, "swap the two sides (Ding: English -> German)")
+        dictionary: int = option(
+            0,
+            "the Ding data only: add N of the dictionary's word and phrase pairs to the "
+            "training data",
+        )
+
+    options: Options
     name = "translate"
-    data_help = "a TSV file of source<TAB>target pairs"
     default_max_len = 64
     default_tokenizer = "bpe"
     default_vocab_size = 4000
-    extra_keys = ("shared_vocab", "reverse", "dictionary")
     default_eval_sizes: ClassVar[dict[str, int]] = {"valid": 500, "test": 500}
     # Recipe, chosen by measurement on the Ding sentences (docs/recipes.md; valid BLEU and
     # loss after 10 min on one thread): a CPU run is limited by steps, so the smaller model
@@ -115,7 +130,7 @@ class TranslateTask(Seq2SeqTask):
             pairs = ding.read_ding(ding.DING_PATH)
             if not pairs:
                 raise TaskError(f"no sentence pairs found in {ding.DING_PATH}")
-        if self.options.extra.get("reverse", False):
+        if self.options.reverse:
             pairs = [(t, s) for s, t in pairs]
         return pairs
 
@@ -144,19 +159,19 @@ class TranslateTask(Seq2SeqTask):
         return out
 
     def _dictionary_pairs(self, splits: dict[str, list[Pair]]) -> list[Pair]:
-        """Up to ``extra["dictionary"]`` word/phrase pairs of the Ding dictionary for the
+        """Up to ``dictionary`` word/phrase pairs of the Ding dictionary for the
         training split: pairs whose German words occur in the training sentences first
         (they teach the vocabulary the sentences use), then the rest, each group in a seeded
         random order; none whose German or English side is a held-out sentence."""
-        n = self.options.extra.get("dictionary", 0)
+        n = self.options.dictionary
         if not n:
             return []
         if self.options.data is not None:
-            raise TaskError("extra['dictionary'] adds Ding dictionary phrases: not with --data")
-        check_positive(self.name, "extra['dictionary']", n)
+            raise TaskError("dictionary adds Ding dictionary phrases: not with --data")
+        check_positive(self.name, "dictionary", n)
         held = {x for split in ("valid", "test") for p in splits[split] for x in p}
         phrases = [p for p in ding.read_ding_phrases(ding.DING_PATH) if not held & set(p)]
-        if self.options.extra.get("reverse", False):
+        if self.options.reverse:
             phrases = [(t, s) for s, t in phrases]
         src_words = {w.lower() for p in splits["train"] for w in p.src.split()}
         rng = random.Random(self.options.seed + 1)

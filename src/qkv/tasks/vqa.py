@@ -30,15 +30,17 @@ from qkv.data.tokenizers import EOS_ID, PAD_ID, Tokenizer
 from qkv.layers.mode import evaluating
 from qkv.models import CLIPConfig, TransformerConfig
 from qkv.tasks._common import check_positive, load_tokenizer, sized_config, write_task_file
+from qkv.tasks._items import SceneOptions
 from qkv.tasks._scenes import SceneData
-from qkv.tasks.base import Split, Task, TaskError, TaskOptions
+from qkv.tasks.base import Split, Task, TaskError
+from qkv.tasks.options import LengthOption, OptionsLike, option
 from qkv.training import checkpoint as ckpt
 from qkv.training.evaluate import model_device, to_device
 from qkv.training.objective import Batch, LossOutput
 
 #: most answer tokens generated (the longest answers, *top left*, are 2 words)
 MAX_ANSWER_TOKENS = 4
-#: Default ``extra["turns"]``: questions per training scene (one: 3 and 6 did no better in
+#: Default ``turns``: questions per training scene (one: 3 and 6 did no better in
 #: equal time, docs/clip.md)
 TURNS = 1
 IGNORE = -100
@@ -117,16 +119,32 @@ class VQATask(Task):
 
     Options: ``data`` (the Fashion-MNIST directory; default the Debian package's), ``seed``,
     ``n_train`` / ``n_valid`` / ``n_test`` (scenes; evaluation asks all their questions),
-    ``extra["items"]`` (``"fashion-mnist"`` or ``"digits"``), ``extra["grid"]`` (2 or 3),
-    ``extra["vision_from"]`` (a ``clip`` checkpoint whose image tower starts the model),
-    ``extra["turns"]`` (questions per training scene, asked one after another in one
+    ``items`` (``"fashion-mnist"`` or ``"digits"``), ``grid`` (2 or 3),
+    ``vision_from`` (a ``clip`` checkpoint whose image tower starts the model),
+    ``turns`` (questions per training scene, asked one after another in one
     sequence as LLaVA's multi-turn conversations; default :data:`TURNS`).
     """
 
+    @dataclass
+    class Options(LengthOption, SceneOptions):
+        """vqa's options."""
+
+        vision_from: str | None = option(
+            None,
+            "a clip checkpoint (trained on the same scenes) whose image tower starts the "
+            "model, as LLaVA starts from a pretrained CLIP",
+            shown="none, trained from scratch",
+        )
+        turns: int = option(
+            TURNS,
+            "questions per training scene, asked one after another in one sequence "
+            "(LLaVA's multi-turn conversations)",
+        )
+
+    options: Options
     name = "vqa"
     kind = "vqa"
     unit = "ex"  # the throughput counts questions
-    data_help = "a directory of the Fashion-MNIST .gz files (the items in the scenes)"
     #: a 3-layer image tower (14-pixel patches: 2x2 per item) into a 4-layer language model,
     #: both 128 wide
     default_model: ClassVar[dict[str, Any]] = {
@@ -154,16 +172,14 @@ class VQATask(Task):
         "eval_limit": 100,
     }
 
-    def __init__(self, options: TaskOptions | None = None) -> None:
+    def __init__(self, options: OptionsLike = None) -> None:
         super().__init__(options)
-        self.data = SceneData(self, known=("vision_from", "turns"))
-        self.turns = self.options.extra.get("turns", TURNS)
+        self.data = SceneData(self)
+        self.turns = self.options.turns
         check_positive(self.name, "turns", self.turns)
-        self.vision_from = self.options.extra.get("vision_from")
+        self.vision_from = self.options.vision_from
         if self.vision_from is not None and not isinstance(self.vision_from, str):
-            raise TaskError(
-                f"task 'vqa': extra['vision_from'] must be a path, got {self.vision_from!r}"
-            )
+            raise TaskError(f"task 'vqa': vision_from must be a path, got {self.vision_from!r}")
         self._clip: tuple[Path, CLIPConfig] | None = None
         self.max_text = self.options.max_len or (24 if self.data.spec.grid == 2 else 32)
         self._tokenizer: Tokenizer | None = None
@@ -254,10 +270,10 @@ class VQATask(Task):
                 d = ckpt.check_checkpoint(str(self.vision_from))
                 cfg = ckpt.read_model_config(d)
             except (ckpt.CheckpointError, OSError, ValueError) as e:
-                raise TaskError(f"task 'vqa': extra['vision_from']: {e}") from e
+                raise TaskError(f"task 'vqa': vision_from: {e}") from e
             if not isinstance(cfg, CLIPConfig):
                 raise TaskError(
-                    f"task 'vqa': extra['vision_from'] {self.vision_from!r} holds a "
+                    f"task 'vqa': vision_from {self.vision_from!r} holds a "
                     f"{type(cfg).__name__}, not a CLIP checkpoint"
                 )
             want = {"image_size": self.data.image_size, "in_channels": 1,
@@ -265,14 +281,14 @@ class VQATask(Task):
             bad = {k: getattr(cfg, k) for k, v in want.items() if getattr(cfg, k) != v}
             if bad:
                 raise TaskError(
-                    f"task 'vqa': the CLIP of extra['vision_from'] reads other images: {bad} "
+                    f"task 'vqa': the CLIP of vision_from reads other images: {bad} "
                     f"(these scenes need {want})"
                 )
             self._clip = (d, cfg)
         return self._clip
 
     def init_model(self, model: nn.Module) -> str | None:
-        """With ``extra["vision_from"]``, copy the image tower of that CLIP checkpoint (a
+        """With ``vision_from``, copy the image tower of that CLIP checkpoint (a
         ``clip`` run on the same scenes) into the model, as LLaVA starts from a pretrained
         CLIP; the projector and the language model stay as initialised."""
         if self.vision_from is None:

@@ -1,4 +1,4 @@
-"""``qkv bench long --sections listops`` (:mod:`qkv.tasks.long_listops`): every kind builds
+"""``qkv bench long --sections listops`` (:mod:`qkv.cli._long_listops`): every kind builds
 the attention it names, ListOps feeds approximate attention the padding only, and the
 command line's rows (never their timings)."""
 
@@ -12,10 +12,10 @@ from torch import nn
 from qkv.attn import FavorAttention, LinformerAttention, LSHSelfAttention, MultiHeadAttention
 from qkv.bench import LongBenchConfig
 from qkv.cli import main
+from qkv.cli._long_listops import LISTOPS_KINDS, listops_setup
 from qkv.models import build
 from qkv.tasks.base import TaskError, TaskOptions
 from qkv.tasks.listops import ListOpsTask
-from qkv.tasks.long_listops import LISTOPS_KINDS, listops_setup
 
 
 @pytest.mark.parametrize("kind", list(LISTOPS_KINDS))

@@ -5,7 +5,9 @@ accuracy on the valid split: quality against training time on classification.
 The kinds: ``dense`` (exact), ``local`` and ``bigbird`` (block-sparse masks on the
 ``blocksparse`` backend), ``favor`` (FAVOR+), ``linformer`` and ``lsh`` (bidirectional LSH).
 Every model is the task's default encoder; only its attention differs. It lives here, in
-the apps layer, because it trains a task; :mod:`qkv.bench.long` holds the other sections.
+the command line (the layer above both ``tasks`` and ``bench``), because it trains a task:
+:mod:`qkv.bench` sits below the apps layer and may not import it; :mod:`qkv.bench.long`
+holds the other sections.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from qkv.bench.long_config import LongBenchConfig, LongRow
-from qkv.tasks.base import TaskOptions
+from qkv.tasks.listops import ListOpsTask
 from qkv.tasks.run import build_trainer
 
 #: kind -> (the task's attention pattern, model config overrides)
@@ -30,7 +32,7 @@ LISTOPS_KINDS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
-def listops_setup(kind: str, cfg: LongBenchConfig) -> tuple[TaskOptions, dict[str, Any]]:
+def listops_setup(kind: str, cfg: LongBenchConfig) -> tuple[ListOpsTask.Options, dict[str, Any]]:
     """The task options and model overrides of ``kind``.
 
     Raises:
@@ -39,13 +41,13 @@ def listops_setup(kind: str, cfg: LongBenchConfig) -> tuple[TaskOptions, dict[st
     if kind not in LISTOPS_KINDS:
         raise ValueError(f"listops kind must be one of {list(LISTOPS_KINDS)}, got {kind!r}")
     pattern, overrides = LISTOPS_KINDS[kind]
-    options = TaskOptions(
+    options = ListOpsTask.Options(
         max_len=cfg.listops_len,
         n_train=cfg.listops_train,
         n_valid=cfg.listops_valid,
         n_test=1,
         seed=cfg.seed,
-        extra={"attention": pattern},
+        attention=pattern,
     )
     overrides = dict(overrides)
     if kind == "linformer":

@@ -1,4 +1,4 @@
-"""What ``qkv generate --hf`` and ``qkv viz --hf`` run (``qkv.tasks.hf``), on tiny
+"""What ``qkv generate --hf`` and ``qkv viz --hf`` run (``qkv.cli._hf``), on tiny
 random models with a word-level ``tokenizer.json``."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from qkv.cli._hf import generate_text, viz_hf
 from qkv.interop import load_hf_tokenizer, to_hf
-from qkv.tasks.hf import generate_text, viz_hf
 
 T = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
