@@ -217,9 +217,10 @@ def test_split_options_name_the_default_corpus(tmp_path) -> None:
     the same split, so `qkv eval` compares them; a file is another split."""
     named = TextClassifyTask(TaskOptions(extra={"corpus": "debian"}))
     assert TextClassifyTask().split_options() == named.split_options()
-    assert named.split_options()["extra"] == {"corpus": "debian"}
+    assert named.split_options()["corpus"] == "debian"
     own = TextClassifyTask(TaskOptions(data=str(_corpus(tmp_path))))
-    assert own.split_options()["extra"] == {} != named.split_options()["extra"]
+    assert own.split_options()["corpus"] is None != named.split_options()["corpus"]
+    assert own.split_options() != named.split_options()
 
 
 def test_cli_comparing_other_splits_is_one_clear_error(tmp_path, capsys) -> None:

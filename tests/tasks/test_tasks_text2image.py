@@ -125,7 +125,7 @@ def test_the_metric_on_known_images(classifier: Path, monkeypatch) -> None:
 def test_wrong_classifier_and_options_are_user_errors(tmp_path: Path, classifier: Path) -> None:
     with pytest.raises(TaskError, match="takes no"):
         get_task("text2image", TaskOptions(extra={"colour": True}))
-    with pytest.raises(TaskError, match=r"image_tokens'\] must be one of \['vq', 'intensity'\]"):
+    with pytest.raises(TaskError, match=r"image_tokens must be one of \['vq', 'intensity'\]"):
         get_task("text2image", TaskOptions(extra={"image_tokens": "rgb"}))
     task = get_task("text2image", TaskOptions(extra={"classifier": str(classifier)}))
     with pytest.raises(TaskError, match="trained on task 'digits'.*'fashion-mnist' classifier"):

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from qkv import models
-from qkv.models import TransformerConfig
+from qkv.models import Swin, TransformerConfig
 from qkv.tasks._classify import ClassifyTask
 from qkv.tasks._common import (
     check_choice,
@@ -24,6 +24,7 @@ from qkv.tasks._common import (
 )
 from qkv.tasks.base import SPLITS, Split, TaskError
 from qkv.tasks.options import OptionsLike, SeedOption, SizeOptions, option
+from qkv.tasks.viz_vision import report_for_image, report_for_swin
 from qkv.training.objective import Batch
 
 
@@ -247,6 +248,22 @@ class ImageTask(ClassifyTask):
             TaskError: a missing or unreadable file, or a bad ``SPLIT:N``.
         """
         return read_task_image(self, source, self.image_size)
+
+    def pictures(
+        self,
+        model: nn.Module,
+        source: str,
+        out: str | Path,
+        *,
+        target: str | None = None,
+        question: str | None = None,
+        png_dir: str | Path | None = None,
+        title: str | None = None,
+    ) -> Path:
+        """Where the class token of a ViT looks on the image, or a Swin's window attention (see :meth:`Task.pictures`)."""
+        if isinstance(model, Swin):
+            return report_for_swin(model, self, source, out, png_dir=png_dir, title=title)
+        return report_for_image(model, self, source, out, png_dir=png_dir, title=title)
 
     def predict(self, model: nn.Module, inputs: Sequence[str], **_: Any) -> list[str]:
         """The top 3 classes of each input image (a file, or ``SPLIT:N``) with their

@@ -53,6 +53,7 @@ from qkv.tasks._common import (
 )
 from qkv.tasks.base import SPLITS, Split, Task, TaskError
 from qkv.tasks.options import OptionsLike, SeedOption, SizeOptions, TextOptions, option
+from qkv.tasks.viz_speech import report_for_speech
 from qkv.training.evaluate import evaluate_sums
 from qkv.training.objective import Batch, LossOutput
 from qkv.training.objectives import Seq2SeqObjective, token_cross_entropy
@@ -432,6 +433,22 @@ class ASRTask(Task):
         if len(x) // self.front_end.hop > MAX_FRAMES:
             raise TaskError(f"{source}: {len(x) / SAMPLE_RATE:.1f} s is longer than 30 s")
         return x
+
+    def pictures(
+        self,
+        model: nn.Module,
+        source: str,
+        out: str | Path,
+        *,
+        target: str | None = None,
+        question: str | None = None,
+        png_dir: str | Path | None = None,
+        title: str | None = None,
+    ) -> Path:
+        """The cross-attention alignment of the transcript to the sound (see :meth:`Task.pictures`)."""
+        return report_for_speech(
+            model, self, source, out, target=target, png_dir=png_dir, title=title
+        )
 
     def predict(self, model: nn.Module, inputs: Sequence[str], **generate_kwargs: Any) -> list[str]:
         """Transcribe sound files (or ``SPLIT:N`` utterances)."""

@@ -18,6 +18,7 @@ from torch import nn
 
 from qkv.models import TransformerConfig
 from qkv.tasks._errors import TaskError
+from qkv.tasks._viz_text import report_for_text
 from qkv.tasks.options import Options, OptionsLike, SizeOptions, TaskOptions
 from qkv.training.config import TrainConfig
 from qkv.training.evaluate import evaluate_objective
@@ -200,6 +201,42 @@ class Task(abc.ABC):
         read after an evaluation (translations beside their references, continuations,
         misclassified examples). Default: none."""
         return []
+
+    # -- pictures (qkv viz) ----------------------------------------------------------------
+    def pictures(
+        self,
+        model: nn.Module,
+        source: str,
+        out: str | Path,
+        *,
+        target: str | None = None,
+        question: str | None = None,
+        png_dir: str | Path | None = None,
+        title: str | None = None,
+    ) -> Path:
+        """Run ``model`` on one input and write its attention report (HTML; with ``png_dir``
+        also PNG figures): what ``qkv viz --checkpoint`` draws. Each task draws its own
+        pictures; by default a text model's (:func:`qkv.tasks._viz_text.report_for_text`).
+
+        Args:
+            model: the task's trained model.
+            source: the input: text, or for a task of images or sound an image (sound) file
+                or ``SPLIT:N`` (the ``N``-th example of a split).
+            out: the HTML file to write.
+            target: the decoder's target for encoder-decoders (default: the model's output).
+            question: ``vqa``: the question about the image (default: the scene's first).
+            png_dir: also save figures there.
+            title: page title (default: the input and the model's output).
+
+        Returns:
+            The report's path.
+
+        Raises:
+            ValueError: a model of another kind than the task's, or an input it cannot read.
+        """
+        return report_for_text(
+            model, self, source, out, target=target, png_dir=png_dir, title=title
+        )
 
     # -- inference on raw text (qkv generate) --------------------------------------------
     def predict(self, model: nn.Module, inputs: Sequence[str], **generate_kwargs: Any) -> list[str]:

@@ -48,7 +48,7 @@ from qkv.data.tokenizers import (
 )
 from qkv.generation import generate
 from qkv.layers.mode import evaluating
-from qkv.models import TransformerConfig
+from qkv.models import Captioner, TransformerConfig
 from qkv.tasks._common import (
     check_choice,
     check_positive,
@@ -61,6 +61,7 @@ from qkv.tasks._image import read_task_image
 from qkv.tasks._items import ITEMS, SceneOptions, item_pools
 from qkv.tasks.base import SPLITS, Split, Task, TaskError
 from qkv.tasks.options import LengthOption, OptionsLike, option
+from qkv.tasks.viz_caption import report_for_captioner
 from qkv.training.evaluate import evaluate_sums
 from qkv.training.objective import Batch, LossOutput
 from qkv.training.objectives import Seq2SeqObjective, token_cross_entropy
@@ -321,6 +322,22 @@ class CaptionTask(Task):
                 raise TaskError(f"{source}: split {split!r} has {len(data)} scenes")
             return data[int(index)].image
         return read_task_image(self, source, self.image_size)
+
+    def pictures(
+        self,
+        model: nn.Module,
+        source: str,
+        out: str | Path,
+        *,
+        target: str | None = None,
+        question: str | None = None,
+        png_dir: str | Path | None = None,
+        title: str | None = None,
+    ) -> Path:
+        """Where each word of the caption looks on the image (see :meth:`Task.pictures`)."""
+        if not isinstance(model, Captioner):
+            raise ValueError(f"task 'caption' needs a Captioner, got {type(model).__name__}")
+        return report_for_captioner(model, self, source, out, png_dir=png_dir, title=title)
 
     def predict(self, model: nn.Module, inputs: Sequence[str], **generate_kwargs: Any) -> list[str]:
         """The caption of each input, an image file or ``SPLIT:N`` (a scene)."""

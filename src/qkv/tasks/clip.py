@@ -39,6 +39,7 @@ from qkv.tasks._items import SceneOptions
 from qkv.tasks._scenes import SceneData
 from qkv.tasks.base import SPLITS, Split, Task, TaskError
 from qkv.tasks.options import LengthOption, OptionsLike, option
+from qkv.tasks.viz_multimodal import report_for_clip
 from qkv.training.contrastive import contrastive_loss
 from qkv.training.evaluate import model_device
 from qkv.training.objective import Batch, LossOutput
@@ -343,6 +344,20 @@ class CLIPTask(Task):
     def _is_image(self, source: str) -> bool:
         kind, _, index = source.partition(":")
         return (kind in (*SPLITS, "item") and index.isdigit()) or Path(source).is_file()
+
+    def pictures(
+        self,
+        model: nn.Module,
+        source: str,
+        out: str | Path,
+        *,
+        target: str | None = None,
+        question: str | None = None,
+        png_dir: str | Path | None = None,
+        title: str | None = None,
+    ) -> Path:
+        """The image tower's attention on the picture, beside the text tower's (see :meth:`Task.pictures`)."""
+        return report_for_clip(model, self, source, out, png_dir=png_dir, title=title)
 
     def predict(self, model: nn.Module, inputs: Sequence[str], **_: Any) -> list[str]:
         """For an image (a file, ``SPLIT:N`` or ``item:N``): its top 3 classes by the task's

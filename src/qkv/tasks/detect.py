@@ -27,7 +27,8 @@ from qkv.data.boxes import cxcywh_to_xyxy
 from qkv.data.canvases import CanvasExamples, CanvasSpec
 from qkv.data.metrics import detection_map, map_backend
 from qkv.layers.mode import evaluating
-from qkv.models import TransformerConfig
+from qkv.models import DETR, TransformerConfig
+from qkv.tasks._boxes import SHOW_SCORE, detections
 from qkv.tasks._common import (
     check_choice,
     check_positive,
@@ -39,6 +40,7 @@ from qkv.tasks._items import ITEMS, ItemOptions, ItemPool, item_pools
 from qkv.tasks.base import SPLITS, Split, Task, TaskError
 from qkv.tasks.fashion_mnist import FashionMNISTTask
 from qkv.tasks.options import OptionsLike
+from qkv.tasks.viz_vision import report_for_detection
 from qkv.training.evaluate import model_device, to_device
 from qkv.training.objective import Batch, LossOutput
 from qkv.training.set_loss import set_loss
@@ -53,26 +55,6 @@ SOURCES: dict[str, tuple[CanvasSpec, dict[str, int]]] = {
     ),
     "digits": (CanvasSpec(size=32, scale=(1.0, 2.0)), {"train": 2000, "valid": 200, "test": 200}),
 }
-#: detections at least this confident are shown by ``samples`` and ``predict``
-SHOW_SCORE = 0.5
-
-
-def detections(logits: Tensor, boxes: Tensor, size: int) -> list[dict[str, Tensor]]:
-    """DETR's predictions as detections: each query's most probable real class (the
-    "no object" class left out) with its probability as the score, boxes in ``xyxy`` pixels.
-
-    Args:
-        logits: ``(b, N, n_classes + 1)``.
-        boxes: ``(b, N, 4)`` ``cxcywh`` in ``[0, 1]``.
-        size: the canvas side in pixels.
-
-    Returns:
-        Per image ``{"boxes": (N, 4), "scores": (N,), "labels": (N,)}``.
-    """
-    probs = logits.float().softmax(-1)[..., :-1]  # (b, N, n_classes)
-    scores, labels = probs.max(-1)
-    xyxy = (cxcywh_to_xyxy(boxes.float()) * size).clamp(0, size)
-    return [{"boxes": x, "scores": s, "labels": c} for x, s, c in zip(xyxy, scores, labels)]
 
 
 class DetectTask(Task):
@@ -314,6 +296,22 @@ class DetectTask(Task):
     def read_image(self, source: str) -> Tensor:
         """One canvas ``(1, S, S)``: an image file (grey, resized) or ``SPLIT:N``."""
         return read_task_image(self, source, self.image_size)
+
+    def pictures(
+        self,
+        model: nn.Module,
+        source: str,
+        out: str | Path,
+        *,
+        target: str | None = None,
+        question: str | None = None,
+        png_dir: str | Path | None = None,
+        title: str | None = None,
+    ) -> Path:
+        """Each object query's attention beside its box (see :meth:`Task.pictures`)."""
+        if not isinstance(model, DETR):
+            raise ValueError(f"task 'detect' needs a DETR, got {type(model).__name__}")
+        return report_for_detection(model, self, source, out, png_dir=png_dir, title=title)
 
     def predict(self, model: nn.Module, inputs: Sequence[str], **_: Any) -> list[str]:
         """The detections of each input (a file or ``SPLIT:N``) with a score of at least 0.5:

@@ -9,6 +9,7 @@ its image panel shows, for the word picked, where it looked.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -21,7 +22,10 @@ from qkv.interp.plots import save_figure, write_figures
 from qkv.interp.report import write_report
 from qkv.layers.mode import evaluating
 from qkv.models import Captioner
-from qkv.tasks.caption import CaptionTask
+
+if TYPE_CHECKING:  # the task modules import this one: their classes only annotate here
+    from qkv.tasks.caption import CaptionTask
+
 
 PNG_NAME = "caption_attention.png"
 

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -25,9 +26,12 @@ from qkv.interp.plots import save_figure, write_figures
 from qkv.interp.report import write_report
 from qkv.layers.mode import evaluating
 from qkv.models import CLIP, Llava
-from qkv.tasks.clip import CLIPTask
-from qkv.tasks.vqa import VQATask
 from qkv.training.evaluate import model_device
+
+if TYPE_CHECKING:  # the task modules import this one: their classes only annotate here
+    from qkv.tasks.clip import CLIPTask
+    from qkv.tasks.vqa import VQATask
+
 
 PNG_NAME = "attention_on_image.png"
 

@@ -10,6 +10,7 @@ log-mel spectrogram (:func:`qkv.interp.plots.plot_alignment`).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -22,8 +23,10 @@ from qkv.interp.plots import plot_alignment, save_figure, write_figures
 from qkv.interp.report import write_report
 from qkv.layers.mode import evaluating
 from qkv.models import Whisper
-from qkv.tasks.asr import ASRTask
 from qkv.tasks.base import TaskError
+
+if TYPE_CHECKING:  # the task modules import this one: their classes only annotate here
+    from qkv.tasks.asr import ASRTask
 
 
 def alignment(record: AttentionRecord, batch: int = 0) -> Tensor:

@@ -15,20 +15,25 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from qkv.interp.capture import AttentionEntry, AttentionRecord, record_attention
 from qkv.interp.image_panel import ImagePanel
-from qkv.interp.images import figure_png, plot_overlays, windows_to_grid
+from qkv.interp.images import cls_maps, figure_png, plot_overlays, windows_to_grid
 from qkv.interp.plots import save_figure, write_figures
 from qkv.interp.report import write_report
 from qkv.layers.mode import evaluating
-from qkv.models import DETR, Swin
-from qkv.tasks._image import ImageTask
-from qkv.tasks.detect import SHOW_SCORE, DetectTask, detections
+from qkv.models import DETR, Swin, ViT
+from qkv.tasks._boxes import SHOW_SCORE, detections
+
+if TYPE_CHECKING:  # the task modules import this one: their classes only annotate here
+    from qkv.tasks._image import ImageTask
+    from qkv.tasks.detect import DetectTask
 
 PNG_NAME = "attention_on_image.png"
 
@@ -171,4 +176,102 @@ def is_vision(model: nn.Module) -> bool:
     return isinstance(model, (Swin, DETR))
 
 
-__all__ = ["is_vision", "report_for_detection", "report_for_swin", "swin_grid_record"]
+@dataclass(frozen=True)
+class ImageRecord:
+    """Attention recorded on one image.
+
+    Attributes:
+        record: the weights (every layer, head and row).
+        image: the input ``(c, H, W)`` in ``[0, 1]``.
+        grid: the patch grid ``(rows, cols)``.
+        tokens: ``[CLS]`` then ``r{row}c{col}`` for each patch, row-major.
+        top: the model's top classes with their probabilities.
+    """
+
+    record: AttentionRecord
+    image: Tensor
+    grid: tuple[int, int]
+    tokens: list[str]
+    top: list[tuple[str, float]]
+
+
+def record_image(model: nn.Module, task: ImageTask, source: str) -> ImageRecord:
+    """Run a ViT on one image and record every attention head.
+
+    Args:
+        model: a :class:`~qkv.models.ViT`.
+        task: its image task (reads the image, names the classes).
+        source: an image file or ``SPLIT:N`` (see :meth:`ImageTask.read_image`).
+
+    Returns:
+        An :class:`ImageRecord`.
+
+    Raises:
+        ValueError: not a ViT, or an image that cannot be read.
+    """
+    if not isinstance(model, ViT):
+        raise ValueError(f"attention on an image needs a ViT, got {type(model).__name__}")
+    image = task.read_image(source)
+    side = model.config.image_size // model.config.patch_size
+    grid = (side, side)
+    with evaluating(model), record_attention(model) as rec:
+        model(image[None].to(next(model.parameters()).device))
+    tokens = ["[CLS]"] + [f"r{r}c{c}" for r in range(side) for c in range(side)]
+    top = task.top_classes(model, [(image, 0)], k=3)[0]
+    return ImageRecord(rec, image, grid, tokens, top)
+
+
+def report_for_image(
+    model: nn.Module,
+    task: ImageTask,
+    source: str,
+    out: str | Path,
+    *,
+    png_dir: str | Path | None = None,
+    title: str | None = None,
+) -> Path:
+    """Write the attention report of a ViT on one image: where the class token looks (the
+    rollout over all layers, then each layer with its heads averaged) as heat on the picture,
+    above the interactive image panel (hover a patch to see where it attends; a button for
+    the class token) and the views of every head over the ``[CLS] + patches`` tokens.
+
+    Args:
+        model: a ViT.
+        task: its image task.
+        source: an image file or ``SPLIT:N``.
+        out: the HTML file to write.
+        png_dir: also save the overlay (``attention_on_image.png``) and heatmaps there.
+        title: page title (default: the source and the top class).
+
+    Returns:
+        The report's path.
+    """
+    ir = record_image(model, task, source)
+    fig = plot_overlays(ir.image, cls_maps(ir.record, ir.grid))
+    caption = "where the class token attends: rollout over all layers, then each layer"
+    if title is None:
+        best, prob = ir.top[0]
+        title = f"{source}: {best} ({prob:.0%})"
+    path = write_report(
+        out,
+        ir.record,
+        ir.tokens,
+        title=title,
+        figures=[(caption, figure_png(fig))],
+        image=ImagePanel.row_major(ir.image, ir.grid, first=1),  # after the class token
+    )
+    if png_dir is not None:
+        save_figure(fig, Path(png_dir) / "attention_on_image.png")
+        write_figures(ir.record, png_dir, tokens=ir.tokens)
+    return path
+
+
+__all__ = [
+    "ImageRecord",
+    "is_vision",
+    "record_image",
+    "report_for_detection",
+    "report_for_image",
+    "report_for_swin",
+    "swin_grid_record",
+]

@@ -34,6 +34,7 @@ from qkv.tasks._items import SceneOptions
 from qkv.tasks._scenes import SceneData
 from qkv.tasks.base import Split, Task, TaskError
 from qkv.tasks.options import LengthOption, OptionsLike, option
+from qkv.tasks.viz_multimodal import report_for_vqa
 from qkv.training import checkpoint as ckpt
 from qkv.training.evaluate import model_device, to_device
 from qkv.training.objective import Batch, LossOutput
@@ -408,6 +409,22 @@ class VQATask(Task):
     def read_image(self, source: str) -> Tensor:
         """A scene ``(1, S, S)``: an image file (grey, resized) or ``SPLIT:N``."""
         return self.data.read_image(source)
+
+    def pictures(
+        self,
+        model: nn.Module,
+        source: str,
+        out: str | Path,
+        *,
+        target: str | None = None,
+        question: str | None = None,
+        png_dir: str | Path | None = None,
+        title: str | None = None,
+    ) -> Path:
+        """Where the answer's tokens look on the image, for one question (see :meth:`Task.pictures`)."""
+        return report_for_vqa(
+            model, self, source, out, question=question, png_dir=png_dir, title=title
+        )
 
     def predict(
         self, model: nn.Module, inputs: Sequence[str], *, question: str | None = None, **_: Any
