@@ -5,7 +5,7 @@
 
 Both checkpoints are loaded with :func:`qkv.tasks.load_trained`; the documents are the
 extractive task's (the same Debian split, by source package, when both ran on the corpus);
-:func:`qkv.tasks.summarize_extractive.compare` scores each system's text against the
+:func:`qkv.tasks.text.summarize_extractive.compare` scores each system's text against the
 synopses with ROUGE-1/2/L F (rouge-score, Porter stemming) and sacreBLEU.
 """
 
@@ -15,7 +15,7 @@ import argparse
 import json
 
 from qkv.tasks import ExtractiveSummarizeTask, SummarizeTask, load_trained
-from qkv.tasks.summarize_extractive import compare
+from qkv.tasks.text.summarize_extractive import compare
 
 
 def main() -> None:

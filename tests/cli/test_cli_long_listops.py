@@ -15,7 +15,7 @@ from qkv.cli import main
 from qkv.cli._long_listops import LISTOPS_KINDS, listops_setup
 from qkv.models import build
 from qkv.tasks.base import TaskError, TaskOptions
-from qkv.tasks.listops import ListOpsTask
+from qkv.tasks.synthetic.listops import ListOpsTask
 
 
 @pytest.mark.parametrize("kind", list(LISTOPS_KINDS))

@@ -12,10 +12,10 @@ import pytest
 
 from qkv.cli import main
 from qkv.tasks import TASKS, get_task, load_task, load_trained
-from qkv.tasks.asr import ASRTask
-from qkv.tasks.copy import CopyTask
-from qkv.tasks.listops import ListOpsTask
 from qkv.tasks.options import flag_of
+from qkv.tasks.speech.asr import ASRTask
+from qkv.tasks.synthetic.copy import CopyTask
+from qkv.tasks.synthetic.listops import ListOpsTask
 
 #: every flag qkv train has whatever the task (training, model, run)
 _TASK_GROUP = re.compile(r"^(\S.*) options \(--task (\S+)\):$")

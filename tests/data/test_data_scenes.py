@@ -24,8 +24,8 @@ from qkv.data.scenes import (
     scene_captions,
     scene_questions,
 )
-from qkv.tasks._items import item_pools
-from qkv.tasks.fashion_mnist import FASHION_MNIST_DIR
+from qkv.tasks.vision._items import item_pools
+from qkv.tasks.vision.fashion_mnist import FASHION_MNIST_DIR
 
 pytest.importorskip("sklearn")
 

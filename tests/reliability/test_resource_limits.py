@@ -22,12 +22,12 @@ from qkv.data import listops as lo
 from qkv.data.tokenizers import MAX_VOCAB_SIZE, BPETokenizer, WordTokenizer, train_tokenizer
 from qkv.models import memory
 from qkv.models.memory import MemoryLimitError, check_memory
-from qkv.tasks import copy as copy_mod
 from qkv.tasks.base import TaskError, TaskOptions
-from qkv.tasks.copy import CopyTask
-from qkv.tasks.listops import ListOpsTask
-from qkv.tasks.reverse import ReverseTask
-from qkv.tasks.synthetic import SyntheticTask
+from qkv.tasks.synthetic import copy as copy_mod
+from qkv.tasks.synthetic.copy import CopyTask
+from qkv.tasks.synthetic.kalo import SyntheticTask
+from qkv.tasks.synthetic.listops import ListOpsTask
+from qkv.tasks.synthetic.reverse import ReverseTask
 
 GIB = 2**30
 HUGE = 10**400

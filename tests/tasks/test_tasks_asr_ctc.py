@@ -10,7 +10,7 @@ import torch.nn.functional as F
 import qkv.models as M
 from qkv.data.tokenizers import BOS_ID, EOS_ID, PAD_ID
 from qkv.tasks import TaskError, TaskOptions, get_task
-from qkv.tasks.asr import has_ctc_head
+from qkv.tasks.speech.asr import has_ctc_head
 
 
 def _model(ctc_head=True):

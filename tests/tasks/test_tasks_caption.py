@@ -18,8 +18,8 @@ from qkv.cli import main
 from qkv.data import metrics
 from qkv.data.tokenizers import BOS_ID, EOS_ID, PAD_ID
 from qkv.tasks import TaskError, TaskOptions, get_task
-from qkv.tasks.fashion_mnist import FASHION_MNIST_DIR
-from qkv.tasks.viz_caption import PNG_NAME, report_for_captioner, word_attention
+from qkv.tasks.multimodal.viz_caption import PNG_NAME, report_for_captioner, word_attention
+from qkv.tasks.vision.fashion_mnist import FASHION_MNIST_DIR
 
 pytest.importorskip("sklearn")
 

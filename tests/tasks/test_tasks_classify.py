@@ -12,8 +12,8 @@ import torch
 from qkv.cli import main
 from qkv.models import EncoderConfig, build, mean_pool
 from qkv.tasks import TaskError, TaskOptions, TextClassifyTask, build_trainer, load_trained
-from qkv.tasks.classify import LabelledText, read_labelled_tsv, top_labels
-from qkv.tasks.classify_baseline import TFIDF_SETTINGS, label_metrics, tfidf_baseline
+from qkv.tasks.text.classify import LabelledText, read_labelled_tsv, top_labels
+from qkv.tasks.text.classify_baseline import TFIDF_SETTINGS, label_metrics, tfidf_baseline
 from qkv.training import TrainConfig
 from qkv.training.finetune import freeze_modules
 

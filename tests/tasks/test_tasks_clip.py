@@ -12,8 +12,8 @@ import qkv.models as M
 from qkv.cli import main
 from qkv.data.scenes import SceneExamples, SceneSpec
 from qkv.tasks import TaskError, TaskOptions, get_task
-from qkv.tasks.clip import recall_at, single_item_scenes
-from qkv.tasks.fashion_mnist import FASHION_MNIST_DIR
+from qkv.tasks.multimodal.clip import recall_at, single_item_scenes
+from qkv.tasks.vision.fashion_mnist import FASHION_MNIST_DIR
 
 pytest.importorskip("sklearn")
 

@@ -15,8 +15,8 @@ from qkv.data.boxes import cxcywh_to_xyxy
 from qkv.data.canvases import CanvasExamples, CanvasSpec, draw_canvas
 from qkv.data.metrics import map_backend
 from qkv.tasks import TaskError, TaskOptions, get_task
-from qkv.tasks.detect import detections
-from qkv.tasks.fashion_mnist import FASHION_MNIST_DIR
+from qkv.tasks.vision.detect import detections
+from qkv.tasks.vision.fashion_mnist import FASHION_MNIST_DIR
 
 pytest.importorskip("scipy")
 pytest.importorskip("sklearn")

@@ -13,7 +13,7 @@ from sklearn.datasets import load_digits
 import qkv.models as M
 from qkv.data.idx import IdxError, read_idx
 from qkv.tasks import DigitsTask, FashionMNISTTask, TaskError, TaskOptions, load_task
-from qkv.tasks.fashion_mnist import FASHION_MNIST_DIR
+from qkv.tasks.vision.fashion_mnist import FASHION_MNIST_DIR
 
 
 def test_digits_shapes_labels_and_splits() -> None:

@@ -13,8 +13,8 @@ from torch import nn
 import qkv.models as M
 from qkv.data.tokenizers import PAD_ID, BPETokenizer, CharTokenizer
 from qkv.tasks import LMTask, TaskError, TaskOptions, load_task
-from qkv.tasks import lm as lm_module
-from qkv.tasks.lm import chunk_ids, pydoc_text, split_text
+from qkv.tasks.text import lm as lm_module
+from qkv.tasks.text.lm import chunk_ids, pydoc_text, split_text
 
 
 def test_chunks_predict_every_token_but_the_first_once() -> None:
@@ -158,7 +158,7 @@ def test_predict_save_load(tmp_path, monkeypatch) -> None:
         calls.append((inputs.shape[1], kw["max_new_tokens"]))
         return real(model, inputs, **kw)
 
-    monkeypatch.setattr(qkv.tasks.lm, "generate", spy)
+    monkeypatch.setattr(qkv.tasks.text.lm, "generate", spy)
     g = torch.Generator().manual_seed(0)
     out = task.predict(model, ["abc", ""], max_new_tokens=20, generator=g)  # > max_len: slides
     assert len(out) == 2 and all(0 < len(s) <= 20 for s in out)  # specials decode to ""

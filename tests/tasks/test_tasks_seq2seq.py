@@ -11,7 +11,7 @@ from torch import nn
 import qkv.models as M
 from qkv.data.tokenizers import BOS_ID, EOS_ID, PAD_ID, WordTokenizer
 from qkv.tasks import CopyTask, ReverseTask, SyntheticTask, TaskError, TaskOptions, load_task
-from qkv.tasks._seq2seq import Pair
+from qkv.tasks.text._seq2seq import Pair
 
 SMALL = TaskOptions(n_train=300, n_valid=20, n_test=20)
 TINY_MODEL = {"d_model": 32, "n_heads": 2, "d_ff": 64, "n_encoder_layers": 1, "n_decoder_layers": 1}
@@ -141,7 +141,7 @@ def test_loss_ignores_padding_with_a_real_model() -> None:
 
 def test_evaluate_scores_perfect_outputs(monkeypatch) -> None:
     import qkv.generation
-    import qkv.tasks._seq2seq
+    import qkv.tasks.text._seq2seq
 
     task = ReverseTask(SMALL)
     refs = {p.src: task.tgt_tokenizer.encode(p.tgt) for p in task.examples("valid")}
@@ -152,7 +152,7 @@ def test_evaluate_scores_perfect_outputs(monkeypatch) -> None:
         rows = [task.src_tokenizer.decode(r[m].tolist()) for r, m in zip(inputs, padding_mask)]
         return qkv.generation.Generated([refs[s] for s in rows], [0.0] * len(rows))
 
-    monkeypatch.setattr(qkv.tasks._seq2seq, "generate", oracle)
+    monkeypatch.setattr(qkv.tasks.text._seq2seq, "generate", oracle)
     model = RandomLogits(task.tgt_tokenizer.vocab_size)
     m = task.evaluate(model, "valid", batch_size=8, beam_size=3)
     assert next(iter(m)) == "exact_match"

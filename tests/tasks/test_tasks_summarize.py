@@ -14,8 +14,8 @@ from rouge_score import rouge_scorer
 from qkv.cli import main
 from qkv.data import debian, metrics
 from qkv.tasks import SummarizeTask, TaskError, TaskOptions, load_trained
-from qkv.tasks._seq2seq import Pair
-from qkv.tasks.summarize import lead_scores, lead_sentences
+from qkv.tasks.text._seq2seq import Pair
+from qkv.tasks.text.summarize import lead_scores, lead_sentences
 
 
 def test_rouge_by_hand_and_against_rouge_score() -> None:

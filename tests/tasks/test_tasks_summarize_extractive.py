@@ -19,7 +19,7 @@ from qkv.cli import main
 from qkv.data import metrics
 from qkv.data.tokenizers import BOS_ID
 from qkv.tasks import ExtractiveSummarizeTask, TaskOptions, load_trained
-from qkv.tasks.summarize_extractive import Document, compare, oracle_index
+from qkv.tasks.text.summarize_extractive import Document, compare, oracle_index
 
 SCRIPT = Path(__file__).parents[2] / "scripts" / "summarize_table.py"
 TINY_ENCODER = ["d_model=16", "n_heads=2", "d_ff=32", "n_layers=1"]

@@ -9,9 +9,9 @@ import pytest
 
 import qkv.models as M
 from qkv.cli import main
-from qkv.tasks.digits import DigitsTask
-from qkv.tasks.fashion_mnist import FashionMNISTTask
 from qkv.tasks.run import load_trained
+from qkv.tasks.vision.digits import DigitsTask
+from qkv.tasks.vision.fashion_mnist import FashionMNISTTask
 
 
 @pytest.mark.parametrize(

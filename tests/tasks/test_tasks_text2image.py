@@ -14,8 +14,8 @@ import qkv.models as M
 from qkv.cli import main
 from qkv.data.tokenizers import EOS_ID, PAD_ID
 from qkv.tasks import TaskError, TaskOptions, build_trainer, get_task, load_trained
-from qkv.tasks._image_draw import sample_image_tokens
-from qkv.tasks._image_tokens import IntensityTokenizer
+from qkv.tasks.multimodal._image_draw import sample_image_tokens
+from qkv.tasks.multimodal._image_tokens import IntensityTokenizer
 
 pytest.importorskip("sklearn")
 

@@ -16,8 +16,8 @@ import qkv.models as M
 from _text2text import SECTIONS, write_mixture
 from qkv.data import debian, ding
 from qkv.tasks import TaskError, TaskOptions, Text2TextTask, build_trainer, get_task
-from qkv.tasks._seq2seq import Pair
-from qkv.tasks.text2text import PREFIXES, mix, parse_tasks, read_mixture_tsv, task_of
+from qkv.tasks.text._seq2seq import Pair
+from qkv.tasks.text.text2text import PREFIXES, mix, parse_tasks, read_mixture_tsv, task_of
 
 NO_DROPOUT = {"dropout": 0.0, "attn_dropout": 0.0, "ff_dropout": 0.0}
 

@@ -9,7 +9,7 @@ import pytest
 from qkv.data import ding
 from qkv.data.tokenizers import BPETokenizer
 from qkv.tasks import TaskError, TaskOptions, TranslateTask, load_task
-from qkv.tasks.translate import read_tsv
+from qkv.tasks.text.translate import read_tsv
 
 
 def _tsv(tmp_path: Path, lines: list[str], name: str = "pairs.tsv") -> Path:

@@ -18,8 +18,8 @@ from qkv.cli import main
 from qkv.interp import record_attention
 from qkv.interp.images import windows_to_grid
 from qkv.tasks import TaskOptions, get_task
+from qkv.tasks.vision.viz import report_for_detection, report_for_swin, swin_grid_record
 from qkv.tasks.viz import report_for_task
-from qkv.tasks.viz_vision import report_for_detection, report_for_swin, swin_grid_record
 
 pytest.importorskip("matplotlib")
 

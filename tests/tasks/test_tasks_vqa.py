@@ -16,8 +16,8 @@ from qkv.cli import main
 from qkv.data.scenes import QUESTION_KINDS
 from qkv.data.tokenizers import EOS_ID
 from qkv.tasks import TaskError, TaskOptions, get_task
-from qkv.tasks.viz_multimodal import report_for_vqa
-from qkv.tasks.vqa import IGNORE, VQAExample
+from qkv.tasks.multimodal.viz_multimodal import report_for_vqa
+from qkv.tasks.multimodal.vqa import IGNORE, VQAExample
 from qkv.training import checkpoint as ckpt
 
 pytest.importorskip("sklearn")

@@ -24,7 +24,7 @@ Sections:
   quality against training time (:mod:`qkv.bench.long_quality`).
 * ``listops``: encoders of every kind trained on ListOps for the same time, accuracy on
   the valid split. It trains a task, so it lives in the apps layer
-  (:func:`qkv.tasks.long_listops.run_listops`); :func:`run_long_bench` skips it and
+  (:func:`qkv.cli._long_listops.run_listops`); :func:`run_long_bench` skips it and
   ``qkv bench long`` appends its rows.
 """
 

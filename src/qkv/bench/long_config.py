@@ -11,7 +11,7 @@ from qkv.bench._timing import TimedRow, check_settings, check_sizes, check_subse
 from qkv.bench.long_quality import KINDS as QUALITY_KINDS
 
 SECTIONS: tuple[str, ...] = ("speed", "xl", "quality", "listops")
-#: encoders of the listops section (run by :mod:`qkv.tasks.long_listops`, the apps layer)
+#: encoders of the listops section (run by :mod:`qkv.cli._long_listops`, above the apps layer)
 LISTOPS_IMPLS: tuple[str, ...] = ("dense", "local", "bigbird", "favor", "linformer", "lsh")
 #: attention layers of the speed section: name -> what it is
 SPEED_IMPLS: dict[str, str] = {

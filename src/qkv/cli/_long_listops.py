@@ -1,5 +1,5 @@
 """The ``listops`` section of ``qkv bench long``: encoders of every attention kind trained
-on ListOps (:class:`~qkv.tasks.listops.ListOpsTask`) for the same wall time, then their
+on ListOps (:class:`~qkv.tasks.synthetic.listops.ListOpsTask`) for the same wall time, then their
 accuracy on the valid split: quality against training time on classification.
 
 The kinds: ``dense`` (exact), ``local`` and ``bigbird`` (block-sparse masks on the
@@ -18,8 +18,8 @@ from collections.abc import Callable
 from typing import Any
 
 from qkv.bench.long_config import LongBenchConfig, LongRow
-from qkv.tasks.listops import ListOpsTask
 from qkv.tasks.run import build_trainer
+from qkv.tasks.synthetic.listops import ListOpsTask
 
 #: kind -> (the task's attention pattern, model config overrides)
 LISTOPS_KINDS: dict[str, tuple[str, dict[str, Any]]] = {

@@ -532,7 +532,7 @@ def run_long(args: argparse.Namespace) -> int:
     text = None
     if "quality" in config.sections:
         from qkv.tasks.base import TaskError
-        from qkv.tasks.lm import kjv_text
+        from qkv.tasks.text.lm import kjv_text
 
         try:
             text = Path(config.data).read_text(encoding="utf-8") if config.data else kjv_text()

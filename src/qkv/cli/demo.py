@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from qkv.cli import CLIError
-from qkv.tasks.synthetic import SyntheticTask
+from qkv.tasks.synthetic.kalo import SyntheticTask
 
 #: marks a directory written by ``qkv demo`` (which it may replace)
 DEMO_MARKER = ".qkv-demo"

@@ -1,5 +1,11 @@
 """The apps layer. Tasks: what to learn, from which data, with which loss and metrics (one file per task).
 
+The tasks live by domain: :mod:`qkv.tasks.synthetic` (generated data), :mod:`qkv.tasks.text`,
+:mod:`qkv.tasks.vision`, :mod:`qkv.tasks.multimodal` and :mod:`qkv.tasks.speech`; each task
+declares its options (:mod:`qkv.tasks.options`) and draws its own pictures
+(:meth:`Task.pictures`). Shared here: the interface (:mod:`.base`), the registry, training
+and loading (:mod:`.run`), and ``qkv viz``'s entry points (:mod:`.viz`).
+
 ========================  ===========  =============================================================
 name                      kind         data
 ========================  ===========  =============================================================
@@ -31,25 +37,25 @@ Each task declares its options as a dataclass, ``Task.Options`` (:mod:`qkv.tasks
 ['src', 'src_padding_mask', 'tgt_in', 'tgt_padding_mask', 'tgt_out']
 """
 
-from qkv.tasks.asr import ASRTask
 from qkv.tasks.base import SPLITS, Split, Task, TaskError
-from qkv.tasks.caption import CaptionTask
-from qkv.tasks.classify import TextClassifyTask
-from qkv.tasks.copy import CopyTask
-from qkv.tasks.detect import DetectTask
-from qkv.tasks.digits import DigitsTask
-from qkv.tasks.fashion_mnist import FashionMNISTTask
-from qkv.tasks.listops import ListOpsTask
-from qkv.tasks.lm import LMTask
+from qkv.tasks.multimodal.caption import CaptionTask
 from qkv.tasks.options import Options, TaskOptions, option
 from qkv.tasks.registry import TASKS, get_task, load_task, saved_task_name, task_class
-from qkv.tasks.reverse import ReverseTask
 from qkv.tasks.run import build_trainer, load_trained
-from qkv.tasks.summarize import SummarizeTask
-from qkv.tasks.summarize_extractive import ExtractiveSummarizeTask
-from qkv.tasks.synthetic import SyntheticTask
-from qkv.tasks.text2text import Text2TextTask
-from qkv.tasks.translate import TranslateTask
+from qkv.tasks.speech.asr import ASRTask
+from qkv.tasks.synthetic.copy import CopyTask
+from qkv.tasks.synthetic.kalo import SyntheticTask
+from qkv.tasks.synthetic.listops import ListOpsTask
+from qkv.tasks.synthetic.reverse import ReverseTask
+from qkv.tasks.text.classify import TextClassifyTask
+from qkv.tasks.text.lm import LMTask
+from qkv.tasks.text.summarize import SummarizeTask
+from qkv.tasks.text.summarize_extractive import ExtractiveSummarizeTask
+from qkv.tasks.text.text2text import Text2TextTask
+from qkv.tasks.text.translate import TranslateTask
+from qkv.tasks.vision.detect import DetectTask
+from qkv.tasks.vision.digits import DigitsTask
+from qkv.tasks.vision.fashion_mnist import FashionMNISTTask
 from qkv.tasks.viz import TextRecord, from_checkpoint, record_text, report_for_task
 
 __all__ = [

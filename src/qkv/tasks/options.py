@@ -8,7 +8,7 @@ options from a mapping (:meth:`Options.from_dict`) refuses one the task does not
 line naming it, and still reads the format ``task.json`` held before typed options
 (:class:`TaskOptions`: the shared fields plus the task's own in ``extra``).
 
->>> from qkv.tasks.asr import ASRTask
+>>> from qkv.tasks.speech.asr import ASRTask
 >>> ASRTask.Options.from_dict({"extra": {"ctc_weight": 0.3}}, task="asr").ctc_weight
 0.3
 """

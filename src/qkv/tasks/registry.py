@@ -5,26 +5,26 @@ from __future__ import annotations
 from pathlib import Path
 
 from qkv.tasks._common import TASK_FILE, read_task_file
-from qkv.tasks.asr import ASRTask
 from qkv.tasks.base import Task, TaskError
-from qkv.tasks.caption import CaptionTask
-from qkv.tasks.classify import TextClassifyTask
-from qkv.tasks.clip import CLIPTask
-from qkv.tasks.copy import CopyTask
-from qkv.tasks.detect import DetectTask
-from qkv.tasks.digits import DigitsTask
-from qkv.tasks.fashion_mnist import FashionMNISTTask
-from qkv.tasks.listops import ListOpsTask
-from qkv.tasks.lm import LMTask
+from qkv.tasks.multimodal.caption import CaptionTask
+from qkv.tasks.multimodal.clip import CLIPTask
+from qkv.tasks.multimodal.text2image import Text2ImageTask
+from qkv.tasks.multimodal.vqa import VQATask
 from qkv.tasks.options import OptionsLike
-from qkv.tasks.reverse import ReverseTask
-from qkv.tasks.summarize import SummarizeTask
-from qkv.tasks.summarize_extractive import ExtractiveSummarizeTask
-from qkv.tasks.synthetic import SyntheticTask
-from qkv.tasks.text2image import Text2ImageTask
-from qkv.tasks.text2text import Text2TextTask
-from qkv.tasks.translate import TranslateTask
-from qkv.tasks.vqa import VQATask
+from qkv.tasks.speech.asr import ASRTask
+from qkv.tasks.synthetic.copy import CopyTask
+from qkv.tasks.synthetic.kalo import SyntheticTask
+from qkv.tasks.synthetic.listops import ListOpsTask
+from qkv.tasks.synthetic.reverse import ReverseTask
+from qkv.tasks.text.classify import TextClassifyTask
+from qkv.tasks.text.lm import LMTask
+from qkv.tasks.text.summarize import SummarizeTask
+from qkv.tasks.text.summarize_extractive import ExtractiveSummarizeTask
+from qkv.tasks.text.text2text import Text2TextTask
+from qkv.tasks.text.translate import TranslateTask
+from qkv.tasks.vision.detect import DetectTask
+from qkv.tasks.vision.digits import DigitsTask
+from qkv.tasks.vision.fashion_mnist import FashionMNISTTask
 from qkv.training import checkpoint as ckpt
 
 #: Every task by name (a new task is one more class here).

@@ -4,10 +4,10 @@ each task draws its own pictures (:meth:`~qkv.tasks.base.Task.pictures`):
 * text models: :mod:`qkv.tasks._viz_text` (encoder-decoders read the text as the source and
   their own output as the target; language models and encoders read the text's tokens);
 * a ViT, a Swin or a DETR reads an image (a file, or ``SPLIT:N`` of its task):
-  :mod:`qkv.tasks.viz_vision` (where the class token looks; window attention of the centre
+  :mod:`qkv.tasks.vision.viz` (where the class token looks; window attention of the centre
   patch; each object query's attention beside its box);
-* caption, clip, vqa and asr: :mod:`qkv.tasks.viz_caption`, :mod:`qkv.tasks.viz_multimodal`
-  and :mod:`qkv.tasks.viz_speech`.
+* caption, clip, vqa and asr: :mod:`qkv.tasks.multimodal.viz_caption`, :mod:`qkv.tasks.multimodal.viz_multimodal`
+  and :mod:`qkv.tasks.speech.viz`.
 """
 
 from __future__ import annotations

@@ -25,10 +25,10 @@ from typing import Any, ClassVar
 from torch import nn
 
 from qkv.data import debian, metrics
-from qkv.tasks._seq2seq import Pair, Seq2SeqTask, SharedVocabOption
 from qkv.tasks.base import SPLITS, TaskError, split_sizes
 from qkv.tasks.options import DataOption, SeedOption, SizeOptions, TextOptions, option
-from qkv.tasks.translate import read_tsv
+from qkv.tasks.text._seq2seq import Pair, Seq2SeqTask, SharedVocabOption
+from qkv.tasks.text.translate import read_tsv
 
 #: Characters of a description shown in a sample line.
 SAMPLE_CHARS = 120

@@ -53,7 +53,7 @@ from qkv.tasks._common import (
 )
 from qkv.tasks.base import SPLITS, Split, Task, TaskError
 from qkv.tasks.options import OptionsLike, SeedOption, SizeOptions, TextOptions, option
-from qkv.tasks.viz_speech import report_for_speech
+from qkv.tasks.speech.viz import report_for_speech
 from qkv.training.evaluate import evaluate_sums
 from qkv.training.objective import Batch, LossOutput
 from qkv.training.objectives import Seq2SeqObjective, token_cross_entropy

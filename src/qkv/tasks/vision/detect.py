@@ -28,19 +28,19 @@ from qkv.data.canvases import CanvasExamples, CanvasSpec
 from qkv.data.metrics import detection_map, map_backend
 from qkv.layers.mode import evaluating
 from qkv.models import DETR, TransformerConfig
-from qkv.tasks._boxes import SHOW_SCORE, detections
 from qkv.tasks._common import (
     check_choice,
     check_positive,
     sized_config,
     write_task_file,
 )
-from qkv.tasks._image import read_task_image
-from qkv.tasks._items import ITEMS, ItemOptions, ItemPool, item_pools
 from qkv.tasks.base import SPLITS, Split, Task, TaskError
-from qkv.tasks.fashion_mnist import FashionMNISTTask
 from qkv.tasks.options import OptionsLike
-from qkv.tasks.viz_vision import report_for_detection
+from qkv.tasks.vision._boxes import SHOW_SCORE, detections
+from qkv.tasks.vision._image import read_task_image
+from qkv.tasks.vision._items import ITEMS, ItemOptions, ItemPool, item_pools
+from qkv.tasks.vision.fashion_mnist import FashionMNISTTask
+from qkv.tasks.vision.viz import report_for_detection
 from qkv.training.evaluate import model_device, to_device
 from qkv.training.objective import Batch, LossOutput
 from qkv.training.set_loss import set_loss

@@ -12,8 +12,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from qkv.tasks._image import ImageExamples, ImageTask, shuffled_split
 from qkv.tasks.base import TaskError
+from qkv.tasks.vision._image import ImageExamples, ImageTask, shuffled_split
 
 
 class DigitsTask(ImageTask):

@@ -20,7 +20,6 @@ from typing import Any, ClassVar
 
 from qkv.data.tokenizers import CharTokenizer, Tokenizer
 from qkv.tasks._limits import check_generated, text_pair_bytes
-from qkv.tasks._seq2seq import Pair, Seq2SeqTask
 from qkv.tasks.base import TaskError
 from qkv.tasks.options import (
     LengthOption,
@@ -30,6 +29,7 @@ from qkv.tasks.options import (
     TokenizerOption,
     option,
 )
+from qkv.tasks.text._seq2seq import Pair, Seq2SeqTask
 
 DEFAULT_SYMBOLS = "0123456789abcdef"
 

@@ -24,7 +24,7 @@ from qkv.tasks._common import (
 )
 from qkv.tasks.base import SPLITS, Split, TaskError
 from qkv.tasks.options import OptionsLike, SeedOption, SizeOptions, option
-from qkv.tasks.viz_vision import report_for_image, report_for_swin
+from qkv.tasks.vision.viz import report_for_image, report_for_swin
 from qkv.training.objective import Batch
 
 

@@ -3,7 +3,7 @@
 Each scene is a 2x2 (``--grid 3``: 3x3) grid of real Fashion-MNIST items, some cells
 empty (:mod:`qkv.data.scenes`); the text is generated from the layout, so every caption is
 true. Train scenes hold items of the Fashion-MNIST training images less 5,000, valid scenes
-those 5,000, test scenes the ``t10k`` images (:mod:`qkv.tasks._items`): no item image is in
+those 5,000, test scenes the ``t10k`` images (:mod:`qkv.tasks.vision._items`): no item image is in
 two splits. ``--items digits`` builds 16x16 scenes of scikit-learn's 8x8 digits
 instead (small and always there: the tests use them).
 
@@ -57,11 +57,11 @@ from qkv.tasks._common import (
     sized_config,
     write_task_file,
 )
-from qkv.tasks._image import read_task_image
-from qkv.tasks._items import ITEMS, SceneOptions, item_pools
 from qkv.tasks.base import SPLITS, Split, Task, TaskError
+from qkv.tasks.multimodal.viz_caption import report_for_captioner
 from qkv.tasks.options import LengthOption, OptionsLike, option
-from qkv.tasks.viz_caption import report_for_captioner
+from qkv.tasks.vision._image import read_task_image
+from qkv.tasks.vision._items import ITEMS, SceneOptions, item_pools
 from qkv.training.evaluate import evaluate_sums
 from qkv.training.objective import Batch, LossOutput
 from qkv.training.objectives import Seq2SeqObjective, token_cross_entropy

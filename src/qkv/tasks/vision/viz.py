@@ -29,11 +29,11 @@ from qkv.interp.plots import save_figure, write_figures
 from qkv.interp.report import write_report
 from qkv.layers.mode import evaluating
 from qkv.models import DETR, Swin, ViT
-from qkv.tasks._boxes import SHOW_SCORE, detections
+from qkv.tasks.vision._boxes import SHOW_SCORE, detections
 
 if TYPE_CHECKING:  # the task modules import this one: their classes only annotate here
-    from qkv.tasks._image import ImageTask
-    from qkv.tasks.detect import DetectTask
+    from qkv.tasks.vision._image import ImageTask
+    from qkv.tasks.vision.detect import DetectTask
 
 PNG_NAME = "attention_on_image.png"
 
@@ -172,7 +172,7 @@ def report_for_detection(
 
 
 def is_vision(model: nn.Module) -> bool:
-    """Whether :mod:`qkv.tasks.viz_vision` draws this model's report."""
+    """Whether :mod:`qkv.tasks.vision.viz` draws this model's report."""
     return isinstance(model, (Swin, DETR))
 
 

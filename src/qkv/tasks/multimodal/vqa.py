@@ -30,11 +30,11 @@ from qkv.data.tokenizers import EOS_ID, PAD_ID, Tokenizer
 from qkv.layers.mode import evaluating
 from qkv.models import CLIPConfig, TransformerConfig
 from qkv.tasks._common import check_positive, load_tokenizer, sized_config, write_task_file
-from qkv.tasks._items import SceneOptions
-from qkv.tasks._scenes import SceneData
 from qkv.tasks.base import Split, Task, TaskError
+from qkv.tasks.multimodal._scenes import SceneData
+from qkv.tasks.multimodal.viz_multimodal import report_for_vqa
 from qkv.tasks.options import LengthOption, OptionsLike, option
-from qkv.tasks.viz_multimodal import report_for_vqa
+from qkv.tasks.vision._items import SceneOptions
 from qkv.training import checkpoint as ckpt
 from qkv.training.evaluate import model_device, to_device
 from qkv.training.objective import Batch, LossOutput

@@ -26,7 +26,7 @@ from qkv.models import Whisper
 from qkv.tasks.base import TaskError
 
 if TYPE_CHECKING:  # the task modules import this one: their classes only annotate here
-    from qkv.tasks.asr import ASRTask
+    from qkv.tasks.speech.asr import ASRTask
 
 
 def alignment(record: AttentionRecord, batch: int = 0) -> Tensor:

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from qkv.data.idx import IdxError, read_idx
-from qkv.tasks._image import ImageExamples, ImageTask, shuffled_split
 from qkv.tasks.base import TaskError
 from qkv.tasks.options import DataOption, option
+from qkv.tasks.vision._image import ImageExamples, ImageTask, shuffled_split
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FILES = {

@@ -35,11 +35,11 @@ from qkv.data.tokenizers import EOS_ID, PAD_ID, Tokenizer
 from qkv.layers.mode import evaluating
 from qkv.models import TransformerConfig
 from qkv.tasks._common import check_choice, load_tokenizer, sized_config, write_task_file
-from qkv.tasks._items import SceneOptions
-from qkv.tasks._scenes import SceneData
 from qkv.tasks.base import SPLITS, Split, Task, TaskError
+from qkv.tasks.multimodal._scenes import SceneData
+from qkv.tasks.multimodal.viz_multimodal import report_for_clip
 from qkv.tasks.options import LengthOption, OptionsLike, option
-from qkv.tasks.viz_multimodal import report_for_clip
+from qkv.tasks.vision._items import SceneOptions
 from qkv.training.contrastive import contrastive_loss
 from qkv.training.evaluate import model_device
 from qkv.training.objective import Batch, LossOutput

@@ -14,7 +14,7 @@ the condition, never generated. Sampling (:func:`sample_image_tokens`) prefills 
 into the KV cache and draws the codes one by one with temperature and top-k, restricted to
 code ids; the VQ decoder turns them into pixels.
 
-Data: the items of :func:`qkv.tasks._items.item_pools` (real Fashion-MNIST images, or
+Data: the items of :func:`qkv.tasks.vision._items.item_pools` (real Fashion-MNIST images, or
 scikit-learn digits with ``items = "digits"``); a caption is the item's class with
 its article (*"a sneaker"*), from :mod:`qkv.data.scenes`'s class words: generated text, real
 images, train/valid/test from disjoint images.
@@ -50,12 +50,12 @@ from qkv.tasks._common import (
     sized_config,
     write_task_file,
 )
-from qkv.tasks._image_draw import load_classifier, sample_image_tokens
-from qkv.tasks._image_tokens import IntensityTokenizer, train_vq
-from qkv.tasks._items import ITEMS, ItemOptions, item_pools
 from qkv.tasks._pictures import write_image_grid, write_png
 from qkv.tasks.base import SPLITS, Split, Task, TaskError
+from qkv.tasks.multimodal._image_draw import load_classifier, sample_image_tokens
+from qkv.tasks.multimodal._image_tokens import IntensityTokenizer, train_vq
 from qkv.tasks.options import OptionsLike, option
+from qkv.tasks.vision._items import ITEMS, ItemOptions, item_pools
 from qkv.training import checkpoint as ckpt
 from qkv.training.evaluate import evaluate_sums
 from qkv.training.objective import Batch, LossOutput

@@ -16,10 +16,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from qkv.tasks._image import shuffled_split
 from qkv.tasks.base import TaskError
-from qkv.tasks.fashion_mnist import FASHION_MNIST_DIR, read_fashion_mnist
 from qkv.tasks.options import DataOption, SeedOption, SizeOptions, option
+from qkv.tasks.vision._image import shuffled_split
+from qkv.tasks.vision.fashion_mnist import FASHION_MNIST_DIR, read_fashion_mnist
 
 ITEMS = ("fashion-mnist", "digits")
 

@@ -13,7 +13,7 @@ with the best mean of ROUGE-1 and ROUGE-2 F against the synopsis. Since exactly 
 output, the loss is cross entropy over a description's sentences (a softmax over its markers)
 rather than BERTSum's independent sigmoids.
 
-Data and splits are :class:`~qkv.tasks.summarize.SummarizeTask`'s (Debian descriptions by
+Data and splits are :class:`~qkv.tasks.text.summarize.SummarizeTask`'s (Debian descriptions by
 source package, or ``--data text<TAB>summary``); sentences are
 :attr:`qkv.data.debian.PackageDescription.sentences` (list items and verbatim lines are
 sentences) or :func:`qkv.data.debian.split_sentences` of a TSV text.
@@ -45,7 +45,7 @@ from qkv.tasks.options import (
     TextOptions,
     option,
 )
-from qkv.tasks.summarize import DATA_HELP, SummarizeTask, read_debian_splits
+from qkv.tasks.text.summarize import DATA_HELP, SummarizeTask, read_debian_splits
 from qkv.training.evaluate import model_device, to_device
 from qkv.training.objective import Batch, LossOutput
 from qkv.training.objectives import host_numbers
@@ -77,7 +77,7 @@ def oracle_index(sentences: Sequence[str], summary: str) -> int:
 class ExtractiveSummarizeTask(Task):
     """Extractive summarization: an :class:`~qkv.models.EncoderModel` scores the sentences.
 
-    Options: as :class:`~qkv.tasks.summarize.SummarizeTask` (``data``, ``seed``,
+    Options: as :class:`~qkv.tasks.text.summarize.SummarizeTask` (``data``, ``seed``,
     ``n_train``/``n_valid``/``n_test``), ``max_len`` (default 128 tokens, markers included;
     sentences starting beyond it cannot be picked), ``tokenizer`` (default ``"bpe"``),
     ``vocab_size`` (default 8,000).

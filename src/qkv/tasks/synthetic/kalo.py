@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 from qkv.data import grammar
 from qkv.tasks._limits import check_generated, text_pair_bytes
-from qkv.tasks._seq2seq import Pair, Seq2SeqTask
+from qkv.tasks.text._seq2seq import Pair, Seq2SeqTask
 
 #: Sentences drawn to measure the mean length of an example for the memory estimate.
 _SAMPLE = 64

@@ -10,11 +10,11 @@ True
 
 from __future__ import annotations
 
-from qkv.tasks.copy import CopyTask
+from qkv.tasks.synthetic.copy import CopyTask
 
 
 class ReverseTask(CopyTask):
-    """Reverse a random symbol string (options as :class:`~qkv.tasks.copy.CopyTask`)."""
+    """Reverse a random symbol string (options as :class:`~qkv.tasks.synthetic.copy.CopyTask`)."""
 
     name = "reverse"
 

@@ -10,7 +10,7 @@ Every example is a pair of strings; the task is named by a prefix of the input (
   the *source package*) for ``summarize`` and ``classify`` (the 20 most frequent sections
   of the corpus are the classes, the other packages are left out of ``classify``), and the
   German -> English sentences of the Ding dictionary split exactly as the ``translate`` task
-  splits them (:class:`~qkv.tasks.translate.TranslateTask`, same seed, same held-out
+  splits them (:class:`~qkv.tasks.text.translate.TranslateTask`, same seed, same held-out
   sentences).
 * ``--data mix.tsv``: ``PREFIX: input<TAB>target`` lines with the prefixes above; each task's
   lines are split into train/valid/test on their own (seeded).
@@ -52,7 +52,6 @@ from qkv.data.tokenizers import Tokenizer
 from qkv.layers.mode import evaluating
 from qkv.models import TransformerConfig
 from qkv.tasks._common import check_positive, read_text_file, sized_config
-from qkv.tasks._seq2seq import Pair, Seq2SeqTask
 from qkv.tasks.base import SPLITS, Split, TaskError, split_sizes
 from qkv.tasks.options import (
     DataOption,
@@ -62,7 +61,8 @@ from qkv.tasks.options import (
     TextOptions,
     option,
 )
-from qkv.tasks.translate import TranslateTask
+from qkv.tasks.text._seq2seq import Pair, Seq2SeqTask
+from qkv.tasks.text.translate import TranslateTask
 from qkv.training.evaluate import evaluate_sums
 
 #: Task name -> the prefix its inputs start with (T5's own wording).

@@ -21,9 +21,9 @@ from typing import Any, ClassVar
 
 from qkv.data import ding
 from qkv.tasks._common import check_positive, read_text_file
-from qkv.tasks._seq2seq import Pair, Seq2SeqTask, SharedVocabOption
 from qkv.tasks.base import TaskError, split_sizes
 from qkv.tasks.options import DataOption, SeedOption, SizeOptions, TextOptions, option
+from qkv.tasks.text._seq2seq import Pair, Seq2SeqTask, SharedVocabOption
 
 
 def read_tsv(path: str | Path) -> list[tuple[str, str]]:

@@ -29,8 +29,8 @@ from qkv.models import CLIP, Llava
 from qkv.training.evaluate import model_device
 
 if TYPE_CHECKING:  # the task modules import this one: their classes only annotate here
-    from qkv.tasks.clip import CLIPTask
-    from qkv.tasks.vqa import VQATask
+    from qkv.tasks.multimodal.clip import CLIPTask
+    from qkv.tasks.multimodal.vqa import VQATask
 
 
 PNG_NAME = "attention_on_image.png"

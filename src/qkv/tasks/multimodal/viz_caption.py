@@ -24,7 +24,7 @@ from qkv.layers.mode import evaluating
 from qkv.models import Captioner
 
 if TYPE_CHECKING:  # the task modules import this one: their classes only annotate here
-    from qkv.tasks.caption import CaptionTask
+    from qkv.tasks.multimodal.caption import CaptionTask
 
 
 PNG_NAME = "caption_attention.png"

@@ -22,7 +22,7 @@ trained to be read.
 
 Metrics: accuracy (0-100, the headline), macro-F1 (0-100, scikit-learn), loss; a per-class
 report (:meth:`TextClassifyTask.report`) and a TF-IDF + logistic-regression baseline on the
-same split (:func:`qkv.tasks.classify_baseline.tfidf_baseline`).
+same split (:func:`qkv.tasks.text.classify_baseline.tfidf_baseline`).
 """
 
 from __future__ import annotations
@@ -55,8 +55,8 @@ from qkv.tasks._common import (
     write_task_file,
 )
 from qkv.tasks.base import SPLITS, Split, TaskError, split_sizes
-from qkv.tasks.classify_baseline import label_metrics, tfidf_baseline
 from qkv.tasks.options import DataOption, OptionsLike, SeedOption, SizeOptions, TextOptions, option
+from qkv.tasks.text.classify_baseline import label_metrics, tfidf_baseline
 from qkv.training.evaluate import to_device
 
 CORPORA = ("debian",)
@@ -390,7 +390,7 @@ class TextClassifyTask(ClassifyTask):
 
     def baseline(self, split: Split = "test") -> dict[str, float]:
         """The TF-IDF + logistic-regression baseline trained on the training split, scored
-        on ``split`` (:func:`~qkv.tasks.classify_baseline.tfidf_baseline`)."""
+        on ``split`` (:func:`~qkv.tasks.text.classify_baseline.tfidf_baseline`)."""
         s, index = self.splits(), {c: i for i, c in enumerate(self.class_names)}
         train, test = s["train"], s[split]
         return tfidf_baseline(

@@ -1,5 +1,5 @@
 """What the scene tasks (``clip``, ``vqa``) share: their options, their scenes per split
-(:mod:`qkv.data.scenes` over the split item pools of :mod:`qkv.tasks._items`, so that no item
+(:mod:`qkv.data.scenes` over the split item pools of :mod:`qkv.tasks.vision._items`, so that no item
 image is in scenes of two splits) and a word tokenizer of the generated text."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from torch import Tensor
 from qkv.data.scenes import DIGITS, FASHION, SceneExamples, SceneSpec, Vocabulary
 from qkv.data.tokenizers import Tokenizer, WordTokenizer
 from qkv.tasks._common import check_choice, check_positive
-from qkv.tasks._image import read_task_image
-from qkv.tasks._items import ITEMS, ItemPool, SceneOptions, item_pools
 from qkv.tasks.base import SPLITS, Split, Task, TaskError
+from qkv.tasks.vision._image import read_task_image
+from qkv.tasks.vision._items import ITEMS, ItemPool, SceneOptions, item_pools
 
 #: default scene counts per item source (train, valid, test); train scenes are drawn on
 #: demand, so a large count costs nothing until a scene is read
@@ -31,7 +31,7 @@ class SceneData:
     and ``grid`` (2 or 3), ``n_train`` / ``n_valid`` / ``n_test`` scenes, ``seed``.
 
     Args:
-        task: the task whose options (a :class:`~qkv.tasks._items.SceneOptions`) these are.
+        task: the task whose options (a :class:`~qkv.tasks.vision._items.SceneOptions`) these are.
 
     Raises:
         TaskError: an unknown item source or grid, negative counts, or ``--data`` with
