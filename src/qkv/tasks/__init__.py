@@ -34,7 +34,7 @@ Each task declares its options as a dataclass, ``Task.Options`` (:mod:`qkv.tasks
 >>> task = get_task("copy", CopyTask.Options(n_train=8, n_valid=2, n_test=2))
 >>> batch = task.collate(task.examples("train")[:2])
 >>> sorted(batch)
-['src', 'src_padding_mask', 'tgt_in', 'tgt_padding_mask', 'tgt_out']
+['src', 'src_padding_mask', 'tgt_in', 'tgt_out', 'tgt_padding_mask']
 """
 
 from qkv.tasks.base import SPLITS, Split, Task, TaskError
