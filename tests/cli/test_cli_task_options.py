@@ -150,9 +150,9 @@ def test_an_old_format_task_file_still_loads(tmp_path) -> None:
     assert task.split_options() == fresh.split_options()  # scored as comparable
 
 
-def test_an_old_format_run_resumes_and_evaluates(tmp_path, capsys) -> None:
+def test_an_old_format_run_resumes_evaluates_and_generates(tmp_path, capsys) -> None:
     """A run trained for two steps, its task.json rewritten in the old format, resumes to
-    step 4 and evaluates; a changed flag on resume is refused as before."""
+    step 4, evaluates and generates; a changed flag on resume is refused as before."""
     run = tmp_path / "run"
     argv = ["train", "--task", "copy", "--out", str(run), "--n-train", "32", "--n-valid", "4"]
     argv += ["--n-test", "4", "--max-len", "4", "--symbols", "abc", "--batch-size", "8"]
@@ -178,3 +178,6 @@ def test_an_old_format_run_resumes_and_evaluates(tmp_path, capsys) -> None:
     summary = capsys.readouterr().out
     assert '"step": 4' in summary
     assert main(["eval", "--checkpoint", str(run), "--split", "test"]) == 0
+    capsys.readouterr()
+    assert main(["generate", "--checkpoint", str(run), "abc"]) == 0
+    assert capsys.readouterr().out.count("\n") == 1  # one output line for the one input
