@@ -133,18 +133,7 @@ def _add_shape_args(p: argparse.ArgumentParser) -> None:
     that the train, generate and record configs share."""
     g = p.add_argument_group("model shape (identical for qkv and its peers)")
     g.add_argument("--d-model", type=int, default=256, help="default: 256")
-    g.add_argument(
-        "--heads", dest="n_heads", metavar="HEADS", type=int, default=4, help="default: 4"
-    )
-    g.add_argument(
-        "--layers",
-        dest="n_layers",
-        metavar="LAYERS",
-        type=int,
-        default=6,
-        help="decoder layers (default: 6)",
-    )
-    g.add_argument(
-        "--vocab", dest="vocab_size", metavar="VOCAB", type=int, default=8192, help="default: 8192"
-    )
+    g.add_argument("--n-heads", type=int, default=4, help="default: 4")
+    g.add_argument("--n-layers", type=int, default=6, help="decoder layers (default: 6)")
+    g.add_argument("--vocab-size", type=int, default=8192, help="default: 8192")
     g.add_argument("--d-ff", type=int, help="feed-forward width (default: 4 d)")

@@ -42,8 +42,8 @@ def register_long(sub: argparse._SubParsersAction, name: str) -> None:
     )
     for flag, default, what in (
         ("--d-model", d.d_model, "width of the attention layer"),
-        ("--heads", d.heads, "heads"),
-        ("--batch", d.batch, "batch size"),
+        ("--n-heads", d.n_heads, "heads"),
+        ("--batch-size", d.batch_size, "batch size"),
         ("--window", d.window, "keys of the block-sparse causal window"),
         ("--bucket-size", d.bucket_size, "LSH chunk length"),
         ("--n-hashes", d.n_hashes, "LSH hash rounds"),
@@ -71,13 +71,13 @@ def register_long(sub: argparse._SubParsersAction, name: str) -> None:
         ("--xl-segment", d.xl_segment, "tokens per Transformer-XL segment"),
         ("--xl-memory", d.xl_memory, "Transformer-XL memory, and the recomputed context"),
         ("--xl-tokens", d.xl_tokens, "tokens of the evaluated stream"),
-        ("--model-dim", d.model_dim, "model width"),
-        ("--model-heads", d.model_heads, "heads"),
-        ("--model-layers", d.model_layers, "layers"),
+        ("--lm-d-model", d.lm_d_model, "model width"),
+        ("--lm-n-heads", d.lm_n_heads, "heads"),
+        ("--lm-n-layers", d.lm_n_layers, "layers"),
         ("--context", d.context, "training and evaluation context (quality)"),
         ("--steps", d.steps, "most training steps per model (quality)"),
         ("--warmup-steps", d.warmup_steps, "learning-rate warmup steps (quality)"),
-        ("--train-batch", d.train_batch, "training batch (quality)"),
+        ("--train-batch-size", d.train_batch_size, "training batch size (quality, listops)"),
         ("--valid-chunks", d.valid_chunks, "held-out chunks of --context tokens (quality)"),
     ):
         m.add_argument(flag, type=int, default=default, help=f"{what} (default: {default})")
@@ -166,7 +166,7 @@ def register_approx(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--sizes", type=_csv(int), default=d.sizes, help="default: 16,64,256,1024")
     p.add_argument("--length", type=int, default=d.length, help="sequence length (default: 512)")
     p.add_argument("--head-dim", type=int, default=d.head_dim, help="d_h (default: 64)")
-    p.add_argument("--heads", type=int, default=d.heads, help="heads per problem (default: 4)")
+    p.add_argument("--n-heads", type=int, default=d.n_heads, help="heads per problem (default: 4)")
     p.add_argument("--causal", action="store_true", help="causal attention (FAVOR+ only)")
     p.add_argument(
         "--input-std", type=float, default=d.input_std, help="std of q, k, v entries (default: 1.0)"

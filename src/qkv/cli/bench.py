@@ -52,9 +52,9 @@ def register_attention(sub: argparse._SubParsersAction, name: str) -> None:
         "--window", type=int, default=256, help="window of the window/local masks (default: 256)"
     )
     _add_names(p, "--impls", IMPLS)
-    p.add_argument("--heads", type=int, default=8, help="attention heads (default: 8)")
+    p.add_argument("--n-heads", type=int, default=8, help="attention heads (default: 8)")
     p.add_argument("--head-dim", type=int, default=64, help="d_h (default: 64)")
-    p.add_argument("--batch", type=int, default=1, help="batch size (default: 1)")
+    p.add_argument("--batch-size", type=int, default=1, help="batch size (default: 1)")
     _add_modes(p, MODES)
     p.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (default: 3)")
     p.add_argument("--warmup", type=int, default=1, help="untimed calls first (default: 1)")
@@ -125,9 +125,9 @@ def register_peers(sub: argparse._SubParsersAction, name: str) -> None:
     )
     _add_names(p, "--impls", PEER_IMPLS)
     p.add_argument("--mask", default="causal", choices=PEER_MASKS, help="default: causal")
-    p.add_argument("--heads", type=int, default=8, help="attention heads (default: 8)")
+    p.add_argument("--n-heads", type=int, default=8, help="attention heads (default: 8)")
     p.add_argument("--head-dim", type=int, default=64, help="d_h (default: 64)")
-    p.add_argument("--batch", type=int, default=1, help="batch size (default: 1)")
+    p.add_argument("--batch-size", type=int, default=1, help="batch size (default: 1)")
     _add_modes(p, PEER_MODES)
     p.add_argument("--matmul-size", type=int, default=2048, help="n of the peak matmul")
     p.add_argument(
@@ -172,14 +172,7 @@ def register_train(sub: argparse._SubParsersAction, name: str) -> None:
     )
     _add_shape_args(p)
     for stack in ("encoder", "decoder"):
-        p.add_argument(
-            f"--{stack}-layers",
-            dest=f"n_{stack}_layers",
-            metavar=f"{stack.upper()}_LAYERS",
-            type=int,
-            default=3,
-            help="seq2seq (default: 3)",
-        )
+        p.add_argument(f"--n-{stack}-layers", type=int, default=3, help="seq2seq (default: 3)")
     p.add_argument(
         "--seq-lens", type=_csv(int), default=(256, 1024, 2048), help="default: 256,1024,2048"
     )
@@ -229,10 +222,10 @@ def register_generate(sub: argparse._SubParsersAction, name: str) -> None:
     _add_shape_args(p)
     p.add_argument("--prompt-len", type=int, default=32, help="default: 32")
     p.add_argument("--new-tokens", type=int, default=256, help="default: 256")
-    p.add_argument("--batches", type=_csv(int), default=(1, 8), help="default: 1,8")
+    p.add_argument("--batch-sizes", type=_csv(int), default=(1, 8), help="default: 1,8")
     _add_names(p, "--impls", GENERATE_IMPLS)
     p.add_argument(
-        "--nocache-batches",
+        "--nocache-batch-sizes",
         type=_csv(int),
         default=(1,),
         help="batch sizes at which qkv_nocache runs (slow; default: 1)",
@@ -270,7 +263,7 @@ def register_record(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument(
         "--lengths", type=_csv(int), default=(512, 1024, 2048, 4096), help="default: 512..4096"
     )
-    p.add_argument("--batch", type=int, default=1, help="default: 1")
+    p.add_argument("--batch-size", type=int, default=1, help="default: 1")
     _add_names(p, "--impls", RECORD_IMPLS)
     p.add_argument(
         "--memory-limit", type=float, help="GiB the weights may need (default: 50%% of available)"
