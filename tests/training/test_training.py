@@ -59,6 +59,38 @@ def test_noam_schedule_is_the_papers_formula():
 
 
 def test_copy_task_reaches_100_percent_exact_match(tmp_path):
+    """Convergence, fast: a quarter of the slow test's examples (500 steps of 32 at a higher
+    peak lr) still copies every held-out string exactly. (With seeds 0-3 every run reaches
+    100% on valid and test; 400 steps fall short at seed 2, hence the margin.)"""
+    torch.manual_seed(0)
+    task = get_task("copy", TaskOptions(n_train=4000, n_valid=100, n_test=100, max_len=5))
+    cfg = TrainConfig(
+        steps=500,
+        batch_size=32,
+        lr=3e-3,
+        schedule="cosine",
+        warmup=50,
+        label_smoothing=0.0,
+        progress=False,
+        log_every=50,
+        threads=1,
+    )
+    model_cfg = {
+        "d_model": 64,
+        "n_heads": 4,
+        "d_ff": 128,
+        "n_encoder_layers": 2,
+        "n_decoder_layers": 2,
+        "dropout": 0.0,
+    }
+    trainer = build_trainer(task, cfg, None, model_overrides=model_cfg)
+    summary = trainer.fit()
+    assert summary["valid"]["exact_match"] == 100.0, summary
+    assert task.evaluate(trainer.model, "test")["exact_match"] == 100.0
+
+
+@pytest.mark.slow
+def test_copy_task_reaches_100_percent_exact_match_at_full_size(tmp_path):
     torch.manual_seed(0)
     task = get_task("copy", TaskOptions(n_train=4000, n_valid=100, n_test=100, max_len=5))
     cfg = TrainConfig(
