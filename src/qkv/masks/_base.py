@@ -91,6 +91,11 @@ class Mask:
         see :func:`qkv.masks.block_bounds`."""
         return _tiles.block_bounds(self, s_q, s_k, block, device)
 
+    def seen_keys(self, s_q: int, s_k: int, device: torch.device | str | None = None) -> Tensor:
+        """``(b, s_k)`` bool (``b`` = 1 for batch-independent masks): keys at least one query
+        may attend to; see :func:`qkv.masks._tiles.seen_keys`."""
+        return _tiles.seen_keys(self, s_q, s_k, device)
+
     def to_block_layout(
         self,
         s_q: int,

@@ -256,6 +256,33 @@ def dense_block_bounds(
     return BlockBounds(maybe, full)
 
 
+def seen_keys(mask: TiledMask, s_q: int, s_k: int, device: Device = None) -> Tensor:
+    """``(b_m, s_k)`` bool: the keys that at least one query may attend to (``b_m`` is the
+    mask's batch size, or 1); the others are masked out for every query.
+
+    Evaluated ``DENSE_CHUNK`` elements at a time (``O(s_q * s_k)`` work, a chunk of memory),
+    so that a backend without a dense mask can still select away the keys and values no
+    query sees (the numerics contract, docs/architecture.md).
+    """
+    check_len("s_q", s_q)
+    check_len("s_k", s_k)
+    device = torch.device(device) if device is not None else mask._device()
+    bm = mask.batch_size if mask.batch_size is not None else 1
+    seen = torch.zeros(bm, s_k, dtype=torch.bool, device=device)
+    if bm == 0 or s_q == 0 or s_k == 0:
+        return seen
+    mod = mask.mod(s_q, s_k)
+    bi = torch.arange(bm, device=device).view(-1, 1, 1, 1)
+    hi = torch.zeros(1, 1, 1, 1, dtype=torch.long, device=device)
+    ki = torch.arange(s_k, device=device).view(1, 1, 1, -1)
+    rows = max(1, DENSE_CHUNK // max(1, bm * s_k))
+    for q0 in range(0, s_q, rows):
+        qi = torch.arange(q0, min(s_q, q0 + rows), device=device).view(1, 1, -1, 1)
+        d = torch.as_tensor(mod(bi, hi, qi, ki), device=device)
+        seen |= d.expand(bm, 1, qi.shape[2], s_k).any(dim=2)[:, 0]
+    return seen
+
+
 def block_bounds(
     mask: TiledMask, s_q: int, s_k: int, block: int, device: Device = None
 ) -> BlockBounds:
