@@ -252,3 +252,12 @@ def test_save_pretrained_crash_leaves_the_old_or_the_new_model(tmp_path, monkeyp
     assert not (d / PENDING_DIR).exists()
     if not crashed:
         assert _same(got, new)
+
+
+def test_cli_train_init_from_hf_with_a_shard_outside_exits_2(tmp_path, capsys):
+    _outside(tmp_path)
+    d = _hf_dir(tmp_path, "../outside/x.safetensors")
+    argv = ["train", "--task", "classify", "--steps", "1", "--init-from-hf", str(d),
+            "--out", str(tmp_path / "run")]  # fmt: skip
+    rc = main(argv)
+    _one_error(capsys, rc, "../outside/x.safetensors")
