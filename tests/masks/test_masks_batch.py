@@ -48,6 +48,8 @@ def _check_views(m: masks.Mask, expect: torch.Tensor, s_q: int, s_k: int) -> Non
     assert torch.equal(dense, expect)
     bias = m.to_bias(s_q, s_k)
     assert torch.equal(bias == 0, expect) and torch.isneginf(bias[~expect]).all()
+    # the keys some query may attend to (what backends without a dense mask select by)
+    assert torch.equal(m.seen_keys(s_q, s_k), expect.any(dim=2)[:, 0])
     block = 4
     layout = m.to_block_layout(s_q, s_k, block)
     n_qb, n_kb = -(-s_q // block), -(-s_k // block)
