@@ -15,12 +15,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from matplotlib.figure import Figure
 from safetensors.torch import save_file
 
 import qkv
 from qkv.cli import main
 from qkv.data import CharTokenizer, Tokenizer
+from qkv.data.outfiles import write_output_file
 from qkv.interop import HFFileError, read_hf_weights
+from qkv.interp.plots import save_figure
 from qkv.models._pretrained import PENDING_DIR
 from qkv.training._atomic import UnsafeRunFileError, append_run_file, open_run_file
 from qkv.training.runlock import RunLock
@@ -261,3 +264,35 @@ def test_cli_train_init_from_hf_with_a_shard_outside_exits_2(tmp_path, capsys):
             "--out", str(tmp_path / "run")]  # fmt: skip
     rc = main(argv)
     _one_error(capsys, rc, "../outside/x.safetensors")
+
+
+# -- output files the user points at (reports, figures): never written through a link --------
+def test_reports_and_figures_are_never_written_through_a_link(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    out = tmp_path / "report.html"
+    out.write_text("an old report")
+    write_output_file(out, b"<html>new</html>")  # a regular file is replaced
+    assert out.read_text() == "<html>new</html>"
+    link = tmp_path / "link.html"
+    os.symlink(victim, link)
+    with pytest.raises(UnsafeRunFileError, match="symbolic link"):
+        write_output_file(link, b"<html>x</html>")
+    png = tmp_path / "png" / "alignment.png"
+    png.parent.mkdir()
+    os.symlink(victim, png)
+    with pytest.raises(UnsafeRunFileError, match="symbolic link"):
+        save_figure(Figure(), png)
+    assert victim.read_text() == "precious\n"
+
+
+def test_cli_viz_report_through_a_planted_link_exits_2(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", *TINY, "--out", str(run)]) == 0
+    victim = tmp_path / "v"
+    victim.write_text("data\n")
+    os.symlink(victim, tmp_path / "r.html")
+    capsys.readouterr()
+    rc = main(["viz", "--checkpoint", str(run), "a b", "--out", str(tmp_path / "r.html")])
+    _one_error(capsys, rc, "r.html")
+    assert victim.read_text() == "data\n"

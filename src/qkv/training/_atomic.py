@@ -12,15 +12,20 @@ no reader follows; :func:`qkv.training.rundir.clean_run_dir` removes it at the n
 
 from __future__ import annotations
 
-import errno
 import os
 import re
 import shutil
-import stat
 import tempfile
 import uuid
 import warnings
 from pathlib import Path
+
+from qkv.data.outfiles import (
+    UnsafeRunFileError,
+    append_run_file,
+    check_run_file,
+    open_run_file,
+)
 
 #: Prefix of directories being written (removed at the next start when a crash left them).
 TMP_PREFIX = ".tmp-"
@@ -28,81 +33,6 @@ TMP_PREFIX = ".tmp-"
 OLD_PREFIX = ".old-"
 #: ``name`` or ``name.<version>``: a re-saved directory gets the next free version.
 VERSIONED = re.compile(r"^(?P<base>[^.][^/\\]*?)(?:\.(?P<version>\d+))?$")
-
-
-class UnsafeRunFileError(ValueError):
-    """A file a run writes in place (``run.lock``, ``metrics.jsonl``) is a symbolic link, not
-    a regular file, or a hard link shared with another name: writing it would change a file
-    qkv did not create. The message names the file (the CLI prints it as a user error)."""
-
-
-def _refuse(path: Path, what: str) -> UnsafeRunFileError:
-    return UnsafeRunFileError(
-        f"{path} is {what}; qkv writes run files only as regular files of its own and "
-        "never through a link (that would overwrite another file): move it away, or choose "
-        "another output directory"
-    )
-
-
-def open_run_file(path: str | Path, flags: int, mode: int = 0o644) -> int:
-    """Open (creating it if missing) a file that a run writes in place, never through a link.
-
-    ``O_NOFOLLOW`` makes the kernel refuse a symbolic link as the last component (no
-    check-then-open race); the opened file must then be a regular file with no other hard
-    link, so that truncating or appending to it cannot reach a file someone else made.
-
-    Args:
-        path: the file.
-        flags: ``os.O_RDWR``, ``os.O_WRONLY | os.O_APPEND``, ... (``O_CREAT`` is added).
-        mode: permissions of a new file.
-
-    Returns:
-        An open file descriptor (the caller closes it).
-
-    Raises:
-        UnsafeRunFileError: a symbolic link, a directory, a device, a FIFO, or a hard link.
-        OSError: the file cannot be opened for another reason.
-    """
-    path = Path(path)
-    # O_NONBLOCK: opening a FIFO for writing would otherwise wait for a reader forever.
-    extra = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
-    try:
-        fd = os.open(path, flags | os.O_CREAT | extra, mode)
-    except OSError as e:
-        if os.path.islink(path) or e.errno == errno.ELOOP:
-            raise _refuse(path, f"a symbolic link (to {os.readlink(path)})") from None
-        if e.errno == errno.EISDIR or path.is_dir():
-            raise _refuse(path, "a directory") from None
-        raise
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:
-        os.close(fd)
-        what = "not a regular file" if not stat.S_ISREG(st.st_mode) else "a hard link"
-        raise _refuse(path, what + f" ({st.st_nlink} names)" * (what == "a hard link"))
-    return fd
-
-
-def check_run_file(path: str | Path) -> None:
-    """Refuse (like :func:`open_run_file`) a run file that exists and is not a regular file
-    of its own, before it is read or rewritten; a missing file passes."""
-    path = Path(path)
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if stat.S_ISLNK(st.st_mode):
-        raise _refuse(path, f"a symbolic link (to {os.readlink(path)})")
-    if not stat.S_ISREG(st.st_mode):
-        raise _refuse(path, "not a regular file")
-    if st.st_nlink > 1:
-        raise _refuse(path, f"a hard link ({st.st_nlink} names)")
-
-
-def append_run_file(path: str | Path, text: str) -> None:
-    """Append ``text`` (UTF-8) to a run file opened with :func:`open_run_file`."""
-    fd = open_run_file(path, os.O_WRONLY | os.O_APPEND)
-    with os.fdopen(fd, "a", encoding="utf-8") as f:
-        f.write(text)
 
 
 def fsync_path(path: Path) -> None:
