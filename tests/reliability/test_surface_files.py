@@ -23,6 +23,7 @@ from qkv.cli import main
 from qkv.data import CharTokenizer, Tokenizer
 from qkv.data.outfiles import write_output_file
 from qkv.interop import HFFileError, read_hf_weights
+from qkv.interop._checkpoint import write_hf_dir
 from qkv.interp.plots import save_figure
 from qkv.models._pretrained import PENDING_DIR
 from qkv.training._atomic import UnsafeRunFileError, append_run_file, open_run_file
@@ -296,3 +297,17 @@ def test_cli_viz_report_through_a_planted_link_exits_2(tmp_path, capsys):
     rc = main(["viz", "--checkpoint", str(run), "a b", "--out", str(tmp_path / "r.html")])
     _one_error(capsys, rc, "r.html")
     assert victim.read_text() == "data\n"
+
+
+def test_hf_export_replaces_planted_links_instead_of_writing_through_them(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    d = tmp_path / "export"
+    d.mkdir()
+    os.symlink(victim, d / "config.json")
+    os.symlink(victim, d / "model.safetensors")
+    write_hf_dir(d, {"model_type": "bert"}, {"w": torch.ones(2)})
+    assert victim.read_text() == "precious\n"
+    assert not (d / "config.json").is_symlink() and json.loads((d / "config.json").read_text())
+    assert torch.equal(read_hf_weights(d)["w"], torch.ones(2))
+    assert [p.name for p in d.iterdir() if p.name.startswith(".")] == []

@@ -8,7 +8,10 @@ tensors and plain containers and nothing else.
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import shutil
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -198,6 +201,10 @@ def read_hf_weights(path: str | Path) -> dict[str, Tensor]:
 def write_hf_dir(path: str | Path, config: dict[str, Any], tensors: dict[str, Tensor]) -> Path:
     """Write ``config.json`` and ``model.safetensors`` into ``path`` (created if missing).
 
+    Both are written into a hidden staging directory first and moved into place with
+    ``os.replace`` (the weights, then the config): a crash never leaves a truncated file,
+    and a symbolic link planted under either name is replaced, never written through.
+
     Returns:
         The directory.
     """
@@ -205,6 +212,13 @@ def write_hf_dir(path: str | Path, config: dict[str, Any], tensors: dict[str, Te
 
     d = Path(path)
     d.mkdir(parents=True, exist_ok=True)
-    (d / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    save_file(tensors, str(d / SAFETENSORS), metadata={"format": "pt"})
+    stage = Path(tempfile.mkdtemp(prefix=".tmp-export-", dir=d))
+    try:
+        text = json.dumps(config, indent=2, sort_keys=True) + "\n"
+        (stage / CONFIG).write_text(text, encoding="utf-8")
+        save_file(tensors, str(stage / SAFETENSORS), metadata={"format": "pt"})
+        os.replace(stage / SAFETENSORS, d / SAFETENSORS)
+        os.replace(stage / CONFIG, d / CONFIG)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
     return d
