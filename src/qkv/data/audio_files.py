@@ -171,14 +171,18 @@ def _read_soundfile(path: Path, max_seconds: float, min_seconds: float) -> tuple
         raise AudioFileError(
             f"{path}: only PCM .wav files can be read without soundfile (`pip install soundfile`)"
         ) from e
+    # libsndfile reports a damaged file as LibsndfileError (a RuntimeError), and an absurd
+    # header field as TypeError or ValueError
+    unreadable = (RuntimeError, TypeError, ValueError)
     try:
         info = soundfile.info(str(path))  # the header only
         h = AudioHeader(int(info.samplerate), int(info.channels), max(0, int(info.frames)))
-        _check_header(h, path, max_seconds, min_seconds)
+    except unreadable as e:
+        raise AudioFileError(f"audio file {path} cannot be read: {e}") from None
+    _check_header(h, path, max_seconds, min_seconds)
+    try:
         data, _ = soundfile.read(str(path), frames=h.frames, dtype="float32", always_2d=True)
-    except (RuntimeError, soundfile.LibsndfileError, TypeError, ValueError) as e:
-        if isinstance(e, AudioFileError):
-            raise
+    except unreadable as e:
         raise AudioFileError(f"audio file {path} cannot be read: {e}") from None
     return data, h.rate
 
