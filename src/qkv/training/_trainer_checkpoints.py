@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from qkv._version import __version__
+from qkv.training import _atomic, parallel, rundir
 from qkv.training import checkpoint as ckpt
-from qkv.training import parallel, rundir
 from qkv.training.config import TrainConfig
 from qkv.training.distributed import DistInfo, barrier
 from qkv.training.state import TrainerState, capture_rng
@@ -56,6 +56,7 @@ class CheckpointIO:
         if self.out_dir is None or not self.dist.is_main:
             return
         path = self.out_dir / "metrics.jsonl"
+        _atomic.check_run_file(path)  # never read or rewrite a file through a link
         if not path.exists():
             return
         if self.resumed_from is None:
@@ -73,15 +74,14 @@ class CheckpointIO:
                 and rec["step"] <= self.step
             ):
                 kept.append(line)
-        path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        _atomic.replace_text_file(path, "".join(line + "\n" for line in kept))
 
     def _log(self, rec: dict[str, Any]) -> None:
         self.history.append(rec)
         if self.out_dir is None or not self.dist.is_main:
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.out_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(rec) + "\n")
+        _atomic.append_run_file(self.out_dir / "metrics.jsonl", json.dumps(rec) + "\n")
 
     # -----------------------------------------------------------------------------------
     # checkpoints
