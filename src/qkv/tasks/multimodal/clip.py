@@ -22,6 +22,7 @@ Metrics:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -343,7 +344,8 @@ class CLIPTask(Task):
 
     def _is_image(self, source: str) -> bool:
         kind, _, index = source.partition(":")
-        return (kind in (*SPLITS, "item") and index.isdigit()) or Path(source).is_file()
+        # any existing path is an image input (a directory or /dev/zero is refused as one)
+        return (kind in (*SPLITS, "item") and index.isdigit()) or os.path.lexists(source)
 
     def pictures(
         self,
