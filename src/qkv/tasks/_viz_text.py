@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -22,8 +22,18 @@ from qkv.interp.plots import write_figures
 from qkv.interp.report import write_report
 from qkv.models import DecoderLM, EncoderModel, Seq2SeqTransformer
 
-if TYPE_CHECKING:  # the task module imports this one: its class only annotates here
-    from qkv.tasks.base import Task
+# The task modules import this one: it reads their tasks through these views (no cycle).
+
+
+class TextTaskView(Protocol):
+    """What a text report reads from its task (tokenizers are looked up by name)."""
+
+    @property
+    def name(self) -> Any: ...
+
+    def collate(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    def predict(self, *args: Any, **kwargs: Any) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -48,7 +58,7 @@ def _device(model: nn.Module) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
-def _tokenizer(task: Task, *names: str) -> Any:
+def _tokenizer(task: TextTaskView, *names: str) -> Any:
     for name in names:
         tok = getattr(task, name, None)
         if tok is not None:
@@ -65,7 +75,7 @@ def _strings(tok: Any, ids: Iterable[int]) -> list[str]:
 
 def record_text(
     model: nn.Module,
-    task: Task,
+    task: TextTaskView,
     text: str,
     *,
     target: str | None = None,
@@ -109,7 +119,7 @@ def record_text(
 
 
 def _run(
-    model: nn.Module, task: Task, text: str, target: str | None, sel: dict[str, Any]
+    model: nn.Module, task: TextTaskView, text: str, target: str | None, sel: dict[str, Any]
 ) -> TextRecord:
     dev = _device(model)
     if isinstance(model, Seq2SeqTransformer):
@@ -143,7 +153,7 @@ def _run(
 
 def report_for_text(
     model: nn.Module,
-    task: Task,
+    task: TextTaskView,
     text: str,
     out: str | Path,
     *,

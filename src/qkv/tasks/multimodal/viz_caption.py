@@ -9,7 +9,7 @@ its image panel shows, for the word picked, where it looked.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -23,8 +23,19 @@ from qkv.interp.report import write_report
 from qkv.layers.mode import evaluating
 from qkv.models import Captioner
 
-if TYPE_CHECKING:  # the task modules import this one: their classes only annotate here
-    from qkv.tasks.multimodal.caption import CaptionTask
+# The task modules import this one: it reads their tasks through these views (no cycle).
+
+
+class CaptionTaskView(Protocol):
+    """What caption's pictures read from it (CaptionTask)."""
+
+    @property
+    def max_len(self) -> Any: ...
+
+    @property
+    def tokenizer(self) -> Any: ...
+
+    def read_image(self, *args: Any, **kwargs: Any) -> Any: ...
 
 
 PNG_NAME = "caption_attention.png"
@@ -56,7 +67,7 @@ def word_attention(
 
 def report_for_captioner(
     model: Captioner,
-    task: CaptionTask,
+    task: CaptionTaskView,
     source: str,
     out: str | Path,
     *,

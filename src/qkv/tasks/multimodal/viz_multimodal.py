@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -28,9 +28,30 @@ from qkv.layers.mode import evaluating
 from qkv.models import CLIP, Llava
 from qkv.training.evaluate import model_device
 
-if TYPE_CHECKING:  # the task modules import this one: their classes only annotate here
-    from qkv.tasks.multimodal.clip import CLIPTask
-    from qkv.tasks.multimodal.vqa import VQATask
+# The task modules import this one: it reads their tasks through these views (no cycle).
+
+
+class VQATaskView(Protocol):
+    """What vqa's pictures read from it (VQATask)."""
+
+    @property
+    def tokenizer(self) -> Any: ...
+
+    def _question_ids(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    def answer(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    def examples_for(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    def read_image(self, *args: Any, **kwargs: Any) -> Any: ...
+
+
+class CLIPTaskView(Protocol):
+    """What clip's pictures read from it (CLIPTask)."""
+
+    def predict(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    def read_image(self, *args: Any, **kwargs: Any) -> Any: ...
 
 
 PNG_NAME = "attention_on_image.png"
@@ -42,7 +63,7 @@ def _cells(side: int) -> list[str]:
 
 def report_for_vqa(
     model: nn.Module,
-    task: VQATask,
+    task: VQATaskView,
     source: str,
     out: str | Path,
     *,
@@ -110,7 +131,7 @@ def report_for_vqa(
 
 def report_for_clip(
     model: nn.Module,
-    task: CLIPTask,
+    task: CLIPTaskView,
     source: str,
     out: str | Path,
     *,

@@ -10,7 +10,7 @@ log-mel spectrogram (:func:`qkv.interp.plots.plot_alignment`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -25,8 +25,23 @@ from qkv.layers.mode import evaluating
 from qkv.models import Whisper
 from qkv.tasks.base import TaskError
 
-if TYPE_CHECKING:  # the task modules import this one: their classes only annotate here
-    from qkv.tasks.speech.asr import ASRTask
+# The task modules import this one: it reads their tasks through these views (no cycle).
+
+
+class ASRTaskView(Protocol):
+    """What asr's pictures read from it (ASRTask)."""
+
+    @property
+    def front_end(self) -> Any: ...
+
+    @property
+    def tokenizer(self) -> Any: ...
+
+    def features(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    def read_input(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    def transcribe(self, *args: Any, **kwargs: Any) -> Any: ...
 
 
 def alignment(record: AttentionRecord, batch: int = 0) -> Tensor:
@@ -36,7 +51,7 @@ def alignment(record: AttentionRecord, batch: int = 0) -> Tensor:
 
 def report_for_speech(
     model: nn.Module,
-    task: ASRTask,
+    task: ASRTaskView,
     source: str,
     out: str | Path,
     *,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -31,9 +31,34 @@ from qkv.layers.mode import evaluating
 from qkv.models import DETR, Swin, ViT
 from qkv.tasks.vision._boxes import SHOW_SCORE, detections
 
-if TYPE_CHECKING:  # the task modules import this one: their classes only annotate here
-    from qkv.tasks.vision._image import ImageTask
-    from qkv.tasks.vision.detect import DetectTask
+# The task modules import this one: it reads their tasks through these views (no cycle).
+
+
+class ImageTaskView(Protocol):
+    """What an image task's pictures read from it (ImageTask)."""
+
+    @property
+    def class_names(self) -> Any: ...
+
+    @property
+    def image_size(self) -> Any: ...
+
+    def read_image(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    def top_classes(self, *args: Any, **kwargs: Any) -> Any: ...
+
+
+class DetectTaskView(Protocol):
+    """What detect's pictures read from it (DetectTask)."""
+
+    @property
+    def class_names(self) -> Any: ...
+
+    @property
+    def image_size(self) -> Any: ...
+
+    def read_image(self, *args: Any, **kwargs: Any) -> Any: ...
+
 
 PNG_NAME = "attention_on_image.png"
 
@@ -69,7 +94,7 @@ def swin_grid_record(model: Swin, record: AttentionRecord, *, stage: int = 0) ->
 
 def report_for_swin(
     model: Swin,
-    task: ImageTask,
+    task: ImageTaskView,
     source: str,
     out: str | Path,
     *,
@@ -117,7 +142,7 @@ def report_for_swin(
 
 def report_for_detection(
     model: DETR,
-    task: DetectTask,
+    task: DetectTaskView,
     source: str,
     out: str | Path,
     *,
@@ -195,7 +220,7 @@ class ImageRecord:
     top: list[tuple[str, float]]
 
 
-def record_image(model: nn.Module, task: ImageTask, source: str) -> ImageRecord:
+def record_image(model: nn.Module, task: ImageTaskView, source: str) -> ImageRecord:
     """Run a ViT on one image and record every attention head.
 
     Args:
@@ -223,7 +248,7 @@ def record_image(model: nn.Module, task: ImageTask, source: str) -> ImageRecord:
 
 def report_for_image(
     model: nn.Module,
-    task: ImageTask,
+    task: ImageTaskView,
     source: str,
     out: str | Path,
     *,
