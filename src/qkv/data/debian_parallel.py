@@ -196,7 +196,7 @@ def _sources(lists_dir: Path) -> dict[str, str]:
 
 def read_pairs(
     lang: str,
-    lists_dir: str | Path = LISTS_DIR,
+    lists_dir: str | Path | None = None,
     *,
     max_words: int = 100,
     max_ratio: float = 3.0,
@@ -205,7 +205,7 @@ def read_pairs(
 
     Args:
         lang: the source language (``de``, ``fr``, ``it``, ``pt_BR``, ...).
-        lists_dir: apt's list directory.
+        lists_dir: apt's list directory (None: :data:`~qkv.data.debian.LISTS_DIR`).
         max_words: the most words on either side of a pair.
         max_ratio: the largest ratio of the two sides' character lengths.
 
@@ -218,7 +218,7 @@ def read_pairs(
     """
     if check_lang(lang) == TARGET:
         raise ValueError(f"language must not be the target language {TARGET!r}")
-    lists_dir = Path(lists_dir)
+    lists_dir = Path(LISTS_DIR if lists_dir is None else lists_dir)
     src_files = translation_files(lang, lists_dir)
     english: dict[str, tuple[str, str, tuple[tuple[str, ...], ...]]] = {}
     for path in translation_files(TARGET, lists_dir):

@@ -333,6 +333,7 @@ class Seq2SeqTask(Task):
         r = [[self._metric_text(x) for x in refs[s]] for s in sources]
         scores = {
             **self._text_scores(hyps, [refs[s] for s in sources]),
+            **self._group_scores(sources, hyps, [refs[s] for s in sources]),
             "bleu": metrics.bleu(h, r),
             "chrf": metrics.chrf(h, r),
             "exact_match": metrics.exact_match(hyps, [refs[s] for s in sources]),
@@ -344,6 +345,13 @@ class Seq2SeqTask(Task):
     def _text_scores(self, hyps: list[str], refs: list[list[str]]) -> dict[str, float]:
         """Scores of the generated texts beyond BLEU, chrF and exact match (``rouge1``... for
         summarization); listed first in :meth:`evaluate`'s result. Default: none."""
+        return {}
+
+    def _group_scores(
+        self, sources: list[str], hyps: list[str], refs: list[list[str]]
+    ) -> dict[str, float]:
+        """Scores of parts of the split on their own (``bleu_de``, ``bleu_fr`` for a
+        many-to-English model); listed after :meth:`_text_scores`. Default: none."""
         return {}
 
     def samples(self, model: nn.Module, k: int = 3) -> list[str]:

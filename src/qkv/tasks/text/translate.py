@@ -1,15 +1,24 @@
-"""``translate``: translation on your own sentence pairs, or German -> English from the Ding
-dictionary.
+"""``translate``: translation on your own sentence pairs, on Debian's translated package
+descriptions (many languages into English), or German -> English from the Ding dictionary.
 
 * ``--data pairs.tsv``: one ``source<TAB>target`` pair per line (UTF-8; blank lines are
   skipped). A line without exactly one tab is an error naming the file and line.
-* no data: the ~16,000 German -> English example sentences of the Debian package
-  ``trans-de-en`` (``/usr/share/trans/de-en``, parsed by :mod:`qkv.data.ding`).
+* ``--corpus debian --pair de-en``: the package descriptions Debian's translators wrote
+  (:mod:`qkv.data.debian_parallel`; ``make data`` fetches German, French and Italian):
+  synopses, paragraphs and, where both sides split alike, sentences. ``--pair de,fr,it-en``
+  trains one model on several languages into English; each language's valid and test
+  pairs are also scored on their own (``bleu_de``, ``bleu_fr``, ...). Splits follow the
+  source package, so no package is in two splits.
+* ``--corpus ding`` (the default without ``--data``): the ~16,000 German -> English example
+  sentences of the Debian package ``trans-de-en`` (``/usr/share/trans/de-en``, parsed by
+  :mod:`qkv.data.ding`). ``--corpus debian,ding`` mixes both (``de-en`` only), and scores
+  Ding's held-out sentences on their own too (``bleu_ding``).
 
-Pairs are grouped by source sentence; the distinct sources are shuffled with ``seed`` and
-split into test, valid and train (so a source never appears in two splits; its alternative
-translations all serve as references). Tokens are a shared byte-level BPE (default 4,000
-ids) trained on the training split.
+Ding and ``--data`` pairs are grouped by source sentence; the distinct sources are shuffled
+with ``seed`` and split into test, valid and train (so a source never appears in two splits;
+its alternative translations all serve as references). ``n_valid``/``n_test`` cap each
+corpus's (and each language's) held-out pairs. Tokens are a shared byte-level BPE (default
+4,000 ids) trained on the training split.
 """
 
 from __future__ import annotations
@@ -19,7 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from qkv.data import ding
+from qkv.data import debian_parallel, ding, metrics
+from qkv.data.debian import DebianCorpusError
 from qkv.tasks._common import check_positive, read_text_file
 from qkv.tasks.base import TaskError, split_sizes
 from qkv.tasks.options import DataOption, SeedOption, SizeOptions, TextOptions, option
@@ -65,7 +75,8 @@ class TranslateTask(Seq2SeqTask):
     ``reverse`` (swap source and target, e.g. English -> German),
     ``dictionary`` (with the Ding dictionary: add this many of its word and phrase
     pairs to the training split, the ones sharing words with the training sentences first;
-    never one whose side is a valid or test sentence; 0 = none).
+    never one whose side is a valid or test sentence; 0 = none), ``corpus`` and ``pair``
+    (without ``data``: see the module docstring).
     """
 
     @dataclass
@@ -81,8 +92,19 @@ class TranslateTask(Seq2SeqTask):
             "the Ding data only: add N of the dictionary's word and phrase pairs to the "
             "training data",
         )
+        corpus: str = option(
+            "ding",
+            "without --data: ding (trans-de-en's sentences), debian (Debian's translated "
+            "package descriptions) or both, comma-separated",
+        )
+        pair: str = option(
+            "de-en",
+            "source and target languages: de-en, or several sources into English "
+            "(debian): de,fr,it-en",
+        )
 
     options: Options
+    groups: dict[str, str]  # held-out source -> its language or corpus (several only)
     name = "translate"
     default_max_len = 64
     default_tokenizer = "bpe"
@@ -112,8 +134,36 @@ class TranslateTask(Seq2SeqTask):
         "weight_decay": 0.01,
     }
 
+    def corpora(self) -> tuple[list[str], list[str]]:
+        """The corpora (``["ding"]``, ``["debian"]`` or both) and source languages asked for.
+
+        Raises:
+            TaskError: an unknown corpus, a malformed pair, or a pair a corpus lacks.
+        """
+        corpora = [c.strip() for c in self.options.corpus.split(",")]
+        if len(set(corpora)) < len(corpora) or not set(corpora) <= {"ding", "debian"}:
+            raise TaskError(
+                f"corpus must be ding, debian or both comma-separated, got {self.options.corpus!r}"
+            )
+        src, sep, tgt = self.options.pair.rpartition("-")
+        langs = [x.strip() for x in src.split(",")] if sep else []
+        try:
+            langs = [debian_parallel.check_lang(x) for x in langs]
+        except ValueError:
+            langs = []
+        if not langs or tgt != "en" or "en" in langs or len(set(langs)) < len(langs):
+            raise TaskError(
+                f"pair must be SOURCE-en with one or more comma-separated source languages "
+                f"(de-en, de,fr,it-en), got {self.options.pair!r}"
+            )
+        if "ding" in corpora and langs != ["de"]:
+            raise TaskError(
+                f"corpus ding is German -> English: pair de-en, not {self.options.pair!r}"
+            )
+        return corpora, langs
+
     def read_pairs(self) -> list[tuple[str, str]]:
-        """All pairs of the data source, in file order (reversed if asked).
+        """All pairs of ``--data`` or of the Ding sentences, in file order (reversed if asked).
 
         Raises:
             TaskError: unreadable data, or no ``--data`` and no ``trans-de-en`` package.
@@ -123,9 +173,9 @@ class TranslateTask(Seq2SeqTask):
         else:
             if not ding.DING_PATH.is_file():
                 raise TaskError(
-                    f"task 'translate' without --data reads the German-English dictionary "
+                    f"task 'translate' reads the German-English dictionary "
                     f"{ding.DING_PATH}, which is missing: `apt-get install trans-de-en`, or "
-                    f"pass --data pairs.tsv (source<TAB>target per line)"
+                    f"pass --corpus debian, or --data pairs.tsv (source<TAB>target per line)"
                 )
             pairs = ding.read_ding(ding.DING_PATH)
             if not pairs:
@@ -135,13 +185,63 @@ class TranslateTask(Seq2SeqTask):
         return pairs
 
     def _make_splits(self) -> dict[str, list[Pair]]:
+        self.groups = {}
+        if self.options.data is not None:
+            return self._shuffled_splits(self.read_pairs(), f"translation data {self.options.data}")
+        corpora, langs = self.corpora()
+        out: dict[str, list[Pair]] = {"train": [], "valid": [], "test": []}
+        if "debian" in corpora:
+            for lang in langs:
+                for split, pairs in self._debian_splits(lang).items():
+                    out[split] += pairs
+        if "ding" in corpora:
+            ding_splits = self._shuffled_splits(
+                self.read_pairs(), f"translation data {ding.DING_PATH}"
+            )
+            for split in ("valid", "test"):
+                self.groups.update(dict.fromkeys((p.src for p in ding_splits[split]), "ding"))
+            for split, pairs in ding_splits.items():
+                out[split] += pairs
+        if len(set(self.groups.values())) < 2:
+            self.groups = {}  # one corpus, one language: no per-group scores
+        return out
+
+    def _debian_splits(self, lang: str) -> dict[str, list[Pair]]:
+        """One language's Debian pairs by split, capped by n_train (in corpus order) and
+        n_valid/n_test (a seeded sample)."""
+        try:
+            corpus = debian_parallel.read_pairs(lang)
+        except DebianCorpusError as e:
+            raise TaskError(f"task 'translate' --corpus debian: {e}") from None
+        except ValueError as e:
+            raise TaskError(f"task 'translate' --pair {self.options.pair}: {e}") from None
+        seed = self.options.seed
+        out: dict[str, list[Pair]] = {}
+        for split in ("train", "valid", "test"):
+            pairs = debian_parallel.split_pairs(corpus.pairs, split, seed=seed)  # type: ignore[arg-type]
+            texts = [(p.source, p.target) for p in pairs]
+            if self.options.reverse:
+                texts = [(t, s) for s, t in texts]
+            if split == "train" and self.options.n_train is not None:
+                texts = texts[: self.options.n_train]
+            if split != "train":
+                cap = getattr(self.options, f"n_{split}")
+                cap = self.default_eval_sizes[split] if cap is None else cap
+                random.Random(seed).shuffle(texts)
+                texts = texts[:cap]
+                self.groups.update(dict.fromkeys((s for s, _ in texts), lang))
+            out[split] = [Pair(s, t) for s, t in texts]
+        if not out["train"]:
+            raise TaskError(f"task 'translate': Debian has no {lang}-en training pairs")
+        return out
+
+    def _shuffled_splits(self, pairs: list[tuple[str, str]], what: str) -> dict[str, list[Pair]]:
         groups: dict[str, list[str]] = {}
-        for s, t in self.read_pairs():
+        for s, t in pairs:
             if t not in groups.setdefault(s, []):
                 groups[s].append(t)
         sources = list(groups)
         random.Random(self.options.seed).shuffle(sources)
-        what = f"translation data {self.options.data or ding.DING_PATH}"
         sizes = split_sizes(
             len(sources),
             self.options,
@@ -156,6 +256,24 @@ class TranslateTask(Seq2SeqTask):
             start += sizes[split]
             out[split] = [Pair(s, t) for s in part for t in groups[s]]
         out["train"] += self._dictionary_pairs(out)
+        return out
+
+    def _group_scores(
+        self, sources: list[str], hyps: list[str], refs: list[list[str]]
+    ) -> dict[str, float]:
+        """BLEU and chrF of each language (and of Ding) on its own, when there are several."""
+        if self._splits is None:
+            self._splits = self._make_splits()
+        if not self.groups:
+            return {}
+        out: dict[str, float] = {}
+        for group in sorted(set(self.groups.values())):
+            idx = [i for i, s in enumerate(sources) if self.groups.get(s) == group]
+            if idx:
+                h = [self._metric_text(hyps[i]) for i in idx]
+                r = [[self._metric_text(x) for x in refs[i]] for i in idx]
+                out[f"bleu_{group}"] = metrics.bleu(h, r)
+                out[f"chrf_{group}"] = metrics.chrf(h, r)
         return out
 
     def _dictionary_pairs(self, splits: dict[str, list[Pair]]) -> list[Pair]:
