@@ -64,9 +64,7 @@ def test_many_to_english_scores_each_language(lists: Path) -> None:
     assert sorted(set(task.groups.values())) == ["de", "fr"]
     assert sum(1 for p in test if task.groups[p.src] == "fr") == 6
     torch.manual_seed(0)
-    cfg = task.model_config(
-        d_model=16, n_heads=2, d_ff=32, n_encoder_layers=1, n_decoder_layers=1
-    )
+    cfg = task.model_config(d_model=16, n_heads=2, d_ff=32, n_encoder_layers=1, n_decoder_layers=1)
     scores = task.evaluate(build(cfg), "test", batch_size=8)
     for key in ("bleu_de", "chrf_de", "bleu_fr", "chrf_fr"):
         assert key in scores and 0.0 <= scores[key] <= 100.0
