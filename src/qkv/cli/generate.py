@@ -8,7 +8,13 @@ import sys
 from typing import Any
 
 from qkv.cli import CLIError
-from qkv.cli._common import add_device_arg, add_generation_args, apply_threads, generation_kwargs
+from qkv.cli._common import (
+    add_device_arg,
+    add_generation_args,
+    apply_threads,
+    generation_kwargs,
+    path_arg,
+)
 
 
 def register(sub: argparse._SubParsersAction, name: str) -> None:
@@ -38,14 +44,16 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     )
     p.add_argument(
         "--out-dir",
+        type=path_arg,
         default=".",
         metavar="DIR",
         help="where tasks that make images (text2image) write their PNGs (default: .)",
     )
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", help="checkpoint or run directory")
+    source.add_argument("--checkpoint", type=path_arg, help="checkpoint or run directory")
     source.add_argument(
         "--hf",
+        type=path_arg,
         metavar="DIR",
         help="a Hugging Face model directory (config.json, weights, tokenizer.json)",
     )
@@ -105,6 +113,9 @@ def _say(args: argparse.Namespace, kw: dict[str, Any]) -> int:
     """Speak each ``--say`` text with espeak-ng and print the checkpoint's transcript."""
     if args.hf or args.inputs:
         raise CLIError("--say takes no INPUT and needs --checkpoint (an asr model)")
+    for text in args.say:
+        if not text.strip():  # espeak-ng speaks nothing and exits 0: no sound to transcribe
+            raise CLIError(f"--say {text!r}: give some text to speak")
     from qkv.data.audio import SpeechError, synthesize
     from qkv.tasks import load_trained
 

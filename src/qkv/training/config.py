@@ -28,6 +28,13 @@ OPT, EVAL, RUN = "optimization", "evaluation and checkpoints", "runtime"
 
 #: ``steps`` of a run that only a time budget (``max_time``) ends.
 UNBOUNDED_STEPS = 10**9
+#: The largest count a setting takes (steps, batch, cadences...): larger is a typo (1e30),
+#: not a run any machine finishes.
+MAX_COUNT = 10**9
+#: The largest seed: torch's generators take 64-bit seeds.
+MAX_SEED = 2**63 - 1
+#: The longest time budget, in seconds (30 days).
+MAX_TIME = 30 * 86400.0
 
 
 @dataclass
@@ -224,12 +231,15 @@ class TrainConfig:
             "eval_beam",
         ):
             _check_int(name, getattr(self, name), 1)
-        for name in ("warmup", "eval_every", "save_every", "patience", "seed", "batch_tokens"):
+        for name in ("warmup", "eval_every", "save_every", "patience", "batch_tokens"):
             _check_int(name, getattr(self, name), 0)
+        _check_int("seed", self.seed, 0, MAX_SEED)
         if self.eval_limit is not None:
             _check_int("eval_limit", self.eval_limit, 1)
         if self.max_time is not None:
-            _check_float("max_time", self.max_time, low=0.0, low_open=True)
+            _check_float(
+                "max_time", self.max_time, low=0.0, low_open=True, high=MAX_TIME, high_open=False
+            )
         if self.threads is not None:
             _check_int("threads", self.threads, 1)
         if self.batch_size % self.grad_accum:
@@ -337,10 +347,10 @@ def _show(v: Any) -> str:
     return str(v)
 
 
-def _check_int(name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+def _check_int(name: str, value: object, minimum: int, maximum: int = MAX_COUNT) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
         what = "a positive int" if minimum == 1 else f"an int >= {minimum}"
-        raise ValueError(f"{name} must be {what}, got {value!r}")
+        raise ValueError(f"{name} must be {what} and at most {maximum}, got {value!r}")
 
 
 def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
@@ -355,20 +365,27 @@ def _check_float(
     low: float,
     high: float | None = None,
     low_open: bool = False,
+    high_open: bool = True,
 ) -> None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     ok = ok and math.isfinite(value)  # type: ignore[arg-type]
     if ok:
         v = float(value)  # type: ignore[arg-type]
-        ok = (v > low if low_open else v >= low) and (high is None or v < high)
+        ok = (v > low if low_open else v >= low) and (
+            high is None or (v < high if high_open else v <= high)
+        )
     if not ok:
         lo = f"> {low:g}" if low_open else f">= {low:g}"
-        rng = f"a finite number {lo}" + ("" if high is None else f" and < {high:g}")
+        hi = "" if high is None else f" and < {high:g}" if high_open else f" and <= {high:g}"
+        rng = f"a finite number {lo}{hi}"
         raise ValueError(f"{name} must be {rng}, got {value!r}")
 
 
 __all__ = [
     "AMP_MODES",
+    "MAX_COUNT",
+    "MAX_SEED",
+    "MAX_TIME",
     "OPTIMIZERS",
     "SCHEDULES",
     "UNBOUNDED_STEPS",
