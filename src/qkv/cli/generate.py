@@ -4,6 +4,7 @@ checkpoint."""
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 from typing import Any
 
@@ -82,6 +83,8 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
 def run(args: argparse.Namespace) -> int:
     apply_threads(args)
     kw = generation_kwargs(args)
+    if args.question is not None and not args.question.strip():
+        raise CLIError(f"--question {args.question!r} is empty: ask something")
     if args.say:
         return _say(args, kw)
     inputs = [*args.inputs, *args.prompt] or [
@@ -99,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
     if task.kind == "classify":
         print(f"{task.name} classifier: top classes of each input", file=sys.stderr)
     if args.question is not None:
+        _check_takes_question(task)
         kw["question"] = args.question
     if task.kind == "image":
         print(f"{task.name}: the PNG written for each input", file=sys.stderr)
@@ -107,6 +111,16 @@ def run(args: argparse.Namespace) -> int:
     for prompt, out in zip(inputs, outputs):
         print(prompt + out if task.kind == "lm" else out)  # a language model echoes its prompt
     return 0
+
+
+def _check_takes_question(task: Any) -> None:
+    """Refuse ``--question`` for a task whose ``predict`` has no ``question`` (all take
+    ``**kwargs``, where it would reach the decoding settings as an unknown one)."""
+    if "question" not in inspect.signature(task.predict).parameters:
+        raise CLIError(
+            f"--question: task {task.name!r} takes no question (only visual question "
+            "answering does: vqa)"
+        )
 
 
 def _say(args: argparse.Namespace, kw: dict[str, Any]) -> int:
