@@ -27,6 +27,7 @@ from qkv.cli._common import (
     path_arg,
 )
 from qkv.cli._runs import new_run_problem, resume_problem
+from qkv.cli._world import check_world_batch, world_size
 from qkv.models.config import CONFIG_CLASSES
 from qkv.tasks import TASKS, Task, build_trainer, get_task, saved_task_name, task_class
 from qkv.training import TrainConfig
@@ -311,6 +312,9 @@ def run(args: argparse.Namespace) -> int:
         problem = new_run_problem(out)
         if problem is not None:
             raise CLIError(problem)
+        name = task or DEFAULT_TASK
+        recipe = task_class(name).recipe if name in TASKS else {}
+        check_world_batch({**recipe, **train_given}, world_size())
         try:
             trainer = build_trainer(
                 task or DEFAULT_TASK,
