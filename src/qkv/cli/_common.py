@@ -8,6 +8,7 @@ import dataclasses
 import json
 import os
 import re
+import sys
 import types
 import typing
 from collections.abc import Callable, Sequence
@@ -93,6 +94,16 @@ def name_arg(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("an empty name")
     return text
+
+
+def stderr_is_terminal() -> bool:
+    """Whether standard error (where progress bars are drawn) is a terminal: redirected to a
+    file, a bar's redraws would interleave the log."""
+    isatty = getattr(sys.stderr, "isatty", None)
+    try:
+        return bool(isatty and isatty())
+    except ValueError:  # a closed stream
+        return False
 
 
 def available_cpus() -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from qkv.cli import CLIError
-from qkv.cli._common import _int, _positive_int, _threads, path_arg
+from qkv.cli._common import _int, _positive_int, _threads, path_arg, stderr_is_terminal
 from qkv.tasks.synthetic import SyntheticTask
 
 #: marks a directory written by ``qkv demo`` (which it may replace)
@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
             "steps": args.steps,
             "seed": args.seed,
             "threads": args.threads,
-            "progress": not args.no_progress,
+            "progress": not args.no_progress and stderr_is_terminal(),
         }
     )
     trainer = build_trainer(task, cfg, out)

@@ -93,8 +93,7 @@ def run(args: argparse.Namespace) -> int:
     if args.hf:
         from qkv.cli._hf import generate_text
 
-        for out in generate_text(args.hf, inputs, device=args.device, **kw):
-            print(out)
+        _print_outputs(list(generate_text(args.hf, inputs, device=args.device, **kw)))
         return 0
     from qkv.tasks import load_trained
 
@@ -108,9 +107,32 @@ def run(args: argparse.Namespace) -> int:
         print(f"{task.name}: the PNG written for each input", file=sys.stderr)
         kw["out_dir"] = args.out_dir
     outputs = task.predict(model, inputs, **kw)
-    for prompt, out in zip(inputs, outputs):
-        print(prompt + out if task.kind == "lm" else out)  # a language model echoes its prompt
+    if task.kind == "lm":  # a language model echoes its prompt
+        _print_outputs(outputs, prompts=inputs)
+    else:
+        _print_outputs(outputs)
     return 0
+
+
+#: What stands for an output with no text, so that it is not a blank line among the others.
+EMPTY = "<empty>"
+
+
+def _print_outputs(outputs: list[str], prompts: list[str] | None = None) -> None:
+    """One line per output (a language model's after its prompt); an empty one is
+    :data:`EMPTY`, and stderr says once why."""
+    empty = 0
+    for i, out in enumerate(outputs):
+        if not out.strip():
+            empty += 1
+            out = (" " if prompts else "") + EMPTY
+        print((prompts[i] if prompts else "") + out)
+    if empty:
+        print(
+            f"qkv generate: {empty} of {len(outputs)} output(s) {EMPTY}: the model produced no "
+            "text (it ended the sequence at once, or made only tokens that decode to nothing)",
+            file=sys.stderr,
+        )
 
 
 def _check_takes_question(task: Any) -> None:

@@ -25,6 +25,7 @@ from qkv.cli._common import (
     name_arg,
     parse_overrides,
     path_arg,
+    stderr_is_terminal,
 )
 from qkv.cli._runs import new_run_problem, resume_problem
 from qkv.cli._world import check_world_batch, world_size
@@ -272,6 +273,8 @@ def _check_out(out: Path) -> None:
 
 def run(args: argparse.Namespace) -> int:
     train_given: dict[str, Any] = given_fields(args, TrainConfig)
+    if "progress" not in train_given and not stderr_is_terminal():
+        train_given["progress"] = False  # a bar's redraws would interleave a log file
     if "max_time" in train_given and "steps" not in train_given and not args.resume:
         train_given["steps"] = UNBOUNDED_STEPS  # the time budget decides
     if args.model == ["help"]:
