@@ -92,3 +92,35 @@ def test_a_label_the_model_never_saw_is_named_with_the_file(tmp_path, capsys):
     data.write_text(data.read_text().replace("NEWLABEL\t", "b\t"))
     code, _, err = run_cli(["eval", "--checkpoint", str(out)], capsys)
     assert code == 0, err
+
+
+def _translate(data: Path, out: Path) -> list[str]:
+    return ["train", "--task", "translate", "--data", str(data), "--n-valid", "2", "--n-test",
+            "2", "--steps", "1", "--batch-size", "8", "--model", "d_model=16", "--model",
+            "n_heads=2", "--model", "d_ff=32", "--model", "n_encoder_layers=1", "--model",
+            "n_decoder_layers=1", "--eval-limit", "2", "--no-progress", "--out", str(out)]  # fmt: skip
+
+
+def test_translation_lines_longer_than_the_limit_are_skipped_and_counted(tmp_path, capsys):
+    """A line pair of 2 x 120,000 characters took 38 s (the tokenizer's training grows with
+    the square of a line's length): lines over MAX_LINE_CHARS are skipped, and said."""
+    from qkv.tasks.translate import MAX_LINE_CHARS
+
+    data = tmp_path / "pairs.tsv"
+    normal = [f"quelle {i}\tziel {i}" for i in range(30)]
+    long = "w " * 60_000
+    data.write_text("\n".join([f"{long}\t{long}", *normal, f"kurz\t{'x' * (MAX_LINE_CHARS + 1)}"]))
+    code, out, err = run_cli(_translate(data, tmp_path / "run"), capsys)
+    assert code == 0, err
+    assert f"skipped 2 line pair(s) of {data} with a side longer than 2,000 characters" in out
+    from qkv.tasks import load_task
+
+    task = load_task(
+        tmp_path / "run" / "checkpoints" / (tmp_path / "run" / "latest").read_text().strip(),
+        rebuild_data=True,
+    )
+    pairs = [p for split in ("train", "valid", "test") for p in task.examples(split)]
+    assert len(pairs) == 30 and max(len(p.src) for p in pairs) < 20
+    # a file of nothing but documents is refused in one line
+    data.write_text(f"{long}\t{long}\n")
+    assert_refused(_translate(data, tmp_path / "run2"), capsys, str(data), "2,000 characters")
