@@ -7,14 +7,16 @@ exit 2, saying what is wrong and what to do; a new time budget on resume is said
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from _surface import TINY_RUN, assert_refused, run_cli, train_tiny
 
+from qkv.training import runlock
 from qkv.training.runlock import RunLock
 
 
@@ -110,18 +112,46 @@ def test_every_refusal_says_what_to_do(files, capsys):
     assert len(cases) == 14
 
 
+#: Holds a run lock in another process: runlock.py alone (standard library only), loaded by
+#: its path so that the child starts in milliseconds.
+HOLDER = """
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("runlock", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+sys.modules["runlock"] = module
+spec.loader.exec_module(module)
+module.RunLock(sys.argv[2]).acquire()
+print("locked", flush=True)
+sys.stdin.read()
+"""
+
+
 def test_a_live_holder_is_named_before_resume_or_a_new_run(files, capsys):
     """A run another process trains now is named by its pid and host, whether or not it has
     saved a checkpoint, for --resume and for a new run into the same directory."""
     d = files["base"] / "held"
-    lock = RunLock(d).acquire()  # this process holds it, as a running trainer would
+    child = subprocess.Popen([sys.executable, "-c", HOLDER, runlock.__file__, str(d)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
     try:
-        who = f"pid {os.getpid()} on host"
+        assert child.stdout is not None and child.stdout.readline() == "locked\n"
+        who = f"pid {child.pid} on host"
         assert_refused(["train", "--resume", "--out", str(d)], capsys, who, "no checkpoint yet")
         assert_refused(["train", *TINY_RUN, "--out", str(d)], capsys, who, "in use by")
     finally:
-        lock.release()
+        child.communicate("")
     assert not (d / "latest").exists()
+
+
+def test_this_processs_own_lock_is_reentrant(files, capsys):
+    """A script that resumes after an exception, its first trainer still alive, holds the
+    lock itself: that is no other holder."""
+    lock = RunLock(files["run"]).acquire()
+    try:
+        code, _, err = run_cli(["train", "--resume", "--out", str(files["run"]), "--steps", "1",
+                                "--no-progress"], capsys)  # fmt: skip
+        assert code == 0, err
+    finally:
+        lock.release()
 
 
 def test_a_run_with_a_checkpoint_asks_for_resume_when_free(files, capsys):

@@ -4,6 +4,7 @@ the run has no checkpoint yet, or another process is writing it (named by pid an
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 from qkv.training import checkpoint as ckpt
@@ -20,7 +21,8 @@ def live_holder(run_dir: Path) -> LockHolder | None:
     cannot be probed: no lock file, no ``flock``).
 
     The probe takes the kernel lock on a fresh descriptor and lets it go at once; a lock held
-    by any live process (this one included) makes it fail, which is the answer.
+    by another live process makes it fail, which is the answer. This process's own lock is
+    re-entrant (:class:`~qkv.training.runlock.RunLock`), so it does not count.
     """
     path = run_dir / LOCK_FILE
     if fcntl is None or not path.is_file():
@@ -32,7 +34,14 @@ def live_holder(run_dir: Path) -> LockHolder | None:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        return read_holder(path) or LockHolder(pid=-1, host="unknown host", since="")
+        holder = read_holder(path)
+        if (
+            holder is not None
+            and holder.pid == os.getpid()
+            and holder.host == (socket.gethostname() or "unknown-host")
+        ):
+            return None  # this process: its lock is re-entrant (a trainer built anew)
+        return holder or LockHolder(pid=-1, host="unknown host", since="")
     except OSError:  # e.g. a filesystem without flock: nothing to tell
         return None
     else:
