@@ -52,3 +52,16 @@ def test_an_empty_output_is_marked(run, capsys, monkeypatch):
     assert code == 0, err
     assert out.splitlines() == ["<empty>", "bb", "<empty>"]
     assert "2 of 3 output(s) <empty>: the model produced no text" in err
+
+
+def test_an_empty_sample_is_marked(monkeypatch):
+    """The samples a run logs after each evaluation: an empty output is ``<empty>`` too."""
+    from qkv.tasks import get_task
+
+    task = get_task("copy", {"n_train": 32, "max_len": 4})
+    pairs = task.examples("valid")[:2]
+    monkeypatch.setattr(type(task), "generate_texts", lambda self, model, srcs, **kw: ["", "ab"])
+    assert task.samples(None, k=2) == [  # type: ignore[arg-type]
+        f"{pairs[0][0]}  ->  <empty>  (reference: {pairs[0][1]})",
+        f"{pairs[1][0]}  ->  ab  (reference: {pairs[1][1]})",
+    ]
