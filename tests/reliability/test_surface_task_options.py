@@ -47,6 +47,12 @@ def _cases(run: Path, new: Path) -> list[tuple[str, list[str], tuple[str, ...]]]
          ("--question", "empty")),
         ("generate --question '  '", ["generate", "--checkpoint", ck, "--question", "  ",
          "test:0"], ("--question", "empty")),
+        ("viz --question to a copy model", ["viz", "--checkpoint", ck, "a", "--question",
+         "what", "--out", str(new.parent / "r.html")], ("--question", "'copy'", "vqa")),
+        ("viz --question ''", ["viz", "--checkpoint", ck, "a", "--question", "",
+         "--out", str(new.parent / "r.html")], ("--question", "empty")),
+        ("generate --hf --question", ["generate", "--hf", ck, "--question", "what", "a"],
+         ("--question", "--hf")),
         ("digits --vocab-size", ["train", "--task", "digits", "--vocab-size", "100",
          "--out", out], ("--vocab-size", "digits")),
     ]  # fmt: skip
@@ -63,7 +69,8 @@ def test_every_bad_task_option_is_one_line(run, tmp_path, capsys):
             failures.append(f"{name}: {e}")
     assert not failures, "\n".join(failures)
     assert not new.exists()
-    assert len(cases) == 6
+    assert len(cases) == 9
+    assert not (new.parent / "r.html").exists()
 
 
 def test_the_bounds_hold_in_python():

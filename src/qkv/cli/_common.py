@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import json
 import os
 import re
@@ -104,6 +105,27 @@ def stderr_is_terminal() -> bool:
         return bool(isatty and isatty())
     except ValueError:  # a closed stream
         return False
+
+
+def check_question_text(question: str | None) -> None:
+    """Refuse an empty ``--question`` before any model is loaded."""
+    if question is not None and not question.strip():
+        raise CLIError(f"--question {question!r} is empty: ask something")
+
+
+def check_takes_question(task: Any) -> None:
+    """Refuse ``--question`` for a task whose ``predict`` has no ``question`` (every task
+    takes ``**kwargs``, where it would reach the decoding settings as an unknown one, or be
+    ignored).
+
+    Raises:
+        CLIError: naming the task and the one that takes a question.
+    """
+    if "question" not in inspect.signature(task.predict).parameters:
+        raise CLIError(
+            f"--question: task {task.name!r} takes no question (only visual question "
+            "answering does: vqa)"
+        )
 
 
 def available_cpus() -> int:

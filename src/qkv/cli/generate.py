@@ -4,7 +4,6 @@ checkpoint."""
 from __future__ import annotations
 
 import argparse
-import inspect
 import sys
 from typing import Any
 
@@ -13,6 +12,8 @@ from qkv.cli._common import (
     add_device_arg,
     add_generation_args,
     apply_threads,
+    check_question_text,
+    check_takes_question,
     generation_kwargs,
     path_arg,
 )
@@ -83,14 +84,15 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
 def run(args: argparse.Namespace) -> int:
     apply_threads(args)
     kw = generation_kwargs(args)
-    if args.question is not None and not args.question.strip():
-        raise CLIError(f"--question {args.question!r} is empty: ask something")
+    check_question_text(args.question)
     if args.say:
         return _say(args, kw)
     inputs = [*args.inputs, *args.prompt] or [
         line.rstrip("\n") for line in sys.stdin if line.strip()
     ]
     if args.hf:
+        if args.question is not None:
+            raise CLIError("--question needs a vqa --checkpoint; a --hf model takes none")
         from qkv.cli._hf import generate_text
 
         _print_outputs(list(generate_text(args.hf, inputs, device=args.device, **kw)))
@@ -101,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     if task.kind == "classify":
         print(f"{task.name} classifier: top classes of each input", file=sys.stderr)
     if args.question is not None:
-        _check_takes_question(task)
+        check_takes_question(task)
         kw["question"] = args.question
     if task.kind == "image":
         print(f"{task.name}: the PNG written for each input", file=sys.stderr)
@@ -132,16 +134,6 @@ def _print_outputs(outputs: list[str], prompts: list[str] | None = None) -> None
             f"qkv generate: {empty} of {len(outputs)} output(s) {EMPTY}: the model produced no "
             "text (it ended the sequence at once, or made only tokens that decode to nothing)",
             file=sys.stderr,
-        )
-
-
-def _check_takes_question(task: Any) -> None:
-    """Refuse ``--question`` for a task whose ``predict`` has no ``question`` (all take
-    ``**kwargs``, where it would reach the decoding settings as an unknown one)."""
-    if "question" not in inspect.signature(task.predict).parameters:
-        raise CLIError(
-            f"--question: task {task.name!r} takes no question (only visual question "
-            "answering does: vqa)"
         )
 
 

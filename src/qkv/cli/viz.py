@@ -6,7 +6,13 @@ import argparse
 from pathlib import Path
 
 from qkv.cli import CLIError
-from qkv.cli._common import add_device_arg, apply_threads, path_arg
+from qkv.cli._common import (
+    add_device_arg,
+    apply_threads,
+    check_question_text,
+    check_takes_question,
+    path_arg,
+)
 
 
 def register(sub: argparse._SubParsersAction, name: str) -> None:
@@ -58,7 +64,10 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--out {out}: the directory {out.parent} does not exist")
     if png is not None and png.exists() and not png.is_dir():
         raise CLIError(f"--png {png} is a file; give a directory for the figures")
+    check_question_text(args.question)
     if args.hf:
+        if args.question is not None:
+            raise CLIError("--question needs a vqa --checkpoint; a --hf model takes none")
         from qkv.cli._hf import viz_hf
 
         path = viz_hf(
@@ -72,15 +81,18 @@ def run(args: argparse.Namespace) -> int:
         )
         print(f"wrote {path}" + (f" and figures in {args.png}" if args.png else ""))
         return 0
-    from qkv.tasks import from_checkpoint
+    from qkv.tasks import load_trained, report_for_task
 
-    path = from_checkpoint(
-        args.checkpoint,
+    model, task = load_trained(args.checkpoint, device=args.device)
+    if args.question is not None:
+        check_takes_question(task)
+    path = report_for_task(
+        model,
+        task,
         args.input,
         args.out,
         target=args.target,
         png_dir=args.png,
-        device=args.device,
         title=args.title,
         question=args.question,
     )
