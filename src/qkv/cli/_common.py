@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import json
+import os
+import re
+import sys
 import types
 import typing
 from collections.abc import Callable, Sequence
@@ -47,10 +51,16 @@ def _arg_type(tp: Any) -> tuple[Callable[[str], Any] | None, tuple[Any, ...] | N
     return tp, None, False
 
 
+#: The largest value an int flag takes: torch's seeds, sizes and counts are 64-bit, so a
+#: larger one could only fail later, deep inside torch ("Overflow when unpacking long long").
+MAX_INT = 2**63 - 1
+
+
 def _int(text: str) -> int:
-    """An int flag that also reads ``1e6`` (an exact integer in float notation)."""
+    """An int flag that also reads ``1e6`` (an exact integer in float notation), at most
+    :data:`MAX_INT` in size."""
     try:
-        return int(text)
+        n = int(text)
     except ValueError:
         try:
             f = float(text)
@@ -58,7 +68,10 @@ def _int(text: str) -> int:
             raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
         if not f.is_integer():
             raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
-        return int(f)
+        n = int(f)
+    if abs(n) > MAX_INT:
+        raise argparse.ArgumentTypeError(f"at most {MAX_INT} (2**63 - 1), got {text!r}")
+    return n
 
 
 def _positive_int(text: str) -> int:
@@ -67,6 +80,106 @@ def _positive_int(text: str) -> int:
     if n < 1:
         raise argparse.ArgumentTypeError(f"must be a positive int, got {text!r}")
     return n
+
+
+def path_arg(text: str) -> str:
+    """A path flag's value, refused when empty: ``--out ''`` would otherwise mean the
+    current directory (or, where the caller falls back on ``or``, the default)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path; give a file or directory name")
+    return text
+
+
+def name_arg(text: str) -> str:
+    """A name flag's value (``--task``), refused when empty instead of taken as unset."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty name")
+    return text
+
+
+def stderr_is_terminal() -> bool:
+    """Whether standard error (where progress bars are drawn) is a terminal: redirected to a
+    file, a bar's redraws would interleave the log."""
+    isatty = getattr(sys.stderr, "isatty", None)
+    try:
+        return bool(isatty and isatty())
+    except ValueError:  # a closed stream
+        return False
+
+
+def check_question_text(question: str | None) -> None:
+    """Refuse an empty ``--question`` before any model is loaded."""
+    if question is not None and not question.strip():
+        raise CLIError(f"--question {question!r} is empty: ask something")
+
+
+def check_takes_question(task: Any) -> None:
+    """Refuse ``--question`` for a task whose ``predict`` has no ``question`` (every task
+    takes ``**kwargs``, where it would reach the decoding settings as an unknown one, or be
+    ignored).
+
+    Raises:
+        CLIError: naming the task and the one that takes a question.
+    """
+    if "question" not in inspect.signature(task.predict).parameters:
+        raise CLIError(
+            f"--question: task {task.name!r} takes no question (only visual question "
+            "answering does: vqa)"
+        )
+
+
+def available_cpus() -> int:
+    """The CPU cores this process may run on (its affinity set, else the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # macOS and Windows have no affinity call
+        return os.cpu_count() or 1
+
+
+def _threads(text: str) -> int:
+    """A ``--threads`` value no larger than the cores this process has: torch's OpenMP pool
+    of 100,000 threads dies with SIGSEGV instead of an error."""
+    n = _positive_int(text)
+    limit = available_cpus()
+    if n > limit:
+        raise argparse.ArgumentTypeError(
+            f"this process may use {limit} CPU cores; give at most {limit}, got {n}"
+        )
+    return n
+
+
+#: ``1h30m``, ``90m``, ``600s``, ``2.5h``: each unit at most once, in the order h, m, s.
+_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?")
+#: The longest time budget a run takes: a longer one is a typo, not a plan.
+MAX_DURATION = 30 * 86400.0
+
+
+def _duration(text: str) -> float:
+    """A ``--max-time`` value: plain seconds (``90``) or units (``1h30m``), each unit at most
+    once and in the order h, m, s (``1m30`` and ``1h1h`` are refused), at most 30 days.
+
+    Raises:
+        argparse.ArgumentTypeError: malformed, zero, or longer than :data:`MAX_DURATION`.
+    """
+    raw = text.strip().lower()
+    m = _DURATION.fullmatch(raw)
+    plain = re.fullmatch(r"\d+(?:\.\d+)?", raw)
+    if plain:
+        seconds = float(raw)
+    elif m and any(m.groups()):
+        h, mi, se = (float(g) if g else 0.0 for g in m.groups())
+        seconds = h * 3600.0 + mi * 60.0 + se
+    else:
+        raise argparse.ArgumentTypeError(
+            f"expected a duration such as 30m, 600s, 1h30m or 90 (seconds), each unit at most "
+            f"once in the order h, m, s; got {text!r}"
+        )
+    if not 0.0 < seconds <= MAX_DURATION:
+        raise argparse.ArgumentTypeError(
+            f"a duration must be more than 0 and at most 30 days ({MAX_DURATION:.0f} s), "
+            f"got {text!r}"
+        )
+    return seconds
 
 
 def _device(text: str) -> str:
@@ -88,7 +201,7 @@ def add_device_arg(p: argparse.ArgumentParser, default: str = "cpu") -> None:
     )
     p.add_argument(
         "--threads",
-        type=_positive_int,
+        type=_threads,
         help="torch intra-op threads on the CPU (default: torch's choice)",
     )
 

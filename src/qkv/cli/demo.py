@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from qkv.cli import CLIError
+from qkv.cli._common import _int, _positive_int, _threads, path_arg, stderr_is_terminal
 from qkv.tasks.synthetic.kalo import SyntheticTask
 
 #: marks a directory written by ``qkv demo`` (which it may replace)
@@ -32,23 +33,25 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         "sentences, print sample translations (greedy and beam search), save the checkpoint "
         "and metrics.json, and write an attention report.",
     )
-    p.add_argument("--out", default="demo_out", help="output directory (default: demo_out)")
+    p.add_argument(
+        "--out", type=path_arg, default="demo_out", help="output directory (default: demo_out)"
+    )
     p.add_argument(
         "--steps",
-        type=int,
+        type=_positive_int,
         default=DEMO_STEPS,
         help=f"training steps (default: {DEMO_STEPS}, the synthetic task's recipe)",
     )
-    p.add_argument("--seed", type=int, default=0, help="training seed (default: 0)")
+    p.add_argument("--seed", type=_int, default=0, help="training seed (default: 0)")
     p.add_argument(
         "--threads",
-        type=int,
+        type=_threads,
         default=1,
         help="torch threads (default 1: this 247k-parameter model gains little from more, "
         "and one thread cannot be slowed down by OpenMP oversubscription)",
     )
     p.add_argument(
-        "--samples", type=int, default=8, help="sample translations to print (default: 8)"
+        "--samples", type=_positive_int, default=8, help="sample translations to print (default: 8)"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
@@ -92,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
             "steps": args.steps,
             "seed": args.seed,
             "threads": args.threads,
-            "progress": not args.no_progress,
+            "progress": not args.no_progress and stderr_is_terminal(),
         }
     )
     trainer = build_trainer(task, cfg, out)

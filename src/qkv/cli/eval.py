@@ -9,7 +9,7 @@ import sys
 import time
 
 from qkv.cli import CLIError
-from qkv.cli._common import _positive_int, add_device_arg, apply_threads
+from qkv.cli._common import _positive_int, add_device_arg, apply_threads, path_arg
 
 
 def register(sub: argparse._SubParsersAction, name: str) -> None:
@@ -22,6 +22,7 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     )
     p.add_argument(
         "--checkpoint",
+        type=path_arg,
         required=True,
         action="append",
         help="checkpoint or run directory; repeat it to compare models of one task on the "

@@ -8,7 +8,15 @@ import sys
 from typing import Any
 
 from qkv.cli import CLIError
-from qkv.cli._common import add_device_arg, add_generation_args, apply_threads, generation_kwargs
+from qkv.cli._common import (
+    add_device_arg,
+    add_generation_args,
+    apply_threads,
+    check_question_text,
+    check_takes_question,
+    generation_kwargs,
+    path_arg,
+)
 
 
 def register(sub: argparse._SubParsersAction, name: str) -> None:
@@ -38,14 +46,16 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     )
     p.add_argument(
         "--out-dir",
+        type=path_arg,
         default=".",
         metavar="DIR",
         help="where tasks that make images (text2image) write their PNGs (default: .)",
     )
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", help="checkpoint or run directory")
+    source.add_argument("--checkpoint", type=path_arg, help="checkpoint or run directory")
     source.add_argument(
         "--hf",
+        type=path_arg,
         metavar="DIR",
         help="a Hugging Face model directory (config.json, weights, tokenizer.json)",
     )
@@ -74,21 +84,24 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
 def run(args: argparse.Namespace) -> int:
     apply_threads(args)
     kw = generation_kwargs(args)
+    check_question_text(args.question)
     if args.say:
         return _say(args, kw)
     inputs = [*args.inputs, *args.prompt] or [
         line.rstrip("\n") for line in sys.stdin if line.strip()
     ]
     if args.hf:
+        if args.question is not None:
+            raise CLIError("--question needs a vqa --checkpoint; a --hf model takes none")
         from qkv.cli._hf import generate_text
 
-        for out in generate_text(args.hf, inputs, device=args.device, **kw):
-            print(out)
+        _print_outputs(list(generate_text(args.hf, inputs, device=args.device, **kw)))
         return 0
     from qkv.tasks import load_trained
 
     model, task = load_trained(args.checkpoint, device=args.device)
     if args.question is not None:
+        check_takes_question(task)
         kw["question"] = args.question
     if task.kind == "image":
         kw["out_dir"] = args.out_dir
@@ -98,15 +111,41 @@ def run(args: argparse.Namespace) -> int:
         print(f"{task.name} classifier: top classes of each input", file=sys.stderr)
     if task.kind == "image":
         print(f"{task.name}: the PNG written for each input", file=sys.stderr)
-    for prompt, out in zip(inputs, outputs):
-        print(prompt + out if task.kind == "lm" else out)  # a language model echoes its prompt
+    if task.kind == "lm":  # a language model echoes its prompt
+        _print_outputs(outputs, prompts=inputs)
+    else:
+        _print_outputs(outputs)
     return 0
+
+
+#: What stands for an output with no text, so that it is not a blank line among the others.
+EMPTY = "<empty>"
+
+
+def _print_outputs(outputs: list[str], prompts: list[str] | None = None) -> None:
+    """One line per output (a language model's after its prompt); an empty one is
+    :data:`EMPTY`, and stderr says once why."""
+    empty = 0
+    for i, out in enumerate(outputs):
+        if not out.strip():
+            empty += 1
+            out = (" " if prompts else "") + EMPTY
+        print((prompts[i] if prompts else "") + out)
+    if empty:
+        print(
+            f"qkv generate: {empty} of {len(outputs)} output(s) {EMPTY}: the model produced no "
+            "text (it ended the sequence at once, or made only tokens that decode to nothing)",
+            file=sys.stderr,
+        )
 
 
 def _say(args: argparse.Namespace, kw: dict[str, Any]) -> int:
     """Speak each ``--say`` text with espeak-ng and print the checkpoint's transcript."""
     if args.hf or args.inputs:
         raise CLIError("--say takes no INPUT and needs --checkpoint (an asr model)")
+    for text in args.say:
+        if not text.strip():  # espeak-ng speaks nothing and exits 0: no sound to transcribe
+            raise CLIError(f"--say {text!r}: give some text to speak")
     from qkv.data.audio import SpeechError, synthesize
     from qkv.tasks import load_trained
 

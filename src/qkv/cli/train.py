@@ -17,16 +17,23 @@ from typing import Any, NoReturn
 from qkv.cli import CLIError, Parser
 from qkv.cli._common import (
     _device,
+    _duration,
+    _threads,
     add_config_args,
     flag_message,
     given_fields,
+    name_arg,
     parse_overrides,
+    path_arg,
+    stderr_is_terminal,
 )
+from qkv.cli._runs import new_run_problem, resume_problem
+from qkv.cli._world import check_world_batch, world_size
 from qkv.models.config import CONFIG_CLASSES
 from qkv.tasks import TASKS, Task, build_trainer, get_task, saved_task_name, task_class
 from qkv.training import TrainConfig
 from qkv.training.config import UNBOUNDED_STEPS
-from qkv.training.progress import parse_duration
+from qkv.training.progress import format_duration
 from qkv.training.trainer import TrainingInterrupted
 
 #: Where a task's own flags go in the namespace (apart from the training flags: both
@@ -50,12 +57,16 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     p.prepare = _prepare  # type: ignore[attr-defined]
     p.add_argument(
         "--task",
+        type=name_arg,
         default=argparse.SUPPRESS,
         help=f"one of: {', '.join(sorted(TASKS))} (default: {DEFAULT_TASK}; a resumed run "
         "keeps its own)",
     )
     p.add_argument(
-        "--out", default=None, help="run directory (default: runs/TASK); one run per directory"
+        "--out",
+        type=path_arg,
+        default=None,
+        help="run directory (default: runs/TASK); one run per directory",
     )
     p.add_argument(
         "--resume",
@@ -82,15 +93,23 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         help="a model config field, e.g. d_model=128 (repeatable; `--model help` lists them)",
     )
     m.add_argument(
-        "--init-from", metavar="DIR", help="start from the weights of a qkv checkpoint or run"
+        "--init-from",
+        type=path_arg,
+        metavar="DIR",
+        help="start from the weights of a qkv checkpoint or run",
     )
     m.add_argument(
         "--init-from-hf",
+        type=path_arg,
         metavar="DIR",
         help="start from the weights of a Hugging Face model directory (fine-tuning: the "
         "architecture is the pretrained one; a new head is initialised and listed)",
     )
-    add_config_args(p, TrainConfig, types={"device": _device, "max_time": _duration})
+    add_config_args(
+        p,
+        TrainConfig,
+        types={"device": _device, "max_time": _duration, "threads": _threads},
+    )
     p.set_defaults(func=run)
 
 
@@ -137,16 +156,6 @@ def _prepare(p: argparse.ArgumentParser, strings: list[str]) -> None:
         _refuse_foreign(p, name, strings)
     else:
         p.keep = LATER  # type: ignore[attr-defined]
-
-
-def _duration(text: str) -> float:
-    try:
-        return parse_duration(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-#: the step bound of a time-budgeted run when --steps is not given
 
 
 class _LaterParser(Parser):
@@ -216,6 +225,47 @@ def _show_recipe(
     return 0
 
 
+def _refuse_on_resume(args: argparse.Namespace) -> None:
+    """Refuse the flags that only start a new run: a resumed run keeps its own weights."""
+    for flag, value in (("--init-from", args.init_from), ("--init-from-hf", args.init_from_hf)):
+        if value is not None:
+            raise CLIError(
+                f"{flag} {value}: a resumed run continues from its own checkpoint; drop "
+                f"{flag}, or start a new run with another --out"
+            )
+
+
+def _resumed_budget(max_time: float | None, elapsed: float) -> str:
+    """What ``--max-time`` means for a resumed run (the run's whole budget, counted from
+    its start), said before it trains.
+
+    Raises:
+        CLIError: the run has already trained that long.
+    """
+    assert max_time is not None  # given on the command line
+    if max_time <= elapsed:
+        raise CLIError(
+            f"--max-time {format_duration(max_time)}: the run has already trained "
+            f"{format_duration(elapsed)}; the budget counts from the run's start, so give "
+            "more than that"
+        )
+    return (
+        f"max_time: {format_duration(max_time)} (new budget for this resumed run, counted "
+        f"from its start: {format_duration(elapsed)} done, about "
+        f"{format_duration(max_time - elapsed)} left)"
+    )
+
+
+def _check_batch_tokens(name: str) -> None:
+    """Refuse ``--batch-tokens`` for a task whose examples have no length in tokens."""
+    able = sorted(n for n, cls in TASKS.items() if callable(getattr(cls, "length", None)))
+    if name in TASKS and name not in able:
+        raise CLIError(
+            f"--batch-tokens: task {name!r} cannot batch by tokens (its examples have no "
+            f"length); the tasks that can: {', '.join(able)}"
+        )
+
+
 def _check_out(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise CLIError(f"--out {out} is a file; give a directory for the run")
@@ -223,6 +273,8 @@ def _check_out(out: Path) -> None:
 
 def run(args: argparse.Namespace) -> int:
     train_given: dict[str, Any] = given_fields(args, TrainConfig)
+    if "progress" not in train_given and not stderr_is_terminal():
+        train_given["progress"] = False  # a bar's redraws would interleave a log file
     if "max_time" in train_given and "steps" not in train_given and not args.resume:
         train_given["steps"] = UNBOUNDED_STEPS  # the time budget decides
     if args.model == ["help"]:
@@ -238,7 +290,13 @@ def run(args: argparse.Namespace) -> int:
     if args.show_recipe:
         return _show_recipe(task or DEFAULT_TASK, train_given, options, args.preset, overrides)
     _check_out(out)
+    if train_given.get("batch_tokens") and not args.resume:
+        _check_batch_tokens(task or DEFAULT_TASK)
     if args.resume:
+        _refuse_on_resume(args)
+        problem = resume_problem(out)
+        if problem is not None:
+            raise CLIError(problem)
         try:
             trainer = build_trainer(
                 task,
@@ -251,12 +309,15 @@ def run(args: argparse.Namespace) -> int:
             )
         except ValueError as e:  # the saved settings with the new ones: name the flags
             raise CLIError(flag_message(str(e), TrainConfig)) from None
+        if "max_time" in train_given and trainer.dist.is_main:
+            print(f"qkv train: {_resumed_budget(trainer.cfg.max_time, trainer.elapsed)}")
     else:
-        if (out / "latest").exists():
-            raise CLIError(
-                f"--out {out} already holds a run; pass --resume to continue it or choose "
-                f"another --out"
-            )
+        problem = new_run_problem(out)
+        if problem is not None:
+            raise CLIError(problem)
+        name = task or DEFAULT_TASK
+        recipe = task_class(name).recipe if name in TASKS else {}
+        check_world_batch({**recipe, **train_given}, world_size())
         try:
             trainer = build_trainer(
                 task or DEFAULT_TASK,

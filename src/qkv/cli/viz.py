@@ -6,7 +6,13 @@ import argparse
 from pathlib import Path
 
 from qkv.cli import CLIError
-from qkv.cli._common import add_device_arg, apply_threads
+from qkv.cli._common import (
+    add_device_arg,
+    apply_threads,
+    check_question_text,
+    check_takes_question,
+    path_arg,
+)
 
 
 def register(sub: argparse._SubParsersAction, name: str) -> None:
@@ -28,14 +34,17 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         "SPLIT:N (test:0)",
     )
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", help="checkpoint or run directory")
+    source.add_argument("--checkpoint", type=path_arg, help="checkpoint or run directory")
     source.add_argument(
         "--hf",
+        type=path_arg,
         metavar="DIR",
         help="a Hugging Face model directory (config.json, weights, tokenizer.json)",
     )
-    p.add_argument("--out", default="report.html", help="HTML file (default: report.html)")
-    p.add_argument("--png", metavar="DIR", help="also save PNG heatmaps into DIR")
+    p.add_argument(
+        "--out", type=path_arg, default="report.html", help="HTML file (default: report.html)"
+    )
+    p.add_argument("--png", type=path_arg, metavar="DIR", help="also save PNG heatmaps into DIR")
     p.add_argument("--target", help="target text for encoder-decoders (default: generated)")
     p.add_argument("--title", help="page title")
     p.add_argument(
@@ -51,9 +60,14 @@ def run(args: argparse.Namespace) -> int:
     out, png = Path(args.out), Path(args.png) if args.png else None
     if out.is_dir():
         raise CLIError(f"--out {out} is a directory; give the HTML file to write")
+    if not out.parent.is_dir():  # checked before the model runs, not after
+        raise CLIError(f"--out {out}: the directory {out.parent} does not exist")
     if png is not None and png.exists() and not png.is_dir():
         raise CLIError(f"--png {png} is a file; give a directory for the figures")
+    check_question_text(args.question)
     if args.hf:
+        if args.question is not None:
+            raise CLIError("--question needs a vqa --checkpoint; a --hf model takes none")
         from qkv.cli._hf import viz_hf
 
         path = viz_hf(
@@ -67,15 +81,18 @@ def run(args: argparse.Namespace) -> int:
         )
         print(f"wrote {path}" + (f" and figures in {args.png}" if args.png else ""))
         return 0
-    from qkv.tasks import from_checkpoint
+    from qkv.tasks import load_trained, report_for_task
 
-    path = from_checkpoint(
-        args.checkpoint,
+    model, task = load_trained(args.checkpoint, device=args.device)
+    if args.question is not None:
+        check_takes_question(task)
+    path = report_for_task(
+        model,
+        task,
         args.input,
         args.out,
         target=args.target,
         png_dir=args.png,
-        device=args.device,
         title=args.title,
         question=args.question,
     )

@@ -26,13 +26,14 @@ def read_json(path: str | Path, error: type[Exception] = ValueError) -> Any:
         error: the exception class to raise (its message names ``path``).
 
     Raises:
-        error: the file is missing, unreadable, not UTF-8, not JSON, or nested too deeply
-            to parse.
+        error: the file is missing, unreadable, not UTF-8, not JSON, nested too deeply
+            to parse, or holds an integer of more than 4300 digits (named by its field).
     """
     path = Path(path)
     try:
         with open(path, encoding="utf-8") as f:
-            return json.load(f)
+            huge: list[_Huge] = []  # the walk below runs only for a file that has one
+            obj = json.load(f, parse_int=lambda text: _parse_int(text, huge))
     except FileNotFoundError:
         raise error(f"{path} is missing") from None
     except UnicodeDecodeError as e:
@@ -43,6 +44,51 @@ def read_json(path: str | Path, error: type[Exception] = ValueError) -> Any:
         raise error(f"{path} is nested too deeply to be a qkv JSON file") from None
     except OSError as e:
         raise error(f"{path} cannot be read: {e}") from None
+    try:
+        where = _find_huge(obj, "") if huge else None
+    except RecursionError:
+        raise error(f"{path} is nested too deeply to be a qkv JSON file") from None
+    if where is not None:
+        field, digits = where
+        raise error(
+            f"{path}: {field or 'the value'} is an integer of {digits} digits; no qkv setting "
+            f"is that large (at most {_MAX_DIGITS} digits are read)"
+        )
+    return obj
+
+
+#: Python refuses to turn longer digit strings into ints (sys.get_int_max_str_digits()); a
+#: qkv file never holds one, so a longer one is reported with its place in the file.
+_MAX_DIGITS = 4300
+
+
+class _Huge:
+    """Stands in for an integer too long to read, until its place in the file is known."""
+
+    def __init__(self, digits: int) -> None:
+        self.digits = digits
+
+
+def _parse_int(text: str, huge: list[_Huge]) -> int | _Huge:
+    digits = len(text.lstrip("-"))
+    if digits <= _MAX_DIGITS:
+        return int(text)
+    huge.append(_Huge(digits))
+    return huge[-1]
+
+
+def _find_huge(obj: Any, where: str) -> tuple[str, int] | None:
+    """``(field path, digits)`` of the first too-long integer in ``obj``, or None."""
+    if isinstance(obj, _Huge):
+        return where, obj.digits
+    items = (
+        obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
+    )
+    for key, value in items:
+        found = _find_huge(value, f"{where}.{key}" if where else str(key))
+        if found is not None:
+            return found
+    return None
 
 
 def read_json_object(path: str | Path, error: type[Exception] = ValueError) -> dict[str, Any]:

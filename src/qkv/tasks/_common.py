@@ -26,10 +26,14 @@ def check_choice(task: str, option: str, value: Any, choices: Sequence[Any]) -> 
         raise TaskError(f"task {task!r}: {option} must be one of {list(choices)}, got {value!r}")
 
 
-def check_positive(task: str, option: str, value: Any, minimum: int = 1) -> None:
-    """Raises TaskError unless ``value`` is an int >= ``minimum``."""
+def check_positive(
+    task: str, option: str, value: Any, minimum: int = 1, maximum: int | None = None
+) -> None:
+    """Raises TaskError unless ``value`` is an int >= ``minimum`` (and <= ``maximum``)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise TaskError(f"task {task!r}: {option} must be an int >= {minimum}, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise TaskError(f"task {task!r}: {option} must be at most {maximum:,}, got {value!r}")
 
 
 def write_task_file(task: Task, directory: Path, state: dict[str, Any] | None = None) -> None:

@@ -63,9 +63,12 @@ def _tokenizer(task: TextTaskView, *names: str) -> Any:
         tok = getattr(task, name, None)
         if tok is not None:
             return tok
+    name = getattr(task, "name", type(task).__name__)
     raise ValueError(
-        f"task {getattr(task, 'name', type(task).__name__)!r} has no tokenizer ({', '.join(names)}); "
-        f"it cannot turn text into tokens"
+        f"qkv viz cannot draw task {name!r}: it draws models that read text through a "
+        "tokenizer (e.g. translate, lm, classify, summarize) or images and sound (vit, swin, "
+        f"detect, caption, clip, vqa, asr), and {name!r} has no tokenizer for text "
+        f"({', '.join(names)})"
     )
 
 

@@ -3,6 +3,7 @@ run; load a trained checkpoint for inference."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from torch import nn
 
 from qkv import models
 from qkv.interop import from_hf
+from qkv.tasks._activations import check_activations
 from qkv.tasks.base import Task, TaskError
 from qkv.tasks.options import Options, OptionsLike, TaskOptions
 from qkv.tasks.registry import get_task, load_task
@@ -19,7 +21,7 @@ from qkv.training import checkpoint as ckpt
 from qkv.training.config import TrainConfig, resume_config
 from qkv.training.finetune import InitReport, init_from_state
 from qkv.training.state import TrainerState
-from qkv.training.trainer import StepCallback, Trainer
+from qkv.training.trainer import StepCallback, Trainer, resolve_device
 
 
 def task_trainer(
@@ -130,6 +132,7 @@ def build_trainer(
     torch.manual_seed(cfg.seed)
     model_cfg = task_obj.model_config(preset, base=base, **dict(model_overrides or {}))
     model = models.build(model_cfg)
+    check_activations(task_obj, model_cfg, cfg, resolve_device(cfg.device), _world())
     note = task_obj.init_model(model)
     report: InitReport | None = init_from_state(model, source) if source is not None else None
     trainer = task_trainer(task_obj, model, cfg, out_dir, on_step=on_step)
@@ -179,10 +182,18 @@ def _resume(
         raise TaskError(
             "a resumed run keeps its model (from its checkpoint): drop --preset and --model"
         )
-    model = models.build(ckpt.read_model_config(d))
+    model_cfg = ckpt.read_model_config(d)
+    model = models.build(model_cfg)
+    check_activations(task_obj, model_cfg, cfg, resolve_device(cfg.device), _world())
     trainer = task_trainer(task_obj, model, cfg, out_dir, on_step=on_step)
     trainer.load_state(d)
     return trainer
+
+
+def _world() -> int:
+    """The processes of a ``torchrun`` launch (each takes a share of the batch)."""
+    raw = os.environ.get("WORLD_SIZE", "1")
+    return int(raw) if raw.isdigit() and int(raw) > 0 else 1
 
 
 def load_trained(

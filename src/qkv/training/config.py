@@ -29,6 +29,13 @@ OPT, EVAL, RUN = "optimization", "evaluation and checkpoints", "runtime"
 
 #: ``steps`` of a run that only a time budget (``max_time``) ends.
 UNBOUNDED_STEPS = 10**9
+#: The largest count a setting takes (steps, batch, cadences...): larger is a typo (1e30),
+#: not a run any machine finishes.
+MAX_COUNT = 10**9
+#: The largest seed: torch's generators take 64-bit seeds.
+MAX_SEED = 2**63 - 1
+#: The longest time budget, in seconds (30 days).
+MAX_TIME = 30 * 86400.0
 
 
 @dataclass
@@ -224,15 +231,20 @@ class TrainConfig:
             "log_every",
             "eval_beam",
         ):
-            check_int(name, getattr(self, name), 1)
-        for name in ("warmup", "eval_every", "save_every", "patience", "seed", "batch_tokens"):
-            check_int(name, getattr(self, name), 0)
+            check_int(name, getattr(self, name), 1, maximum=MAX_COUNT)
+        for name in ("warmup", "eval_every", "save_every", "patience", "batch_tokens"):
+            check_int(name, getattr(self, name), 0, maximum=MAX_COUNT)
+        check_int("seed", self.seed, 0, maximum=MAX_SEED)
         if self.eval_limit is not None:
-            check_int("eval_limit", self.eval_limit, 1)
+            check_int("eval_limit", self.eval_limit, 1, maximum=MAX_COUNT)
         if self.max_time is not None:
             check_range("max_time", self.max_time, lo=0.0, lo_open=True)
+            if self.max_time > MAX_TIME:
+                raise ValueError(
+                    f"max_time must be at most {MAX_TIME:g} s (30 days), got {self.max_time!r}"
+                )
         if self.threads is not None:
-            check_int("threads", self.threads, 1)
+            check_int("threads", self.threads, 1, maximum=MAX_COUNT)
         if self.batch_size % self.grad_accum:
             raise ValueError(
                 f"grad_accum ({self.grad_accum}) must divide batch_size ({self.batch_size})"
@@ -339,6 +351,9 @@ def _show(v: Any) -> str:
 
 __all__ = [
     "AMP_MODES",
+    "MAX_COUNT",
+    "MAX_SEED",
+    "MAX_TIME",
     "OPTIMIZERS",
     "SCHEDULES",
     "UNBOUNDED_STEPS",

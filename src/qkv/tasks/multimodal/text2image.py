@@ -134,7 +134,7 @@ class Text2ImageTask(Task):
         self.image_tokens = o.image_tokens
         check_choice(self.name, "image_tokens", self.image_tokens, IMAGE_TOKENS)
         self.vq_steps = o.vq_steps
-        check_positive(self.name, "vq_steps", self.vq_steps)
+        check_positive(self.name, "vq_steps", self.vq_steps, maximum=10**6)  # days of CPU
         self.n_codes = o.codes
         check_positive(self.name, "codes", self.n_codes, minimum=2)
         self.classifier_dir: str | None = o.classifier

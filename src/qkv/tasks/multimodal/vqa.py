@@ -41,6 +41,8 @@ from qkv.training.objective import Batch, LossOutput
 
 #: most answer tokens generated (the longest answers, *top left*, are 2 words)
 MAX_ANSWER_TOKENS = 4
+#: The most ``turns`` a training sequence takes (a scene asks far fewer questions).
+MAX_TURNS = 64
 #: Default ``turns``: questions per training scene (one: 3 and 6 did no better in
 #: equal time, docs/clip.md)
 TURNS = 1
@@ -177,7 +179,9 @@ class VQATask(Task):
         super().__init__(options)
         self.data = SceneData(self)
         self.turns = self.options.turns
-        check_positive(self.name, "turns", self.turns)
+        # each turn adds a question and its answer to every training sequence: a million
+        # turns is a position table no memory holds, not a conversation
+        check_positive(self.name, "turns", self.turns, maximum=MAX_TURNS)
         self.vision_from = self.options.vision_from
         if self.vision_from is not None and not isinstance(self.vision_from, str):
             raise TaskError(f"task 'vqa': vision_from must be a path, got {self.vision_from!r}")
@@ -434,8 +438,9 @@ class VQATask(Task):
         and the true answer.
 
         Raises:
-            TaskError: no question for an image file.
+            TaskError: no question for an image file, or an empty one.
         """
+        _check_question(question)
         out = []
         for source in inputs:
             image = self.read_image(source)
@@ -461,8 +466,9 @@ class VQATask(Task):
         question when ``source`` is ``SPLIT:N``), for ``qkv viz``.
 
         Raises:
-            TaskError: no question for an image file.
+            TaskError: no question for an image file, or an empty one.
         """
+        _check_question(question)
         image = self.read_image(source)
         if question is not None:
             return image, question
@@ -481,6 +487,12 @@ class VQATask(Task):
     def load(self, directory: Path) -> None:
         """Read the tokenizer written by :meth:`save` (no scene is drawn)."""
         self._tokenizer = load_tokenizer(self.name, directory)
+
+
+def _check_question(question: str | None) -> None:
+    """Refuse an empty question (it has no tokens to ask with)."""
+    if question is not None and not question.strip():
+        raise TaskError(f"the question {question!r} is empty: ask something (--question TEXT)")
 
 
 __all__ = ["MAX_ANSWER_TOKENS", "TrainQuestions", "VQAExample", "VQATask", "all_questions"]

@@ -358,7 +358,11 @@ class Seq2SeqTask(Task):
         """``k`` validation sources, their greedy output and their reference."""
         pairs = self.examples("valid")[:k]
         hyps = self.generate_texts(model, [p[0] for p in pairs])
-        return [f"{p[0]}  ->  {h}  (reference: {p[1]})" for p, h in zip(pairs, hyps)]
+        # an empty output is marked, not a blank between the arrows
+        return [
+            f"{p[0]}  ->  {h if h.strip() else '<empty>'}  (reference: {p[1]})"
+            for p, h in zip(pairs, hyps)
+        ]
 
     def predict(self, model: nn.Module, inputs: Sequence[str], **generate_kwargs: Any) -> list[str]:
         """Translate raw source texts (see :meth:`generate_texts` for the keywords)."""

@@ -309,10 +309,28 @@ class TextClassifyTask(ClassifyTask):
         if split not in self._examples:
             _ = self.tokenizer  # training it clears the cache: do that first
             records = self.splits()[split]
-            index = {c: i for i, c in enumerate(self.class_names)}
+            labels = self._class_ids(records)
             ids = self.encode([r.text for r in records])
-            self._examples[split] = [(x, index[r.label]) for x, r in zip(ids, records)]
+            self._examples[split] = list(zip(ids, labels))
         return self._examples[split]
+
+    def _class_ids(self, records: Sequence[LabelledText]) -> list[int]:
+        """The class index of each record's label.
+
+        Raises:
+            TaskError: a label the model has no class for (the data file gained it after
+                the checkpoint was trained), named with the file.
+        """
+        index = {c: i for i, c in enumerate(self.class_names)}
+        unknown = sorted({r.label for r in records} - index.keys())
+        if unknown:
+            raise TaskError(
+                f"{self.options.data or self.source}: label {unknown[0]!r} is not one of the "
+                f"model's {len(index)} classes ({', '.join(self.class_names)})"
+                + (f" ({len(unknown) - 1} more unknown)" if len(unknown) > 1 else "")
+                + "; the data gained it after the model was trained: train a new model"
+            )
+        return [index[r.label] for r in records]
 
     def collate(self, examples: Sequence[tuple[list[int], int]]) -> dict[str, Tensor]:
         """``inputs`` ``(b, s)`` ids, ``padding_mask`` ``(b, s)`` (True = real), ``labels``."""
@@ -391,13 +409,13 @@ class TextClassifyTask(ClassifyTask):
     def baseline(self, split: Split = "test") -> dict[str, float]:
         """The TF-IDF + logistic-regression baseline trained on the training split, scored
         on ``split`` (:func:`~qkv.tasks.text.classify_baseline.tfidf_baseline`)."""
-        s, index = self.splits(), {c: i for i, c in enumerate(self.class_names)}
+        s = self.splits()
         train, test = s["train"], s[split]
         return tfidf_baseline(
             [r.text for r in train],
-            [index[r.label] for r in train],
+            self._class_ids(train),
             [r.text for r in test],
-            [index[r.label] for r in test],
+            self._class_ids(test),
         )
 
     def samples(self, model: nn.Module, k: int = 3) -> list[str]:
