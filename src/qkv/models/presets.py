@@ -24,19 +24,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from qkv.models import family as registry
 from qkv.models.base import TransformerModel
+from qkv.models.bert import EncoderConfig
 from qkv.models.build import build
-from qkv.models.config import (
-    CLIPConfig,
-    DETRConfig,
-    EncoderConfig,
-    LlavaConfig,
-    LMConfig,
-    Seq2SeqConfig,
-    SwinConfig,
-    TransformerConfig,
-    ViTConfig,
-)
+from qkv.models.clip import CLIPConfig
+from qkv.models.config import TransformerConfig
+from qkv.models.detr import DETRConfig
+from qkv.models.llava import LlavaConfig
+from qkv.models.lm import LMConfig
+from qkv.models.seq2seq import Seq2SeqConfig
+from qkv.models.swin import SwinConfig
+from qkv.models.vit import ViTConfig
 
 # "Attention Is All You Need", table 3 and sec. 5.4/6.1: N=6 layers, shared 37,000-token
 # BPE vocabulary (WMT14 En-De), sinusoidal positions, post-norm, P_drop on sublayer outputs
@@ -225,15 +224,22 @@ _PRESETS: dict[str, tuple[type[TransformerConfig], dict[str, Any]]] = {
     ),
 }
 
-#: Names accepted by :func:`preset_config` and :func:`from_preset`.
+#: The built-in names accepted by :func:`preset_config` and :func:`from_preset` (a family
+#: registered later adds its own: :func:`preset_names`).
 PRESETS: tuple[str, ...] = tuple(_PRESETS)
+
+
+def preset_names() -> tuple[str, ...]:
+    """Every preset name: the built-in :data:`PRESETS`, then those of registered families
+    (their :class:`~qkv.models.family.Family` ``presets``)."""
+    return PRESETS + tuple(p for p in registry.preset_families() if p not in _PRESETS)
 
 
 def preset_config(name: str, **overrides: Any) -> TransformerConfig:
     """The config of a named preset, with fields replaced by ``overrides``.
 
     Args:
-        name: one of :data:`PRESETS`.
+        name: one of :func:`preset_names`.
         **overrides: config fields to change, e.g. ``pos="rope"``, ``attn_backend="math"``.
 
     Returns:
@@ -243,10 +249,14 @@ def preset_config(name: str, **overrides: Any) -> TransformerConfig:
         ValueError: an unknown preset (the known ones are listed), unknown override fields
             (the valid ones are listed), or an invalid resulting config.
     """
-    if name not in _PRESETS:
-        raise ValueError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}")
-    cls, fields = _PRESETS[name]
-    return cls.from_dict({**fields, **overrides})
+    if name in _PRESETS:
+        cls, fields = _PRESETS[name]
+    else:
+        owner = registry.preset_families().get(name)
+        if owner is None:
+            raise ValueError(f"unknown preset {name!r}; known presets: {', '.join(preset_names())}")
+        cls, fields = owner.config_class, dict(owner.presets[name])
+    return cls.from_dict({**fields, **overrides})  # type: ignore[no-any-return]
 
 
 def from_preset(name: str, **overrides: Any) -> TransformerModel:

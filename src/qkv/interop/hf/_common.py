@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from qkv.interop._convert import HFConversionError, Rule
-from qkv.models.config import EncoderConfig, TransformerConfig, ViTConfig
+from qkv.models import EncoderConfig, TransformerConfig, ViTConfig
 
 #: Hugging Face ``ACT2FN`` names -> qkv activations (exact equivalents only: ``gelu_fast``
 #: and ``quick_gelu`` are other approximations and are refused).

@@ -6,9 +6,9 @@ import torch
 from torch import Tensor, nn
 
 from qkv.models.base import TransformerModel
-from qkv.models.config import ViTConfig
 from qkv.models.init import init_weights
 from qkv.models.parts import abs_pos_for, encoder_for
+from qkv.models.vit.config import ViTConfig
 
 
 class PatchEmbedding(nn.Module):

@@ -10,10 +10,11 @@ from torch import Tensor, nn
 from qkv.attn.kv_cache import CrossKVCache, KVCache
 from qkv.layers.head import OutputHead
 from qkv.models.base import GenerativeModel
-from qkv.models.config import Seq2SeqConfig, TransformerConfig
+from qkv.models.config import TransformerConfig
 from qkv.models.decoder import Decoder, cache_length
 from qkv.models.init import init_weights
 from qkv.models.parts import decoder_for, embeddings_for, encoder_for, token_embedding
+from qkv.models.seq2seq.config import Seq2SeqConfig
 
 
 class CrossDecoding:

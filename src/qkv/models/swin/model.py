@@ -24,8 +24,8 @@ from qkv.layers.feedforward import FeedForward
 from qkv.layers.norms import make_norm
 from qkv.masks.window import ShiftedWindow, window_partition, window_reverse
 from qkv.models.base import TransformerModel
-from qkv.models.config import SwinConfig
 from qkv.models.init import init_weights
+from qkv.models.swin.config import SwinConfig
 from qkv.models.vit import PatchEmbedding
 from qkv.pos import Learned
 from qkv.pos.window_bias import WindowRelativeBias

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from qkv.layers.head import OutputHead
 from qkv.models.base import GenerativeModel
-from qkv.models.config import CaptionerConfig
+from qkv.models.captioner.config import CaptionerConfig
 from qkv.models.init import init_weights
 from qkv.models.parts import abs_pos_for, decoder_for, embeddings_for, encoder_for, token_embedding
 from qkv.models.seq2seq import CrossDecoding

@@ -19,10 +19,10 @@ from torch import Tensor, nn
 
 from qkv.layers.head import OutputHead
 from qkv.models.base import GenerativeModel
-from qkv.models.config import WhisperConfig
 from qkv.models.init import init_weights
 from qkv.models.parts import decoder_for, embeddings_for, encoder_for, token_embedding
 from qkv.models.seq2seq import Seq2SeqTransformer
+from qkv.models.whisper.config import WhisperConfig
 
 
 def whisper_sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> Tensor:

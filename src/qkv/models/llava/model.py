@@ -19,8 +19,8 @@ from torch import Tensor, nn
 
 from qkv.models.base import TransformerModel
 from qkv.models.clip import CLIPVisionTower
-from qkv.models.config import LlavaConfig
 from qkv.models.init import init_weights
+from qkv.models.llava.config import LlavaConfig
 from qkv.models.lm import DecoderLM, positions_from_mask
 
 

@@ -44,9 +44,9 @@ from qkv.layers.feedforward import FeedForward
 from qkv.layers.head import OutputHead
 from qkv.layers.norms import make_norm
 from qkv.models.base import TransformerModel
-from qkv.models.config import XLNetConfig
 from qkv.models.init import init_weights
 from qkv.models.stack import LayerStack
+from qkv.models.xlnet.config import XLNetConfig
 from qkv.pos.xl import XLRelativeScore
 
 

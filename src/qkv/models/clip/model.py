@@ -26,10 +26,11 @@ from torch import Tensor, nn
 
 from qkv import masks
 from qkv.models.base import TransformerModel
-from qkv.models.config import CLIPConfig, ViTConfig
+from qkv.models.clip.config import CLIPConfig
 from qkv.models.init import init_weights
 from qkv.models.parts import abs_pos_for, embeddings_for, encoder_for, norm_for, token_embedding
 from qkv.models.vit import PatchEmbedding
+from qkv.models.vit.config import ViTConfig
 
 
 @dataclass

@@ -23,7 +23,7 @@ from qkv.attn.mha import MultiHeadAttention
 from qkv.layers.dropout import dropout
 from qkv.layers.feedforward import FeedForward
 from qkv.models.base import TransformerModel
-from qkv.models.config import DETRConfig
+from qkv.models.detr.config import DETRConfig
 from qkv.models.init import init_weights
 from qkv.models.parts import norm_for
 from qkv.models.stack import LayerStack

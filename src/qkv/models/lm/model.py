@@ -9,9 +9,9 @@ from qkv import masks
 from qkv.attn.kv_cache import KVCache
 from qkv.layers.head import OutputHead
 from qkv.models.base import GenerativeModel
-from qkv.models.config import LMConfig
 from qkv.models.decoder import cache_length
 from qkv.models.init import init_weights
+from qkv.models.lm.config import LMConfig
 from qkv.models.parts import decoder_for, embeddings_for, token_embedding
 from qkv.models.transformer_xl import SegmentMemory
 

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from qkv.attn.functional import MaskLike
 from qkv.models.base import TransformerModel
-from qkv.models.config import EncoderConfig
+from qkv.models.bert.config import EncoderConfig
 from qkv.models.init import init_weights
 from qkv.models.parts import embeddings_for, encoder_for, norm_for, token_embedding
 
