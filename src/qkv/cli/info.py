@@ -33,11 +33,14 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     p.set_defaults(func=run)
 
 
-def _flops(cfg: object, seq_len: int) -> int | None:
+def _flops(cfg: object, seq_len: int | None) -> tuple[int | None, str]:
+    """FLOPs per token, or None and why not."""
     found = family.family_of(cfg)
     if found is not None and not found.per_token_flops:
-        return None  # hierarchical: no one count per token
-    return flops_per_token(cfg, seq_len)  # type: ignore[arg-type]
+        return None, "the stages have different token counts"  # hierarchical
+    if seq_len is None:
+        return None, "the model reads no sequence"
+    return flops_per_token(cfg, seq_len), ""  # type: ignore[arg-type]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = preset_config(args.preset)
     with torch.device("meta"):
         model = build(cfg)
-    seq_len = args.seq_len if args.seq_len is not None else cfg.max_len  # type: ignore[attr-defined]
+    seq_len = args.seq_len if args.seq_len is not None else getattr(cfg, "max_len", None)
+    flops, why_not = _flops(cfg, seq_len)
     info = {
         "preset": args.preset,
         "model": type(model).__name__,
@@ -58,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         "parameters": count_parameters(model),
         "non_embedding_parameters": non_embedding_parameters(model),
         "seq_len": seq_len,
-        "flops_per_token": _flops(cfg, seq_len),
+        "flops_per_token": flops,
         "config": cfg.to_dict(),
     }
     if args.json:
@@ -70,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"  parameters:               {info['parameters']:>15,}")
     print(f"  non-embedding parameters: {info['non_embedding_parameters']:>15,}")
     if info["flops_per_token"] is None:
-        print("  forward FLOPs per token:  n/a (the stages have different token counts)")
+        print(f"  forward FLOPs per token:  n/a ({why_not})")
     else:
         print(
             f"  forward FLOPs per token:  {info['flops_per_token']:>15,}  "

@@ -109,6 +109,13 @@ def register(family: Family) -> Family:
     return family
 
 
+def unregister(name: str) -> None:
+    """Forget the family called ``name`` (a test's or a plugin's own); unknown names are
+    ignored."""
+    _FAMILIES.pop(name, None)
+    MODEL_CLASSES.pop(name, None)
+
+
 def get(name: str) -> Family:
     """The family called ``name``.
 
@@ -152,4 +159,5 @@ __all__ = [
     "get",
     "preset_families",
     "register",
+    "unregister",
 ]
