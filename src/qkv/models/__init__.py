@@ -19,7 +19,8 @@ Each family is one folder, ``qkv/models/<family>/`` (its config and its modules)
 registers with :func:`register`.
 
 Efficient and long-context variants (``docs/efficient.md``) are config fields:
-``attn_kind`` (FAVOR+, Linformer, LSH), ``reversible``, ``ff_chunk_size``, and
+``attn=FavorConfig(...)`` / ``LinformerConfig`` / ``LSHConfig``, ``reversible``,
+``ff_chunk_size`` (:class:`EfficientConfig`, of the families that take them), and
 Transformer-XL's ``pos="xl"`` with ``mem_len``/``segment_len``
 (:class:`SegmentMemory`, :func:`stream_nll`).
 
@@ -46,6 +47,7 @@ from qkv.models.config import (
 )
 from qkv.models.counting import count_parameters, flops_per_token, non_embedding_parameters
 from qkv.models.decoder import Decoder, cache_length
+from qkv.models.efficient import EfficientConfig, FavorConfig, LinformerConfig, LSHConfig
 from qkv.models.embeddings import Embeddings
 from qkv.models.encoder import Encoder
 from qkv.models.family import Family, families, register
@@ -96,6 +98,7 @@ __all__ = [
     "Decoder",
     "DecoderLM",
     "DecoderLayer",
+    "EfficientConfig",
     "Embeddings",
     "Encoder",
     "EncoderConfig",
@@ -103,8 +106,11 @@ __all__ = [
     "EncoderModel",
     "EncoderOutput",
     "Family",
+    "FavorConfig",
     "GenerativeModel",
     "LMConfig",
+    "LSHConfig",
+    "LinformerConfig",
     "Llava",
     "LlavaConfig",
     "MLMHead",

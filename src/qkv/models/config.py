@@ -13,60 +13,58 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, TypeAlias, TypeVar, get_args
 
-from qkv._checks import MAX_SIZE, check_bool, check_choice, check_int, check_range
+from qkv._checks import MAX_SIZE, check_bool, check_choice, check_range
 from qkv.layers.feedforward import Activation
 from qkv.layers.norms import NORM_KINDS, NormKind
-from qkv.models import family as registry
-from qkv.models.memory import MAX_PARAMETERS, format_gib, parameter_ceiling
+from qkv.models.config_checks import (
+    MAX_LAYERS,
+    check_parameters,
+    check_size,
+    check_vision_stack,
+    check_vocab,
+)
+from qkv.models.family import CONFIG_CLASSES, config_from_dict
 
 #: The feed-forward activations of :mod:`qkv.layers` (``"geglu_tanh"``: T5 v1.1's "gated-gelu").
 ModelActivation: TypeAlias = Activation
 PosKind = Literal["sinusoidal", "learned", "rope", "alibi", "relative", "xl", "none"]
 Placement = Literal["pre", "post"]
 InitScheme = Literal["xavier", "normal", "gpt2", "t5"]
-#: Self-attention modules: exact softmax attention (:class:`~qkv.attn.MultiHeadAttention`,
-#: its backends chosen by ``attn_backend``) or an approximation with its own parameters.
-AttnKind = Literal["softmax", "favor", "linformer", "lsh"]
 
 POS_KINDS: tuple[str, ...] = get_args(PosKind)
 PLACEMENTS: tuple[str, ...] = get_args(Placement)
 INIT_SCHEMES: tuple[str, ...] = get_args(InitScheme)
-ATTN_KINDS: tuple[str, ...] = get_args(AttnKind)
 ACTIVATIONS: tuple[str, ...] = get_args(Activation)
 
 C = TypeVar("C", bound="TransformerConfig")
 
-#: Most layers in one stack: 8x the 1,000 layers of DeepNet (Wang et al. 2022). Each layer
-#: is a dozen Python modules (~60 KB, ~10 ms to build even on ``meta``), so millions of them
-#: would exhaust the host whatever their width.
-MAX_LAYERS: int = 8192
-_LAYER_FIELDS = ("n_layers", "n_encoder_layers", "n_decoder_layers", "vision_n_layers")
+#: The fields every family had in the earlier format, with their defaults (now
+#: :class:`~qkv.models.efficient.EfficientConfig`'s, or ``attn``'s).
+LEGACY_DEFAULTS: dict[str, Any] = {
+    "attn_kind": "softmax",
+    "favor_features": None,
+    "linformer_k": 64,
+    "lsh_bucket_size": 64,
+    "lsh_n_hashes": 2,
+    "lsh_n_buckets": None,
+    "lsh_seed": None,
+    "reversible": False,
+    "ff_chunk_size": 0,
+}
 
 
-def check_size(name: str, value: object, minimum: int = 1) -> None:
-    """An int field of a config: at least ``minimum``, at most :data:`MAX_SIZE` (layer
-    counts: :data:`MAX_LAYERS`)."""
-    check_int(name, value, minimum, maximum=MAX_LAYERS if name in _LAYER_FIELDS else MAX_SIZE)
+class _Upgrading(type):
+    """Passes a config's keywords through ``cls.upgrade`` first: earlier formats still load."""
 
-
-def check_parameters(cfg: TransformerConfig) -> None:
-    """Refuse, on every machine alike, a model no machine holds (:data:`MAX_PARAMETERS`),
-    counted on a model built on ``meta`` (:func:`~qkv.models.memory.parameter_ceiling`)."""
-    n = parameter_ceiling(cfg)
-    if n > MAX_PARAMETERS:
-        raise ValueError(
-            f"{type(cfg).__name__} describes a model of {n:,} parameters "
-            f"({format_gib(4 * n)} in float32), more than the {MAX_PARAMETERS:,} (2**40) "
-            f"a qkv config may have"
-        )
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        return super().__call__(*args, **cls.upgrade(kwargs))  # type: ignore[attr-defined]
 
 
 @dataclass
-class TransformerConfig:
+class TransformerConfig(metaclass=_Upgrading):
     """Fields shared by every family: the attention and feed-forward stack.
 
     Args:
@@ -105,25 +103,6 @@ class TransformerConfig:
         pruned_heads: attention module name -> the heads removed from it, numbered as in
             the unpruned module (``model.prune_heads`` fills it; building a model from the
             config removes them again, so a pruned model's checkpoint reloads).
-        attn_kind: the self-attention module, one of :data:`ATTN_KINDS`: ``"softmax"``
-            (exact; :class:`~qkv.attn.MultiHeadAttention`), ``"favor"`` (Performer's
-            FAVOR+, :class:`~qkv.attn.FavorAttention`; Choromanski et al. 2021) or
-            ``"linformer"`` (projected keys and values, :class:`~qkv.attn.LinformerAttention`;
-            Wang et al. 2020; bidirectional, so encoders only) or ``"lsh"`` (Reformer's
-            shared-QK LSH attention, :class:`~qkv.attn.LSHSelfAttention`; Kitaev et al.
-            2020). Cross-attention is always softmax. See ``docs/efficient.md``.
-        favor_features: FAVOR+'s random features ``m``; None = ``round(d_h ln d_h)``.
-        linformer_k: Linformer's projected length ``k``.
-        lsh_bucket_size: LSH attention's chunk length.
-        lsh_n_hashes: LSH hash rounds.
-        lsh_n_buckets: LSH buckets per round (even); None = about ``2 s / bucket_size``.
-        lsh_seed: a fixed hashing seed (the same buckets every call), or None (new
-            rotations every forward pass, as Reformer trains).
-        reversible: reversible residual layers (Reformer, sec. 4): activations recomputed
-            in the backward pass, memory independent of depth. Pre-norm, no
-            cross-attention (language models, encoders, ViT).
-        ff_chunk_size: run the feed-forward networks this many positions at a time (0 =
-            all at once; Reformer's chunking).
 
     Raises:
         ValueError: from ``__post_init__``, naming the offending values: among them sizes
@@ -156,15 +135,6 @@ class TransformerConfig:
     init: InitScheme = "xavier"
     init_std: float = 0.02
     pruned_heads: dict[str, list[int]] = field(default_factory=dict)
-    attn_kind: AttnKind = "softmax"
-    favor_features: int | None = None
-    linformer_k: int = 64
-    lsh_bucket_size: int = 64
-    lsh_n_hashes: int = 2
-    lsh_n_buckets: int | None = None
-    lsh_seed: int | None = None
-    reversible: bool = False
-    ff_chunk_size: int = 0
 
     def __post_init__(self) -> None:
         for name in ("d_model", "n_heads", "d_ff", "rel_buckets", "rel_max_distance"):
@@ -211,46 +181,6 @@ class TransformerConfig:
         if self.pos == "relative" and self.rel_buckets < 4:
             raise ValueError(f"pos='relative' needs rel_buckets >= 4, got {self.rel_buckets}")
         self.pruned_heads = self._checked_pruned_heads()
-        self._check_attn_kind()
-
-    def _check_attn_kind(self) -> None:
-        """The efficient-attention fields (``docs/efficient.md``)."""
-        check_choice("attn_kind", self.attn_kind, ATTN_KINDS)
-        if self.favor_features is not None:
-            check_size("favor_features", self.favor_features)
-        check_size("linformer_k", self.linformer_k)
-        check_size("lsh_bucket_size", self.lsh_bucket_size)
-        check_size("lsh_n_hashes", self.lsh_n_hashes)
-        if self.lsh_n_buckets is not None:
-            check_size("lsh_n_buckets", self.lsh_n_buckets, minimum=2)
-            if self.lsh_n_buckets % 2:
-                raise ValueError(f"lsh_n_buckets must be even, got {self.lsh_n_buckets}")
-        if self.lsh_seed is not None:
-            check_size("lsh_seed", self.lsh_seed, minimum=0)
-        check_bool("reversible", self.reversible)
-        check_size("ff_chunk_size", self.ff_chunk_size, minimum=0)
-        if self.attn_kind != "softmax" and self.pos in ("alibi", "relative", "xl"):
-            raise ValueError(
-                f"attn_kind={self.attn_kind!r} forms no score matrix to add pos={self.pos!r}'s "
-                f"bias to; use pos='rope', 'learned', 'sinusoidal' or 'none'"
-            )
-        if self.attn_kind == "lsh":
-            if self.kv_heads != self.n_heads:
-                raise ValueError(
-                    f"attn_kind='lsh' shares queries and keys: n_kv_heads ({self.n_kv_heads}) "
-                    f"must be None or n_heads ({self.n_heads})"
-                )
-            if self.pos == "rope":
-                raise ValueError(
-                    "attn_kind='lsh' hashes the shared query/key vectors, which rotary "
-                    "embeddings would make differ; use pos='learned', 'sinusoidal' or 'none'"
-                )
-            if self.pruned_heads:
-                raise ValueError("attn_kind='lsh' modules cannot be pruned: drop pruned_heads")
-        if self.reversible and self.norm_placement != "pre":
-            raise ValueError(
-                "reversible=True needs norm_placement='pre' (a post-norm layer cannot be inverted)"
-            )
 
     def _checked_pruned_heads(self) -> dict[str, list[int]]:
         if not isinstance(self.pruned_heads, dict):
@@ -285,6 +215,27 @@ class TransformerConfig:
         return self.n_kv_heads if self.n_kv_heads is not None else self.n_heads
 
     # -- serialization -------------------------------------------------------------------
+    @classmethod
+    def upgrade(cls, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Keywords of an earlier format made current: the fields of
+        :data:`LEGACY_DEFAULTS` a family no longer has are dropped at their old default.
+
+        Raises:
+            ValueError: such a field at another value (the family never supported it).
+        """
+        names = {f.name for f in dataclasses.fields(cls)}
+        out = {}
+        for key, value in kwargs.items():
+            if key in LEGACY_DEFAULTS and key not in names:
+                if value != LEGACY_DEFAULTS[key]:
+                    raise ValueError(
+                        f"{cls.__name__} does not support {key} (must be "
+                        f"{LEGACY_DEFAULTS[key]!r}), got {value!r}"
+                    )
+                continue
+            out[key] = value
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         """Plain-Python dict with a ``"family"`` key first (see :func:`config_from_dict`)."""
         return {"family": self.family, **dataclasses.asdict(self)}
@@ -302,6 +253,7 @@ class TransformerConfig:
         """
         d = dict(d)
         family = d.pop("family", cls.family)
+        d = cls.upgrade(d)
         if family != cls.family:
             raise ValueError(f"{cls.__name__} needs family={cls.family!r}, got {family!r}")
         names = {f.name for f in dataclasses.fields(cls)}
@@ -318,76 +270,19 @@ class TransformerConfig:
         return cls.from_dict(json.loads(text))
 
 
-def check_vocab(cfg: Any, n_layer_fields: tuple[str, ...]) -> None:
-    """The vocabulary, length, depth and embedding fields of the text families."""
-    for name in ("vocab_size", "max_len", *n_layer_fields):
-        check_size(name, getattr(cfg, name))
-    for name in ("tie_embeddings", "scale_embeddings", "embed_norm"):
-        check_bool(name, getattr(cfg, name))
-    if cfg.pad_token_id is not None:
-        check_size("pad_token_id", cfg.pad_token_id, minimum=0)
-        if cfg.pad_token_id >= cfg.vocab_size:
-            raise ValueError(
-                f"pad_token_id ({cfg.pad_token_id}) must be < vocab_size ({cfg.vocab_size})"
-            )
-
-
-def check_causal(cfg: TransformerConfig) -> None:
-    """Refuse Linformer in a causal decoder: its projections mix every position."""
-    if cfg.attn_kind == "linformer":
-        raise ValueError(
-            f"attn_kind='linformer' is bidirectional (its projections mix future positions "
-            f"into every row) and {type(cfg).__name__} has a causal decoder; use 'favor'"
-        )
-
-
-def check_vision_stack(cfg: TransformerConfig, name: str) -> None:
-    """What the vision families (Swin, DETR) do not model: per-head options of the stack."""
-    if cfg.pruned_heads:
-        raise ValueError(f"{name} does not support pruned_heads, got {cfg.pruned_heads!r}")
-    for field_name in ("n_kv_heads", "head_dim", "attn_scale"):
-        if getattr(cfg, field_name) is not None:
-            raise ValueError(
-                f"{name} does not support {field_name} (must be None), "
-                f"got {getattr(cfg, field_name)!r}"
-            )
-    fixed = {"attn_kind": "softmax", "reversible": False, "ff_chunk_size": 0}
-    for field_name, value in fixed.items():
-        if getattr(cfg, field_name) != value:
-            raise ValueError(
-                f"{name} does not support {field_name} (must be {value!r}), "
-                f"got {getattr(cfg, field_name)!r}"
-            )
-
-
-class _ConfigClasses(Mapping[str, type[TransformerConfig]]):
-    """family name -> config class, read from the registry (:mod:`qkv.models.family`)."""
-
-    def __getitem__(self, name: str) -> type[TransformerConfig]:
-        found = registry.find(name)
-        if found is None:
-            raise KeyError(name)
-        return found.config_class  # type: ignore[no-any-return]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter([f.name for f in registry.families()])
-
-    def __len__(self) -> int:
-        return len(registry.families())
-
-
-#: family name -> config class of every registered family (a live view of the registry).
-CONFIG_CLASSES: Mapping[str, type[TransformerConfig]] = _ConfigClasses()
-
-
-def config_from_dict(d: dict[str, Any]) -> TransformerConfig:
-    """Rebuild any registered family's config from a dict with a ``"family"`` key.
-
-    Raises:
-        ValueError: a missing or unknown family (the known ones are listed).
-    """
-    family = d.get("family")
-    found = registry.find(family)
-    if found is None:
-        raise ValueError(f"family must be one of {tuple(CONFIG_CLASSES)}, got {family!r}")
-    return found.config_class.from_dict(d)  # type: ignore[no-any-return]
+__all__ = [
+    "ACTIVATIONS",
+    "CONFIG_CLASSES",
+    "INIT_SCHEMES",
+    "LEGACY_DEFAULTS",
+    "MAX_LAYERS",
+    "MAX_SIZE",
+    "PLACEMENTS",
+    "POS_KINDS",
+    "TransformerConfig",
+    "check_parameters",
+    "check_size",
+    "check_vision_stack",
+    "check_vocab",
+    "config_from_dict",
+]

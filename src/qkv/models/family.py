@@ -19,7 +19,7 @@ A new family outside qkv registers the same way (see ``tests/models/test_family_
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -148,11 +148,46 @@ def preset_families() -> dict[str, Family]:
     return {p: f for f in _FAMILIES.values() for p in f.presets}
 
 
+class _ConfigClasses(Mapping[str, type]):
+    """family name -> config class, read from the registry (:mod:`qkv.models.family`)."""
+
+    def __getitem__(self, name: str) -> type:
+        found = find(name)
+        if found is None:
+            raise KeyError(name)
+        return found.config_class  # type: ignore[no-any-return]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([f.name for f in families()])
+
+    def __len__(self) -> int:
+        return len(families())
+
+
+#: family name -> config class of every registered family (a live view of the registry).
+CONFIG_CLASSES: Mapping[str, type] = _ConfigClasses()
+
+
+def config_from_dict(d: dict[str, Any]) -> Any:
+    """Rebuild any registered family's config from a dict with a ``"family"`` key.
+
+    Raises:
+        ValueError: a missing or unknown family (the known ones are listed).
+    """
+    family = d.get("family")
+    found = find(family)
+    if found is None:
+        raise ValueError(f"family must be one of {tuple(CONFIG_CLASSES)}, got {family!r}")
+    return found.config_class.from_dict(d)  # type: ignore[no-any-return]
+
+
 __all__ = [
+    "CONFIG_CLASSES",
     "MODEL_CLASSES",
     "Family",
     "HFChoice",
     "ObjectiveChoice",
+    "config_from_dict",
     "families",
     "family_of",
     "find",

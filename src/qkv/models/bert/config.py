@@ -9,20 +9,20 @@ from qkv.models.config import (
     InitScheme,
     ModelActivation,
     PosKind,
-    TransformerConfig,
     check_bool,
     check_choice,
     check_parameters,
     check_size,
     check_vocab,
 )
+from qkv.models.efficient import EfficientConfig
 
 #: What an encoder's classification head reads (:class:`EncoderConfig` ``pooling``).
 POOLINGS: tuple[str, ...] = ("cls", "mean")
 
 
 @dataclass
-class EncoderConfig(TransformerConfig):
+class EncoderConfig(EfficientConfig):
     """A BERT-style encoder (Devlin et al. 2019). Defaults: BERT-base.
 
     Args:
@@ -41,7 +41,7 @@ class EncoderConfig(TransformerConfig):
         tie_embeddings: the MLM projection reuses the token embedding.
         scale_embeddings: multiply embeddings by ``sqrt(d_model)``.
         embed_norm: a norm after the embedding sum (BERT: yes).
-        (other fields: :class:`TransformerConfig`.)
+        (other fields: :class:`~qkv.models.efficient.EfficientConfig`.)
     """
 
     family: ClassVar[str] = "encoder"

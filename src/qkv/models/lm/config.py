@@ -10,16 +10,15 @@ from qkv.models.config import (
     ModelActivation,
     Placement,
     PosKind,
-    TransformerConfig,
-    check_causal,
     check_parameters,
     check_size,
     check_vocab,
 )
+from qkv.models.efficient import EfficientConfig, check_causal
 
 
 @dataclass
-class LMConfig(TransformerConfig):
+class LMConfig(EfficientConfig):
     """A decoder-only language model (GPT-2, Radford et al. 2019). Defaults: GPT-2 small.
 
     Args:
@@ -39,7 +38,7 @@ class LMConfig(TransformerConfig):
             sees itself and the ``sliding_window - 1`` tokens before it
             (:func:`qkv.masks.sliding_window`, block-sparse with ``attn_backend="auto"`` or
             ``"blocksparse"``); 0 = all earlier tokens.
-        (other fields: :class:`TransformerConfig`.)
+        (other fields: :class:`~qkv.models.efficient.EfficientConfig`.)
     """
 
     family: ClassVar[str] = "lm"

@@ -6,18 +6,17 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from qkv.models.config import (
-    TransformerConfig,
     check_bool,
-    check_causal,
     check_parameters,
     check_range,
     check_size,
     check_vocab,
 )
+from qkv.models.efficient import EfficientConfig, check_causal
 
 
 @dataclass
-class Seq2SeqConfig(TransformerConfig):
+class Seq2SeqConfig(EfficientConfig):
     """The encoder-decoder Transformer (Vaswani et al. 2017). Defaults: the base model.
 
     Args:
@@ -35,7 +34,7 @@ class Seq2SeqConfig(TransformerConfig):
             ``final_logits_bias``).
         output_scale: multiplier of the decoder output before the output projection (T5
             with tied embeddings: ``d_model ** -0.5``).
-        (other fields: :class:`TransformerConfig`.)
+        (other fields: :class:`~qkv.models.efficient.EfficientConfig`.)
     """
 
     family: ClassVar[str] = "seq2seq"

@@ -10,14 +10,14 @@ from qkv.models.config import (
     ModelActivation,
     Placement,
     PosKind,
-    TransformerConfig,
     check_parameters,
     check_size,
 )
+from qkv.models.efficient import EfficientConfig
 
 
 @dataclass
-class ViTConfig(TransformerConfig):
+class ViTConfig(EfficientConfig):
     """The Vision Transformer (Dosovitskiy et al. 2021). Defaults: ViT-B/16 at 224 px.
 
     Args:
@@ -26,7 +26,7 @@ class ViTConfig(TransformerConfig):
         in_channels: image channels.
         n_classes: classes of the classification head.
         n_layers: encoder layers.
-        (other fields: :class:`TransformerConfig`.)
+        (other fields: :class:`~qkv.models.efficient.EfficientConfig`.)
     """
 
     family: ClassVar[str] = "vit"

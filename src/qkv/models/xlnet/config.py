@@ -63,13 +63,10 @@ class XLNetConfig(TransformerConfig):
         fixed = {
             "pos": "xl",
             "norm_placement": "post",
-            "attn_kind": "softmax",
-            "reversible": False,
             "n_kv_heads": None,
             "scale_embeddings": False,
             "embed_norm": False,
             "bias": True,
-            "ff_chunk_size": 0,
         }
         for name, value in fixed.items():
             if getattr(self, name) != value:
