@@ -63,24 +63,29 @@ from qkv.models.memory import (
     parameter_count,
     training_bytes,
 )
+from qkv.models.presets import from_preset, preset_config, preset_names
 from qkv.models.reversible import ReversibleDecoder, ReversibleEncoder, ReversibleLayer
-
-# The families: importing each registers its Family record (qkv.models.family).
-from qkv.models.seq2seq import Seq2SeqConfig, Seq2SeqTransformer  # isort: split
-
-from qkv.models.bert import EncoderConfig, EncoderModel, EncoderOutput, MLMHead, Pooler, mean_pool
-from qkv.models.captioner import Captioner, CaptionerConfig
-from qkv.models.clip import CLIP, CLIPConfig, CLIPOutput
-from qkv.models.detr import DETR, DETRConfig, DETROutput
-from qkv.models.llava import Llava, LlavaConfig
-from qkv.models.lm import DecoderLM, LMConfig, positions_from_mask
-from qkv.models.presets import PRESETS, from_preset, preset_config, preset_names  # isort: split
-
-from qkv.models.swin import Swin, SwinConfig
 from qkv.models.transformer_xl import SegmentMemory, stream_nll
-from qkv.models.vit import PatchEmbedding, ViT, ViTConfig
+
+# The families: importing each registers its Family record (qkv.models.family), in this
+# order (the order of their presets).
+# isort: off
+from qkv.models.seq2seq import Seq2SeqConfig, Seq2SeqTransformer
 from qkv.models.whisper import Whisper, WhisperConfig, whisper_sinusoids
+from qkv.models.bert import EncoderConfig, EncoderModel, EncoderOutput, MLMHead, Pooler, mean_pool
+from qkv.models.lm import DecoderLM, LMConfig, positions_from_mask
+from qkv.models.vit import PatchEmbedding, ViT, ViTConfig
+from qkv.models.swin import Swin, SwinConfig
+from qkv.models.detr import DETR, DETRConfig, DETROutput
 from qkv.models.xlnet import XLNetConfig, XLNetLM, permutation_targets
+from qkv.models.clip import CLIP, CLIPConfig, CLIPOutput
+from qkv.models.llava import Llava, LlavaConfig
+from qkv.models.captioner import Captioner, CaptionerConfig
+# isort: on
+
+#: Every preset name, family by family (a family registered later adds its own to
+#: :func:`preset_names`).
+PRESETS: tuple[str, ...] = preset_names()
 
 __all__ = [
     "ACTIVATIONS",

@@ -46,10 +46,9 @@ class Family:
         objective: the trainer's default objective (:data:`ObjectiveChoice`).
         hf: the Hugging Face family ``qkv.interop.to_hf`` writes it as
             (:data:`HFChoice`).
-        presets: preset name -> config fields (the family's own named sizes, beside
-            :data:`qkv.models.presets.PRESETS`).
-        default_preset: the family's usual preset (one of its ``presets`` or of
-            :data:`qkv.models.presets.PRESETS`), or None.
+        presets: preset name -> config fields: the family's named sizes
+            (``qkv.models.<family>/presets.py``), which ``from_preset`` and ``qkv info`` read.
+        default_preset: the family's usual preset (one of its ``presets``), or None.
         summary: one line on what the family is, printed by ``qkv info``.
         depth_fields: the config fields that count repeated, identical layers (an int
             field, or a list of ints: one depth per entry). Sizes are measured on a model

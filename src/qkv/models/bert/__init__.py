@@ -4,6 +4,7 @@ from torch import nn
 
 from qkv.models.bert.config import POOLINGS, EncoderConfig
 from qkv.models.bert.model import EncoderModel, EncoderOutput, MLMHead, Pooler, mean_pool
+from qkv.models.bert.presets import PRESETS
 from qkv.models.family import Family, register
 
 
@@ -19,6 +20,7 @@ FAMILY = register(
         model_class=EncoderModel,
         objective=_objective,
         hf="bert",
+        presets=PRESETS,
         default_preset="bert-base",
         summary="a BERT-style encoder (Devlin et al. 2019)",
         depth_fields=("n_layers",),

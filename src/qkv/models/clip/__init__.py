@@ -2,6 +2,7 @@
 
 from qkv.models.clip.config import CLIPConfig
 from qkv.models.clip.model import CLIP, CLIPOutput, CLIPTextTower, CLIPVisionTower
+from qkv.models.clip.presets import PRESETS
 from qkv.models.family import Family, register
 
 FAMILY = register(
@@ -10,6 +11,7 @@ FAMILY = register(
         config_class=CLIPConfig,
         model_class=CLIP,
         hf="clip",
+        presets=PRESETS,
         default_preset="clip-vit-b32",
         summary="CLIP: contrastive image and text towers (Radford et al. 2021)",
         depth_fields=("n_layers", "vision_n_layers"),

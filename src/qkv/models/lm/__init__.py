@@ -3,6 +3,7 @@
 from qkv.models.family import Family, register
 from qkv.models.lm.config import LMConfig
 from qkv.models.lm.model import DecoderLM, positions_from_mask
+from qkv.models.lm.presets import PRESETS
 
 FAMILY = register(
     Family(
@@ -11,6 +12,7 @@ FAMILY = register(
         model_class=DecoderLM,
         objective="lm",
         hf="gpt2",
+        presets=PRESETS,
         default_preset="gpt2-small",
         summary="a decoder-only language model (GPT-2, Radford et al. 2019)",
         depth_fields=("n_layers",),

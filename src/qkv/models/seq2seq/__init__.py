@@ -3,6 +3,7 @@
 from qkv.models.family import Family, register
 from qkv.models.seq2seq.config import Seq2SeqConfig
 from qkv.models.seq2seq.model import CrossDecoding, Seq2SeqTransformer
+from qkv.models.seq2seq.presets import PRESETS
 
 
 def _hf_family(config: Seq2SeqConfig) -> str:
@@ -19,6 +20,7 @@ FAMILY = register(
         model_class=Seq2SeqTransformer,
         objective="seq2seq",
         hf=_hf_family,
+        presets=PRESETS,
         default_preset="transformer-base",
         summary="the encoder-decoder Transformer (Vaswani et al. 2017)",
         depth_fields=("n_encoder_layers", "n_decoder_layers"),

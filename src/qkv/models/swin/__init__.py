@@ -3,6 +3,7 @@
 from qkv.models.family import Family, register
 from qkv.models.swin.config import SwinConfig
 from qkv.models.swin.model import PatchMerging, Swin, SwinBlock, stage_windows
+from qkv.models.swin.presets import PRESETS
 
 FAMILY = register(
     Family(
@@ -11,6 +12,7 @@ FAMILY = register(
         model_class=Swin,
         objective="classification",
         hf="swin",
+        presets=PRESETS,
         default_preset="swin-t",
         summary="the Swin Transformer: shifted windows, hierarchical stages (Liu et al. 2021)",
         depth_fields=("depths",),
