@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from qkv._checks import MAX_SIZE, check_bool, check_int
-from qkv.models.memory import MAX_PARAMETERS, format_gib, parameter_ceiling
+from qkv.models.memory import MAX_PARAMETERS, format_gib, measuring, parameter_ceiling
 
 if TYPE_CHECKING:
     from qkv.models.config import TransformerConfig
@@ -27,6 +27,8 @@ def check_size(name: str, value: object, minimum: int = 1) -> None:
 def check_parameters(cfg: TransformerConfig) -> None:
     """Refuse, on every machine alike, a model no machine holds (:data:`MAX_PARAMETERS`),
     counted on a model built on ``meta`` (:func:`~qkv.models.memory.parameter_ceiling`)."""
+    if measuring():
+        return  # a part's config, made while its whole model is measured
     n = parameter_ceiling(cfg)
     if n > MAX_PARAMETERS:
         raise ValueError(

@@ -30,10 +30,11 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from qkv._checks import check_int
 from qkv.attn.mha import MultiHeadAttention
@@ -66,6 +67,9 @@ _CGROUP_FILES = (
 # again when built, and a preset is made many times
 _CACHE: dict[tuple[str, bool, str], tuple[int, int]] = {}
 _CACHE_SIZE = 512
+# models being built to be measured (a model may make configs of its parts, as CLIP's image
+# tower; the measure of the whole already bounds them)
+_MEASURING: list[str] = []
 
 
 class MemoryLimitError(ValueError):
@@ -83,12 +87,62 @@ def _family(config: TransformerConfig) -> registry.Family:
     return found
 
 
+# in-place ops that only set values (initializers): nothing to do on a meta tensor
+_VALUE_OPS = frozenset(
+    {
+        torch.Tensor.normal_,
+        torch.Tensor.uniform_,
+        torch.Tensor.fill_,
+        torch.Tensor.zero_,
+        torch.Tensor.erfinv_,
+        torch.Tensor.clamp_,
+        torch.Tensor.mul_,
+        torch.Tensor.add_,
+        torch.Tensor.copy_,
+        nn.init.normal_,
+        nn.init.uniform_,
+        nn.init.trunc_normal_,
+        nn.init.constant_,
+        nn.init.zeros_,
+        nn.init.ones_,
+        nn.init.xavier_uniform_,
+        nn.init.xavier_normal_,
+        nn.init.kaiming_uniform_,
+        nn.init.kaiming_normal_,
+    }
+)
+
+
+class _SkipMetaInit(TorchFunctionMode):
+    """Skips the initializers' value-only in-place ops on meta tensors: they have no values,
+    and some (``normal_``) would run through slow Python decompositions."""
+
+    def __torch_function__(
+        self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None
+    ) -> Any:
+        kwargs = kwargs or {}
+        if func in _VALUE_OPS:
+            target = args[0] if args else kwargs.get("tensor")  # nn.init passes tensor=
+            if isinstance(target, torch.Tensor) and target.is_meta:
+                return target
+        return func(*args, **kwargs)
+
+
 def build_on_meta(config: TransformerConfig) -> nn.Module:
     """The family's model of ``config`` on the ``meta`` device: every tensor has its shape,
     none has memory, and the global random state is left as it was."""
     model_class = _family(config).model_class
-    with torch.random.fork_rng(devices=[]), torch.device("meta"):
-        return model_class(config)
+    _MEASURING.append(config.family)
+    try:
+        with torch.random.fork_rng(devices=[]), torch.device("meta"), _SkipMetaInit():
+            return model_class(config)
+    finally:
+        _MEASURING.pop()
+
+
+def measuring() -> bool:
+    """True while a model is being built on ``meta`` to be measured."""
+    return bool(_MEASURING)
 
 
 def _count(config: TransformerConfig) -> tuple[int, int]:
@@ -129,14 +183,15 @@ def _measure(config: TransformerConfig, exact: bool) -> tuple[int, int]:
     """(parameters, buffers) of ``config``'s model; with ``exact=False`` pruned heads are
     left out (an upper bound, for the ceiling every config is checked against)."""
     found = _family(config)
+    exact = exact and bool(config.pruned_heads)  # without pruned heads both are exact
     key = (found.name, exact, json.dumps(config.to_dict(), sort_keys=True, default=repr))
     if key in _CACHE:
         return _CACHE[key]
     depths = _depths(config, found.depth_fields)
-    if not depths or (exact and config.pruned_heads):
-        result = _count(config)
+    want = [getattr(config, n) if i is None else getattr(config, n)[i] for n, i in depths]
+    if exact or max(want, default=0) <= 2:  # one build of the whole model is cheaper
+        result = _count(config if exact else _with_depths(config, [], []))
     else:
-        want = [getattr(config, n) if i is None else getattr(config, n)[i] for n, i in depths]
         ones = [1] * len(depths)
         p, b = base = _count(_with_depths(config, depths, ones))
         for k, n in enumerate(want):
@@ -425,6 +480,7 @@ __all__ = [
     "dtype_name",
     "format_gib",
     "kv_cache_bytes",
+    "measuring",
     "model_bytes",
     "parameter_bytes",
     "parameter_ceiling",
