@@ -32,10 +32,13 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check src tests scripts
 	$(VENV)/bin/lint-imports
 
+# Debian's package descriptions in English (qkv.data.debian) and their translations by people
+# (qkv.data.debian_parallel: the translate task's corpus), into /var/lib/apt/lists; needs root
+DATA_LANGS ?= en,de,fr,it
+
 data:
-	# Debian's English package descriptions (qkv.data.debian) into /var/lib/apt/lists; needs root
-	ls /var/lib/apt/lists/*_i18n_Translation-en* >/dev/null 2>&1 || \
-		$$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update -o Acquire::Languages=en
+	ls /var/lib/apt/lists/*_i18n_Translation-it* >/dev/null 2>&1 || \
+		$$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update -o Acquire::Languages=$(DATA_LANGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info src/*.egg-info .pytest_cache

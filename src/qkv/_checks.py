@@ -34,8 +34,18 @@ def check_int(
     *,
     maximum: int | None = None,
     optional: bool = False,
+    positive: bool = True,
 ) -> int | None:
     """Check an int in ``[minimum, maximum]`` (``None`` too when ``optional``).
+
+    Args:
+        name: the field, as the message names it.
+        value: the value to check.
+        minimum: the smallest allowed value.
+        maximum: the largest allowed value, or None for no bound.
+        optional: whether ``None`` is allowed too.
+        positive: say ``a positive int`` for ``minimum=1`` (False: ``an int >= 1``, the
+            wording of the mask families, which state every bound as ``>=``).
 
     Returns:
         The value, so that a check can stand in an assignment.
@@ -47,7 +57,7 @@ def check_int(
     if optional and value is None:
         return None
     if not is_int(value) or value < minimum:  # type: ignore[operator]
-        what = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+        what = "a positive int" if minimum == 1 and positive else f"an int >= {minimum}"
         raise ValueError(
             f"{name} must be {what}{' or None' if optional else ''}, got {show(value)}"
         )
@@ -73,17 +83,25 @@ def check_number(name: str, value: object) -> float:
     return float(value)  # type: ignore[arg-type]
 
 
-def check_range(name: str, value: object, *, lo: float, hi: float | None = None) -> float:
-    """Check a finite number in ``[lo, hi)`` (``>= lo`` when ``hi`` is None).
+def check_range(
+    name: str, value: object, *, lo: float, hi: float | None = None, lo_open: bool = False
+) -> float:
+    """Check a finite number in ``[lo, hi)`` (``>= lo`` when ``hi`` is None); with
+    ``lo_open``, ``lo`` itself is refused too (``(lo, hi)``, ``> lo``).
 
     Raises:
-        ValueError: ``{name} must be a finite number in [0.0, 1.0), got 1.5``.
+        ValueError: ``{name} must be a finite number in [0.0, 1.0), got 1.5``,
+            ``{name} must be a finite number in > 0.0, got 0``.
     """
     ok = is_finite_number(value)
-    if ok and (value < lo or (hi is not None and value >= hi)):  # type: ignore[operator]
+    below = ok and (value <= lo if lo_open else value < lo)  # type: ignore[operator]
+    if ok and (below or (hi is not None and value >= hi)):  # type: ignore[operator]
         ok = False
     if not ok:
-        rng = f"[{lo}, {hi})" if hi is not None else f">= {lo}"
+        if hi is not None:
+            rng = f"{'(' if lo_open else '['}{lo}, {hi})"
+        else:
+            rng = f"{'>' if lo_open else '>='} {lo}"
         raise ValueError(f"{name} must be a finite number in {rng}, got {value!r}")
     return float(value)  # type: ignore[arg-type]
 

@@ -1,5 +1,5 @@
 """The architecture holds: one-way layers (import-linter's contract in pyproject.toml) and no
-function-level imports of qkv modules that would hide an upward arrow (STYLE.md)."""
+function-level imports of qkv modules that would hide an upward arrow (docs/architecture.md)."""
 
 from __future__ import annotations
 

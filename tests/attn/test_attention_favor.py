@@ -104,7 +104,7 @@ def test_approximation_error_shrinks_as_features_grow(causal):
         (8, 64, 512),
         length=64,
         head_dim=16,
-        heads=2,
+        n_heads=2,
         causal=causal,
         input_std=0.5,
         trials=3,

@@ -32,7 +32,7 @@ def test_tiny_in_process_run_has_every_row_and_ratios():
         masks=("window", "bigbird"),
         window=16,
         impls=("math", "sdpa", "flex", "blocksparse"),
-        heads=2,
+        n_heads=2,
         head_dim=8,
         modes=("fwdbwd",),
         repeats=1,
@@ -64,7 +64,7 @@ def test_isolated_run_measures_peak_memory():
         masks=("window",),
         impls=("blocksparse",),
         modes=("fwd",),
-        heads=1,
+        n_heads=1,
         head_dim=8,
         window=8,
         repeats=1,
@@ -113,7 +113,7 @@ def test_cli_writes_json(tmp_path, capsys):
         "--impls",
         "sdpa,blocksparse",
     ]
-    argv += ["--heads", "1", "--head-dim", "8", "--mode", "fwd", "--repeats", "1", "--no-isolate"]
+    argv += ["--n-heads", "1", "--head-dim", "8", "--mode", "fwd", "--repeats", "1", "--no-isolate"]
     assert main([*argv, "--json", str(out)]) == 0
     data = json.loads(out.read_text())
     assert set(data) == {"config", "memory_method", "environment", "results"}

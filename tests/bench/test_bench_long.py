@@ -21,16 +21,16 @@ from qkv.cli import main
 TINY = {
     "lengths": (64,),
     "d_model": 16,
-    "heads": 2,
+    "n_heads": 2,
     "window": 16,
     "bucket_size": 8,
     "linformer_k": 8,
     "xl_segment": 8,
     "xl_memory": 16,
     "xl_tokens": 48,
-    "model_dim": 16,
-    "model_heads": 2,
-    "model_layers": 1,
+    "lm_d_model": 16,
+    "lm_n_heads": 2,
+    "lm_n_layers": 1,
     "repeats": 1,
     "warmup": 0,
     "isolate": False,
@@ -92,7 +92,7 @@ def test_config_names_bad_values():
         LongBenchConfig(impls=("nope",))
     with pytest.raises(ValueError, match="train_time must be > 0, got 0"):
         LongBenchConfig(train_time=0)
-    with pytest.raises(ValueError, match="d_model=30 heads=8"):
+    with pytest.raises(ValueError, match="d_model=30 n_heads=8"):
         LongBenchConfig(d_model=30)
     with pytest.raises(ValueError, match="quality_impls"):
         LongBenchConfig(quality_impls=("linformer",))  # no causal form
@@ -128,7 +128,7 @@ def test_quality_models_differ_only_in_their_attention():
 def test_tiny_quality_run_trains_every_kind(tmp_path):
     text = "In the beginning God created the heaven and the earth. " * 200
     cfg = LongBenchConfig(
-        sections=("quality", "xl"), context=32, train_time=1.0, train_batch=2, valid_chunks=2,
+        sections=("quality", "xl"), context=32, train_time=1.0, train_batch_size=2, valid_chunks=2,
         **{k: v for k, v in TINY.items() if k != "lengths"},
     )  # fmt: skip
     rows = run_long_bench(cfg, text=text).measurements
@@ -148,7 +148,7 @@ def test_tiny_quality_run_trains_every_kind(tmp_path):
 # ---------------------------------------------------------------------------------------
 def test_favor_error_falls_with_more_features():
     cfg = ApproxBenchConfig(
-        sizes=(4, 64, 256), length=64, head_dim=16, heads=2, trials=2, input_std=0.5
+        sizes=(4, 64, 256), length=64, head_dim=16, n_heads=2, trials=2, input_std=0.5
     )
     rows = run_approx_bench(cfg).measurements
     assert [r.size for r in rows] == [4, 64, 256]
@@ -161,7 +161,7 @@ def test_linformer_pooling_to_full_length_is_exact_attention():
     """Independent check: pooling windows of one key are the identity, so the error
     against exact attention is zero; halving the length is not."""
     cfg = ApproxBenchConfig(
-        method="linformer", sizes=(16, 64), length=64, head_dim=8, heads=2, trials=1
+        method="linformer", sizes=(16, 64), length=64, head_dim=8, n_heads=2, trials=1
     )
     small, full = run_approx_bench(cfg).measurements
     assert full.error < 1e-5 < small.error
@@ -193,8 +193,8 @@ def test_cli_approx_writes_json_and_the_table(tmp_path, capsys):
 def test_cli_long_runs_tiny_xl(tmp_path, capsys):
     out = tmp_path / "l.json"
     argv = ["bench", "long", "--sections", "xl", "--xl-segment", "8", "--xl-memory", "16"]
-    argv += ["--xl-tokens", "32", "--model-dim", "16", "--model-heads", "2"]
-    argv += ["--model-layers", "1", "--repeats", "1", "--warmup", "0", "--json", str(out)]
+    argv += ["--xl-tokens", "32", "--lm-d-model", "16", "--lm-n-heads", "2"]
+    argv += ["--lm-n-layers", "1", "--repeats", "1", "--warmup", "0", "--json", str(out)]
     assert main(argv) == 0
     data = json.loads(out.read_text())
     assert data["config"]["xl_memory"] == 16
@@ -207,7 +207,7 @@ def test_cli_long_runs_tiny_xl(tmp_path, capsys):
         (["long", "--train-time", "0"], "train_time must be > 0, got 0.0"),
         (["long", "--impls", "dense"], "impls must be a non-empty subset"),
         (["long", "--lengths", "4096,x"], "--lengths"),
-        (["long", "--heads", "3"], "heads must divide the widths"),
+        (["long", "--n-heads", "3"], "heads must divide the widths"),
         (["approx", "--method", "nystrom"], "--method"),
         (["approx", "--sizes", "0"], "sizes"),
     ],

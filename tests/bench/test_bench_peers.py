@@ -129,7 +129,7 @@ def test_twins_have_the_same_parameter_count():
 # ---------------------------------------------------------------------------------------
 def test_attention_peers_tiny_run_has_every_row_gflops_and_ratios():
     cfg = PeerAttentionConfig(
-        lengths=(32, 48), heads=2, head_dim=8, matmul_size=64, time_budget=5.0, **FAST
+        lengths=(32, 48), n_heads=2, head_dim=8, matmul_size=64, time_budget=5.0, **FAST
     )
     result = run_peer_attention_bench(cfg)
     data = json.loads(json.dumps(result.to_json()))
@@ -151,7 +151,7 @@ def test_attention_peers_tiny_run_has_every_row_gflops_and_ratios():
 
 def test_attention_peers_skips_what_cannot_fit():
     cfg = PeerAttentionConfig(
-        lengths=(256,), impls=("sdpa", "naive"), modes=("fwd",), heads=1, head_dim=8,
+        lengths=(256,), impls=("sdpa", "naive"), modes=("fwd",), n_heads=1, head_dim=8,
         matmul_size=32, memory_limit=400_000, **FAST,
     )  # fmt: skip
     rows = {m.impl: m for m in run_peer_attention_bench(cfg).measurements}
@@ -231,12 +231,12 @@ def test_train_compile_adds_the_eager_row_and_compile_time():
 def test_generate_tiny_run():
     pytest.importorskip("transformers")
     cfg = GenerateBenchConfig(
-        **TINY, prompt_len=3, new_tokens=4, batches=(1, 2), warmup_tokens=2, **FAST
+        **TINY, prompt_len=3, new_tokens=4, batch_sizes=(1, 2), warmup_tokens=2, **FAST
     )
     result = run_generate_bench(cfg)
     rows = {(r["batch"], r["impl"]): r for r in result.to_json()["results"]}
     assert len(rows) == 6
-    assert rows[(2, "qkv_nocache")]["status"] == "n/a"  # only at --nocache-batches
+    assert rows[(2, "qkv_nocache")]["status"] == "n/a"  # only at --nocache-batch-sizes
     for key, r in rows.items():
         if key == (2, "qkv_nocache"):
             continue
@@ -275,8 +275,8 @@ def test_record_tiny_run():
 def test_cli_writes_json_and_prints_the_table(tmp_path, capsys):
     pytest.importorskip("transformers")
     out = tmp_path / "gen.json"
-    args = ["bench", "generate", "--d-model", "16", "--heads", "2", "--layers", "1"]
-    args += ["--vocab", "32", "--prompt-len", "2", "--new-tokens", "2", "--batches", "1"]
+    args = ["bench", "generate", "--d-model", "16", "--n-heads", "2", "--n-layers", "1"]
+    args += ["--vocab-size", "32", "--prompt-len", "2", "--new-tokens", "2", "--batch-sizes", "1"]
     args += ["--repeats", "1", "--threads", "1", "--json", str(out)]
     assert main(args) == 0
     data = json.loads(out.read_text())
@@ -287,7 +287,7 @@ def test_cli_writes_json_and_prints_the_table(tmp_path, capsys):
 
 def test_cli_peers_runs_and_rejects_bad_values(tmp_path, capsys):
     out = tmp_path / "peers.json"
-    args = ["bench", "peers", "--lengths", "16", "--heads", "2", "--head-dim", "4"]
+    args = ["bench", "peers", "--lengths", "16", "--n-heads", "2", "--head-dim", "4"]
     args += ["--matmul-size", "32", "--repeats", "1", "--threads", "1", "--json", str(out)]
     assert main(args) == 0
     assert json.loads(out.read_text())["benchmark"] == "attention-peers"

@@ -180,7 +180,9 @@ def test_every_option_sets_a_field_of_its_config(name):
 
 def test_options_become_the_config():
     parse = build_parser().parse_args
-    args = parse(["bench", "train", "--heads", "2", "--vocab", "64", "--encoder-layers", "1"])
+    args = parse(
+        ["bench", "train", "--n-heads", "2", "--vocab-size", "64", "--n-encoder-layers", "1"]
+    )
     cfg = _config(TrainBenchConfig, args)
     assert (cfg.n_heads, cfg.vocab_size, cfg.n_encoder_layers, cfg.n_decoder_layers) == (
         2,

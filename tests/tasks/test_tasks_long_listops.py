@@ -44,7 +44,7 @@ def test_cli_listops_rows(tmp_path):
     out = tmp_path / "l.json"
     argv = ["bench", "long", "--sections", "listops", "--listops-impls", "dense,favor"]
     argv += ["--listops-len", "32", "--listops-train", "16", "--listops-valid", "8"]
-    argv += ["--train-time", "0.2", "--train-batch", "4", "--threads", "1", "--json", str(out)]
+    argv += ["--train-time", "0.2", "--train-batch-size", "4", "--threads", "1", "--json", str(out)]
     assert main(argv) == 0
     rows = json.loads(out.read_text())["results"]
     assert [(r["section"], r["impl"]) for r in rows] == [("listops", "dense"), ("listops", "favor")]

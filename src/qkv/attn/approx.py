@@ -23,6 +23,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from qkv._checks import check_int
 from qkv.attn.favor import favor_attention, orthogonal_gaussian
 from qkv.attn.functional import attention
 from qkv.attn.linformer import linformer_attention, pooling_projection
@@ -71,7 +72,7 @@ def approximation_error(
     *,
     length: int = 512,
     head_dim: int = 64,
-    heads: int = 4,
+    n_heads: int = 4,
     causal: bool = False,
     input_std: float = 1.0,
     projection: Projection = "pool",
@@ -80,7 +81,7 @@ def approximation_error(
 ) -> list[ApproxError]:
     """Relative error of an attention approximation against exact softmax attention.
 
-    Each trial draws ``q, k, v ~ N(0, input_std^2)`` of shape ``(1, heads, length,
+    Each trial draws ``q, k, v ~ N(0, input_std^2)`` of shape ``(1, n_heads, length,
     head_dim)`` in float64 (so only the approximation errs, not the arithmetic), computes
     exact attention with the ``"math"`` backend and the approximation at every size.
 
@@ -90,7 +91,7 @@ def approximation_error(
         sizes: the sizes to measure.
         length: sequence length ``s``.
         head_dim: ``d_h``.
-        heads: heads per problem (each gives an independent sample).
+        n_heads: heads per problem (each gives an independent sample).
         causal: causal attention (FAVOR+ only).
         input_std: standard deviation of the inputs: the larger, the peakier the softmax
             and the harder for FAVOR+ (its variance grows like ``exp(|q|^2 + |k|^2)``).
@@ -112,11 +113,13 @@ def approximation_error(
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if projection not in ("pool", "gaussian"):
         raise ValueError(f"projection must be 'pool' or 'gaussian', got {projection!r}")
-    for name, val in (("length", length), ("head_dim", head_dim), ("heads", heads)):
-        if isinstance(val, bool) or not isinstance(val, int) or val <= 0:
-            raise ValueError(f"{name} must be a positive int, got {val!r}")
-    if isinstance(trials, bool) or not isinstance(trials, int) or trials <= 0:
-        raise ValueError(f"trials must be a positive int, got {trials!r}")
+    for name, val in (
+        ("length", length),
+        ("head_dim", head_dim),
+        ("n_heads", n_heads),
+        ("trials", trials),
+    ):
+        check_int(name, val)
     if not (isinstance(input_std, (int, float)) and input_std > 0):
         raise ValueError(f"input_std must be > 0, got {input_std!r}")
     hi = length if method == "linformer" else 1 << 20
@@ -129,7 +132,7 @@ def approximation_error(
     errors: dict[int, list[float]] = {s: [] for s in sizes}
     for t in range(trials):
         gen = torch.Generator().manual_seed(seed * 1000 + t)
-        shape = (1, heads, length, head_dim)
+        shape = (1, n_heads, length, head_dim)
         q, k, v = (
             torch.randn(shape, generator=gen, dtype=torch.float64) * input_std for _ in "qkv"
         )

@@ -194,6 +194,18 @@ def _gather_keys(x5: Tensor, u: _Unit) -> Tensor:
     return x.view(x.shape[0], x.shape[1], G, C * x.shape[3], x.shape[4])
 
 
+def _gather_kv(k5: Tensor, v5: Tensor, u: _Unit, forbidden: Tensor | None) -> tuple[Tensor, Tensor]:
+    """The unit's key and value tiles, with the keys that no query row of the unit may see
+    set to 0 by selection: whatever they hold (NaN, inf) then reaches neither the output
+    (``0 * NaN`` in ``P V``) nor a gradient (numerics contract, docs/architecture.md)."""
+    kc, vc = _gather_keys(k5, u), _gather_keys(v5, u)  # new tensors: filled in place
+    if forbidden is not None:
+        dead = forbidden.all(dim=1)[..., None]  # (G, C*B, 1)
+        kc.masked_fill_(dead, 0.0)
+        vc.masked_fill_(dead, 0.0)
+    return kc, vc
+
+
 def _scores(qc: Tensor, kc: Tensor, forbidden: Tensor | None, g: int) -> Tensor:
     """Masked scores of pre-scaled queries: ``(n, hk, G, g*B, C*B)``."""
     s = torch.matmul(qc, kc.transpose(-1, -2))  # (n, hk, G, g*B, C*B)
@@ -225,12 +237,14 @@ def _forward(q: Tensor, k: Tensor, v: Tensor, plan: _Plan, scale: float) -> tupl
     lse = q.new_zeros(N, H, s_qp, 1)
     out6, lse6 = out.view(N, h_kv, g, s_qp // B, B, d_v), lse.view(N, h_kv, g, s_qp // B, B, 1)
     for u in plan.units:
-        s = _scores(_gather_rows(q6, u, scale), _gather_keys(k5, u), _forbidden(plan, u), g)
+        forbidden = _forbidden(plan, u)
+        kc, vc = _gather_kv(k5, v5, u, forbidden)
+        s = _scores(_gather_rows(q6, u, scale), kc, forbidden, g)
         m = s.amax(-1, keepdim=True)
         m = m.masked_fill_(torch.isneginf(m), 0.0)  # rows that see nothing
         p = s.sub_(m).exp_()  # (n, hk, G, g*B, C*B), unnormalized
         z = p.sum(-1, keepdim=True)
-        o = torch.matmul(p, _gather_keys(v5, u)).div_(torch.where(z > 0, z, 1.0))
+        o = torch.matmul(p, vc).div_(torch.where(z > 0, z, 1.0))
         _put_rows(out6, u, o, g)
         _put_rows(lse6, u, torch.where(z > 0, m + z.log(), 0.0), g)
     return out, lse
@@ -264,8 +278,9 @@ def _backward(
     dk5, dv5 = dk.view(N, h_kv, n_kb, B, d), dv.view(N, h_kv, n_kb, B, d_v)
     for u in plan.units:
         qc = _gather_rows(q6, u, scale)  # scale * q: dK = dS^T (scale q)
-        kc, vc = _gather_keys(k5, u), _gather_keys(v5, u)
-        p = _scores(qc, kc, _forbidden(plan, u), g).sub_(_gather_rows(lse6, u)).exp_()
+        forbidden = _forbidden(plan, u)
+        kc, vc = _gather_kv(k5, v5, u, forbidden)
+        p = _scores(qc, kc, forbidden, g).sub_(_gather_rows(lse6, u)).exp_()
         doc = _gather_rows(do6, u)  # (n, hk, G, g*B, d_v)
         dvc = torch.matmul(p.transpose(-1, -2), doc)  # (n, hk, G, C*B, d_v)
         ds = torch.matmul(doc, vc.transpose(-1, -2)).sub_(_gather_rows(delta6, u)).mul_(p)

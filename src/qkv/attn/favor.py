@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
+from qkv.attn._favor_chunked import FavorChunked
 from qkv.attn.functional import MaskLike
 from qkv.attn.mha import MultiHeadAttention
 from qkv.attn.problem import compute_dtype
@@ -201,8 +202,15 @@ def favor_attention(
     padding_mask: Tensor | None = None,
     scale: float | None = None,
     chunk: int = CHUNK,
+    reference: bool = False,
 ) -> Tensor:
     """FAVOR+ approximation of ``softmax(q k^T * scale) v`` (see the module docstring).
+
+    By default it runs chunk by chunk with a hand-written backward
+    (:class:`~qkv.attn._favor_chunked.FavorChunked`), in ``O(s d)`` live memory: no
+    ``(s, m)`` feature matrix is ever whole. ``reference=True`` (and features that take a
+    gradient, or tracing by ``torch.compile``) runs the readable whole-tensor version under
+    autograd instead: the correctness oracle, equal within float tolerance.
 
     Args:
         q: ``(b, h, s_q, d)``.
@@ -212,7 +220,8 @@ def favor_attention(
         causal: causal attention (queries aligned to the end of the keys).
         padding_mask: ``(b, s_k)`` bool, True = real key; padded keys get zero features.
         scale: score scale, default ``1/sqrt(d)``.
-        chunk: queries per chunk of causal attention.
+        chunk: queries (and keys) per chunk.
+        reference: run the whole-tensor reference under autograd.
 
     Returns:
         ``(b, h, s_q, d_v)`` in ``q``'s dtype (computed in float32 for half inputs).
@@ -233,10 +242,38 @@ def favor_attention(
     if groups > 1:  # grouped heads: kv head j serves query heads j*g .. j*g+g-1
         k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
     args = (q, k, v, projection, padding_mask, math.sqrt(scale), causal, chunk)
+    if not reference and not projection.requires_grad and not torch.compiler.is_compiling():
+        return _favor_lean(*args)
     if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
         # the (s, m) features are recomputed in the backward pass instead of kept
         return checkpoint(_favor_core, *args, use_reentrant=False)  # type: ignore[no-any-return]
     return _favor_core(*args)
+
+
+def _favor_lean(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    projection: Tensor,
+    padding_mask: Tensor | None,
+    root: float,
+    causal: bool,
+    chunk: int,
+) -> Tensor:
+    """:func:`_favor_core` in ``O(s d)`` live memory (:class:`FavorChunked`)."""
+    ctype = compute_dtype(q.dtype)
+    valid = None if padding_mask is None else padding_mask[:, None, :]  # (b, 1, s_k)
+    k, v = k.to(ctype), v.to(ctype)
+    missing = q.shape[-2] - k.shape[-2] if causal else 0
+    if missing > 0:  # more queries than keys: the first ones see none (padded keys)
+        k, v = F.pad(k, (0, 0, missing, 0)), F.pad(v, (0, 0, missing, 0))
+        if valid is None:
+            valid = torch.ones(k.shape[0], 1, k.shape[-2] - missing, dtype=torch.bool)
+            valid = valid.to(q.device)
+        valid = F.pad(valid, (missing, 0), value=False)
+    w = projection.to(ctype)
+    out = FavorChunked.apply(q.to(ctype), k, v, w, valid, root, causal, chunk, FEATURE_EPS)
+    return out.to(q.dtype)  # type: ignore[no-any-return]
 
 
 def _favor_core(

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from qkv.attn.functional import Backend, Problem, _target_shape, register_backend
-from qkv.attn.problem import connected_zeros
+from qkv.attn.problem import connected_zeros, hide_unseen
 from qkv.masks import Mask
 from qkv.masks._base import head_dependent
 from qkv.masks._tiles import n_blocks
@@ -197,6 +197,9 @@ def flex_attention(p: Problem, block: int | None = None) -> Tensor:
     mask = p.mask if isinstance(p.mask, Mask) else None
     kwargs = {"scale": p.scale, "enable_gqa": k4.shape[1] != h}
     s_q, s_k = p.s_q, p.s_k
+    if mask is not None:  # numerics contract: keys and values no query sees are selected away
+        unseen = ~mask.seen_keys(s_q, s_k, q4.device)[:, None, :, None]  # (b_m, 1, s_k, 1)
+        k4, v4 = hide_unseen(k4, unseen), hide_unseen(v4, unseen)
     compiled = _compiles(q4)
     if compiled and q4.device.type == "cpu":  # whole tiles only (see the module doc)
         block_mask = _whole_tiles_block_mask(mask, s_q, s_k, block, q4.device)

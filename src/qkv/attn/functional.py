@@ -30,8 +30,10 @@ from qkv.attn.problem import (
     _target_shape,
     connected_zeros,
     dense_mask,
+    hide_unseen,
     make_problem,
     rows_with_keys,
+    unseen_keys,
 )
 from qkv.attn.scores import default_scale
 from qkv.attn.weights import _masked_scores, attention_weights, safe_softmax
@@ -92,8 +94,11 @@ def available_backends() -> list[str]:
 # ---------------------------------------------------------------------------------------
 def _run_math(p: Problem) -> Tensor | tuple[Tensor, Tensor]:
     k, v = _expand_kv(p)
+    m = dense_mask(p)
+    if m is not None:  # values no query sees: selected away, as 0 * NaN would be NaN
+        v = hide_unseen(v, unseen_keys(m))
     # float32 scores, softmax and weighted sum for half inputs, as in the fused kernels
-    weights = safe_softmax(_masked_scores(p, k))  # (..., s_q, s_k)
+    weights = safe_softmax(_masked_scores(p, k, m))  # (..., s_q, s_k)
     w = F.dropout(weights, p=p.dropout_p, training=True) if p.dropout_p > 0 else weights
     out = (w @ v.to(w.dtype)).to(p.q.dtype)  # (..., s_q, d_v)
     return (out, weights.to(p.q.dtype)) if p.return_weights else out
@@ -200,6 +205,10 @@ def _run_sdpa(p: Problem) -> Tensor | tuple[Tensor, Tensor]:
     else:
         m = dense_mask(p)
         assert m is not None
+        # keys and values no query sees are zeroed (numerics contract): the kernels add the
+        # mask to the scores (NaN + -inf is NaN) and multiply weights by values (0 * NaN)
+        unseen = _to_4d(unseen_keys(m).expand(*target[:-2], p.s_k, 1), lead)
+        k4, v4 = hide_unseen(k4, unseen), hide_unseen(v4, unseen)
         row_ok = rows_with_keys(m)
         if m.dtype == torch.bool:
             m = m | ~row_ok  # let empty rows attend anywhere, then zero them below

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from qkv.attn._lsh_hash import default_buckets, draw_rotations, hash_buckets
 from qkv.attn.functional import MaskLike
 from qkv.attn.kv_cache import KVCache
 from qkv.attn.problem import compute_dtype
@@ -44,65 +45,6 @@ SELF_SCORE: float = -1e5
 NORM_EPS: float = 1e-6
 #: Most scores computed at once (a few chunks at a time; ~64 MB in float32).
 CORE_ELEMENTS: int = 1 << 24
-
-
-def default_buckets(length: int, bucket_size: int) -> int:
-    """``transformers``' rule for ``num_buckets=None``: about ``2 length / bucket_size``
-    buckets (the paper's choice), rounded down to a power of two (at least 2)."""
-    return max(2, 2 ** ((2 * (length // bucket_size)).bit_length() - 1))
-
-
-def draw_rotations(
-    n_heads: int,
-    head_dim: int,
-    n_hashes: int,
-    n_buckets: int,
-    *,
-    generator: torch.Generator | None = None,
-    device: torch.device | str | None = None,
-    dtype: torch.dtype = torch.float32,
-) -> Tensor:
-    """Random rotations ``(h, d_h, n_hashes, n_buckets/2)`` with ``N(0, 1)`` entries.
-
-    Drawn on the CPU, in this layout and order, they are what ``transformers`` draws after
-    ``torch.manual_seed(hash_seed)``: pass ``torch.Generator().manual_seed(hash_seed)``.
-
-    Raises:
-        ValueError: an odd or non-positive ``n_buckets``.
-    """
-    if (
-        isinstance(n_buckets, bool)
-        or not isinstance(n_buckets, int)
-        or n_buckets < 2
-        or n_buckets % 2
-    ):
-        raise ValueError(f"n_buckets must be an even int >= 2, got {n_buckets!r}")
-    shape = (n_heads, head_dim, n_hashes, n_buckets // 2)
-    return torch.randn(shape, generator=generator, dtype=dtype).to(device)
-
-
-def hash_buckets(
-    qk: Tensor, rotations: Tensor, padding_mask: Tensor | None = None
-) -> tuple[Tensor, int]:
-    """Angular LSH buckets of every position in every round.
-
-    Args:
-        qk: ``(b, h, s, d)``.
-        rotations: ``(h, d, n_hashes, n_buckets/2)``.
-        padding_mask: ``(b, s)`` bool, True = real token. When any token is padding, padding
-            gets bucket ``n_buckets`` (sorted after every real bucket).
-
-    Returns:
-        ``(buckets, n)``: ``(b, h, n_hashes, s)`` long buckets and the number of buckets
-        per round (``n_buckets``, plus one with padding).
-    """
-    rotated = torch.einsum("bhsd,hdnr->bhnsr", qk.detach(), rotations.to(qk.dtype))
-    buckets = torch.cat([rotated, -rotated], dim=-1).argmax(dim=-1)  # (b, h, n_hashes, s)
-    n = 2 * rotations.shape[-1]
-    if padding_mask is not None and not bool(padding_mask.all()):
-        buckets = buckets.masked_fill(~padding_mask[:, None, None, :], n)
-        n += 1
-    return buckets, n
 
 
 def _unit_keys(qk: Tensor) -> Tensor:

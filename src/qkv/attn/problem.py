@@ -249,6 +249,51 @@ def rows_with_keys(mask: Tensor) -> Tensor:
     return ~torch.isneginf(mask).all(dim=-1, keepdim=True)
 
 
+def unseen_keys(mask: Tensor) -> Tensor:
+    """``(..., s_k, 1)`` bool: the key positions of a dense bool mask or additive bias that
+    no query may attend to (padding, for instance), in the mask's own leading dims."""
+    if mask.ndim == 1:  # (s_k,): one row that every query shares
+        mask = mask[None]
+    if mask.dtype == torch.bool:
+        return ~mask.any(dim=-2).unsqueeze(-1)
+    return torch.isneginf(mask).all(dim=-2).unsqueeze(-1)
+
+
+def hide_unseen(x: Tensor, unseen: Tensor) -> Tensor:
+    """Keys or values ``x (..., s_k, e)`` with the positions no query sees set to 0.
+
+    The numerics contract (docs/architecture.md): a masked-out position never influences
+    the output or a gradient, whatever it holds. Masking the scores alone does not give
+    that: a NaN key still reaches the query gradient and a NaN value the output through
+    ``0 * NaN = NaN`` in the matrix products, so those positions are *selected* away
+    (``torch.where``, never a product) before any product.
+
+    Args:
+        x: keys or values ``(..., s_k, e)``.
+        unseen: :func:`unseen_keys` of the mask, broadcastable against ``x``'s leading
+            dims, or with ``g`` times more heads than ``x`` (grouped-query attention).
+
+    Returns:
+        A tensor of ``x``'s shape: where ``x`` serves several mask rows (a broadcast dim,
+        a group of query heads), a position is zeroed only when none of them sees it.
+    """
+    u = unseen
+    while u.ndim > x.ndim:  # mask dims x broadcasts over: unseen by every one of them
+        u = u.all(dim=0)
+    u = u.reshape((1,) * (x.ndim - u.ndim) + tuple(u.shape))
+    for dim in range(x.ndim - 2):
+        n, m = x.shape[dim], u.shape[dim]
+        if m == n or m == 1:
+            continue
+        if n == 1:
+            u = u.all(dim=dim, keepdim=True)
+        elif m % n == 0:  # (h,) mask heads over (h_kv,) kv heads: head j*g+i uses kv head j
+            u = u.unflatten(dim, (n, m // n)).all(dim=dim + 1)
+        else:  # pragma: no cover - shapes were checked when the problem was built
+            return x
+    return torch.where(u, torch.zeros((), dtype=x.dtype, device=x.device), x)
+
+
 def connected_zeros(shape: tuple[int, ...], *inputs: Tensor) -> Tensor:
     """Zeros of ``shape`` in the first input's dtype and device, still in the inputs' graph
     (their gradients are zeros): the answer of a problem with no keys or no rows."""

@@ -19,16 +19,31 @@ from qkv.attn.problem import (
     _target_shape,
     compute_dtype,
     dense_mask,
+    hide_unseen,
     rows_with_keys,
+    unseen_keys,
 )
 from qkv.attn.scores import dot
 from qkv.masks import Causal
 
 
-def _masked_scores(p: Problem, k: Tensor) -> Tensor:
+def _masked_scores(p: Problem, k: Tensor, m: Tensor | None = None) -> Tensor:
     """Scaled and masked scores ``(..., s_q, s_k)`` in :func:`compute_dtype` (float32 for
-    half inputs; a custom score runs in the input dtype, its result is upcast)."""
+    half inputs; a custom score runs in the input dtype, its result is upcast).
+
+    Keys that no query sees are zeroed first (:func:`hide_unseen`), so that whatever they
+    hold cannot reach a gradient; the scores are then masked by selection (``masked_fill``),
+    which also hides a non-finite score of a key only some queries see.
+
+    Args:
+        p: the problem.
+        k: its keys, expanded to the query heads.
+        m: ``dense_mask(p)`` when the caller has it already.
+    """
     score, ctype = p.score, compute_dtype(p.q.dtype)
+    m = dense_mask(p) if m is None else m
+    if m is not None:
+        k = hide_unseen(k, unseen_keys(m))
     if score == "dot":
         s = dot(p.q.to(ctype), k.to(ctype))  # products of halves are exact in float32
     else:
@@ -41,7 +56,6 @@ def _masked_scores(p: Problem, k: Tensor) -> Tensor:
     s = s.to(ctype)
     if p.scale != 1.0:
         s = s * p.scale
-    m = dense_mask(p)
     if m is None:
         return s
     if m.dtype == torch.bool:

@@ -32,6 +32,8 @@ from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
 import torch
 
+from qkv._checks import check_int
+
 
 @contextmanager
 def num_threads(n: int | None) -> Iterator[int]:
@@ -43,8 +45,7 @@ def num_threads(n: int | None) -> Iterator[int]:
     """
     before = torch.get_num_threads()
     if n is not None:
-        if not isinstance(n, int) or isinstance(n, bool) or n <= 0:
-            raise ValueError(f"threads must be a positive int or None, got {n!r}")
+        check_int("threads", n, optional=True)
         torch.set_num_threads(n)
     try:
         yield torch.get_num_threads()
@@ -356,6 +357,28 @@ def quiet_transformers() -> Iterator[None]:
         hf_logging.set_verbosity(level)
 
 
+ResultT = TypeVar("ResultT", bound=BenchResult[Any, Any])
+
+
+@contextmanager
+def peer_run(config: Any, result_type: Callable[..., ResultT]) -> Iterator[ResultT]:
+    """The set-up every peer benchmark runs in: ``config.threads`` torch threads (restored
+    afterwards), ``transformers``' config warnings silenced, and an empty result of
+    ``result_type`` for ``config`` with its :func:`environment` recorded.
+
+    >>> with peer_run(config, TrainBenchResult) as result:  # doctest: +SKIP
+    ...     result.add(rows, progress)
+
+    Yields:
+        The result to fill.
+
+    Raises:
+        ValueError: ``config.threads`` is not None or a positive int.
+    """
+    with num_threads(config.threads) as threads, quiet_transformers():
+        yield result_type(config, environment=environment(threads))
+
+
 # ---------------------------------------------------------------------------------------
 # output
 # ---------------------------------------------------------------------------------------
@@ -415,12 +438,7 @@ def check_settings(cfg: object, positive: tuple[str, ...]) -> None:
         ValueError: naming the setting and its value.
     """
     for name in positive:
-        value = getattr(cfg, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
-    warmup = cfg.warmup
-    if not isinstance(warmup, int) or warmup < 0:
-        raise ValueError(f"warmup must be an int >= 0, got {warmup!r}")
-    threads = cfg.threads
-    if threads is not None and (not isinstance(threads, int) or threads <= 0):
-        raise ValueError(f"threads must be a positive int, got {threads!r}")
+        check_int(name, getattr(cfg, name))
+    check_int("warmup", cfg.warmup, 0)
+    if cfg.threads is not None:  # "a positive int", not "... or None": the CLI's wording
+        check_int("threads", cfg.threads)

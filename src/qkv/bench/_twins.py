@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from qkv._checks import check_int
 from qkv.bench._paper_gpt import PaperGPT
 from qkv.models import LMConfig, Seq2SeqConfig, build
 from qkv.models.base import TransformerModel
@@ -52,9 +53,7 @@ class ModelShape:
 
     def __post_init__(self) -> None:
         for name in ("d_model", "n_heads", "n_layers", "vocab_size", "max_len"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            check_int(name, getattr(self, name))
         if self.d_model % self.n_heads:
             raise ValueError(f"n_heads ({self.n_heads}) must divide d_model ({self.d_model})")
 

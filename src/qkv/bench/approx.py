@@ -19,14 +19,14 @@ class ApproxBenchConfig:
     Attributes:
         method: ``"favor"`` or ``"linformer"``.
         sizes: random features (FAVOR+) or projected lengths (Linformer).
-        length, head_dim, heads, causal, input_std, projection, trials, seed: as there.
+        length, head_dim, n_heads, causal, input_std, projection, trials, seed: as there.
     """
 
     method: str = "favor"
     sizes: tuple[int, ...] = (16, 64, 256, 1024)
     length: int = 512
     head_dim: int = 64
-    heads: int = 4
+    n_heads: int = 4
     causal: bool = False
     input_std: float = 1.0
     projection: str = "pool"
@@ -68,7 +68,7 @@ def run_approx_bench(
         c.sizes,
         length=c.length,
         head_dim=c.head_dim,
-        heads=c.heads,
+        n_heads=c.n_heads,
         causal=c.causal,
         input_std=c.input_std,
         projection=c.projection,  # type: ignore[arg-type]
@@ -89,7 +89,7 @@ def format_approx_table(result: ApproxBenchResult) -> str:
     head = (
         f"{c.method}: relative error of the output against exact softmax attention, "
         f"s={c.length}, d_h={c.head_dim}, {kind}, inputs N(0, {c.input_std}^2), "
-        f"{c.trials} trials x {c.heads} heads"
+        f"{c.trials} trials x {c.n_heads} heads"
     )
     if c.method == "linformer":
         head += f", projection {c.projection}"

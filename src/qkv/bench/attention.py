@@ -32,6 +32,7 @@ from typing import Any, Literal
 import torch
 
 from qkv import masks
+from qkv._checks import check_int
 from qkv.attn import attention, make_problem, pick_backend
 from qkv.bench._isolate import run_isolated, serve
 
@@ -58,9 +59,9 @@ class AttentionBenchConfig:
         masks: names from :data:`MASKS`.
         window: window size of the ``window`` and ``local`` masks.
         impls: backends from :data:`IMPLS`.
-        heads: ``h``.
+        n_heads: ``h``.
         head_dim: ``d_h``.
-        batch: ``b``.
+        batch_size: ``b``.
         modes: ``"fwd"`` and/or ``"fwdbwd"``.
         repeats: timed runs per measurement (fewer when one run takes more than
             ``time_budget / repeats`` seconds; at least 1).
@@ -79,9 +80,9 @@ class AttentionBenchConfig:
     masks: tuple[str, ...] = ("causal", "window", "bigbird")
     window: int = 256
     impls: tuple[str, ...] = IMPLS
-    heads: int = 8
+    n_heads: int = 8
     head_dim: int = 64
-    batch: int = 1
+    batch_size: int = 1
     modes: tuple[str, ...] = MODES
     repeats: int = 3
     warmup: int = 1
@@ -103,18 +104,16 @@ class AttentionBenchConfig:
                 raise ValueError(
                     f"{name} must be a non-empty subset of {list(known)}, got {list(values)}"
                 )
-        for name in ("window", "heads", "head_dim", "batch", "repeats"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        for name in ("window", "n_heads", "head_dim", "batch_size", "repeats"):
+            check_int(name, getattr(self, name))
         if not self.lengths or any(not isinstance(s, int) or s <= 0 for s in self.lengths):
             raise ValueError(f"lengths must be positive ints, got {list(self.lengths)}")
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise ValueError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
         if self.device not in ("cpu", "cuda"):
             raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
-        if self.threads is not None and self.threads <= 0:
-            raise ValueError(f"threads must be a positive int, got {self.threads}")
+        if self.threads is not None:
+            check_int("threads", self.threads)
 
 
 @dataclass
@@ -211,7 +210,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one measurement in this process (the body of a subprocess when isolated).
 
     Args:
-        spec: ``{"length", "mask", "impl", "mode", "window", "heads", "head_dim", "batch",
+        spec: ``{"length", "mask", "impl", "mode", "window", "n_heads", "head_dim", "batch_size",
             "repeats", "warmup", "time_budget", "dtype", "device", "threads",
             "measure_memory"}``.
 
@@ -222,7 +221,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         torch.set_num_threads(int(spec["threads"]))
     dev = torch.device(spec["device"])
     dtype = getattr(torch, spec["dtype"])
-    b, h, s, d = spec["batch"], spec["heads"], spec["length"], spec["head_dim"]
+    b, h, s, d = spec["batch_size"], spec["n_heads"], spec["length"], spec["head_dim"]
     grad = spec["mode"] == "fwdbwd"
     mask = make_mask(spec["mask"], spec["window"])
     gen = torch.Generator(device="cpu").manual_seed(0)
@@ -333,7 +332,7 @@ def run_attention_bench(
             for mode in config.modes:
                 for impl in config.impls:
                     need = estimate_bytes(
-                        impl, mode, config.batch, config.heads, s, config.head_dim, itemsize
+                        impl, mode, config.batch_size, config.n_heads, s, config.head_dim, itemsize
                     )
                     if need > limit:
                         m = Measurement(
@@ -350,9 +349,9 @@ def run_attention_bench(
                                 k: getattr(config, k)
                                 for k in (
                                     "window",
-                                    "heads",
+                                    "n_heads",
                                     "head_dim",
-                                    "batch",
+                                    "batch_size",
                                     "repeats",
                                     "warmup",
                                     "time_budget",
@@ -436,7 +435,7 @@ def format_table(result: AttentionBenchResult) -> str:
     cfg = result.config
     env = result.environment
     info = (
-        f"b={cfg.batch} h={cfg.heads} d_h={cfg.head_dim} {cfg.dtype} on {cfg.device} "
+        f"b={cfg.batch_size} h={cfg.n_heads} d_h={cfg.head_dim} {cfg.dtype} on {cfg.device} "
         f"({env.get('threads')} threads, torch {env.get('torch')}); window={cfg.window}; "
         f"fwd = inference under no_grad, fwdbwd = forward + backward"
     )

@@ -42,11 +42,10 @@ from qkv.bench._timing import (
     check_settings,
     check_sizes,
     check_subset,
-    environment,
     fmt,
     format_rows,
-    num_threads,
     paired_ratio,
+    peer_run,
     time_interleaved,
     time_rows,
 )
@@ -74,9 +73,9 @@ class PeerAttentionConfig:
         lengths: sequence lengths ``s`` (self-attention).
         impls: names from :data:`PEER_IMPLS`.
         mask: ``"causal"`` or ``"none"``.
-        heads: ``h``.
+        n_heads: ``h``.
         head_dim: ``d_h`` (the module group has ``d = h d_h``).
-        batch: ``b``.
+        batch_size: ``b``.
         modes: ``"fwd"`` and/or ``"fwdbwd"``.
         repeats: the most timed rounds per (length, mode).
         min_repeats: rounds every implementation runs whatever ``time_budget``.
@@ -93,9 +92,9 @@ class PeerAttentionConfig:
     lengths: tuple[int, ...] = (512, 1024, 2048, 4096, 8192)
     impls: tuple[str, ...] = tuple(PEER_IMPLS)
     mask: str = "causal"
-    heads: int = 8
+    n_heads: int = 8
     head_dim: int = 64
-    batch: int = 1
+    batch_size: int = 1
     modes: tuple[str, ...] = MODES
     repeats: int = 10
     min_repeats: int = 2
@@ -112,7 +111,7 @@ class PeerAttentionConfig:
         if self.mask not in PEER_MASKS:
             raise ValueError(f"mask must be one of {list(PEER_MASKS)}, got {self.mask!r}")
         check_settings(
-            self, ("heads", "head_dim", "batch", "repeats", "min_repeats", "matmul_size")
+            self, ("n_heads", "head_dim", "batch_size", "repeats", "min_repeats", "matmul_size")
         )
         check_sizes("lengths", self.lengths)
 
@@ -238,7 +237,7 @@ def matmul_gflops(n: int, repeats: int = 3) -> float:
 def _why_not_fit(
     impl: str, mode: str, cfg: PeerAttentionConfig, s: int, limit: float
 ) -> str | None:
-    need = estimate_bytes(impl, mode, cfg.batch, cfg.heads, s, cfg.head_dim)
+    need = estimate_bytes(impl, mode, cfg.batch_size, cfg.n_heads, s, cfg.head_dim)
     if need > limit:
         return f"needs ~{need / 2**30:.1f} GiB > limit {limit / 2**30:.1f} GiB"
     return None
@@ -252,7 +251,7 @@ def _make_calls(
     qkv_mha: nn.Module,
     torch_mha: nn.MultiheadAttention,
 ) -> dict[str, Callable[[], object]]:
-    b, h, d_h = cfg.batch, cfg.heads, cfg.head_dim
+    b, h, d_h = cfg.batch_size, cfg.n_heads, cfg.head_dim
     grad = mode == "fwdbwd"
     causal = cfg.mask == "causal"
     gen = torch.Generator().manual_seed(cfg.seed + s)
@@ -314,15 +313,14 @@ def run_peer_attention_bench(
         The measurements with GFLOP/s, shares of the matmul peak and ratios to each
         group's reference filled in where it ran.
     """
-    with num_threads(config.threads) as threads:
-        result = PeerAttentionResult(config, environment=environment(threads))
+    with peer_run(config, PeerAttentionResult) as result:
         result.matmul_gflops["before"] = matmul_gflops(config.matmul_size)
         limit = config.memory_limit or 0.7 * available_memory_bytes()
         gen = torch.Generator().manual_seed(config.seed)
-        d = config.heads * config.head_dim
+        d = config.n_heads * config.head_dim
         with torch.random.fork_rng():
             torch.manual_seed(int(torch.randint(0, 2**31, (1,), generator=gen)))
-            torch_mha = nn.MultiheadAttention(d, config.heads, batch_first=True)
+            torch_mha = nn.MultiheadAttention(d, config.n_heads, batch_first=True)
         qkv_mha = MultiHeadAttention.from_torch(torch_mha)
         causal = config.mask == "causal"
         for s in config.lengths:
@@ -340,8 +338,8 @@ def run_peer_attention_bench(
                         flops=impl_flops(
                             impl,
                             mode,
-                            config.batch,
-                            config.heads,
+                            config.batch_size,
+                            config.n_heads,
                             s,
                             config.head_dim,
                             causal=causal,
@@ -394,7 +392,7 @@ def format_peer_table(result: PeerAttentionResult) -> str:
     head = ("length", "mode", "impl", "time ms", "GFLOP/s", "% peak", "speed", "vs", "note")
     peak = result.peak_gflops
     info = [
-        f"dense attention vs peers: b={cfg.batch} h={cfg.heads} d_h={cfg.head_dim} "
+        f"dense attention vs peers: b={cfg.batch_size} h={cfg.n_heads} d_h={cfg.head_dim} "
         f"mask={cfg.mask} fp32 on CPU ({env.get('threads')} threads, torch {env.get('torch')})",
         f"matmul peak ({cfg.matmul_size}^3 fp32): {fmt(peak, '.1f')} GFLOP/s "
         f"(before {fmt(result.matmul_gflops.get('before'), '.1f')}, "

@@ -5,13 +5,13 @@ For each batch size, in interleaved rounds in one process on the same prompts
 
 * ``qkv_cache``: :func:`qkv.generation.generate` with the KV cache (the reference);
 * ``qkv_nocache``: the same without the cache (re-running the prefix every step), at the
-  batch sizes of ``nocache_batches`` only, since it is slow;
+  batch sizes of ``nocache_batch_sizes`` only, since it is slow;
 * ``hf_cache``: ``GPT2LMHeadModel.generate(use_cache=True, do_sample=False)`` of the same
   shape.
 
 Both decode exactly ``new_tokens`` tokens per row (no EOS), which the benchmark checks, so
 they do the same work; the weights differ (random), so the tokens do too. Throughput is
-``batch * new_tokens`` over the wall time of the whole call (prefill included).
+``batch_size * new_tokens`` over the wall time of the whole call (prefill included).
 """
 
 from __future__ import annotations
@@ -29,12 +29,10 @@ from qkv.bench._timing import (
     check_settings,
     check_sizes,
     check_subset,
-    environment,
     fmt,
     format_rows,
-    num_threads,
     paired_ratio,
-    quiet_transformers,
+    peer_run,
     time_rows,
     transformers_missing,
 )
@@ -59,9 +57,9 @@ class GenerateBenchConfig:
             None = ``4 d``).
         prompt_len: prompt tokens per row.
         new_tokens: tokens generated per row.
-        batches: batch sizes.
+        batch_sizes: batch sizes.
         impls: names from :data:`GENERATE_IMPLS`.
-        nocache_batches: the batch sizes at which ``qkv_nocache`` runs.
+        nocache_batch_sizes: the batch sizes at which ``qkv_nocache`` runs.
         repeats: the most timed rounds per batch size.
         min_repeats: rounds every implementation runs whatever ``time_budget``.
         warmup: untimed calls of each implementation first (each a short generation of
@@ -80,9 +78,9 @@ class GenerateBenchConfig:
     d_ff: int | None = None
     prompt_len: int = 32
     new_tokens: int = 256
-    batches: tuple[int, ...] = (1, 8)
+    batch_sizes: tuple[int, ...] = (1, 8)
     impls: tuple[str, ...] = tuple(GENERATE_IMPLS)
-    nocache_batches: tuple[int, ...] = (1,)
+    nocache_batch_sizes: tuple[int, ...] = (1,)
     repeats: int = 5
     min_repeats: int = 2
     warmup: int = 1
@@ -96,7 +94,7 @@ class GenerateBenchConfig:
         check_settings(
             self, ("prompt_len", "new_tokens", "repeats", "min_repeats", "warmup_tokens")
         )
-        check_sizes("batches", self.batches)
+        check_sizes("batch_sizes", self.batch_sizes)
         _ = self.shape  # validates the sizes
 
     @property
@@ -117,6 +115,7 @@ class GenerateMeasurement(TimedRow):
     :class:`~qkv.bench._timing.TimedRow`).
 
     Attributes:
+        batch: the batch size (``batch``, the JSON key of ``qkv bench`` results, is kept).
         tokens_per_s: ``batch * new_tokens`` over the median time.
         ms_per_step: the median time per new token.
         qkv_speedup: ``time(this) / time(qkv_cache)``, the median of per-round ratios: how
@@ -190,8 +189,7 @@ def run_generate_bench(
         The measurements with tokens/s and qkv's speed-up over each.
     """
     hf_missing = transformers_missing()
-    with num_threads(config.threads) as threads, quiet_transformers():
-        result = GenerateBenchResult(config, environment=environment(threads))
+    with peer_run(config, GenerateBenchResult) as result:
         torch.manual_seed(config.seed)
         qkv_model = qkv_lm(config.shape).eval()
         result.parameters["qkv"] = count_parameters(qkv_model)
@@ -202,15 +200,15 @@ def run_generate_bench(
             result.parameters["hf"] = count_parameters(hf_model)
         gen = torch.Generator().manual_seed(config.seed)
         n_warm = min(config.warmup_tokens, config.new_tokens)
-        for b in config.batches:
+        for b in config.batch_sizes:
             prompts = torch.randint(1, config.vocab_size, (b, config.prompt_len), generator=gen)
             rows: dict[str, GenerateMeasurement] = {}
             calls: dict[str, Callable[[], object]] = {}
             warm: dict[str, Callable[[], object]] = {}
             for impl in config.impls:
                 row = rows[impl] = GenerateMeasurement(b, impl, GENERATE_IMPLS[impl])
-                if impl == "qkv_nocache" and b not in config.nocache_batches:
-                    row.skip("not at this batch size (--nocache-batches)")
+                if impl == "qkv_nocache" and b not in config.nocache_batch_sizes:
+                    row.skip("not at this batch size (--nocache-batch-sizes)")
                 elif impl == "hf_cache" and hf_model is None:
                     row.skip(hf_missing or "not built")
                 elif impl == "hf_cache":

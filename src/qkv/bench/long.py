@@ -3,7 +3,7 @@
 Sections:
 
 * ``speed``: one self-attention layer of width ``d_model`` (projections included),
-  forward + backward (or forward only) on ``(batch, length, d_model)`` random inputs, for
+  forward + backward (or forward only) on ``(batch_size, length, d_model)`` random inputs, for
   dense SDPA (causal; the fused kernels keep ``O(s)`` memory), dense attention that keeps
   its ``(s, s)`` matrix (``math``), block-sparse (a causal sliding window on the ``blocksparse``
   backend), LSH (Reformer, causal), FAVOR+ (Performer, causal) and Linformer (which is
@@ -69,10 +69,10 @@ def run_xl(
         ids = torch.tensor([stream], device=dev)  # (1, n + 1)
         return _time_xl(cfg, model, ids, "trained", progress)
     model_cfg = LMConfig(
-        d_model=cfg.model_dim,
-        n_heads=cfg.model_heads,
-        d_ff=4 * cfg.model_dim,
-        n_layers=cfg.model_layers,
+        d_model=cfg.lm_d_model,
+        n_heads=cfg.lm_n_heads,
+        d_ff=4 * cfg.lm_d_model,
+        n_layers=cfg.lm_n_layers,
         vocab_size=256,
         max_len=cfg.xl_memory + cfg.xl_segment,
         pos="xl",

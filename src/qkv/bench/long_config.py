@@ -36,8 +36,8 @@ class LongBenchConfig:
             are to ``sdpa`` (and ``math``'s row shows the materialized dense reference).
         modes: ``"fwd"`` and/or ``"fwdbwd"`` (speed section).
         d_model: width of the speed section's attention layer.
-        heads: its heads.
-        batch: its batch size.
+        n_heads: its heads.
+        batch_size: its batch size.
         window: keys of the block-sparse sliding window (speed; the ``local`` LM of the
             quality section).
         bucket_size: LSH chunk length.
@@ -47,14 +47,14 @@ class LongBenchConfig:
         xl_segment: tokens per segment (xl section).
         xl_memory: cached states per layer, and the recomputed context (xl section).
         xl_tokens: length of the evaluated stream (xl section).
-        model_dim, model_heads, model_layers: the language models of the xl and quality
-            sections.
+        lm_d_model, lm_n_heads, lm_n_layers: width, heads and layers of the language
+            models of the xl and quality sections.
         context: training and evaluation context of the quality section.
         train_time: training seconds per model (quality): every kind trains for the same
             wall time, the cosine schedule stretched to fit.
         steps: most training steps per model (quality; an upper bound on ``train_time``).
         warmup_steps: learning-rate warmup steps (quality).
-        train_batch: training batch size (quality).
+        train_batch_size: training batch size (quality, listops).
         lr: peak learning rate (quality; cosine schedule).
         valid_chunks: held-out chunks of ``context`` tokens evaluated (quality).
         quality_impls: kinds trained in the quality section (from ``sdpa``, ``local``,
@@ -80,8 +80,8 @@ class LongBenchConfig:
     impls: tuple[str, ...] = tuple(SPEED_IMPLS)
     modes: tuple[str, ...] = ("fwdbwd",)
     d_model: int = 512
-    heads: int = 8
-    batch: int = 1
+    n_heads: int = 8
+    batch_size: int = 1
     window: int = 256
     bucket_size: int = 64
     n_hashes: int = 2
@@ -90,14 +90,14 @@ class LongBenchConfig:
     xl_segment: int = 128
     xl_memory: int = 1024
     xl_tokens: int = 4096
-    model_dim: int = 256
-    model_heads: int = 4
-    model_layers: int = 4
+    lm_d_model: int = 256
+    lm_n_heads: int = 4
+    lm_n_layers: int = 4
     context: int = 1024
     train_time: float = 90.0
     steps: int = 20000
     warmup_steps: int = 20
-    train_batch: int = 8
+    train_batch_size: int = 8
     lr: float = 1e-3
     valid_chunks: int = 16
     quality_impls: tuple[str, ...] = ("sdpa", "local", "lsh", "favor", "xl")
@@ -127,16 +127,17 @@ class LongBenchConfig:
         check_settings(
             self,
             (
-                "d_model", "heads", "batch", "window", "bucket_size", "n_hashes",
-                "linformer_k", "xl_segment", "xl_memory", "xl_tokens", "model_dim",
-                "model_heads", "model_layers", "context", "steps", "warmup_steps", "train_batch", "listops_len", "listops_train", "listops_valid",
+                "d_model", "n_heads", "batch_size", "window", "bucket_size", "n_hashes",
+                "linformer_k", "xl_segment", "xl_memory", "xl_tokens", "lm_d_model",
+                "lm_n_heads", "lm_n_layers", "context", "steps", "warmup_steps",
+                "train_batch_size", "listops_len", "listops_train", "listops_valid",
                 "valid_chunks", "repeats", "min_repeats",
             ),
         )  # fmt: skip
-        if self.d_model % self.heads or self.model_dim % self.model_heads:
+        if self.d_model % self.n_heads or self.lm_d_model % self.lm_n_heads:
             raise ValueError(
-                f"heads must divide the widths: d_model={self.d_model} heads={self.heads}, "
-                f"model_dim={self.model_dim} model_heads={self.model_heads}"
+                f"heads must divide the widths: d_model={self.d_model} n_heads={self.n_heads}, "
+                f"lm_d_model={self.lm_d_model} lm_n_heads={self.lm_n_heads}"
             )
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise ValueError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")

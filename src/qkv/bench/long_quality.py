@@ -72,10 +72,10 @@ def lm_config(kind: str, *, vocab: int, context: int, settings: Any) -> LMConfig
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     base: dict[str, Any] = {
-        "d_model": settings.model_dim,
-        "n_heads": settings.model_heads,
-        "d_ff": 4 * settings.model_dim,
-        "n_layers": settings.model_layers,
+        "d_model": settings.lm_d_model,
+        "n_heads": settings.lm_n_heads,
+        "d_ff": 4 * settings.lm_d_model,
+        "n_layers": settings.lm_n_layers,
         "vocab_size": vocab,
         "max_len": context,
         "pos": "learned",
@@ -134,7 +134,9 @@ def train_and_score(kind: str, text: str, settings: Any) -> QualityRun:
             f"the text ({len(ids):,} characters) is too short for context {settings.context}"
         )
     gen = torch.Generator().manual_seed(settings.seed)
-    train = Windows(train_ids, settings.steps * settings.train_batch, settings.context + 1, gen)
+    train = Windows(
+        train_ids, settings.steps * settings.train_batch_size, settings.context + 1, gen
+    )
     stride = max(1, (len(valid_ids) - need) // settings.valid_chunks)
     valid = [
         valid_ids[s : s + settings.context + 1] for s in range(0, len(valid_ids) - need, stride)
@@ -148,7 +150,7 @@ def train_and_score(kind: str, text: str, settings: Any) -> QualityRun:
     train_cfg = TrainConfig(
         steps=settings.steps,
         max_time=settings.train_time,
-        batch_size=settings.train_batch,
+        batch_size=settings.train_batch_size,
         optimizer="adamw",
         lr=settings.lr,
         schedule="cosine",
@@ -169,8 +171,8 @@ def train_and_score(kind: str, text: str, settings: Any) -> QualityRun:
     t0 = time.perf_counter()
     nll, count = 0.0, 0
     with torch.no_grad():
-        for i in range(0, len(valid), settings.train_batch):
-            batch = torch.tensor(valid[i : i + settings.train_batch], device=dev)  # (b, s + 1)
+        for i in range(0, len(valid), settings.train_batch_size):
+            batch = torch.tensor(valid[i : i + settings.train_batch_size], device=dev)  # (b, s + 1)
             logits = model(batch[:, :-1])
             nll += F.cross_entropy(
                 logits.float().flatten(0, 1), batch[:, 1:].flatten(), reduction="sum"
@@ -180,7 +182,7 @@ def train_and_score(kind: str, text: str, settings: Any) -> QualityRun:
         kind=kind,
         bpc=nll / count / math.log(2),
         train_s=float(summary["train_seconds"]),
-        tokens=int(summary["step"]) * settings.train_batch * settings.context,
+        tokens=int(summary["step"]) * settings.train_batch_size * settings.context,
         eval_s=time.perf_counter() - t0,
         steps=int(summary["step"]),
         model=model,

@@ -22,7 +22,7 @@ from qkv.bench.long_config import SPEED_IMPLS, LongBenchConfig, LongRow
 
 def build_layer(impl: str, cfg: dict[str, Any], length: int) -> tuple[nn.Module, dict[str, Any]]:
     """The attention layer of ``impl`` and the keyword arguments of its call."""
-    d, h = cfg["d_model"], cfg["heads"]
+    d, h = cfg["d_model"], cfg["n_heads"]
     if impl in ("sdpa", "math"):
         return MultiHeadAttention(d, h, backend=impl), {"is_causal": True}
     if impl == "blocksparse":
@@ -42,7 +42,7 @@ def build_layer(impl: str, cfg: dict[str, Any], length: int) -> tuple[nn.Module,
 def estimate_bytes(impl: str, mode: str, b: int, s: int, cfg: dict[str, Any], item: int) -> int:
     """Rough peak memory of one speed measurement, to skip what cannot fit (not a
     prediction): activations kept for backward, a few times the attention's own state."""
-    d, h = cfg["d_model"], cfg["heads"]
+    d, h = cfg["d_model"], cfg["n_heads"]
     io = 12 * b * s * d * item * (2 if mode == "fwdbwd" else 1)
     if impl == "sdpa":  # fused kernels keep O(s); the CPU's masked fallback would keep s^2
         return io + b * h * s * 4 * 8
@@ -71,7 +71,7 @@ def measure_speed(spec: dict[str, Any]) -> dict[str, Any]:
     layer, kw = build_layer(spec["impl"], spec, spec["length"])
     layer = layer.to(device=dev, dtype=dtype)
     grad = spec["mode"] == "fwdbwd"
-    x = torch.randn(spec["batch"], spec["length"], spec["d_model"], device=dev, dtype=dtype)
+    x = torch.randn(spec["batch_size"], spec["length"], spec["d_model"], device=dev, dtype=dtype)
     x.requires_grad_(grad)
 
     def step() -> None:
@@ -131,7 +131,7 @@ def run_speed(cfg: LongBenchConfig, progress: Callable[[LongRow], None] | None) 
             group = []
             for impl in cfg.impls:
                 row = LongRow(section="speed", impl=impl, length=s, mode=mode)
-                need = estimate_bytes(impl, mode, cfg.batch, s, base, item)
+                need = estimate_bytes(impl, mode, cfg.batch_size, s, base, item)
                 if need > limit:
                     row.skip(f"needs ~{need / 2**30:.1f} GiB > limit {limit / 2**30:.1f} GiB")
                 else:

@@ -37,12 +37,10 @@ from qkv.bench._timing import (
     check_settings,
     check_sizes,
     check_subset,
-    environment,
     fmt,
     format_rows,
-    num_threads,
     paired_ratio,
-    quiet_transformers,
+    peer_run,
     time_rows,
     transformers_missing,
 )
@@ -89,7 +87,7 @@ class RecordBenchConfig:
         d_model, n_heads, n_layers, vocab_size, d_ff: the GPT-2-shaped model (``d_ff``
             None = ``4 d``).
         lengths: sequence lengths.
-        batch: sequences per forward.
+        batch_size: sequences per forward.
         impls: names from :data:`RECORD_IMPLS`.
         repeats: the most timed rounds per length.
         min_repeats: rounds every implementation runs whatever ``time_budget``.
@@ -108,7 +106,7 @@ class RecordBenchConfig:
     vocab_size: int = 8192
     d_ff: int | None = None
     lengths: tuple[int, ...] = (512, 1024, 2048, 4096)
-    batch: int = 1
+    batch_size: int = 1
     impls: tuple[str, ...] = tuple(RECORD_IMPLS)
     repeats: int = 7
     min_repeats: int = 3
@@ -120,7 +118,7 @@ class RecordBenchConfig:
 
     def __post_init__(self) -> None:
         check_subset("impls", self.impls, RECORD_IMPLS)
-        check_settings(self, ("batch", "repeats", "min_repeats"))
+        check_settings(self, ("batch_size", "repeats", "min_repeats"))
         check_sizes("lengths", self.lengths)
         _ = self.shape  # validates the sizes
 
@@ -144,7 +142,7 @@ class RecordMeasurement(TimedRow):
     Attributes:
         plain: the plain forward of the same framework.
         qkv: the qkv row doing the same job (itself on qkv rows).
-        tokens_per_s: ``batch * length`` over the median time.
+        tokens_per_s: ``batch_size * length`` over the median time.
         overhead: ``time(this) / time(plain)``, median of per-round ratios (1.0 on plain rows).
         qkv_speedup: ``time(this) / time(qkv)``, median of per-round ratios.
         weights_mib: MiB of attention weights the call holds at its peak (0 for plain
@@ -237,8 +235,7 @@ def run_record_bench(
         The measurements with overheads over plain forwards and qkv's speed-ups.
     """
     hf_missing = transformers_missing()
-    with num_threads(config.threads) as threads, quiet_transformers():
-        result = RecordBenchResult(config, environment=environment(threads))
+    with peer_run(config, RecordBenchResult) as result:
         limit = config.memory_limit or 0.5 * available_memory_bytes()
         models: dict[str, nn.Module] = {}
         torch.manual_seed(config.seed)
@@ -251,8 +248,8 @@ def run_record_bench(
         gen = torch.Generator().manual_seed(config.seed)
         c = config
         for s in config.lengths:
-            ids = torch.randint(1, c.vocab_size, (c.batch, s), generator=gen)
-            weights = 4.0 * c.batch * c.n_heads * s * s * c.n_layers  # fp32 bytes, all kept
+            ids = torch.randint(1, c.vocab_size, (c.batch_size, s), generator=gen)
+            weights = 4.0 * c.batch_size * c.n_heads * s * s * c.n_layers  # fp32 bytes, all kept
             rows: dict[str, RecordMeasurement] = {}
             runnable: list[str] = []
             for impl in config.impls:
@@ -271,7 +268,7 @@ def run_record_bench(
             times = time_rows(rows, _calls(models, ids, runnable, c.n_layers), c)
             for impl, row in rows.items():
                 if row.time_s:
-                    row.tokens_per_s = c.batch * s / row.time_s
+                    row.tokens_per_s = c.batch_size * s / row.time_s
                 row.overhead = paired_ratio(times.get(impl), times.get(row.plain))
                 row.qkv_speedup = paired_ratio(times.get(impl), times.get(row.qkv))
             result.add(rows.values(), progress)
@@ -297,7 +294,7 @@ def format_record_table(result: RecordBenchResult) -> str:
     ]
     info = [
         f"inference forward with and without attention weights: GPT-2-shaped d={cfg.d_model} "
-        f"h={cfg.n_heads} layers={cfg.n_layers} vocab={cfg.vocab_size}, batch {cfg.batch}; "
+        f"h={cfg.n_heads} layers={cfg.n_layers} vocab={cfg.vocab_size}, batch {cfg.batch_size}; "
         f"fp32, {env.get('threads')} threads, torch {env.get('torch')}, transformers "
         f"{env.get('transformers')}",
         "x plain = time(impl) / time(plain forward of the same library); qkv speed-up = "

@@ -15,7 +15,7 @@ Suites, each timed in interleaved rounds in one process on the same batch
 One step is what a training loop does: forward, ``F.cross_entropy`` over the logits (the
 same call for every model), ``backward``, ``AdamW.step`` and ``zero_grad``. Each sequence
 length of ``seq_lens`` is its own group, with ``tokens // seq_len`` sequences per step.
-Throughput is ``batch * seq_len`` tokens (target tokens for seq2seq) per step time. All
+Throughput is ``batch_size * seq_len`` tokens (target tokens for seq2seq) per step time. All
 models run without dropout, in fp32.
 
 MFU (model FLOPs utilization; Chowdhery et al. 2022, "PaLM", appendix B) is the model FLOPs
@@ -43,18 +43,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from qkv._checks import check_bool
 from qkv.bench._timing import (
     BenchResult,
     TimedRow,
     check_settings,
     check_sizes,
     check_subset,
-    environment,
     fmt,
     format_rows,
-    num_threads,
     paired_ratio,
-    quiet_transformers,
+    peer_run,
     time_once,
     time_rows,
     transformers_missing,
@@ -135,8 +134,7 @@ class TrainBenchConfig:
     def __post_init__(self) -> None:
         check_subset("models", self.models, TRAIN_MODELS)
         check_sizes("seq_lens", self.seq_lens)
-        if not isinstance(self.compile, bool):
-            raise ValueError(f"compile must be a bool, got {self.compile!r}")
+        check_bool("compile", self.compile)
         check_settings(
             self,
             (
@@ -150,7 +148,7 @@ class TrainBenchConfig:
         )
         _ = self.shape  # validates the sizes
 
-    def batch(self, seq_len: int) -> int:
+    def batch_size(self, seq_len: int) -> int:
         """Sequences per step at ``seq_len``."""
         return max(1, self.tokens // seq_len)
 
@@ -175,7 +173,8 @@ class TrainMeasurement(TimedRow):
 
     Attributes:
         seq_len: tokens per sequence.
-        batch: sequences per step.
+        batch: sequences per step, the batch size (``batch``, the JSON key of ``qkv bench``
+            results, is kept).
         twin: the qkv model this one is compared with (itself for qkv models).
         parameters: the model's parameter count.
         tokens_per_s: tokens of a batch over the median step time.
@@ -252,9 +251,9 @@ def logits_fn(name: str, model: nn.Module, batch: dict[str, Tensor]) -> Callable
     return lambda: model(src, tgt_in)
 
 
-def step_flops(shape: ModelShape, suite: str, seq_len: int, batch: int) -> float:
+def step_flops(shape: ModelShape, suite: str, seq_len: int, batch_size: int) -> float:
     """Model FLOPs of one training step (PaLM, appendix B): ``T (6 N + 12 n_attn d s)``
-    for ``T = batch * seq_len`` tokens (per side for seq2seq), ``N`` the weights of the
+    for ``T = batch_size * seq_len`` tokens (per side for seq2seq), ``N`` the weights of the
     matmuls (attention and feed-forward projections, the output projection) and ``n_attn``
     attention sublayers of ``s = seq_len`` keys each (a seq2seq decoder layer has two)."""
     d, ff, v = shape.d_model, shape.ff, shape.vocab_size
@@ -265,14 +264,14 @@ def step_flops(shape: ModelShape, suite: str, seq_len: int, batch: int) -> float
         enc, dec = shape.n_encoder_layers, shape.n_decoder_layers
         n = enc * block + dec * (block + 4 * d * d) + d * v
         n_attn = enc + 2 * dec
-    tokens = batch * seq_len
+    tokens = batch_size * seq_len
     return float(tokens * (6 * n + 12 * n_attn * d * seq_len))
 
 
 def make_batch(cfg: TrainBenchConfig, suite: str, seq_len: int) -> dict[str, Tensor]:
     """The one batch every model of a suite trains on at ``seq_len``."""
     gen = torch.Generator().manual_seed(cfg.seed + seq_len)
-    v, b, s = cfg.vocab_size, cfg.batch(seq_len), seq_len
+    v, b, s = cfg.vocab_size, cfg.batch_size(seq_len), seq_len
     if suite == "lm":
         ids = torch.randint(1, v, (b, s + 1), generator=gen)
         return {"inputs": ids[:, :-1], "labels": ids[:, 1:]}
@@ -335,8 +334,7 @@ def run_train_bench(
         The measurements with tokens/s, MFU and qkv's speed-up over each peer.
     """
     missing = {"hf": transformers_missing(), "x_transformers": x_transformers_missing()}
-    with num_threads(config.threads) as threads, quiet_transformers():
-        result = TrainBenchResult(config, environment=environment(threads))
+    with peer_run(config, TrainBenchResult) as result:
         result.matmul_gflops["before"] = matmul_gflops(config.matmul_size)
         for suite in SUITES:
             names = _models_of(config, suite)
@@ -357,7 +355,7 @@ def run_train_bench(
                 )
             for seq_len in config.seq_lens:
                 batch = make_batch(config, suite, seq_len)
-                n_seq = config.batch(seq_len)
+                n_seq = config.batch_size(seq_len)
                 flops = step_flops(config.shape, suite, seq_len, n_seq)
                 rows: dict[str, TrainMeasurement] = {}
                 steps: dict[str, Callable[[], object]] = {}

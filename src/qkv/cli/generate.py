@@ -88,14 +88,16 @@ def run(args: argparse.Namespace) -> int:
     from qkv.tasks import load_trained
 
     model, task = load_trained(args.checkpoint, device=args.device)
-    if task.kind == "classify":
-        print(f"{task.name} classifier: top classes of each input", file=sys.stderr)
     if args.question is not None:
         kw["question"] = args.question
     if task.kind == "image":
-        print(f"{task.name}: the PNG written for each input", file=sys.stderr)
         kw["out_dir"] = args.out_dir
     outputs = task.predict(model, inputs, **kw)
+    # the heading after the inputs were read: a bad input's error is then the only line
+    if task.kind == "classify":
+        print(f"{task.name} classifier: top classes of each input", file=sys.stderr)
+    if task.kind == "image":
+        print(f"{task.name}: the PNG written for each input", file=sys.stderr)
     for prompt, out in zip(inputs, outputs):
         print(prompt + out if task.kind == "lm" else out)  # a language model echoes its prompt
     return 0

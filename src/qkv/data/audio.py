@@ -1,4 +1,5 @@
-"""Audio files, and a synthetic speech corpus of real English sentences spoken by espeak-ng.
+"""A synthetic speech corpus of real English sentences spoken by espeak-ng (audio files are
+read and written by :mod:`qkv.data.audio_files`, re-exported here).
 
 No speech corpus can be downloaded here, so :func:`speech_corpus` builds an honest stand-in:
 English sentences written by people (the English side of the Debian ``trans-de-en``
@@ -19,7 +20,6 @@ samples, byte for byte.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import random
@@ -27,17 +27,24 @@ import re
 import shutil
 import subprocess
 import tempfile
-import wave
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from math import gcd
 from pathlib import Path
 
 import numpy as np
 
-#: The sample rate every model input uses (Whisper's).
-SAMPLE_RATE = 16000
+from qkv.data.audio_files import (
+    MAX_AUDIO_SECONDS,
+    SAMPLE_RATE,
+    AudioFileError,
+    SpeechError,
+    decode_wav_bytes,
+    read_wav,
+    resample,
+    write_wav,
+)
+
 ESPEAK = "espeak-ng"
 #: espeak-ng's English accents (``espeak-ng --voices=en``, the built-in ``gmw`` ones; the
 #: ``mb-*`` voices need MBROLA, which Debian packages separately).
@@ -66,88 +73,6 @@ _DROP = re.compile(r"[^a-z' ]+")
 # written forms espeak-ng does not read as written: digits, symbols, and the Ding
 # dictionary's placeholders ("to give sb sth")
 _UNSPOKEN = re.compile(r"[0-9%&$@#*+=/_]|\b(?:sb|sth|etw|jdn|jdm)\b", re.IGNORECASE)
-
-
-class SpeechError(ValueError):
-    """Audio that cannot be read or made (a missing program, a damaged file)."""
-
-
-# -- files -------------------------------------------------------------------------------
-def resample(audio: np.ndarray, rate: int, target: int = SAMPLE_RATE) -> np.ndarray:
-    """Resample a mono signal by polyphase filtering (``scipy.signal.resample_poly``, a
-    Kaiser-windowed low-pass at the lower Nyquist frequency).
-
-    Args:
-        audio: ``(n,)`` float samples.
-        rate: its sample rate in Hz.
-        target: the wanted rate.
-
-    Returns:
-        ``(round(n * target / rate),)`` float32 samples.
-    """
-    if rate == target:
-        return audio.astype(np.float32, copy=False)
-    from scipy.signal import resample_poly  # an optional dependency (the speech extra)
-
-    g = gcd(rate, target)
-    return resample_poly(audio, target // g, rate // g).astype(np.float32)
-
-
-def _decode_wav(data: bytes | str | Path, what: str) -> tuple[np.ndarray, int]:
-    try:
-        with wave.open(io.BytesIO(data) if isinstance(data, bytes) else str(data)) as w:
-            rate, channels, width = w.getframerate(), w.getnchannels(), w.getsampwidth()
-            # espeak-ng's streamed header has no length: read to the end
-            raw = w.readframes(2**31 - 1)
-    except (wave.Error, EOFError) as e:
-        raise SpeechError(f"{what} is not a PCM WAV file: {e}") from e
-    dtypes = {1: np.uint8, 2: np.int16, 4: np.int32}
-    if width not in dtypes:
-        raise SpeechError(f"{what}: {8 * width}-bit samples are not supported (8, 16 or 32)")
-    x = np.frombuffer(raw[: len(raw) // (width * channels) * width * channels], dtypes[width])
-    x = x.astype(np.float32)
-    x = (x - 128.0) / 128.0 if width == 1 else x / float(2 ** (8 * width - 1))
-    return x.reshape(-1, channels).mean(axis=1), rate  # mono: the mean of the channels
-
-
-def read_wav(path: str | Path, rate: int = SAMPLE_RATE) -> np.ndarray:
-    """A WAV file as mono float32 samples in ``[-1, 1]`` at ``rate`` Hz.
-
-    Reads PCM WAV (8, 16 or 32-bit) with the standard library; other formats (FLAC, OGG)
-    through ``soundfile`` when it is installed. Channels are averaged; other sample rates
-    are resampled (:func:`resample`).
-
-    Raises:
-        SpeechError: a missing or unreadable file (named).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise SpeechError(f"audio file {path} does not exist")
-    if path.suffix.lower() == ".wav":
-        x, sr = _decode_wav(path, f"audio file {path}")
-    else:
-        try:
-            import soundfile
-        except ImportError as e:
-            raise SpeechError(f"{path}: only .wav files can be read without soundfile") from e
-        try:
-            data, sr = soundfile.read(str(path), dtype="float32", always_2d=True)
-        except RuntimeError as e:
-            raise SpeechError(f"audio file {path} cannot be read: {e}") from e
-        x = data.mean(axis=1)
-    return resample(x, sr, rate)
-
-
-def write_wav(path: str | Path, audio: np.ndarray, rate: int = SAMPLE_RATE) -> Path:
-    """Write mono float samples in ``[-1, 1]`` as a 16-bit PCM WAV file."""
-    path = Path(path)
-    pcm = (np.clip(audio, -1.0, 1.0) * 32767.0).round().astype("<i2")
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(pcm.tobytes())
-    return path
 
 
 # -- synthesis ---------------------------------------------------------------------------
@@ -183,7 +108,7 @@ def synthesize(text: str, voice: str = "en-us", *, speed: int = 175, pitch: int 
     if proc.returncode != 0 or not proc.stdout:
         err = proc.stderr.decode(errors="replace").strip() or f"exit status {proc.returncode}"
         raise SpeechError(f"espeak-ng -v {voice} failed: {err}")
-    x, rate = _decode_wav(proc.stdout, "espeak-ng's output")
+    x, rate = decode_wav_bytes(proc.stdout, "espeak-ng's output")
     return resample(x, rate)
 
 
@@ -415,8 +340,10 @@ def speech_corpus(
 __all__ = [
     "ACCENTS",
     "ALPHABET",
+    "MAX_AUDIO_SECONDS",
     "SAMPLE_RATE",
     "VARIANTS",
+    "AudioFileError",
     "SpeechError",
     "SpeechSettings",
     "Utterance",

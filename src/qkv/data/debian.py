@@ -52,7 +52,7 @@ SPLITS: tuple[Split, ...] = ("train", "valid", "test")
 _TRANSLATION = re.compile(r"_i18n_Translation-en(\.(lz4|gz|xz|bz2|lzma|zst))?$")
 _PACKAGES = re.compile(r"_Packages(\.(lz4|gz|xz|bz2|lzma|zst))?$")
 _PACKAGES_FIELD = re.compile(r"^(Package|Source|Section):[ \t]*(.*)$", re.MULTILINE)
-_FIELD = re.compile(r"^([A-Za-z0-9-]+):[ \t]*(.*)$")
+_FIELD = re.compile(r"^([A-Za-z0-9_-]+):[ \t]*(.*)$")
 _BULLET = re.compile(r"^([*+o•-]|\d{1,2}[.)])\s+(?=\S)")
 _BULLET_FIRST = frozenset("*+o•-0123456789")
 # A sentence ends at . ! or ? (closing quotes/brackets may follow) before whitespace and a
@@ -268,16 +268,21 @@ def split_sentences(text: str) -> list[str]:
     return [s for s in sentences if s]
 
 
-def parse_translations(text: str) -> Iterator[tuple[str, str, str, tuple[tuple[str, ...], ...]]]:
-    """The records of a ``Translation-en`` file's text.
+def parse_translations(
+    text: str, lang: str = "en"
+) -> Iterator[tuple[str, str, str, tuple[tuple[str, ...], ...]]]:
+    """The records of a ``Translation-<lang>`` file's text.
 
     Args:
         text: the decompressed file.
+        lang: the language code of its ``Description-<lang>`` field (``en``, ``de``,
+            ``pt_BR``, ...).
 
     Yields:
-        ``(package, md5, synopsis, paragraphs)`` for each record with a package name and an
-        English description; ``paragraphs`` as :func:`parse_description`.
+        ``(package, md5, synopsis, paragraphs)`` for each record with a package name and a
+        description in ``lang``; ``paragraphs`` as :func:`parse_description`.
     """
+    field_name = f"Description-{lang}"
     for lines in _stanzas(text):
         package = md5 = synopsis = ""
         long_lines: list[str] = []
@@ -291,7 +296,7 @@ def parse_translations(text: str) -> Iterator[tuple[str, str, str, tuple[tuple[s
             if not m:
                 continue
             name, value = m.groups()
-            in_description = name == "Description-en"
+            in_description = name == field_name
             if name == "Package":
                 package = value.strip()
             elif name == "Description-md5":

@@ -7,12 +7,14 @@ when a path ending in ``.png`` or ``.svg`` is given.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from torch import Tensor
 
+from qkv.data.outfiles import write_output_file
 from qkv.interp.capture import AttentionEntry, AttentionRecord, Kind, token_sides
 
 if TYPE_CHECKING:
@@ -42,7 +44,9 @@ def save_figure(fig: Figure, path: str | Path, *, dpi: int = 150) -> Path:
     if fmt not in FORMATS:
         raise ValueError(f"path must end in one of {[f'.{f}' for f in FORMATS]}, got {str(path)!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format=fmt, dpi=dpi)
+    buf = io.BytesIO()
+    fig.savefig(buf, format=fmt, dpi=dpi)
+    write_output_file(path, buf.getvalue())  # never through a planted link
     return path
 
 

@@ -36,6 +36,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from qkv.data.outfiles import write_output_file
 from qkv.interp._report_assets import CSS, JS
 from qkv.interp.capture import AttentionEntry, AttentionRecord, token_sides
 from qkv.interp.image_panel import ImagePanel
@@ -368,5 +369,5 @@ def write_report(
     path = Path(path)
     text = build_report(record, tokens, **kwargs)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
+    write_output_file(path, text.encode("utf-8"))  # never through a planted link
     return path

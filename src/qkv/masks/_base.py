@@ -61,12 +61,13 @@ class Mask:
         check_len("s_k", s_k)
         device = device if device is not None else self._device()
         b = self.batch_size
-        bi = torch.arange(b or 1, device=device).view(-1, 1, 1, 1)
+        rows = b if b is not None else 1  # b = 0 (an empty batch) gives an empty mask
+        bi = torch.arange(rows, device=device).view(-1, 1, 1, 1)
         hi = torch.zeros(1, 1, 1, 1, dtype=torch.long, device=device)
         qi = torch.arange(s_q, device=device).view(1, 1, -1, 1)
         ki = torch.arange(s_k, device=device).view(1, 1, 1, -1)
         dense = self.mod(s_q, s_k)(bi, hi, qi, ki)
-        dense = torch.as_tensor(dense, device=device).expand(b or 1, 1, s_q, s_k)
+        dense = torch.as_tensor(dense, device=device).expand(rows, 1, s_q, s_k)
         return dense if b is not None else dense[0, 0]
 
     def to_bias(
@@ -89,6 +90,11 @@ class Mask:
         """Conservative per-tile summary ``(maybe, full)``, each ``(b_m, n_qb, n_kb)`` bool;
         see :func:`qkv.masks.block_bounds`."""
         return _tiles.block_bounds(self, s_q, s_k, block, device)
+
+    def seen_keys(self, s_q: int, s_k: int, device: torch.device | str | None = None) -> Tensor:
+        """``(b, s_k)`` bool (``b`` = 1 for batch-independent masks): keys at least one query
+        may attend to; see :func:`qkv.masks._tiles.seen_keys`."""
+        return _tiles.seen_keys(self, s_q, s_k, device)
 
     def to_block_layout(
         self,

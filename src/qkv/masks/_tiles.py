@@ -143,10 +143,11 @@ def interval_bounds(r_min: Tensor, r_max: Tensor, lo: int, hi: int, step: int = 
 
 def vector_bounds(flags: Tensor, s: int, block: int) -> tuple[Tensor, Tensor]:
     """Per-tile ``any`` and ``all`` of a ``(..., s)`` bool vector: two ``(..., n_blocks)``."""
-    pad = n_blocks(s, block) * block - s
-    lead = flags.shape[:-1]
-    any_ = torch.nn.functional.pad(flags, (0, pad), value=False).view(*lead, -1, block).any(-1)
-    all_ = torch.nn.functional.pad(flags, (0, pad), value=True).view(*lead, -1, block).all(-1)
+    n = n_blocks(s, block)
+    pad = n * block - s
+    lead = flags.shape[:-1]  # may hold a 0 (an empty batch): the tile count is explicit
+    any_ = torch.nn.functional.pad(flags, (0, pad), value=False).view(*lead, n, block).any(-1)
+    all_ = torch.nn.functional.pad(flags, (0, pad), value=True).view(*lead, n, block).all(-1)
     return any_, all_
 
 
@@ -156,10 +157,11 @@ def value_range(values: Tensor, s: int, block: int) -> tuple[Tensor, Tensor]:
     if s == 0:
         empty = values.new_zeros(*lead, 0)
         return empty, empty
-    pad = n_blocks(s, block) * block - s
+    n = n_blocks(s, block)
+    pad = n * block - s
     # repeating the last value keeps min and max of the partial last tile unchanged
     v = torch.cat([values, values[..., -1:].expand(*lead, pad)], -1) if pad else values
-    v = v.reshape(*lead, -1, block)
+    v = v.reshape(*lead, n, block)  # n explicit: lead may hold a 0 (an empty batch)
     return v.amin(-1), v.amax(-1)
 
 
@@ -228,11 +230,11 @@ def dense_block_bounds(
     registered bounds.
     """
     mod = mask.mod(s_q, s_k)
-    bm = mask.batch_size or 1
+    bm = mask.batch_size if mask.batch_size is not None else 1
     n_qb, n_kb = n_blocks(s_q, block), n_blocks(s_k, block)
     maybe = torch.zeros(bm, n_qb, n_kb, dtype=torch.bool, device=device)
     full = torch.zeros(bm, n_qb, n_kb, dtype=torch.bool, device=device)
-    if n_qb == 0 or n_kb == 0:
+    if n_qb == 0 or n_kb == 0 or bm == 0:
         return BlockBounds(maybe, full)
     bi = torch.arange(bm, device=device).view(-1, 1, 1, 1)
     hi = torch.zeros(1, 1, 1, 1, dtype=torch.long, device=device)
@@ -252,6 +254,33 @@ def dense_block_bounds(
         maybe[:, t0:t1] = lo.any(4).any(2)
         full[:, t0:t1] = up.all(4).all(2)
     return BlockBounds(maybe, full)
+
+
+def seen_keys(mask: TiledMask, s_q: int, s_k: int, device: Device = None) -> Tensor:
+    """``(b_m, s_k)`` bool: the keys that at least one query may attend to (``b_m`` is the
+    mask's batch size, or 1); the others are masked out for every query.
+
+    Evaluated ``DENSE_CHUNK`` elements at a time (``O(s_q * s_k)`` work, a chunk of memory),
+    so that a backend without a dense mask can still select away the keys and values no
+    query sees (the numerics contract, docs/architecture.md).
+    """
+    check_len("s_q", s_q)
+    check_len("s_k", s_k)
+    device = torch.device(device) if device is not None else mask._device()
+    bm = mask.batch_size if mask.batch_size is not None else 1
+    seen = torch.zeros(bm, s_k, dtype=torch.bool, device=device)
+    if bm == 0 or s_q == 0 or s_k == 0:
+        return seen
+    mod = mask.mod(s_q, s_k)
+    bi = torch.arange(bm, device=device).view(-1, 1, 1, 1)
+    hi = torch.zeros(1, 1, 1, 1, dtype=torch.long, device=device)
+    ki = torch.arange(s_k, device=device).view(1, 1, 1, -1)
+    rows = max(1, DENSE_CHUNK // max(1, bm * s_k))
+    for q0 in range(0, s_q, rows):
+        qi = torch.arange(q0, min(s_q, q0 + rows), device=device).view(1, 1, -1, 1)
+        d = torch.as_tensor(mod(bi, hi, qi, ki), device=device)
+        seen |= d.expand(bm, 1, qi.shape[2], s_k).any(dim=2)[:, 0]
+    return seen
 
 
 def block_bounds(
@@ -385,7 +414,7 @@ def draw(mask: TiledMask, s_q: int, s_k: int, *, batch: int = 0, max_size: int =
         max_size: the most cells per axis.
     """
     check_block(max_size, "max_size")
-    bm = mask.batch_size or 1
+    bm = mask.batch_size if mask.batch_size is not None else 1
     if not 0 <= batch < bm:
         raise ValueError(f"batch must be in [0, {bm}) for {mask!r}, got {batch}")
     if max(s_q, s_k) <= max_size:

@@ -40,7 +40,9 @@ class PrefixLM(Mask):
                 raise ValueError(f"prefix_lm(n) must be >= 0, got {n}")
             self.n: int | Tensor = n
             return
-        t = n if isinstance(n, Tensor) else torch.as_tensor(list(n))  # type: ignore[arg-type]
+        values = n if isinstance(n, Tensor) else list(n)  # type: ignore[arg-type]
+        # an empty list would become a float tensor: it is an empty batch of lengths
+        t = torch.as_tensor(values) if len(values) else torch.zeros(0, dtype=torch.long)
         if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
             raise TypeError(f"prefix_lm(n) needs integer lengths, got dtype {t.dtype}")
         if t.ndim != 1:

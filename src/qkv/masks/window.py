@@ -28,13 +28,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from qkv._checks import check_int
 from qkv.masks._base import Mask, MaskMod
-
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
 
 
 def window_partition(x: Tensor, window: int) -> Tensor:
@@ -110,10 +105,10 @@ class ShiftedWindow(Mask):
     def __init__(self, grid: tuple[int, int], window: int, shift: int = 0) -> None:
         if not isinstance(grid, (tuple, list)) or len(grid) != 2:
             raise ValueError(f"grid must be (H, W), got {grid!r}")
-        self.height = _check_int("grid[0]", grid[0], 1)
-        self.width = _check_int("grid[1]", grid[1], 1)
-        self.window = _check_int("window", window, 1)
-        self.shift = _check_int("shift", shift, 0)
+        self.height = check_int("grid[0]", grid[0], 1, positive=False)
+        self.width = check_int("grid[1]", grid[1], 1, positive=False)
+        self.window = check_int("window", window, 1, positive=False)
+        self.shift = check_int("shift", shift, 0)
         if shift >= window:
             raise ValueError(f"shift ({shift}) must be < window ({window})")
 

@@ -84,15 +84,62 @@ def write_model_files(
             _fsync(p)
 
 
+#: A save's complete, flushed files are renamed to ``directory/.save-pending/`` in one step:
+#: the commit point. They are then moved into ``directory`` one by one; whoever opens the
+#: directory next (a reader or the next save) finishes an interrupted move first, so a crash
+#: at any instant leaves either the old model or the new one, never new weights beside an
+#: old config.
+PENDING_DIR = ".save-pending"
+
+
+def _publish_order(p: Path) -> tuple[bool, str]:
+    return p.name == CONFIG_FILE, p.name  # config last: it says which model the weights are
+
+
+def finish_pending_save(directory: str | Path) -> None:
+    """Complete a :func:`save_pretrained` that was interrupted after its commit point.
+
+    Idempotent and safe to run twice at once (a file already moved is skipped).
+
+    Raises:
+        ValueError: naming the directory, when the files cannot be moved (a read-only copy
+            of a directory whose save was interrupted).
+    """
+    d = Path(directory)
+    pending = d / PENDING_DIR
+    if not pending.is_dir():
+        return
+    try:
+        for entry in sorted(pending.iterdir(), key=_publish_order):
+            target = d / entry.name
+            try:
+                if entry.is_dir() and target.is_dir():
+                    shutil.rmtree(target, ignore_errors=True)
+                os.replace(entry, target)
+            except FileNotFoundError:  # another process finished this file meanwhile
+                continue
+        _fsync(d)
+        pending.rmdir()
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise ValueError(
+            f"{d} holds an interrupted save ({pending}) that cannot be completed ({e}); "
+            f"its complete new files are in {pending}"
+        ) from None
+
+
 def save_pretrained(
     model: nn.Module, directory: str | Path, *, tokenizer: SavesToDirectory | None = None
 ) -> Path:
     """Save a model (and optionally its tokenizer) so that :func:`qkv.load` rebuilds it.
 
-    The files are written into a hidden staging directory inside ``directory``, flushed,
-    then moved into place one by one with ``os.replace`` (``config.json`` last): a crash
-    never leaves a truncated file, and other files already in ``directory`` (a trainer's
-    ``trainer_state.json``, a task's files) are kept.
+    Weights, config and tokenizer are published as one unit: they are written into a hidden
+    staging directory inside ``directory`` and flushed; one rename to ``.save-pending``
+    commits them; then they are moved into place (``config.json`` last). A crash before
+    the commit leaves the old model; after it, the next :func:`resolve_checkpoint` (every
+    reader) or save finishes the move, so the new model is read. Other files already in
+    ``directory`` (a trainer's ``trainer_state.json``, a task's files) are kept.
 
     Args:
         model: a qkv model (any family).
@@ -108,18 +155,17 @@ def save_pretrained(
     """
     final = Path(directory)
     final.mkdir(parents=True, exist_ok=True)
+    finish_pending_save(final)  # an earlier interrupted save, before this one commits
     stage = Path(tempfile.mkdtemp(prefix=".tmp-save-", dir=final))
     try:
         write_model_files(stage, model, tokenizer=tokenizer)
-        entries = sorted(stage.iterdir(), key=lambda p: p.name == CONFIG_FILE)  # config last
-        for entry in entries:
-            target = final / entry.name
-            if entry.is_dir():
-                shutil.rmtree(target, ignore_errors=True)
-            os.replace(entry, target)
-        _fsync(final)
-    finally:
+        _fsync(stage)
+        os.rename(stage, final / PENDING_DIR)  # the commit point
+    except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
+        raise
+    _fsync(final)
+    finish_pending_save(final)
     return final
 
 
@@ -155,14 +201,19 @@ def resolve_checkpoint(directory: str | Path) -> Path:
     """The model directory ``directory`` names: itself, or, for a training run directory
     with a ``latest`` file, ``checkpoints/<the name in latest>``.
 
+    A save that was interrupted after its commit point is finished first (see
+    :func:`save_pretrained`), so that the files read are all of one save.
+
     Raises:
         FileNotFoundError: no such directory, ``latest`` naming a missing one, or
             ``model.safetensors``/``config.json`` missing (named).
-        ValueError: a damaged ``latest`` file.
+        ValueError: a damaged ``latest`` file, or an interrupted save that cannot be
+            finished.
     """
     d = Path(directory)
     if not d.is_dir():
         raise FileNotFoundError(f"checkpoint directory {d} does not exist")
+    finish_pending_save(d)
     if not (d / MODEL_FILE).exists():
         name = read_latest(d)
         if name is not None:

@@ -4,25 +4,12 @@ without cross-attention, and incremental decoding through per-layer KV caches.""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TypeAlias
 
-import torch
 from torch import Tensor
 
 from qkv.attn.functional import MaskLike
-from qkv.attn.kv_cache import CrossKVCache, KVCache
+from qkv.models._decode import LayerCache, cache_length, decode_inputs
 from qkv.models.stack import LayerStack
-
-#: One layer's cache: a self-attention cache, or (self, cross) for encoder-decoders.
-LayerCache: TypeAlias = KVCache | tuple[KVCache, CrossKVCache]
-
-
-def cache_length(cache: Sequence[LayerCache] | None) -> int:
-    """Tokens already held by a decoder cache (0 for None)."""
-    if not cache:
-        return 0
-    first = cache[0]
-    return (first[0] if isinstance(first, tuple) else first).length
 
 
 class Decoder(LayerStack):
@@ -71,17 +58,7 @@ class Decoder(LayerStack):
         Raises:
             ValueError: a cache with the wrong number of layers.
         """
-        if cache is not None and len(cache) != len(self.layers):
-            raise ValueError(
-                f"cache has {len(cache)} entries but the decoder has {len(self.layers)} layers"
-            )
-        s = x.shape[1]
-        past = cache_length(cache)
-        if positions is None and past:
-            positions = torch.arange(past, past + s, device=x.device)  # (s,)
-        bias = None
-        if self.pos_bias is not None:
-            bias = self.pos_bias(s, past + s, device=x.device)  # (1, h, s, past + s)
+        positions, bias = decode_inputs(x, cache, len(self.layers), positions, self.pos_bias)
         for i, layer in enumerate(self.layers):
             entry = None if cache is None else cache[i]
             self_cache, cross_cache = entry if isinstance(entry, tuple) else (entry, None)
@@ -97,3 +74,7 @@ class Decoder(LayerStack):
                 cross_cache=cross_cache,
             )
         return x if self.norm is None else self.norm(x)  # (b, s, d)
+
+
+# LayerCache and cache_length live in qkv.models._decode; importable from here as before
+__all__ = ["Decoder", "LayerCache", "cache_length"]

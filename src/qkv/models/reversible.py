@@ -20,14 +20,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from qkv.attn.functional import MaskLike
 from qkv.layers.chunking import ChunkedFeedForward
 from qkv.layers.dropout import dropout
 from qkv.layers.reversible import ReversibleBlock, reversible_stack
-from qkv.models.decoder import Decoder, LayerCache, cache_length
+from qkv.models._decode import LayerCache, decode_inputs
+from qkv.models.decoder import Decoder
 from qkv.models.encoder import Encoder
 
 
@@ -121,17 +121,10 @@ class ReversibleDecoder(Decoder):
         """
         if memory is not None:
             raise ValueError("a reversible decoder has no cross-attention: pass no memory")
-        if cache is not None and len(cache) != len(self.layers):
-            raise ValueError(
-                f"cache has {len(cache)} entries but the decoder has {len(self.layers)} layers"
-            )
-        s = x.shape[1]
-        past = cache_length(cache)
-        if positions is None and past:
-            positions = torch.arange(past, past + s, device=x.device)  # (s,)
+        positions, bias = decode_inputs(x, cache, len(self.layers), positions, self.pos_bias)
         kw: dict[str, Any] = {"mask": mask, "padding_mask": padding_mask}
-        if self.pos_bias is not None:
-            kw["attn_bias"] = self.pos_bias(s, past + s, device=x.device)
+        if bias is not None:
+            kw["attn_bias"] = bias
         if positions is not None:
             kw["positions"] = positions
         if cache is None:

@@ -5,6 +5,7 @@ classes come from :class:`~qkv.tasks._classify.ClassifyTask`)."""
 from __future__ import annotations
 
 import abc
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal, overload
@@ -13,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from qkv import models
+from qkv.data.images import open_image
 from qkv.models import TransformerConfig
 from qkv.tasks._classify import ClassifyTask
 from qkv.tasks._common import (
@@ -82,17 +84,13 @@ def read_task_image(task: Any, source: str, size: int) -> Tensor:
             raise TaskError(f"{source}: split {split!r} has {len(data)} images")
         return data[int(index)][0]  # type: ignore[no-any-return]
     path = Path(source)
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise TaskError(f"input {source!r} is neither an image file nor SPLIT:N (e.g. test:0)")
     try:
-        from PIL import Image, UnidentifiedImageError
-    except ImportError as e:  # pragma: no cover - Pillow comes with matplotlib
-        raise TaskError("reading image files needs Pillow: `pip install pillow`") from e
-    try:
-        with Image.open(path) as im:
+        with open_image(path) as im:  # checks the file, its pixel count and mode first
             grey = im.convert("L").resize((size, size))
             pixels = torch.tensor(list(grey.getdata()), dtype=torch.float32)
-    except (UnidentifiedImageError, OSError) as e:
+    except OSError as e:
         raise TaskError(f"{path} is not an image file Pillow can read: {e}") from None
     return pixels.view(1, size, size) / 255.0  # (1, H, W)
 

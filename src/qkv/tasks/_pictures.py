@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from qkv.data.outfiles import write_output_file
 from qkv.interp.plots import _figure, save_figure
 
 
@@ -48,7 +50,9 @@ def write_png(image: Tensor, path: str | Path, *, scale: int = 1) -> Path:
     grey = (image[0].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
     im = Image.fromarray(grey, mode="L")
     im = im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST)
-    im.save(path)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    write_output_file(path, buf.getvalue())  # never through a planted link
     return Path(path)
 
 

@@ -16,6 +16,7 @@ character error rates (``jiwer``) with the decoding's real-time factor.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -410,10 +411,10 @@ class ASRTask(Task):
             if int(index) >= len(utts):
                 raise TaskError(f"{source}: split {split!r} has {len(utts)} utterances")
             return utts[int(index)].audio
-        try:
-            x = audio.read_wav(source)
-        except SpeechError as e:
-            raise TaskError(f"input {source!r} is neither a sound file nor SPLIT:N: {e}") from e
+        if not os.path.lexists(source):
+            raise TaskError(f"input {source!r} is neither a sound file nor SPLIT:N")
+        # the reader refuses (naming the file and the limit) before reading too long a file
+        x = audio.read_wav(source, max_seconds=MAX_FRAMES * self.front_end.hop / SAMPLE_RATE)
         if len(x) // self.front_end.hop > MAX_FRAMES:
             raise TaskError(f"{source}: {len(x) / SAMPLE_RATE:.1f} s is longer than 30 s")
         return x

@@ -22,6 +22,7 @@ Metrics:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -332,7 +333,8 @@ class CLIPTask(Task):
 
     def _is_image(self, source: str) -> bool:
         kind, _, index = source.partition(":")
-        return (kind in (*SPLITS, "item") and index.isdigit()) or Path(source).is_file()
+        # any existing path is an image input (a directory or /dev/zero is refused as one)
+        return (kind in (*SPLITS, "item") and index.isdigit()) or os.path.lexists(source)
 
     def predict(self, model: nn.Module, inputs: Sequence[str], **_: Any) -> list[str]:
         """For an image (a file, ``SPLIT:N`` or ``item:N``): its top 3 classes by the task's

@@ -67,7 +67,7 @@ def run_listops(
         settings = {
             "max_time": cfg.train_time,
             "steps": cfg.steps,
-            "batch_size": cfg.train_batch,
+            "batch_size": cfg.train_batch_size,
             "eval_every": 0,
             "progress": False,
             "threads": cfg.threads,
@@ -87,7 +87,7 @@ def run_listops(
             row.accuracy = float(summary.get("valid", {}).get("accuracy", float("nan")))
             train = trainer.train_examples
             mean_len = sum(len(ids) for ids, _ in train) / max(1, len(train))  # type: ignore[arg-type]
-            seen = int(summary["step"]) * cfg.train_batch * mean_len
+            seen = int(summary["step"]) * cfg.train_batch_size * mean_len
             row.tokens_per_s = seen / max(row.train_s, 1e-9)
         rows.append(row)
         if progress is not None:

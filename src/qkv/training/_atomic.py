@@ -20,6 +20,13 @@ import uuid
 import warnings
 from pathlib import Path
 
+from qkv.data.outfiles import (
+    UnsafeRunFileError,
+    append_run_file,
+    check_run_file,
+    open_run_file,
+)
+
 #: Prefix of directories being written (removed at the next start when a crash left them).
 TMP_PREFIX = ".tmp-"
 #: Prefix of directories being deleted.
@@ -102,7 +109,7 @@ def replace_text_file(path: Path, text: str) -> None:
     renamed over ``path`` with ``os.replace``, then the directory is fsync'ed."""
     tmp = _temp_sibling(path)
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
+        with open(tmp, "x", encoding="utf-8") as f:  # "x": never through a planted name
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
@@ -211,6 +218,9 @@ def remove_quietly(path: Path, why: str) -> bool:
 __all__ = [
     "OLD_PREFIX",
     "TMP_PREFIX",
+    "UnsafeRunFileError",
+    "append_run_file",
+    "check_run_file",
     "discard_dir",
     "discard_file",
     "discard_published",
@@ -218,6 +228,7 @@ __all__ = [
     "fsync_path",
     "fsync_tree",
     "make_temp_dir",
+    "open_run_file",
     "publish_dir",
     "remove_dir",
     "remove_quietly",

@@ -8,9 +8,10 @@ such as how often to evaluate, save or log, how long to train, and where to run)
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
+
+from qkv._checks import check_bool, check_choice, check_int, check_range
 
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("noam", "cosine", "constant")
@@ -223,36 +224,35 @@ class TrainConfig:
             "log_every",
             "eval_beam",
         ):
-            _check_int(name, getattr(self, name), 1)
+            check_int(name, getattr(self, name), 1)
         for name in ("warmup", "eval_every", "save_every", "patience", "seed", "batch_tokens"):
-            _check_int(name, getattr(self, name), 0)
+            check_int(name, getattr(self, name), 0)
         if self.eval_limit is not None:
-            _check_int("eval_limit", self.eval_limit, 1)
+            check_int("eval_limit", self.eval_limit, 1)
         if self.max_time is not None:
-            _check_float("max_time", self.max_time, low=0.0, low_open=True)
+            check_range("max_time", self.max_time, lo=0.0, lo_open=True)
         if self.threads is not None:
-            _check_int("threads", self.threads, 1)
+            check_int("threads", self.threads, 1)
         if self.batch_size % self.grad_accum:
             raise ValueError(
                 f"grad_accum ({self.grad_accum}) must divide batch_size ({self.batch_size})"
             )
-        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
-        _check_choice("schedule", self.schedule, SCHEDULES)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("schedule", self.schedule, SCHEDULES)
         if self.schedule == "noam" and self.warmup < 1:
             # the noam rate is d^-0.5 * min(step^-0.5, step * warmup^-1.5): no warmup, no rate
             raise ValueError(f"schedule 'noam' needs warmup >= 1, got {self.warmup}")
-        _check_choice("amp", self.amp, AMP_MODES)
-        _check_float("lr", self.lr, low=0.0, low_open=True)
-        _check_float("eps", self.eps, low=0.0, low_open=True)
-        _check_float("weight_decay", self.weight_decay, low=0.0)
-        _check_float("clip_norm", self.clip_norm, low=0.0)
-        _check_float("save_minutes", self.save_minutes, low=0.0)
-        _check_float("label_smoothing", self.label_smoothing, low=0.0, high=1.0)
+        check_choice("amp", self.amp, AMP_MODES)
+        check_range("lr", self.lr, lo=0.0, lo_open=True)
+        check_range("eps", self.eps, lo=0.0, lo_open=True)
+        check_range("weight_decay", self.weight_decay, lo=0.0)
+        check_range("clip_norm", self.clip_norm, lo=0.0)
+        check_range("save_minutes", self.save_minutes, lo=0.0)
+        check_range("label_smoothing", self.label_smoothing, lo=0.0, hi=1.0)
         for i, b in enumerate(self.betas):
-            _check_float(f"betas[{i}]", b, low=0.0, high=1.0)
+            check_range(f"betas[{i}]", b, lo=0.0, hi=1.0)
         for name in ("progress", "compile", "fsdp", "activation_checkpointing"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
+            check_bool(name, getattr(self, name))
         if not isinstance(self.freeze, str) or any(
             not part.strip() for part in self.freeze.split(",") if self.freeze
         ):
@@ -335,36 +335,6 @@ def _show(v: Any) -> str:
     if isinstance(v, tuple):
         return ",".join(map(str, v))
     return str(v)
-
-
-def _check_int(name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        what = "a positive int" if minimum == 1 else f"an int >= {minimum}"
-        raise ValueError(f"{name} must be {what}, got {value!r}")
-
-
-def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
-
-
-def _check_float(
-    name: str,
-    value: object,
-    *,
-    low: float,
-    high: float | None = None,
-    low_open: bool = False,
-) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    ok = ok and math.isfinite(value)  # type: ignore[arg-type]
-    if ok:
-        v = float(value)  # type: ignore[arg-type]
-        ok = (v > low if low_open else v >= low) and (high is None or v < high)
-    if not ok:
-        lo = f"> {low:g}" if low_open else f">= {low:g}"
-        rng = f"a finite number {lo}" + ("" if high is None else f" and < {high:g}")
-        raise ValueError(f"{name} must be {rng}, got {value!r}")
 
 
 __all__ = [

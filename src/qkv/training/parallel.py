@@ -26,26 +26,37 @@ written as a single process writes it; loading scatters full tensors back to the
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.distributed.checkpoint.state_dict import (
-    StateDictOptions,
-    get_model_state_dict,
-    get_optimizer_state_dict,
-    set_model_state_dict,
-    set_optimizer_state_dict,
-)
-from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 from torch.utils.checkpoint import checkpoint
 
 from qkv.models.blocks import DecoderLayer, EncoderLayer
 from qkv.training import checkpoint as ckpt
 from qkv.training.config import TrainConfig
 from qkv.training.distributed import DistInfo
+
+
+def _fsdp() -> ModuleType:
+    """``torch.distributed.fsdp``, imported on first use: it takes about as long to import
+    as torch itself, a cost that every ``qkv`` process without ``--fsdp`` need not pay."""
+    import torch.distributed.fsdp as fsdp
+
+    return fsdp
+
+
+def _dcp() -> ModuleType:
+    """``torch.distributed.checkpoint.state_dict`` (sharded save/load), imported on first
+    use like :func:`_fsdp`."""
+    import torch.distributed.checkpoint.state_dict as dcp
+
+    return dcp
+
 
 #: the modules that become one FSDP unit and one activation-checkpointing region each
 BLOCK_TYPES: tuple[type[nn.Module], ...] = (EncoderLayer, DecoderLayer)
@@ -105,9 +116,10 @@ def shard(model: nn.Module, *, mixed_precision: bool = False) -> nn.Module:
     """
     kw: dict[str, Any] = {}
     if mixed_precision:
-        kw["mp_policy"] = MixedPrecisionPolicy(
+        kw["mp_policy"] = _fsdp().MixedPrecisionPolicy(
             param_dtype=torch.bfloat16, reduce_dtype=torch.float32
         )
+    fully_shard = _fsdp().fully_shard
     for block in blocks(model):
         fully_shard(block, **kw)
     fully_shard(model, **kw)
@@ -116,7 +128,8 @@ def shard(model: nn.Module, *, mixed_precision: bool = False) -> nn.Module:
 
 def is_sharded(model: nn.Module) -> bool:
     """Whether ``model`` was sharded by :func:`shard` (FSDP2)."""
-    return isinstance(model, FSDPModule)
+    fsdp = sys.modules.get("torch.distributed.fsdp")  # never imported: nothing is sharded
+    return fsdp is not None and isinstance(model, fsdp.FSDPModule)
 
 
 def check_config(cfg: TrainConfig, info: DistInfo) -> None:
@@ -190,7 +203,7 @@ def no_sync(module: nn.Module) -> Iterator[None]:
 
 
 def _sharded_units(model: nn.Module) -> list[nn.Module]:
-    return [m for m in model.modules() if isinstance(m, FSDPModule)]
+    return [m for m in model.modules() if is_sharded(m)]
 
 
 @contextlib.contextmanager
@@ -265,9 +278,10 @@ def gather_for_save(
     """
     if not is_sharded(model):
         return model, optimizer
-    opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    weights = get_model_state_dict(model, options=opts)
-    optim = get_optimizer_state_dict(model, optimizer, options=opts)
+    dcp = _dcp()
+    opts = dcp.StateDictOptions(full_state_dict=True, cpu_offload=True)
+    weights = dcp.get_model_state_dict(model, options=opts)
+    optim = dcp.get_optimizer_state_dict(model, optimizer, options=opts)
     if not info.is_main:
         return None, None
     for names in _alias_groups(model):
@@ -328,7 +342,10 @@ def load_sharded(
             f"{path} does not fit {type(model).__name__}: " + ", ".join(p for p in problems if p)
         )
     # checked above; strict=False because tied names other than the first are absent
-    set_model_state_dict(model, full, options=StateDictOptions(full_state_dict=True, strict=False))
+    dcp = _dcp()
+    dcp.set_model_state_dict(
+        model, full, options=dcp.StateDictOptions(full_state_dict=True, strict=False)
+    )
     if optimizer_meta is None:
         raise ckpt.CheckpointError(f"{d / ckpt.STATE_FILE} has no 'optimizer' entry to resume from")
     flat = ckpt.read_tensors(d / ckpt.OPTIM_FILE, device=str(device))
@@ -347,8 +364,8 @@ def load_sharded(
         ],
     }
     try:
-        set_optimizer_state_dict(
-            model, optimizer, by_name, options=StateDictOptions(full_state_dict=True)
+        dcp.set_optimizer_state_dict(
+            model, optimizer, by_name, options=dcp.StateDictOptions(full_state_dict=True)
         )
     except (ValueError, KeyError, TypeError, RuntimeError) as e:
         raise ckpt.CheckpointError(

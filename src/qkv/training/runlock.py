@@ -29,6 +29,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from qkv.training._atomic import UnsafeRunFileError, open_run_file
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows
@@ -88,7 +90,8 @@ def _pid_alive(pid: int) -> bool:
 def read_holder(lock_file: str | Path) -> LockHolder | None:
     """The holder named in a lock file, or None if it is missing, empty or unreadable."""
     try:
-        raw = Path(lock_file).read_bytes()[:4096]
+        with open(lock_file, "rb") as f:
+            raw = f.read(4096)
         obj = json.loads(raw.decode("utf-8")) if raw.strip() else None
     except (OSError, UnicodeDecodeError, ValueError, RecursionError):
         return None
@@ -199,8 +202,15 @@ class RunLock:
 
     # -- the OS lock -------------------------------------------------------------------------
     def _lock_os(self) -> int:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = open_run_file(self.path, os.O_RDWR)
         try:
+            if os.fstat(fd).st_size and read_holder(self.path) is None:
+                # A file with other content under the lock's name (a user's file, or a
+                # damaged lock): truncating it would destroy data qkv did not write.
+                raise UnsafeRunFileError(
+                    f"{self.path} is not a qkv lock file (it holds other data, which taking "
+                    "the lock would erase): move it away, or choose another output directory"
+                )
             flocked = self._flock(fd)
             previous = read_holder(self.path)
             if previous is not None and not flocked:

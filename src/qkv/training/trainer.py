@@ -6,7 +6,9 @@ rank's share of the global batch (batches and the loss come from an
 process and N DDP processes, with or without accumulation, take the same step), clip, and
 update. Evaluation, early stopping, atomic checkpoints (on a step schedule, on a timer, on
 Ctrl-C/SIGTERM and at the end), exact resume (data position and RNG states) and checkpoint
-averaging are handled here.
+averaging are handled here; the process set-up (device, DDP, signals) is in
+:mod:`qkv.training._trainer_setup`, the data order in :mod:`qkv.training._trainer_data`, and
+the checkpoint and log files in :mod:`qkv.training._trainer_checkpoints`.
 
 >>> trainer = Trainer(model, train_examples, valid_examples,
 ...                   config=TrainConfig(steps=200, lr=1e-3, schedule="cosine"))  # doctest: +SKIP
@@ -16,9 +18,6 @@ averaging are handled here.
 from __future__ import annotations
 
 import contextlib
-import json
-import signal
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -27,19 +26,29 @@ from typing import Any
 import torch
 from torch import nn
 
-from qkv._version import __version__
-from qkv.training import checkpoint as ckpt
 from qkv.training import parallel, rundir
+from qkv.training._trainer_checkpoints import CheckpointIO
+from qkv.training._trainer_data import DataOrder
+from qkv.training._trainer_setup import ProcessSetup, build_optimizer, resolve_device
 from qkv.training.config import UNBOUNDED_STEPS, TrainConfig
-from qkv.training.distributed import DistInfo, all_reduce_sum, barrier, init_distributed
-from qkv.training.evaluate import evaluate_objective, to_device
-from qkv.training.finetune import freeze_modules
-from qkv.training.objective import Batch, Objective
+from qkv.training.distributed import all_reduce_sum, barrier
+from qkv.training.evaluate import evaluate_objective
+from qkv.training.objective import Objective
 from qkv.training.objectives import objective_for
 from qkv.training.progress import Progress, format_duration
 from qkv.training.sampler import EpochBatches
 from qkv.training.schedules import lr_at
-from qkv.training.state import TrainerState, capture_rng
+
+# resolve_device and build_optimizer live with the process set-up; imported from here too
+__all__ = [
+    "Evaluator",
+    "StepCallback",
+    "Trainer",
+    "TrainingInterrupted",
+    "build_optimizer",
+    "headline",
+    "resolve_device",
+]
 
 StepCallback = Callable[[int, dict[str, float]], None]
 Evaluator = Callable[[nn.Module], dict[str, float]]
@@ -59,44 +68,6 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.step, self.checkpoint = step, checkpoint
 
 
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> cuda when available else cpu; other names as given.
-
-    Raises:
-        ValueError: an unknown device name, or a device this build of torch cannot use.
-    """
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except (RuntimeError, TypeError) as e:
-        raise ValueError(f"device must be auto, cpu, cuda, cuda:N, mps...; got {name!r}") from e
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r}: this torch build or machine has no CUDA GPU")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ValueError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s)")
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device {name!r}: MPS is not available here")
-    if dev.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"device must be cpu, cuda or mps, got {name!r}")
-    return dev
-
-
-def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """Adam (Vaswani et al. 2017: betas (0.9, 0.98), eps 1e-9) or AdamW with decoupled
-    weight decay on matrices only (not biases, norms or embeddings' 1-D params)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    groups = [
-        {"params": decay, "weight_decay": cfg.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
-
-
 def headline(metrics: dict[str, float]) -> tuple[str, float, bool]:
     """The first metric, its value, and whether higher is better."""
     name, value = next(iter(metrics.items()))
@@ -108,7 +79,7 @@ def _is_sequence(data: object) -> bool:
     return hasattr(data, "__len__") and hasattr(data, "__getitem__")
 
 
-class Trainer:
+class Trainer(ProcessSetup, DataOrder, CheckpointIO):
     """Train a model on a list of examples (or an iterable of batches).
 
     Args:
@@ -167,19 +138,7 @@ class Trainer:
                 f"saving checkpoints needs a qkv model (with a config); got a "
                 f"{type(model).__name__}: pass out_dir=None or use a qkv.models model"
             )
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        self.device = resolve_device(cfg.device)
-        self.dist: DistInfo = init_distributed(self.device)
-        self.model = model.to(self.device)
-        self.frozen = freeze_modules(self.model, cfg.freeze)  # before DDP and the optimizer
-        # what the loop calls: DDP or FSDP (which shards self.model in place), compiled
-        self.ddp: nn.Module = parallel.wrap(self.model, cfg, self.dist, self.device)
-        # --compile: the model's forward and the objective's loss in one compiled graph
-        self._loss = (
-            parallel.compile_loss(self.objective.loss) if cfg.compile else self.objective.loss
-        )
-        self.optimizer = build_optimizer(self.model, cfg)
+        self._set_up_process(model)
         if cfg.batch_size % (cfg.grad_accum * self.dist.world_size):
             raise ValueError(
                 f"batch_size ({cfg.batch_size}) must be divisible by grad_accum "
@@ -220,92 +179,6 @@ class Trainer:
         self._stop: int | None = None  # the signal that asked to stop
         self._d_model = int((self.model_config or {}).get("d_model", 512))
         self._planned = cfg.steps  # the schedule's total: re-estimated under a time budget
-
-    # -----------------------------------------------------------------------------------
-    # data order: the batches of each epoch depend only on (seed, epoch) (training/sampler.py)
-    # -----------------------------------------------------------------------------------
-    def _make_sampler(self, n: int) -> EpochBatches:
-        cfg = self.cfg
-        length = getattr(self.objective, "length", None)
-        if cfg.batch_tokens and length is None:
-            raise ValueError(
-                "batch_tokens needs an objective with length(example) (the tasks with text "
-                "have one)"
-            )
-        examples = self.train_examples
-        assert examples is not None
-        return EpochBatches(
-            n,
-            seed=cfg.seed,
-            batch_size=cfg.batch_size,
-            batch_tokens=cfg.batch_tokens,
-            length=(lambda i: length(examples[i])) if length is not None else None,
-            multiple=cfg.grad_accum * self.dist.world_size,
-        )
-
-    def _next_global_batch(self) -> list[int]:
-        assert self._sampler is not None
-        if self.batch_in_epoch >= self._sampler.per_epoch(self.epoch):
-            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
-        idx = self._sampler.batches(self.epoch)[self.batch_in_epoch]
-        self.batch_in_epoch += 1
-        return idx
-
-    def _next_item(self) -> Any:
-        """The next batch of an iterable, restarting it (a new epoch) when exhausted."""
-        assert self._batches is not None
-        for _ in range(2):
-            if self._iter is None:
-                self._iter = iter(self._batches)
-            try:
-                item = next(self._iter)
-            except StopIteration:
-                self._iter, self.epoch, self.batch_in_epoch = None, self.epoch + 1, 0
-                continue
-            self.batch_in_epoch += 1
-            return item
-        raise ValueError("the training data yielded no batches")
-
-    def _skip_to_position(self) -> None:
-        """After a resume, advance an iterable to the saved position (the batches before it
-        are read again and dropped: an iterable cannot seek)."""
-        if self._batches is None:
-            return
-        epoch, pos = self.epoch, self.batch_in_epoch
-        self.epoch, self.batch_in_epoch, self._iter = 0, 0, None
-        while (self.epoch, self.batch_in_epoch) < (epoch, pos):
-            self._next_item()
-
-    def _micro_batches(self) -> Iterator[Batch]:
-        world, rank, k = self.dist.world_size, self.dist.rank, self.cfg.grad_accum
-        if self.train_examples is not None:
-            idx = self._next_global_batch()
-            local = idx[rank * len(idx) // world : (rank + 1) * len(idx) // world]
-            for j in range(k):
-                part = local[j * len(local) // k : (j + 1) * len(local) // k]
-                batch = self.objective.collate(self._take(part))
-                yield self._augment(to_device(batch, self.device))
-            return
-        full = self.objective.as_batch(self._next_item())  # type: ignore[attr-defined]
-        b = next(iter(full.values())).shape[0]
-        lo, hi = rank * b // world, (rank + 1) * b // world
-        for j in range(k):
-            a, z = lo + j * (hi - lo) // k, lo + (j + 1) * (hi - lo) // k
-            yield self._augment(to_device({key: t[a:z] for key, t in full.items()}, self.device))
-
-    def _take(self, indices: list[int]) -> Sequence[Any]:
-        """The training examples at ``indices``: ``data.select(indices)`` when the data set
-        offers it (one indexing op for tensor-backed data), else one by one."""
-        data = self.train_examples
-        assert data is not None
-        select = getattr(data, "select", None)
-        return select(indices) if select is not None else [data[i] for i in indices]
-
-    def _augment(self, batch: Batch) -> Batch:
-        """The objective's training-time augmentation (``augment(batch) -> batch``, drawing
-        from torch's RNG, whose state checkpoints keep), when it has one."""
-        augment = getattr(self.objective, "augment", None)
-        return augment(batch) if augment is not None else batch
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         amp = self.cfg.amp
@@ -531,15 +404,6 @@ class Trainer:
             ("run dir", str(self.out_dir) if self.out_dir is not None else "none (no checkpoints)"),
         ]
 
-    def _time_up(self) -> bool:
-        """Whether the time budget is spent (decided by rank 0, agreed by all)."""
-        if self.cfg.max_time is None:
-            return False
-        up = float(self.dist.is_main and self.elapsed >= self.cfg.max_time)
-        if self.dist.enabled:
-            up = all_reduce_sum(up, self.dist, self.device)
-        return up > 0
-
     def _replan(self) -> None:
         """Under a time budget, stretch the schedule to the steps that fit: its total is the
         step count the pace so far reaches by ``max_time`` (at most ``steps``)."""
@@ -574,187 +438,3 @@ class Trainer:
                         self.bad_evals += 1
                     stop = float(self.cfg.patience > 0 and self.bad_evals >= self.cfg.patience)
         return all_reduce_sum(stop, self.dist, self.device) > 0
-
-    # -----------------------------------------------------------------------------------
-    # Ctrl-C and SIGTERM
-    # -----------------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def _signals(self) -> Iterator[None]:
-        """Inside a step or a save, the first Ctrl-C/SIGTERM only asks to stop at its end;
-        elsewhere (evaluation, logging) it interrupts at once, which leaves the state at a
-        step boundary."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def handler(signum: int, frame: Any) -> None:
-            if self._critical and self._stop is None:
-                self._stop = signum
-                if self.dist.is_main:
-                    print(
-                        "\nqkv: stopping after this step and saving a checkpoint "
-                        "(press Ctrl-C again to abort without saving)",
-                        flush=True,
-                    )
-                return
-            raise KeyboardInterrupt
-
-        old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for s, h in old.items():
-                signal.signal(s, h)
-
-    def _stop_agreed(self) -> bool:
-        """Whether any rank was asked to stop (all ranks stop at the same step)."""
-        asked = float(self._stop is not None)
-        if self.dist.enabled:
-            asked = all_reduce_sum(asked, self.dist, self.device)
-        return asked > 0
-
-    # -----------------------------------------------------------------------------------
-    # metrics.jsonl
-    # -----------------------------------------------------------------------------------
-    def _open_log(self) -> None:
-        """Start ``metrics.jsonl`` afresh for a new run; on resume, drop the records a
-        killed run wrote after its last checkpoint (they are about to be repeated)."""
-        if self.out_dir is None or not self.dist.is_main:
-            return
-        path = self.out_dir / "metrics.jsonl"
-        if not path.exists():
-            return
-        if self.resumed_from is None:
-            path.unlink()
-            return
-        kept = []
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut short by a crash
-            if (
-                isinstance(rec, dict)
-                and isinstance(rec.get("step"), int)
-                and rec["step"] <= self.step
-            ):
-                kept.append(line)
-        path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-
-    def _log(self, rec: dict[str, Any]) -> None:
-        self.history.append(rec)
-        if self.out_dir is None or not self.dist.is_main:
-            return
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.out_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(rec) + "\n")
-
-    # -----------------------------------------------------------------------------------
-    # checkpoints
-    # -----------------------------------------------------------------------------------
-    def state(self, *, scheduled: bool = True) -> dict[str, Any]:
-        """The trainer's position as JSON (see :class:`qkv.training.state.TrainerState`)."""
-        return TrainerState(
-            step=self.step,
-            epoch=self.epoch,
-            batch_in_epoch=self.batch_in_epoch,
-            rng=capture_rng(),
-            best=self.best,
-            bad_evals=self.bad_evals,
-            task=self.name,
-            qkv_version=__version__,
-            train_config=self.cfg.to_dict(),
-            elapsed=self.elapsed,
-            scheduled=scheduled,
-        ).to_dict()
-
-    def load_state(self, directory: Path) -> None:
-        """Restore model, optimizer, data position and RNG from a checkpoint directory.
-
-        Raises:
-            qkv.training.checkpoint.CheckpointError: a damaged file, named.
-            qkv.training.runlock.RunLockedError: another process writes into ``out_dir``.
-        """
-        if self.out_dir is not None and self.dist.is_main:
-            rundir.hold_run_dir(self, self.out_dir)  # a run opened by another: clean it first
-        d = ckpt.check_checkpoint(directory)
-        st = TrainerState.from_json(d / ckpt.STATE_FILE)
-        parallel.load_checkpoint(self.model, self.optimizer, d, st.optimizer, self.device)
-        self.step, self.epoch, self.batch_in_epoch = st.step, st.epoch, st.batch_in_epoch
-        self.best, self.bad_evals, self.elapsed = st.best, st.bad_evals, float(st.elapsed)
-        st.restore_rng()
-        self.resumed_from = d
-        self._skip_to_position()
-
-    def save(self, *, scheduled: bool = True) -> Path | None:
-        """Write ``checkpoints/step-N`` crash-safely, point ``latest`` at it, prune old ones.
-
-        Args:
-            scheduled: a save of the step schedule or the end of the run (averaged and kept
-                by ``keep_last``), or a timed/interrupt save (kept only while newest).
-        """
-        if self.out_dir is None:
-            barrier(self.dist)
-            return None
-        # FSDP: every rank sends its shards, rank 0 gets the full state
-        model, optimizer = parallel.gather_for_save(self.model, self.optimizer, self.dist)
-        if not self.dist.is_main:
-            barrier(self.dist)
-            return None
-        assert self.model_config is not None
-        self._critical = True
-        try:
-            rundir.hold_run_dir(self, self.out_dir)
-            path = rundir.save_run_checkpoint(
-                self.out_dir,
-                f"step-{self.step:08d}",
-                model,
-                self.model_config,
-                optimizer=optimizer,
-                trainer_state=self.state(scheduled=scheduled),
-                extra_writer=self.save_extra,
-            )
-            self._prune(path)
-        finally:
-            self._critical = False
-        barrier(self.dist)
-        return path
-
-    def _scheduled_checkpoints(self) -> list[Path]:
-        """The run's committed step checkpoints saved on schedule, oldest first."""
-        assert self.out_dir is not None
-        out = []
-        for p in rundir.list_checkpoints(self.out_dir):
-            try:
-                scheduled = TrainerState.from_json(p / ckpt.STATE_FILE).scheduled
-            except ckpt.CheckpointError:
-                continue
-            if scheduled:
-                out.append(p)
-        return out
-
-    def _prune(self, newest: Path) -> None:
-        """Keep the last ``keep_last`` (or ``average_last``) scheduled checkpoints and the
-        newest one; remove the rest."""
-        assert self.out_dir is not None
-        keep_n = max(self.cfg.keep_last, self.cfg.average_last)
-        keep = {p.name for p in self._scheduled_checkpoints()[-keep_n:]} | {newest.name}
-        rundir.remove_checkpoints(
-            self.out_dir, [p for p in rundir.list_checkpoints(self.out_dir) if p.name not in keep]
-        )
-
-    def _average(self) -> dict[str, Any]:
-        assert self.out_dir is not None and self.model_config is not None
-        dirs = self._scheduled_checkpoints()[-self.cfg.average_last :]
-        avg = ckpt.average_checkpoints(dirs)
-        own = self.model.state_dict()
-        saved = {k: v.clone() for k, v in own.items()}
-        self.model.load_state_dict({**own, **{k: v.to(self.device) for k, v in avg.items()}})
-        metrics = self.evaluate()
-        rundir.save_averaged(
-            self.out_dir, self.model, self.model_config, extra_writer=self.save_extra
-        )
-        self.model.load_state_dict(saved)
-        rec = {"step": self.step, "averaged_over": [d.name for d in dirs], "eval": metrics}
-        self._log(rec)
-        return rec
