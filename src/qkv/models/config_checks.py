@@ -3,13 +3,14 @@ per-head options the vision stacks do not model."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from qkv._checks import MAX_SIZE, check_bool, check_int
 from qkv.models.memory import MAX_PARAMETERS, format_gib, measuring, parameter_ceiling
 
-if TYPE_CHECKING:
-    from qkv.models.config import TransformerConfig
+#: A family config (:class:`qkv.models.config.TransformerConfig`). config.py imports this
+#: module, so it does not import config.py, not even for type checking.
+Config = Any
 
 #: Most layers in one stack: 8x the 1,000 layers of DeepNet (Wang et al. 2022). Each layer
 #: is a dozen Python modules (~60 KB, ~10 ms to build even on ``meta``), so millions of them
@@ -24,7 +25,7 @@ def check_size(name: str, value: object, minimum: int = 1) -> None:
     check_int(name, value, minimum, maximum=MAX_LAYERS if name in _LAYER_FIELDS else MAX_SIZE)
 
 
-def check_parameters(cfg: TransformerConfig) -> None:
+def check_parameters(cfg: Config) -> None:
     """Refuse, on every machine alike, a model no machine holds (:data:`MAX_PARAMETERS`),
     counted on a model built on ``meta`` (:func:`~qkv.models.memory.parameter_ceiling`)."""
     if measuring():
@@ -52,7 +53,7 @@ def check_vocab(cfg: Any, n_layer_fields: tuple[str, ...]) -> None:
             )
 
 
-def check_vision_stack(cfg: TransformerConfig, name: str) -> None:
+def check_vision_stack(cfg: Config, name: str) -> None:
     """What the vision families (Swin, DETR) do not model: per-head options of the stack."""
     if cfg.pruned_heads:
         raise ValueError(f"{name} does not support pruned_heads, got {cfg.pruned_heads!r}")

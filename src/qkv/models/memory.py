@@ -30,7 +30,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
@@ -40,8 +40,9 @@ from qkv._checks import check_int
 from qkv.attn.mha import MultiHeadAttention
 from qkv.models import family as registry
 
-if TYPE_CHECKING:  # the configs import this module: no import of them at run time
-    from qkv.models.config import TransformerConfig
+#: A family config (:class:`qkv.models.config.TransformerConfig`). The configs import this
+#: module, so it imports none of them, not even for type checking.
+Config = Any
 
 #: The most parameters any config may describe, on any machine: 2**40 (about 1.1e12, 4 TiB
 #: in float32) is more than a single device or host holds, and ``build`` builds on one.
@@ -77,7 +78,7 @@ class MemoryLimitError(ValueError):
 
 
 # -- counts measured on meta -------------------------------------------------------------
-def _family(config: TransformerConfig) -> registry.Family:
+def _family(config: Config) -> registry.Family:
     found = registry.family_of(config)
     if found is None or not isinstance(config, found.config_class):
         raise TypeError(
@@ -128,7 +129,7 @@ class _SkipMetaInit(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def build_on_meta(config: TransformerConfig) -> nn.Module:
+def build_on_meta(config: Config) -> nn.Module:
     """The family's model of ``config`` on the ``meta`` device: every tensor has its shape,
     none has memory, and the global random state is left as it was."""
     model_class = _family(config).model_class
@@ -145,12 +146,12 @@ def measuring() -> bool:
     return bool(_MEASURING)
 
 
-def _count(config: TransformerConfig) -> tuple[int, int]:
+def _count(config: Config) -> tuple[int, int]:
     model = build_on_meta(config)
     return sum(p.numel() for p in model.parameters()), sum(b.numel() for b in model.buffers())
 
 
-def _depths(config: TransformerConfig, fields: tuple[str, ...]) -> list[tuple[str, int | None]]:
+def _depths(config: Config, fields: tuple[str, ...]) -> list[tuple[str, int | None]]:
     """``(field, index)`` of every depth: an int field, or each entry of a list field."""
     out: list[tuple[str, int | None]] = []
     for name in fields:
@@ -162,9 +163,7 @@ def _depths(config: TransformerConfig, fields: tuple[str, ...]) -> list[tuple[st
     return out
 
 
-def _with_depths(
-    config: TransformerConfig, depths: list[tuple[str, int | None]], values: list[int]
-) -> TransformerConfig:
+def _with_depths(config: Config, depths: list[tuple[str, int | None]], values: list[int]) -> Config:
     """A copy of ``config`` with other depths and no pruned heads (not validated again:
     only the model is built from it)."""
     variant = copy.copy(config)
@@ -179,7 +178,7 @@ def _with_depths(
     return variant
 
 
-def _measure(config: TransformerConfig, exact: bool) -> tuple[int, int]:
+def _measure(config: Config, exact: bool) -> tuple[int, int]:
     """(parameters, buffers) of ``config``'s model; with ``exact=False`` pruned heads are
     left out (an upper bound, for the ceiling every config is checked against)."""
     found = _family(config)
@@ -205,7 +204,7 @@ def _measure(config: TransformerConfig, exact: bool) -> tuple[int, int]:
     return result
 
 
-def parameter_count(config: TransformerConfig) -> int:
+def parameter_count(config: Config) -> int:
     """Parameters of the model a config describes: ``count_parameters(build(config))``
     (shared tensors once, pruned heads removed), measured on ``meta``.
 
@@ -215,14 +214,14 @@ def parameter_count(config: TransformerConfig) -> int:
     return _measure(config, exact=True)[0]
 
 
-def parameter_ceiling(config: TransformerConfig) -> int:
+def parameter_ceiling(config: Config) -> int:
     """:func:`parameter_count` without the pruned heads' savings: what every config is
     checked against :data:`MAX_PARAMETERS` with (pruned heads name layers, so the exact
     count of a config with thousands of them would build every layer)."""
     return _measure(config, exact=False)[0]
 
 
-def buffer_count(config: TransformerConfig) -> int:
+def buffer_count(config: Config) -> int:
     """Elements of the non-parameter tensors built with the model (sinusoidal tables,
     ALiBi slopes, FAVOR+ features, Swin's relative position index, ...), measured on
     ``meta``.
@@ -245,7 +244,7 @@ def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def parameter_bytes(config: TransformerConfig, dtype: torch.dtype = torch.float32) -> int:
+def parameter_bytes(config: Config, dtype: torch.dtype = torch.float32) -> int:
     """Bytes of the parameters, :func:`parameter_count` elements of ``dtype``.
 
     Raises:
@@ -254,7 +253,7 @@ def parameter_bytes(config: TransformerConfig, dtype: torch.dtype = torch.float3
     return parameter_count(config) * _itemsize(dtype)
 
 
-def model_bytes(config: TransformerConfig, dtype: torch.dtype = torch.float32) -> int:
+def model_bytes(config: Config, dtype: torch.dtype = torch.float32) -> int:
     """Bytes a freshly built model holds: parameters and buffers (:func:`buffer_count`).
 
     Raises:
@@ -263,7 +262,7 @@ def model_bytes(config: TransformerConfig, dtype: torch.dtype = torch.float32) -
     return (parameter_count(config) + buffer_count(config)) * _itemsize(dtype)
 
 
-def training_bytes(config: TransformerConfig, dtype: torch.dtype = torch.float32) -> int:
+def training_bytes(config: Config, dtype: torch.dtype = torch.float32) -> int:
     """Bytes of training with Adam, activations excluded: the weights, their gradients and
     Adam's two moments, ``4 x`` :func:`parameter_bytes` (Kingma & Ba 2015), plus buffers.
 
@@ -279,7 +278,7 @@ def _check_positive(name: str, value: object) -> int:
 
 
 def kv_cache_bytes(
-    config: TransformerConfig,
+    config: Config,
     batch: int,
     length: int,
     dtype: torch.dtype = torch.float32,
@@ -393,7 +392,7 @@ def available_memory(device: torch.device | str = "cpu") -> int:
     return free if room is None else min(free, room)
 
 
-def check_model_memory(config: TransformerConfig) -> None:
+def check_model_memory(config: Config) -> None:
     """Refuse, before anything is allocated, a model of ``config`` that does not fit in the
     free memory of the default device, in the default dtype (nothing is checked on
     ``meta``).
