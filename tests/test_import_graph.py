@@ -8,8 +8,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 import qkv
 
 SRC = Path(qkv.__file__).parent
@@ -133,22 +131,8 @@ def test_the_graph_sees_function_level_and_relative_imports(tmp_path):
     assert _imports("qkv.pkg.m", tmp_path / "m.py", modules) == {"qkv.pkg.sub", "qkv.pkg.other"}
 
 
-#: The one cycle on main when this test was written; the ``families`` branch removes it. When
-#: that merges, :func:`test_the_known_models_cycle_is_gone` passes, its strict xfail fails the
-#: run, and both this constant and that test go.
-KNOWN_CYCLE = ["qkv.models.config", "qkv.models.memory", "qkv.models.config"]
-
-
 def test_qkv_has_no_import_cycle():
     graph = import_graph()
     assert len(graph) > 100 and "qkv.training.trainer" in graph
-    cycles = [c for c in find_cycles(graph) if c != KNOWN_CYCLE]
+    cycles = find_cycles(graph)
     assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles)
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="qkv.models.config <-> qkv.models.memory, removed by the families branch",
-)
-def test_the_known_models_cycle_is_gone():
-    assert KNOWN_CYCLE not in find_cycles(import_graph())

@@ -20,6 +20,7 @@ from qkv.interop._convert import to_hf as _rules_to_hf
 from qkv.interop._convert import to_qkv as _rules_to_qkv
 from qkv.interop.hf import MODEL_TYPES, HFFamily, get_family
 from qkv.models import TransformerModel, build
+from qkv.models.family import family_of
 
 TOKENIZER = "tokenizer.json"
 
@@ -148,25 +149,21 @@ def from_hf(
 
 
 def default_family(model: TransformerModel) -> str:
-    """The family :func:`to_hf` writes a model as: BERT for encoders, GPT-2 for language
-    models, ViT, and for encoder-decoders T5 (relative positions), BART (an embedding
-    norm) or Marian."""
-    cfg = model.config
-    if cfg.family == "seq2seq":
-        if cfg.pos == "relative":
-            return "t5"
-        return "bart" if getattr(cfg, "embed_norm", False) else "marian"
-    return {
-        "encoder": "bert",
-        "lm": "gpt2",
-        "vit": "vit",
-        "swin": "swin",
-        "detr": "detr",
-        "xlnet": "xlnet",
-        "clip": "clip",
-        "captioner": "vision-encoder-decoder",
-        "whisper": "whisper",
-    }[cfg.family]
+    """The family :func:`to_hf` writes a model as, from its qkv family's record
+    (:attr:`qkv.models.Family.hf`): BERT for encoders, GPT-2 for language models, ViT, and
+    for encoder-decoders T5 (relative positions), BART (an embedding norm) or Marian.
+
+    Raises:
+        ValueError: a model of a family with no Hugging Face counterpart.
+    """
+    found = family_of(model)
+    choice = None if found is None else found.hf
+    name = choice(model.config) if callable(choice) else choice
+    if name is None:
+        raise ValueError(
+            f"a {type(model).__name__} has no Hugging Face family to be written as; pass family=..."
+        )
+    return name
 
 
 def to_hf(

@@ -1,35 +1,14 @@
-"""``build(config)``: the model class of a config's family."""
+"""``build(config)``: the model of a config's family (:mod:`qkv.models.family`)."""
 
 from __future__ import annotations
 
+from qkv.models import family as registry
 from qkv.models.base import TransformerModel
-from qkv.models.bert import EncoderModel
-from qkv.models.captioner import Captioner
-from qkv.models.clip import CLIP
 from qkv.models.config import CONFIG_CLASSES, TransformerConfig
-from qkv.models.detr import DETR
-from qkv.models.llava import Llava
-from qkv.models.lm import DecoderLM
+from qkv.models.family import MODEL_CLASSES
 from qkv.models.memory import check_model_memory
-from qkv.models.seq2seq import Seq2SeqTransformer
-from qkv.models.swin import Swin
-from qkv.models.vit import ViT
-from qkv.models.whisper import Whisper
-from qkv.models.xlnet import XLNetLM
 
-MODEL_CLASSES: dict[str, type[TransformerModel]] = {
-    "seq2seq": Seq2SeqTransformer,
-    "lm": DecoderLM,
-    "encoder": EncoderModel,
-    "vit": ViT,
-    "swin": Swin,
-    "detr": DETR,
-    "xlnet": XLNetLM,
-    "clip": CLIP,
-    "llava": Llava,
-    "captioner": Captioner,
-    "whisper": Whisper,
-}
+__all__ = ["MODEL_CLASSES", "build"]
 
 
 def build(config: TransformerConfig) -> TransformerModel:
@@ -41,22 +20,22 @@ def build(config: TransformerConfig) -> TransformerModel:
     (``with torch.device("meta"): build(config)``) nothing is allocated or checked.
 
     Args:
-        config: a family config (:class:`~qkv.models.config.Seq2SeqConfig`,
-            :class:`~qkv.models.config.LMConfig`, :class:`~qkv.models.config.EncoderConfig`
-            or :class:`~qkv.models.config.ViTConfig`).
+        config: the config of a registered family (:class:`~qkv.models.LMConfig`,
+            :class:`~qkv.models.SwinConfig`, ...).
 
     Returns:
         The freshly initialized model.
 
     Raises:
-        TypeError: not a family config.
+        TypeError: not the config of a registered family.
         MemoryLimitError: the model does not fit in the free memory of the device (a
             ``ValueError``).
     """
-    if not isinstance(config, TransformerConfig) or config.family not in MODEL_CLASSES:
+    found = registry.family_of(config)
+    if not isinstance(config, TransformerConfig) or found is None:
         raise TypeError(
             f"build needs one of {[c.__name__ for c in CONFIG_CLASSES.values()]}, "
             f"got {type(config).__name__}"
         )
     check_model_memory(config)
-    return MODEL_CLASSES[config.family](config)  # type: ignore[call-arg]
+    return MODEL_CLASSES[found.name](config)  # type: ignore[return-value]

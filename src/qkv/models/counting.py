@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from qkv.attn.mha import MultiHeadAttention
+from qkv.models import family as registry
 from qkv.models.build import build
 from qkv.models.config import TransformerConfig
 
@@ -68,11 +69,15 @@ def flops_per_token(config: TransformerConfig, seq_len: int | None = None) -> in
         FLOPs as an int.
 
     Raises:
-        ValueError: a non-positive ``seq_len``, or a hierarchical model (Swin: its stages
-            have different token counts and widths, so no one count per token holds).
+        ValueError: a non-positive ``seq_len``, or a hierarchical model (a family with
+            ``per_token_flops=False``, as Swin: its stages have different token counts and
+            widths, so no one count per token holds).
     """
-    if config.family == "swin":
-        raise ValueError("Swin's stages have different token counts: no FLOPs per token")
+    found = registry.family_of(config)
+    if found is not None and not found.per_token_flops:
+        raise ValueError(
+            f"{type(config).__name__}'s stages have different token counts: no FLOPs per token"
+        )
     n_ctx = config.max_len if seq_len is None else seq_len  # type: ignore[attr-defined]
     if isinstance(n_ctx, bool) or not isinstance(n_ctx, int) or n_ctx <= 0:
         raise ValueError(f"seq_len must be a positive int, got {seq_len!r}")

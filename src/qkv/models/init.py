@@ -47,6 +47,8 @@ def init_weights(
     """
     if scheme not in INIT_SCHEMES:
         raise ValueError(f"scheme must be one of {INIT_SCHEMES}, got {scheme!r}")
+    if all(p.is_meta for p in model.parameters()):
+        return  # meta tensors hold no values (a model built only to be measured)
     done = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
     for m in model.modules():
         if isinstance(m, MultiHeadAttention) and m.packed and scheme == "xavier":

@@ -1,11 +1,15 @@
-"""Memory estimates from a config, and a check that refuses work before it allocates.
+"""Sizes of the model a config describes, measured on ``meta``; and a check that refuses
+work before it allocates.
 
-A config fixes the shape of every parameter, so the size of the model it describes is
-arithmetic on its fields: :func:`parameter_count` equals
-``count_parameters(build(config))`` (:mod:`qkv.models.counting`) without building anything,
-for every family, tied or untied embeddings, grouped-query heads, pruned heads and every
-position kind. From it follow the bytes of the weights (:func:`parameter_bytes`), of
-training with Adam (:func:`training_bytes`) and of a decoding cache
+Parameter and buffer counts are not a second, hand-kept description of each architecture:
+the family's model is built on the ``meta`` device (nothing is allocated, no random number
+is drawn) and its tensors are counted. A config may ask for thousands of layers, so the
+model is built with one and with two layers of each depth field of its
+:class:`~qkv.models.family.Family` (``n_layers``, ``n_encoder_layers``, Swin's ``depths``,
+...) and the count extended linearly: layers of one stack are alike, so
+``count(n) = count(1) + (n - 1) (count(2) - count(1))`` exactly. (Pruned heads make layers
+differ: a config with ``pruned_heads`` is built whole.) What cannot be measured this way,
+the decoding cache, is one formula over the attention modules the model has
 (:func:`kv_cache_bytes`).
 
 :func:`check_memory` compares an estimate with what the device has free
@@ -14,26 +18,31 @@ the memory, the estimate and the memory available, instead of letting an allocat
 kill the process. :func:`qkv.models.build` calls it before building on a real device; the
 configs refuse, whatever the machine, more than :data:`MAX_PARAMETERS` parameters.
 
->>> from qkv.models.config import LMConfig
+>>> from qkv.models import LMConfig
 >>> parameter_count(LMConfig(d_model=64, n_heads=4, d_ff=256, n_layers=2, vocab_size=100))
 172032
 """
 
 from __future__ import annotations
 
+import copy
+import json
 import os
 import re
-from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
 
-from qkv.attn.favor import default_features
-from qkv.models._vision_memory import BUFFER_COUNTS, PARAMETER_COUNTS, llava_extra_count
+from qkv._checks import check_int
+from qkv.attn.mha import MultiHeadAttention
+from qkv.models import family as registry
 
-if TYPE_CHECKING:  # the configs import this module: no import of them at run time
-    from qkv.models.config import TransformerConfig
+#: A family config (:class:`qkv.models.config.TransformerConfig`). The configs import this
+#: module, so it imports none of them, not even for type checking.
+Config = Any
 
 #: The most parameters any config may describe, on any machine: 2**40 (about 1.1e12, 4 TiB
 #: in float32) is more than a single device or host holds, and ``build`` builds on one.
@@ -55,207 +64,172 @@ _CGROUP_FILES = (
         Path("/sys/fs/cgroup/memory/memory.usage_in_bytes"),
     ),
 )
-_ATTN_NAME = re.compile(r"(encoder|decoder)\.layers\.(\d+)\.(self_attn|cross_attn)")
+# measured (parameters, buffers) of recent configs: configs are checked when made and
+# again when built, and a preset is made many times
+_CACHE: dict[tuple[str, bool, str], tuple[int, int]] = {}
+_CACHE_SIZE = 512
+# models being built to be measured (a model may make configs of its parts, as CLIP's image
+# tower; the measure of the whole already bounds them)
+_MEASURING: list[str] = []
 
 
 class MemoryLimitError(ValueError):
     """An allocation refused before it started: the estimate does not fit in memory."""
 
 
-# -- parameter count from the config ---------------------------------------------------
-def _linear(n_in: int, n_out: int, bias: bool) -> int:
-    return n_in * n_out + (n_out if bias else 0)
+# -- counts measured on meta -------------------------------------------------------------
+def _family(config: Config) -> registry.Family:
+    found = registry.family_of(config)
+    if found is None or not isinstance(config, found.config_class):
+        raise TypeError(
+            f"memory estimates need the config of a registered model family, got "
+            f"{type(config).__name__}"
+        )
+    return found
 
 
-def _norm(cfg: TransformerConfig) -> int:
-    """LayerNorm has a weight and a bias, RMSNorm a weight."""
-    return cfg.d_model * (2 if cfg.norm == "layer" else 1)
+# in-place ops that only set values (initializers): nothing to do on a meta tensor
+_VALUE_OPS = frozenset(
+    {
+        torch.Tensor.normal_,
+        torch.Tensor.uniform_,
+        torch.Tensor.fill_,
+        torch.Tensor.zero_,
+        torch.Tensor.erfinv_,
+        torch.Tensor.clamp_,
+        torch.Tensor.mul_,
+        torch.Tensor.add_,
+        torch.Tensor.copy_,
+        nn.init.normal_,
+        nn.init.uniform_,
+        nn.init.trunc_normal_,
+        nn.init.constant_,
+        nn.init.zeros_,
+        nn.init.ones_,
+        nn.init.xavier_uniform_,
+        nn.init.xavier_normal_,
+        nn.init.kaiming_uniform_,
+        nn.init.kaiming_normal_,
+    }
+)
 
 
-def _attention(cfg: TransformerConfig, heads: int, kv_heads: int) -> int:
-    """``qkv_proj`` (queries, keys and values stacked) and ``out_proj`` (XLNet's: no biases)."""
-    d, d_h = cfg.d_model, cfg.d_head
-    bias = cfg.bias and cfg.family != "xlnet"
-    return _linear(d, (heads + 2 * kv_heads) * d_h, bias) + _linear(heads * d_h, d, bias)
+class _SkipMetaInit(TorchFunctionMode):
+    """Skips the initializers' value-only in-place ops on meta tensors: they have no values,
+    and some (``normal_``) would run through slow Python decompositions."""
+
+    def __torch_function__(
+        self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None
+    ) -> Any:
+        kwargs = kwargs or {}
+        if func in _VALUE_OPS:
+            target = args[0] if args else kwargs.get("tensor")  # nn.init passes tensor=
+            if isinstance(target, torch.Tensor) and target.is_meta:
+                return target
+        return func(*args, **kwargs)
 
 
-def _self_attention_extras(cfg: TransformerConfig, cross: bool = False) -> int:
-    """What a self-attention module of ``cfg.attn_kind`` holds beyond (or short of)
-    :func:`_attention`'s projections: Linformer's ``proj_k`` and ``proj_v``; LSH attention
-    has no key projection (queries and keys are shared); Transformer-XL's relative score
-    holds ``r_proj``, ``u`` and ``v``."""
-    if cross:
-        return 0
-    if cfg.pos == "xl":
-        width = cfg.n_heads * cfg.d_head
-        # XLNet adds the segment bias and two segment vectors
-        segments = 3 * width if cfg.family == "xlnet" else 0
-        return _linear(cfg.d_model, width, False) + 2 * width + segments
-    if cfg.attn_kind == "linformer":
-        return 2 * cfg.linformer_k * cfg.max_len  # type: ignore[attr-defined]
-    if cfg.attn_kind == "lsh":
-        return -_linear(cfg.d_model, cfg.kv_heads * cfg.d_head, cfg.bias)
-    return 0
+def build_on_meta(config: Config) -> nn.Module:
+    """The family's model of ``config`` on the ``meta`` device: every tensor has its shape,
+    none has memory, and the global random state is left as it was."""
+    model_class = _family(config).model_class
+    _MEASURING.append(config.family)
+    try:
+        with torch.random.fork_rng(devices=[]), torch.device("meta"), _SkipMetaInit():
+            return model_class(config)
+    finally:
+        _MEASURING.pop()
 
 
-def _feedforward(cfg: TransformerConfig) -> int:
-    d, d_ff = cfg.d_model, cfg.d_ff
-    n_in = 2 if cfg.activation in GATED_ACTIVATIONS else 1  # fc1 (and fc_gate)
-    return n_in * _linear(d, d_ff, cfg.bias) + _linear(d_ff, d, cfg.bias)
+def measuring() -> bool:
+    """True while a model is being built on ``meta`` to be measured."""
+    return bool(_MEASURING)
 
 
-def _stacks(cfg: TransformerConfig) -> dict[str, tuple[int, bool]]:
-    """Stack name -> (layers, cross-attention?) of a family."""
-    family = cfg.family
-    if family in ("seq2seq", "whisper"):
-        return {
-            "encoder": (cfg.n_encoder_layers, False),  # type: ignore[attr-defined]
-            "decoder": (cfg.n_decoder_layers, True),  # type: ignore[attr-defined]
-        }
-    if family == "lm":
-        return {"decoder": (cfg.n_layers, False)}  # type: ignore[attr-defined]
-    if family in ("encoder", "vit", "xlnet"):
-        return {"encoder": (cfg.n_layers, False)}  # type: ignore[attr-defined]
-    raise TypeError(
-        f"memory estimates need a Seq2SeqConfig, LMConfig, EncoderConfig, ViTConfig or "
-        f"XLNetConfig, got {type(cfg).__name__}"
-    )
+def _count(config: Config) -> tuple[int, int]:
+    model = build_on_meta(config)
+    return sum(p.numel() for p in model.parameters()), sum(b.numel() for b in model.buffers())
 
 
-def _pruned(cfg: TransformerConfig) -> Iterator[tuple[str, int, str, int, int]]:
-    """``(stack, layer, "self_attn" | "cross_attn", heads, kv_heads)`` of each module that
-    ``cfg.pruned_heads`` prunes, with the heads it keeps (as
-    :func:`qkv.models.prune.prune_module` leaves them). Names the model does not have are
-    skipped: building such a config raises."""
-    stacks = _stacks(cfg)
-    group = cfg.n_heads // cfg.kv_heads  # query heads per key/value head
-    for name, removed in cfg.pruned_heads.items():
-        m = _ATTN_NAME.fullmatch(name)
-        if m is None or m[1] not in stacks:
-            continue
-        n_layers, cross = stacks[m[1]]
-        layer = int(m[2])
-        if layer >= n_layers or (m[3] == "cross_attn" and not cross):
-            continue
-        gone = set(removed)
-        per_group: dict[int, int] = {}
-        for i in gone:
-            per_group[i // group] = per_group.get(i // group, 0) + 1
-        emptied = sum(n == group for n in per_group.values())  # kv heads nobody reads
-        yield m[1], layer, m[3], cfg.n_heads - len(gone), cfg.kv_heads - emptied
+def _depths(config: Config, fields: tuple[str, ...]) -> list[tuple[str, int | None]]:
+    """``(field, index)`` of every depth: an int field, or each entry of a list field."""
+    out: list[tuple[str, int | None]] = []
+    for name in fields:
+        value = getattr(config, name)
+        if isinstance(value, list):
+            out += [(name, i) for i in range(len(value))]
+        else:
+            out.append((name, None))
+    return out
 
 
-def _stack(cfg: TransformerConfig, name: str, n_layers: int, cross: bool) -> int:
-    full = _attention(cfg, cfg.n_heads, cfg.kv_heads)
-    layer = full + _self_attention_extras(cfg) + _feedforward(cfg) + 2 * _norm(cfg)
-    if cross:
-        layer += full + _norm(cfg)
-    total = n_layers * layer
-    if cfg.norm_placement == "pre":
-        total += _norm(cfg)  # the final norm
-    if cfg.pos == "relative":
-        total += cfg.rel_buckets * cfg.n_heads  # one bias table per stack (T5)
-    for stack, _, _, heads, kv_heads in _pruned(cfg):
-        if stack == name:
-            total += _attention(cfg, heads, kv_heads) - full
-    return total
+def _with_depths(config: Config, depths: list[tuple[str, int | None]], values: list[int]) -> Config:
+    """A copy of ``config`` with other depths and no pruned heads (not validated again:
+    only the model is built from it)."""
+    variant = copy.copy(config)
+    variant.pruned_heads = {}
+    for (name, index), value in zip(depths, values):
+        if index is None:
+            setattr(variant, name, value)
+        else:
+            entries = list(getattr(variant, name))
+            entries[index] = value
+            setattr(variant, name, entries)
+    return variant
 
 
-def _embedding_extras(cfg: Any, max_len: int, type_vocab_size: int = 0) -> int:
-    """What an :class:`~qkv.models.embeddings.Embeddings` holds besides the token matrix:
-    a learned position table, a token-type table, a norm."""
-    d = cfg.d_model
-    total = max_len * d if cfg.pos == "learned" else 0
-    total += type_vocab_size * d
-    return total + (_norm(cfg) if cfg.embed_norm else 0)
+def _measure(config: Config, exact: bool) -> tuple[int, int]:
+    """(parameters, buffers) of ``config``'s model; with ``exact=False`` pruned heads are
+    left out (an upper bound, for the ceiling every config is checked against)."""
+    found = _family(config)
+    exact = exact and bool(config.pruned_heads)  # without pruned heads both are exact
+    key = (found.name, exact, json.dumps(config.to_dict(), sort_keys=True, default=repr))
+    if key in _CACHE:
+        return _CACHE[key]
+    depths = _depths(config, found.depth_fields)
+    want = [getattr(config, n) if i is None else getattr(config, n)[i] for n, i in depths]
+    if exact or max(want, default=0) <= 2:  # one build of the whole model is cheaper
+        result = _count(config if exact else _with_depths(config, [], []))
+    else:
+        ones = [1] * len(depths)
+        p, b = base = _count(_with_depths(config, depths, ones))
+        for k, n in enumerate(want):
+            if n > 1:
+                p2, b2 = _count(_with_depths(config, depths, [*ones[:k], 2, *ones[k + 1 :]]))
+                p, b = p + (n - 1) * (p2 - base[0]), b + (n - 1) * (b2 - base[1])
+        result = (p, b)
+    if len(_CACHE) >= _CACHE_SIZE:
+        _CACHE.clear()
+    _CACHE[key] = result
+    return result
 
 
-def _head_count(cfg: Any) -> int:
-    """Everything outside the stacks: embeddings, patch embedding, pooler and heads."""
-    d, family = cfg.d_model, cfg.family
-    if family == "lm":
-        tok = cfg.vocab_size * d
-        return tok + _embedding_extras(cfg, cfg.max_len) + (0 if cfg.tie_embeddings else tok)
-    if family == "seq2seq":
-        tgt = cfg.target_vocab * d
-        total = cfg.vocab_size * d + (0 if cfg.share_embeddings else tgt)
-        total += 2 * _embedding_extras(cfg, cfg.max_len)  # source and target each
-        total += 0 if cfg.tie_embeddings else tgt
-        return total + (cfg.target_vocab if cfg.output_bias else 0)
-    if family == "whisper":  # convolutions, decoder tokens and positions (and the heads)
-        total = _linear(3 * cfg.n_mels, d, True) + _linear(3 * d, d, True)  # kernel 3
-        total += cfg.vocab_size * d + _embedding_extras(cfg, cfg.max_len)
-        total += 0 if cfg.tie_embeddings else cfg.vocab_size * d
-        total += _linear(d, cfg.vocab_size, True) if cfg.ctc_head else 0
-        return total + (cfg.vocab_size if cfg.output_bias else 0)
-    if family == "xlnet":  # word embedding, mask_emb, head bias (and an untied head)
-        tok = cfg.vocab_size * d
-        return tok + d + cfg.vocab_size + (0 if cfg.tie_embeddings else tok)
-    if family == "encoder":
-        total = cfg.vocab_size * d + _embedding_extras(cfg, cfg.max_len, cfg.type_vocab_size)
-        if cfg.pooler:
-            total += _linear(d, d, True)
-        if cfg.mlm_head:  # dense, norm, decoder (its weight maybe tied, its bias never)
-            total += _linear(d, d, True) + _norm(cfg) + cfg.vocab_size
-            total += 0 if cfg.tie_embeddings else cfg.vocab_size * d
-        if cfg.n_classes:
-            total += _linear(d, cfg.n_classes, True)
-        return total
-    # vit: patch projection (a conv with bias), class token, positions, classifier
-    total = _linear(cfg.in_channels * cfg.patch_size**2, d, True) + d
-    total += cfg.max_len * d if cfg.pos == "learned" else 0
-    return total + _linear(d, cfg.n_classes, True)
-
-
-def parameter_count(config: TransformerConfig) -> int:
-    """Parameters of the model a config describes, computed from its fields alone.
-
-    Equals ``count_parameters(build(config))``: shared (tied) matrices once, pruned heads
-    removed. Nothing is built, so a config of any size costs microseconds.
-
-    Args:
-        config: a family config (seq2seq, lm, encoder or vit).
-
-    Returns:
-        The number of parameters.
+def parameter_count(config: Config) -> int:
+    """Parameters of the model a config describes: ``count_parameters(build(config))``
+    (shared tensors once, pruned heads removed), measured on ``meta``.
 
     Raises:
-        TypeError: a config of no known family.
+        TypeError: a config of no registered family.
     """
-    if config.family in PARAMETER_COUNTS:  # the vision families (Swin, DETR, CLIP)
-        return PARAMETER_COUNTS[config.family](config)
-    if config.family == "llava":  # a language model with an image tower and projector
-        return parameter_count(config.lm_config()) + llava_extra_count(config)  # type: ignore[attr-defined]
-    stacks = _stacks(config)
-    total = _head_count(config)
-    for name, (n_layers, cross) in stacks.items():
-        total += _stack(config, name, n_layers, cross)
-    return total
+    return _measure(config, exact=True)[0]
 
 
-def buffer_count(config: TransformerConfig) -> int:
-    """Elements of the non-parameter tensors built with the model: sinusoidal position
-    tables (``max_len x d_model`` per embedding), ALiBi slopes (``n_heads`` per stack) and
-    FAVOR+ random features (``m x d_h`` per self-attention).
+def parameter_ceiling(config: Config) -> int:
+    """:func:`parameter_count` without the pruned heads' savings: what every config is
+    checked against :data:`MAX_PARAMETERS` with (pruned heads name layers, so the exact
+    count of a config with thousands of them would build every layer)."""
+    return _measure(config, exact=False)[0]
+
+
+def buffer_count(config: Config) -> int:
+    """Elements of the non-parameter tensors built with the model (sinusoidal tables,
+    ALiBi slopes, FAVOR+ features, Swin's relative position index, ...), measured on
+    ``meta``.
 
     Raises:
-        TypeError: a config of no known family.
+        TypeError: a config of no registered family.
     """
-    if config.family in BUFFER_COUNTS:
-        return BUFFER_COUNTS[config.family](config)
-    if config.family == "llava":
-        return buffer_count(config.lm_config())  # type: ignore[attr-defined]
-    stacks = _stacks(config)
-    total = len(stacks) * config.n_heads if config.pos == "alibi" else 0
-    if config.family == "whisper":  # the encoder's sinusoids (a persistent buffer)
-        total += config.max_source_len * config.d_model  # type: ignore[attr-defined]
-    if config.pos == "sinusoidal":
-        tables = 2 if config.family == "seq2seq" else 1
-        total += tables * config.max_len * config.d_model  # type: ignore[attr-defined]
-    if config.attn_kind == "favor":  # one (m, d_h) feature matrix per self-attention
-        m = config.favor_features or default_features(config.d_head)
-        total += sum(n for n, _ in stacks.values()) * m * config.d_head
-    return total
+    return _measure(config, exact=True)[1]
 
 
 # -- bytes -------------------------------------------------------------------------------
@@ -270,7 +244,7 @@ def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def parameter_bytes(config: TransformerConfig, dtype: torch.dtype = torch.float32) -> int:
+def parameter_bytes(config: Config, dtype: torch.dtype = torch.float32) -> int:
     """Bytes of the parameters, :func:`parameter_count` elements of ``dtype``.
 
     Raises:
@@ -279,7 +253,7 @@ def parameter_bytes(config: TransformerConfig, dtype: torch.dtype = torch.float3
     return parameter_count(config) * _itemsize(dtype)
 
 
-def model_bytes(config: TransformerConfig, dtype: torch.dtype = torch.float32) -> int:
+def model_bytes(config: Config, dtype: torch.dtype = torch.float32) -> int:
     """Bytes a freshly built model holds: parameters and buffers (:func:`buffer_count`).
 
     Raises:
@@ -288,7 +262,7 @@ def model_bytes(config: TransformerConfig, dtype: torch.dtype = torch.float32) -
     return (parameter_count(config) + buffer_count(config)) * _itemsize(dtype)
 
 
-def training_bytes(config: TransformerConfig, dtype: torch.dtype = torch.float32) -> int:
+def training_bytes(config: Config, dtype: torch.dtype = torch.float32) -> int:
     """Bytes of training with Adam, activations excluded: the weights, their gradients and
     Adam's two moments, ``4 x`` :func:`parameter_bytes` (Kingma & Ba 2015), plus buffers.
 
@@ -299,13 +273,12 @@ def training_bytes(config: TransformerConfig, dtype: torch.dtype = torch.float32
 
 
 def _check_positive(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
+    check_int(name, value)
+    return value  # type: ignore[return-value]
 
 
 def kv_cache_bytes(
-    config: TransformerConfig,
+    config: Config,
     batch: int,
     length: int,
     dtype: torch.dtype = torch.float32,
@@ -315,12 +288,13 @@ def kv_cache_bytes(
     """Bytes of a decoding cache: what ``model.make_cache(batch, length)`` allocates plus,
     for an encoder-decoder, the cross-attention keys and values projected from the source.
 
-    Per decoder layer, self-attention keeps keys and values ``(b, h_kv, length, d_h)``
-    each (``h_kv`` after pruning); cross-attention ``(b, h_kv, source_length, d_h)`` each.
+    One formula for every family, over the attention modules of the model's ``decoder``
+    (built on ``meta``, pruned heads included): each self-attention keeps keys and values
+    ``(b, h_kv, length, d_h)``, each cross-attention ``(b, h_kv, source_length, d_h)``.
 
     Args:
-        config: an :class:`~qkv.models.config.LMConfig` or
-            :class:`~qkv.models.config.Seq2SeqConfig`.
+        config: the config of a model with a decoder (a language model, an
+            encoder-decoder).
         batch: sequences decoded together (beams included).
         length: most tokens the self-attention cache holds (prompt + generated).
         dtype: the cache's dtype.
@@ -335,26 +309,21 @@ def kv_cache_bytes(
     _check_positive("batch", batch)
     _check_positive("length", length)
     item = _itemsize(dtype)
-    stacks = _stacks(config)
-    if "decoder" not in stacks:
+    decoder = getattr(build_on_meta(config), "decoder", None)
+    modules = [] if decoder is None else list(decoder.named_modules())
+    attention = [(n, m) for n, m in modules if isinstance(m, MultiHeadAttention)]
+    if not any(n.endswith("self_attn") for n, _ in attention):
         raise ValueError(
             f"{type(config).__name__} describes a model without a decoder: no decoding cache"
         )
-    n_layers, cross = stacks["decoder"]
     if source_length is None:
         source_length = config.max_len  # type: ignore[attr-defined]
     _check_positive("source_length", source_length)
-    # kv heads per (layer, kind), unpruned unless listed
-    pruned = {(i, kind): kv for stack, i, kind, _, kv in _pruned(config) if stack == "decoder"}
-    per_token = 2 * batch * config.d_head * item  # keys and values of one kv head
-    self_heads = n_layers * config.kv_heads
-    cross_heads = n_layers * config.kv_heads if cross else 0
-    for (_, kind), kv in pruned.items():
-        if kind == "self_attn":
-            self_heads += kv - config.kv_heads
-        else:
-            cross_heads += kv - config.kv_heads
-    return per_token * (self_heads * length + cross_heads * source_length)
+    total = 0
+    for name, m in attention:
+        tokens = source_length if name.endswith("cross_attn") else length
+        total += 2 * batch * tokens * m.n_kv_heads * m.head_dim * item  # keys and values
+    return total
 
 
 # -- what the machine has ----------------------------------------------------------------
@@ -423,7 +392,7 @@ def available_memory(device: torch.device | str = "cpu") -> int:
     return free if room is None else min(free, room)
 
 
-def check_model_memory(config: TransformerConfig) -> None:
+def check_model_memory(config: Config) -> None:
     """Refuse, before anything is allocated, a model of ``config`` that does not fit in the
     free memory of the default device, in the default dtype (nothing is checked on
     ``meta``).
@@ -504,13 +473,16 @@ __all__ = [
     "MemoryLimitError",
     "available_memory",
     "buffer_count",
+    "build_on_meta",
     "check_memory",
     "check_model_memory",
     "dtype_name",
     "format_gib",
     "kv_cache_bytes",
+    "measuring",
     "model_bytes",
     "parameter_bytes",
+    "parameter_ceiling",
     "parameter_count",
     "training_bytes",
 ]

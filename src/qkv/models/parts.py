@@ -36,7 +36,7 @@ def norm_for(cfg: TransformerConfig) -> nn.Module:
 
 
 def attention_for(cfg: TransformerConfig, *, cross: bool = False) -> nn.Module:
-    """Self-attention of kind ``cfg.attn_kind`` (rotary when ``pos="rope"``, with
+    """Self-attention of kind ``cfg.attn`` (:mod:`qkv.models.efficient`) (rotary when ``pos="rope"``, with
     Transformer-XL's relative score when ``pos="xl"``), or cross-attention (always
     softmax, never rotary)."""
     rope = RoPE(cfg.d_head, base=cfg.rope_base) if cfg.pos == "rope" and not cross else None
@@ -49,7 +49,8 @@ def attention_for(cfg: TransformerConfig, *, cross: bool = False) -> nn.Module:
         "scale": cfg.attn_scale,
         "rope": rope,
     }
-    kind = "softmax" if cross else cfg.attn_kind
+    attn = None if cross else getattr(cfg, "attn", None)  # EfficientConfig's
+    kind = "softmax" if attn is None else attn.kind
     if cfg.pos == "xl" and not cross:
         kw["score"] = XLRelativeScore(cfg.d_model, cfg.n_heads, cfg.d_head)
         kw["scale"] = cfg.attn_scale or 1.0 / math.sqrt(cfg.d_head)  # a score module's is 1
@@ -58,28 +59,27 @@ def attention_for(cfg: TransformerConfig, *, cross: bool = False) -> nn.Module:
             cfg.d_model,
             cfg.n_heads,
             head_dim=cfg.head_dim,
-            bucket_size=cfg.lsh_bucket_size,
-            n_hashes=cfg.lsh_n_hashes,
-            n_buckets=cfg.lsh_n_buckets,
+            bucket_size=attn.bucket_size,
+            n_hashes=attn.n_hashes,
+            n_buckets=attn.n_buckets,
             bias=cfg.bias,
             dropout=cfg.attn_dropout,
-            seed=cfg.lsh_seed,
+            seed=attn.seed,
         )
     if kind == "favor":
-        return FavorAttention(cfg.d_model, cfg.n_heads, n_features=cfg.favor_features, **kw)
+        return FavorAttention(cfg.d_model, cfg.n_heads, n_features=attn.features, **kw)
     if kind == "linformer":
         max_len = cfg.max_len  # type: ignore[attr-defined]
-        return LinformerAttention(
-            cfg.d_model, cfg.n_heads, max_len=max_len, k=cfg.linformer_k, **kw
-        )
+        return LinformerAttention(cfg.d_model, cfg.n_heads, max_len=max_len, k=attn.k, **kw)
     return MultiHeadAttention(cfg.d_model, cfg.n_heads, **kw)  # type: ignore[arg-type]
 
 
 def feedforward_for(cfg: TransformerConfig) -> FeedForward:
     """The position-wise feed-forward network of ``cfg`` (chunked when ``ff_chunk_size``)."""
     args = (cfg.d_model, cfg.d_ff, cfg.activation, cfg.ff_dropout, cfg.bias)
-    if cfg.ff_chunk_size:
-        return ChunkedFeedForward(*args, chunk_size=cfg.ff_chunk_size)
+    chunk = getattr(cfg, "ff_chunk_size", 0)  # EfficientConfig's
+    if chunk:
+        return ChunkedFeedForward(*args, chunk_size=chunk)
     return FeedForward(*args)
 
 
@@ -122,7 +122,7 @@ def abs_pos_for(cfg: TransformerConfig, max_len: int) -> nn.Module | None:
 def encoder_for(cfg: TransformerConfig, n_layers: int) -> Encoder:
     """``n_layers`` encoder layers (reversible ones when ``cfg.reversible``); a final
     norm for pre-norm stacks."""
-    if cfg.reversible:
+    if getattr(cfg, "reversible", False):  # EfficientConfig's
         rev = reversible_layers(cfg, n_layers, causal=False)
         return ReversibleEncoder(rev, norm=norm_for(cfg), pos_bias=pos_bias_for(cfg, causal=False))
     layers = [
@@ -143,7 +143,7 @@ def encoder_for(cfg: TransformerConfig, n_layers: int) -> Encoder:
 def decoder_for(cfg: TransformerConfig, n_layers: int, *, cross_attention: bool) -> Decoder:
     """``n_layers`` causal decoder layers, with cross-attention for encoder-decoders
     (reversible layers, without cross-attention, when ``cfg.reversible``)."""
-    if cfg.reversible and not cross_attention:
+    if getattr(cfg, "reversible", False) and not cross_attention:
         rev = reversible_layers(cfg, n_layers, causal=True)
         return ReversibleDecoder(rev, norm=norm_for(cfg), pos_bias=pos_bias_for(cfg, causal=True))
     xl = cfg.pos == "xl" and not cross_attention  # segment memory (Transformer-XL)

@@ -146,18 +146,7 @@ def sized_config(
                 f"{key}={overrides[key]!r} would not fit it"
                 + (" (use --max-len for the sequence length)" if key == "max_len" else "")
             )
-    cls = {
-        "seq2seq": models.Seq2SeqConfig,
-        "lm": models.LMConfig,
-        "encoder": models.EncoderConfig,
-        "vit": models.ViTConfig,
-        "swin": models.SwinConfig,
-        "detr": models.DETRConfig,
-        "clip": models.CLIPConfig,
-        "llava": models.LlavaConfig,
-        "captioner": models.CaptionerConfig,
-        "whisper": models.WhisperConfig,
-    }[family]
+    cls = models.family.get(family).config_class
     try:
         return _family_config(task, cls, family, preset, default, sizes, overrides, base)
     except TaskError:

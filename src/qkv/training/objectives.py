@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from qkv.data.batching import pad_ids
 from qkv.data.tokenizers import BOS_ID, EOS_ID, PAD_ID
-from qkv.models import DecoderLM, EncoderModel, Seq2SeqTransformer, Swin, ViT
+from qkv.models import family as registry
 from qkv.training.objective import Batch, LossOutput, Objective, loss_metrics
 
 
@@ -252,30 +252,44 @@ class ClassificationObjective:
         }
 
 
+#: The objectives a :class:`~qkv.models.family.Family` names as its ``objective``.
+OBJECTIVES: dict[str, type[Objective]] = {}
+
+
 def objective_for(model: nn.Module) -> Objective:
-    """The objective of a qkv model: next-token prediction for a ``DecoderLM``, teacher
-    forcing for a ``Seq2SeqTransformer``, classification for a ``ViT``, a ``Swin`` or an
-    ``EncoderModel`` with ``n_classes``.
+    """The default objective of a qkv model, as its family's record says
+    (:attr:`qkv.models.Family.objective`): next-token prediction for a ``DecoderLM``
+    (``"lm"``), teacher forcing for a ``Seq2SeqTransformer`` (``"seq2seq"``),
+    classification for a ``ViT``, a ``Swin`` or an ``EncoderModel`` with ``n_classes``
+    (``"classification"``).
 
     Raises:
         ValueError: a model without an obvious objective (say which one with
             ``Trainer(..., objective=...)``).
     """
-    if isinstance(model, DecoderLM):
-        return LMObjective()
-    if isinstance(model, Seq2SeqTransformer):
-        return Seq2SeqObjective()
-    if isinstance(model, (ViT, Swin)) or (
-        isinstance(model, EncoderModel) and model.classifier is not None
-    ):
-        return ClassificationObjective()
+    found = registry.family_of(model)
+    choice = None if found is None else found.objective
+    if callable(choice):
+        choice = choice(model)
+    if isinstance(choice, str):
+        if choice not in OBJECTIVES:
+            raise ValueError(
+                f"family {found.name!r} names objective {choice!r}; known: {sorted(OBJECTIVES)}"  # type: ignore[union-attr]
+            )
+        return OBJECTIVES[choice]()
+    if choice is not None:
+        return choice  # type: ignore[no-any-return]
     raise ValueError(
         f"no default objective for a {type(model).__name__}; pass Trainer(..., objective=...) "
         f"(an object with collate, loss, n_tokens and metrics)"
     )
 
 
+OBJECTIVES.update(lm=LMObjective, seq2seq=Seq2SeqObjective, classification=ClassificationObjective)
+
+
 __all__ = [
+    "OBJECTIVES",
     "ClassificationObjective",
     "LMObjective",
     "Seq2SeqObjective",

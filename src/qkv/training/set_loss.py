@@ -13,8 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from qkv.data.boxes import cxcywh_to_xyxy, generalized_box_iou
-from qkv.models.config import DETRConfig
-from qkv.models.detr import DETROutput
+from qkv.models import DETRConfig, DETROutput
 from qkv.training.matcher import Target, hungarian_match
 
 

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from qkv.interop._convert import HFConversionError, Rule
-from qkv.models.config import EncoderConfig, TransformerConfig, ViTConfig
+from qkv.models import EncoderConfig, TransformerConfig, ViTConfig
 
 #: Hugging Face ``ACT2FN`` names -> qkv activations (exact equivalents only: ``gelu_fast``
 #: and ``quick_gelu`` are other approximations and are refused).
@@ -142,8 +142,9 @@ def common_to_hf(cfg: TransformerConfig, issues: Issues, **expected: Any) -> Non
     pruned heads (the families' weight maps expect every head)."""
     if cfg.pruned_heads:
         issues.add(f"pruned_heads={cfg.pruned_heads!r} (export the unpruned model)")
-    if cfg.attn_kind != "softmax":
-        issues.add(f"attn_kind={cfg.attn_kind!r} (the family has softmax attention)")
+    kind = getattr(cfg, "attn_kind", "softmax")  # EfficientConfig's
+    if kind != "softmax":
+        issues.add(f"attn_kind={kind!r} (the family has softmax attention)")
     for name, value in expected.items():
         got = getattr(cfg, name)
         if got != value:

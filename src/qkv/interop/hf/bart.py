@@ -32,7 +32,7 @@ from qkv.interop.hf._common import (
     tied,
     to_hf_issues,
 )
-from qkv.models.config import Seq2SeqConfig, TransformerConfig
+from qkv.models import Seq2SeqConfig, TransformerConfig
 
 # -- weight map ------------------------------------------------------------------------
 #: HF ``BartEncoderLayer`` submodule -> qkv ``EncoderLayer`` submodule (weight and bias).

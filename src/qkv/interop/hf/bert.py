@@ -32,7 +32,7 @@ from qkv.interop.hf._common import (
     tied,
     to_hf_issues,
 )
-from qkv.models.config import EncoderConfig, TransformerConfig
+from qkv.models import EncoderConfig, TransformerConfig
 
 # -- weight map ------------------------------------------------------------------------
 #: HF ``BertEmbeddings`` tensor -> qkv ``EncoderModel.embed`` tensor.

@@ -29,7 +29,7 @@ from qkv.interop.hf._common import (
     required,
     to_hf_issues,
 )
-from qkv.models.config import CLIPConfig, TransformerConfig
+from qkv.models import CLIPConfig, TransformerConfig
 
 # -- weight map ------------------------------------------------------------------------
 #: HF ``CLIPEncoderLayer`` submodule -> qkv ``EncoderLayer`` submodule (weight and bias).

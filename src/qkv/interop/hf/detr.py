@@ -20,7 +20,7 @@ from torch import Tensor
 from qkv.interop._convert import HFConversionError, Rule, modules, stacked
 from qkv.interop.hf._common import HFFamily, Issues, required
 from qkv.interop.hf.bart import DECODER_LAYER, DECODER_QKV, ENCODER_LAYER, ENCODER_QKV
-from qkv.models.config import DETRConfig, TransformerConfig
+from qkv.models import DETRConfig, TransformerConfig
 
 # -- weight map ------------------------------------------------------------------------
 TOP: dict[str, str] = {"input_projection": "input_proj"}

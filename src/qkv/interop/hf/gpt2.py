@@ -26,7 +26,7 @@ from qkv.interop.hf._common import (
     tied,
     to_hf_issues,
 )
-from qkv.models.config import LMConfig, TransformerConfig
+from qkv.models import LMConfig, TransformerConfig
 
 # -- weight map ------------------------------------------------------------------------
 #: HF ``GPT2Model`` tensor -> qkv ``DecoderLM`` tensor, outside the blocks.

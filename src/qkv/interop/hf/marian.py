@@ -32,7 +32,7 @@ from qkv.interop.hf.bart import (
     token_fields,
     token_rules,
 )
-from qkv.models.config import Seq2SeqConfig, TransformerConfig
+from qkv.models import Seq2SeqConfig, TransformerConfig
 
 #: qkv tables that hold Marian's fixed sinusoids.
 POSITIONS: tuple[str, ...] = ("src_embed.pos_emb.emb.weight", "tgt_embed.pos_emb.emb.weight")

@@ -25,7 +25,7 @@ from qkv.interop.hf._common import (
     required,
     to_hf_issues,
 )
-from qkv.models.config import SwinConfig, TransformerConfig
+from qkv.models import SwinConfig, TransformerConfig
 
 # -- weight map ------------------------------------------------------------------------
 EMBEDDINGS: dict[str, str] = {

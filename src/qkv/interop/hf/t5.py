@@ -32,7 +32,7 @@ from qkv.interop.hf._common import (
     tied,
     to_hf_issues,
 )
-from qkv.models.config import Seq2SeqConfig, TransformerConfig
+from qkv.models import Seq2SeqConfig, TransformerConfig
 
 # -- weight map ------------------------------------------------------------------------
 #: HF encoder ``T5Block`` submodule -> qkv ``EncoderLayer`` submodule (weights only; T5 has

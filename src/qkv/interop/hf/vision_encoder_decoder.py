@@ -27,7 +27,7 @@ from torch import Tensor
 from qkv.interop._convert import Rule, copy, modules, transposed
 from qkv.interop.hf import gpt2, vit
 from qkv.interop.hf._common import HFFamily, Issues, pad_id, required, tied
-from qkv.models.config import CaptionerConfig, LMConfig, TransformerConfig, ViTConfig
+from qkv.models import CaptionerConfig, LMConfig, TransformerConfig, ViTConfig
 
 ENCODER, DECODER = "encoder.", "decoder.transformer."
 LM_HEAD = "decoder.lm_head.weight"

@@ -24,7 +24,7 @@ from qkv.interop.hf._common import (
     required,
     to_hf_issues,
 )
-from qkv.models.config import TransformerConfig, ViTConfig
+from qkv.models import TransformerConfig, ViTConfig
 
 # -- weight map ------------------------------------------------------------------------
 CLS_TOKEN: dict[str, str] = {"embeddings.cls_token": "cls_token"}  # (1, 1, d) both

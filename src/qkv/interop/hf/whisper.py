@@ -36,7 +36,7 @@ from qkv.interop.hf._common import (
     to_hf_issues,
 )
 from qkv.interop.hf.bart import DECODER_LAYER, ENCODER_LAYER
-from qkv.models.config import TransformerConfig, WhisperConfig
+from qkv.models import TransformerConfig, WhisperConfig
 
 #: Whisper's convolutions, sinusoids, decoder positions and final norms -> qkv.
 STEM: dict[str, str] = {

@@ -26,7 +26,7 @@ from qkv.interop.hf._common import (
     tied,
     to_hf_issues,
 )
-from qkv.models.config import TransformerConfig, XLNetConfig
+from qkv.models import TransformerConfig, XLNetConfig
 
 # -- weight map ------------------------------------------------------------------------
 LM_HEAD = "lm_loss.weight"

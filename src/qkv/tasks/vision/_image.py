@@ -225,10 +225,12 @@ class ImageTask(ClassifyTask):
         family, default, patch = "vit", self.default_model, self.default_patch
         if preset == "swin" and self.swin_model:
             family, default, patch, preset = "swin", self.swin_model, self.swin_patch, None
-        elif base is not None and base.family == "swin":
-            family, patch = "swin", self.swin_patch
-        elif preset in models.PRESETS and models.preset_config(preset).family == "swin":
-            family, patch = "swin", self.swin_patch
+        else:
+            chosen = base
+            if chosen is None and preset in models.preset_names():
+                chosen = models.preset_config(preset)
+            if isinstance(chosen, models.SwinConfig):
+                family, patch = "swin", self.swin_patch
         sizes: dict[str, Any] = {
             "image_size": self.image_size,
             "in_channels": self.in_channels,
