@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from _surface import TINY_RUN, run_cli, train_tiny
-from qkv.tasks.copy import CopyTask
+from qkv.tasks.synthetic.copy import CopyTask
 
 import qkv.cli.train as train_cli
 

@@ -55,6 +55,7 @@ def test_train_eval_generate_viz_and_errors(run_dir, tmp_path, capsys):
     assert len(capsys.readouterr().out.split("\n")) == 3
 
     out = tmp_path / "viz" / "report.html"
+    out.parent.mkdir()  # viz refuses an --out in a missing directory
     argv = ["viz", "--checkpoint", str(run_dir), "valid:1", "--out", str(out),
             "--png", str(tmp_path / "png"), "--target", "a b"]  # fmt: skip
     assert main(argv) == 0
