@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 from _surface import TINY_RUN, run_cli, train_tiny
-from qkv.tasks.synthetic.copy import CopyTask
 
 import qkv.cli.train as train_cli
+from qkv.tasks.synthetic.copy import CopyTask
 
 NO_BAR = [a for a in TINY_RUN if a != "--no-progress"]
 
