@@ -260,12 +260,12 @@ MASKS = {
 @given(
     s_q=st.integers(1, 45),
     s_k=st.integers(1, 45),
-    kv_heads=st.sampled_from([4, 2]),
+    h_kv=st.sampled_from([4, 2]),
     mask=st.sampled_from(sorted(MASKS)),
     chunk=st.sampled_from([1, 64, 1 << 20]),
     seed=st.integers(0, 2**16),
 )
-def test_row_chunked_weights_equal_the_reference(s_q, s_k, kv_heads, mask, chunk, seed):
+def test_row_chunked_weights_equal_the_reference(s_q, s_k, h_kv, mask, chunk, seed):
     """attention_weights without gradients (row chunks, causal key skipping) against the
     reference, fp64, whatever the chunk size (1 << 20 elements: one chunk; 1: 16 rows)."""
     from qkv.attn import functional, weights
@@ -275,7 +275,7 @@ def test_row_chunked_weights_equal_the_reference(s_q, s_k, kv_heads, mask, chunk
     if isinstance(m, torch.Tensor) and m.dtype == torch.bool:
         m[0, 0, 0] = False  # a row that sees nothing
     q = torch.randn(2, 4, s_q, 8, dtype=torch.float64)
-    k = torch.randn(2, kv_heads, s_k, 8, dtype=torch.float64)
+    k = torch.randn(2, h_kv, s_k, 8, dtype=torch.float64)
     p = functional.make_problem(q, k, k, m, is_causal=causal)
     saved, weights._CHUNK_ELEMENTS = weights._CHUNK_ELEMENTS, chunk
     try:

@@ -213,21 +213,21 @@ def test_projection_views_write_through():
     assert torch.all(m.qkv_proj.weight[16:] == 3.0) and not torch.any(m.qkv_proj.weight[:16] == 3)
 
 
-@pytest.mark.parametrize("kv_heads", [4, 2, 1])
+@pytest.mark.parametrize("h_kv", [4, 2, 1])
 @pytest.mark.parametrize("case", ["none", "causal_square", "causal_one_query"])
-def test_unmasked_shortcut_equals_the_math_reference(kv_heads, case):
+def test_unmasked_shortcut_equals_the_math_reference(h_kv, case):
     """MHA's shortcut (no Problem, straight to SDPA) against backend='math', forward and
     backward, fp64; a decoding step's single query sees every cached key."""
     torch.manual_seed(0)
-    fast = MultiHeadAttention(16, 4, n_kv_heads=kv_heads).double()
-    ref = MultiHeadAttention(16, 4, n_kv_heads=kv_heads, backend="math").double()
+    fast = MultiHeadAttention(16, 4, n_kv_heads=h_kv).double()
+    ref = MultiHeadAttention(16, 4, n_kv_heads=h_kv, backend="math").double()
     ref.load_state_dict(fast.state_dict())
     s_q = 1 if case == "causal_one_query" else 6
     causal = case != "none"
     x = torch.randn(2, s_q, 16, dtype=torch.float64, requires_grad=True)
     kv = torch.randn(2, 9, 16, dtype=torch.float64)
     if case == "causal_one_query":
-        caches = [qkv.KVCache(2, kv_heads, 10, 4, dtype=torch.float64) for _ in range(2)]
+        caches = [qkv.KVCache(2, h_kv, 10, 4, dtype=torch.float64) for _ in range(2)]
         for m, c in zip((fast, ref), caches):
             m(kv, is_causal=True, cache=c)  # prefill 9 keys
         outs = [m(x, is_causal=True, cache=c) for m, c in zip((fast, ref), caches)]

@@ -38,7 +38,7 @@ def test_round_trip_keeps_every_field_kind() -> None:
         pad_token_id=3,
     )
     assert M.LMConfig.from_json(cfg.to_json()) == cfg
-    assert cfg.d_head == 10 and cfg.kv_heads == 2
+    assert cfg.resolved_head_dim == 10 and cfg.resolved_n_kv_heads == 2
 
 
 @pytest.mark.parametrize("cls", list(CONFIG_CLASSES.values()))
@@ -55,7 +55,7 @@ def test_n_heads_must_divide_d_model() -> None:
     with pytest.raises(ValueError, match=r"n_heads \(7\) must divide d_model \(512\)"):
         M.preset_config("transformer-base", n_heads=7)
     # an explicit head_dim lifts the constraint
-    assert M.Seq2SeqConfig(n_heads=7, head_dim=64).d_head == 64
+    assert M.Seq2SeqConfig(n_heads=7, head_dim=64).resolved_head_dim == 64
 
 
 @pytest.mark.parametrize(

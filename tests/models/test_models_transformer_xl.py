@@ -46,7 +46,7 @@ def _reference(model: M.DecoderLM, segments: list[Tensor], mem_len: int) -> list
     """Eager Transformer-XL with the model's weights, from the paper's equations."""
     sd = {k: v for k, v in model.state_dict().items()}
     cfg = model.config
-    h, d_h, d = cfg.n_heads, cfg.d_head, cfg.d_model
+    h, d_h, d = cfg.n_heads, cfg.resolved_head_dim, cfg.d_model
     pre = cfg.norm_placement == "pre"
 
     def ln(x: Tensor, name: str) -> Tensor:

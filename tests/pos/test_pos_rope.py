@@ -145,12 +145,12 @@ def test_low_precision_input_keeps_dtype_and_accuracy() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"d_head": 8, "rotary_dim": 5}, r"rotary_dim must be even.*5"),
-        ({"d_head": 8, "rotary_dim": 10}, r"rotary_dim \(10\) must be <= d_head \(8\)"),
-        ({"d_head": 8, "rotary_dim": 0}, r"rotary_dim must be a positive int or None, got 0"),
-        ({"d_head": 7}, r"rotary_dim must be even.*7"),
-        ({"d_head": 0}, r"d_head must be a positive int, got 0"),
-        ({"d_head": 8, "base": 0.0}, r"base must be positive, got base=0.0"),
+        ({"head_dim": 8, "rotary_dim": 5}, r"rotary_dim must be even.*5"),
+        ({"head_dim": 8, "rotary_dim": 10}, r"rotary_dim \(10\) must be <= head_dim \(8\)"),
+        ({"head_dim": 8, "rotary_dim": 0}, r"rotary_dim must be a positive int or None, got 0"),
+        ({"head_dim": 7}, r"rotary_dim must be even.*7"),
+        ({"head_dim": 0}, r"head_dim must be a positive int, got 0"),
+        ({"head_dim": 8, "base": 0.0}, r"base must be positive, got base=0.0"),
     ],
 )
 def test_bad_constructor_args(kwargs: dict, match: str) -> None:
@@ -160,7 +160,7 @@ def test_bad_constructor_args(kwargs: dict, match: str) -> None:
 
 def test_bad_forward_inputs() -> None:
     rope = RoPE(8)
-    with pytest.raises(ValueError, match=r"d_head=8.*\(2, 3, 8\)"):
+    with pytest.raises(ValueError, match=r"head_dim=8.*\(2, 3, 8\)"):
         rope(torch.zeros(2, 3, 8))
     with pytest.raises(ValueError, match=r"positions must have shape.*\(3, 4\)"):
         rope(torch.zeros(2, 1, 4, 8), positions=torch.zeros(3, 4, dtype=torch.long))

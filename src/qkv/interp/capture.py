@@ -281,8 +281,8 @@ def selected_weights(
     q = p.q.index_select(1, hi).index_select(2, ri)  # (b, h', r, d_h)
     k, v = p.k, p.v
     if k.ndim == 4 and k.shape[1] > 1:
-        kv_heads = hi // p.groups  # query head i reads kv head i // groups
-        k, v = k.index_select(1, kv_heads), v.index_select(1, kv_heads)  # (b, h', s_k, d_h)
+        kv_index = hi // p.groups  # query head i reads kv head i // groups
+        k, v = k.index_select(1, kv_index), v.index_select(1, kv_index)  # (b, h', s_k, d_h)
     mask: Tensor | Causal | None
     if isinstance(p.mask, Causal) and all_rows:
         mask = p.mask  # heads only: the causal shortcut (half the keys) still applies

@@ -176,8 +176,8 @@ class TransformerConfig(metaclass=_Upgrading):
             raise ValueError(f"pos={self.pos!r} needs an even d_model, got {self.d_model}")
         if self.pos == "xl" and self.pruned_heads:
             raise ValueError("pos='xl' keeps per-head position parameters: drop pruned_heads")
-        if self.pos == "rope" and self.d_head % 2:
-            raise ValueError(f"pos='rope' needs an even head_dim, got {self.d_head}")
+        if self.pos == "rope" and self.resolved_head_dim % 2:
+            raise ValueError(f"pos='rope' needs an even head_dim, got {self.resolved_head_dim}")
         if self.pos == "relative" and self.rel_buckets < 4:
             raise ValueError(f"pos='relative' needs rel_buckets >= 4, got {self.rel_buckets}")
         self.pruned_heads = self._checked_pruned_heads()
@@ -205,13 +205,13 @@ class TransformerConfig(metaclass=_Upgrading):
 
     # -- derived sizes -------------------------------------------------------------------
     @property
-    def d_head(self) -> int:
-        """Per-head width ``d_h``."""
+    def resolved_head_dim(self) -> int:
+        """Per-head width ``d_h``: ``head_dim``, or ``d_model // n_heads`` when it is None."""
         return self.head_dim if self.head_dim is not None else self.d_model // self.n_heads
 
     @property
-    def kv_heads(self) -> int:
-        """Key/value heads ``h_kv``."""
+    def resolved_n_kv_heads(self) -> int:
+        """Key/value heads ``h_kv``: ``n_kv_heads``, or ``n_heads`` when it is None."""
         return self.n_kv_heads if self.n_kv_heads is not None else self.n_heads
 
     # -- serialization -------------------------------------------------------------------

@@ -87,5 +87,5 @@ def flops_per_token(config: TransformerConfig, seq_len: int | None = None) -> in
     n_attn = sum(
         isinstance(m, MultiHeadAttention) for stack in _stacks(model) for m in stack.modules()
     )
-    d_attn = config.n_heads * config.d_head
+    d_attn = config.n_heads * config.resolved_head_dim
     return 2 * n + 2 * n_attn * n_ctx * d_attn

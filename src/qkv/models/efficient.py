@@ -192,7 +192,7 @@ class EfficientConfig(TransformerConfig):
                 f"bias to; use pos='rope', 'learned', 'sinusoidal' or 'none'"
             )
         if kind == "lsh":
-            if self.kv_heads != self.n_heads:
+            if self.resolved_n_kv_heads != self.n_heads:
                 raise ValueError(
                     f"attn_kind='lsh' shares queries and keys: n_kv_heads ({self.n_kv_heads}) "
                     f"must be None or n_heads ({self.n_heads})"

@@ -39,7 +39,9 @@ def attention_for(cfg: TransformerConfig, *, cross: bool = False) -> nn.Module:
     """Self-attention of kind ``cfg.attn`` (:mod:`qkv.models.efficient`) (rotary when ``pos="rope"``, with
     Transformer-XL's relative score when ``pos="xl"``), or cross-attention (always
     softmax, never rotary)."""
-    rope = RoPE(cfg.d_head, base=cfg.rope_base) if cfg.pos == "rope" and not cross else None
+    rope = (
+        RoPE(cfg.resolved_head_dim, base=cfg.rope_base) if cfg.pos == "rope" and not cross else None
+    )
     kw = {
         "n_kv_heads": cfg.n_kv_heads,
         "bias": cfg.bias,
@@ -52,8 +54,10 @@ def attention_for(cfg: TransformerConfig, *, cross: bool = False) -> nn.Module:
     attn = None if cross else getattr(cfg, "attn", None)  # EfficientConfig's
     kind = "softmax" if attn is None else attn.kind
     if cfg.pos == "xl" and not cross:
-        kw["score"] = XLRelativeScore(cfg.d_model, cfg.n_heads, cfg.d_head)
-        kw["scale"] = cfg.attn_scale or 1.0 / math.sqrt(cfg.d_head)  # a score module's is 1
+        kw["score"] = XLRelativeScore(cfg.d_model, cfg.n_heads, cfg.resolved_head_dim)
+        kw["scale"] = cfg.attn_scale or 1.0 / math.sqrt(
+            cfg.resolved_head_dim
+        )  # a score module's is 1
     if kind == "lsh":
         return LSHSelfAttention(
             cfg.d_model,

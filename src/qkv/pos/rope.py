@@ -31,40 +31,40 @@ class RoPE(nn.Module):
     runs in float32 (float64 if ``x`` is float64) and the result is cast back to ``x.dtype``.
 
     Args:
-        d_head: per-head width ``d_h``.
+        head_dim: per-head width ``d_h``.
         base: frequency base (10000 in the paper; Llama 3 uses 500000).
-        rotary_dim: number of leading features to rotate; defaults to ``d_head``. Must be even
-            and at most ``d_head``.
+        rotary_dim: number of leading features to rotate; defaults to ``head_dim``. Must be even
+            and at most ``head_dim``.
         interleaved: feature pairing layout, see above.
 
     Raises:
-        ValueError: if ``d_head`` is not a positive int, ``rotary_dim`` is not a positive even
-            int ``<= d_head``, or ``base`` is not positive.
+        ValueError: if ``head_dim`` is not a positive int, ``rotary_dim`` is not a positive even
+            int ``<= head_dim``, or ``base`` is not positive.
     """
 
     def __init__(
         self,
-        d_head: int,
+        head_dim: int,
         base: float = 10000.0,
         rotary_dim: int | None = None,
         interleaved: bool = False,
     ) -> None:
         super().__init__()
-        if isinstance(d_head, bool) or not isinstance(d_head, int) or d_head <= 0:
-            raise ValueError(f"d_head must be a positive int, got {d_head!r}")
+        if isinstance(head_dim, bool) or not isinstance(head_dim, int) or head_dim <= 0:
+            raise ValueError(f"head_dim must be a positive int, got {head_dim!r}")
         if rotary_dim is None:
-            rotary_dim = d_head
+            rotary_dim = head_dim
         if isinstance(rotary_dim, bool) or not isinstance(rotary_dim, int) or rotary_dim <= 0:
             raise ValueError(f"rotary_dim must be a positive int or None, got {rotary_dim!r}")
         if rotary_dim % 2:
             raise ValueError(
                 f"rotary_dim must be even (features rotate in pairs), got {rotary_dim}"
             )
-        if rotary_dim > d_head:
-            raise ValueError(f"rotary_dim ({rotary_dim}) must be <= d_head ({d_head})")
+        if rotary_dim > head_dim:
+            raise ValueError(f"rotary_dim ({rotary_dim}) must be <= head_dim ({head_dim})")
         if not base > 0:
             raise ValueError(f"base must be positive, got base={base!r}")
-        self.d_head = d_head
+        self.head_dim = head_dim
         self.rotary_dim = rotary_dim
         self.base = float(base)
         self.interleaved = bool(interleaved)
@@ -113,20 +113,20 @@ class RoPE(nn.Module):
         """Rotate the first ``rotary_dim`` features of ``x`` by their positions.
 
         Args:
-            x: queries or keys ``(b, h, s, d_head)``.
+            x: queries or keys ``(b, h, s, head_dim)``.
             positions: absolute positions ``(s,)`` or ``(b, s)``; defaults to ``arange(s)``.
                 With a KV cache, pass the positions of the new tokens.
 
         Returns:
-            Tensor ``(b, h, s, d_head)``, dtype of ``x``.
+            Tensor ``(b, h, s, head_dim)``, dtype of ``x``.
 
         Raises:
             ValueError: if ``x`` or ``positions`` has the wrong shape.
             TypeError: if ``positions`` is not an integer tensor.
         """
-        if x.dim() != 4 or x.shape[-1] != self.d_head:
+        if x.dim() != 4 or x.shape[-1] != self.head_dim:
             raise ValueError(
-                f"x must have shape (b, h, s, d_head={self.d_head}), got {tuple(x.shape)}"
+                f"x must have shape (b, h, s, head_dim={self.head_dim}), got {tuple(x.shape)}"
             )
         b, _, s, _ = x.shape
         pos = _resolve_positions(positions, b, s, x.device, "RoPE")  # (s,) or (b', s)
@@ -144,12 +144,12 @@ class RoPE(nn.Module):
             x1, x2 = rot[..., : r // 2], rot[..., r // 2 :]  # (b, h, s, r/2) each
             out = torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)  # (b, h, s, r)
         out = out.to(x.dtype)
-        if r == self.d_head:
+        if r == self.head_dim:
             return out
         return torch.cat((out, x[..., r:]), dim=-1)  # (b, h, s, d_h)
 
     def extra_repr(self) -> str:
         return (
-            f"d_head={self.d_head}, base={self.base:g}, rotary_dim={self.rotary_dim}, "
+            f"head_dim={self.head_dim}, base={self.base:g}, rotary_dim={self.rotary_dim}, "
             f"interleaved={self.interleaved}"
         )

@@ -250,7 +250,7 @@ def config_to_hf(cfg: TransformerConfig) -> dict[str, Any]:
         "model_type": "t5",
         "architectures": ["T5ForConditionalGeneration"],
         "d_model": d,
-        "d_kv": cfg.d_head,
+        "d_kv": cfg.resolved_head_dim,
         "d_ff": cfg.d_ff,
         "num_heads": cfg.n_heads,
         "num_layers": cfg.n_encoder_layers,

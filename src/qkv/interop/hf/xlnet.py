@@ -59,7 +59,7 @@ def weight_map(cfg: TransformerConfig) -> list[Rule]:
     """The rules between an XLNet checkpoint (without ``transformer.``) and an
     ``XLNetLM`` of ``cfg``."""
     assert isinstance(cfg, XLNetConfig)
-    n, d_h, d = cfg.n_heads, cfg.d_head, cfg.d_model
+    n, d_h, d = cfg.n_heads, cfg.resolved_head_dim, cfg.d_model
     rules = [
         copy(
             "word_embedding.weight",
@@ -166,7 +166,7 @@ def config_to_hf(cfg: TransformerConfig) -> dict[str, Any]:
         "architectures": ["XLNetLMHeadModel"],
         "d_model": cfg.d_model,
         "n_head": cfg.n_heads,
-        "d_head": cfg.d_head,
+        "d_head": cfg.resolved_head_dim,
         "d_inner": cfg.d_ff,
         "n_layer": cfg.n_layers,
         "vocab_size": cfg.vocab_size,
