@@ -33,6 +33,12 @@ def _cases(run: Path, new: Path) -> list[tuple[str, list[str], tuple[str, ...]]]
         ("viz --threads 100000", ["viz", "--checkpoint", ck, "a", "--threads", "100000"],
          ("--threads",)),
         ("demo --threads 100000", ["demo", "--threads", "100000", "--out", out], ("--threads",)),
+        ("bench attention --threads 100000", ["bench", "attention", "--threads", "100000"],
+         ("--threads", "CPU cores")),
+        ("bench long --threads 100000", ["bench", "long", "--threads", "100000"],
+         ("--threads", "CPU cores")),
+        ("bench peers --threads 100000", ["bench", "peers", "--threads", "100000"],
+         ("--threads", "CPU cores")),
         ("train --seed 1e30", ["train", "--seed", "1e30", "--out", out], ("--seed", "2**63 - 1")),
         ("generate --seed 1e30", ["generate", "--checkpoint", ck, "--seed", "1e30", "a"],
          ("--seed", "2**63 - 1")),
@@ -79,7 +85,7 @@ def test_every_bad_value_is_one_line_exit_2(run, tmp_path, capsys, monkeypatch):
             failures.append(f"{name}: {e}")
     assert not failures, "\n".join(failures)
     assert not new.exists()  # nothing was written for a refused command
-    assert len(cases) == 25
+    assert len(cases) == 28
 
 
 def test_threads_up_to_the_cores_are_taken(run, capsys, monkeypatch):

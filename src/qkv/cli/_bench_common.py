@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from qkv.cli import CLIError
+from qkv.cli._common import _threads
 
 ConfigT = TypeVar("ConfigT")
 
@@ -105,7 +106,10 @@ def _add_timing_args(
     this benchmark's defaults), then ``--seed`` and ``--json``."""
     g = p.add_argument_group("timing (all implementations interleaved in one process)")
     g.add_argument(
-        "--threads", type=int, default=2, help="torch.set_num_threads for every peer (default: 2)"
+        "--threads",
+        type=_threads,
+        default=2,
+        help="torch.set_num_threads for every peer (default: 2)",
     )
     g.add_argument(
         "--repeats", type=int, default=repeats, help=f"timed rounds (default: {repeats})"
