@@ -268,8 +268,9 @@ def _favor_lean(
     if missing > 0:  # more queries than keys: the first ones see none (padded keys)
         k, v = F.pad(k, (0, 0, missing, 0)), F.pad(v, (0, 0, missing, 0))
         if valid is None:
-            valid = torch.ones(k.shape[0], 1, k.shape[-2] - missing, dtype=torch.bool)
-            valid = valid.to(q.device)
+            valid = torch.ones(
+                k.shape[0], 1, k.shape[-2] - missing, dtype=torch.bool, device=q.device
+            )
         valid = F.pad(valid, (missing, 0), value=False)
     w = projection.to(ctype)
     out = FavorChunked.apply(q.to(ctype), k, v, w, valid, root, causal, chunk, FEATURE_EPS)

@@ -37,6 +37,7 @@ repository.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Iterable, Sequence
@@ -184,6 +185,26 @@ def _drop_reason(source: str, target: str, max_words: int, max_ratio: float) -> 
     return None
 
 
+def _stamp(paths: list[Path]) -> tuple[tuple[str, int, int], ...]:
+    """The files' names, sizes and modification times: a cache key that apt's updates change."""
+    return tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in paths)
+
+
+@functools.lru_cache(maxsize=2)
+def _english(
+    lists_dir: Path, stamp: tuple[tuple[str, int, int], ...]
+) -> tuple[dict[str, tuple[str, str, tuple[tuple[str, ...], ...]]], dict[str, str]]:
+    """The English descriptions by ``Description-md5`` and each package's source package,
+    read once for every language of a many-to-English corpus (``stamp`` keys the cache to
+    the files as they are; callers must not change the dicts)."""
+    english: dict[str, tuple[str, str, tuple[tuple[str, ...], ...]]] = {}
+    for name, _size, _mtime in stamp:
+        for package, md5, synopsis, paragraphs in parse_translations(read_list_file(name)):
+            if md5:
+                english.setdefault(md5, (package, synopsis, paragraphs))
+    return english, _sources(lists_dir)
+
+
 def _sources(lists_dir: Path) -> dict[str, str]:
     """``package -> source package`` from the ``Packages`` files beside the translations."""
     out: dict[str, str] = {}
@@ -220,12 +241,7 @@ def read_pairs(
         raise ValueError(f"language must not be the target language {TARGET!r}")
     lists_dir = Path(LISTS_DIR if lists_dir is None else lists_dir)
     src_files = translation_files(lang, lists_dir)
-    english: dict[str, tuple[str, str, tuple[tuple[str, ...], ...]]] = {}
-    for path in translation_files(TARGET, lists_dir):
-        for package, md5, synopsis, paragraphs in parse_translations(read_list_file(path)):
-            if md5:
-                english.setdefault(md5, (package, synopsis, paragraphs))
-    sources = _sources(lists_dir)
+    english, sources = _english(lists_dir, _stamp(translation_files(TARGET, lists_dir)))
     corpus = ParallelCorpus(lang)
     seen_md5: set[str] = set()
     seen_pair: set[tuple[str, str]] = set()
