@@ -80,7 +80,7 @@ def test_small_data_defaults_and_errors(tmp_path) -> None:
 def test_missing_dictionary_says_how_to_install(monkeypatch, tmp_path) -> None:
     monkeypatch.setattr(ding, "DING_PATH", tmp_path / "de-en")
     with pytest.raises(TaskError, match=r"apt-get install trans-de-en.*--data"):
-        TranslateTask().examples("train")
+        TranslateTask({"corpus": "ding"}).examples("train")
 
 
 def test_load_task_does_not_read_the_data(tmp_path) -> None:
@@ -130,7 +130,7 @@ def test_ding_parser_on_a_fake_file(tmp_path) -> None:
 
 @pytest.mark.skipif(not ding.DING_PATH.is_file(), reason="trans-de-en is not installed")
 def test_real_dictionary() -> None:
-    task = TranslateTask(TaskOptions(n_train=2000))
+    task = TranslateTask({"corpus": "ding", "n_train": 2000})
     splits = {s: task.examples(s) for s in ("train", "valid", "test")}
     assert [len({p.src for p in splits[s]}) for s in ("valid", "test")] == [500, 500]
     assert len({p.src for p in splits["train"]}) == 2000

@@ -331,7 +331,7 @@ class Text2TextTask(Seq2SeqTask):
                 for s in SPLITS
             }
         if "translate" in self.tasks:
-            ding = TranslateTask(TranslateTask.Options(seed=seed))
+            ding = TranslateTask(TranslateTask.Options(seed=seed, corpus="ding"))
             out["translate"] = {
                 s: [Pair(PREFIXES["translate"] + p.src, p.tgt) for p in ding.examples(s)]
                 for s in SPLITS

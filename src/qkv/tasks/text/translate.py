@@ -1,15 +1,17 @@
 """``translate``: translation on your own sentence pairs, on Debian's translated package
-descriptions (many languages into English), or German -> English from the Ding dictionary.
+descriptions (many languages into English; the default), or German -> English from the Ding
+dictionary.
 
 * ``--data pairs.tsv``: one ``source<TAB>target`` pair per line (UTF-8; blank lines are
   skipped). A line without exactly one tab is an error naming the file and line.
-* ``--corpus debian --pair de-en``: the package descriptions Debian's translators wrote
+* ``--corpus debian --pair de-en`` (the default without ``--data``): the package
+  descriptions Debian's translators wrote
   (:mod:`qkv.data.debian_parallel`; ``make data`` fetches German, French and Italian):
   synopses, paragraphs and, where both sides split alike, sentences. ``--pair de,fr,it-en``
   trains one model on several languages into English; each language's valid and test
   pairs are also scored on their own (``bleu_de``, ``bleu_fr``, ...). Splits follow the
   source package, so no package is in two splits.
-* ``--corpus ding`` (the default without ``--data``): the ~16,000 German -> English example
+* ``--corpus ding``: the ~16,000 German -> English example
   sentences of the Debian package ``trans-de-en`` (``/usr/share/trans/de-en``, parsed by
   :mod:`qkv.data.ding`). ``--corpus debian,ding`` mixes both (``de-en`` only), and scores
   Ding's held-out sentences on their own too (``bleu_ding``).
@@ -72,7 +74,8 @@ def read_tsv(path: str | Path) -> list[tuple[str, str]]:
 
 
 class TranslateTask(Seq2SeqTask):
-    """Sentence-pair translation from a TSV file or the Ding German-English dictionary.
+    """Sentence-pair translation from a TSV file, Debian's translated package descriptions
+    or the Ding German-English dictionary.
 
     Options: ``data`` (TSV path), ``seed`` (split), ``n_train``/``n_valid``/``n_test``
     (defaults: all / 500 / 500, at most 5% each for small data), ``max_len`` (default 64
@@ -90,7 +93,9 @@ class TranslateTask(Seq2SeqTask):
         """translate's options."""
 
         data: str | None = option(
-            None, "a TSV file of source<TAB>target pairs", shown="the Ding German-English pairs"
+            None,
+            "a TSV file of source<TAB>target pairs",
+            shown="--corpus: Debian's German-English package descriptions",
         )
         reverse: bool = option(False, "swap the two sides (Ding: English -> German)")
         dictionary: int = option(
@@ -99,7 +104,7 @@ class TranslateTask(Seq2SeqTask):
             "training data",
         )
         corpus: str = option(
-            "ding",
+            "debian",
             "without --data: ding (trans-de-en's sentences), debian (Debian's translated "
             "package descriptions) or both, comma-separated",
         )
@@ -194,7 +199,7 @@ class TranslateTask(Seq2SeqTask):
                 raise TaskError(
                     f"task 'translate' reads the German-English dictionary "
                     f"{ding.DING_PATH}, which is missing: `apt-get install trans-de-en`, or "
-                    f"pass --corpus debian, or --data pairs.tsv (source<TAB>target per line)"
+                    f"use --corpus debian, or --data pairs.tsv (source<TAB>target per line)"
                 )
             pairs = ding.read_ding(ding.DING_PATH)
             if not pairs:
@@ -244,7 +249,10 @@ class TranslateTask(Seq2SeqTask):
         try:
             corpus = debian_parallel.read_pairs(lang)
         except DebianCorpusError as e:
-            raise TaskError(f"task 'translate' --corpus debian: {e}") from None
+            raise TaskError(
+                f"task 'translate' --corpus debian: {e}; or `make data`, or use --corpus ding "
+                f"(apt-get install trans-de-en) or --data pairs.tsv"
+            ) from None
         except ValueError as e:
             raise TaskError(f"task 'translate' --pair {self.options.pair}: {e}") from None
         seed = self.options.seed
