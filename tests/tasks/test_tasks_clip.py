@@ -115,7 +115,9 @@ def test_train_eval_generate_viz_from_the_command_line(tmp_path, capsys) -> None
     assert 0 <= out["zero_shot"] <= 100 and "t2i_r1" in out and out["split"] == "test"
     assert main(["generate", "--checkpoint", str(run), "item:3", "a five in the top left"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 2 and lines[1].startswith("test:")
+    # each output after its input and a tab: an item's classes, a text's best scenes
+    assert len(lines) == 2 and lines[0].startswith("item:3\t")
+    assert lines[1].startswith("a five in the top left\ttest:")
     html = tmp_path / "clip.html"
     assert main(["viz", "--checkpoint", str(run), "test:0", "--out", str(html)]) == 0
     assert "class token attends: rollout over all layers" in html.read_text(encoding="utf-8")

@@ -25,11 +25,13 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         help="generate with a trained checkpoint (translate, continue text, classify, caption, "
         "draw, transcribe)",
         description="Generate outputs for INPUT arguments, or for each line of stdin when none "
-        "is given: a translation (encoder-decoders), the prompt and its continuation "
-        "(language models), the top classes (classifiers) or a caption (captioners) of an "
-        "input that is an image file or SPLIT:N (e.g. test:0) for image tasks, the path "
-        "of a PNG drawn from the caption (text2image, in --out-dir), or a transcript (asr: "
-        "an input is a sound file or SPLIT:N; --say TEXT speaks TEXT with espeak-ng first).",
+        "is given, one line each: a translation (encoder-decoders), the prompt and its "
+        "continuation (language models), the top classes (classifiers) or a caption "
+        "(captioners) of an input that is an image file or SPLIT:N (e.g. test:0) for image "
+        "tasks, the path of a PNG drawn from the caption (text2image, in --out-dir), or a "
+        "transcript (asr: an input is a sound file or SPLIT:N; --say TEXT speaks TEXT with "
+        "espeak-ng first). The output of an image or sound input (or of --say TEXT) follows "
+        "the input and a tab; a SPLIT:N image of a classifier also shows its true class.",
     )
     p.add_argument(
         "inputs",
@@ -107,14 +109,12 @@ def run(args: argparse.Namespace) -> int:
         kw["out_dir"] = args.out_dir
     outputs = task.predict(model, inputs, **kw)
     # the heading after the inputs were read: a bad input's error is then the only line
-    if task.kind == "classify":
-        print(f"{task.name} classifier: top classes of each input", file=sys.stderr)
-    if task.kind == "image":
-        print(f"{task.name}: the PNG written for each input", file=sys.stderr)
+    if task.prediction:
+        print(f"{task.name}: {task.prediction}", file=sys.stderr)
     if task.kind == "lm":  # a language model echoes its prompt
         _print_outputs(outputs, prompts=inputs)
     else:
-        _print_outputs(outputs)
+        _print_outputs(outputs, names=inputs if task.names_inputs else None)
     return 0
 
 
@@ -122,14 +122,19 @@ def run(args: argparse.Namespace) -> int:
 EMPTY = "<empty>"
 
 
-def _print_outputs(outputs: list[str], prompts: list[str] | None = None) -> None:
-    """One line per output (a language model's after its prompt); an empty one is
-    :data:`EMPTY`, and stderr says once why."""
+def _print_outputs(
+    outputs: list[str], prompts: list[str] | None = None, names: list[str] | None = None
+) -> None:
+    """One line per output: a language model's after its prompt, one of an input that names
+    a file or ``SPLIT:N`` after that name and a tab; an empty one is :data:`EMPTY`, and
+    stderr says once why."""
     empty = 0
     for i, out in enumerate(outputs):
         if not out.strip():
             empty += 1
             out = (" " if prompts else "") + EMPTY
+        if names is not None:
+            out = f"{names[i]}\t{out}"
         print((prompts[i] if prompts else "") + out)
     if empty:
         print(
@@ -157,6 +162,5 @@ def _say(args: argparse.Namespace, kw: dict[str, Any]) -> int:
         signals = [synthesize(text, args.voice) for text in args.say]
     except SpeechError as e:
         raise CLIError(str(e)) from None
-    for out in transcribe(model, signals, **kw):
-        print(out)
+    _print_outputs(transcribe(model, signals, **kw), names=args.say)
     return 0

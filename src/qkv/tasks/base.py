@@ -31,6 +31,21 @@ SPLITS: tuple[Split, ...] = ("train", "valid", "test")
 TaskKind = Literal["seq2seq", "lm", "classify", "detect", "caption", "image", "contrastive", "vqa"]
 
 
+def split_item(source: str) -> tuple[Split, int] | None:
+    """The split and index an input ``SPLIT:N`` names (``"test:3"`` -> ``("test", 3)``);
+    None for any other input (a file, a text)."""
+    split, _, index = source.partition(":")
+    if split in SPLITS and index.isdigit():
+        return split, int(index)  # type: ignore[return-value]
+    return None
+
+
+def with_truth(output: str, truth: str) -> str:
+    """A prediction followed by what it should have been, as :meth:`Task.predict` shows it
+    where the truth is known (an input ``SPLIT:N``): ``"Sneaker 0.91 (true: Sandal)"``."""
+    return f"{output} (true: {truth})"
+
+
 def split_sizes(
     n_unique: int, options: SizeOptions, *, valid: int, test: int, what: str
 ) -> dict[str, int]:
@@ -72,6 +87,14 @@ class Task(abc.ABC):
     recipe: ClassVar[dict[str, Any]] = {}
     #: The task's own model shape (sizes that follow from the data are added to it).
     default_model: ClassVar[dict[str, Any]] = {}
+    #: Whether an input of :meth:`predict` names what it reads (an image or sound file, or
+    #: ``SPLIT:N``) rather than being the text itself: ``qkv generate`` then prints each
+    #: output after its input, so that a user who gave several can tell them apart.
+    names_inputs: ClassVar[bool] = False
+    #: What :meth:`predict` returns for each input, in a few words, for the heading ``qkv
+    #: generate`` writes on standard error above the outputs; None: no heading (a
+    #: translation, a transcript).
+    prediction: ClassVar[str | None] = None
 
     def __init__(self, options: OptionsLike = None) -> None:
         """Build the task from its options (an instance of its :attr:`Options`, or anything
@@ -257,4 +280,14 @@ class Task(abc.ABC):
         return None
 
 
-__all__ = ["SPLITS", "Split", "Task", "TaskError", "TaskKind", "TaskOptions", "split_sizes"]
+__all__ = [
+    "SPLITS",
+    "Split",
+    "Task",
+    "TaskError",
+    "TaskKind",
+    "TaskOptions",
+    "split_item",
+    "split_sizes",
+    "with_truth",
+]

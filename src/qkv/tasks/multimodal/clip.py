@@ -111,6 +111,10 @@ class CLIPTask(Task):
     options: Options
     name = "clip"
     kind = "contrastive"
+    names_inputs = True
+    prediction = (
+        "the top 3 classes of an image input, or the 3 test scenes that best match a text input"
+    )
     unit = "img"  # the throughput counts image-caption pairs
     #: a 4-layer ViT (14-pixel patches: 2x2 per item, 16 per 2x2 scene; 7-pixel ones cost
     #: 3-4x the time per step for the 2-core budget) and a 3-layer text Transformer, both

@@ -70,10 +70,9 @@ CLASSIFIER_TASKS = {"fashion-mnist": "fashion-mnist", "digits": "digits"}
 class Text2ImageTask(Task):
     """Captions to item images (see the module docstring).
 
-    Options: ``items`` (``"fashion-mnist"`` default, or ``"digits"``),
-    ``image_tokens`` (``"vq"`` default, or ``"intensity"``), ``vq_steps``
-    (VQ-VAE training steps, default 300), ``codes`` (codebook size, default 128),
-    ``classifier`` (a classifier checkpoint for the metric), ``n_train`` (default:
+    Options: ``items`` (``fashion-mnist`` default, or ``digits``), ``image_tokens`` (``vq``
+    default, or ``intensity``), ``vq_steps`` (VQ-VAE training steps, 300), ``codes`` (codebook
+    size, 128), ``classifier`` (a classifier checkpoint for the metric), ``n_train`` (default:
     every training item), ``n_valid`` (500), ``n_test`` (1,000), ``seed``.
     """
 
@@ -99,6 +98,7 @@ class Text2ImageTask(Task):
     options: Options
     name = "text2image"
     kind = "image"
+    prediction = "the PNG written for each input"
     default_model: ClassVar[dict[str, Any]] = {
         "d_model": 128,
         "n_heads": 4,
