@@ -12,11 +12,16 @@ from qkv.cli._common import (
     add_device_arg,
     add_generation_args,
     apply_threads,
+    check_decoding_flags,
     check_question_text,
     check_takes_question,
     generation_kwargs,
     path_arg,
+    refuse_unless,
 )
+
+#: The espeak-ng voice of ``--say`` without ``--voice``.
+VOICE = "en-us"
 
 
 def register(sub: argparse._SubParsersAction, name: str) -> None:
@@ -49,9 +54,9 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument(
         "--out-dir",
         type=path_arg,
-        default=".",
         metavar="DIR",
-        help="where tasks that make images (text2image) write their PNGs (default: .)",
+        help="text2image: where it writes its PNGs (default: .); refused by the tasks that "
+        "write no files",
     )
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", type=path_arg, help="checkpoint or run directory")
@@ -74,9 +79,8 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     )
     p.add_argument(
         "--voice",
-        default="en-us",
         help="asr: the espeak-ng voice of --say, an accent with an optional variant "
-        "(default: en-us; e.g. en-gb-scotland+f2)",
+        f"(default: {VOICE}; e.g. en-gb-scotland+f2); only with --say",
     )
     add_device_arg(p)
     add_generation_args(p)
@@ -87,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
     apply_threads(args)
     kw = generation_kwargs(args)
     check_question_text(args.question)
+    if args.voice is not None and not args.say:
+        raise CLIError(f"--voice {args.voice!r}: only --say speaks (asr: --say TEXT --voice V)")
     if args.say:
         return _say(args, kw)
     inputs = [*args.inputs, *args.prompt] or [
@@ -95,6 +101,10 @@ def run(args: argparse.Namespace) -> int:
     if args.hf:
         if args.question is not None:
             raise CLIError("--question needs a vqa --checkpoint; a --hf model takes none")
+        if args.out_dir is not None:
+            raise CLIError(
+                "--out-dir needs a text2image --checkpoint; a --hf model writes no files"
+            )
         from qkv.cli._hf import generate_text
 
         _print_outputs(list(generate_text(args.hf, inputs, device=args.device, **kw)))
@@ -102,10 +112,10 @@ def run(args: argparse.Namespace) -> int:
     from qkv.tasks import load_trained
 
     model, task = load_trained(args.checkpoint, device=args.device)
+    _check_flags(task, args)
     if args.question is not None:
-        check_takes_question(task)
         kw["question"] = args.question
-    if task.kind == "image":
+    if args.out_dir is not None:
         kw["out_dir"] = args.out_dir
     outputs = task.predict(model, inputs, **kw)
     # the heading after the inputs were read: a bad input's error is then the only line
@@ -116,6 +126,18 @@ def run(args: argparse.Namespace) -> int:
     else:
         _print_outputs(outputs, names=inputs if task.names_inputs else None)
     return 0
+
+
+def _check_flags(task: Any, args: argparse.Namespace) -> None:
+    """Refuse the flags the checkpoint's task would ignore: ``--question`` but for vqa,
+    ``--out-dir`` but for text2image, and decoding flags its ``predict`` does not use."""
+    if args.question is not None:
+        check_takes_question(task)
+    if args.out_dir is not None:
+        refuse_unless(
+            task, "--out-dir", lambda cls: cls.predict_takes("out_dir"), "writes no files"
+        )
+    check_decoding_flags(task, args)
 
 
 #: What stands for an output with no text, so that it is not a blank line among the others.
@@ -146,8 +168,8 @@ def _print_outputs(
 
 def _say(args: argparse.Namespace, kw: dict[str, Any]) -> int:
     """Speak each ``--say`` text with espeak-ng and print the checkpoint's transcript."""
-    if args.hf or args.inputs:
-        raise CLIError("--say takes no INPUT and needs --checkpoint (an asr model)")
+    if args.hf or args.inputs or args.prompt:
+        raise CLIError("--say takes no INPUT or --prompt and needs --checkpoint (an asr model)")
     for text in args.say:
         if not text.strip():  # espeak-ng speaks nothing and exits 0: no sound to transcribe
             raise CLIError(f"--say {text!r}: give some text to speak")
@@ -158,8 +180,9 @@ def _say(args: argparse.Namespace, kw: dict[str, Any]) -> int:
     transcribe = getattr(task, "transcribe", None)
     if transcribe is None:
         raise CLIError(f"--say needs a speech recognition checkpoint, not task {task.name!r}")
+    _check_flags(task, args)
     try:
-        signals = [synthesize(text, args.voice) for text in args.say]
+        signals = [synthesize(text, args.voice or VOICE) for text in args.say]
     except SpeechError as e:
         raise CLIError(str(e)) from None
     _print_outputs(transcribe(model, signals, **kw), names=args.say)

@@ -102,6 +102,8 @@ class CaptionTask(Task):
     name = "caption"
     kind = "caption"
     names_inputs = True
+    decoding = "all"
+    eval_beam = True
     unit = "img"  # the throughput counts scenes
     default_model: ClassVar[dict[str, Any]] = {
         "d_model": 128,
