@@ -95,7 +95,12 @@ def test_evaluate_loss_samples_predict() -> None:
     assert loss.n == 4 and loss.loss_sum.requires_grad
     top = task.predict(model, ["item:0", "test:1", "a five in the top left"])
     assert top[0].count(",") == 2 and top[2].startswith("test:")
-    assert len(task.samples(model, k=2)) == 2
+    # the samples a run logs while training are valid items, never the held-out test items
+    samples, labels = task.samples(model, k=2), task.data.pools()["valid"][1]
+    assert [s.split(": ")[0] for s in samples] == [
+        f"valid item {i} ({task.class_names[int(labels[i])]})" for i in range(2)
+    ]
+    assert all(s.split(": ")[1].count(",") == 2 for s in samples)  # the 3 top classes
     with pytest.raises(TaskError, match="prompt must be one of"):
         get_task("clip", TaskOptions(extra={"items": "digits", "prompt": "nope"}))
     with pytest.raises(TaskError, match="test items"):
