@@ -16,6 +16,7 @@ from typing import Any, Literal, TypeVar
 
 import torch
 
+from qkv._resources import check_thread_room, limit_library_threads
 from qkv.cli import CLIError
 from qkv.generation import GenerationConfig
 from qkv.training.trainer import resolve_device
@@ -237,14 +238,28 @@ def add_device_arg(p: argparse.ArgumentParser, default: str = "cpu") -> None:
     p.add_argument(
         "--threads",
         type=_threads,
-        help="torch intra-op threads on the CPU (default: torch's choice)",
+        help="torch intra-op threads on the CPU, and at most as many for the tokenizer "
+        "(default: torch's choice)",
     )
 
 
 def apply_threads(args: argparse.Namespace) -> None:
-    """``torch.set_num_threads(args.threads)`` when ``--threads`` was given."""
+    """``torch.set_num_threads(args.threads)`` when ``--threads`` was given, and the same
+    bound on the ``tokenizers`` package's threads (:func:`qkv._resources.limit_library_threads`);
+    then :func:`check_torch_threads`."""
     if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
+        limit_library_threads(args.threads)
+    check_torch_threads(getattr(args, "threads", None))
+
+
+def check_torch_threads(threads: int | None) -> None:
+    """Refuse in one line, before any work, to start torch's CPU pool where its threads
+    cannot start: libgomp would end the process at the first parallel operation
+    (:func:`qkv._resources.check_thread_room`)."""
+    n = threads or torch.get_num_threads()
+    if n > 1:  # the calling thread is one of the n
+        check_thread_room(n - 1, f"torch's {n} CPU threads", "run with fewer (--threads 1)")
 
 
 def _show_default(value: Any) -> str:

@@ -7,7 +7,12 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from qkv._resources import starting
 from qkv.data._tokenizer import SPECIAL_TOKENS, Tokenizer, check_vocab_size
+
+#: What to do when the ``tokenizers`` package cannot start its threads: it reads these
+#: variables each time it would run in parallel.
+_FIX = "run the tokenizer on one thread: TOKENIZERS_PARALLELISM=false (or RAYON_NUM_THREADS=1)"
 
 
 class BPETokenizer(Tokenizer):
@@ -52,7 +57,8 @@ class BPETokenizer(Tokenizer):
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
             show_progress=False,
         )
-        tok.train_from_iterator(texts, trainer)
+        with starting("the tokenizer's training threads", _FIX):
+            tok.train_from_iterator(texts, trainer)
         return cls(tok)
 
     @property
@@ -63,7 +69,8 @@ class BPETokenizer(Tokenizer):
         return list(self._tok.encode(text, add_special_tokens=False).ids)
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-        encs = self._tok.encode_batch(list(texts), add_special_tokens=False)
+        with starting("the tokenizer's encoding threads", _FIX):
+            encs = self._tok.encode_batch(list(texts), add_special_tokens=False)
         return [list(e.ids) for e in encs]
 
     def decode(self, ids: Iterable[int]) -> str:
