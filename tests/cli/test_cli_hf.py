@@ -96,6 +96,10 @@ def test_models_that_do_not_generate_or_read_text(kit, tmp_path):
         ValueError, match=r"holds a bert model \(EncoderModel\), which does not generate"
     ):
         generate_text(d, ["w4"])
+    # a target would be read by nothing: refused, not ignored
+    with pytest.raises(ValueError, match=r"--target: .* holds a bert model, which has no decoder"):
+        viz_hf(d, "w4", tmp_path / "b.html", target="w5")
+    assert not (tmp_path / "b.html").exists()
     vit = ViT(
         ViTConfig(
             d_model=32, n_heads=4, d_ff=40, n_layers=1, image_size=8, patch_size=4, n_classes=3

@@ -19,6 +19,14 @@ TINY_RUN = [
 ]  # fmt: skip
 
 
+#: A digits run (a classifier: it decodes nothing) of 16-wide layers, one step.
+TINY_DIGITS = [
+    "train", "--task", "digits", "--steps", "1", "--n-train", "32", "--batch-size", "8",
+    "--eval-limit", "4", "--no-progress", "--model", "n_layers=1", "--model", "d_model=16",
+    "--model", "n_heads=2", "--model", "d_ff=32",
+]  # fmt: skip
+
+
 def train_tiny(out: Path, *extra: str) -> Path:
     """Train :data:`TINY_RUN` into ``out`` (a run directory) and return it."""
     assert main(["train", *TINY_RUN, *extra, "--out", str(out)]) == 0

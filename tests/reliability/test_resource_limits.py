@@ -8,6 +8,7 @@ is replaced by a function that fails the test if it is ever reached.
 from __future__ import annotations
 
 import importlib
+import os
 import types
 from collections.abc import Callable
 from pathlib import Path
@@ -407,3 +408,270 @@ def test_small_requests_are_generated(free: Callable[[int], None]) -> None:
     assert len(CopyTask(TaskOptions(n_train=20, n_valid=2, n_test=2)).examples("train")) == 20
     listops = ListOpsTask(TaskOptions(n_train=4, n_valid=1, n_test=1, max_len=32))
     assert len(listops.examples("train")) == 4
+
+
+# -- processes and threads: one line saying what could not start ----------------------------
+#: What the ``tokenizers`` package's panic says when rayon cannot start its threads.
+PANIC_TEXT = (
+    "The global thread pool has not been initialized.: ThreadPoolBuildError { kind: "
+    'IOError(Os { code: 11, kind: WouldBlock, message: "Resource temporarily unavailable" }) }'
+)
+
+
+class PanicException(BaseException):
+    """Stands for ``pyo3_runtime.PanicException`` (a ``BaseException``), which only Rust
+    code raises."""
+
+
+class _PanickingHF:
+    """A ``tokenizers.Tokenizer`` whose parallel calls panic as on a full process table."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.pre_tokenizer = self.decoder = None
+
+    def train_from_iterator(self, *args: Any, **kwargs: Any) -> None:
+        raise PanicException(PANIC_TEXT)
+
+    def encode_batch(self, *args: Any, **kwargs: Any) -> None:
+        raise PanicException(PANIC_TEXT)
+
+    def token_to_id(self, token: str) -> int:
+        return ["<pad>", "<bos>", "<eos>", "<unk>"].index(token)
+
+
+@pytest.fixture
+def nproc_64(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process limit of 64 and no address-space limit, whatever this machine has."""
+    import resource
+
+    limits = {resource.RLIMIT_NPROC: (64, 64), resource.RLIMIT_AS: (resource.RLIM_INFINITY,) * 2}
+    real = resource.getrlimit
+    monkeypatch.setattr(resource, "getrlimit", lambda which: limits.get(which) or real(which))
+
+
+def test_tokenizer_training_threads_that_cannot_start(
+    monkeypatch: pytest.MonkeyPatch,
+    nproc_64: None,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import tokenizers
+
+    from qkv.cli import main
+
+    monkeypatch.setattr(tokenizers, "Tokenizer", _PanickingHF)
+    argv = ["train", "--task", "synthetic", "--tokenizer", "bpe", "--vocab-size", "300",
+            "--n-train", "8", "--n-valid", "2", "--n-test", "2", "--steps", "1",
+            "--no-progress", "--out", str(tmp_path / "run")]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "qkv: error: could not start the tokenizer's training threads (Errno 11: resource "
+        "temporarily unavailable): the process limit (ulimit -u) is 64; raise `ulimit -u`, or "
+        "run the tokenizer on one thread: TOKENIZERS_PARALLELISM=false (or RAYON_NUM_THREADS=1)"
+    )
+
+
+def test_tokenizer_encoding_threads_and_other_panics() -> None:
+    from qkv._resources import ResourceLimitError
+
+    tok = BPETokenizer(_PanickingHF())
+    with pytest.raises(ResourceLimitError, match=r"could not start the tokenizer's encoding"):
+        tok.encode_batch(["a", "b"])
+    other = _PanickingHF()
+
+    def a_bug(*args: Any, **kwargs: Any) -> None:
+        raise PanicException("index out of bounds: the len is 3 but the index is 7")
+
+    other.encode_batch = a_bug  # type: ignore[method-assign]
+    with pytest.raises(PanicException, match="index out of"):  # a bug stays a bug
+        BPETokenizer(other).encode_batch(["a"])
+
+
+def test_espeak_that_cannot_start(monkeypatch: pytest.MonkeyPatch, nproc_64: None) -> None:
+    import errno
+    import subprocess
+
+    from qkv._resources import ResourceLimitError
+    from qkv.data import audio
+
+    def no_fork(*args: Any, **kwargs: Any) -> None:
+        raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(audio, "require_espeak", lambda: "espeak-ng")
+    monkeypatch.setattr(subprocess, "run", no_fork)
+    with pytest.raises(ResourceLimitError) as e:
+        audio.synthesize("hello")
+    assert str(e.value).startswith(
+        "could not start espeak-ng (Errno 11: resource temporarily unavailable): the process "
+        "limit (ulimit -u) is 64; raise `ulimit -u`, or let fewer processes run at once"
+    )
+
+
+def test_speech_corpus_threads_that_cannot_start(
+    monkeypatch: pytest.MonkeyPatch, nproc_64: None, tmp_path: Path
+) -> None:
+    from qkv._resources import ResourceLimitError
+    from qkv.data import audio
+
+    class NoThreads:
+        def __init__(self, max_workers: int) -> None:
+            raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(audio, "require_espeak", lambda: "espeak-ng")
+    monkeypatch.setattr(audio, "ThreadPoolExecutor", NoThreads)
+    settings = audio.SpeechSettings(n_train=2, n_valid=1, n_test=1)
+    sentences = [f"sentence number {i}" for i in range(4)]
+    with pytest.raises(ResourceLimitError, match=r"could not start 3 threads to run espeak-ng "
+                       r"\(can't start new thread\): .* fewer workers \(--workers 1\)"):  # fmt: skip
+        audio.speech_corpus(sentences, settings, cache_dir=tmp_path, workers=3)
+
+
+@pytest.mark.parametrize(
+    "raised",
+    [
+        BlockingIOError(11, "Resource temporarily unavailable"),
+        RuntimeError("can't start new thread"),
+        PanicException(PANIC_TEXT),
+    ],
+    ids=["errno 11", "thread", "panic"],
+)
+def test_the_cli_says_what_could_not_start_wherever_it_happens(
+    raised: BaseException,
+    monkeypatch: pytest.MonkeyPatch,
+    nproc_64: None,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A place qkv does not wrap (a torch pool, a library's own process) still gives one
+    line naming the limit and exit 2, not a bare ``[Errno 11]`` or a Rust traceback."""
+    import qkv.tasks
+    from qkv.cli import main
+
+    def fail(*args: Any, **kwargs: Any) -> None:
+        raise raised
+
+    monkeypatch.setattr(qkv.tasks, "load_trained", fail)
+    assert main(["generate", "--checkpoint", "anywhere", "x"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("qkv: error: could not start a process or thread (")
+    assert "the process limit (ulimit -u) is 64; raise `ulimit -u`, or run with fewer " in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_a_file_error_of_errno_11_is_not_a_process_limit(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import qkv.tasks
+    from qkv.cli import main
+
+    def fail(*args: Any, **kwargs: Any) -> None:
+        raise BlockingIOError(11, "Resource temporarily unavailable", "/some/fifo")
+
+    monkeypatch.setattr(qkv.tasks, "load_trained", fail)
+    assert main(["generate", "--checkpoint", "anywhere", "x"]) == 2
+    assert capsys.readouterr().err == "qkv: error: /some/fifo: Resource temporarily unavailable\n"
+
+
+def test_threads_bounds_the_tokenizers_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
+
+    from qkv.cli._common import apply_threads
+
+    monkeypatch.delenv("RAYON_NUM_THREADS", raising=False)
+    monkeypatch.delenv("TOKENIZERS_PARALLELISM", raising=False)
+    before = torch.get_num_threads()
+    try:
+        apply_threads(argparse.Namespace(threads=1))
+    finally:
+        torch.set_num_threads(before)
+    assert os.environ["RAYON_NUM_THREADS"] == "1"
+    assert os.environ["TOKENIZERS_PARALLELISM"] == "false"
+    monkeypatch.setenv("RAYON_NUM_THREADS", "7")  # the user's own setting wins
+    monkeypatch.delenv("TOKENIZERS_PARALLELISM")
+    try:
+        apply_threads(argparse.Namespace(threads=2))
+    finally:
+        torch.set_num_threads(before)
+    assert os.environ["RAYON_NUM_THREADS"] == "7" and "TOKENIZERS_PARALLELISM" not in os.environ
+
+
+def test_torch_threads_without_room_are_refused_before_any_work(
+    monkeypatch: pytest.MonkeyPatch, nproc_64: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """libgomp ends the process when torch's pool cannot start (nothing to catch): the CLI
+    starts as many waiting threads first, and says so in one line when they cannot."""
+    import threading
+
+    import qkv.tasks
+    from qkv.cli import main
+
+    real_start = threading.Thread.start
+    room = {"threads": 2}
+
+    def start(self: threading.Thread) -> None:
+        if room["threads"] == 0:
+            raise RuntimeError("can't start new thread")
+        room["threads"] -= 1
+        real_start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
+    monkeypatch.setattr(qkv.tasks, "load_trained", _never)
+    assert main(["generate", "--checkpoint", "anywhere", "x"]) == 2
+    assert capsys.readouterr().err == (
+        "qkv: error: could not start torch's 4 CPU threads (can't start new thread): the "
+        "process limit (ulimit -u) is 64; raise `ulimit -u`, or run with fewer (--threads 1)\n"
+    )
+    room["threads"] = 3  # room for the 3 the calling thread does not stand for
+    with pytest.raises(AssertionError, match="reached an allocation"):
+        main(["generate", "--checkpoint", "anywhere", "x"])
+
+
+#: A child that maps everything it needs, then limits its address space to 1 MiB more:
+#: no thread can get its stack (Rust's 2 MiB, Python's and libgomp's 8 MiB), whoever runs
+#: it (root ignores `ulimit -u`, not `ulimit -v`). It imports qkv.data and qkv._resources
+#: only (torch, for the package), not the CLI: about 4 s on a quiet core.
+_CHILD = """
+import json, resource, sys
+import tokenizers, tokenizers.decoders, tokenizers.models, tokenizers.pre_tokenizers
+import tokenizers.trainers
+from qkv._resources import check_thread_room
+from qkv.data._bpe import BPETokenizer
+def vm():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmSize:"):
+            return int(line.split()[1]) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (vm() + 2**20, resource.RLIM_INFINITY))
+out = []
+for run in (lambda: BPETokenizer.train(["a b c d"] * 50, vocab_size=300),
+            lambda: check_thread_room(1, "torch's 2 CPU threads", "use --threads 1")):
+    try:
+        run()
+        out.append("ran")
+    except Exception as e:
+        out.append(f"{type(e).__name__}: {e}")
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="needs Linux /proc")
+def test_threads_that_cannot_start_in_a_real_process() -> None:
+    """The real thing, in a child process whose threads cannot get a stack: the
+    ``tokenizers`` package's panic and torch's pool each give one error naming what could
+    not start, and Rust's own report of the panic is not printed."""
+    import json
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("TOKENIZERS_PARALLELISM", "RAYON_NUM_THREADS")}  # fmt: skip
+    env["PYTHONPATH"] = os.pathsep.join(sys.path)
+    r = subprocess.run([sys.executable, "-c", _CHILD], capture_output=True, text=True,
+                       env=env, timeout=60, check=False)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    tok, pool = json.loads(r.stdout)
+    assert tok.startswith("ResourceLimitError: could not start the tokenizer's training threads")
+    assert pool.startswith("ResourceLimitError: could not start torch's 2 CPU threads")
+    for line in (tok, pool):
+        assert "the address-space limit (ulimit -v) is" in line
+    assert "panicked" not in r.stderr and "ThreadPoolBuildError" not in r.stderr, r.stderr

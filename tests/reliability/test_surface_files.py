@@ -22,7 +22,7 @@ import qkv
 from qkv.cli import main
 from qkv.data import CharTokenizer, Tokenizer
 from qkv.data.outfiles import write_output_file
-from qkv.interop import HFFileError, read_hf_weights
+from qkv.interop import HFFileError, load_hf_tokenizer, read_hf_weights
 from qkv.interop._checkpoint import write_hf_dir
 from qkv.interp.plots import save_figure
 from qkv.models._pretrained import PENDING_DIR
@@ -256,6 +256,80 @@ def test_save_pretrained_crash_leaves_the_old_or_the_new_model(tmp_path, monkeyp
     assert not (d / PENDING_DIR).exists()
     if not crashed:
         assert _same(got, new)
+
+
+@pytest.mark.parametrize("crash_at", [3, 4, 5])
+def test_tokenizer_load_alone_finishes_an_interrupted_save(tmp_path, monkeypatch, crash_at):
+    """A save interrupted after its commit point (rename 1 writes the staged tokenizer, 2
+    commits, 3-5 move the three files into place),
+    read by ``Tokenizer.load`` first: it finishes the move as the model's readers do, so
+    the tokenizer read is the new one, the one saved with the weights read next."""
+    d = tmp_path / "m"
+    _model(0).save_pretrained(d, tokenizer=CharTokenizer("abc"))
+    new = _model(1, n_heads=4)
+    calls = {"n": 0}
+    real_replace, real_rename = os.replace, os.rename
+
+    def counting(real):
+        def fn(*args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == crash_at:
+                raise OSError("simulated crash")
+            return real(*args, **kwargs)
+
+        return fn
+
+    monkeypatch.setattr(os, "replace", counting(real_replace))
+    monkeypatch.setattr(os, "rename", counting(real_rename))
+    with pytest.raises(ValueError, match="interrupted save"):
+        new.save_pretrained(d, tokenizer=CharTokenizer("xyz"))
+    monkeypatch.undo()
+    assert (d / PENDING_DIR).is_dir()
+    assert Tokenizer.load(d).vocab == CharTokenizer("xyz").vocab
+    assert not (d / PENDING_DIR).exists()
+    assert _same(qkv.load(d), new)
+
+
+def test_tokenizer_save_leaves_the_old_file_or_the_new_one(tmp_path, monkeypatch):
+    """``Tokenizer.save`` writes a hidden sibling and renames it: a crash before the rename
+    (in the write, in the rename itself) keeps the old file whole and leaves no sibling; a
+    sibling a killed process left is ignored by ``load``."""
+    d = tmp_path / "t"
+    CharTokenizer("abc").save(d)
+    old = (d / "tokenizer.json").read_bytes()
+    for target in ("fsync", "replace"):
+        real = getattr(os, target)
+
+        def crash(*args, **kwargs):
+            raise OSError("simulated crash")
+
+        monkeypatch.setattr(os, target, crash)
+        with pytest.raises(OSError, match="simulated crash"):
+            CharTokenizer("xyz").save(d)
+        monkeypatch.setattr(os, target, real)
+        assert (d / "tokenizer.json").read_bytes() == old
+        assert sorted(p.name for p in d.iterdir()) == ["tokenizer.json"]
+    (d / ".tokenizer.json-999-deadbeef").write_text('{"kind": "char", "vocab": [')  # killed
+    assert Tokenizer.load(d).vocab == CharTokenizer("abc").vocab
+    CharTokenizer("xyz").save(d)
+    assert Tokenizer.load(d).vocab == CharTokenizer("xyz").vocab
+
+
+def test_hf_tokenizer_must_be_inside_the_directory(tmp_path):
+    """The ``tokenizer.json`` of a Hugging Face directory follows the weight shards' rule: a
+    link out of the directory is refused, a link inside it is read; a file the
+    ``tokenizers`` package cannot read is named (a ValueError: one line in the CLI)."""
+    d = tmp_path / "model"
+    d.mkdir()
+    CharTokenizer("abc").save(tmp_path / "outside")  # any file outside the directory
+    os.symlink(tmp_path / "outside" / "tokenizer.json", d / "tokenizer.json")
+    with pytest.raises(HFFileError, match="outside the model directory"):
+        load_hf_tokenizer(d)
+    os.unlink(d / "tokenizer.json")
+    (d / "real.json").write_text("not json")
+    os.symlink("real.json", d / "tokenizer.json")  # inside: read, and found damaged
+    with pytest.raises(HFFileError, match="tokenizer.json is not a tokenizer file"):
+        load_hf_tokenizer(d)
 
 
 def test_cli_train_init_from_hf_with_a_shard_outside_exits_2(tmp_path, capsys):

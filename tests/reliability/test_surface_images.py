@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _surface import TINY_DIGITS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -150,13 +151,6 @@ def test_every_vision_family_reads_a_good_image(bad, tasks, family):
 
 
 # -- the CLI: generate and viz, exit 2 with one line ---------------------------------------
-TINY_DIGITS = [
-    "train", "--task", "digits", "--steps", "1", "--n-train", "32", "--batch-size", "8",
-    "--eval-limit", "4", "--no-progress", "--model", "n_layers=1", "--model", "d_model=16",
-    "--model", "n_heads=2", "--model", "d_ff=32",
-]  # fmt: skip
-
-
 @pytest.fixture(scope="module")
 def digits_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = tmp_path_factory.mktemp("digits") / "run"

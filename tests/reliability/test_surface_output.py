@@ -65,3 +65,24 @@ def test_an_empty_sample_is_marked(monkeypatch):
         f"{pairs[0][0]}  ->  <empty>  (reference: {pairs[0][1]})",
         f"{pairs[1][0]}  ->  ab  (reference: {pairs[1][1]})",
     ]
+
+
+def test_an_output_names_its_input(run, capsys, monkeypatch):
+    """An input that names an image or sound (a file, ``SPLIT:N``) is printed before its
+    output and a tab: with several inputs the lines can be told apart; the task's heading
+    says what the outputs are."""
+    outputs = {"test:1": "one", "pic.png": "", "valid:0": "zero"}
+    monkeypatch.setattr(
+        CopyTask, "predict", lambda self, model, inputs, **kw: [outputs[x] for x in inputs]
+    )
+    monkeypatch.setattr(CopyTask, "names_inputs", True)
+    monkeypatch.setattr(CopyTask, "prediction", "a word for each input")
+    argv = ["generate", "--checkpoint", str(run), "test:1", "pic.png", "valid:0"]
+    code, out, err = run_cli(argv, capsys)
+    assert code == 0, err
+    assert out.splitlines() == ["test:1\tone", "pic.png\t<empty>", "valid:0\tzero"]
+    assert "copy: a word for each input" in err.splitlines()
+    # a text task's outputs stay one per line, in the inputs' order (a pipe of texts)
+    monkeypatch.setattr(CopyTask, "names_inputs", False)
+    code, out, err = run_cli(argv, capsys)
+    assert out.splitlines() == ["one", "<empty>", "zero"]

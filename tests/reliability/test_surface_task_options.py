@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from _surface import assert_refused, run_cli, train_tiny
+from _surface import TINY_DIGITS, assert_refused, run_cli, train_tiny
 
 from qkv.tasks import TaskError, get_task
 
@@ -16,6 +16,16 @@ from qkv.tasks import TaskError, get_task
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return train_tiny(tmp_path_factory.mktemp("options") / "run")
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A classifier's run: it decodes nothing and has no decoder target."""
+    out = tmp_path_factory.mktemp("options") / "digits"
+    from qkv.cli import main
+
+    assert main([*TINY_DIGITS, "--out", str(out)]) == 0
+    return out
 
 
 def _classify_run(base: Path) -> tuple[Path, Path]:
@@ -34,8 +44,8 @@ def _classify_run(base: Path) -> tuple[Path, Path]:
     return out, data
 
 
-def _cases(run: Path, new: Path) -> list[tuple[str, list[str], tuple[str, ...]]]:
-    ck, out = str(run), str(new)
+def _cases(run: Path, new: Path, digits: Path) -> list[tuple[str, list[str], tuple[str, ...]]]:
+    ck, out, dg, html = str(run), str(new), str(digits), str(new.parent / "r.html")
     return [
         ("vqa --turns 1000000", ["train", "--task", "vqa", "--turns", "1000000", "--out", out],
          ("turns", "at most 64")),
@@ -55,12 +65,33 @@ def _cases(run: Path, new: Path) -> list[tuple[str, list[str], tuple[str, ...]]]
          ("--question", "--hf")),
         ("digits --vocab-size", ["train", "--task", "digits", "--vocab-size", "100",
          "--out", out], ("--vocab-size", "digits")),
+        # flags a task would ignore: refused, naming the tasks that take them
+        ("generate --out-dir to a copy model", ["generate", "--checkpoint", ck, "--out-dir",
+         out, "a"], ("--out-dir", "'copy'", "only text2image takes it")),
+        ("generate --hf --out-dir", ["generate", "--hf", ck, "--out-dir", out, "a"],
+         ("--out-dir", "--hf", "text2image")),
+        ("generate --voice without --say", ["generate", "--checkpoint", ck, "--voice", "en-gb",
+         "a"], ("--voice", "--say")),
+        ("generate --say with --prompt", ["generate", "--checkpoint", ck, "--say", "hello",
+         "--prompt", "a"], ("--say", "--prompt")),
+        ("generate --beam-size to a classifier", ["generate", "--checkpoint", dg, "--beam-size",
+         "4", "test:0"], ("--beam-size", "'digits'", "translate", "asr")),
+        ("generate --seed to a classifier", ["generate", "--checkpoint", dg, "--seed", "1",
+         "test:0"], ("--seed", "'digits'", "text2image")),
+        ("generate --strategy to a classifier", ["generate", "--checkpoint", dg, "--strategy",
+         "beam", "test:0"], ("--strategy", "'digits'")),
+        ("eval --beam-size to a classifier", ["eval", "--checkpoint", dg, "--beam-size", "2"],
+         ("--beam-size", "'digits'", "does not decode", "caption")),
+        ("eval two checkpoints --beam-size", ["eval", "--checkpoint", dg, "--checkpoint", dg,
+         "--beam-size", "2"], ("--beam-size", "'digits'")),
+        ("viz --target to a classifier", ["viz", "--checkpoint", dg, "test:0", "--target", "x",
+         "--out", html], ("--target", "'digits'", "translate")),
     ]  # fmt: skip
 
 
-def test_every_bad_task_option_is_one_line(run, tmp_path, capsys):
+def test_every_bad_task_option_is_one_line(run, digits, tmp_path, capsys):
     new = tmp_path / "new"
-    cases = _cases(run, new)
+    cases = _cases(run, new, digits)
     failures = []
     for name, argv, fragments in cases:
         try:
@@ -69,7 +100,7 @@ def test_every_bad_task_option_is_one_line(run, tmp_path, capsys):
             failures.append(f"{name}: {e}")
     assert not failures, "\n".join(failures)
     assert not new.exists()
-    assert len(cases) == 9
+    assert len(cases) == 19
     assert not (new.parent / "r.html").exists()
 
 
@@ -131,3 +162,24 @@ def test_translation_lines_longer_than_the_limit_are_skipped_and_counted(tmp_pat
     # a file of nothing but documents is refused in one line
     data.write_text(f"{long}\t{long}\n")
     assert_refused(_translate(data, tmp_path / "run2"), capsys, str(data), "2,000 characters")
+
+
+def test_what_each_task_takes():
+    """The flags each task uses, as `qkv generate`, `eval` and `viz` check them: text2image
+    samples with --temperature, --top-k and --seed only; the text generators with every
+    decoding flag; a classifier with none."""
+    from qkv.tasks import TASKS
+
+    t2i = TASKS["text2image"]
+    assert [t2i.predict_takes(n) for n in ("temperature", "top_k", "seed")] == [True] * 3
+    assert not t2i.predict_takes("beam_size") and t2i.predict_takes("out_dir")
+    assert [n for n, cls in TASKS.items() if cls.predict_takes("out_dir")] == ["text2image"]
+    assert [n for n, cls in TASKS.items() if cls.predict_takes("question")] == ["vqa"]
+    for name in ("translate", "lm", "caption", "asr", "text2text"):
+        assert TASKS[name].predict_takes("beam_size") and not TASKS[name].predict_takes("out_dir")
+    for name in ("digits", "clip", "vqa", "detect", "classify", "summarize-extractive"):
+        assert not TASKS[name].predict_takes("temperature"), name
+    assert not TASKS["lm"].eval_beam and TASKS["summarize"].eval_beam
+    assert [n for n, cls in TASKS.items() if cls.viz_target] == [
+        "copy", "reverse", "synthetic", "translate", "text2text", "summarize", "asr"
+    ]  # fmt: skip

@@ -49,10 +49,12 @@ def test_train_eval_generate_viz_and_errors(run_dir, tmp_path, capsys):
 
     wav = write_wav(tmp_path / "hello.wav", synthesize("hello world", "en-gb+f2"))
     assert main(["generate", "--checkpoint", str(run_dir), str(wav), "test:0"]) == 0
-    assert len(capsys.readouterr().out.split("\n")) == 3  # two transcripts (maybe empty)
+    lines = capsys.readouterr().out.split("\n")  # two transcripts (maybe <empty>)
+    assert len(lines) == 3 and lines[0].startswith(f"{wav}\t") and lines[1].startswith("test:0\t")
     assert main(["generate", "--checkpoint", str(run_dir), "--say", "good morning",
                  "--say", "good night", "--voice", "en-us+m3"]) == 0  # fmt: skip
-    assert len(capsys.readouterr().out.split("\n")) == 3
+    lines = capsys.readouterr().out.split("\n")
+    assert len(lines) == 3 and lines[0].startswith("good morning\t")
 
     out = tmp_path / "viz" / "report.html"
     out.parent.mkdir()  # viz refuses an --out in a missing directory

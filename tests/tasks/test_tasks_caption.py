@@ -165,7 +165,9 @@ def test_train_eval_generate_viz_from_the_command_line(tmp_path, capsys) -> None
     out = json.loads(capsys.readouterr().out)
     assert out["split"] == "test" and {"bleu", "cider", "exact_match", "loss"} <= set(out)
     assert main(["generate", "--checkpoint", str(run), "test:0", "valid:1"]) == 0
-    assert len(capsys.readouterr().out.strip().splitlines()) == 2
+    lines = capsys.readouterr().out.strip().splitlines()
+    # each caption after its input and a tab: several inputs can be told apart
+    assert len(lines) == 2 and lines[0].startswith("test:0\t") and lines[1].startswith("valid:1\t")
     html = tmp_path / "viz.html"
     argv = [
         "viz",

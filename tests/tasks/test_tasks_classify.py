@@ -198,6 +198,11 @@ def test_cli_train_eval_generate_and_the_comparison_table(tmp_path, capsys) -> N
     table = json.loads(capsys.readouterr().out)
     assert list(table["rows"]) == [a, b, "baseline"]
     assert table["rows"]["baseline"] == pytest.approx(task.baseline("test"))
+    # --limit holds for every row: the baseline is scored on the models' examples
+    assert main(["eval", "--checkpoint", a, "--baseline", "--limit", "3", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert rows["baseline"] == pytest.approx(task.baseline("test", limit=3))
+    assert rows[a]["accuracy"] == pytest.approx(task.evaluate(model, "test", limit=3)["accuracy"])
     assert main(["eval", "--checkpoint", a, "--baseline"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["model", "accuracy", "macro_f1", "loss"]

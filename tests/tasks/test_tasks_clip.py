@@ -95,7 +95,12 @@ def test_evaluate_loss_samples_predict() -> None:
     assert loss.n == 4 and loss.loss_sum.requires_grad
     top = task.predict(model, ["item:0", "test:1", "a five in the top left"])
     assert top[0].count(",") == 2 and top[2].startswith("test:")
-    assert len(task.samples(model, k=2)) == 2
+    # the samples a run logs while training are valid items, never the held-out test items
+    samples, labels = task.samples(model, k=2), task.data.pools()["valid"][1]
+    assert [s.split(": ")[0] for s in samples] == [
+        f"valid item {i} ({task.class_names[int(labels[i])]})" for i in range(2)
+    ]
+    assert all(s.split(": ")[1].count(",") == 2 for s in samples)  # the 3 top classes
     with pytest.raises(TaskError, match="prompt must be one of"):
         get_task("clip", TaskOptions(extra={"items": "digits", "prompt": "nope"}))
     with pytest.raises(TaskError, match="test items"):
@@ -115,7 +120,9 @@ def test_train_eval_generate_viz_from_the_command_line(tmp_path, capsys) -> None
     assert 0 <= out["zero_shot"] <= 100 and "t2i_r1" in out and out["split"] == "test"
     assert main(["generate", "--checkpoint", str(run), "item:3", "a five in the top left"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 2 and lines[1].startswith("test:")
+    # each output after its input and a tab: an item's classes, a text's best scenes
+    assert len(lines) == 2 and lines[0].startswith("item:3\t")
+    assert lines[1].startswith("a five in the top left\ttest:")
     html = tmp_path / "clip.html"
     assert main(["viz", "--checkpoint", str(run), "test:0", "--out", str(html)]) == 0
     assert "class token attends: rollout over all layers" in html.read_text(encoding="utf-8")

@@ -100,11 +100,16 @@ def test_cli_train_eval_generate_viz_and_compare(tmp_path: Path, capsys, monkeyp
     )
     text = "Foo is a fast editor. It is written in C. It has many users."
     assert main(["generate", "--checkpoint", str(run), text]) == 0
-    assert capsys.readouterr().out.strip() in {
+    cap = capsys.readouterr()
+    assert cap.out.strip() in {
         "Foo is a fast editor.",
         "It is written in C.",
         "It has many users.",
     }
+    # the heading says what the line is: a picked sentence, not a classifier's classes
+    assert cap.err.strip().splitlines()[-1] == (
+        "summarize-extractive: the sentence of each input the model picks as its summary"
+    )
     report = tmp_path / "report.html"
     assert main(["viz", "--checkpoint", str(run), text, "--out", str(report)]) == 0
     html = report.read_text(encoding="utf-8")

@@ -174,6 +174,7 @@ def test_train_eval_generate_viz_from_the_command_line(tmp_path, capsys) -> None
     assert main(["generate", "--checkpoint", str(run), "test:1"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2 and "(true:" in lines[1]
+    assert lines[0].startswith("test:0\t") and lines[1].startswith("test:1\t")
     html = tmp_path / "vqa.html"
     png = tmp_path / "png"
     argv = ["viz", "--checkpoint", str(run), "test:0", "--question", q, "--out", str(html),

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from qkv.cli import main
+from qkv.tasks import get_task
 from qkv.training.progress import format_duration, parse_duration
 
 DIGITS = ["--task", "digits", "--model", "d_model=16", "--model", "n_heads=2",
@@ -86,7 +87,12 @@ def test_eval_json_and_generate_and_viz_on_a_vit(tmp_path, capsys):
     cap = capsys.readouterr()
     lines = cap.out.strip().splitlines()
     assert len(lines) == 2 and all(line.count(",") == 2 for line in lines)  # 3 top classes
-    assert "top classes" in cap.err
+    assert "top 3 classes" in cap.err
+    # each line names its input, and a SPLIT:N image's true class follows its top classes
+    task = get_task("digits")
+    for line, (split, i) in zip(lines, [("test", 0), ("valid", 1)]):
+        truth = task.class_names[task.examples(split)[i][1]]
+        assert line.startswith(f"{split}:{i}\t") and line.endswith(f" (true: {truth})"), line
     html = tmp_path / "vit.html"
     assert main(["viz", "--checkpoint", str(run), "test:0", "--out", str(html),
                  "--png", str(tmp_path / "png")]) == 0  # fmt: skip

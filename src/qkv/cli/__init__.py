@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
+from qkv._resources import ResourceLimitError, is_exhaustion, start_error
 from qkv._version import __version__
 
 #: subcommand name -> module under qkv.cli implementing ``register(subparsers)``
@@ -95,9 +97,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         msg = str(e) or "interrupted"
         print(f"\nqkv: {msg}", file=sys.stderr)
         return 130
+    except BaseException as e:  # a thread that could not start: a panic, "can't start new thread"
+        if os.environ.get("QKV_DEBUG") or not _could_not_start(e):
+            raise
+        print(f"qkv: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+
+
+def _could_not_start(e: BaseException) -> bool:
+    """Whether ``e`` is a process or thread that could not start, raised where qkv did not
+    say what it was starting: a Rust panic, ``can't start new thread``, or ``fork``'s bare
+    errno 11 (with no file: an ``OSError`` of a file is about that file)."""
+    if isinstance(e, ResourceLimitError) or not is_exhaustion(e):
+        return False
+    return not isinstance(e, OSError) or (e.errno == errno.EAGAIN and e.filename is None)
 
 
 def _one_line(e: BaseException) -> str:
+    if _could_not_start(e):  # "[Errno 11] Resource temporarily unavailable", no word of what
+        e = start_error("a process or thread", e, "run with fewer threads (--threads 1)")
     text = str(e) or type(e).__name__
     if isinstance(e, OSError) and e.filename is not None and e.strerror:
         text = f"{e.filename}: {e.strerror}"

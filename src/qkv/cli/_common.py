@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
 import json
 import os
 import re
@@ -17,6 +16,7 @@ from typing import Any, Literal, TypeVar
 
 import torch
 
+from qkv._resources import check_thread_room, limit_library_threads
 from qkv.cli import CLIError
 from qkv.generation import GenerationConfig
 from qkv.training.trainer import resolve_device
@@ -113,18 +113,54 @@ def check_question_text(question: str | None) -> None:
         raise CLIError(f"--question {question!r} is empty: ask something")
 
 
-def check_takes_question(task: Any) -> None:
-    """Refuse ``--question`` for a task whose ``predict`` has no ``question`` (every task
-    takes ``**kwargs``, where it would reach the decoding settings as an unknown one, or be
-    ignored).
+def refuse_unless(task: Any, flag: str, takes: Callable[[type], bool], does_not: str) -> None:
+    """Refuse a flag that the checkpoint's task would ignore (every ``predict`` takes
+    ``**kwargs``, where an unused setting would vanish, or reach the decoder as an unknown
+    one), naming the tasks that take it.
+
+    Args:
+        task: the checkpoint's task.
+        flag: the flag as the user typed it (``--out-dir``).
+        takes: whether a task class uses the flag.
+        does_not: what the task does not do, for the message (``"writes no files"``).
 
     Raises:
-        CLIError: naming the task and the one that takes a question.
+        CLIError: ``--out-dir: task 'copy' writes no files (only text2image takes it)``.
     """
-    if "question" not in inspect.signature(task.predict).parameters:
-        raise CLIError(
-            f"--question: task {task.name!r} takes no question (only visual question "
-            "answering does: vqa)"
+    if takes(type(task)):
+        return
+    from qkv.tasks import TASKS  # the registry only now: `qkv --help` stays fast
+
+    takers = [name for name, cls in TASKS.items() if takes(cls)]
+    verb = "takes" if len(takers) == 1 else "take"
+    raise CLIError(f"{flag}: task {task.name!r} {does_not} (only {', '.join(takers)} {verb} it)")
+
+
+def check_takes_question(task: Any) -> None:
+    """Refuse ``--question`` for a task whose ``predict`` has no ``question``.
+
+    Raises:
+        CLIError: naming the task and the one that takes a question (vqa).
+    """
+    refuse_unless(
+        task, "--question", lambda cls: cls.predict_takes("question"), "takes no question"
+    )
+
+
+def check_decoding_flags(task: Any, args: argparse.Namespace) -> None:
+    """Refuse each decoding flag given (``--beam-size``, ``--temperature``, ...) that the
+    task's ``predict`` does not use (a classifier decodes nothing; text2image samples with
+    ``--temperature``, ``--top-k`` and ``--seed`` only).
+
+    Raises:
+        CLIError: the first such flag, the task, and the tasks that use it.
+    """
+    for name in given_fields(args, GenerationConfig):
+        refuse_unless(
+            task,
+            config_flag(GenerationConfig, name),
+            lambda cls, name=name: cls.predict_takes(name),
+            "does not use it",
         )
 
 
@@ -202,14 +238,28 @@ def add_device_arg(p: argparse.ArgumentParser, default: str = "cpu") -> None:
     p.add_argument(
         "--threads",
         type=_threads,
-        help="torch intra-op threads on the CPU (default: torch's choice)",
+        help="torch intra-op threads on the CPU, and at most as many for the tokenizer "
+        "(default: torch's choice)",
     )
 
 
 def apply_threads(args: argparse.Namespace) -> None:
-    """``torch.set_num_threads(args.threads)`` when ``--threads`` was given."""
+    """``torch.set_num_threads(args.threads)`` when ``--threads`` was given, and the same
+    bound on the ``tokenizers`` package's threads (:func:`qkv._resources.limit_library_threads`);
+    then :func:`check_torch_threads`."""
     if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
+        limit_library_threads(args.threads)
+    check_torch_threads(getattr(args, "threads", None))
+
+
+def check_torch_threads(threads: int | None) -> None:
+    """Refuse in one line, before any work, to start torch's CPU pool where its threads
+    cannot start: libgomp would end the process at the first parallel operation
+    (:func:`qkv._resources.check_thread_room`)."""
+    n = threads or torch.get_num_threads()
+    if n > 1:  # the calling thread is one of the n
+        check_thread_room(n - 1, f"torch's {n} CPU threads", "run with fewer (--threads 1)")
 
 
 def _show_default(value: Any) -> str:
@@ -286,6 +336,14 @@ def build_config(cls: type[T], values: dict[str, Any]) -> T:
         return cls(**values)
     except ValueError as e:
         raise CLIError(flag_message(str(e), cls)) from None
+
+
+def config_flag(cls: type, name: str) -> str:
+    """The flag of field ``name`` of dataclass ``cls`` (``beam_size`` -> ``--beam-size``)."""
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name == name:
+            return str(f.metadata.get("flag") or "--" + name.replace("_", "-"))
+    raise KeyError(name)
 
 
 def flag_message(message: str, cls: type) -> str:

@@ -166,6 +166,11 @@ def record_hf(
     model, kind = loaded.model, _kind(loaded)
     if kind == "vision":
         raise ValueError(f"{directory} holds a {loaded.family} model, which reads images, not text")
+    if target is not None and kind != "seq2seq":  # it would be read by nothing
+        raise ValueError(
+            f"--target: {directory} holds a {loaded.family} model, which has no decoder target "
+            "(only encoder-decoders take one: BART, Marian, T5)"
+        )
     dev = next(model.parameters()).device
     ids = _ids(tok, text)
     target_tokens = None

@@ -7,9 +7,10 @@ import argparse
 import json
 import sys
 import time
+from typing import Any
 
 from qkv.cli import CLIError
-from qkv.cli._common import _positive_int, add_device_arg, apply_threads, path_arg
+from qkv.cli._common import _positive_int, add_device_arg, apply_threads, path_arg, refuse_unless
 
 
 def register(sub: argparse._SubParsersAction, name: str) -> None:
@@ -36,10 +37,15 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     )
     p.add_argument("--split", choices=["valid", "test"], default="test", help="(default: test)")
     p.add_argument(
-        "--limit", type=_positive_int, help="at most this many examples (default: the split)"
+        "--limit",
+        type=_positive_int,
+        help="at most this many examples, for every row (default: the split)",
     )
     p.add_argument(
-        "--beam-size", type=_positive_int, default=1, help="beam search width (default: 1, greedy)"
+        "--beam-size",
+        type=_positive_int,
+        help="beam search width of the tasks that decode in evaluation (translation, "
+        "summaries, captions, transcripts; default: 1, greedy)",
     )
     p.add_argument("--batch-size", type=_positive_int, default=64, help="(default: 64)")
     p.add_argument(
@@ -47,6 +53,15 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     )
     add_device_arg(p)
     p.set_defaults(func=run)
+
+
+def _check_beam(task: Any, args: argparse.Namespace) -> int:
+    """The ``--beam-size`` to evaluate with (1 when not given), refused for a task whose
+    evaluation decodes nothing (a classifier, a language model's bits per character)."""
+    if args.beam_size is None:
+        return 1
+    refuse_unless(task, "--beam-size", lambda cls: cls.eval_beam, "does not decode in evaluation")
+    return int(args.beam_size)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -77,11 +92,15 @@ def _compare(args: argparse.Namespace) -> int:
                 f"({task.name} vs {first.name}; {'; '.join(differ) or 'same options'})"
             )
         rows[directory] = task.evaluate(
-            model, args.split, batch_size=args.batch_size, limit=args.limit
+            model,
+            args.split,
+            batch_size=args.batch_size,
+            limit=args.limit,
+            beam_size=_check_beam(task, args),
         )
     assert first is not None
-    if args.baseline:
-        rows["baseline"] = first.baseline(args.split)
+    if args.baseline:  # scored on the same examples as the rows above
+        rows["baseline"] = first.baseline(args.split, limit=args.limit)
     if args.json:
         print(json.dumps({"split": args.split, "rows": rows}))
         return 0
@@ -105,8 +124,9 @@ def _one(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     model, _ = load_trained(args.checkpoint, device=args.device)
     task = load_task(check_checkpoint(args.checkpoint), rebuild_data=True)
+    beam_size = _check_beam(task, args)
     metrics = task.evaluate(
-        model, args.split, batch_size=args.batch_size, limit=args.limit, beam_size=args.beam_size
+        model, args.split, batch_size=args.batch_size, limit=args.limit, beam_size=beam_size
     )
     seconds = time.perf_counter() - t0
     if args.json:

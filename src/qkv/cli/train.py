@@ -14,12 +14,14 @@ import json
 from pathlib import Path
 from typing import Any, NoReturn
 
+from qkv._resources import limit_library_threads
 from qkv.cli import CLIError, Parser
 from qkv.cli._common import (
     _device,
     _duration,
     _threads,
     add_config_args,
+    check_torch_threads,
     flag_message,
     given_fields,
     name_arg,
@@ -281,6 +283,9 @@ def run(args: argparse.Namespace) -> int:
         print(model_fields_help())
         return 0
     overrides = parse_overrides(args.model)
+    if train_given.get("threads"):  # torch's pool is set by the trainer; the tokenizer's here
+        limit_library_threads(train_given["threads"])
+    check_torch_threads(train_given.get("threads"))
     task = getattr(args, "task", None)
     out = Path(args.out or f"runs/{task or DEFAULT_TASK}")
     if args.resume and task is None and getattr(args, LATER, None):

@@ -12,6 +12,7 @@ from qkv.cli._common import (
     check_question_text,
     check_takes_question,
     path_arg,
+    refuse_unless,
 )
 
 
@@ -45,7 +46,11 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         "--out", type=path_arg, default="report.html", help="HTML file (default: report.html)"
     )
     p.add_argument("--png", type=path_arg, metavar="DIR", help="also save PNG heatmaps into DIR")
-    p.add_argument("--target", help="target text for encoder-decoders (default: generated)")
+    p.add_argument(
+        "--target",
+        help="the decoder's target text of an encoder-decoder (translation, summaries, asr; "
+        "default: the model's own output); refused by the other models",
+    )
     p.add_argument("--title", help="page title")
     p.add_argument(
         "--question",
@@ -86,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
     model, task = load_trained(args.checkpoint, device=args.device)
     if args.question is not None:
         check_takes_question(task)
+    if args.target is not None:
+        refuse_unless(task, "--target", lambda cls: cls.viz_target, "has no decoder target")
     path = report_for_task(
         model,
         task,

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from qkv._resources import is_exhaustion, start_error
 from qkv.data.audio_files import (
     MAX_AUDIO_SECONDS,
     SAMPLE_RATE,
@@ -102,9 +103,15 @@ def synthesize(text: str, voice: str = "en-us", *, speed: int = 175, pitch: int 
 
     Raises:
         SpeechError: espeak-ng is missing or fails (its message is included).
+        qkv._resources.ResourceLimitError: no process could be started for it.
     """
     cmd = [require_espeak(), "-v", voice, "-s", str(speed), "-p", str(pitch), "--stdout"]
-    proc = subprocess.run(cmd, input=text.encode(), capture_output=True, check=False)
+    try:
+        proc = subprocess.run(cmd, input=text.encode(), capture_output=True, check=False)
+    except OSError as e:
+        if is_exhaustion(e):  # fork failed: "[Errno 11] Resource temporarily unavailable"
+            raise start_error("espeak-ng", e, "let fewer processes run at once") from None
+        raise
     if proc.returncode != 0 or not proc.stdout:
         err = proc.stderr.decode(errors="replace").strip() or f"exit status {proc.returncode}"
         raise SpeechError(f"espeak-ng -v {voice} failed: {err}")
@@ -328,8 +335,14 @@ def speech_corpus(
             voice = f"{rng.choice(ACCENTS)}+{rng.choice(voices[name])}"
             jobs.append((sentence, voice, rng.randint(*s.speed), rng.randint(*s.pitch),
                          split_id, s, i))  # fmt: skip
-        with ThreadPoolExecutor(max_workers=workers) as pool:  # threads wait on processes
-            audio = list(pool.map(_speak, jobs))
+        try:
+            with ThreadPoolExecutor(max_workers=workers) as pool:  # threads wait on processes
+                audio = list(pool.map(_speak, jobs))
+        except RuntimeError as e:  # "can't start new thread"
+            if is_exhaustion(e):
+                fix = "make the corpus with fewer workers (--workers 1)"
+                raise start_error(f"{workers} threads to run espeak-ng", e, fix) from None
+            raise
         out[name] = [
             Utterance(x, normalize_text(j[0]), j[0], j[1], j[2], j[3]) for x, j in zip(audio, jobs)
         ]

@@ -22,162 +22,24 @@ id     token   meaning
 
 from __future__ import annotations
 
-import abc
-import json
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
-from qkv.data.files import read_json
-
-PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
-SPECIAL_TOKENS: tuple[str, ...] = ("<pad>", "<bos>", "<eos>", "<unk>")
-TOKENIZER_FILE = "tokenizer.json"
-
-#: Largest vocabulary a tokenizer trains: 2**24 ids, 80x GPT-4o's ~200k. The BPE trainer of
-#: the ``tokenizers`` package reserves a hash map and a list of ``vocab_size`` entries
-#: (~60 bytes each) before it reads any text, so 10**9 would ask for ~60 GB up front; at
-#: 2**24 that reservation stays near 1 GiB. (``qkv.data`` sits below ``qkv.models``, whose
-#: ``check_memory`` the models and tasks use: this bound is the tokenizers' own.)
-MAX_VOCAB_SIZE: int = 2**24
-
-
-def check_vocab_size(name: str, value: object, minimum: int, why: str) -> None:
-    """Refuse a vocabulary size that is not an int in ``[minimum, MAX_VOCAB_SIZE]``.
-
-    Args:
-        name: the argument's name, for the message.
-        value: the size.
-        minimum: the smallest size allowed.
-        why: what ``minimum`` holds, for the message (``"4 specials + 256 bytes"``).
-
-    Raises:
-        ValueError: naming the argument, the bounds and the value.
-    """
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be an int, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} ({value}) must be at least {minimum} ({why})")
-    if value > MAX_VOCAB_SIZE:
-        shown = f"{value:,}" if value.bit_length() <= 64 else f"an int of {value.bit_length()} bits"
-        raise ValueError(
-            f"{name} must be at most {MAX_VOCAB_SIZE:,} (2**24, the tokenizers' bound), got {shown}"
-        )
-
-
-class TokenizerFileError(ValueError):
-    """A ``tokenizer.json`` that cannot be read: not UTF-8 or JSON, an unknown ``kind``, or a
-    malformed vocabulary. The message names the file."""
-
-
-class Tokenizer(abc.ABC):
-    """Base class: a reversible map between text and ids ``0 .. vocab_size - 1``.
-
-    Subclasses set ``kind`` (the value of the ``kind`` field in ``tokenizer.json``) and
-    implement :meth:`encode`, :meth:`decode`, :meth:`id_to_token`, :meth:`token_to_id`,
-    :attr:`vocab_size` and the ``_state``/``_from_state`` pair used by save/load.
-    """
-
-    kind: ClassVar[str]
-    PAD: ClassVar[int] = PAD_ID
-    BOS: ClassVar[int] = BOS_ID
-    EOS: ClassVar[int] = EOS_ID
-    UNK: ClassVar[int] = UNK_ID
-    _KINDS: ClassVar[dict[str, type[Tokenizer]]] = {}
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if "kind" in cls.__dict__:
-            Tokenizer._KINDS[cls.kind] = cls
-
-    @property
-    @abc.abstractmethod
-    def vocab_size(self) -> int:
-        """Number of ids, specials included."""
-
-    @abc.abstractmethod
-    def encode(self, text: str) -> list[int]:
-        """Ids of ``text``, without special tokens."""
-
-    @abc.abstractmethod
-    def decode(self, ids: Iterable[int]) -> str:
-        """Text of ``ids``; the four special ids are skipped.
-
-        Raises:
-            ValueError: an id outside ``[0, vocab_size)``.
-        """
-
-    @abc.abstractmethod
-    def id_to_token(self, token_id: int) -> str:
-        """The token string of an id.
-
-        Raises:
-            ValueError: an id outside ``[0, vocab_size)``.
-        """
-
-    @abc.abstractmethod
-    def token_to_id(self, token: str) -> int | None:
-        """The id of a token string, or None if it is not in the vocabulary."""
-
-    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-        """:meth:`encode` of each text."""
-        return [self.encode(t) for t in texts]
-
-    def decode_batch(self, ids: Sequence[Iterable[int]]) -> list[str]:
-        """:meth:`decode` of each id sequence."""
-        return [self.decode(x) for x in ids]
-
-    # -- persistence ---------------------------------------------------------------------
-    @abc.abstractmethod
-    def _state(self) -> dict[str, Any]:
-        """JSON-serializable state (without ``kind``)."""
-
-    @classmethod
-    @abc.abstractmethod
-    def _from_state(cls, state: dict[str, Any]) -> Tokenizer:
-        """Inverse of :meth:`_state`."""
-
-    def save(self, directory: str | Path) -> Path:
-        """Write ``directory/tokenizer.json`` (creating ``directory``); returns its path."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        path = directory / TOKENIZER_FILE
-        state = {"kind": self.kind, **self._state()}
-        path.write_text(json.dumps(state, ensure_ascii=False, indent=1), encoding="utf-8")
-        return path
-
-    @staticmethod
-    def load(directory: str | Path) -> Tokenizer:
-        """Read ``directory/tokenizer.json`` written by :meth:`save` (any kind).
-
-        Raises:
-            FileNotFoundError: no ``tokenizer.json`` in ``directory``.
-            TokenizerFileError: naming the file: not UTF-8, not JSON (or nested too deeply),
-                not an object, an unknown ``kind``, or a state the kind rejects (a vocabulary
-                that is not a list of distinct strings starting with the specials, ...).
-        """
-        path = Path(directory) / TOKENIZER_FILE
-        if not path.is_file():
-            raise FileNotFoundError(f"no tokenizer file {path}")
-        state = read_json(path, TokenizerFileError)
-        kind = state.pop("kind", None) if isinstance(state, dict) else None
-        if not isinstance(kind, str) or kind not in Tokenizer._KINDS:
-            raise TokenizerFileError(
-                f"{path}: unknown tokenizer kind {kind!r}; known kinds: {sorted(Tokenizer._KINDS)}"
-            )
-        try:
-            return Tokenizer._KINDS[kind]._from_state(state)
-        except (ValueError, TypeError, KeyError) as e:
-            raise TokenizerFileError(f"{path}: bad {kind!r} tokenizer: {e}") from None
-
-    def _check_id(self, token_id: int) -> None:
-        if not 0 <= token_id < self.vocab_size:
-            raise ValueError(f"token id {token_id} is outside [0, vocab_size={self.vocab_size})")
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(vocab_size={self.vocab_size})"
+from qkv.data._bpe import BPETokenizer
+from qkv.data._tokenizer import (
+    BOS_ID,
+    EOS_ID,
+    MAX_VOCAB_SIZE,
+    PAD_ID,
+    SPECIAL_TOKENS,
+    TOKENIZER_FILE,
+    UNK_ID,
+    Tokenizer,
+    TokenizerFileError,
+    check_vocab_size,
+)
 
 
 class _VocabTokenizer(Tokenizer):
@@ -367,92 +229,6 @@ class WordTokenizer(_VocabTokenizer):
         return cls(_saved_vocab(state), lowercase=lowercase)
 
 
-class BPETokenizer(Tokenizer):
-    """Byte-level BPE (GPT-2 style) from the ``tokenizers`` package, trained locally.
-
-    Byte-level means every string encodes without ``<unk>`` and ``decode(encode(s)) == s``
-    exactly. The package's own JSON is stored inside our ``tokenizer.json``.
-
-    Args:
-        hf_tokenizer: a ``tokenizers.Tokenizer`` whose ids 0..3 are our specials.
-    """
-
-    kind = "bpe"
-
-    def __init__(self, hf_tokenizer: Any) -> None:
-        for i, tok in enumerate(SPECIAL_TOKENS):
-            if hf_tokenizer.token_to_id(tok) != i:
-                raise ValueError(f"BPE tokenizer must map {tok!r} to id {i}")
-        self._tok = hf_tokenizer
-
-    @classmethod
-    def train(cls, texts: Iterable[str], vocab_size: int, min_frequency: int = 2) -> BPETokenizer:
-        """Learn merges on ``texts`` until ``vocab_size`` ids (specials and the 256 byte
-        symbols included) or no pair occurs ``min_frequency`` times.
-
-        Raises:
-            ValueError: a ``vocab_size`` that is not an int, below 4 specials + 256 bytes =
-                260, or above :data:`MAX_VOCAB_SIZE`.
-        """
-        n_min = len(SPECIAL_TOKENS) + 256
-        check_vocab_size("BPE vocab_size", vocab_size, n_min, "4 specials + 256 bytes")
-        from tokenizers import Tokenizer as HFTokenizer
-        from tokenizers import decoders, models, pre_tokenizers, trainers
-
-        tok = HFTokenizer(models.BPE())
-        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        tok.decoder = decoders.ByteLevel()
-        trainer = trainers.BpeTrainer(
-            vocab_size=vocab_size,
-            min_frequency=min_frequency,
-            special_tokens=list(SPECIAL_TOKENS),
-            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-            show_progress=False,
-        )
-        tok.train_from_iterator(texts, trainer)
-        return cls(tok)
-
-    @property
-    def vocab_size(self) -> int:
-        return int(self._tok.get_vocab_size(with_added_tokens=True))
-
-    def encode(self, text: str) -> list[int]:
-        return list(self._tok.encode(text, add_special_tokens=False).ids)
-
-    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-        encs = self._tok.encode_batch(list(texts), add_special_tokens=False)
-        return [list(e.ids) for e in encs]
-
-    def decode(self, ids: Iterable[int]) -> str:
-        ids = [int(i) for i in ids]
-        for i in ids:
-            self._check_id(i)
-        return str(self._tok.decode(ids, skip_special_tokens=True))
-
-    def id_to_token(self, token_id: int) -> str:
-        self._check_id(token_id)
-        return str(self._tok.id_to_token(token_id))
-
-    def token_to_id(self, token: str) -> int | None:
-        return self._tok.token_to_id(token)
-
-    def _state(self) -> dict[str, Any]:
-        return {"hf_tokenizer": json.loads(self._tok.to_str())}
-
-    @classmethod
-    def _from_state(cls, state: dict[str, Any]) -> BPETokenizer:
-        from tokenizers import Tokenizer as HFTokenizer
-
-        saved = state.get("hf_tokenizer")
-        if not isinstance(saved, dict):
-            raise ValueError(f"'hf_tokenizer' must be an object, got {type(saved).__name__}")
-        try:
-            hf = HFTokenizer.from_str(json.dumps(saved))
-        except Exception as e:  # the tokenizers package raises plain Exception
-            raise ValueError(f"'hf_tokenizer' does not load: {e}") from None
-        return cls(hf)
-
-
 def train_tokenizer(
     kind: str, texts: Sequence[str], *, vocab_size: int | None = None, lowercase: bool = False
 ) -> Tokenizer:
@@ -482,6 +258,7 @@ __all__ = [
     "MAX_VOCAB_SIZE",
     "PAD_ID",
     "SPECIAL_TOKENS",
+    "TOKENIZER_FILE",
     "UNK_ID",
     "WORD_RE",
     "BPETokenizer",

@@ -10,6 +10,8 @@ from typing import Any
 import torch
 
 from qkv.interop._checkpoint import (
+    HFFileError,
+    contained_file,
     read_generation_config,
     read_hf_config,
     read_hf_weights,
@@ -229,21 +231,37 @@ def load_hf_tokenizer(path: str | Path) -> Any:
         with ``enable_padding`` and pass the mask, as :func:`qkv.cli._hf.generate_text`
         does.
 
+    The ``tokenizer.json`` of a directory must be a file inside it, as the weight shards
+    must (:func:`~qkv.interop._checkpoint.contained_file`): a link out of the directory
+    is refused, not followed.
+
     Raises:
         FileNotFoundError: no ``tokenizer.json``.
+        HFFileError: a ``tokenizer.json`` that leads outside the directory, or that the
+            ``tokenizers`` package cannot read (named).
         ImportError: the ``tokenizers`` package is missing (``pip install qkv[hf]``).
     """
     p = Path(path)
-    f = p if p.is_file() else p / TOKENIZER
-    if not f.is_file():
-        found = sorted(x.name for x in p.iterdir()) if p.is_dir() else []
-        raise FileNotFoundError(f"no {TOKENIZER} at {p}; found {found}")
+    if p.is_dir():
+        if not (p / TOKENIZER).is_file():
+            found = sorted(x.name for x in p.iterdir())
+            raise FileNotFoundError(f"no {TOKENIZER} at {p}; found {found}")
+        f = contained_file(p, TOKENIZER)
+    elif p.is_file():  # the file itself, named by the user
+        f = p
+    else:
+        raise FileNotFoundError(f"no {TOKENIZER} at {p}; found []")
     try:
         from tokenizers import Tokenizer
     except ImportError as e:  # pragma: no cover - tokenizers is a dependency of qkv[hf]
         raise ImportError(
             "load_hf_tokenizer needs the tokenizers package: pip install qkv[hf]"
         ) from e
-    tok = Tokenizer.from_file(str(f))
+    try:
+        tok = Tokenizer.from_file(str(f))
+    except Exception as e:  # the tokenizers package raises plain Exception
+        raise HFFileError(
+            f"{f} is not a tokenizer file the tokenizers package reads: {e}"
+        ) from None
     tok.no_padding()
     return tok

@@ -22,6 +22,7 @@ import torch
 from safetensors.torch import save_model
 from torch import Tensor, nn
 
+from qkv.data._saves import PENDING_DIR, finish_pending_save
 from qkv.data.files import read_json_object, read_tensors
 from qkv.models.config import TransformerConfig, config_from_dict
 
@@ -82,51 +83,6 @@ def write_model_files(
     for p in d.iterdir():
         if p.is_file():
             _fsync(p)
-
-
-#: A save's complete, flushed files are renamed to ``directory/.save-pending/`` in one step:
-#: the commit point. They are then moved into ``directory`` one by one; whoever opens the
-#: directory next (a reader or the next save) finishes an interrupted move first, so a crash
-#: at any instant leaves either the old model or the new one, never new weights beside an
-#: old config.
-PENDING_DIR = ".save-pending"
-
-
-def _publish_order(p: Path) -> tuple[bool, str]:
-    return p.name == CONFIG_FILE, p.name  # config last: it says which model the weights are
-
-
-def finish_pending_save(directory: str | Path) -> None:
-    """Complete a :func:`save_pretrained` that was interrupted after its commit point.
-
-    Idempotent and safe to run twice at once (a file already moved is skipped).
-
-    Raises:
-        ValueError: naming the directory, when the files cannot be moved (a read-only copy
-            of a directory whose save was interrupted).
-    """
-    d = Path(directory)
-    pending = d / PENDING_DIR
-    if not pending.is_dir():
-        return
-    try:
-        for entry in sorted(pending.iterdir(), key=_publish_order):
-            target = d / entry.name
-            try:
-                if entry.is_dir() and target.is_dir():
-                    shutil.rmtree(target, ignore_errors=True)
-                os.replace(entry, target)
-            except FileNotFoundError:  # another process finished this file meanwhile
-                continue
-        _fsync(d)
-        pending.rmdir()
-    except FileNotFoundError:
-        return
-    except OSError as e:
-        raise ValueError(
-            f"{d} holds an interrupted save ({pending}) that cannot be completed ({e}); "
-            f"its complete new files are in {pending}"
-        ) from None
 
 
 def save_pretrained(

@@ -31,6 +31,7 @@ class ClassifyTask(Task):
     unit = "ex"  # the throughput counts examples
 
     kind = "classify"
+    prediction = "the top 3 classes of each input, with their probabilities"
     class_names: ClassVar[tuple[str, ...]]
 
     @property

@@ -10,12 +10,15 @@ normalize exactly), and evaluates a model with the task's own metrics.
 from __future__ import annotations
 
 import abc
+import dataclasses
+import inspect
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from torch import nn
 
+from qkv.generation import GenerationConfig
 from qkv.models import TransformerConfig
 from qkv.tasks._errors import TaskError
 from qkv.tasks._viz_text import report_for_text
@@ -28,7 +31,26 @@ from qkv.training.objective import Batch, LossOutput, loss_metrics
 Split = Literal["train", "valid", "test"]
 SPLITS: tuple[Split, ...] = ("train", "valid", "test")
 
+#: The decoding settings (:class:`~qkv.generation.GenerationConfig` fields) a task's
+#: ``predict`` may take through its keyword arguments.
+DECODING: frozenset[str] = frozenset(f.name for f in dataclasses.fields(GenerationConfig))
+
 TaskKind = Literal["seq2seq", "lm", "classify", "detect", "caption", "image", "contrastive", "vqa"]
+
+
+def split_item(source: str) -> tuple[Split, int] | None:
+    """The split and index an input ``SPLIT:N`` names (``"test:3"`` -> ``("test", 3)``);
+    None for any other input (a file, a text)."""
+    split, _, index = source.partition(":")
+    if split in SPLITS and index.isdigit():
+        return split, int(index)  # type: ignore[return-value]
+    return None
+
+
+def with_truth(output: str, truth: str) -> str:
+    """A prediction followed by what it should have been, as :meth:`Task.predict` shows it
+    where the truth is known (an input ``SPLIT:N``): ``"Sneaker 0.91 (true: Sandal)"``."""
+    return f"{output} (true: {truth})"
 
 
 def split_sizes(
@@ -72,6 +94,22 @@ class Task(abc.ABC):
     recipe: ClassVar[dict[str, Any]] = {}
     #: The task's own model shape (sizes that follow from the data are added to it).
     default_model: ClassVar[dict[str, Any]] = {}
+    #: Whether an input of :meth:`predict` names what it reads (an image or sound file, or
+    #: ``SPLIT:N``) rather than being the text itself: ``qkv generate`` then prints each
+    #: output after its input, so that a user who gave several can tell them apart.
+    names_inputs: ClassVar[bool] = False
+    #: What :meth:`predict` returns for each input, in a few words, for the heading ``qkv
+    #: generate`` writes on standard error above the outputs; None: no heading (a
+    #: translation, a transcript).
+    prediction: ClassVar[str | None] = None
+    #: The decoding settings (:data:`DECODING`) :meth:`predict` uses: ``"all"`` (a model
+    #: that generates text), a few (text2image samples with ``temperature`` and ``top_k``),
+    #: or none (a classifier); ``qkv generate`` refuses the flags of the others.
+    decoding: ClassVar[Literal["all"] | tuple[str, ...]] = ()
+    #: Whether :meth:`evaluate` decodes with its ``beam_size`` (``qkv eval --beam-size``).
+    eval_beam: ClassVar[bool] = False
+    #: Whether :meth:`pictures` reads a ``target`` (an encoder-decoder's; ``qkv viz --target``).
+    viz_target: ClassVar[bool] = False
 
     def __init__(self, options: OptionsLike = None) -> None:
         """Build the task from its options (an instance of its :attr:`Options`, or anything
@@ -186,10 +224,11 @@ class Task(abc.ABC):
         skip = ("max_len", "tokenizer", "vocab_size")
         return {k: v for k, v in self.options.to_dict().items() if k not in skip}
 
-    def baseline(self, split: Split = "test") -> dict[str, float]:
+    def baseline(self, split: Split = "test", *, limit: int | None = None) -> dict[str, float]:
         """The metrics of the task's reference method without a Transformer (trained on the
-        training split, scored on ``split``), with the same keys as :meth:`evaluate`: the
-        row a comparison table puts under the models' rows (``qkv eval --baseline``).
+        training split, scored on the first ``limit`` examples of ``split``, as
+        :meth:`evaluate` scores a model), with the same keys as :meth:`evaluate`: the row a
+        comparison table puts under the models' rows (``qkv eval --baseline``).
 
         Raises:
             TaskError: the task has no baseline.
@@ -247,6 +286,14 @@ class Task(abc.ABC):
         """
         raise TaskError(f"task {self.name!r} does not take text inputs")
 
+    @classmethod
+    def predict_takes(cls, name: str) -> bool:
+        """Whether :meth:`predict` uses the keyword argument ``name``: one it names
+        (``question``, ``out_dir``), or a decoding setting of :attr:`decoding`."""
+        if name in inspect.signature(cls.predict).parameters:
+            return True
+        return name in DECODING and (cls.decoding == "all" or name in cls.decoding)
+
     # -- persistence (saved inside a checkpoint) -----------------------------------------
     def save(self, directory: Path) -> None:
         """Write tokenizer(s) and anything else needed to rebuild the task for inference."""
@@ -257,4 +304,15 @@ class Task(abc.ABC):
         return None
 
 
-__all__ = ["SPLITS", "Split", "Task", "TaskError", "TaskKind", "TaskOptions", "split_sizes"]
+__all__ = [
+    "DECODING",
+    "SPLITS",
+    "Split",
+    "Task",
+    "TaskError",
+    "TaskKind",
+    "TaskOptions",
+    "split_item",
+    "split_sizes",
+    "with_truth",
+]

@@ -20,6 +20,7 @@ import uuid
 import warnings
 from pathlib import Path
 
+from qkv.data._saves import fsync_path
 from qkv.data.outfiles import (
     UnsafeRunFileError,
     append_run_file,
@@ -33,21 +34,6 @@ TMP_PREFIX = ".tmp-"
 OLD_PREFIX = ".old-"
 #: ``name`` or ``name.<version>``: a re-saved directory gets the next free version.
 VERSIONED = re.compile(r"^(?P<base>[^.][^/\\]*?)(?:\.(?P<version>\d+))?$")
-
-
-def fsync_path(path: Path) -> None:
-    """Flush a file's or a directory's data and metadata to disk.
-
-    Directories cannot be opened on some platforms (Windows); there it is a no-op.
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except (IsADirectoryError, PermissionError):  # pragma: no cover - no directory fds
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def fsync_tree(root: Path) -> None:

@@ -187,7 +187,12 @@ class TrainConfig:
     )
     threads: int | None = field(
         default=None,
-        metadata=_meta("torch intra-op threads (default: torch's choice)", RUN, resume_safe=True),
+        metadata=_meta(
+            "torch intra-op threads, and at most as many for the tokenizer (default: torch's "
+            "choice)",
+            RUN,
+            resume_safe=True,
+        ),
     )
     compile: bool = field(
         default=False,

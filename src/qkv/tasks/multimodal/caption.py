@@ -101,6 +101,9 @@ class CaptionTask(Task):
     options: Options
     name = "caption"
     kind = "caption"
+    names_inputs = True
+    decoding = "all"
+    eval_beam = True
     unit = "img"  # the throughput counts scenes
     default_model: ClassVar[dict[str, Any]] = {
         "d_model": 128,

@@ -111,6 +111,10 @@ class CLIPTask(Task):
     options: Options
     name = "clip"
     kind = "contrastive"
+    names_inputs = True
+    prediction = (
+        "the top 3 classes of an image input, or the 3 test scenes that best match a text input"
+    )
     unit = "img"  # the throughput counts image-caption pairs
     #: a 4-layer ViT (14-pixel patches: 2x2 per item, 16 per 2x2 scene; 7-pixel ones cost
     #: 3-4x the time per step for the 2-core budget) and a 3-layer text Transformer, both
@@ -318,12 +322,17 @@ class CLIPTask(Task):
         }
 
     def samples(self, model: nn.Module, k: int = 3) -> list[str]:
-        """The first ``k`` test items: their class and the zero-shot top classes."""
-        labels = self.data.pools()["test"][1]
-        return [
-            f"test item {i} ({self.class_names[int(labels[i])]}): {p}"
-            for i, p in enumerate(self.predict(model, [f"item:{i}" for i in range(k)]))
-        ]
+        """The first ``k`` valid items: their class and the zero-shot top classes. Never test
+        items: a run logs samples during training, and the test split is kept for the
+        final evaluation."""
+        labels = self.data.pools()["valid"][1]
+        with evaluating(model):
+            txt_classes = self._text_features(model, self.prompts(self.prompt))
+            return [
+                f"valid item {i} ({self.class_names[int(labels[i])]}): "
+                + self._top_classes(model, self.item_scene("valid", i), txt_classes)
+                for i in range(min(k, len(labels)))
+            ]
 
     # -- inference -------------------------------------------------------------------------
     def read_image(self, source: str) -> Tensor:
@@ -335,12 +344,27 @@ class CLIPTask(Task):
         """
         kind, _, index = source.partition(":")
         if kind == "item" and index.isdigit():
-            items, _, scale = self.data.pools()["test"]
-            if int(index) >= len(items):
-                raise TaskError(f"{source}: there are {len(items)} test items")
-            item = (items[int(index)].float() / scale).clamp(0, 1)
-            return single_item_scenes(item[None], self.data.spec.grid)[0]
+            n = len(self.data.pools()["test"][0])
+            if int(index) >= n:
+                raise TaskError(f"{source}: there are {n} test items")
+            return self.item_scene("test", int(index))
         return self.data.read_image(source)
+
+    def item_scene(self, split: Split, index: int) -> Tensor:
+        """The ``index``-th item of a split's pool alone in the top-left cell of an otherwise
+        empty scene ``(1, S, S)``, as zero-shot classification places it."""
+        items, _, scale = self.data.pools()[split]
+        item = (items[index].float() / scale).clamp(0, 1)
+        return single_item_scenes(item[None], self.data.spec.grid)[0]
+
+    def _top_classes(self, model: nn.Module, image: Tensor, txt_classes: Tensor) -> str:
+        """``"sneaker 0.91, sandal 0.06, boot 0.02"``: the 3 class prompts an image matches
+        best (``txt_classes``: the prompts' features)."""
+        img = self._image_features(model, image[None], 1)
+        top = model.similarity(img, txt_classes).softmax(-1)[0].topk(3)
+        return ", ".join(
+            f"{self.class_names[int(c)]} {float(p):.2f}" for p, c in zip(top.values, top.indices)
+        )
 
     def _is_image(self, source: str) -> bool:
         kind, _, index = source.partition(":")
@@ -371,15 +395,7 @@ class CLIPTask(Task):
             txt_classes = self._text_features(model, self.prompts(self.prompt))
             for source in inputs:
                 if self._is_image(source):
-                    img = self._image_features(model, self.read_image(source)[None], 1)
-                    probs = model.similarity(img, txt_classes).softmax(-1)[0]
-                    top = probs.topk(3)
-                    out.append(
-                        ", ".join(
-                            f"{self.class_names[int(c)]} {float(p):.2f}"
-                            for p, c in zip(top.values, top.indices)
-                        )
-                    )
+                    out.append(self._top_classes(model, self.read_image(source), txt_classes))
                     continue
                 data = [scenes[i] for i in range(len(scenes))]
                 img = self._image_features(model, torch.stack([s.image for s in data]), 256)

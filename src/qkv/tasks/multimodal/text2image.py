@@ -70,10 +70,9 @@ CLASSIFIER_TASKS = {"fashion-mnist": "fashion-mnist", "digits": "digits"}
 class Text2ImageTask(Task):
     """Captions to item images (see the module docstring).
 
-    Options: ``items`` (``"fashion-mnist"`` default, or ``"digits"``),
-    ``image_tokens`` (``"vq"`` default, or ``"intensity"``), ``vq_steps``
-    (VQ-VAE training steps, default 300), ``codes`` (codebook size, default 128),
-    ``classifier`` (a classifier checkpoint for the metric), ``n_train`` (default:
+    Options: ``items`` (``fashion-mnist`` default, or ``digits``), ``image_tokens`` (``vq``
+    default, or ``intensity``), ``vq_steps`` (VQ-VAE training steps, 300), ``codes`` (codebook
+    size, 128), ``classifier`` (a classifier checkpoint for the metric), ``n_train`` (default:
     every training item), ``n_valid`` (500), ``n_test`` (1,000), ``seed``.
     """
 
@@ -99,6 +98,8 @@ class Text2ImageTask(Task):
     options: Options
     name = "text2image"
     kind = "image"
+    prediction = "the PNG written for each input"
+    decoding = ("temperature", "top_k", "seed")
     default_model: ClassVar[dict[str, Any]] = {
         "d_model": 128,
         "n_heads": 4,
@@ -404,24 +405,19 @@ class Text2ImageTask(Task):
 
     # -- inference (qkv generate) --------------------------------------------------------
     def predict(
-        self,
-        model: nn.Module,
-        inputs: Sequence[str],
-        *,
-        out_dir: str | Path = ".",
-        **generate_kwargs: Any,
+        self, model: nn.Module, inputs: Sequence[str], *, out_dir: str | Path = ".", **kw: Any
     ) -> list[str]:
         """Sample one image per caption and write it as a PNG in ``out_dir``
         (``text2image-NNN.png``, 8x upscaled), and all of them with their captions in
         ``text2image-grid.png``; returns the paths of the single images. ``temperature``,
-        ``top_k`` and ``generator`` are used; other decoding settings are ignored.
-        """
+        ``top_k`` and ``generator`` are used (:attr:`decoding`: ``qkv generate`` refuses the
+        other decoding flags; in Python they are ignored)."""
         images = self.generate_images(
             model,
             list(inputs),
-            temperature=generate_kwargs.get("temperature"),
-            top_k=generate_kwargs.get("top_k"),
-            generator=generate_kwargs.get("generator"),
+            temperature=kw.get("temperature"),
+            top_k=kw.get("top_k"),
+            generator=kw.get("generator"),
         )
         directory = Path(out_dir)
         directory.mkdir(parents=True, exist_ok=True)

@@ -30,7 +30,7 @@ from qkv.data.tokenizers import EOS_ID, PAD_ID, Tokenizer
 from qkv.layers.mode import evaluating
 from qkv.models import CLIPConfig, TransformerConfig
 from qkv.tasks._common import check_positive, load_tokenizer, sized_config, write_task_file
-from qkv.tasks.base import Split, Task, TaskError
+from qkv.tasks.base import Split, Task, TaskError, split_item, with_truth
 from qkv.tasks.multimodal._scenes import SceneData
 from qkv.tasks.multimodal.viz_multimodal import report_for_vqa
 from qkv.tasks.options import LengthOption, OptionsLike, option
@@ -147,6 +147,7 @@ class VQATask(Task):
     options: Options
     name = "vqa"
     kind = "vqa"
+    names_inputs = True
     unit = "ex"  # the throughput counts questions
     #: a 3-layer image tower (14-pixel patches: 2x2 per item) into a 4-layer language model,
     #: both 128 wide
@@ -448,14 +449,14 @@ class VQATask(Task):
                 (got,) = self.answer(model, image[None], [question])
                 out.append(self.tokenizer.decode(got))
                 continue
-            split, _, index = source.partition(":")
-            if split not in ("train", "valid", "test") or not index.isdigit():
+            item = split_item(source)
+            if item is None:
                 raise TaskError(f"input {source!r}: ask something with --question")
-            qs = self.data.scenes(split)[int(index)].questions  # type: ignore[arg-type]
+            qs = self.data.scenes(item[0])[item[1]].questions
             got_all = self.answer(model, torch.stack([image] * len(qs)), [q.text for q in qs])
             out.append(
                 "; ".join(
-                    f"{q.text} {self.tokenizer.decode(a)} (true: {q.answer})"
+                    with_truth(f"{q.text} {self.tokenizer.decode(a)}", q.answer)
                     for q, a in zip(qs, got_all)
                 )
             )
@@ -472,10 +473,10 @@ class VQATask(Task):
         image = self.read_image(source)
         if question is not None:
             return image, question
-        split, _, index = source.partition(":")
-        if split not in ("train", "valid", "test") or not index.isdigit():
+        item = split_item(source)
+        if item is None:
             raise TaskError(f"input {source!r}: ask something with --question")
-        return image, self.data.scenes(split)[int(index)].questions[0].text  # type: ignore[arg-type]
+        return image, self.data.scenes(item[0])[item[1]].questions[0].text
 
     # -- persistence ---------------------------------------------------------------------
     def save(self, directory: Path) -> None:

@@ -106,6 +106,10 @@ class ASRTask(Task):
     options: Options
     name = "asr"
     kind = "seq2seq"
+    names_inputs = True
+    decoding = "all"
+    eval_beam = True
+    viz_target = True
     headline: ClassVar[str] = "wer"
     default_sizes: ClassVar[dict[str, int]] = {"n_train": 11900, "n_valid": 200, "n_test": 300}
     # lr 2e-3 over 1e-3: lower valid loss at equal steps (docs/speech.md, "Recipe")

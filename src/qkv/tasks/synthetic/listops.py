@@ -60,6 +60,7 @@ class ListOpsTask(ClassifyTask):
 
     options: Options
     name = "listops"
+    prediction = "the value of each expression"
     class_names: ClassVar[tuple[str, ...]] = tuple(str(i) for i in range(10))
     default_sizes: ClassVar[dict[str, int]] = {"train": 5000, "valid": 500, "test": 500}
     default_model: ClassVar[dict[str, Any]] = {

@@ -93,6 +93,9 @@ class Seq2SeqTask(Task):
 
     options: Options
     kind = "seq2seq"
+    decoding = "all"
+    eval_beam = True
+    viz_target = True
     headline: ClassVar[str] = "bleu"
     default_max_len: ClassVar[int] = 64
     default_tokenizer: ClassVar[str] = "word"

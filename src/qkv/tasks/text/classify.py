@@ -406,11 +406,12 @@ class TextClassifyTask(ClassifyTask):
             )
         )
 
-    def baseline(self, split: Split = "test") -> dict[str, float]:
+    def baseline(self, split: Split = "test", *, limit: int | None = None) -> dict[str, float]:
         """The TF-IDF + logistic-regression baseline trained on the training split, scored
-        on ``split`` (:func:`~qkv.tasks.text.classify_baseline.tfidf_baseline`)."""
+        on (the first ``limit`` texts of) ``split``
+        (:func:`~qkv.tasks.text.classify_baseline.tfidf_baseline`)."""
         s = self.splits()
-        train, test = s["train"], s[split]
+        train, test = s["train"], s[split][:limit]
         return tfidf_baseline(
             [r.text for r in train],
             self._class_ids(train),

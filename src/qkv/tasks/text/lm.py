@@ -129,6 +129,7 @@ class LMTask(Task):
     options: Options
     name = "lm"
     kind = "lm"
+    decoding = "all"
     default_max_len: ClassVar[int] = 128
     default_tokenizer: ClassVar[str] = "bpe"
     default_vocab_size: ClassVar[int] = 8192

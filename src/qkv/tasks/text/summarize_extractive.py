@@ -96,6 +96,7 @@ class ExtractiveSummarizeTask(Task):
     options: Options
     name = "summarize-extractive"
     kind = "classify"
+    prediction = "the sentence of each input the model picks as its summary"
     unit = "ex"
     default_max_len: ClassVar[int] = 128
     default_vocab_size: ClassVar[int] = 8000

@@ -24,7 +24,7 @@ from qkv.tasks._common import (
     sized_config,
     write_task_file,
 )
-from qkv.tasks.base import SPLITS, Split, TaskError
+from qkv.tasks.base import SPLITS, Split, TaskError, split_item, with_truth
 from qkv.tasks.options import OptionsLike, SeedOption, SizeOptions, option
 from qkv.tasks.vision.viz import report_for_image, report_for_swin
 from qkv.training.objective import Batch
@@ -76,12 +76,12 @@ def read_task_image(task: Any, source: str, size: int) -> Tensor:
     Raises:
         TaskError: a missing or unreadable file, or a bad ``SPLIT:N``.
     """
-    split, _, index = source.partition(":")
-    if split in SPLITS and index.isdigit():
-        data = task.examples(split)
-        if int(index) >= len(data):
-            raise TaskError(f"{source}: split {split!r} has {len(data)} images")
-        return data[int(index)][0]  # type: ignore[no-any-return]
+    item = split_item(source)
+    if item is not None:
+        data = task.examples(item[0])
+        if item[1] >= len(data):
+            raise TaskError(f"{source}: split {item[0]!r} has {len(data)} images")
+        return data[item[1]][0]  # type: ignore[no-any-return]
     path = Path(source)
     if not os.path.lexists(path):
         raise TaskError(f"input {source!r} is neither an image file nor SPLIT:N (e.g. test:0)")
@@ -113,6 +113,12 @@ def shuffled_split(n: int, sizes: Sequence[int], seed: int, what: str) -> list[T
 class ImageTask(ClassifyTask):
     """Base of the grey-image classification tasks. Subclasses set the geometry class
     attributes and implement :meth:`_make_splits`."""
+
+    names_inputs = True
+    prediction = (
+        "the top 3 classes of each input with their probabilities (and the true class of "
+        "a SPLIT:N image)"
+    )
 
     @dataclass
     class Options(SizeOptions, SeedOption):
@@ -267,12 +273,17 @@ class ImageTask(ClassifyTask):
 
     def predict(self, model: nn.Module, inputs: Sequence[str], **_: Any) -> list[str]:
         """The top 3 classes of each input image (a file, or ``SPLIT:N``) with their
-        probabilities, e.g. ``"Sneaker 0.91, Sandal 0.06, Ankle boot 0.02"``."""
+        probabilities, e.g. ``"Sneaker 0.91, Sandal 0.06, Ankle boot 0.02"``; for
+        ``SPLIT:N`` followed by the image's true class (``" (true: Sandal)"``)."""
         images = [(self.read_image(x), 0) for x in inputs]
-        return [
-            ", ".join(f"{name} {prob:.2f}" for name, prob in top)
-            for top in self.top_classes(model, images, k=3)
-        ]
+        out = []
+        for source, top in zip(inputs, self.top_classes(model, images, k=3)):
+            line = ", ".join(f"{name} {prob:.2f}" for name, prob in top)
+            item = split_item(source)
+            if item is not None:  # read_image checked the index
+                line = with_truth(line, self.class_names[self.examples(item[0])[item[1]][1]])
+            out.append(line)
+        return out
 
     def save(self, directory: Path) -> None:
         """Write ``task.json`` (with the class names)."""

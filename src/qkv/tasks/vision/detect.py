@@ -69,6 +69,7 @@ class DetectTask(Task):
     options: ItemOptions
     name = "detect"
     kind = "detect"
+    names_inputs = True
     unit = "img"  # the throughput counts canvases
     #: DETR on a CNN with batch norm that halves the canvas until a 4x4 feature map is left
     #: (:meth:`model_config` keeps the first stages of ``backbone_channels``: all 4 for the
