@@ -181,3 +181,30 @@ def test_an_old_format_run_resumes_evaluates_and_generates(tmp_path, capsys) -> 
     capsys.readouterr()
     assert main(["generate", "--checkpoint", str(run), "abc"]) == 0
     assert capsys.readouterr().out.count("\n") == 1  # one output line for the one input
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_help_ends_with_what_the_task_measured(task: str, capsys) -> None:
+    """A task's ``measured`` text closes its help, each paragraph (the metric, each sample)
+    wrapped on its own; a task without one has no such section."""
+    with pytest.raises(SystemExit):
+        main(["train", "--task", task, "--help"])
+    out = capsys.readouterr().out
+    measured = TASKS[task].measured
+    if not measured:
+        assert "Measured (" not in out
+        return
+    section = out.split(f"Measured ({task}):\n\n", 1)[1]
+    # compared without whitespace: argparse may also break a line after a hyphen
+    paragraphs = ["".join(p.split()) for p in section.strip().split("\n\n")]
+    assert paragraphs == ["".join(p.split()) for p in measured.split("\n\n")]
+    assert all(max(map(len, p.splitlines())) <= 80 for p in section.split("\n\n"))
+
+
+def test_translate_help_shows_three_samples(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["train", "--task", "translate", "--help"])
+    section = capsys.readouterr().out.split("Measured (translate):", 1)[1]
+    samples = [p for p in section.strip().split("\n\n")[1:] if p.strip()]
+    assert len(samples) == 3
+    assert all(" ".join(p.split()).count(" | ") == 2 for p in samples)  # source | ref | output

@@ -47,9 +47,20 @@ LATER = "task_argv"
 DEFAULT_TASK = "synthetic"
 
 
+class _Paragraphs(argparse.HelpFormatter):
+    """Wraps each paragraph of a description or epilog on its own (a task's ``measured``
+    text: the metric, the timed run, one sample per paragraph)."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return "\n\n".join(
+            super(_Paragraphs, self)._fill_text(part, width, indent) for part in text.split("\n\n")
+        )
+
+
 def register(sub: argparse._SubParsersAction, name: str) -> None:
     p = sub.add_parser(
         name,
+        formatter_class=_Paragraphs,
         help="train a model on a task",
         description="Train a model on a task. Under `torchrun --nproc_per_node=N -m qkv train "
         "...` the global batch is split over N processes (DDP; gloo on CPU, nccl on GPU). "
@@ -132,6 +143,8 @@ def _add_task_flags(p: argparse.ArgumentParser, cls: type[Task]) -> None:
     add_config_args(
         p, cls.Options, group=f"{cls.name} options (--task {cls.name})", dest_prefix=TASK_DEST
     )
+    if cls.measured:
+        p.epilog = f"Measured ({cls.name}):\n\n{cls.measured}"
 
 
 def _refuse_foreign(p: argparse.ArgumentParser, name: str, strings: list[str]) -> None:

@@ -102,6 +102,10 @@ class Task(abc.ABC):
     #: generate`` writes on standard error above the outputs; None: no heading (a
     #: translation, a transcript).
     prediction: ClassVar[str | None] = None
+    #: What the headline metric means and what a timed run of the default recipe reached,
+    #: with three sample outputs of its test split (paragraphs separated by blank lines);
+    #: ``qkv train --task T --help`` prints it below the task's flags. None: not measured.
+    measured: ClassVar[str | None] = None
     #: The decoding settings (:data:`DECODING`) :meth:`predict` uses: ``"all"`` (a model
     #: that generates text), a few (text2image samples with ``temperature`` and ``top_k``),
     #: or none (a classifier); ``qkv generate`` refuses the flags of the others.

@@ -116,6 +116,31 @@ class TranslateTask(Seq2SeqTask):
 
     options: Options
     groups: dict[str, str]  # held-out source -> its language or corpus (several only)
+    measured = (
+        "bleu is sacreBLEU's corpus BLEU (0-100: the modified 4-gram precision of the "
+        "outputs against the references, with a brevity penalty), here on the 500 held-out "
+        "test pairs of packages never seen in training; chrf is sacreBLEU's character "
+        "F-score. Debian de-en, the default recipe, --max-time 30m on 2 threads alone "
+        "(2026-12-07; docs/recipes.md): test BLEU 22.4 greedy, 23.3 with --beam-size 4 "
+        "(chrF 49.9 / 50.3). Three test pairs (source | reference | output, beams of 4):"
+        "\n\nDie Werkzeuge können zwischen verschiedenen Formaten konvertieren, mehrere "
+        "Bilder zu einem verbinden, Kommentare hinzufügen, Bilder deformieren, Thumbnails "
+        "erzeugen oder die Farbpalette verändern. | They can convert between formats, "
+        "concatenate several images into one, annotate and distort them, create thumbnails "
+        "or manipulate the colormap. | The tools can convert between different formats, "
+        "multiple images to a combined pictures, deformed images, deforming, thumbnails or "
+        "the color."
+        "\n\nDer Daemon führt die notwendige Initialisierung des Geräts durch und steuert "
+        "die LEDs entsprechend den verschiedenen Fehlerzuständen. | This daemon provides the "
+        "necessary initialisation to the device and also stimulates the LEDs depending on "
+        "various fault conditions. | The daemon adds the daemon, and control the labor of "
+        "the LED corresponding the same error."
+        "\n\nNachträglich säubert es den Verzeichnis-Baum und korrigiert Dateirechte sowie "
+        "Zeitstempel der gepatchten Dateien. | Afterwards it will clean up the directory "
+        "tree plus fix up the permissions and even the timestamps on the patched files. | "
+        "Note precision the directory tree, and catches the file, and catches, as well as "
+        "the files."
+    )
     name = "translate"
     default_max_len = 64
     default_tokenizer = "bpe"
