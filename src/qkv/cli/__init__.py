@@ -7,9 +7,11 @@ import argparse
 import importlib
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
+from qkv import _clock
 from qkv._version import __version__
 
 #: subcommand name -> module under qkv.cli implementing ``register(subparsers)``
@@ -77,11 +79,15 @@ USER_ERRORS: tuple[type[BaseException], ...] = (CLIError, ValueError, OSError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # the command's clock (``--max-time`` covers the whole command): from the shell, since
+    # qkv was imported; called from Python with arguments, from this call
+    started = _clock.STARTED if argv is None else time.monotonic()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 0
+    args.started = started
     try:
         return int(args.func(args) or 0)
     except USER_ERRORS as e:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import time
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -32,6 +33,7 @@ from qkv.cli._world import check_world_batch, world_size
 from qkv.models.config import CONFIG_CLASSES
 from qkv.tasks import TASKS, Task, build_trainer, get_task, saved_task_name, task_class
 from qkv.training import TrainConfig
+from qkv.training.budget import BudgetSpentError, format_seconds
 from qkv.training.config import UNBOUNDED_STEPS
 from qkv.training.progress import format_duration
 from qkv.training.trainer import TrainingInterrupted
@@ -256,6 +258,24 @@ def _resumed_budget(max_time: float | None, elapsed: float) -> str:
     )
 
 
+def _started(args: argparse.Namespace) -> float:
+    """When the command started (:func:`qkv.cli.main` notes it): ``--max-time`` counts
+    from there."""
+    started = getattr(args, "started", None)
+    return started if started is not None else time.monotonic()
+
+
+def _budget_spent(e: BudgetSpentError) -> str:
+    """The one line that refuses to train when preparing the data took the whole budget."""
+    before = e.spent - e.prepared  # a resumed run's earlier commands
+    done = f" and the run had already used {format_seconds(before)}" if before > 0 else ""
+    return (
+        f"--max-time {format_seconds(e.max_time)} is spent before the first step: preparing "
+        f"the data took {format_seconds(e.prepared)}{done} (--max-time counts the whole "
+        "command); give --max-time more than that"
+    )
+
+
 def _check_batch_tokens(name: str) -> None:
     """Refuse ``--batch-tokens`` for a task whose examples have no length in tokens."""
     able = sorted(n for n, cls in TASKS.items() if callable(getattr(cls, "length", None)))
@@ -306,6 +326,7 @@ def run(args: argparse.Namespace) -> int:
                 preset=args.preset,
                 model_overrides=overrides,
                 resume=True,
+                started=_started(args),
             )
         except ValueError as e:  # the saved settings with the new ones: name the flags
             raise CLIError(flag_message(str(e), TrainConfig)) from None
@@ -328,6 +349,7 @@ def run(args: argparse.Namespace) -> int:
                 model_overrides=overrides,
                 init_from=args.init_from,
                 init_from_hf=args.init_from_hf,
+                started=_started(args),
             )
         except ValueError as e:  # e.g. a batch larger than the data: name the flag
             raise CLIError(flag_message(str(e), TrainConfig)) from None
@@ -342,6 +364,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"qkv train: {note}")
     try:
         summary = trainer.fit()
+    except BudgetSpentError as e:
+        raise CLIError(_budget_spent(e)) from None
     except TrainingInterrupted as e:
         if e.checkpoint is not None:
             what = f"checkpoint of step {e.step} saved in {out}"
