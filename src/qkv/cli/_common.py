@@ -9,7 +9,6 @@ import inspect
 import json
 import os
 import re
-import sys
 import types
 import typing
 from collections.abc import Callable, Sequence
@@ -18,6 +17,7 @@ from typing import Any, Literal, TypeVar
 import torch
 
 from qkv.cli import CLIError
+from qkv.data.cachefiles import stderr_is_terminal as stderr_is_terminal  # one answer for all
 from qkv.generation import GenerationConfig
 from qkv.training.trainer import resolve_device
 
@@ -95,16 +95,6 @@ def name_arg(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("an empty name")
     return text
-
-
-def stderr_is_terminal() -> bool:
-    """Whether standard error (where progress bars are drawn) is a terminal: redirected to a
-    file, a bar's redraws would interleave the log."""
-    isatty = getattr(sys.stderr, "isatty", None)
-    try:
-        return bool(isatty and isatty())
-    except ValueError:  # a closed stream
-        return False
 
 
 def check_question_text(question: str | None) -> None:
