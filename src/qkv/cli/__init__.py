@@ -89,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     args.started = started
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
     except USER_ERRORS as e:
         if os.environ.get("QKV_DEBUG"):
             raise
@@ -101,6 +101,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         msg = str(e) or "interrupted"
         print(f"\nqkv: {msg}", file=sys.stderr)
         return 130
+    note = getattr(args, "threads_note", None)  # the default threads, said once it worked
+    if note and code == 0:
+        print(note, file=sys.stderr)
+    return code
 
 
 def _one_line(e: BaseException) -> str:

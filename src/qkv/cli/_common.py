@@ -17,6 +17,7 @@ from typing import Any, Literal, TypeVar
 import torch
 
 from qkv.cli import CLIError
+from qkv.cli._threads import ThreadChoice, choose_threads
 from qkv.data.cachefiles import stderr_is_terminal as stderr_is_terminal  # one answer for all
 from qkv.generation import GenerationConfig
 from qkv.training.trainer import resolve_device
@@ -181,6 +182,13 @@ def _device(text: str) -> str:
     return text
 
 
+#: The help of every ``--threads`` whose default is chosen by :func:`choose_threads`.
+THREADS_HELP = (
+    "torch intra-op threads on the CPU (default: the cores this process may use less those "
+    "other work keeps busy now, at least 1; OMP_NUM_THREADS when set)"
+)
+
+
 def add_device_arg(p: argparse.ArgumentParser, default: str = "cpu") -> None:
     """``--device``, checked against what this machine has, and ``--threads``."""
     p.add_argument(
@@ -189,17 +197,28 @@ def add_device_arg(p: argparse.ArgumentParser, default: str = "cpu") -> None:
         default=default,
         help=f"cpu, cuda, cuda:N, mps or auto (default: {default})",
     )
-    p.add_argument(
-        "--threads",
-        type=_threads,
-        help="torch intra-op threads on the CPU (default: torch's choice)",
-    )
+    p.add_argument("--threads", type=_threads, help=THREADS_HELP)
 
 
-def apply_threads(args: argparse.Namespace) -> None:
-    """``torch.set_num_threads(args.threads)`` when ``--threads`` was given."""
-    if getattr(args, "threads", None):
-        torch.set_num_threads(args.threads)
+def apply_threads(args: argparse.Namespace, command: str) -> ThreadChoice:
+    """Set torch's threads: ``--threads``, else the default of :func:`choose_threads`, said
+    on standard error when the command succeeds (:func:`note_threads`).
+
+    Returns:
+        The choice.
+    """
+    choice = choose_threads(getattr(args, "threads", None))
+    torch.set_num_threads(choice.threads)
+    note_threads(args, command, choice)
+    return choice
+
+
+def note_threads(args: argparse.Namespace, command: str, choice: ThreadChoice) -> None:
+    """Keep ``qkv COMMAND: 1 thread: 2 cores, 1.9 busy now; ...`` for :func:`qkv.cli.main`
+    to print on standard error once the command succeeds (a refusal stays one line); a
+    ``--threads`` given says nothing."""
+    if choice.how != "given":
+        args.threads_note = f"qkv {command}: {choice.note()}"
 
 
 def _show_default(value: Any) -> str:

@@ -50,7 +50,7 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    apply_threads(args)
+    apply_threads(args, "eval")
     if len(args.checkpoint) > 1 or args.baseline:
         return _compare(args)
     args.checkpoint = args.checkpoint[0]

@@ -29,6 +29,7 @@ from qkv.cli._common import (
     stderr_is_terminal,
 )
 from qkv.cli._runs import new_run_problem, resume_problem
+from qkv.cli._threads import choose_threads
 from qkv.cli._world import check_world_batch, world_size
 from qkv.models.config import CONFIG_CLASSES
 from qkv.tasks import TASKS, Task, build_trainer, get_task, saved_task_name, task_class
@@ -309,6 +310,9 @@ def run(args: argparse.Namespace) -> int:
         options = task_options(args, task or DEFAULT_TASK)
     if args.show_recipe:
         return _show_recipe(task or DEFAULT_TASK, train_given, options, args.preset, overrides)
+    # --threads, else chosen for this machine now (a resumed run chooses anew)
+    threads = choose_threads(train_given.get("threads"))
+    train_given["threads"] = threads.threads
     _check_out(out)
     if train_given.get("batch_tokens") and not args.resume:
         _check_batch_tokens(task or DEFAULT_TASK)
@@ -362,6 +366,7 @@ def run(args: argparse.Namespace) -> int:
         note = trainer.objective.data_note() if isinstance(trainer.objective, Task) else None
         if note and trainer.dist.is_main:
             print(f"qkv train: {note}")
+    trainer.threads_note = threads.note()
     try:
         summary = trainer.fit()
     except BudgetSpentError as e:

@@ -188,7 +188,13 @@ class TrainConfig:
     )
     threads: int | None = field(
         default=None,
-        metadata=_meta("torch intra-op threads (default: torch's choice)", RUN, resume_safe=True),
+        metadata=_meta(
+            "torch intra-op threads (default: qkv train takes the cores this process may use "
+            "less those other work keeps busy now, at least 1, or OMP_NUM_THREADS when set; "
+            "a Trainer keeps torch's)",
+            RUN,
+            resume_safe=True,
+        ),
     )
     compile: bool = field(
         default=False,

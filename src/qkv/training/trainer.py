@@ -120,6 +120,10 @@ class Trainer(ProcessSetup, DataOrder, CheckpointIO, TimeBudget):
             objective cannot read batches) or settings.
     """
 
+    #: What the header says after the device about the threads (``1 thread: 2 cores, 1.9
+    #: busy now; ...`` when ``qkv train`` chose them); None: the count alone.
+    threads_note: str | None = None
+
     def __init__(
         self,
         model: nn.Module,
@@ -421,7 +425,9 @@ class Trainer(ProcessSetup, DataOrder, CheckpointIO, TimeBudget):
         )
         if self.valid_data is not None and hasattr(self.valid_data, "__len__"):
             data += f", {len(self.valid_data):,} for validation"
-        threads = torch.get_num_threads()
+        threads = self.threads_note or (
+            f"{torch.get_num_threads()} thread{'s' if torch.get_num_threads() != 1 else ''}"
+        )
         budget = (
             f"{cfg.steps:,} steps"
             if cfg.max_time is None
@@ -440,7 +446,7 @@ class Trainer(ProcessSetup, DataOrder, CheckpointIO, TimeBudget):
             ("model", model),
             (
                 "device",
-                f"{self.device} ({threads} thread{'s' if threads != 1 else ''}), {parallel.world_note(self.model, self.dist)}",
+                f"{self.device} ({threads}), {parallel.world_note(self.model, self.dist)}",
             ),
             ("budget", budget),
             (
