@@ -158,7 +158,7 @@ def test_the_task_stage_gets_its_share_of_a_command_budget():
     assert plain.objective.stage_time is None
 
 
-def test_the_vq_stage_stops_at_its_time():
+def test_the_vq_stage_stops_at_its_time(capsys):
     images = torch.rand(64, 1, 8, 8)
     start = time.monotonic()
     _, report = train_vq(images, VQConfig(image_size=8, hidden=8, n_codes=16, n_down=1),
@@ -169,6 +169,8 @@ def test_the_vq_stage_stops_at_its_time():
     assert note is not None and f"{int(report['steps']):,} of 1,000,000 steps" in note
     assert "stopped at its share of the time budget, 0.5 s" in note
     assert vq_note({}, 300, None) is None
+    err = capsys.readouterr().err
+    assert "qkv train: VQVAE" in err and "\r" not in err  # no bar: stderr is no terminal
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from qkv.data.cachefiles import stderr_is_terminal
 from qkv.models.vq import VQVAE, VQConfig
 from qkv.training.budget import format_seconds
 from qkv.training.config import TrainConfig
@@ -125,6 +126,7 @@ def train_vq(
     with torch.no_grad():
         model.quantizer.init_from(model.encoder(sample), g)
     recipe = {**VQ_RECIPE, "steps": steps, "seed": seed, "device": device, "max_time": max_time}
+    recipe["progress"] = stderr_is_terminal()  # a bar's redraws would interleave a log file
     cfg = TrainConfig.from_dict({**TrainConfig().to_dict(), **recipe})
     cfg.batch_size = min(cfg.batch_size, len(images))
     start = time.perf_counter()
