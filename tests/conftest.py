@@ -12,6 +12,8 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # One intra-op thread per xdist worker: N workers x N OpenMP threads on N cores spin
     # against each other and run many times slower than N single-threaded workers.
     torch.set_num_threads(1)
+    # and the commands the tests run choose 1 as their default --threads (and subprocesses)
+    os.environ["OMP_NUM_THREADS"] = "1"
 
 
 @pytest.fixture(autouse=True)

@@ -16,6 +16,7 @@ import importlib
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from qkv import _clock as _clock  # first, before torch loads: a command's clock starts
 from qkv import layers, masks, pos, scores
 from qkv._version import __version__
 from qkv.attn import CrossKVCache, KVCache, MultiHeadAttention, attention

@@ -1,5 +1,6 @@
 """Audio files, transcript normalization, voice hold-out and the espeak-ng speech corpus
-(determinism, cache, a clear error without espeak-ng), and WER/CER via jiwer."""
+(determinism, a cache per split that an interrupted corpus keeps, progress on standard error,
+a clear error without espeak-ng), and WER/CER via jiwer."""
 
 from __future__ import annotations
 
@@ -96,6 +97,89 @@ def test_corpus_is_deterministic_cached_and_holds_out_voices(tmp_path, monkeypat
     assert np.array_equal(c["test"][1].audio, a["test"][1].audio)
     with pytest.raises(SpeechError, match="needs espeak-ng"):
         audio.speech_corpus(SENTENCES, s, cache_dir=tmp_path / "fresh")
+
+
+def _corpus_dir(root):
+    (where,) = [p for p in root.iterdir() if p.is_dir()]
+    return where
+
+
+def _same_corpus(a, b):
+    for split in ("train", "valid", "test"):
+        assert [u.text for u in a[split]] == [u.text for u in b[split]]
+        assert all(np.array_equal(u.audio, v.audio) for u, v in zip(a[split], b[split]))
+
+
+REAL_SYNTHESIZE = audio.synthesize
+
+
+class CountingSynth:
+    """``audio.synthesize`` that counts its calls and can fail on one sentence."""
+
+    def __init__(self, fail_on: str | None = None, error: BaseException | None = None):
+        self.real, self.calls, self.fail_on, self.error = REAL_SYNTHESIZE, [], fail_on, error
+
+    def __call__(self, text, voice="en-us", **kwargs):
+        self.calls.append(text)
+        if text == self.fail_on:
+            raise self.error
+        return self.real(text, voice, **kwargs)
+
+
+MANY = [f"Sentence number {i} is spoken here." for i in range(24)]
+
+
+@needs_espeak
+def test_corpus_progress_counts_each_split_in_plain_lines(tmp_path, capsys):
+    s = SpeechSettings(seed=3, n_train=20, n_valid=2, n_test=2)
+    audio.speech_corpus(MANY, s, cache_dir=tmp_path, workers=2)
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert lines[0].startswith("speech corpus: making test (2), valid (2), train (20) "
+                               "utterances with espeak-ng, 2 at a time, into ")  # fmt: skip
+    assert "speech corpus: train 10/20 utterances (" in err and "left)" in err
+    for split, n in (("test", 2), ("valid", 2), ("train", 20)):
+        assert f"speech corpus: {split}: {n} utterances in " in err
+    assert "\r" not in err  # standard error is no terminal here: no bar
+    audio.speech_corpus(MANY, s, cache_dir=tmp_path)  # cached: nothing to say
+    assert capsys.readouterr().err == ""
+    audio.speech_corpus(MANY, s, cache_dir=tmp_path / "quiet", progress=False)
+    assert capsys.readouterr().err == ""
+
+
+@needs_espeak
+@pytest.mark.parametrize("error", [KeyboardInterrupt(), SpeechError("espeak-ng failed")])
+def test_a_stopped_training_split_keeps_the_finished_splits(tmp_path, capsys, monkeypatch, error):
+    s = SpeechSettings(seed=3, n_train=6, n_valid=2, n_test=2)
+    fresh = audio.speech_corpus(SENTENCES, s, cache_dir=tmp_path / "fresh", progress=False)
+    train = [u.sentence for u in fresh["train"]]
+    synth = CountingSynth(fail_on=train[0], error=error)
+    monkeypatch.setattr(audio, "synthesize", synth)
+    with pytest.raises(type(error)):
+        audio.speech_corpus(SENTENCES, s, cache_dir=tmp_path / "c", workers=1, progress=False)
+    where = _corpus_dir(tmp_path / "c")
+    # the finished splits are cached whole; no partial training split, no temporary file
+    assert sorted(p.name for p in where.iterdir()) == ["test.npz", "valid.npz"]
+    # the training jobs not yet started were dropped, not waited for
+    assert len([t for t in synth.calls if t in train]) <= 2
+    synth = CountingSynth()
+    monkeypatch.setattr(audio, "synthesize", synth)
+    again = audio.speech_corpus(SENTENCES, s, cache_dir=tmp_path / "c", workers=2)
+    assert sorted(synth.calls) == sorted(train)  # only the training split was made
+    assert "; the cached test and valid kept" in capsys.readouterr().err
+    _same_corpus(again, fresh)  # the same samples as a corpus made in one go
+
+
+@needs_espeak
+def test_a_damaged_split_file_is_made_again(tmp_path, monkeypatch):
+    s = SpeechSettings(seed=3, n_train=6, n_valid=2, n_test=2)
+    first = audio.speech_corpus(SENTENCES, s, cache_dir=tmp_path, progress=False)
+    (_corpus_dir(tmp_path) / "valid.npz").write_bytes(b"not a zip file")
+    synth = CountingSynth()
+    monkeypatch.setattr(audio, "synthesize", synth)
+    again = audio.speech_corpus(SENTENCES, s, cache_dir=tmp_path, progress=False)
+    assert sorted(synth.calls) == sorted(u.sentence for u in first["valid"])
+    _same_corpus(again, first)
 
 
 def test_error_rates_on_known_strings():

@@ -11,11 +11,13 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from _surface import TINY_RUN, assert_refused, run_cli, train_tiny
 
+from qkv.tasks.synthetic.copy import CopyTask
 from qkv.training import runlock
 from qkv.training.runlock import RunLock
 
@@ -170,3 +172,24 @@ def test_a_new_budget_on_resume_is_said(tmp_path, capsys):
     state = json.loads((run / "checkpoints" / (run / "latest").read_text().strip()
                         / "trainer_state.json").read_text())  # fmt: skip
     assert state["train_config"]["max_time"] == 300.0 and state["step"] == 2
+
+
+def test_a_budget_spent_on_preparation_is_refused(tmp_path, capsys, monkeypatch):
+    """--max-time counts the whole command: when preparing the data took all of it, one
+    line says so (naming --max-time and the preparation's time) instead of 0 steps."""
+
+    real, slept = CopyTask.examples, []
+
+    def slow(self, split):  # type: ignore[no-untyped-def]
+        if split == "train" and not slept:  # a slow corpus, made once
+            slept.append(time.sleep(1.2))
+        return real(self, split)
+
+    monkeypatch.setattr(CopyTask, "examples", slow)
+    run = tmp_path / "run"
+    argv = ["train", *[a for a in TINY_RUN if a not in ("--steps", "1")], "--max-time", "1s",
+            "--out", str(run)]  # fmt: skip
+    assert_refused(argv, capsys, "--max-time 1.0 s is spent before the first step",
+                   "preparing the data took ", "give --max-time more than that")  # fmt: skip
+    assert not (run / "latest").exists()  # nothing saved: a rerun starts afresh
+    assert run_main(["train", *TINY_RUN, "--out", str(run)]) == 0

@@ -8,9 +8,11 @@ import errno
 import importlib
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
+from qkv import _clock
 from qkv._resources import ResourceLimitError, is_exhaustion, start_error
 from qkv._version import __version__
 
@@ -79,13 +81,17 @@ USER_ERRORS: tuple[type[BaseException], ...] = (CLIError, ValueError, OSError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # the command's clock (``--max-time`` covers the whole command): from the shell, since
+    # qkv was imported; called from Python with arguments, from this call
+    started = _clock.STARTED if argv is None else time.monotonic()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 0
+    args.started = started
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
     except USER_ERRORS as e:
         if os.environ.get("QKV_DEBUG"):
             raise
@@ -102,6 +108,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"qkv: error: {_one_line(e)}", file=sys.stderr)
         return 2
+    note = getattr(args, "threads_note", None)  # the default threads, said once it worked
+    if note and code == 0:
+        print(note, file=sys.stderr)
+    return code
 
 
 def _could_not_start(e: BaseException) -> bool:

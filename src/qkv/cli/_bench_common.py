@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from qkv.cli import CLIError
-from qkv.cli._common import _threads
+from qkv.cli._common import _threads, note_threads
+from qkv.cli._threads import choose_threads
 
 ConfigT = TypeVar("ConfigT")
 
@@ -57,7 +58,8 @@ def _config(cls: type[ConfigT], args: argparse.Namespace, **converted: Any) -> C
 
     Each option's ``dest`` is the name of the field it sets, so the options need no list of
     their own here (the tests check that every option names a field); fields without an
-    option keep the config's defaults.
+    option keep the config's defaults. A ``--threads`` left unset gets the commands' default
+    (:func:`~qkv.cli._threads.choose_threads`), said on standard error at the end.
 
     Args:
         cls: the config class.
@@ -69,6 +71,10 @@ def _config(cls: type[ConfigT], args: argparse.Namespace, **converted: Any) -> C
     """
     names = {f.name for f in fields(cls)}
     options = {k: v for k, v in vars(args).items() if k in names}
+    if "threads" in options and options["threads"] is None:  # --threads not given
+        choice = choose_threads()
+        options["threads"] = choice.threads
+        note_threads(args, "bench", choice)
     try:
         return cls(**(options | converted))
     except ValueError as e:

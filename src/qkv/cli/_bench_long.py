@@ -9,7 +9,7 @@ from typing import Any
 
 from qkv.cli import CLIError
 from qkv.cli._bench_common import _add_names, _bytes, _config, _csv, _run_and_report
-from qkv.cli._common import _threads
+from qkv.cli._common import THREADS_HELP, _threads
 
 
 def register_long(sub: argparse._SubParsersAction, name: str) -> None:
@@ -109,7 +109,7 @@ def register_long(sub: argparse._SubParsersAction, name: str) -> None:
         help="seconds per measurement (default: 60)",
     )
     t.add_argument("--device", default=d.device, choices=["cpu", "cuda"], help="default: cpu")
-    t.add_argument("--threads", type=_threads, help="torch threads (CPU; default: torch's)")
+    t.add_argument("--threads", type=_threads, help=THREADS_HELP)
     t.add_argument("--seed", type=int, default=d.seed, help="default: 0")
     p.add_argument("--json", type=Path, help="also write the results as JSON here")
     p.set_defaults(func=run_long)

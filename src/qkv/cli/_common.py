@@ -8,7 +8,6 @@ import dataclasses
 import json
 import os
 import re
-import sys
 import types
 import typing
 from collections.abc import Callable, Sequence
@@ -18,6 +17,8 @@ import torch
 
 from qkv._resources import check_thread_room, limit_library_threads
 from qkv.cli import CLIError
+from qkv.cli._threads import ThreadChoice, choose_threads
+from qkv.data.cachefiles import stderr_is_terminal as stderr_is_terminal  # one answer for all
 from qkv.generation import GenerationConfig
 from qkv.training.trainer import resolve_device
 
@@ -95,16 +96,6 @@ def name_arg(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("an empty name")
     return text
-
-
-def stderr_is_terminal() -> bool:
-    """Whether standard error (where progress bars are drawn) is a terminal: redirected to a
-    file, a bar's redraws would interleave the log."""
-    isatty = getattr(sys.stderr, "isatty", None)
-    try:
-        return bool(isatty and isatty())
-    except ValueError:  # a closed stream
-        return False
 
 
 def check_question_text(question: str | None) -> None:
@@ -227,6 +218,14 @@ def _device(text: str) -> str:
     return text
 
 
+#: The help of every ``--threads`` whose default is chosen by :func:`choose_threads`.
+THREADS_HELP = (
+    "torch intra-op threads on the CPU, and at most as many for the tokenizer (default: the "
+    "cores this process may use less those "
+    "other work keeps busy now, at least 1; OMP_NUM_THREADS when set)"
+)
+
+
 def add_device_arg(p: argparse.ArgumentParser, default: str = "cpu") -> None:
     """``--device``, checked against what this machine has, and ``--threads``."""
     p.add_argument(
@@ -235,22 +234,24 @@ def add_device_arg(p: argparse.ArgumentParser, default: str = "cpu") -> None:
         default=default,
         help=f"cpu, cuda, cuda:N, mps or auto (default: {default})",
     )
-    p.add_argument(
-        "--threads",
-        type=_threads,
-        help="torch intra-op threads on the CPU, and at most as many for the tokenizer "
-        "(default: torch's choice)",
-    )
+    p.add_argument("--threads", type=_threads, help=THREADS_HELP)
 
 
-def apply_threads(args: argparse.Namespace) -> None:
-    """``torch.set_num_threads(args.threads)`` when ``--threads`` was given, and the same
-    bound on the ``tokenizers`` package's threads (:func:`qkv._resources.limit_library_threads`);
-    then :func:`check_torch_threads`."""
-    if getattr(args, "threads", None):
-        torch.set_num_threads(args.threads)
-        limit_library_threads(args.threads)
-    check_torch_threads(getattr(args, "threads", None))
+def apply_threads(args: argparse.Namespace, command: str) -> ThreadChoice:
+    """Set torch's threads: ``--threads``, else the default of :func:`choose_threads`, said
+    on standard error when the command succeeds (:func:`note_threads`); the same bound on
+    the ``tokenizers`` package's threads (:func:`qkv._resources.limit_library_threads`);
+    then :func:`check_torch_threads`.
+
+    Returns:
+        The choice.
+    """
+    choice = choose_threads(getattr(args, "threads", None))
+    torch.set_num_threads(choice.threads)
+    limit_library_threads(choice.threads)
+    check_torch_threads(choice.threads)
+    note_threads(args, command, choice)
+    return choice
 
 
 def check_torch_threads(threads: int | None) -> None:
@@ -260,6 +261,14 @@ def check_torch_threads(threads: int | None) -> None:
     n = threads or torch.get_num_threads()
     if n > 1:  # the calling thread is one of the n
         check_thread_room(n - 1, f"torch's {n} CPU threads", "run with fewer (--threads 1)")
+
+
+def note_threads(args: argparse.Namespace, command: str, choice: ThreadChoice) -> None:
+    """Keep ``qkv COMMAND: 1 thread: 2 cores, 1.9 busy now; ...`` for :func:`qkv.cli.main`
+    to print on standard error once the command succeeds (a refusal stays one line); a
+    ``--threads`` given says nothing."""
+    if choice.how != "given":
+        args.threads_note = f"qkv {command}: {choice.note()}"
 
 
 def _show_default(value: Any) -> str:

@@ -26,7 +26,7 @@ from qkv.cli._bench_common import (
     _run_and_report,
 )
 from qkv.cli._bench_long import register_approx, register_long
-from qkv.cli._common import _threads
+from qkv.cli._common import THREADS_HELP, _threads
 
 
 def register_attention(sub: argparse._SubParsersAction, name: str) -> None:
@@ -72,7 +72,7 @@ def register_attention(sub: argparse._SubParsersAction, name: str) -> None:
         help="default: float32",
     )
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="default: cpu")
-    p.add_argument("--threads", type=_threads, help="torch threads (CPU; default: torch's)")
+    p.add_argument("--threads", type=_threads, help=THREADS_HELP)
     p.add_argument(
         "--memory-limit", type=float, help="GiB a measurement may need (default: 80%% of available)"
     )

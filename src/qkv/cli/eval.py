@@ -65,7 +65,7 @@ def _check_beam(task: Any, args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    apply_threads(args)
+    apply_threads(args, "eval")
     if len(args.checkpoint) > 1 or args.baseline:
         return _compare(args)
     args.checkpoint = args.checkpoint[0]

@@ -88,7 +88,7 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    apply_threads(args)
+    apply_threads(args, "generate")
     kw = generation_kwargs(args)
     check_question_text(args.question)
     if args.voice is not None and not args.say:

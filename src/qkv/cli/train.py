@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import time
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -30,10 +31,12 @@ from qkv.cli._common import (
     stderr_is_terminal,
 )
 from qkv.cli._runs import new_run_problem, resume_problem
+from qkv.cli._threads import choose_threads
 from qkv.cli._world import check_world_batch, world_size
 from qkv.models.config import CONFIG_CLASSES
 from qkv.tasks import TASKS, Task, build_trainer, get_task, saved_task_name, task_class
 from qkv.training import TrainConfig
+from qkv.training.budget import BudgetSpentError, format_seconds
 from qkv.training.config import UNBOUNDED_STEPS
 from qkv.training.progress import format_duration
 from qkv.training.trainer import TrainingInterrupted
@@ -271,6 +274,24 @@ def _resumed_budget(max_time: float | None, elapsed: float) -> str:
     )
 
 
+def _started(args: argparse.Namespace) -> float:
+    """When the command started (:func:`qkv.cli.main` notes it): ``--max-time`` counts
+    from there."""
+    started = getattr(args, "started", None)
+    return started if started is not None else time.monotonic()
+
+
+def _budget_spent(e: BudgetSpentError) -> str:
+    """The one line that refuses to train when preparing the data took the whole budget."""
+    before = e.spent - e.prepared  # a resumed run's earlier commands
+    done = f" and the run had already used {format_seconds(before)}" if before > 0 else ""
+    return (
+        f"--max-time {format_seconds(e.max_time)} is spent before the first step: preparing "
+        f"the data took {format_seconds(e.prepared)}{done} (--max-time counts the whole "
+        "command); give --max-time more than that"
+    )
+
+
 def _check_batch_tokens(name: str) -> None:
     """Refuse ``--batch-tokens`` for a task whose examples have no length in tokens."""
     able = sorted(n for n, cls in TASKS.items() if callable(getattr(cls, "length", None)))
@@ -296,9 +317,6 @@ def run(args: argparse.Namespace) -> int:
         print(model_fields_help())
         return 0
     overrides = parse_overrides(args.model)
-    if train_given.get("threads"):  # torch's pool is set by the trainer; the tokenizer's here
-        limit_library_threads(train_given["threads"])
-    check_torch_threads(train_given.get("threads"))
     task = getattr(args, "task", None)
     out = Path(args.out or f"runs/{task or DEFAULT_TASK}")
     if args.resume and task is None and getattr(args, LATER, None):
@@ -307,6 +325,12 @@ def run(args: argparse.Namespace) -> int:
         options = task_options(args, task or DEFAULT_TASK)
     if args.show_recipe:
         return _show_recipe(task or DEFAULT_TASK, train_given, options, args.preset, overrides)
+    # --threads, else chosen for this machine now (a resumed run chooses anew)
+    threads = choose_threads(train_given.get("threads"))
+    train_given["threads"] = threads.threads
+    # torch's pool is set by the trainer; the tokenizer's here, and the room for both checked
+    limit_library_threads(threads.threads)
+    check_torch_threads(threads.threads)
     _check_out(out)
     if train_given.get("batch_tokens") and not args.resume:
         _check_batch_tokens(task or DEFAULT_TASK)
@@ -324,6 +348,7 @@ def run(args: argparse.Namespace) -> int:
                 preset=args.preset,
                 model_overrides=overrides,
                 resume=True,
+                started=_started(args),
             )
         except ValueError as e:  # the saved settings with the new ones: name the flags
             raise CLIError(flag_message(str(e), TrainConfig)) from None
@@ -346,6 +371,7 @@ def run(args: argparse.Namespace) -> int:
                 model_overrides=overrides,
                 init_from=args.init_from,
                 init_from_hf=args.init_from_hf,
+                started=_started(args),
             )
         except ValueError as e:  # e.g. a batch larger than the data: name the flag
             raise CLIError(flag_message(str(e), TrainConfig)) from None
@@ -358,8 +384,11 @@ def run(args: argparse.Namespace) -> int:
         note = trainer.objective.data_note() if isinstance(trainer.objective, Task) else None
         if note and trainer.dist.is_main:
             print(f"qkv train: {note}")
+    trainer.threads_note = threads.note()
     try:
         summary = trainer.fit()
+    except BudgetSpentError as e:
+        raise CLIError(_budget_spent(e)) from None
     except TrainingInterrupted as e:
         if e.checkpoint is not None:
             what = f"checkpoint of step {e.step} saved in {out}"

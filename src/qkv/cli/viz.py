@@ -61,7 +61,7 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    apply_threads(args)
+    apply_threads(args, "viz")
     out, png = Path(args.out), Path(args.png) if args.png else None
     if out.is_dir():
         raise CLIError(f"--out {out} is a directory; give the HTML file to write")

@@ -26,7 +26,7 @@ import random
 import re
 import shutil
 import subprocess
-import tempfile
+import zipfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -45,6 +45,7 @@ from qkv.data.audio_files import (
     resample,
     write_wav,
 )
+from qkv.data.cachefiles import CountProgress, format_clock, write_atomically
 
 ESPEAK = "espeak-ng"
 #: espeak-ng's English accents (``espeak-ng --voices=en``, the built-in ``gmw`` ones; the
@@ -226,7 +227,11 @@ def usable_sentences(pairs: Sequence[tuple[str, str]], max_chars: int) -> list[s
     return list(seen)
 
 
-def _speak(job: tuple[str, str, int, int, int, SpeechSettings, int]) -> np.ndarray:
+#: One utterance to make: sentence, voice, speed, pitch, split number, settings, index.
+_Job = tuple[str, str, int, int, int, SpeechSettings, int]
+
+
+def _speak(job: _Job) -> np.ndarray:
     sentence, voice, speed, pitch, split_id, s, i = job
     x = synthesize(sentence, voice, speed=speed, pitch=pitch)
     rng = np.random.default_rng([s.seed, split_id, i])
@@ -250,7 +255,7 @@ def default_cache_dir() -> Path:
 
 def _save_split(path: Path, utts: list[Utterance]) -> None:
     """One ``.npz`` per split: all samples as int16 end to end, offsets, and the metadata
-    as JSON; written to a temporary file and renamed (atomic)."""
+    as JSON; written atomically (:func:`~qkv.data.cachefiles.write_atomically`)."""
     pcm = np.concatenate([np.round(u.audio * 32767.0).astype(np.int16) for u in utts] or [[]])
     offsets = np.cumsum([0] + [len(u.audio) for u in utts]).astype(np.int64)
     meta = [
@@ -258,14 +263,12 @@ def _save_split(path: Path, utts: list[Utterance]) -> None:
          "pitch": u.pitch}
         for u in utts
     ]  # fmt: skip
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, pcm=pcm.astype(np.int16), offsets=offsets, meta=np.array(json.dumps(meta)))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomically(
+        path,
+        lambda f: np.savez(
+            f, pcm=pcm.astype(np.int16), offsets=offsets, meta=np.array(json.dumps(meta))
+        ),
+    )
 
 
 def _load_split(path: Path) -> list[Utterance]:
@@ -275,12 +278,50 @@ def _load_split(path: Path) -> list[Utterance]:
     return [Utterance(audio[offsets[i] : offsets[i + 1]], **m) for i, m in enumerate(meta)]
 
 
+def _cached_split(path: Path, n: int) -> list[Utterance] | None:
+    """A split the cache holds whole (``n`` utterances), or None: missing, or unreadable
+    (a damaged file is made again, never trusted)."""
+    if not path.is_file():
+        return None
+    try:
+        utts = _load_split(path)
+    except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile):
+        return None
+    return utts if len(utts) == n else None
+
+
+#: The order the splits are made in: the small held-out ones first, so an interrupted
+#: corpus keeps them and a rerun makes only the training split.
+_MAKE_ORDER: tuple[str, ...] = ("test", "valid", "train")
+
+
+def _speak_all(jobs: list[_Job], workers: int, progress: CountProgress) -> list[np.ndarray]:
+    """The audio of every job, ``workers`` espeak-ng processes at a time. On an error or
+    Ctrl-C the jobs not yet started are dropped (not waited for)."""
+    pool = ThreadPoolExecutor(max_workers=workers)  # threads wait on processes
+    try:
+        out = []
+        try:
+            for x in pool.map(_speak, jobs):
+                out.append(x)
+                progress.advance()
+        except RuntimeError as e:  # "can't start new thread"
+            if is_exhaustion(e):
+                fix = "make the corpus with fewer workers (--workers 1)"
+                raise start_error(f"{workers} threads to run espeak-ng", e, fix) from None
+            raise
+        return out
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def speech_corpus(
     sentences: Sequence[str],
     settings: SpeechSettings | None = None,
     *,
     cache_dir: str | Path | None = None,
     workers: int = 2,
+    progress: bool = True,
 ) -> dict[str, list[Utterance]]:
     """The ``train``/``valid``/``test`` utterances of ``sentences``: made once, then read
     from the cache.
@@ -289,12 +330,19 @@ def speech_corpus(
     each utterance gets an accent, a variant of its split (:func:`split_voices`), a speed
     and a pitch drawn with the seed, then a gain and noise (:class:`SpeechSettings`).
 
+    Each split is its own cache file, written atomically when the split is done (test,
+    then valid, then the large train split): a failure or Ctrl-C keeps the finished splits,
+    and a rerun makes only the missing ones (the same samples as a corpus made in one go).
+
     Args:
         sentences: the texts to speak, as written.
         settings: the corpus settings (default :class:`SpeechSettings`).
         cache_dir: where corpora live (default :func:`default_cache_dir`); each one in
             ``cache_dir/<settings.key()>-<hash of the sentences>``.
         workers: the most ``espeak-ng`` processes run at once.
+        progress: say on standard error what is being made: True, a bar per split when
+            standard error is a terminal and otherwise a line per tenth of a split; False,
+            nothing. (Reading a cached corpus says nothing.)
 
     Returns:
         Split name -> utterances.
@@ -309,9 +357,14 @@ def speech_corpus(
     text_key = hashlib.sha256("\n".join(sentences).encode()).hexdigest()[:12]
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     where = root / f"{s.key()}-{text_key}"
-    splits = ("train", "valid", "test")
-    if all((where / f"{name}.npz").is_file() for name in splits):
-        return {name: _load_split(where / f"{name}.npz") for name in splits}
+    counts = {"test": s.n_test, "valid": s.n_valid, "train": s.n_train}
+    out: dict[str, list[Utterance]] = {}
+    for name in _MAKE_ORDER:
+        cached = _cached_split(where / f"{name}.npz", counts[name])
+        if cached is not None:
+            out[name] = cached
+    if len(out) == len(counts):
+        return {name: out[name] for name in ("train", "valid", "test")}
     need = s.n_train + s.n_valid + s.n_test
     if len(sentences) < need:
         raise SpeechError(
@@ -319,35 +372,50 @@ def speech_corpus(
             f"got {len(sentences)}"
         )
     require_espeak()
+    jobs = _draw_jobs(sentences, s)  # every split's draws, so a missing one gets its own
+    missing = [name for name in _MAKE_ORDER if name not in out]
+    where.mkdir(parents=True, exist_ok=True)
+    say = CountProgress("speech corpus:", 0, enabled=progress)
+    kept = f"; the cached {' and '.join(out)} kept" if out else ""
+    say.line(
+        f"making {', '.join(f'{n} ({counts[n]:,})' for n in missing)} utterances with "
+        f"espeak-ng, {workers} at a time, into {where}{kept}"
+    )
+    for name in missing:
+        show = CountProgress(f"speech corpus: {name}", counts[name], unit="utterances",
+                             enabled=progress)  # fmt: skip
+        try:
+            audio = _speak_all(jobs[name], workers, show)
+        finally:
+            seconds = show.close()
+        out[name] = [
+            Utterance(x, normalize_text(j[0]), j[0], j[1], j[2], j[3])
+            for x, j in zip(audio, jobs[name])
+        ]
+        _save_split(where / f"{name}.npz", out[name])
+        say.line(f"{name}: {counts[name]:,} utterances in {format_clock(seconds)}, cached")
+    return {name: out[name] for name in ("train", "valid", "test")}
+
+
+def _draw_jobs(sentences: Sequence[str], s: SpeechSettings) -> dict[str, list[_Job]]:
+    """Each split's utterances to speak (sentence, voice, speed, pitch, ...), drawn with the
+    seed in one fixed order whichever splits are then made."""
     order = list(sentences)
     rng = random.Random(s.seed)
     rng.shuffle(order)
     voices = split_voices(s)
     counts = {"test": s.n_test, "valid": s.n_valid, "train": s.n_train}
-    where.mkdir(parents=True, exist_ok=True)
-    out: dict[str, list[Utterance]] = {}
+    jobs: dict[str, list[_Job]] = {}
     start = 0
-    for split_id, name in enumerate(("test", "valid", "train")):
+    for split_id, name in enumerate(_MAKE_ORDER):
         chosen = order[start : start + counts[name]]
         start += counts[name]
-        jobs = []
+        jobs[name] = []
         for i, sentence in enumerate(chosen):
             voice = f"{rng.choice(ACCENTS)}+{rng.choice(voices[name])}"
-            jobs.append((sentence, voice, rng.randint(*s.speed), rng.randint(*s.pitch),
-                         split_id, s, i))  # fmt: skip
-        try:
-            with ThreadPoolExecutor(max_workers=workers) as pool:  # threads wait on processes
-                audio = list(pool.map(_speak, jobs))
-        except RuntimeError as e:  # "can't start new thread"
-            if is_exhaustion(e):
-                fix = "make the corpus with fewer workers (--workers 1)"
-                raise start_error(f"{workers} threads to run espeak-ng", e, fix) from None
-            raise
-        out[name] = [
-            Utterance(x, normalize_text(j[0]), j[0], j[1], j[2], j[3]) for x, j in zip(audio, jobs)
-        ]
-        _save_split(where / f"{name}.npz", out[name])
-    return {name: out[name] for name in splits}
+            jobs[name].append((sentence, voice, rng.randint(*s.speed), rng.randint(*s.pitch),
+                               split_id, s, i))  # fmt: skip
+    return jobs
 
 
 __all__ = [

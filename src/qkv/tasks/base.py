@@ -114,6 +114,10 @@ class Task(abc.ABC):
     eval_beam: ClassVar[bool] = False
     #: Whether :meth:`pictures` reads a ``target`` (an encoder-decoder's; ``qkv viz --target``).
     viz_target: ClassVar[bool] = False
+    #: Seconds the task's own training stage (text2image's VQ-VAE) may take while it
+    #: prepares its data (None: the steps its options give). A command's time budget sets
+    #: it (:func:`qkv.tasks.build_trainer`, :data:`qkv.training.budget.STAGE_SHARE`).
+    stage_time: float | None = None
 
     def __init__(self, options: OptionsLike = None) -> None:
         """Build the task from its options (an instance of its :attr:`Options`, or anything

@@ -18,6 +18,7 @@ from qkv.tasks.base import Task, TaskError
 from qkv.tasks.options import Options, OptionsLike, TaskOptions
 from qkv.tasks.registry import get_task, load_task
 from qkv.training import checkpoint as ckpt
+from qkv.training.budget import STAGE_SHARE
 from qkv.training.config import TrainConfig, resume_config
 from qkv.training.finetune import InitReport, init_from_state
 from qkv.training.state import TrainerState
@@ -31,22 +32,28 @@ def task_trainer(
     out_dir: str | Path | None,
     *,
     on_step: StepCallback | None = None,
+    started: float | None = None,
 ) -> Trainer:
     """A :class:`~qkv.training.Trainer` for ``model`` on ``task``: the task's training split,
-    its loss, its own evaluation on the valid split, and its files in every checkpoint."""
+    its loss, its own evaluation on the valid split (bounded by ``limit=`` where a command's
+    time budget asks), and its files in every checkpoint. ``started``: see
+    :class:`~qkv.training.Trainer`."""
 
-    def evaluate(m: nn.Module) -> dict[str, float]:
+    def evaluate(m: nn.Module, limit: int | None = None) -> dict[str, float]:
+        caps = [n for n in (config.eval_limit, limit) if n is not None]
         return task.evaluate(
             m,
             "valid",
-            limit=config.eval_limit,
+            limit=min(caps) if caps else None,
             beam_size=config.eval_beam,
             progress=config.progress,
         )
 
+    train = task.examples("train")
     return Trainer(
         model,
-        task.examples("train"),
+        train,
+        task.examples("valid"),  # its length: the header's, and the final evaluation's size
         config=config,
         objective=task,
         evaluate=evaluate,
@@ -55,6 +62,7 @@ def task_trainer(
         name=task.name,
         samples=task.samples,
         on_step=on_step,
+        started=started,
     )
 
 
@@ -70,6 +78,7 @@ def build_trainer(
     init_from: str | Path | None = None,
     init_from_hf: str | Path | None = None,
     on_step: StepCallback | None = None,
+    started: float | None = None,
 ) -> Trainer:
     """Build a :class:`~qkv.training.Trainer` for a task, or restore one with ``resume``.
 
@@ -100,6 +109,11 @@ def build_trainer(
         init_from: a qkv checkpoint or run directory whose weights start the new run.
         init_from_hf: a Hugging Face model directory whose weights start the new run.
         on_step: a callback ``(step, logs)`` after each step.
+        started: ``time.monotonic()`` when the command started: with ``max_time``, the
+            budget covers the whole command (:mod:`qkv.training.budget`): preparing the
+            data counts (the task's own training stage may take at most
+            :data:`~qkv.training.budget.STAGE_SHARE` of it) and the final evaluation is
+            bounded. None: the budget covers the training loop.
 
     Raises:
         qkv.training.CheckpointError: ``resume`` without a usable checkpoint, or a damaged
@@ -110,7 +124,7 @@ def build_trainer(
         ValueError: bad settings, or pretrained weights that do not fit.
     """
     if resume:
-        return _resume(task, config, out_dir, options, preset, model_overrides, on_step)
+        return _resume(task, config, out_dir, options, preset, model_overrides, on_step, started)
     if init_from is not None and init_from_hf is not None:
         raise TaskError("give --init-from or --init-from-hf, not both")
     if task is None:
@@ -119,6 +133,8 @@ def build_trainer(
     cfg = config if isinstance(config, TrainConfig) else task_obj.train_config(config)
     if cfg.threads:  # before the task prepares its data (text2image trains its VQ-VAE)
         torch.set_num_threads(cfg.threads)
+    if started is not None and cfg.max_time is not None:
+        task_obj.stage_time = STAGE_SHARE * cfg.max_time  # its own training stage's share
     source: dict[str, torch.Tensor] | None = None
     base: models.TransformerConfig | None = None
     if init_from is not None:
@@ -135,7 +151,7 @@ def build_trainer(
     check_activations(task_obj, model_cfg, cfg, resolve_device(cfg.device), _world())
     note = task_obj.init_model(model)
     report: InitReport | None = init_from_state(model, source) if source is not None else None
-    trainer = task_trainer(task_obj, model, cfg, out_dir, on_step=on_step)
+    trainer = task_trainer(task_obj, model, cfg, out_dir, on_step=on_step, started=started)
     trainer.init_report = report  # type: ignore[attr-defined]
     trainer.init_note = note  # type: ignore[attr-defined]
     return trainer
@@ -149,6 +165,7 @@ def _resume(
     preset: str | None,
     model_overrides: Mapping[str, Any] | None,
     on_step: StepCallback | None,
+    started: float | None,
 ) -> Trainer:
     if out_dir is None:
         raise ckpt.CheckpointError("resuming needs the run directory (--out)")
@@ -185,7 +202,7 @@ def _resume(
     model_cfg = ckpt.read_model_config(d)
     model = models.build(model_cfg)
     check_activations(task_obj, model_cfg, cfg, resolve_device(cfg.device), _world())
-    trainer = task_trainer(task_obj, model, cfg, out_dir, on_step=on_step)
+    trainer = task_trainer(task_obj, model, cfg, out_dir, on_step=on_step, started=started)
     trainer.load_state(d)
     return trainer
 

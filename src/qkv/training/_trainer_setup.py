@@ -1,5 +1,6 @@
 """The trainer's process set-up: the device, the ``torchrun`` process group, the DDP/FSDP
-wrapper, the optimizer, and what every rank must agree on (Ctrl-C/SIGTERM, the time budget).
+wrapper, the optimizer, and what every rank must agree on about Ctrl-C and SIGTERM (the time
+budget is :mod:`qkv.training._trainer_budget`'s).
 
 :class:`~qkv.training.Trainer` inherits :class:`ProcessSetup`; the loop itself lives in
 :mod:`qkv.training.trainer`.
@@ -66,7 +67,6 @@ class ProcessSetup:
 
     cfg: TrainConfig
     objective: Objective
-    elapsed: float
     _critical: bool
     _stop: int | None
     device: torch.device
@@ -94,15 +94,6 @@ class ProcessSetup:
             parallel.compile_loss(self.objective.loss) if cfg.compile else self.objective.loss
         )
         self.optimizer = build_optimizer(self.model, cfg)
-
-    def _time_up(self) -> bool:
-        """Whether the time budget is spent (decided by rank 0, agreed by all)."""
-        if self.cfg.max_time is None:
-            return False
-        up = float(self.dist.is_main and self.elapsed >= self.cfg.max_time)
-        if self.dist.enabled:
-            up = all_reduce_sum(up, self.dist, self.device)
-        return up > 0
 
     # -----------------------------------------------------------------------------------
     # Ctrl-C and SIGTERM

@@ -54,9 +54,10 @@ class TrainConfig:
     max_time: float | None = field(
         default=None,
         metadata=_meta(
-            "train until this much time has passed (30m, 600s, 1h30m; evaluations included, "
-            "the final one after), the schedule stretched to fit; --steps is then only an "
-            "upper bound",
+            "time budget of the whole command (30m, 600s, 1h30m): preparing the data counts, "
+            "and training stops in time for the final evaluation, which takes the examples "
+            "that fit in the rest; the schedule is stretched to fit; --steps is then only an "
+            "upper bound (a Trainer given no started= spends it in its loop)",
             OPT,
             resume_safe=True,
         ),
@@ -188,8 +189,9 @@ class TrainConfig:
     threads: int | None = field(
         default=None,
         metadata=_meta(
-            "torch intra-op threads, and at most as many for the tokenizer (default: torch's "
-            "choice)",
+            "torch intra-op threads, and at most as many for the tokenizer (default: qkv "
+            "train takes the cores this process may use less those other work keeps busy "
+            "now, at least 1, or OMP_NUM_THREADS when set; a Trainer keeps torch's)",
             RUN,
             resume_safe=True,
         ),

@@ -27,9 +27,11 @@ import torch
 from torch import nn
 
 from qkv.training import parallel, rundir
+from qkv.training._trainer_budget import TimeBudget
 from qkv.training._trainer_checkpoints import CheckpointIO
 from qkv.training._trainer_data import DataOrder
 from qkv.training._trainer_setup import ProcessSetup, build_optimizer, resolve_device
+from qkv.training.budget import format_seconds
 from qkv.training.config import UNBOUNDED_STEPS, TrainConfig
 from qkv.training.distributed import all_reduce_sum, barrier
 from qkv.training.evaluate import evaluate_objective
@@ -79,7 +81,7 @@ def _is_sequence(data: object) -> bool:
     return hasattr(data, "__len__") and hasattr(data, "__getitem__")
 
 
-class Trainer(ProcessSetup, DataOrder, CheckpointIO):
+class Trainer(ProcessSetup, DataOrder, CheckpointIO, TimeBudget):
     """Train a model on a list of examples (or an iterable of batches).
 
     Args:
@@ -90,12 +92,16 @@ class Trainer(ProcessSetup, DataOrder, CheckpointIO):
             iterable of whole batches (a ``DataLoader``, a generator function's result),
             read in order and restarted when exhausted. What an example or batch is depends
             on the objective (see :mod:`qkv.training.objectives`).
-        valid_data: examples to evaluate on (at most ``config.eval_limit``), or None.
+        valid_data: examples to evaluate on (at most ``config.eval_limit``), or None. With
+            ``evaluate``, only its length is read (the header shows it; a command's budget
+            sizes the final evaluation by it).
         config: training settings (default :class:`TrainConfig()`).
         objective: batches, loss and metrics; default from the model
             (:func:`~qkv.training.objectives.objective_for`).
         evaluate: ``evaluate(model) -> metrics`` to use instead of the objective's metrics on
-            ``valid_data`` (the tasks pass their BLEU/accuracy evaluation here).
+            ``valid_data`` (the tasks pass their BLEU/accuracy evaluation here). One that
+            also takes ``limit=`` (the first N examples) lets a command's budget bound the
+            final evaluation.
         out_dir: run directory (``checkpoints/``, ``latest``, ``metrics.jsonl``); None = no
             files.
         save_extra: writes extra files into each checkpoint (tokenizers, ``task.json``).
@@ -103,11 +109,20 @@ class Trainer(ProcessSetup, DataOrder, CheckpointIO):
         samples: ``samples(model) -> lines`` shown after each evaluation (a few
             translations, continuations or misclassified examples).
         on_step: optional callback ``(step, logs)`` after every optimizer step.
+        started: ``time.monotonic()`` when the command this run belongs to started. With
+            ``config.max_time``, the budget then covers the whole command
+            (:mod:`qkv.training.budget`): the time before :meth:`fit` counts, and the final
+            evaluation is bounded to what is left. None: the budget covers the loop, and the
+            final evaluation comes after it.
 
     Raises:
         ValueError: bad data (fewer examples than one batch, an iterable of batches whose
             objective cannot read batches) or settings.
     """
+
+    #: What the header says after the device about the threads (``1 thread: 2 cores, 1.9
+    #: busy now; ...`` when ``qkv train`` chose them); None: the count alone.
+    threads_note: str | None = None
 
     def __init__(
         self,
@@ -123,6 +138,7 @@ class Trainer(ProcessSetup, DataOrder, CheckpointIO):
         name: str | None = None,
         samples: Callable[[nn.Module], list[str]] | None = None,
         on_step: StepCallback | None = None,
+        started: float | None = None,
     ) -> None:
         self.cfg = cfg = config if config is not None else TrainConfig()
         self.objective: Objective = objective if objective is not None else objective_for(model)
@@ -170,7 +186,11 @@ class Trainer(ProcessSetup, DataOrder, CheckpointIO):
         self.batch_in_epoch = 0
         self.best: float | None = None
         self.bad_evals = 0
-        self.elapsed = 0.0  # seconds spent in fit() so far, across resumes
+        # seconds of the time budget spent so far, across resumes: fit()'s loops and, when
+        # the budget is a command's (started given), each command's preparation
+        self.elapsed = 0.0
+        self.started = started
+        self._reset_budget()
         self.history: list[dict[str, Any]] = []
         self.resumed_from: Path | None = None
         if self.out_dir is not None and self.dist.is_main:
@@ -234,9 +254,16 @@ class Trainer(ProcessSetup, DataOrder, CheckpointIO):
         tokens_all = all_reduce_sum(tokens, self.dist, self.device)
         return {"loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens": tokens_all}
 
-    def evaluate(self, model: nn.Module | None = None) -> dict[str, float]:
+    def evaluate(
+        self, model: nn.Module | None = None, *, limit: int | None = None
+    ) -> dict[str, float]:
         """Metrics on the validation data (``evaluate`` given to the constructor, or the
         objective's metrics on ``valid_data``); leaves every RNG exactly as it was.
+
+        Args:
+            model: the model to evaluate (default: the one training).
+            limit: at most this many examples (and at most ``config.eval_limit``); passed
+                to an ``evaluate`` given to the constructor only when not None.
 
         Returns:
             The metrics, or ``{}`` when there is nothing to evaluate on.
@@ -244,10 +271,11 @@ class Trainer(ProcessSetup, DataOrder, CheckpointIO):
         m = model if model is not None else self.model
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             if self._evaluate is not None:
-                return self._evaluate(m)
+                return self._evaluate(m) if limit is None else self._evaluate(m, limit=limit)
             if not self.valid_data:
                 return {}
-            data = self.valid_data[: self.cfg.eval_limit]
+            cap = [n for n in (self.cfg.eval_limit, limit) if n is not None]
+            data = self.valid_data[: min(cap)] if cap else self.valid_data
             return evaluate_objective(m, self.objective, data)
 
     # -----------------------------------------------------------------------------------
@@ -275,29 +303,36 @@ class Trainer(ProcessSetup, DataOrder, CheckpointIO):
 
     def _fit(self) -> dict[str, Any]:
         cfg, main = self.cfg, self.dist.is_main
+        self._start_budget()  # a command's budget: count the preparation, keep eval time
         self._open_log()
+        elapsed0 = self.elapsed + self.prepared  # a command's preparation counts
         show = Progress(
             self.name,
             total_steps=cfg.steps,
             max_time=cfg.max_time,
             start_step=self.step,
-            start_elapsed=self.elapsed,
+            start_elapsed=elapsed0,
             bar=cfg.progress,
             log_every=cfg.log_every,
             enabled=main,
             unit=getattr(self.objective, "unit", "tok"),
         )
         show.header(self.describe())
+        self.elapsed = elapsed0
         t_start = t_last = time.perf_counter()
-        elapsed0, last_save = self.elapsed, time.monotonic()
+        step0, last_save = self.step, time.monotonic()
         tok_acc, stopped_early = 0.0, False
         last: dict[str, float] = {}
         try:
-            while self.step < cfg.steps and not self._time_up():
+            # a command trains at least one step: its preparation left time (else refused)
+            while self.step < cfg.steps and (
+                not self._time_up() or (self.counts_command and self.step == step0)
+            ):
                 self._critical = True
                 logs = self.train_step()
-                self.elapsed = elapsed0 + time.perf_counter() - t_start
-                self._replan()
+                loop_seconds = time.perf_counter() - t_start
+                self.elapsed = elapsed0 + loop_seconds
+                self._replan(self.step - step0, loop_seconds)
                 last = logs
                 tok_acc += logs["tokens"]
                 if self.on_step is not None:
@@ -338,20 +373,13 @@ class Trainer(ProcessSetup, DataOrder, CheckpointIO):
                 "stopped_early": stopped_early,
                 "train_seconds": round(self.elapsed, 3),
             }
+            if self.counts_command:
+                summary["prepare_seconds"] = round(self.prepared, 3)
             if self.out_dir is not None:
                 # saved before the final evaluation: an evaluation that fails (a bug, a
                 # device error, Ctrl-C) must not cost the run its last steps
                 self.save()
-            with parallel.full_parameters(self.model):  # FSDP: rank 0 evaluates alone
-                if main:
-                    show.print(f"final evaluation at step {self.step} ...")
-                    metrics = self.evaluate()
-                    if metrics:
-                        self._log(
-                            {"step": self.step, "elapsed": round(self.elapsed, 2), "eval": metrics}
-                        )
-                        show.evaluation(self.step, metrics, self._samples())
-                        summary["valid"] = metrics
+            self._final_evaluation(show, summary, elapsed0 + time.perf_counter() - t_start)
         finally:
             show.close()
         if self.out_dir is not None:
@@ -359,6 +387,32 @@ class Trainer(ProcessSetup, DataOrder, CheckpointIO):
                 summary["averaged"] = self._average()
         barrier(self.dist)
         return summary
+
+    def _final_evaluation(self, show: Progress, summary: dict[str, Any], spent: float) -> None:
+        """The evaluation after the loop, into ``summary`` (``valid``; in a command,
+        ``eval_seconds``): bounded to the time a command's budget has left after ``spent``
+        seconds."""
+        limit = self.final_eval_limit(spent)
+        with parallel.full_parameters(self.model):  # FSDP: rank 0 evaluates alone
+            if not self.dist.is_main:
+                return
+            n = self.eval_size()
+            part = (
+                ""
+                if limit is None
+                else f" on {limit:,} of {n or '?'} examples (what fits in max_time)"
+            )
+            show.print(f"final evaluation at step {self.step}{part} ...")
+            start = time.perf_counter()
+            metrics = self.evaluate(limit=limit)
+            seconds = time.perf_counter() - start
+            if metrics:
+                self._log({"step": self.step, "elapsed": round(self.elapsed, 2), "eval": metrics})
+                show.evaluation(self.step, metrics, self._samples())
+                summary["valid"] = metrics
+            if self.counts_command:
+                show.print(f"final evaluation: {format_seconds(seconds)}")
+                summary["eval_seconds"] = round(seconds, 3)
 
     def describe(self) -> list[tuple[str, str]]:
         """What the run header says: the data, the model, where and how long."""
@@ -371,12 +425,15 @@ class Trainer(ProcessSetup, DataOrder, CheckpointIO):
         )
         if self.valid_data is not None and hasattr(self.valid_data, "__len__"):
             data += f", {len(self.valid_data):,} for validation"
-        threads = torch.get_num_threads()
+        threads = self.threads_note or (
+            f"{torch.get_num_threads()} thread{'s' if torch.get_num_threads() != 1 else ''}"
+        )
         budget = (
             f"{cfg.steps:,} steps"
             if cfg.max_time is None
             else format_duration(cfg.max_time)
             + ("" if cfg.steps >= UNBOUNDED_STEPS else f" (at most {cfg.steps:,} steps)")
+            + self.budget_note()
         )
         if self.step:
             budget += f", resuming at step {self.step:,} ({format_duration(self.elapsed)} done)"
@@ -389,7 +446,7 @@ class Trainer(ProcessSetup, DataOrder, CheckpointIO):
             ("model", model),
             (
                 "device",
-                f"{self.device} ({threads} thread{'s' if threads != 1 else ''}), {parallel.world_note(self.model, self.dist)}",
+                f"{self.device} ({threads}), {parallel.world_note(self.model, self.dist)}",
             ),
             ("budget", budget),
             (
@@ -404,14 +461,6 @@ class Trainer(ProcessSetup, DataOrder, CheckpointIO):
             ("run dir", str(self.out_dir) if self.out_dir is not None else "none (no checkpoints)"),
         ]
 
-    def _replan(self) -> None:
-        """Under a time budget, stretch the schedule to the steps that fit: its total is the
-        step count the pace so far reaches by ``max_time`` (at most ``steps``)."""
-        if self.cfg.max_time is None or self.elapsed <= 0:
-            return
-        pace = self.step / self.elapsed
-        self._planned = max(self.step + 1, min(self.cfg.steps, round(pace * self.cfg.max_time)))
-
     def _samples(self) -> list[str]:
         if self.samples is None:
             return []
@@ -422,7 +471,7 @@ class Trainer(ProcessSetup, DataOrder, CheckpointIO):
         stop = 0.0
         with parallel.full_parameters(self.model):  # FSDP: rank 0 evaluates alone
             if self.dist.is_main:
-                metrics = self.evaluate()
+                metrics = self.measured_eval()  # its time per example bounds the last one
                 if metrics:
                     self._log(
                         {"step": self.step, "elapsed": round(self.elapsed, 2), "eval": metrics}

@@ -18,7 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from qkv.data.cachefiles import stderr_is_terminal
 from qkv.models.vq import VQVAE, VQConfig
+from qkv.training.budget import format_seconds
 from qkv.training.config import TrainConfig
 from qkv.training.objective import Batch, LossOutput
 from qkv.training.trainer import Trainer
@@ -90,7 +92,13 @@ VQ_RECIPE: dict[str, Any] = {
 
 
 def train_vq(
-    images: Tensor, config: VQConfig, *, steps: int, seed: int, device: str = "cpu"
+    images: Tensor,
+    config: VQConfig,
+    *,
+    steps: int,
+    seed: int,
+    device: str = "cpu",
+    max_time: float | None = None,
 ) -> tuple[VQVAE, dict[str, float]]:
     """Train a VQ-VAE on images with the shared :class:`~qkv.training.Trainer`.
 
@@ -100,13 +108,16 @@ def train_vq(
     Args:
         images: ``(n, 1, H, W)`` float in ``[0, 1]``.
         config: the VQ-VAE's shape.
-        steps: optimizer steps.
+        steps: optimizer steps (at most, with ``max_time``).
         seed: seed of the weights, the codebook start and the batch order.
         device: where to train.
+        max_time: stop after this many seconds of training (None: run all ``steps``); a
+            command's budget gives the stage its share (``Task.stage_time``).
 
     Returns:
-        ``(model in eval mode on the CPU, report)``: the report holds ``steps``, ``seconds``,
-        the last ``recon`` MSE and ``codes_used``, the codes the first 4,096 images use.
+        ``(model in eval mode on the CPU, report)``: the report holds ``steps`` (trained),
+        ``seconds``, the last ``recon`` MSE and ``codes_used``, the codes the first 4,096
+        images use.
     """
     torch.manual_seed(seed)
     model = VQVAE(config)
@@ -114,7 +125,8 @@ def train_vq(
     sample = images[torch.randperm(len(images), generator=g)[:1024]]
     with torch.no_grad():
         model.quantizer.init_from(model.encoder(sample), g)
-    recipe = {**VQ_RECIPE, "steps": steps, "seed": seed, "device": device}
+    recipe = {**VQ_RECIPE, "steps": steps, "seed": seed, "device": device, "max_time": max_time}
+    recipe["progress"] = stderr_is_terminal()  # a bar's redraws would interleave a log file
     cfg = TrainConfig.from_dict({**TrainConfig().to_dict(), **recipe})
     cfg.batch_size = min(cfg.batch_size, len(images))
     start = time.perf_counter()
@@ -134,4 +146,24 @@ def train_vq(
     return model, report
 
 
-__all__ = ["VQ_RECIPE", "IntensityTokenizer", "VQObjective", "train_vq"]
+def vq_note(report: Mapping[str, float], planned: int, share: float | None) -> str | None:
+    """The line a run's header says about a VQ-VAE trained for it (None: none trained).
+
+    Args:
+        report: :func:`train_vq`'s report (empty: the VQ-VAE was loaded, or not used).
+        planned: the steps it was given.
+        share: the seconds a time budget gave it (None: no budget).
+    """
+    if "steps" not in report:
+        return None
+    steps = int(report["steps"])
+    note = (
+        f"image tokens from a VQ-VAE trained {steps:,} of {planned:,} steps in "
+        f"{format_seconds(report.get('seconds', 0.0))}"
+    )
+    if steps < planned and share is not None:
+        note += f" (stopped at its share of the time budget, {format_seconds(share)})"
+    return note + f", reconstruction MSE {report.get('recon', float('nan')):.4f}"
+
+
+__all__ = ["VQ_RECIPE", "IntensityTokenizer", "VQObjective", "train_vq", "vq_note"]

@@ -53,7 +53,7 @@ from qkv.tasks._common import (
 from qkv.tasks._pictures import write_image_grid, write_png
 from qkv.tasks.base import SPLITS, Split, Task, TaskError
 from qkv.tasks.multimodal._image_draw import load_classifier, sample_image_tokens
-from qkv.tasks.multimodal._image_tokens import IntensityTokenizer, train_vq
+from qkv.tasks.multimodal._image_tokens import IntensityTokenizer, train_vq, vq_note
 from qkv.tasks.options import OptionsLike, option
 from qkv.tasks.vision._items import ITEMS, ItemOptions, item_pools
 from qkv.training import checkpoint as ckpt
@@ -190,8 +190,9 @@ class Text2ImageTask(Task):
                 self._codec = self._intensity()
             else:
                 images = self.pools()["train"][0]
+                steps, seed, limit = self.vq_steps, self.options.seed, self.stage_time
                 self._codec, self.vq_report = train_vq(
-                    images, self.vq_config(), steps=self.vq_steps, seed=self.options.seed
+                    images, self.vq_config(), steps=steps, seed=seed, max_time=limit
                 )
         return self._codec
 
@@ -261,6 +262,10 @@ class Text2ImageTask(Task):
     def collate(self, examples: Sequence[tuple[list[int], list[int]]]) -> Batch:
         """``input_ids``, ``labels`` and ``padding_mask``, ``(b, s)``, right-padded."""
         return self._objective.collate(examples)
+
+    def data_note(self) -> str | None:
+        """The VQ-VAE trained here: its steps and time (:func:`vq_note`)."""
+        return vq_note(self.vq_report, self.vq_steps, self.stage_time)
 
     def n_tokens(self, batch: Batch) -> int:
         return self._objective.n_tokens(batch)
@@ -489,8 +494,4 @@ class Text2ImageTask(Task):
         self._examples.clear()
 
 
-__all__ = [
-    "Text2ImageTask",
-    "load_classifier",
-    "sample_image_tokens",
-]
+__all__ = ["Text2ImageTask", "load_classifier", "sample_image_tokens"]
