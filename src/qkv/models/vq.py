@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from qkv._checks import MAX_SIZE, check_int, check_range
+
 
 @dataclass
 class VQConfig:
@@ -50,19 +52,17 @@ class VQConfig:
     beta: float = 0.25
 
     def __post_init__(self) -> None:
-        for name in ("image_size", "in_channels", "hidden", "d_code", "n_down"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if not isinstance(self.n_codes, int) or self.n_codes < 2:
-            raise ValueError(f"n_codes must be an int >= 2, got {self.n_codes!r}")
+        for name in ("image_size", "in_channels", "hidden", "d_code"):
+            check_int(name, getattr(self, name), 1, maximum=MAX_SIZE)
+        check_int("n_codes", self.n_codes, 2, maximum=MAX_SIZE)
+        # 2 ** n_down must divide image_size: bounded by its bits before the power is taken
+        check_int("n_down", self.n_down, 1, maximum=self.image_size.bit_length())
         if self.image_size % (2**self.n_down):
             raise ValueError(
                 f"image_size ({self.image_size}) must be divisible by 2 ** n_down "
                 f"({2**self.n_down})"
             )
-        if not self.beta >= 0:
-            raise ValueError(f"beta must be >= 0, got {self.beta!r}")
+        check_range("beta", self.beta, lo=0.0)
 
     @property
     def grid(self) -> int:
@@ -82,8 +82,10 @@ class VQConfig:
         """The config of a dict from :meth:`to_dict`.
 
         Raises:
-            ValueError: unknown fields (named) or invalid values.
+            ValueError: not a dict, unknown fields (named) or invalid values.
         """
+        if not isinstance(d, dict):
+            raise ValueError(f"a VQConfig must be a JSON object, got {type(d).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:

@@ -88,6 +88,9 @@ def read_task_file(directory: Path) -> dict[str, Any]:
         TaskError: naming the file: missing, not UTF-8 or JSON (or nested too deeply), not
             an object with a string ``name`` and ``options`` (and an object ``state``), or
             shared options of the wrong type or range (``max_len: -1``, ``seed: "0"``).
+
+    Returns:
+        The object, its ``state`` ``{}`` when the file has none.
     """
     path = Path(directory) / TASK_FILE
     if not path.is_file():
@@ -97,7 +100,7 @@ def read_task_file(directory: Path) -> dict[str, Any]:
         raise TaskError(f"{path} must hold an object with 'name' and 'options'")
     if not isinstance(obj["name"], str):
         raise TaskError(f"{path}: 'name' must be a string, got {obj['name']!r}")
-    if not isinstance(obj.get("state", {}), dict):
+    if not isinstance(obj.setdefault("state", {}), dict):  # absent: {} (the tasks read it)
         raise TaskError(f"{path}: 'state' must be an object, got {obj['state']!r}")
     _check_options(path, obj["options"])
     return obj

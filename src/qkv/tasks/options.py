@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, Field, asdict, dataclass, field, fields
-from typing import Any, TypeVar
+from types import UnionType
+from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from qkv.tasks._errors import TaskError
 
@@ -92,7 +93,10 @@ class Options:
                 (:data:`COMMON`; it ignored them then) are dropped instead of refused.
 
         Raises:
-            TaskError: an option the task does not take, named with its flag.
+            TaskError: an option the task does not take, named with its flag; from a saved
+                run, also a value of another type than the option's (``reverse: "yes"``,
+                ``pair: 5``): the task checks the values a caller gives when it uses them,
+                and a saved run is used later, by ``qkv eval`` or ``generate``.
         """
         flat = dict(d)
         legacy = flat.pop("extra", None) or {}
@@ -110,7 +114,15 @@ class Options:
             raise TaskError(
                 f"task {task!r} takes no {given}; its options: {', '.join(cls.flags()) or 'none'}"
             )
-        return cls(**{k: v for k, v in flat.items() if k in names})
+        taken = {k: v for k, v in flat.items() if k in names}
+        if saved:
+            hints = get_type_hints(cls)
+            for name, value in taken.items():
+                if not _of_type(value, hints[name]):
+                    raise TaskError(
+                        f"task {task!r}: {name!r} must be {_type_name(hints[name])}, got {value!r}"
+                    )
+        return cls(**taken)
 
     @classmethod
     def of(cls: type[OptionsT], options: OptionsLike, *, task: str) -> OptionsT:
@@ -131,6 +143,32 @@ class Options:
         if isinstance(options, Options):
             return cls.from_dict(options.to_dict(), task=task)
         return cls.from_dict(options, task=task)
+
+
+def _of_type(value: Any, hint: Any) -> bool:
+    """Whether a JSON value fits an option's annotation (``str``, ``int``, ``float``,
+    ``bool``, each maybe ``| None``); an int is no bool, a float may be an int."""
+    args = get_args(hint) if get_origin(hint) in (Union, UnionType) else (hint,)
+    for t in args:
+        if value is None and t is type(None):
+            return True
+        if t is bool and isinstance(value, bool):
+            return True
+        if t in (int, float) and isinstance(value, int) and not isinstance(value, bool):
+            return True
+        if t is float and isinstance(value, float):
+            return True
+        if t is str and isinstance(value, str):
+            return True
+        if t not in (bool, int, float, str, type(None)):
+            return True  # a type this check does not know: the task checks it
+    return False
+
+
+def _type_name(hint: Any) -> str:
+    args = get_args(hint) if get_origin(hint) in (Union, UnionType) else (hint,)
+    names = {bool: "true or false", int: "an int", float: "a number", str: "a string"}
+    return " or ".join("null" if t is type(None) else names.get(t, str(t)) for t in args)
 
 
 @dataclass

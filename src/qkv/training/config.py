@@ -228,6 +228,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.betas, (tuple, list)) or len(self.betas) != 2:
             raise ValueError(f"betas must be two numbers (beta1, beta2), got {self.betas!r}")
+        for i, b in enumerate(self.betas):  # before float(): a JSON null or list is no number
+            check_range(f"betas[{i}]", b, lo=0.0, hi=1.0)
         self.betas = (float(self.betas[0]), float(self.betas[1]))
         for name in (
             "steps",
@@ -268,8 +270,6 @@ class TrainConfig:
         check_range("clip_norm", self.clip_norm, lo=0.0)
         check_range("save_minutes", self.save_minutes, lo=0.0)
         check_range("label_smoothing", self.label_smoothing, lo=0.0, hi=1.0)
-        for i, b in enumerate(self.betas):
-            check_range(f"betas[{i}]", b, lo=0.0, hi=1.0)
         for name in ("progress", "compile", "fsdp", "activation_checkpointing"):
             check_bool(name, getattr(self, name))
         if not isinstance(self.freeze, str) or any(

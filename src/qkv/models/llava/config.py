@@ -45,11 +45,13 @@ class LlavaConfig(LMConfig):
     vision_n_layers: int = 24
 
     def __post_init__(self) -> None:
-        super().__post_init__()
+        # before LMConfig's checks, which end by measuring the whole model, image tower
+        # included: a tower of vision_n_layers=None must be refused, not measured
         check_vision_tower(self, "LlavaConfig")
         for name in ("mem_len", "segment_len", "sliding_window"):
             if getattr(self, name):
                 raise ValueError(f"LlavaConfig needs {name}=0, got {getattr(self, name)}")
+        super().__post_init__()
         if self.max_len <= self.n_patches:
             raise ValueError(
                 f"max_len ({self.max_len}) must exceed the {self.n_patches} image tokens"

@@ -70,7 +70,7 @@ class WhisperConfig(Seq2SeqConfig):
             "share_embeddings": True,
             "tgt_vocab_size": None,
             "reversible": False,
-            "attn_kind": "softmax",
+            "attn": None,  # softmax; not attn_kind, which reads an attn not yet checked
         }
         for name, value in fixed.items():
             if getattr(self, name) != value:
