@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -79,7 +80,24 @@ def safe_softmax(scores: Tensor) -> Tensor:
     return w.to(scores.dtype)
 
 
-def attention_weights(p: Problem, out: Tensor | None = None) -> Tensor:
+def zeroed(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device | str) -> Tensor:
+    """Zeros of ``shape`` whose memory is touched only where it is written.
+
+    On a CPU, first-touching fresh memory costs about as much as computing the weights
+    (``docs/performance.md``), and ``torch.zeros`` touches every page to write its zeros.
+    This takes the memory from ``calloc`` instead (through NumPy), which leaves fresh pages
+    from the OS untouched: they read as zero, and a page is faulted in only when written.
+    The weights of a causal layer leave the keys above the diagonal at zero, so half of
+    them are never touched. Elsewhere it is ``torch.zeros``.
+    """
+    device = torch.device(device)
+    if device.type != "cpu":
+        return torch.zeros(shape, dtype=dtype, device=device)
+    n_bytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+    return torch.from_numpy(np.zeros(n_bytes, dtype=np.uint8)).view(dtype).view(shape)
+
+
+def attention_weights(p: Problem, out: Tensor | None = None, *, out_zeroed: bool = False) -> Tensor:
     """The attention weights ``softmax(f(q, k) * scale + mask)`` of a problem (no dropout).
 
     Without gradients and with a dot-product score the rows are computed in chunks
@@ -91,6 +109,8 @@ def attention_weights(p: Problem, out: Tensor | None = None) -> Tensor:
             of any floating dtype (a compact one such as bfloat16 halves the memory; the
             softmax still runs in float32 and each chunk is rounded once when written).
             Reusing one buffer across calls spares first-touching fresh memory.
+        out_zeroed: ``out`` holds zeros already (from :func:`zeroed`): the keys a causal
+            row cannot see are then not written, and their memory is never touched.
 
     Returns:
         ``(..., h, s_q, s_k)`` weights (``out`` when given); rows with nothing to attend
@@ -112,7 +132,7 @@ def attention_weights(p: Problem, out: Tensor | None = None) -> Tensor:
         if wants_grad:
             raise ValueError("out cannot be used while gradients are wanted (no_grad)")
     if p.score == "dot" and not wants_grad:
-        return _weights_by_row_chunks(p, k, out)
+        return _weights_by_row_chunks(p, k, out, out_zeroed)
     w = safe_softmax(_masked_scores(p, k))
     return w.to(p.q.dtype) if out is None else out.copy_(w)
 
@@ -122,13 +142,16 @@ def attention_weights(p: Problem, out: Tensor | None = None) -> Tensor:
 _CHUNK_ELEMENTS = 1 << 20
 
 
-def _weights_by_row_chunks(p: Problem, k: Tensor, out: Tensor | None = None) -> Tensor:
+def _weights_by_row_chunks(
+    p: Problem, k: Tensor, out: Tensor | None = None, out_zeroed: bool = False
+) -> Tensor:
     """:func:`attention_weights` for a dot-product score without gradients, a few query
     rows at a time: the scores of a chunk are scaled, masked and normalized while in
     cache, and written once into the result. With a causal mask a chunk computes only
     the keys its last row can see (half the work of a square causal problem) and the
-    rest of its rows is zero. Same values as the reference up to float rounding (the
-    matmul is blocked differently); the reference stays the readable definition.
+    rest of its rows is zero (left untouched in a result from :func:`zeroed`). Same values
+    as the reference up to float rounding (the matmul is blocked differently); the
+    reference stays the readable definition.
     """
     q, m = p.q, dense_mask(p) if not isinstance(p.mask, Causal) else None
     target = _target_shape(q, k, 1)
@@ -136,14 +159,14 @@ def _weights_by_row_chunks(p: Problem, k: Tensor, out: Tensor | None = None) -> 
     causal_off = p.mask.key_offset(s_q, s_k) if isinstance(p.mask, Causal) else None
     ctype = compute_dtype(q.dtype)  # float32 scores for half inputs
     if out is None:
-        out = torch.empty(target, dtype=q.dtype, device=q.device)  # (..., s_q, s_k)
+        out, out_zeroed = zeroed(target, q.dtype, q.device), True  # (..., s_q, s_k)
     row_ok = None if m is None else rows_with_keys(m)  # (..., s_q, 1), explicit masks
     rows = max(16, min(s_q, _CHUNK_ELEMENTS // max(1, math.prod(lead) * s_k)))
     q, kt = q.to(ctype), k.transpose(-1, -2).to(ctype)  # (..., d, s_k)
     for r0 in range(0, s_q, rows):
         r1 = min(s_q, r0 + rows)
         k_end = s_k if causal_off is None else max(0, min(s_k, r1 + causal_off))
-        if k_end < s_k:
+        if k_end < s_k and not out_zeroed:
             out[..., r0:r1, k_end:].zero_()
         if k_end == 0:
             continue

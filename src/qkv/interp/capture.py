@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from qkv.attn import _record
 from qkv.attn.functional import Problem, attention_weights, dense_mask
 from qkv.attn.mha import MultiHeadAttention
+from qkv.attn.weights import zeroed
 from qkv.masks import Causal
 from qkv.models.naming import KINDS, Kind, attention_modules, layer_index, layer_kind
 
@@ -253,10 +254,15 @@ def _to_4d(m: Tensor) -> Tensor:
 
 
 def selected_weights(
-    p: Problem, heads: Sequence[int], rows: Sequence[int], out: Tensor | None = None
+    p: Problem,
+    heads: Sequence[int],
+    rows: Sequence[int],
+    out: Tensor | None = None,
+    out_zeroed: bool = False,
 ) -> Tensor:
     """Weights ``(b, len(heads), len(rows), s_k)`` of a problem, computing only those
-    (written into ``out`` when given: see :func:`qkv.attn.attention_weights`).
+    (written into ``out`` when given, ``out_zeroed`` when it holds zeros already: see
+    :func:`qkv.attn.attention_weights`).
 
     Queries (and, for grouped heads, the keys of the selected heads' groups) are sliced
     before the scores, so memory is ``O(b * len(heads) * len(rows) * s_k)``; a causal
@@ -272,7 +278,7 @@ def selected_weights(
     h, s_q = p.q.shape[1], p.q.shape[2]
     all_heads, all_rows = list(heads) == list(range(h)), list(rows) == list(range(s_q))
     if all_heads and all_rows:
-        return attention_weights(p, out)  # (b, h, s_q, s_k)
+        return attention_weights(p, out, out_zeroed=out_zeroed)  # (b, h, s_q, s_k)
     if p.score != "dot":
         w = attention_weights(p)[:, list(heads)][:, :, list(rows)]
         return w if out is None else out.copy_(w)
@@ -300,7 +306,7 @@ def selected_weights(
             if mask.shape[2] > 1:
                 mask = mask.index_select(2, ri)
     sub = dataclasses.replace(p, q=q, k=k, v=v, mask=mask, groups=1, return_weights=True)
-    return attention_weights(sub, out)  # (b, h', r, s_k)
+    return attention_weights(sub, out, out_zeroed=out_zeroed)  # (b, h', r, s_k)
 
 
 @contextmanager
@@ -373,17 +379,19 @@ def record_attention(
     buffers: dict[tuple[Any, ...], Tensor] = {}  # on_entry: one per shape, dtype, device
     calls: dict[str, int] = {}  # on_entry: calls of each module so far
 
-    def buffer(p: Problem, n_heads: int, n_rows: int) -> Tensor | None:
+    def buffer(p: Problem, n_heads: int, n_rows: int) -> tuple[Tensor | None, bool]:
+        """Where a call's weights go, and whether it holds zeros already."""
         if on_entry is None and dtype is None:
-            return None  # attention_weights allocates in the queries' dtype
+            return None, False  # attention_weights allocates in the queries' dtype
         b = torch.broadcast_shapes(p.q.shape[:1], p.k.shape[:1])[0]
         shape = (b, n_heads, n_rows, int(p.k.shape[-2]))  # (b, h', r, s_k)
         key = (shape, dtype or p.q.dtype, p.q.device)
         if on_entry is None:
-            return torch.empty(shape, dtype=key[1], device=p.q.device)
+            # fresh zeros: the keys a causal row cannot see are never touched
+            return zeroed(shape, key[1], p.q.device), True
         if key not in buffers:
             buffers[key] = torch.empty(shape, dtype=key[1], device=p.q.device)
-        return buffers[key]
+        return buffers[key], False
 
     def recorder(module: nn.Module, problem: Problem, info: dict[str, Any]) -> None:
         if outer is not None:
@@ -396,7 +404,7 @@ def record_attention(
         hs = head_sel if head_sel is not None else tuple(range(n_heads))
         rs = _resolve_rows(row_sel, s_q, name)
         with torch.no_grad():
-            w = selected_weights(problem, hs, rs, buffer(problem, len(hs), len(rs)))
+            w = selected_weights(problem, hs, rs, *buffer(problem, len(hs), len(rs)))
         entry = AttentionEntry(
             name=name,
             kind=layer_kind(name, bool(info.get("self_attention", True))),
