@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from qkv.attn import _record
 from qkv.attn.functional import Problem, attention_weights, dense_mask
 from qkv.attn.mha import MultiHeadAttention
-from qkv.attn.weights import zeroed
+from qkv.attn.weights import weights_and_output, zeroed
 from qkv.masks import Causal
 from qkv.models.naming import KINDS, Kind, attention_modules, layer_index, layer_kind
 
@@ -258,6 +258,7 @@ def selected_weights(
     heads: Sequence[int],
     rows: Sequence[int],
     out: Tensor | None = None,
+    *,
     out_zeroed: bool = False,
 ) -> Tensor:
     """Weights ``(b, len(heads), len(rows), s_k)`` of a problem, computing only those
@@ -307,6 +308,18 @@ def selected_weights(
                 mask = mask.index_select(2, ri)
     sub = dataclasses.replace(p, q=q, k=k, v=v, mask=mask, groups=1, return_weights=True)
     return attention_weights(sub, out, out_zeroed=out_zeroed)  # (b, h', r, s_k)
+
+
+def _one_pass(p: Problem, heads: Sequence[int], rows: Sequence[int]) -> bool:
+    """Whether the recorder computes a call's output with its weights
+    (:func:`qkv.attn.weights.weights_and_output`) instead of letting the module run its
+    backend beside them: every head and row recorded, a dot-product score, no dropout
+    (the weights are recorded pre-dropout, and the output needs the dropped ones), and no
+    weights asked of the module itself."""
+    if p.q.ndim != 4 or p.score != "dot" or p.dropout_p > 0 or p.return_weights:
+        return False
+    h, s_q = p.q.shape[1], p.q.shape[2]
+    return tuple(heads) == tuple(range(h)) and tuple(rows) == tuple(range(s_q))
 
 
 @contextmanager
@@ -393,18 +406,22 @@ def record_attention(
             buffers[key] = torch.empty(shape, dtype=key[1], device=p.q.device)
         return buffers[key], False
 
-    def recorder(module: nn.Module, problem: Problem, info: dict[str, Any]) -> None:
-        if outer is not None:
-            outer(module, problem, info)
+    def recorder(module: nn.Module, problem: Problem, info: dict[str, Any]) -> Tensor | None:
+        out = None if outer is None else outer(module, problem, info)
         name = names.get(id(module))
         if name is None:
-            return
+            return out
         s_q = int(problem.q.shape[-2])
         n_heads = int(problem.q.shape[-3])
         hs = head_sel if head_sel is not None else tuple(range(n_heads))
         rs = _resolve_rows(row_sel, s_q, name)
-        with torch.no_grad():
-            w = selected_weights(problem, hs, rs, *buffer(problem, len(hs), len(rs)))
+        buf, zero = buffer(problem, len(hs), len(rs))
+        if out is None and _one_pass(problem, hs, rs):
+            # every weight of the call: computed once, with the output from them
+            out, w = weights_and_output(problem, buf, out_zeroed=zero)
+        else:
+            with torch.no_grad():
+                w = selected_weights(problem, hs, rs, buf, out_zeroed=zero)
         entry = AttentionEntry(
             name=name,
             kind=layer_kind(name, bool(info.get("self_attention", True))),
@@ -419,6 +436,7 @@ def record_attention(
         else:
             calls[name] = calls.get(name, -1) + 1
             on_entry(dataclasses.replace(entry, call=calls[name]))
+        return out
 
     with _record.recording(recorder):
         yield record
