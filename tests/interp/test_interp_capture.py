@@ -224,7 +224,13 @@ def test_streaming_entries_share_one_buffer_and_equal_the_full_record(family, ti
 def test_compact_dtype_rounds_the_float32_weights_once(tiny):
     model = tiny.lm()
     with record_attention(model) as full:
-        tiny.run(model)
+        out = tiny.run(model)
+    with record_attention(model, dtype=torch.bfloat16) as compact:
+        out_compact = tiny.run(model)
+    # the outputs come from the float32 weights, before they are rounded for storage
+    assert torch.equal(out_compact, out)
+    for name, e in compact.items():
+        assert torch.equal(e.weights, full[name].weights.to(torch.bfloat16))
     with record_attention(model, dtype=torch.bfloat16, heads=[1], rows=[-1, 0]) as half:
         tiny.run(model)
     for name, e in half.items():

@@ -2,11 +2,24 @@
 
 Inside :func:`record_attention`, every :class:`~qkv.attn.MultiHeadAttention` of a model
 hands its :class:`~qkv.attn.Problem` (queries, keys, mask, scale after projection and
-rotary embeddings) to a recorder just before running its backend. The recorder recomputes
-the weights ``softmax(f(q, k) * scale + mask)`` with the math reference
-(:func:`qkv.attn.attention_weights`) and stores them in an :class:`AttentionRecord`;
-the fast backend (SDPA, flash, ...) still computes the output, so outputs are bit-identical
-with and without recording. Nothing is stored on the modules.
+rotary embeddings) to a recorder just before running its backend. The recorder computes
+the weights ``softmax(f(q, k) * scale + mask)`` with the math reference and stores them in
+an :class:`AttentionRecord`. Nothing is stored on the modules.
+
+Two paths, one result:
+
+* **every head and row of a call** (the default), no dropout: attention is computed once.
+  :func:`qkv.attn.weights.weights_and_output` computes the weights a few rows at a time
+  and each chunk's output rows ``weights @ V`` from them; the module uses that output
+  instead of running its backend (SDPA, flash, block-sparse, ...). It equals the backend's
+  output within the numerics contract's tolerance, ``1e-5`` absolute and relative in
+  float32, forward and backward (``docs/architecture.md``); it is no longer bit-identical
+  to a forward without recording. Storing the weights in a compact ``dtype`` does not
+  change it: the output comes from the float32 weights before they are rounded.
+* **a selection of heads or rows**, attention dropout in training, a custom score
+  function, or a module asked for its weights (``return_weights``): only the selected
+  weights are computed (:func:`selected_weights`, :func:`qkv.attn.attention_weights`),
+  beside the backend, which computes the output as without recording (bit-identical).
 """
 
 from __future__ import annotations
@@ -332,26 +345,34 @@ def record_attention(
     dtype: torch.dtype | None = None,
     on_entry: Callable[[AttentionEntry], None] | None = None,
 ) -> Iterator[AttentionRecord]:
-    """Record the attention weights of a qkv model while it runs its fast backend.
+    """Record the attention weights of a qkv model while it runs.
 
     >>> with record_attention(model, layers=[0], heads=[1, 3], rows=[-1]) as rec:
     ...     logits = model(ids)
     >>> rec["decoder.layers.0.self_attn"].weights.shape  # (b, 2, 1, s_k)
 
     The weights are ``softmax(f(Q, K) * scale + M)`` of each selected module (Vaswani et al.
-    2017, eq. 1), recomputed by the math reference from the very queries, keys and mask
-    the backend receives, so they equal the math backend's weights whatever backend runs,
-    and the model's outputs are unchanged. They are pre-dropout and detached.
+    2017, eq. 1), computed by the math reference from the very queries, keys and mask the
+    backend receives, so they equal the math backend's weights whatever backend the
+    module has. They are pre-dropout and detached.
+
+    Outputs: when a call is recorded with every head and row and without dropout, its
+    output is computed from the recorded weights (``weights @ V``, attention computed once)
+    instead of by the module's backend: it equals the backend's within ``1e-5`` (absolute
+    and relative, float32), the numerics contract's tolerance, forward and backward, but
+    not bit for bit. Selections of heads or rows, and attention dropout in training, keep
+    the backend's output bit-identical (see the module docstring).
 
     Memory: one ``(b, len(heads), len(rows), s_k)`` tensor per selected module and call
     (all heads and rows by default: ``4 * b * h * s_q * s_k`` bytes per layer in float32);
-    the scores are computed a few rows at a time (a causal layer only below the diagonal),
-    so nothing else of that size is held. Select heads and rows to record long inputs,
-    store the weights in a compact ``dtype`` (``torch.bfloat16``: half the bytes), or, when
-    each layer is looked at and dropped (statistics, a plot per layer), pass ``on_entry``:
-    the record then keeps nothing and every module writes into one reused buffer, so the
-    memory is one layer's and fresh pages are touched once (on a CPU, first-touching new
-    memory costs about as much as computing the weights: ``docs/performance.md``).
+    the scores are computed a few rows at a time (a causal layer only below the diagonal,
+    the rest of its memory left untouched), so nothing else of that size is held. Select
+    heads and rows to record long inputs, store the weights in a compact ``dtype``
+    (``torch.bfloat16``: half the bytes, the outputs unchanged), or, when each layer is
+    looked at and dropped (statistics, a plot per layer), pass ``on_entry``: the record
+    then keeps nothing and every module writes into one reused buffer, so the memory is
+    one layer's and fresh pages are touched once (on a CPU, first-touching new memory
+    costs about as much as computing the weights: ``docs/performance.md``).
 
     Recorders nest: an enclosing ``record_attention`` still sees every call.
 
@@ -364,7 +385,8 @@ def record_attention(
         rows: query rows to keep (None = all); negative rows count from the end (``-1`` =
             the last query, e.g. the token being predicted).
         dtype: the floating dtype the weights are stored in (None = the queries'); they
-            are computed in float32 (or the queries' wider dtype) and rounded once.
+            are computed in float32 (or the queries' wider dtype) and rounded once, after
+            the output was computed from them.
         on_entry: called with each :class:`AttentionEntry` as soon as its module ran;
             its ``weights`` are a view of a buffer the next module of the same shape
             overwrites (``.clone()`` what must outlive the call). The record stays empty.
