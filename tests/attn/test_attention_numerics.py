@@ -8,7 +8,9 @@
 
 Each case poisons a run and compares it with the same run on clean inputs, and with the
 ``math`` reference on clean inputs, forward and backward (``flex`` forward only on CPU,
-where FlexAttention has no backward).
+where FlexAttention has no backward). ``"once"`` is no backend but
+:func:`~qkv.attn.weights.weights_and_output`, which ``record_attention`` runs instead of the
+module's backend when it records every weight: it keeps the same contract.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ import pytest
 import torch
 
 from qkv import masks
-from qkv.attn import attention, available_backends
+from qkv.attn import attention, available_backends, make_problem
+from qkv.attn.weights import weights_and_output
 
 BACKENDS = [b for b in ("math", "sdpa", "auto", "blocksparse", "flex") if b in available_backends()]
+BACKENDS.append("once")  # weights_and_output: what record_attention runs for every weight
 POISONS = [float("nan"), float("inf"), float("-inf"), 1e38]
 LENGTHS = [5, 8, 0]  # batch row 2 sees no key at all: its rows give zeros
 
@@ -31,7 +35,13 @@ def _warm() -> None:
     q = torch.randn(3, 2, 8, 4)
     with torch.no_grad():
         for backend in BACKENDS:
-            attention(q, q, q, mask=masks.padding(LENGTHS), backend=backend)
+            _attend(backend, q, q, q, masks.padding(LENGTHS))
+
+
+def _attend(backend: str, q, k, v, mask) -> torch.Tensor:
+    if backend == "once":
+        return weights_and_output(make_problem(q, k, v, mask))[0]
+    return attention(q, k, v, mask=mask, backend=backend)
 
 
 def _can_grad(backend: str) -> bool:
@@ -73,11 +83,11 @@ def _supported(backend: str, kind: str) -> bool:
 def _run(backend, q, k, v, mask, grad):
     leaves = [t.detach().clone().requires_grad_(grad) for t in (q, k, v)]
     if grad:
-        out = attention(*leaves, mask=mask, backend=backend)
+        out = _attend(backend, *leaves, mask)
         out.backward(torch.linspace(-1, 1, out.numel()).view_as(out))
         return out.detach(), [t.grad for t in leaves]
     with torch.no_grad():
-        return attention(*leaves, mask=mask, backend=backend), None
+        return _attend(backend, *leaves, mask), None
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -103,11 +103,7 @@ def test_record_attention_matches_transformers_weights(kit):
         w, w_ref = rec[name].weights, ref.attentions[i]  # (b, h, s, s)
         real = mask[:, None, :, None] & mask[:, None, None, :]  # pairs of real tokens
         assert kit.diff(w.masked_fill(~real, 0), w_ref.masked_fill(~real, 0)) <= kit.atol
-    # recording changes nothing
-    assert (
-        kit.diff(
-            model(ids, token_type_ids=types, padding_mask=mask).last_hidden_state,
-            out.last_hidden_state,
-        )
-        == 0
-    )
+    # recording every weight computes the outputs from them: the backend's within 1e-5
+    # (the numerics contract's tolerance, docs/architecture.md)
+    plain = model(ids, token_type_ids=types, padding_mask=mask).last_hidden_state
+    torch.testing.assert_close(out.last_hidden_state, plain, atol=1e-5, rtol=1e-5)

@@ -158,8 +158,8 @@ def test_recording_gives_every_windows_weights() -> None:
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad(), record_attention(model) as rec:
         out = model(x)
-    with torch.no_grad():
-        assert torch.equal(out, model(x))
+    with torch.no_grad():  # outputs from the recorded weights: the backend's within 1e-5
+        torch.testing.assert_close(out, model(x), atol=1e-5, rtol=1e-5)
     first = rec["layers.0.self_attn"]
     assert first.weights.shape == (2 * 16, 2, 16, 16)  # 16x16 grid, 4x4 windows of 16
     shifted = rec["layers.1.self_attn"].weights

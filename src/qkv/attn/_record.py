@@ -4,6 +4,12 @@ A recorder is installed for the duration of a ``with`` block (see ``qkv.interp``
 never keep what they saw. Lives at the bottom layer so attention modules need not import
 the interpretability package.
 
+A recorder may return the problem's attention output ``(b, h, s_q, d_v)``, computed with
+the weights it recorded (:func:`qkv.attn.weights.weights_and_output`): the module then
+uses it instead of running its backend, so attention is computed once. It must equal the
+backend's output within the numerics contract's tolerance (``docs/architecture.md``), and
+may only be given for a problem without dropout and without ``return_weights``.
+
 Compiled models: ``torch.compile`` cannot trace ``ContextVar.get``, so inside a compiled
 region :func:`current` is ``None`` without reading the variable (``torch.compiler
 .is_compiling()`` is a constant there, and the graph has no break). Recording takes the
@@ -21,11 +27,11 @@ from contextvars import ContextVar
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from qkv.attn.problem import Problem
 
-Recorder = Callable[[nn.Module, Problem, dict[str, Any]], None]
+Recorder = Callable[[nn.Module, Problem, dict[str, Any]], Tensor | None]
 
 _CURRENT: ContextVar[Recorder | None] = ContextVar("qkv_attention_recorder", default=None)
 
@@ -40,8 +46,8 @@ def current() -> Recorder | None:
 
 @contextmanager
 def recording(recorder: Recorder) -> Iterator[None]:
-    """Install ``recorder(module, problem, info)`` for the block's duration; compiled
-    models run eagerly inside it (so they report their problems too)."""
+    """Install ``recorder(module, problem, info) -> output | None`` for the block's
+    duration; compiled models run eagerly inside it (so they report their problems too)."""
     token = _CURRENT.set(recorder)
     try:
         with torch.compiler.set_stance("force_eager"):

@@ -331,11 +331,15 @@ class MultiHeadAttention(nn.Module):
                 dropout_p=dropout_p,
                 return_weights=return_weights,
             )
-            if rec is not None:
-                rec(self, p, {"self_attention": self_attention})
             backend = "math" if return_weights and self.backend == "auto" else self.backend
-            res = pick_backend(p, backend).run(p)
-            out, weights = res if isinstance(res, tuple) else (res, None)
+            runner = pick_backend(p, backend)  # checked also when a recorder gives the output
+            # a recorder of every weight computes the output with them (once, not twice)
+            recorded = None if rec is None else rec(self, p, {"self_attention": self_attention})
+            if recorded is not None:
+                out = recorded
+            else:
+                res = runner.run(p)
+                out, weights = res if isinstance(res, tuple) else (res, None)
         return out, weights
 
     @staticmethod

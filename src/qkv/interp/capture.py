@@ -2,11 +2,24 @@
 
 Inside :func:`record_attention`, every :class:`~qkv.attn.MultiHeadAttention` of a model
 hands its :class:`~qkv.attn.Problem` (queries, keys, mask, scale after projection and
-rotary embeddings) to a recorder just before running its backend. The recorder recomputes
-the weights ``softmax(f(q, k) * scale + mask)`` with the math reference
-(:func:`qkv.attn.attention_weights`) and stores them in an :class:`AttentionRecord`;
-the fast backend (SDPA, flash, ...) still computes the output, so outputs are bit-identical
-with and without recording. Nothing is stored on the modules.
+rotary embeddings) to a recorder just before running its backend. The recorder computes
+the weights ``softmax(f(q, k) * scale + mask)`` with the math reference and stores them in
+an :class:`AttentionRecord`. Nothing is stored on the modules.
+
+Two paths, one result:
+
+* **every head and row of a call** (the default), no dropout: attention is computed once.
+  :func:`qkv.attn.weights.weights_and_output` computes the weights a few rows at a time
+  and each chunk's output rows ``weights @ V`` from them; the module uses that output
+  instead of running its backend (SDPA, flash, block-sparse, ...). It equals the backend's
+  output within the numerics contract's tolerance, ``1e-5`` absolute and relative in
+  float32, forward and backward (``docs/architecture.md``); it is no longer bit-identical
+  to a forward without recording. Storing the weights in a compact ``dtype`` does not
+  change it: the output comes from the float32 weights before they are rounded.
+* **a selection of heads or rows**, attention dropout in training, a custom score
+  function, or a module asked for its weights (``return_weights``): only the selected
+  weights are computed (:func:`selected_weights`, :func:`qkv.attn.attention_weights`),
+  beside the backend, which computes the output as without recording (bit-identical).
 """
 
 from __future__ import annotations
@@ -23,6 +36,7 @@ from torch import Tensor, nn
 from qkv.attn import _record
 from qkv.attn.functional import Problem, attention_weights, dense_mask
 from qkv.attn.mha import MultiHeadAttention
+from qkv.attn.weights import weights_and_output, zeroed
 from qkv.masks import Causal
 from qkv.models.naming import KINDS, Kind, attention_modules, layer_index, layer_kind
 
@@ -253,10 +267,16 @@ def _to_4d(m: Tensor) -> Tensor:
 
 
 def selected_weights(
-    p: Problem, heads: Sequence[int], rows: Sequence[int], out: Tensor | None = None
+    p: Problem,
+    heads: Sequence[int],
+    rows: Sequence[int],
+    out: Tensor | None = None,
+    *,
+    out_zeroed: bool = False,
 ) -> Tensor:
     """Weights ``(b, len(heads), len(rows), s_k)`` of a problem, computing only those
-    (written into ``out`` when given: see :func:`qkv.attn.attention_weights`).
+    (written into ``out`` when given, ``out_zeroed`` when it holds zeros already: see
+    :func:`qkv.attn.attention_weights`).
 
     Queries (and, for grouped heads, the keys of the selected heads' groups) are sliced
     before the scores, so memory is ``O(b * len(heads) * len(rows) * s_k)``; a causal
@@ -272,7 +292,7 @@ def selected_weights(
     h, s_q = p.q.shape[1], p.q.shape[2]
     all_heads, all_rows = list(heads) == list(range(h)), list(rows) == list(range(s_q))
     if all_heads and all_rows:
-        return attention_weights(p, out)  # (b, h, s_q, s_k)
+        return attention_weights(p, out, out_zeroed=out_zeroed)  # (b, h, s_q, s_k)
     if p.score != "dot":
         w = attention_weights(p)[:, list(heads)][:, :, list(rows)]
         return w if out is None else out.copy_(w)
@@ -300,7 +320,19 @@ def selected_weights(
             if mask.shape[2] > 1:
                 mask = mask.index_select(2, ri)
     sub = dataclasses.replace(p, q=q, k=k, v=v, mask=mask, groups=1, return_weights=True)
-    return attention_weights(sub, out)  # (b, h', r, s_k)
+    return attention_weights(sub, out, out_zeroed=out_zeroed)  # (b, h', r, s_k)
+
+
+def _one_pass(p: Problem, heads: Sequence[int], rows: Sequence[int]) -> bool:
+    """Whether the recorder computes a call's output with its weights
+    (:func:`qkv.attn.weights.weights_and_output`) instead of letting the module run its
+    backend beside them: every head and row recorded, a dot-product score, no dropout
+    (the weights are recorded pre-dropout, and the output needs the dropped ones), and no
+    weights asked of the module itself."""
+    if p.q.ndim != 4 or p.score != "dot" or p.dropout_p > 0 or p.return_weights:
+        return False
+    h, s_q = p.q.shape[1], p.q.shape[2]
+    return tuple(heads) == tuple(range(h)) and tuple(rows) == tuple(range(s_q))
 
 
 @contextmanager
@@ -313,26 +345,34 @@ def record_attention(
     dtype: torch.dtype | None = None,
     on_entry: Callable[[AttentionEntry], None] | None = None,
 ) -> Iterator[AttentionRecord]:
-    """Record the attention weights of a qkv model while it runs its fast backend.
+    """Record the attention weights of a qkv model while it runs.
 
     >>> with record_attention(model, layers=[0], heads=[1, 3], rows=[-1]) as rec:
     ...     logits = model(ids)
     >>> rec["decoder.layers.0.self_attn"].weights.shape  # (b, 2, 1, s_k)
 
     The weights are ``softmax(f(Q, K) * scale + M)`` of each selected module (Vaswani et al.
-    2017, eq. 1), recomputed by the math reference from the very queries, keys and mask
-    the backend receives, so they equal the math backend's weights whatever backend runs,
-    and the model's outputs are unchanged. They are pre-dropout and detached.
+    2017, eq. 1), computed by the math reference from the very queries, keys and mask the
+    backend receives, so they equal the math backend's weights whatever backend the
+    module has. They are pre-dropout and detached.
+
+    Outputs: when a call is recorded with every head and row and without dropout, its
+    output is computed from the recorded weights (``weights @ V``, attention computed once)
+    instead of by the module's backend: it equals the backend's within ``1e-5`` (absolute
+    and relative, float32), the numerics contract's tolerance, forward and backward, but
+    not bit for bit. Selections of heads or rows, and attention dropout in training, keep
+    the backend's output bit-identical (see the module docstring).
 
     Memory: one ``(b, len(heads), len(rows), s_k)`` tensor per selected module and call
     (all heads and rows by default: ``4 * b * h * s_q * s_k`` bytes per layer in float32);
-    the scores are computed a few rows at a time (a causal layer only below the diagonal),
-    so nothing else of that size is held. Select heads and rows to record long inputs,
-    store the weights in a compact ``dtype`` (``torch.bfloat16``: half the bytes), or, when
-    each layer is looked at and dropped (statistics, a plot per layer), pass ``on_entry``:
-    the record then keeps nothing and every module writes into one reused buffer, so the
-    memory is one layer's and fresh pages are touched once (on a CPU, first-touching new
-    memory costs about as much as computing the weights: ``docs/performance.md``).
+    the scores are computed a few rows at a time (a causal layer only below the diagonal,
+    the rest of its memory left untouched), so nothing else of that size is held. Select
+    heads and rows to record long inputs, store the weights in a compact ``dtype``
+    (``torch.bfloat16``: half the bytes, the outputs unchanged), or, when each layer is
+    looked at and dropped (statistics, a plot per layer), pass ``on_entry``: the record
+    then keeps nothing and every module writes into one reused buffer, so the memory is
+    one layer's and fresh pages are touched once (on a CPU, first-touching new memory
+    costs about as much as computing the weights: ``docs/performance.md``).
 
     Recorders nest: an enclosing ``record_attention`` still sees every call.
 
@@ -345,7 +385,8 @@ def record_attention(
         rows: query rows to keep (None = all); negative rows count from the end (``-1`` =
             the last query, e.g. the token being predicted).
         dtype: the floating dtype the weights are stored in (None = the queries'); they
-            are computed in float32 (or the queries' wider dtype) and rounded once.
+            are computed in float32 (or the queries' wider dtype) and rounded once, after
+            the output was computed from them.
         on_entry: called with each :class:`AttentionEntry` as soon as its module ran;
             its ``weights`` are a view of a buffer the next module of the same shape
             overwrites (``.clone()`` what must outlive the call). The record stays empty.
@@ -373,30 +414,36 @@ def record_attention(
     buffers: dict[tuple[Any, ...], Tensor] = {}  # on_entry: one per shape, dtype, device
     calls: dict[str, int] = {}  # on_entry: calls of each module so far
 
-    def buffer(p: Problem, n_heads: int, n_rows: int) -> Tensor | None:
+    def buffer(p: Problem, n_heads: int, n_rows: int) -> tuple[Tensor | None, bool]:
+        """Where a call's weights go, and whether it holds zeros already."""
         if on_entry is None and dtype is None:
-            return None  # attention_weights allocates in the queries' dtype
+            return None, False  # attention_weights allocates in the queries' dtype
         b = torch.broadcast_shapes(p.q.shape[:1], p.k.shape[:1])[0]
         shape = (b, n_heads, n_rows, int(p.k.shape[-2]))  # (b, h', r, s_k)
         key = (shape, dtype or p.q.dtype, p.q.device)
         if on_entry is None:
-            return torch.empty(shape, dtype=key[1], device=p.q.device)
+            # fresh zeros: the keys a causal row cannot see are never touched
+            return zeroed(shape, key[1], p.q.device), True
         if key not in buffers:
             buffers[key] = torch.empty(shape, dtype=key[1], device=p.q.device)
-        return buffers[key]
+        return buffers[key], False
 
-    def recorder(module: nn.Module, problem: Problem, info: dict[str, Any]) -> None:
-        if outer is not None:
-            outer(module, problem, info)
+    def recorder(module: nn.Module, problem: Problem, info: dict[str, Any]) -> Tensor | None:
+        out = None if outer is None else outer(module, problem, info)
         name = names.get(id(module))
         if name is None:
-            return
+            return out
         s_q = int(problem.q.shape[-2])
         n_heads = int(problem.q.shape[-3])
         hs = head_sel if head_sel is not None else tuple(range(n_heads))
         rs = _resolve_rows(row_sel, s_q, name)
-        with torch.no_grad():
-            w = selected_weights(problem, hs, rs, buffer(problem, len(hs), len(rs)))
+        buf, zero = buffer(problem, len(hs), len(rs))
+        if out is None and _one_pass(problem, hs, rs):
+            # every weight of the call: computed once, with the output from them
+            out, w = weights_and_output(problem, buf, out_zeroed=zero)
+        else:
+            with torch.no_grad():
+                w = selected_weights(problem, hs, rs, buf, out_zeroed=zero)
         entry = AttentionEntry(
             name=name,
             kind=layer_kind(name, bool(info.get("self_attention", True))),
@@ -411,6 +458,7 @@ def record_attention(
         else:
             calls[name] = calls.get(name, -1) + 1
             on_entry(dataclasses.replace(entry, call=calls[name]))
+        return out
 
     with _record.recording(recorder):
         yield record
