@@ -485,12 +485,10 @@ class Text2ImageTask(Task):
         try:
             self._words = Tokenizer.load(directory)
             if "vq" in state:
-                cfg = VQConfig.from_dict(state["vq"])
                 tensors = ckpt.read_tensors(directory / VQ_FILE)
-                # built on meta and given the file's tensors: a task.json whose sizes do not
-                # match the file (hidden=8192: 14 GB) is refused before anything is allocated
-                with torch.device("meta"):
-                    vq = VQVAE(cfg)
+                # built on meta, given the file's tensors: sizes that do not match the file
+                with torch.device("meta"):  # (hidden=8192: 14 GB) allocate nothing
+                    vq = VQVAE(VQConfig.from_dict(state["vq"]))
                 vq.load_state_dict(tensors, assign=True)
                 self._codec = vq.eval()
         except (FileNotFoundError, ValueError, RuntimeError) as e:
