@@ -581,7 +581,7 @@ def test_threads_bounds_the_tokenizers_threads(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.delenv("TOKENIZERS_PARALLELISM", raising=False)
     before = torch.get_num_threads()
     try:
-        apply_threads(argparse.Namespace(threads=1))
+        apply_threads(argparse.Namespace(threads=1), "generate")
     finally:
         torch.set_num_threads(before)
     assert os.environ["RAYON_NUM_THREADS"] == "1"
@@ -589,7 +589,7 @@ def test_threads_bounds_the_tokenizers_threads(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("RAYON_NUM_THREADS", "7")  # the user's own setting wins
     monkeypatch.delenv("TOKENIZERS_PARALLELISM")
     try:
-        apply_threads(argparse.Namespace(threads=2))
+        apply_threads(argparse.Namespace(threads=2), "generate")
     finally:
         torch.set_num_threads(before)
     assert os.environ["RAYON_NUM_THREADS"] == "7" and "TOKENIZERS_PARALLELISM" not in os.environ
@@ -615,7 +615,14 @@ def test_torch_threads_without_room_are_refused_before_any_work(
         real_start(self)
 
     monkeypatch.setattr(threading.Thread, "start", start)
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
+    # the default chosen for the machine: 4 idle cores (torch's pool is started with 4)
+    from qkv.cli import _common
+    from qkv.cli._threads import ThreadChoice
+
+    monkeypatch.setattr(
+        _common, "choose_threads", lambda given=None: ThreadChoice(4, "measured", 4)
+    )
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
     monkeypatch.setattr(qkv.tasks, "load_trained", _never)
     assert main(["generate", "--checkpoint", "anywhere", "x"]) == 2
     assert capsys.readouterr().err == (

@@ -298,21 +298,22 @@ _MAKE_ORDER: tuple[str, ...] = ("test", "valid", "train")
 def _speak_all(jobs: list[_Job], workers: int, progress: CountProgress) -> list[np.ndarray]:
     """The audio of every job, ``workers`` espeak-ng processes at a time. On an error or
     Ctrl-C the jobs not yet started are dropped (not waited for)."""
-    pool = ThreadPoolExecutor(max_workers=workers)  # threads wait on processes
+    pool = None
     try:
+        pool = ThreadPoolExecutor(max_workers=workers)  # threads wait on processes
         out = []
-        try:
-            for x in pool.map(_speak, jobs):
-                out.append(x)
-                progress.advance()
-        except RuntimeError as e:  # "can't start new thread"
-            if is_exhaustion(e):
-                fix = "make the corpus with fewer workers (--workers 1)"
-                raise start_error(f"{workers} threads to run espeak-ng", e, fix) from None
-            raise
+        for x in pool.map(_speak, jobs):
+            out.append(x)
+            progress.advance()
         return out
+    except RuntimeError as e:  # "can't start new thread"
+        if is_exhaustion(e):
+            fix = "make the corpus with fewer workers (--workers 1)"
+            raise start_error(f"{workers} threads to run espeak-ng", e, fix) from None
+        raise
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def speech_corpus(
