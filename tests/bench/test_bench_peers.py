@@ -162,9 +162,15 @@ def test_attention_peers_skips_what_cannot_fit():
 def test_train_tiny_run_compares_every_model_with_its_qkv_twin():
     pytest.importorskip("transformers")
     cfg = TrainBenchConfig(
-        **TINY, n_encoder_layers=1, n_decoder_layers=1, seq_lens=(8, 16), tokens=32,
-        matmul_size=64, **FAST,
-    )  # fmt: skip
+        **TINY,
+        n_encoder_layers=1,
+        n_decoder_layers=1,
+        seq_lens=(8, 16),
+        tokens=32,
+        matmul_size=64,
+        memory=False,
+        **FAST,
+    )  # fmt: skip  (memory: tests/bench/test_bench_train_memory.py)
     result = run_train_bench(cfg)
     rows = {(r["model"], r["seq_len"]): r for r in result.to_json()["results"]}
     names = {"qkv", "nanogpt", "x_transformers", "hf_gpt2", "torch_gpt", "qkv_bart", "hf_bart",
@@ -179,6 +185,7 @@ def test_train_tiny_run_compares_every_model_with_its_qkv_twin():
         assert _positive_finite(r["tokens_per_s"]) and _positive_finite(r["qkv_speedup"])
         assert _positive_finite(r["mfu"]) and _positive_finite(r["model_tflops"])
         assert r["parameters"] > 0 and r["repeats"] == 2 and r["compile_s"] is None
+        assert math.isfinite(r["loss"]) and r["peak_bytes"] is None
         if name.startswith("qkv"):
             assert r["twin"] == name and r["qkv_speedup"] == 1.0
     # the same model FLOPs for every model of a group; equal parameter counts for the GPTs
@@ -219,7 +226,7 @@ def test_paper_gpt_has_qkvs_parameter_count_and_is_causal():
 def test_train_compile_adds_the_eager_row_and_compile_time():
     cfg = TrainBenchConfig(
         **TINY, seq_lens=(8,), tokens=16, models=("qkv", "qkv_eager"), compile=True,
-        matmul_size=64, **FAST,
+        matmul_size=64, memory=False, **FAST,
     )  # fmt: skip
     rows = {r.model: r for r in run_train_bench(cfg).measurements}
     assert set(rows) == {"qkv", "qkv_eager"}

@@ -118,7 +118,8 @@ def test_rows_keep_the_json_keys_of_each_benchmark():
 
     assert keys(TrainMeasurement) == TIMES | {
         "suite", "seq_len", "batch", "model", "description", "twin", "parameters",
-        "tokens_per_s", "model_tflops", "mfu", "compile_s", "qkv_speedup",
+        "tokens_per_s", "model_tflops", "mfu", "compile_s", "qkv_speedup", "loss",
+        "peak_bytes", "memory_vs_qkv",
     }  # fmt: skip
     assert keys(GenerateMeasurement) == TIMES | {
         "batch", "impl", "description", "tokens_per_s", "ms_per_step", "qkv_speedup",

@@ -39,6 +39,8 @@ def _cases(run: Path, new: Path) -> list[tuple[str, list[str], tuple[str, ...]]]
          ("--threads", "CPU cores")),
         ("bench peers --threads 100000", ["bench", "peers", "--threads", "100000"],
          ("--threads", "CPU cores")),
+        ("bench train --nanogpt without model.py", ["bench", "train", "--nanogpt",
+         str(new / "nanoGPT")], ("--nanogpt", str(new / "nanoGPT"), "no model.py")),
         ("train --seed 1e30", ["train", "--seed", "1e30", "--out", out], ("--seed", "2**63 - 1")),
         ("generate --seed 1e30", ["generate", "--checkpoint", ck, "--seed", "1e30", "a"],
          ("--seed", "2**63 - 1")),
@@ -85,7 +87,7 @@ def test_every_bad_value_is_one_line_exit_2(run, tmp_path, capsys, monkeypatch):
             failures.append(f"{name}: {e}")
     assert not failures, "\n".join(failures)
     assert not new.exists()  # nothing was written for a refused command
-    assert len(cases) == 28
+    assert len(cases) == 29
 
 
 def test_threads_up_to_the_cores_are_taken(run, capsys, monkeypatch):

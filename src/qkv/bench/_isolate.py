@@ -1,10 +1,11 @@
 """One measurement in a fresh subprocess (so that its peak memory is its own): the parent
 sends a JSON spec on stdin, the child answers one ``QKV-BENCH-RESULT {json}`` line. Used by
-``qkv bench attention`` and ``qkv bench long``."""
+``qkv bench attention``, ``qkv bench long`` and the memory columns of ``qkv bench train``."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -29,13 +30,22 @@ def serve(measure: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
     print(MARK + json.dumps(result))
 
 
-def run_isolated(module: str, spec: dict[str, Any], timeout: float) -> dict[str, Any]:
+def run_isolated(
+    module: str, spec: dict[str, Any], timeout: float, env: dict[str, str] | None = None
+) -> dict[str, Any]:
     """The parent's side: run ``module._worker()`` (which calls :func:`serve`) in a fresh
-    interpreter with ``spec``; a timeout gives an ``n/a`` result, a crash an ``error`` one."""
+    interpreter with ``spec`` (and ``env`` added to this process's environment, e.g.
+    :data:`qkv.bench._memory.MMAP_ENV`); a timeout gives an ``n/a`` result, a crash an
+    ``error`` one."""
     cmd = [sys.executable, "-c", f"from {module} import _worker; _worker()"]
     try:
         r = subprocess.run(
-            cmd, input=json.dumps(spec), capture_output=True, text=True, timeout=timeout
+            cmd,
+            input=json.dumps(spec),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=None if env is None else {**os.environ, **env},
         )
     except subprocess.TimeoutExpired:
         return _failed("n/a", f"took longer than {timeout:.0f} s")

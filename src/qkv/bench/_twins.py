@@ -3,7 +3,10 @@
 Each builder takes one :class:`ModelShape` and returns the qkv model or a peer of identical
 shape: ``transformers``' GPT-2, BART and Marian, a GPT built from
 ``torch.nn.TransformerEncoderLayer``, a nanoGPT-shaped GPT written from the GPT-2 papers
-(:mod:`qkv.bench._paper_gpt`) and, when installed, ``x-transformers``' decoder. Timing needs identical shapes, not identical weights,
+(:mod:`qkv.bench._paper_gpt`), when installed ``x-transformers``' decoder, and the real
+nanoGPT's ``GPT`` from the user's own checkout of karpathy/nanoGPT (:func:`nanogpt_gpt`,
+imported from its ``model.py`` by path: nothing of it is copied into qkv). Timing needs
+identical shapes, not identical weights,
 so every model keeps its own initialization. Parameter counts are reported and tested: equal
 for the language models; for BART and Marian they differ only by what ``transformers`` stores
 differently (two extra position rows per stack, Marian's fixed sinusoids as parameters, the
@@ -12,9 +15,14 @@ output bias as a buffer).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
+import io
+import sys
 from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -172,6 +180,92 @@ def x_transformers_gpt(shape: ModelShape) -> nn.Module:
             attn_flash=True,
         ),
     )
+
+
+def nanogpt_model_file(path: str | Path) -> Path:
+    """The ``model.py`` of a nanoGPT checkout: ``path`` itself when it is that file, else
+    the ``model.py`` in the folder ``path``.
+
+    Raises:
+        ValueError: no such file (naming ``path``).
+    """
+    p = Path(path).expanduser()
+    file = p if p.is_file() else p / "model.py"
+    if not file.is_file():
+        raise ValueError(
+            f"no model.py in {str(path)!r}: give a checkout of karpathy/nanoGPT (the folder "
+            f"holding its model.py, or that file)"
+        )
+    return file.resolve()
+
+
+@functools.cache
+def _import_file(file: Path) -> ModuleType:
+    name = f"_qkv_nanogpt_{len(sys.modules)}"
+    spec = importlib.util.spec_from_file_location(name, file)
+    if spec is None or spec.loader is None:
+        raise ValueError(f"{str(file)!r} cannot be imported as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while they are made
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:
+        del sys.modules[name]
+        raise ValueError(f"importing {str(file)!r} failed: {type(e).__name__}: {e}") from e
+    return module
+
+
+def load_nanogpt(path: str | Path) -> ModuleType:
+    """The module of nanoGPT's ``model.py`` in the checkout ``path``
+    (:func:`nanogpt_model_file`), imported from the file itself (once per file).
+
+    Raises:
+        ValueError: no ``model.py``, it fails to import, or it lacks ``GPT`` or
+            ``GPTConfig`` (naming the file).
+    """
+    file = nanogpt_model_file(path)
+    module = _import_file(file)
+    missing = [n for n in ("GPT", "GPTConfig") if not callable(getattr(module, n, None))]
+    if missing:
+        raise ValueError(
+            f"{str(file)!r} defines no {' or '.join(missing)}: is it karpathy/nanoGPT's model.py?"
+        )
+    return module
+
+
+def nanogpt_why_not(shape: ModelShape) -> str | None:
+    """Why nanoGPT's ``GPT`` cannot take ``shape`` (its MLP is ``4 n_embd`` wide), or None."""
+    if shape.ff != 4 * shape.d_model:
+        return f"nanoGPT's MLP is 4 d = {4 * shape.d_model} wide, not d_ff={shape.ff}"
+    return None
+
+
+def nanogpt_gpt(path: str | Path, shape: ModelShape) -> nn.Module:
+    """karpathy/nanoGPT's ``GPT`` from the checkout ``path`` (:func:`load_nanogpt`), built
+    with ``GPTConfig(n_layer, n_head, n_embd, block_size, vocab_size, dropout=0.0,
+    bias=True)`` of ``shape`` (biases as GPT-2 and the other peers; nanoGPT's own defaults
+    otherwise, e.g. its exact GELU). Its call is nanoGPT's: ``model(idx, targets)`` ->
+    ``(logits, loss)``. The line it prints with its parameter count is swallowed.
+
+    Raises:
+        ValueError: the checkout cannot be loaded, or ``shape`` has ``d_ff`` other than
+            ``4 d``.
+    """
+    why = nanogpt_why_not(shape)
+    if why is not None:
+        raise ValueError(why)
+    module = load_nanogpt(path)
+    cfg = module.GPTConfig(
+        n_layer=shape.n_layers,
+        n_head=shape.n_heads,
+        n_embd=shape.d_model,
+        block_size=shape.max_len,
+        vocab_size=shape.vocab_size,
+        dropout=0.0,
+        bias=True,
+    )
+    with contextlib.redirect_stdout(io.StringIO()):
+        return module.GPT(cfg)  # type: ignore[no-any-return]
 
 
 class TorchGPT(nn.Module):

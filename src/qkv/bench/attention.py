@@ -8,9 +8,10 @@ forward + backward (``out.backward(ones)``), and reports the median wall time ov
 Peak memory:
 
 * CPU: each measurement runs in a fresh Python subprocess and reports the growth of the
-  process's peak resident set size (``getrusage(RUSAGE_SELF).ru_maxrss``) from just after
-  the inputs are built to the end of the runs: everything the backend allocates, including
-  its outputs and gradients, but neither the inputs nor the interpreter.
+  process's peak resident set size (Linux's ``VmHWM``, else ``ru_maxrss``:
+  :func:`qkv.bench._memory.maxrss_bytes`) from just after the inputs are built to the end
+  of the runs: everything the backend allocates, including its outputs and gradients, but
+  neither the inputs nor the interpreter.
 * CUDA: ``torch.cuda.max_memory_allocated()`` above the memory held before the runs.
 
 Configurations whose estimated memory exceeds the limit (by default 80 % of the available
@@ -23,7 +24,6 @@ from __future__ import annotations
 import math
 import os
 import statistics
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -35,6 +35,7 @@ from qkv import masks
 from qkv._checks import check_int
 from qkv.attn import attention, make_problem, pick_backend
 from qkv.bench._isolate import run_isolated, serve
+from qkv.bench._memory import maxrss_bytes
 
 #: Mask names accepted by ``masks=``.
 MASKS: dict[str, str] = {
@@ -199,13 +200,6 @@ def _available_bytes(device: str) -> int:
     return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
 
 
-def _maxrss_bytes() -> int:
-    import resource
-
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(rss if sys.platform == "darwin" else rss * 1024)  # bytes on macOS, KiB on Linux
-
-
 def measure(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one measurement in this process (the body of a subprocess when isolated).
 
@@ -249,7 +243,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     else:
-        base = _maxrss_bytes()
+        base = maxrss_bytes()
     t0 = time.perf_counter()
     for _ in range(spec["warmup"]):
         step()
@@ -264,7 +258,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     if dev.type == "cuda":
         peak = int(torch.cuda.max_memory_allocated() - base)
     elif spec.get("measure_memory"):
-        peak = _maxrss_bytes() - base
+        peak = maxrss_bytes() - base
     return {"status": "ok", "reason": "", "times": times, "peak_bytes": peak}
 
 
@@ -313,7 +307,10 @@ def run_attention_bench(
     if not on_cpu:
         method = "torch.cuda.max_memory_allocated() above the memory held before the runs"
     elif config.isolate:
-        method = "growth of peak RSS (ru_maxrss) in a fresh subprocess per measurement, after inputs are built"
+        method = (
+            "growth of peak RSS (VmHWM) in a fresh subprocess per measurement, after inputs "
+            "are built"
+        )
     else:
         method = "not measured (isolate=False on CPU)"
     result = AttentionBenchResult(

@@ -192,7 +192,7 @@ def run_long_bench(
     if config.device == "cuda":
         method = "torch.cuda.max_memory_allocated() above the memory held before the runs"
     elif config.isolate:
-        method = "growth of peak RSS (ru_maxrss) in a fresh subprocess per measurement"
+        method = "growth of peak RSS (VmHWM) in a fresh subprocess per measurement"
     else:
         method = "not measured (isolate=False on CPU)"
     threads = config.threads or torch.get_num_threads()

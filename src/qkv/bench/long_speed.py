@@ -16,7 +16,8 @@ from torch import nn
 from qkv import masks
 from qkv.attn import FavorAttention, LinformerAttention, LSHSelfAttention, MultiHeadAttention
 from qkv.bench._isolate import run_isolated, serve
-from qkv.bench.attention import _available_bytes, _maxrss_bytes
+from qkv.bench._memory import maxrss_bytes
+from qkv.bench.attention import _available_bytes
 from qkv.bench.long_config import SPEED_IMPLS, LongBenchConfig, LongRow
 
 
@@ -90,7 +91,7 @@ def measure_speed(spec: dict[str, Any]) -> dict[str, Any]:
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     else:
-        base = _maxrss_bytes()
+        base = maxrss_bytes()
     t0 = time.perf_counter()
     for _ in range(spec["warmup"]):
         step()
@@ -107,7 +108,7 @@ def measure_speed(spec: dict[str, Any]) -> dict[str, Any]:
     if dev.type == "cuda":
         peak = int(torch.cuda.max_memory_allocated() - base)
     elif spec.get("measure_memory"):
-        peak = _maxrss_bytes() - base
+        peak = maxrss_bytes() - base
     return {"status": "ok", "reason": "", "times": times, "peak_bytes": peak}
 
 

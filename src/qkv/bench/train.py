@@ -6,14 +6,17 @@ Suites, each timed in interleaved rounds in one process on the same batch
 * ``lm``: qkv's :class:`~qkv.models.DecoderLM` (``qkv``) against a nanoGPT-shaped GPT-2
   written from its papers (``nanogpt``, :mod:`qkv.bench._paper_gpt`), ``x-transformers``'
   decoder when installed (``x_transformers``), ``transformers``' ``GPT2LMHeadModel`` with
-  ``attn_implementation="sdpa"`` (``hf_gpt2``) and a GPT built from
-  ``torch.nn.TransformerEncoderLayer`` (``torch_gpt``);
+  ``attn_implementation="sdpa"`` (``hf_gpt2``), a GPT built from
+  ``torch.nn.TransformerEncoderLayer`` (``torch_gpt``) and, given the path of a checkout of
+  karpathy/nanoGPT (``nanogpt``), the real nanoGPT's ``GPT`` from its ``model.py``
+  (``nanogpt_real``; imported from the user's file, nothing of it copied into qkv);
 * ``seq2seq``: qkv's :class:`~qkv.models.Seq2SeqTransformer` shaped as BART (``qkv_bart``)
   and as Marian (``qkv_marian``) against ``BartForConditionalGeneration`` (``hf_bart``) and
   ``MarianMTModel`` (``hf_marian``).
 
 One step is what a training loop does: forward, ``F.cross_entropy`` over the logits (the
-same call for every model), ``backward``, ``AdamW.step`` and ``zero_grad``. Each sequence
+same call for every model; the real nanoGPT makes it in its own forward),
+``backward``, ``AdamW.step`` and ``zero_grad`` (:mod:`qkv.bench._train_steps`). Each sequence
 length of ``seq_lens`` is its own group, with ``tokens // seq_len`` sequences per step.
 Throughput is ``batch_size * seq_len`` tokens (target tokens for seq2seq) per step time. All
 models run without dropout, in fp32.
@@ -31,19 +34,32 @@ one function (as ``qkv train --compile`` compiles the objective's loss) and an e
 ``qkv_eager`` row joins the ``lm`` suite, so that the ``qkv`` row's speed-up over it is
 what compilation gains; the first step, which waits for the compiler, is reported
 separately (``compile_s``).
+
+Peak memory (``memory``): after the timing, so that it disturbs none of it, every row that
+ran is run again in a fresh subprocess that builds its model and batch and runs
+:data:`~qkv.bench._train_steps.MEMORY_STEPS` training steps (:mod:`qkv.bench._memory`).
+``peak_bytes`` is what a step needs above the weights and the batch: its gradients,
+AdamW's state and its activations at their peak, i.e. the rise of the resident-set
+high-water mark during the last step above the resident set after the first, plus the
+AdamW state the first step made. The first step's other costs (libraries set up on first
+use, under ``compile`` the compiler) are thus left out, as CUDA's allocator leaves them
+out. ``MALLOC_MMAP_THRESHOLD_`` is set in the subprocess so that freed large blocks go back
+to the OS and the mark follows the memory in use. ``memory_vs_qkv`` is ``peak_bytes`` over
+the qkv twin's.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 
 from qkv._checks import check_bool
+from qkv.bench._isolate import run_isolated
+from qkv.bench._memory import MMAP_ENV
 from qkv.bench._timing import (
     BenchResult,
     TimedRow,
@@ -58,34 +74,33 @@ from qkv.bench._timing import (
     time_rows,
     transformers_missing,
 )
+from qkv.bench._train_steps import (
+    MEMORY_STEPS,
+    SUITES,
+    TRAIN_MODELS,
+    build_model,
+    loss_fn,
+    make_batch,
+    step_flops,
+    train_step,
+)
 from qkv.bench._twins import (
     ModelShape,
-    TorchGPT,
     count_parameters,
-    hf_gpt2,
-    hf_seq2seq,
-    paper_gpt,
-    qkv_lm,
-    qkv_seq2seq,
-    x_transformers_gpt,
+    load_nanogpt,
+    nanogpt_why_not,
     x_transformers_missing,
 )
 from qkv.bench.attention_peers import matmul_gflops
 
-#: model -> (suite, the qkv model it is compared with (itself for qkv), description)
-TRAIN_MODELS: dict[str, tuple[str, str, str]] = {
-    "qkv": ("lm", "qkv", "qkv.models.DecoderLM"),
-    "qkv_eager": ("lm", "qkv", "qkv.models.DecoderLM not compiled (only with --compile)"),
-    "nanogpt": ("lm", "qkv", "nanoGPT-shaped GPT-2 from the papers (qkv.bench._paper_gpt)"),
-    "x_transformers": ("lm", "qkv", "x-transformers TransformerWrapper(Decoder)"),
-    "hf_gpt2": ("lm", "qkv", "transformers GPT2LMHeadModel (sdpa)"),
-    "torch_gpt": ("lm", "qkv", "torch.nn.TransformerEncoderLayer stack"),
-    "qkv_bart": ("seq2seq", "qkv_bart", "qkv.models.Seq2SeqTransformer, BART-shaped"),
-    "hf_bart": ("seq2seq", "qkv_bart", "transformers BartForConditionalGeneration (sdpa)"),
-    "qkv_marian": ("seq2seq", "qkv_marian", "qkv.models.Seq2SeqTransformer, Marian-shaped"),
-    "hf_marian": ("seq2seq", "qkv_marian", "transformers MarianMTModel (sdpa)"),
-}
-SUITES: tuple[str, ...] = ("lm", "seq2seq")
+#: how ``qkv bench train`` measures peak memory (``memory_method`` of its result)
+MEMORY_METHOD = (
+    f"a fresh subprocess per row builds the model and batch and runs {MEMORY_STEPS} "
+    f"training steps with MALLOC_MMAP_THRESHOLD_={MMAP_ENV['MALLOC_MMAP_THRESHOLD_']} (freed "
+    f"large blocks return to the OS); peak = the rise of its peak RSS (VmHWM) in the "
+    f"last step above its RSS after the first, plus AdamW's state: gradients, AdamW state "
+    f"and activations, above the weights and batch"
+)
 
 
 @dataclass
@@ -98,8 +113,12 @@ class TrainBenchConfig:
         n_encoder_layers, n_decoder_layers: the seq2seq stacks.
         seq_lens: tokens per sequence (source and target for seq2seq), one group each.
         tokens: tokens per step; a step trains ``max(1, tokens // seq_len)`` sequences.
-        models: names from :data:`TRAIN_MODELS`.
+        models: names from :data:`~qkv.bench._train_steps.TRAIN_MODELS`.
         compile: ``torch.compile`` every model (and add the eager ``qkv_eager`` row).
+        nanogpt: a checkout of karpathy/nanoGPT (its folder or its ``model.py``): adds the
+            ``nanogpt_real`` row, its ``GPT`` (None: no such row).
+        memory: measure each row's peak memory of a step in a fresh subprocess after the
+            timing (see the module docstring).
         matmul_size: ``n`` of the ``(n, n) @ (n, n)`` fp32 matmul that measures the peak.
         repeats: the most timed rounds (steps of each model).
         min_repeats: rounds every model runs whatever ``time_budget``.
@@ -122,6 +141,8 @@ class TrainBenchConfig:
     tokens: int = 2048
     models: tuple[str, ...] = tuple(TRAIN_MODELS)
     compile: bool = False
+    nanogpt: str | None = None
+    memory: bool = True
     matmul_size: int = 2048
     repeats: int = 7
     min_repeats: int = 3
@@ -135,6 +156,9 @@ class TrainBenchConfig:
         check_subset("models", self.models, TRAIN_MODELS)
         check_sizes("seq_lens", self.seq_lens)
         check_bool("compile", self.compile)
+        check_bool("memory", self.memory)
+        if self.nanogpt is not None:
+            load_nanogpt(self.nanogpt)  # a bad checkout fails here, naming the path
         check_settings(
             self,
             (
@@ -184,6 +208,12 @@ class TrainMeasurement(TimedRow):
             (the compiler's time at this length).
         qkv_speedup: ``time(this) / time(twin)``, the median of per-round ratios: how many
             times faster the qkv twin trains (1.0 on qkv rows).
+        loss: the loss of the last step timed.
+        peak_bytes: peak memory of a training step above the weights and batch (gradients,
+            AdamW state, activations), measured in a fresh subprocess (the result's
+            ``memory_method``).
+        memory_vs_qkv: ``peak_bytes / the twin's peak_bytes`` (> 1: the qkv twin needs
+            less).
     """
 
     suite: str
@@ -198,6 +228,9 @@ class TrainMeasurement(TimedRow):
     mfu: float | None = None
     compile_s: float | None = None
     qkv_speedup: float | None = None
+    loss: float | None = None
+    peak_bytes: int | None = None
+    memory_vs_qkv: float | None = None
 
 
 @dataclass
@@ -206,6 +239,7 @@ class TrainBenchResult(BenchResult[TrainBenchConfig, TrainMeasurement]):
 
     benchmark: ClassVar[str] = "train"
     matmul_gflops: dict[str, float] = field(default_factory=dict)
+    memory_method: str = ""
 
     @property
     def peak_gflops(self) -> float | None:
@@ -214,102 +248,12 @@ class TrainBenchResult(BenchResult[TrainBenchConfig, TrainMeasurement]):
         return max(vals) if vals else None
 
     def extra_json(self) -> dict[str, Any]:
-        """The matmul rates and the peak."""
-        return {"matmul_gflops": self.matmul_gflops, "peak_gflops": self.peak_gflops}
-
-
-# ---------------------------------------------------------------------------------------
-# models and steps
-# ---------------------------------------------------------------------------------------
-def build_model(name: str, shape: ModelShape) -> nn.Module:
-    """The model ``name`` of :data:`TRAIN_MODELS` at ``shape``."""
-    if name in ("qkv", "qkv_eager"):
-        return qkv_lm(shape)
-    if name == "nanogpt":
-        return paper_gpt(shape)
-    if name == "x_transformers":
-        return x_transformers_gpt(shape)
-    if name == "hf_gpt2":
-        return hf_gpt2(shape)
-    if name == "torch_gpt":
-        return TorchGPT(shape)
-    style = name.split("_", 1)[1]
-    return qkv_seq2seq(shape, style) if name.startswith("qkv") else hf_seq2seq(shape, style)
-
-
-def logits_fn(name: str, model: nn.Module, batch: dict[str, Tensor]) -> Callable[[], Tensor]:
-    """A function computing the model's logits on ``batch`` as its users call it."""
-    suite = TRAIN_MODELS[name][0]
-    if suite == "lm":
-        x = batch["inputs"]
-        if name == "hf_gpt2":
-            return lambda: model(input_ids=x).logits
-        return lambda: model(x)
-    src, tgt_in = batch["src"], batch["tgt_in"]
-    if name.startswith("hf"):
-        return lambda: model(input_ids=src, decoder_input_ids=tgt_in).logits
-    return lambda: model(src, tgt_in)
-
-
-def step_flops(shape: ModelShape, suite: str, seq_len: int, batch_size: int) -> float:
-    """Model FLOPs of one training step (PaLM, appendix B): ``T (6 N + 12 n_attn d s)``
-    for ``T = batch_size * seq_len`` tokens (per side for seq2seq), ``N`` the weights of the
-    matmuls (attention and feed-forward projections, the output projection) and ``n_attn``
-    attention sublayers of ``s = seq_len`` keys each (a seq2seq decoder layer has two)."""
-    d, ff, v = shape.d_model, shape.ff, shape.vocab_size
-    block = 4 * d * d + 2 * d * ff  # q, k, v, out + the two feed-forward matrices
-    if suite == "lm":
-        n, n_attn = shape.n_layers * block + d * v, shape.n_layers
-    else:
-        enc, dec = shape.n_encoder_layers, shape.n_decoder_layers
-        n = enc * block + dec * (block + 4 * d * d) + d * v
-        n_attn = enc + 2 * dec
-    tokens = batch_size * seq_len
-    return float(tokens * (6 * n + 12 * n_attn * d * seq_len))
-
-
-def make_batch(cfg: TrainBenchConfig, suite: str, seq_len: int) -> dict[str, Tensor]:
-    """The one batch every model of a suite trains on at ``seq_len``."""
-    gen = torch.Generator().manual_seed(cfg.seed + seq_len)
-    v, b, s = cfg.vocab_size, cfg.batch_size(seq_len), seq_len
-    if suite == "lm":
-        ids = torch.randint(1, v, (b, s + 1), generator=gen)
-        return {"inputs": ids[:, :-1], "labels": ids[:, 1:]}
-    src = torch.randint(1, v, (b, s), generator=gen)
-    tgt = torch.randint(1, v, (b, s + 1), generator=gen)
-    return {"src": src, "tgt_in": tgt[:, :-1], "labels": tgt[:, 1:]}
-
-
-def train_step(
-    model: nn.Module,
-    logits: Callable[[], Tensor],
-    labels: Tensor,
-    lr: float,
-    opt: torch.optim.Optimizer | None = None,
-    compile: bool = False,
-) -> Callable[[], float]:
-    """One optimizer step: forward, cross-entropy, backward, ``AdamW.step``, ``zero_grad``
-    (``opt``: an AdamW over the model's parameters, made here when None; ``compile``:
-    forward and cross-entropy ``torch.compile``'d as one function, as ``qkv train
-    --compile`` compiles the objective's loss)."""
-    if opt is None:
-        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
-    model.train()
-
-    def forward_loss() -> Tensor:
-        out = logits()  # (b, s, vocab)
-        return F.cross_entropy(out.reshape(-1, out.shape[-1]), labels.reshape(-1))
-
-    loss_of = torch.compile(forward_loss) if compile else forward_loss
-
-    def step() -> float:
-        loss = loss_of()
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return float(loss.detach())
-
-    return step
+        """The matmul rates, the peak and how memory was measured."""
+        return {
+            "matmul_gflops": self.matmul_gflops,
+            "peak_gflops": self.peak_gflops,
+            "memory_method": self.memory_method,
+        }
 
 
 # ---------------------------------------------------------------------------------------
@@ -317,21 +261,53 @@ def train_step(
 # ---------------------------------------------------------------------------------------
 def _models_of(config: TrainBenchConfig, suite: str) -> list[str]:
     names = [m for m in config.models if TRAIN_MODELS[m][0] == suite]
-    return [m for m in names if m != "qkv_eager" or config.compile]
+    return [
+        m
+        for m in names
+        if (m != "qkv_eager" or config.compile) and (m != "nanogpt_real" or config.nanogpt)
+    ]
+
+
+def _build(name: str, config: TrainBenchConfig) -> nn.Module | str:
+    """The model ``name``, or why it cannot run (the user's nanoGPT may refuse the shape)."""
+    torch.manual_seed(config.seed)
+    if name != "nanogpt_real":
+        return build_model(name, config.shape)
+    why = nanogpt_why_not(config.shape)
+    if why is not None:
+        return why
+    try:
+        return build_model(name, config.shape, config.nanogpt)
+    except Exception as e:  # the user's code: one row fails, not the benchmark
+        return f"building nanoGPT's GPT failed: {type(e).__name__}: {e}"
+
+
+def _keeping_loss(
+    step: Callable[[], float], losses: dict[str, float], name: str
+) -> Callable[[], None]:
+    """``step``, keeping its loss in ``losses[name]``."""
+
+    def run() -> None:
+        losses[name] = step()
+
+    return run
 
 
 def run_train_bench(
     config: TrainBenchConfig, progress: Callable[[TrainMeasurement], None] | None = None
 ) -> TrainBenchResult:
     """Time a training step of every model of ``config``, suite by suite and length by
-    length (the models of a suite are built once, at the longest length).
+    length (the models of a suite are built once, at the longest length); then, with
+    ``config.memory``, measure each row's peak memory in a fresh subprocess.
 
     Args:
         config: what to measure.
-        progress: called with each finished :class:`TrainMeasurement`.
+        progress: called with each finished :class:`TrainMeasurement` (again once its
+            memory is measured).
 
     Returns:
-        The measurements with tokens/s, MFU and qkv's speed-up over each peer.
+        The measurements with tokens/s, MFU, qkv's speed-up over each peer and the peak
+        memory of a step.
     """
     missing = {"hf": transformers_missing(), "x_transformers": x_transformers_missing()}
     with peer_run(config, TrainBenchResult) as result:
@@ -345,21 +321,22 @@ def run_train_bench(
             why_not: dict[str, str] = {}
             for name in names:
                 reason = missing["hf"] if name.startswith("hf") else missing.get(name)
-                if reason:
-                    why_not[name] = reason
+                built = reason or _build(name, config)
+                if isinstance(built, str):
+                    why_not[name] = built
                     continue
-                torch.manual_seed(config.seed)
-                model = models[name] = build_model(name, config.shape)
+                model = models[name] = built
                 opts[name] = torch.optim.AdamW(
                     [p for p in model.parameters() if p.requires_grad], lr=config.lr
                 )
             for seq_len in config.seq_lens:
-                batch = make_batch(config, suite, seq_len)
                 n_seq = config.batch_size(seq_len)
+                batch = make_batch(config.vocab_size, n_seq, seq_len, config.seed, suite)
                 flops = step_flops(config.shape, suite, seq_len, n_seq)
                 rows: dict[str, TrainMeasurement] = {}
                 steps: dict[str, Callable[[], object]] = {}
                 first: dict[str, float] = {}
+                losses: dict[str, float] = {}
                 for name in names:
                     _, twin, desc = TRAIN_MODELS[name]
                     row = rows[name] = TrainMeasurement(suite, seq_len, n_seq, name, desc, twin)
@@ -368,19 +345,20 @@ def run_train_bench(
                         continue
                     row.parameters = count_parameters(models[name])
                     row.model_tflops = flops / 1e12
-                    steps[name] = train_step(
+                    step = train_step(
                         models[name],
-                        logits_fn(name, models[name], batch),
-                        batch["labels"],
+                        loss_fn(name, models[name], batch),
                         config.lr,
                         opts[name],
                         compile=config.compile and name != "qkv_eager",
                     )
+                    steps[name] = _keeping_loss(step, losses, name)
                     if config.compile:
                         first[name] = time_once(steps[name])
                 times = time_rows(rows, steps, config)
                 tokens = n_seq * seq_len
                 for name, row in rows.items():
+                    row.loss = losses.get(name)
                     if row.time_s:
                         row.tokens_per_s = tokens / row.time_s
                         if name in first and name != "qkv_eager":
@@ -392,7 +370,48 @@ def run_train_bench(
         for row in result.measurements:
             if row.time_s and row.model_tflops and peak:
                 row.mfu = row.model_tflops * 1e3 / (row.time_s * peak)
+        _measure_memory(config, result, progress)
     return result
+
+
+def _measure_memory(
+    config: TrainBenchConfig,
+    result: TrainBenchResult,
+    progress: Callable[[TrainMeasurement], None] | None,
+) -> None:
+    """Each row that ran, once more in a fresh subprocess for its peak memory
+    (:func:`~qkv.bench._train_steps.measure_step_memory`), and its ratio to its twin's."""
+    if not config.memory:
+        result.memory_method = "not measured (memory=False, --no-memory)"
+        return
+    result.memory_method = MEMORY_METHOD
+    for row in result.measurements:
+        if row.status != "ok":
+            continue
+        spec = {
+            "model": row.model,
+            "shape": asdict(config.shape),
+            "seq_len": row.seq_len,
+            "batch_size": row.batch,
+            "seed": config.seed,
+            "lr": config.lr,
+            "compile": config.compile and row.model != "qkv_eager",
+            "threads": result.environment.get("threads"),
+            "nanogpt": config.nanogpt,
+        }
+        timeout = 600 + 5 * config.time_budget
+        r = run_isolated("qkv.bench._train_steps", spec, timeout, env=MMAP_ENV)
+        if r["status"] == "ok":
+            row.peak_bytes = int(r["peak_bytes"])
+        else:
+            row.reason = f"memory not measured: {r['reason']}"
+        if progress is not None:
+            progress(row)
+    peaks = {(r.suite, r.seq_len, r.model): r.peak_bytes for r in result.measurements}
+    for row in result.measurements:
+        ref = peaks.get((row.suite, row.seq_len, row.twin))
+        if ref and row.peak_bytes is not None:
+            row.memory_vs_qkv = row.peak_bytes / ref
 
 
 def format_train_table(result: TrainBenchResult) -> str:
@@ -400,11 +419,13 @@ def format_train_table(result: TrainBenchResult) -> str:
     cfg, env = result.config, result.environment
     head = (
         "suite", "len", "batch", "model", "params", "step ms", "tokens/s", "MFU",
-        "qkv speed-up", "vs", "note",
+        "qkv speed-up", "peak MiB", "mem/qkv", "vs", "note",
     )  # fmt: skip
     rows = []
     for m in result.measurements:
         note = m.reason if m.status != "ok" else m.description
+        if m.status == "ok" and m.reason:  # ran, but its memory could not be measured
+            note += f"; {m.reason}"
         if m.compile_s is not None:
             note += f"; compiled, first step +{m.compile_s:.0f} s"
         rows.append(
@@ -418,6 +439,8 @@ def format_train_table(result: TrainBenchResult) -> str:
                 fmt(m.tokens_per_s, ".0f"),
                 fmt(None if m.mfu is None else 100 * m.mfu, ".1f", "%"),
                 fmt(m.qkv_speedup, ".2f", "x"),
+                fmt(None if m.peak_bytes is None else m.peak_bytes / 2**20, ".1f"),
+                fmt(m.memory_vs_qkv, ".2f", "x"),
                 m.twin,
                 note,
             )
@@ -434,7 +457,9 @@ def format_train_table(result: TrainBenchResult) -> str:
         f"(before {fmt(result.matmul_gflops.get('before'), '.1f')}, after "
         f"{fmt(result.matmul_gflops.get('after'), '.1f')}); MFU = model FLOPs "
         f"T (6 N + 12 n_attn d s) / (step time x peak)",
-        "qkv speed-up = time(model) / time(vs), median of per-round ratios",
+        "qkv speed-up = time(model) / time(vs), median of per-round ratios; "
+        "mem/qkv = peak memory / vs's",
+        f"peak memory: {result.memory_method}",
         "",
     ]
-    return "\n".join(info) + format_rows(head, rows, left=(0, 3, 9, 10))
+    return "\n".join(info) + format_rows(head, rows, left=(0, 3, 11, 12))

@@ -162,14 +162,19 @@ def register_train(sub: argparse._SubParsersAction, name: str) -> None:
 
     p = sub.add_parser(
         name,
-        help="training tokens/s and MFU: qkv vs nanoGPT-shaped, x-transformers, transformers "
-        "GPT-2/BART/Marian and nn.Transformer",
+        help="training tokens/s, MFU and peak memory: qkv vs nanoGPT (shaped, and real with "
+        "--nanogpt), x-transformers, transformers GPT-2/BART/Marian and nn.Transformer",
         description="Training throughput (forward, cross-entropy, backward, AdamW) of qkv's "
-        "DecoderLM vs a nanoGPT-shaped GPT-2 written from the papers, x-transformers' decoder "
+        "DecoderLM vs a nanoGPT-shaped GPT-2 written from the papers, the real nanoGPT "
+        "(--nanogpt: your checkout of karpathy/nanoGPT), x-transformers' decoder "
         "(when installed), transformers' GPT2LMHeadModel (sdpa) and a torch.nn."
         "TransformerEncoderLayer GPT, and of qkv's Seq2SeqTransformer vs BART and Marian, "
         "all of identical shape, on the same batch, interleaved in one process, at each "
-        "sequence length; MFU divides the model FLOPs by a fp32 matmul peak timed in the run.",
+        "sequence length; MFU divides the model FLOPs by a fp32 matmul peak timed in the run. "
+        "After the timing, each row's peak memory of a step (gradients, AdamW state, "
+        "activations above the weights and batch) is measured in a fresh subprocess per row: "
+        "its peak RSS, with MALLOC_MMAP_THRESHOLD_ set so freed blocks return to the OS; "
+        "mem/qkv is the ratio to the qkv row's.",
     )
     _add_shape_args(p)
     for stack in ("encoder", "decoder"):
@@ -190,9 +195,35 @@ def register_train(sub: argparse._SubParsersAction, name: str) -> None:
         help="torch.compile every model (as qkv train --compile does) and add an eager "
         "qkv_eager row: the qkv row's speed-up over it is the compiler's gain",
     )
+    p.add_argument(
+        "--nanogpt",
+        metavar="PATH",
+        type=_nanogpt_checkout,
+        help="a checkout of karpathy/nanoGPT (its folder, or its model.py): adds the "
+        "nanogpt_real row, its GPT imported from that file, built with GPTConfig of the same "
+        "shape (dropout 0, bias as the others); nothing of it is copied into qkv",
+    )
+    p.add_argument(
+        "--no-memory",
+        dest="memory",
+        action="store_false",
+        help="skip the peak memory of each row (one subprocess per row, a few seconds each)",
+    )
     p.add_argument("--matmul-size", type=int, default=2048, help="n of the peak matmul")
     _add_timing_args(p, repeats=7, min_repeats=3, warmup=2, budget=120.0)
     p.set_defaults(func=run_train)
+
+
+def _nanogpt_checkout(text: str) -> str:
+    """A ``--nanogpt`` value: a nanoGPT checkout whose ``model.py`` imports and defines
+    ``GPT`` and ``GPTConfig``."""
+    from qkv.bench._twins import load_nanogpt
+
+    try:
+        load_nanogpt(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+    return text
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -205,6 +236,7 @@ def run_train(args: argparse.Namespace) -> int:
         lambda m: (
             f"  {m.suite:<8} {m.seq_len:>5} {m.model:<14} {m.status} "
             f"{'' if m.tokens_per_s is None else f'{m.tokens_per_s:.0f} tokens/s'}"
+            f"{'' if m.peak_bytes is None else f', peak {m.peak_bytes / 2**20:.1f} MiB'}"
         ),
         args.json,
     )
