@@ -3,6 +3,7 @@ timings), the layers they time, and their errors against exact attention."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 from dataclasses import asdict
@@ -11,12 +12,21 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from qkv.bench import ApproxBenchConfig, LongBenchConfig, run_approx_bench, run_long_bench
+from qkv.bench import (
+    ApproxBenchConfig,
+    LongBenchConfig,
+    long_memory,
+    run_approx_bench,
+    run_long_bench,
+)
+from qkv.bench._memory import MMAP_ENV
+from qkv.bench._timing import num_threads
 from qkv.bench.long import format_long_table
 from qkv.bench.long_config import SPEED_IMPLS
 from qkv.bench.long_quality import Windows, lm_config
 from qkv.bench.long_speed import build_layer
 from qkv.cli import main
+from qkv.data.tokenizers import CharTokenizer
 
 TINY = {
     "lengths": (64,),
@@ -74,6 +84,63 @@ def test_timed_causal_layers_do_not_see_the_future(impl):
     assert a.shape == (1, 64, 16)
     torch.testing.assert_close(a[:, :-1], b[:, :-1], atol=1e-5, rtol=0)
     assert not torch.allclose(a[:, -1], b[:, -1])
+
+
+def _memory_here(monkeypatch) -> list[tuple[str, dict, dict | None]]:
+    """Run the rows' memory subprocesses in this process (each measurement as the
+    subprocess makes it); the calls are recorded."""
+    calls = []
+
+    def here(module, spec, timeout, env=None):
+        calls.append((module, spec, env))
+        assert callable(importlib.import_module(module)._worker)
+        with num_threads(None):  # the measurement sets its threads: keep this process's
+            return json.loads(json.dumps(long_memory.measure(spec)))
+
+    monkeypatch.setattr("qkv.bench.long_memory.run_isolated", here)
+    return calls
+
+
+def test_xl_rows_get_their_peak_memory_from_a_subprocess_each(monkeypatch):
+    calls = _memory_here(monkeypatch)
+    cfg = LongBenchConfig(sections=("xl",), **{**TINY, "isolate": True})
+    result = run_long_bench(cfg)
+    rows = {r.impl: r for r in result.measurements}
+    assert [(c[0], c[1]["reuse"], c[2]) for c in calls] == [
+        ("qkv.bench.long_memory", False, MMAP_ENV),
+        ("qkv.bench.long_memory", True, MMAP_ENV),
+    ]
+    assert calls[0][1]["model"]["mem_len"] == 16 and calls[0][1]["tokens"] == 48
+    assert all(isinstance(r.peak_bytes, int) and r.reason == "" for r in rows.values())
+    if rows["recompute"].peak_bytes:
+        assert rows["recompute"].memory_ratio == 1.0
+        ratio = rows["memory"].peak_bytes / rows["recompute"].peak_bytes
+        assert rows["memory"].memory_ratio == pytest.approx(ratio)
+    assert "MALLOC_MMAP_THRESHOLD_" in result.memory_method and "xl, a 2nd" in result.memory_method
+
+
+def test_quality_rows_get_the_peak_of_a_training_step(monkeypatch):
+    calls = _memory_here(monkeypatch)
+    text = "In the beginning God created the heaven and the earth. " * 40
+    cfg = LongBenchConfig(
+        sections=("quality",), quality_impls=("sdpa", "local"), context=32, train_time=0.2,
+        train_batch_size=2, valid_chunks=1, **{**TINY, "isolate": True, "lengths": (64,)},
+    )  # fmt: skip
+    rows = run_long_bench(cfg, text=text).measurements
+    assert [c[1]["kind"] for c in calls] == ["sdpa", "local"]
+    assert calls[0][1]["vocab"] == CharTokenizer.train([text]).vocab_size
+    assert calls[0][1]["settings"]["context"] == 32
+    for r in rows:
+        assert r.status == "ok" and r.peak_bytes > 0, r  # two steps of AdamW at least
+    assert rows[0].memory_ratio == 1.0
+    assert rows[1].memory_ratio == pytest.approx(rows[1].peak_bytes / rows[0].peak_bytes)
+
+
+def test_without_isolate_nothing_is_measured_and_the_method_says_so():
+    cfg = LongBenchConfig(sections=("xl",), **TINY)
+    result = run_long_bench(cfg)
+    assert all(r.peak_bytes is None for r in result.measurements)
+    assert result.memory_method == "not measured (isolate=False on CPU)"
 
 
 def test_dense_layers_agree_with_exact_attention():
@@ -195,7 +262,7 @@ def test_cli_long_runs_tiny_xl(tmp_path, capsys):
     argv = ["bench", "long", "--sections", "xl", "--xl-segment", "8", "--xl-memory", "16"]
     argv += ["--xl-tokens", "32", "--lm-d-model", "16", "--lm-n-heads", "2"]
     argv += ["--lm-n-layers", "1", "--repeats", "1", "--warmup", "0", "--json", str(out)]
-    assert main(argv) == 0
+    assert main([*argv, "--no-isolate"]) == 0  # memory subprocesses: the tests above
     data = json.loads(out.read_text())
     assert data["config"]["xl_memory"] == 16
     assert [r["impl"] for r in data["results"]] == ["recompute", "memory"]

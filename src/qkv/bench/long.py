@@ -26,12 +26,19 @@ Sections:
   the valid split. It trains a task, so it lives in the apps layer
   (:func:`qkv.cli._long_listops.run_listops`); :func:`run_long_bench` skips it and
   ``qkv bench long`` appends its rows.
+
+Every row reports its peak memory (``peak_bytes``, and ``memory_ratio`` to the section's
+reference), measured in a fresh subprocess of its own; ``memory_method`` of the result
+says how. The speed section measures it in the subprocess that times it; the xl, quality
+and listops rows run again, after their section, in a subprocess that repeats their work
+in small (:mod:`qkv.bench.long_memory`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import asdict
 
 import torch
 from torch import Tensor, nn
@@ -45,6 +52,7 @@ from qkv.bench.long_config import (
     LongBenchResult,
     LongRow,
 )
+from qkv.bench.long_memory import fill_ratios, measure_isolated, memory_method
 from qkv.bench.long_quality import QualityRun, train_and_score
 from qkv.bench.long_speed import run_speed
 from qkv.models import LMConfig, build, stream_nll
@@ -60,14 +68,42 @@ def run_xl(
 ) -> list[LongRow]:
     """The xl section: :func:`~qkv.models.stream_nll` with and without the memory, on
     the quality section's trained Transformer-XL and its held-out text (``trained``; mode
-    ``"trained"``), else on an untrained model and random bytes (mode ``"eval"``)."""
+    ``"trained"``), else on an untrained model and random bytes (mode ``"eval"``); then,
+    with ``cfg.isolate``, each row's peak memory in a fresh subprocess
+    (:mod:`qkv.bench.long_memory`)."""
     dev = torch.device(cfg.device)
     torch.manual_seed(cfg.seed)
     if trained is not None:
         model = trained.model.to(dev).eval()
         stream = trained.valid_ids[: cfg.xl_tokens + 1]
         ids = torch.tensor([stream], device=dev)  # (1, n + 1)
-        return _time_xl(cfg, model, ids, "trained", progress)
+        mode = "trained"
+    else:
+        model, ids, mode = _untrained_xl(cfg, dev), _random_bytes(cfg, dev), "eval"
+    rows = _time_xl(cfg, model, ids, mode)
+    if cfg.isolate:
+        for row in rows:
+            spec = {
+                "section": "xl",
+                "model": model.config.to_dict(),
+                "tokens": row.length,
+                "segment_len": cfg.xl_segment,
+                "context": cfg.xl_memory,
+                "reuse": row.impl == "memory",
+                "device": cfg.device,
+                "threads": cfg.threads,
+                "seed": cfg.seed,
+            }
+            measure_isolated("qkv.bench.long_memory", spec, row, cfg)
+        fill_ratios(rows, "recompute")
+    if progress is not None:
+        for row in rows:
+            progress(row)
+    return rows
+
+
+def _untrained_xl(cfg: LongBenchConfig, dev: torch.device) -> nn.Module:
+    """An untrained Transformer-XL over bytes, of the section's sizes."""
     model_cfg = LMConfig(
         d_model=cfg.lm_d_model,
         n_heads=cfg.lm_n_heads,
@@ -80,20 +116,16 @@ def run_xl(
         dropout=0.0,
         attn_dropout=0.0,
     )
-    model = build(model_cfg).to(dev).eval()
-    ids = torch.randint(
-        0, 256, (1, cfg.xl_tokens + 1), generator=torch.Generator().manual_seed(cfg.seed)
-    )
-    return _time_xl(cfg, model, ids.to(dev), "eval", progress)
+    return build(model_cfg).to(dev).eval()
 
 
-def _time_xl(
-    cfg: LongBenchConfig,
-    model: nn.Module,
-    ids: Tensor,
-    mode: str,
-    progress: Callable[[LongRow], None] | None,
-) -> list[LongRow]:
+def _random_bytes(cfg: LongBenchConfig, dev: torch.device) -> Tensor:
+    """``(1, xl_tokens + 1)`` random byte ids."""
+    gen = torch.Generator().manual_seed(cfg.seed)
+    return torch.randint(0, 256, (1, cfg.xl_tokens + 1), generator=gen).to(dev)
+
+
+def _time_xl(cfg: LongBenchConfig, model: nn.Module, ids: Tensor, mode: str) -> list[LongRow]:
     """Time :func:`~qkv.models.stream_nll` over ``ids`` ``(1, n + 1)``, memory against
     recomputation, interleaved."""
     dev = ids.device
@@ -123,11 +155,7 @@ def _time_xl(
         if row.time_s:
             row.tokens_per_s = n / row.time_s
         row.speedup = paired_ratio(times.get("recompute"), times.get(name))
-    result = [rows["recompute"], rows["memory"]]
-    if progress is not None:
-        for row in result:
-            progress(row)
-    return result
+    return [rows["recompute"], rows["memory"]]
 
 
 # ---------------------------------------------------------------------------------------
@@ -138,7 +166,8 @@ def run_quality(
 ) -> tuple[list[LongRow], dict[str, QualityRun]]:
     """The quality section (:func:`qkv.bench.long_quality.train_and_score` per kind), every
     kind trained for ``cfg.train_time`` seconds; ``tokens_per_s`` says how much text each
-    saw in that time.
+    saw in that time. With ``cfg.isolate``, each kind's peak memory of a training step is
+    then measured in a fresh subprocess (:mod:`qkv.bench.long_memory`).
 
     Returns:
         The rows, and the trained runs by kind.
@@ -156,9 +185,18 @@ def run_quality(
                 row.bpc, row.train_s = run.bpc, run.train_s
                 row.tokens_per_s = run.tokens / max(run.train_s, 1e-9)
                 runs[kind] = run
+                if cfg.isolate:
+                    spec = {
+                        "section": "quality",
+                        "kind": kind,
+                        "vocab": run.model.config.vocab_size,
+                        "settings": asdict(cfg),
+                    }
+                    measure_isolated("qkv.bench.long_memory", spec, row, cfg)
             rows.append(row)
             if progress is not None:
                 progress(row)
+    fill_ratios(rows, "sdpa")
     return rows, runs
 
 
@@ -189,14 +227,10 @@ def run_long_bench(
         raise ValueError("device='cuda' but torch.cuda.is_available() is False")
     if "quality" in config.sections and not text:
         raise ValueError("the quality section needs a training text (text=...)")
-    if config.device == "cuda":
-        method = "torch.cuda.max_memory_allocated() above the memory held before the runs"
-    elif config.isolate:
-        method = "growth of peak RSS (VmHWM) in a fresh subprocess per measurement"
-    else:
-        method = "not measured (isolate=False on CPU)"
     threads = config.threads or torch.get_num_threads()
-    result = LongBenchResult(config, memory_method=method, environment=environment(threads))
+    result = LongBenchResult(
+        config, memory_method=memory_method(config), environment=environment(threads)
+    )
     if "speed" in config.sections:
         result.measurements += run_speed(config, progress)
     runs: dict[str, QualityRun] = {}
@@ -218,6 +252,8 @@ def describe_row(m: LongRow) -> str:
         what += f"  {m.bpc:.3f} bpc"
     if m.accuracy is not None:
         what += f"  {m.accuracy:.1f}% accuracy"
+    if m.peak_bytes is not None:
+        what += f"  peak {m.peak_bytes / 2**20:.1f} MiB"
     return what + (f"  ({m.reason})" if m.reason else "")
 
 
@@ -243,14 +279,16 @@ def format_long_table(result: LongBenchResult) -> str:
             fmt(m.bpc, ".3f"),
             fmt(m.accuracy, ".1f"),
             fmt(m.tokens_per_s, ".0f"),
-            m.reason.split(";")[0][:60] if m.status != "ok" else "",
+            m.reason.split(";")[0][:60],  # ok rows: why their memory was not measured
         )
         for m in result.measurements
     ]
     lines += ["", format_rows(head, rows, left=(0, 1, 3, 11))]
     lines.append(
         "\nx ref: speed against dense sdpa at the same length and mode; xl against "
-        "recomputation. quality: every kind trained for the same time; tok/s = training tokens per second. mem/ref: peak memory / sdpa's."
+        "recomputation. quality: every kind trained for the same time; tok/s = training "
+        "tokens per second. mem/ref: peak memory / the reference's (speed, quality: sdpa; "
+        "xl: recompute; listops: dense)."
     )
     return "\n".join(lines)
 

@@ -69,7 +69,9 @@ class LongBenchConfig:
         dtype: of the speed section (``float32``, ``bfloat16``, ``float16``).
         device: ``"cpu"`` or ``"cuda"``.
         threads: torch threads on the CPU (None: torch's).
-        isolate: one subprocess per speed measurement (CPU peak memory needs it).
+        isolate: one subprocess per speed measurement, and one more per xl, quality and
+            listops row for its peak memory (CPU peak memory needs them; False: the speed
+            section measured in this process, no memory on the CPU).
         memory_limit: bytes a speed measurement may be estimated to need (None: 80% of the
             available memory).
         seed: of inputs, weights and data order.
@@ -159,7 +161,9 @@ class LongRow(TimedRow):
         impl: the attention kind / evaluation.
         length: sequence length (speed), stream length (xl) or context (quality).
         mode: ``"fwd"``/``"fwdbwd"`` (speed), ``"eval"`` (xl), ``"train"`` (quality).
-        peak_bytes: peak memory of the measurement (speed).
+        peak_bytes: peak memory of the measurement, in a subprocess of its own (the
+            result's ``memory_method``; :mod:`qkv.bench.long_memory` for xl, quality and
+            listops).
         speedup: reference time / this time (> 1: faster).
         memory_ratio: this peak / the reference's.
         bpc: bits per character on held-out text (quality, xl).

