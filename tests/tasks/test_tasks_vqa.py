@@ -85,6 +85,39 @@ def test_labels_and_loss_cover_the_answer_tokens_only() -> None:
     )
 
 
+def test_every_image_token_reaches_the_answer_positions() -> None:
+    """Issue 29 (exists stuck at 50%): the image is not lost on its way to the answer. Moving
+    any one image token moves the logits at every answer position, in training's
+    right-padded batches and in greedy decoding's left-padded ones; the question's padding
+    moves nothing (the test above)."""
+    task, model = _task_and_model()
+    ex = task.examples("train")
+    batch = task.collate([ex[i] for i in range(4)])
+    at = batch["labels"] != IGNORE  # (b, s): the positions that predict answer tokens
+    left = torch.zeros_like(batch["input_ids"])
+    left_mask = torch.zeros_like(batch["padding_mask"])
+    for i in range(4):  # the same rows left-padded, as `answer` pads them
+        n = int(batch["padding_mask"][i].sum())
+        left[i, -n:], left_mask[i, -n:] = batch["input_ids"][i, :n], True
+    left_at = torch.zeros_like(at)
+    for i in range(4):
+        shift = int((~batch["padding_mask"][i]).sum())
+        left_at[i, shift:] = at[i, : at.shape[1] - shift]
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        tokens = model.image_tokens(batch["inputs"])  # (b, n_patches, d)
+        assert tokens.shape[1] == task.n_patches
+        for ids, mask, where in ((batch["input_ids"], batch["padding_mask"], at),
+                                 (left, left_mask, left_at)):  # fmt: skip
+            base = model(None, ids, padding_mask=mask, image_tokens=tokens)
+            for j in range(tokens.shape[1]):
+                moved = tokens.clone()
+                moved[:, j] += torch.randn(moved[:, j].shape, generator=g)
+                out = model(None, ids, padding_mask=mask, image_tokens=moved)
+                change = (out - base).abs().amax(-1)  # (b, s)
+                assert bool((change[where] > 1e-4).all()), (j, change[where])
+
+
 def test_multi_turn_training_asks_distinct_questions_one_after_another() -> None:
     """`turns` questions of a scene go in one sequence (LLaVA's multi-turn examples): drawn
     without replacement, the first as with one turn, every answer and end token a target,
