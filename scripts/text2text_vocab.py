@@ -1,7 +1,8 @@
 """The text2text vocabulary measurement of docs/text2text.md: a byte-level BPE of each size
 trained on the task's own tokenizer texts (every distinct prefixed input and target of the
-three tasks' training splits, seed 0), measured on held-out text: tokens per whitespace word,
-median tokens, and the share of inputs cut at max_len 128.
+three tasks' training splits, seed 0; translation from the Ding dictionary, the corpus of the
+measurement), measured on held-out text: tokens per whitespace word, median tokens, and the
+share of inputs cut at max_len 128.
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python scripts/text2text_vocab.py 4000 8000 16000 32000
 """
@@ -16,7 +17,7 @@ from qkv.tasks import TaskOptions, Text2TextTask
 
 
 def main(sizes: list[int]) -> None:
-    task = Text2TextTask(TaskOptions(n_valid=1000))
+    task = Text2TextTask(TaskOptions(n_valid=1000, extra={"corpus": "ding"}))
     train = task.task_examples("train")
     texts = sorted({x for pairs in train.values() for p in pairs for x in p})
     valid = task.task_examples("valid")

@@ -65,6 +65,8 @@ def _cases(run: Path, new: Path, digits: Path) -> list[tuple[str, list[str], tup
          ("--question", "--hf")),
         ("digits --vocab-size", ["train", "--task", "digits", "--vocab-size", "100",
          "--out", out], ("--vocab-size", "digits")),
+        ("text2text --corpus wmt", ["train", "--task", "text2text", "--corpus", "wmt",
+         "--out", out], ("text2text", "corpus", "debian, ding", "'wmt'")),
         # flags a task would ignore: refused, naming the tasks that take them
         ("generate --out-dir to a copy model", ["generate", "--checkpoint", ck, "--out-dir",
          out, "a"], ("--out-dir", "'copy'", "only text2image takes it")),
@@ -100,7 +102,7 @@ def test_every_bad_task_option_is_one_line(run, digits, tmp_path, capsys):
             failures.append(f"{name}: {e}")
     assert not failures, "\n".join(failures)
     assert not new.exists()
-    assert len(cases) == 19
+    assert len(cases) == 20
     assert not (new.parent / "r.html").exists()
 
 

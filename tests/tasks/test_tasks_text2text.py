@@ -14,10 +14,12 @@ from rouge_score import rouge_scorer
 
 import qkv.models as M
 from _text2text import SECTIONS, write_mixture
-from qkv.data import debian, ding
+from qkv.data import debian, debian_parallel
 from qkv.tasks import TaskError, TaskOptions, Text2TextTask, build_trainer, get_task
+from qkv.tasks.base import SPLITS
 from qkv.tasks.text._seq2seq import Pair
 from qkv.tasks.text.text2text import PREFIXES, mix, parse_tasks, read_mixture_tsv, task_of
+from qkv.tasks.text.translate import TranslateTask
 
 NO_DROPOUT = {"dropout": 0.0, "attn_dropout": 0.0, "ff_dropout": 0.0}
 
@@ -52,6 +54,49 @@ def test_tasks_option() -> None:
         Text2TextTask(TaskOptions(extra={"mix_cap": -1}))
     with pytest.raises(TaskError, match=r"takes no --shared-vocab"):
         Text2TextTask(TaskOptions(extra={"shared_vocab": False}))
+
+
+def test_default_model_is_cpu_sized(tmp_path) -> None:
+    """The default is ``t5-micro`` at 64 tokens and 4,000 ids: T5's shape at the summarize
+    task's size (t5-mini at 16,000 ids and 128 tokens took 4.4 s a step on one thread)."""
+    task = _task(write_mixture(tmp_path), tasks="classify")
+    assert (task.default_max_len, task.default_vocab_size) == (64, 4000)
+    cfg = task.model_config()
+    assert cfg == M.preset_config(
+        "t5-micro", vocab_size=task.src_tokenizer.vocab_size, max_len=25, pad_token_id=0
+    )
+    assert (cfg.d_model, cfg.n_heads, cfg.head_dim, cfg.d_ff) == (192, 4, 48, 768)
+    assert (cfg.n_encoder_layers, cfg.n_decoder_layers, cfg.pos, cfg.norm) == (
+        2,
+        2,
+        "relative",
+        "rms",
+    )
+    assert cfg.output_scale == pytest.approx(192**-0.5)
+    assert Text2TextTask.Options().corpus == "debian"
+
+
+def test_translate_pairs_come_from_the_corpus_option(monkeypatch) -> None:
+    """``corpus`` reaches the translate task, whose split text2text prefixes unchanged."""
+    seen = []
+
+    def fake_splits(self):
+        seen.append((self.options.corpus, self.options.pair, self.options.seed))
+        return {s: [Pair(f"{s} Satz {i}", f"{s} sentence {i}") for i in range(3)] for s in SPLITS}
+
+    monkeypatch.setattr(TranslateTask, "_make_splits", fake_splits)
+    for corpus in ("debian", "ding"):
+        extra = {"tasks": "translate"} | ({"corpus": corpus} if corpus == "ding" else {})
+        task = Text2TextTask(TaskOptions(seed=3, extra=extra))
+        got = task.task_examples("valid")["translate"]
+        assert seen[-1] == (corpus, "de-en", 3)
+        assert got == [
+            Pair(f"{PREFIXES['translate']}valid Satz {i}", f"valid sentence {i}") for i in range(3)
+        ]
+    with pytest.raises(
+        TaskError, match=r"corpus must be one of debian, ding, debian,ding, got 'wmt'"
+    ):
+        Text2TextTask(TaskOptions(extra={"corpus": "wmt"}))
 
 
 def test_mixing_rates_hand_worked() -> None:
@@ -187,18 +232,24 @@ def test_a_trained_model_answers_by_prefix(tmp_path) -> None:
 def _has_corpora() -> bool:
     try:
         debian.list_files()
+        debian_parallel.translation_files("de")
     except debian.DebianCorpusError:
         return False
-    return ding.DING_PATH.is_file()
+    return True
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not _has_corpora(), reason="needs Debian's English apt lists and trans-de-en")
+@pytest.mark.skipif(not _has_corpora(), reason="needs Debian's English and German apt lists")
 def test_real_mixture() -> None:
     task = get_task("text2text", TaskOptions(n_train=500))
     sizes = {s: {t: len(v) for t, v in task.task_examples(s).items()} for s in ("valid", "test")}
     assert sizes["test"]["summarize"] == sizes["test"]["classify"] == 500
-    assert len({p.src for p in task.task_examples("test")["translate"]}) == 500
+    assert sizes["valid"]["summarize"] == sizes["valid"]["translate"] == 200
     assert len(task.labels()) == 20 and {"libs", "net", "games"} <= set(task.labels())
     sources = {s: {p.src.split(": ", 1)[1] for p in task.examples(s)} for s in ("train", "test")}
     assert not sources["train"] & sources["test"]
+    # translate is the translate task's Debian de-en split, prefixed
+    alone = TranslateTask(TranslateTask.Options(corpus="debian", pair="de-en"))
+    cut = len(PREFIXES["translate"])
+    test = [Pair(p.src[cut:], p.tgt) for p in task.task_examples("test")["translate"]]
+    assert test == alone.examples("test") and len(test) == 500

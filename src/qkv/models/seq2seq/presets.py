@@ -65,10 +65,15 @@ PRESETS: dict[str, dict[str, Any]] = {
     | {"n_encoder_layers": 2, "n_decoder_layers": 2},
     "t5-small": {**T5, "d_model": 512, "n_heads": 8, "head_dim": 64, "d_ff": 2048}
     | {"n_encoder_layers": 6, "n_decoder_layers": 6, "output_scale": 512**-0.5},
-    # qkv's CPU size of the same shape (the width and depth of the translate and summarize
-    # tasks' own models): the text2text task's default.
+    # qkv's small size of the same shape (the width of the translate task's old model, 3 + 3
+    # layers): text2text's default until its recipe was measured on a CPU.
     "t5-mini": {**T5, "d_model": 256, "n_heads": 4, "head_dim": 64, "d_ff": 1024}
     | {"n_encoder_layers": 3, "n_decoder_layers": 3, "output_scale": 256**-0.5},
+    # A CPU size of the same shape (the width and depth of the summarize task's model: d 192,
+    # 4 heads of 48, 2 + 2 layers): the text2text task's default, at ~1 step/s on one thread
+    # where t5-mini took 4.4 s (docs/recipes.md).
+    "t5-micro": {**T5, "d_model": 192, "n_heads": 4, "head_dim": 48, "d_ff": 768}
+    | {"n_encoder_layers": 2, "n_decoder_layers": 2, "output_scale": 192**-0.5},
     "t5-tiny": {**T5, **TINY, "head_dim": 8, "vocab_size": 128, "max_len": 64, "rel_buckets": 8}
     | {"rel_max_distance": 20, "n_encoder_layers": 2, "n_decoder_layers": 2}
     | {"output_scale": 32**-0.5},

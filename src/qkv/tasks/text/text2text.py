@@ -9,9 +9,11 @@ Every example is a pair of strings; the task is named by a prefix of the input (
 * no data: the Debian package descriptions (:mod:`qkv.data.debian`, split by a seeded hash of
   the *source package*) for ``summarize`` and ``classify`` (the 20 most frequent sections
   of the corpus are the classes, the other packages are left out of ``classify``), and the
-  German -> English sentences of the Ding dictionary split exactly as the ``translate`` task
-  splits them (:class:`~qkv.tasks.text.translate.TranslateTask`, same seed, same held-out
-  sentences).
+  German -> English pairs of the ``translate`` task's ``corpus`` (default ``"debian"``: the
+  same packages' German descriptions, split by the same seeded hash of the source package,
+  so no package of a held-out split is trained on by any task; ``"ding"``: the Ding
+  dictionary's sentences), split exactly as ``translate`` splits them
+  (:class:`~qkv.tasks.text.translate.TranslateTask`, same seed, same held-out pairs).
 * ``--data mix.tsv``: ``PREFIX: input<TAB>target`` lines with the prefixes above; each task's
   lines are split into train/valid/test on their own (seeded).
 
@@ -82,6 +84,8 @@ HEADLINES: dict[str, str] = {
 }
 #: Classes of ``classify`` on the Debian corpus: its most frequent sections.
 N_SECTIONS = 20
+#: Values of ``corpus``: the translate task's corpora of German -> English pairs.
+CORPORA: tuple[str, ...] = ("debian", "ding", "debian,ding")
 #: Default ``mix_cap`` (``K`` of examples-proportional mixing).
 MIX_CAP = 2**15
 #: Characters of an input shown in a sample line.
@@ -198,9 +202,9 @@ class Text2TextTask(Seq2SeqTask):
 
     Options: ``data`` (a TSV of ``PREFIX: input<TAB>target``), ``seed`` (splits, mixing),
     ``n_train`` / ``n_valid`` / ``n_test`` (per task; defaults all / 200 / 500), ``max_len``
-    (default 128 tokens), ``tokenizer`` (default ``"bpe"``), ``vocab_size`` (default 16,000,
-    chosen by measurement: docs/text2text.md), ``tasks`` (the mixture, default all
-    three), ``mix_cap`` (``K``, default 2**15; 0: no cap).
+    (default 64 tokens), ``tokenizer`` (default ``"bpe"``), ``vocab_size`` (default 4,000;
+    docs/recipes.md), ``tasks`` (the mixture, default all three), ``mix_cap`` (``K``,
+    default 2**15; 0: no cap), ``corpus`` (translate's data: ``debian`` or ``ding``).
     """
 
     @dataclass
@@ -210,7 +214,7 @@ class Text2TextTask(Seq2SeqTask):
         data: str | None = option(
             None,
             "a TSV file of 'PREFIX: input<TAB>target' lines (prefixes: summarize:, ...)",
-            shown="Debian descriptions, Ding pairs and Debian sections",
+            shown="Debian's descriptions, their German translations and sections",
         )
         tasks: str = option(
             ALL_TASKS,
@@ -222,17 +226,23 @@ class Text2TextTask(Seq2SeqTask):
             "examples-proportional mixing with each task's size capped at K (T5, sec. "
             "3.5.2); 0: no cap",
         )
+        corpus: str = option(
+            "debian",
+            "without --data, the translate task's pairs: debian (Debian's German package "
+            "descriptions, the other tasks' domain) or ding (trans-de-en's sentences)",
+        )
 
     options: Options
     name = "text2text"
     headline = "score"
-    default_max_len = 128
+    default_max_len = 64
     default_tokenizer = "bpe"
-    default_vocab_size = 16000
+    default_vocab_size = 4000
     default_eval_sizes: ClassVar[dict[str, int]] = {"valid": 200, "test": 500}
-    #: The model: the ``t5-mini`` preset (T5's shape at the width and depth of the
-    #: ``translate`` and ``summarize`` tasks' models), sized to the vocabulary.
-    default_preset: ClassVar[str] = "t5-mini"
+    #: The model: the ``t5-micro`` preset (T5's shape at the width and depth of the
+    #: ``summarize`` task's model), sized to the vocabulary. ``t5-mini`` with 16,000 ids at
+    #: 128 tokens took 4.4 s a step on one thread, too few steps for a CPU budget.
+    default_preset: ClassVar[str] = "t5-micro"
     recipe: ClassVar[dict[str, Any]] = {
         "optimizer": "adamw",
         "lr": 1e-3,
@@ -251,6 +261,11 @@ class Text2TextTask(Seq2SeqTask):
         cap = self.options.mix_cap
         check_positive(self.name, "mix_cap", cap, minimum=0)
         self.mix_cap: int | None = cap or None
+        if self.options.corpus not in CORPORA:
+            raise TaskError(
+                f"task 'text2text': corpus must be one of {', '.join(CORPORA)}, "
+                f"got {self.options.corpus!r}"
+            )
         self.rates: dict[str, float] = {}
         self._by_task: dict[str, dict[str, list[Pair]]] | None = None
 
@@ -331,9 +346,9 @@ class Text2TextTask(Seq2SeqTask):
                 for s in SPLITS
             }
         if "translate" in self.tasks:
-            ding = TranslateTask(TranslateTask.Options(seed=seed, corpus="ding"))
+            pairs = TranslateTask(TranslateTask.Options(seed=seed, corpus=self.options.corpus))
             out["translate"] = {
-                s: [Pair(PREFIXES["translate"] + p.src, p.tgt) for p in ding.examples(s)]
+                s: [Pair(PREFIXES["translate"] + p.src, p.tgt) for p in pairs.examples(s)]
                 for s in SPLITS
             }
         return out
@@ -358,7 +373,7 @@ class Text2TextTask(Seq2SeqTask):
     def model_config(
         self, preset: str | None = None, *, base: TransformerConfig | None = None, **overrides: Any
     ) -> TransformerConfig:
-        """The ``t5-mini`` preset (or ``preset``, or ``base``) sized to the vocabulary and
+        """The ``t5-micro`` preset (or ``preset``, or ``base``) sized to the vocabulary and
         ``max_len``; a ``d_model`` override rescales T5's output by ``d_model ** -0.5``.
 
         Raises:
