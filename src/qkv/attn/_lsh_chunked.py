@@ -48,51 +48,92 @@ def _unit_keys_backward_(x: Tensor, grad: Tensor) -> Tensor:
     return grad.addcmul_(x, r * r * gx, value=-1.0).mul_(r / math.sqrt(d))
 
 
-def _rows(x: Tensor, idx: Tensor) -> Tensor:
-    """``x`` ``(b, h, s, e)`` at positions ``idx`` ``(b, h, n)``: ``(b, h, n, e)``."""
-    return x.gather(2, idx.unsqueeze(-1).expand(-1, -1, -1, x.shape[-1]))
+class _Rows:
+    """A ``(b, h, s, e)`` tensor read and written a position at a time, as rows of one
+    ``(rows, e)`` view of its storage (``index_select``/``index_add_`` move whole rows,
+    several times faster than ``gather``/``scatter_add_`` with an expanded index). A
+    layout whose rows are not whole rows of its storage is copied first (reads only)."""
+
+    def __init__(self, x: Tensor) -> None:
+        b, h, _, e = x.shape
+        if x.stride(-1) != 1 or any(st % e for st in x.stride()[:3]):
+            x = x.contiguous()
+        st = [n // e for n in x.stride()[:3]]
+        n_rows = sum((n - 1) * k for n, k in zip(x.shape[:3], st)) + 1
+        self.x, self.e = x, e
+        self.table = x.as_strided((n_rows, e), (e, 1))
+        base = torch.arange(b, device=x.device)[:, None] * st[0]
+        self.base = (base + torch.arange(h, device=x.device) * st[1]).view(b, h, 1)  # (b, h, 1)
+        self.step = st[2]
+
+    def index(self, pos: Tensor) -> Tensor:
+        """Flat row indices of positions ``pos`` ``(b, h, ...)``."""
+        return (pos.flatten(2) * self.step + self.base).flatten()
+
+    def take(self, rows: Tensor, shape: tuple[int, ...]) -> Tensor:
+        """The rows ``rows`` as a new ``(*shape, e)`` tensor."""
+        return self.table.index_select(0, rows).view(*shape, self.e)
+
+    def put(self, rows: Tensor, src: Tensor) -> None:
+        self.table.index_copy_(0, rows, src.reshape(-1, self.e))
+
+    def add(self, rows: Tensor, src: Tensor) -> None:
+        """``x[row] += src`` (repeated rows add up)."""
+        self.table.index_add_(0, rows, src.reshape(-1, self.e))
+
+
+def _heads_last(b: int, h: int, s: int, e: int, like: Tensor) -> Tensor:
+    """Zeros ``(b, h, s, e)`` stored as ``(b, s, h, e)``: the layout of heads split from a
+    projection, so merging them back (``transpose(1, 2).reshape``) is a view."""
+    return like.new_zeros(b, s, h, e).transpose(1, 2)
 
 
 class _Group:
-    """One group of chunks ``[lo, hi)`` with what forward and backward both recompute:
-    positions of the queries ``pq`` ``(b, h, g, c)`` and of the window keys ``pk``
-    ``(b, h, g, 2c)``, the raw vectors of the chunks ``lo - 1 .. hi - 1`` and the masked
-    scores ``(b, h, g, c, 2c)``."""
+    """One group of chunks ``[lo, hi)`` (inside one round) with what the forward and the
+    backward both recompute: the positions of the chunks ``lo - 1 .. hi - 1`` ``ch``
+    ``(b, h, g + 1, c)`` and their rows, the queries, the window keys and values and the
+    masked scores ``(b, h, g, c, 2c)``."""
 
     def __init__(
-        self,
-        qk: Tensor,
-        v: Tensor,
-        pos: Tensor,
-        real: Tensor | None,
-        c: int,
-        lo: int,
-        hi: int,
-        causal: bool,
+        self, qk: _Rows, v: _Rows, pos: Tensor, real: Tensor | None, c: int, lo: int, hi: int
     ) -> None:
         b, h, length = pos.shape
         n_c, g = length // c, hi - lo
         idx = torch.arange(lo - 1, hi, device=pos.device) % n_c  # previous chunk first
-        ch = pos.view(b, h, n_c, c).index_select(2, idx)  # (b, h, g + 1, c)
-        self.ch = ch
+        self.ch = ch = pos.view(b, h, n_c, c).index_select(2, idx)  # (b, h, g + 1, c)
         self.pq = ch[:, :, 1:]  # (b, h, g, c)
         self.pk = torch.cat([ch[:, :, :-1], ch[:, :, 1:]], dim=3)  # (b, h, g, 2c)
-        flat = ch.reshape(b, h, (g + 1) * c)
-        x = _rows(qk, flat).view(b, h, g + 1, c, -1)  # (b, h, g + 1, c, d) raw vectors
-        self.q = x[:, :, 1:]  # (b, h, g, c, d)
-        k = unit_keys(x)
+        self.rows_qk, self.rows_v = qk.index(ch), v.index(ch)
+        self.x = qk.take(self.rows_qk, (b, h, g + 1, c))  # (b, h, g + 1, c, d) raw vectors
+        self.q = self.x[:, :, 1:]  # (b, h, g, c, d)
+        k = unit_keys(self.x)
         self.k = torch.cat([k[:, :, :-1], k[:, :, 1:]], dim=3)  # (b, h, g, 2c, d)
-        vx = _rows(v, flat).view(b, h, g + 1, c, -1)
+        vx = v.take(self.rows_v, (b, h, g + 1, c))
         self.v = torch.cat([vx[:, :, :-1], vx[:, :, 1:]], dim=3)  # (b, h, g, 2c, d_v)
+        self.real, self.c, self.round_start = real, c, lo % (qk.x.shape[2] // c) == 0
+
+    def scores(self, causal: bool) -> Tensor:
+        """Masked scores ``(b, h, g, c, 2c)``: later positions (causal) and padding at
+        ``-inf``, a position's own score at :data:`SELF_SCORE`."""
         s = self.q @ self.k.transpose(-1, -2)  # (b, h, g, c, 2c)
-        q_pos, k_pos = self.pq.unsqueeze(-1), self.pk.unsqueeze(-2)
         if causal:
-            s.masked_fill_(q_pos < k_pos, float("-inf"))
-        if real is not None:
-            seen = real[:, None, :].expand(b, h, -1).gather(2, self.pk.flatten(2))
-            s.masked_fill_(~seen.view(b, h, g, 1, 2 * c), float("-inf"))
-        self.own = q_pos == k_pos  # (b, h, g, c, 2c): the score is a constant there
-        self.s = s.masked_fill_(self.own, SELF_SCORE)
+            s.masked_fill_(self.pq.unsqueeze(-1) < self.pk.unsqueeze(-2), float("-inf"))
+        if self.real is not None:
+            b, h, g, _, _ = s.shape
+            seen = self.real[torch.arange(b, device=s.device).view(b, 1, 1, 1), self.pk]
+            s.masked_fill_(~seen.view(b, h, g, 1, 2 * self.c), float("-inf"))
+        return self.fill_own(s, SELF_SCORE)
+
+    def fill_own(self, s: Tensor, value: float) -> Tensor:
+        """``s`` with ``value`` where a query meets its own position: each slot's own in
+        the second half of its window, and, in a round's first chunk, the same position's
+        slot of the previous round in the first half (positions are distinct in a round)."""
+        c = self.c
+        s[..., c:].diagonal(dim1=-2, dim2=-1).fill_(value)
+        if self.round_start:
+            same = self.ch[:, :, 1, :, None] == self.ch[:, :, 0, None, :]  # (b, h, c, c)
+            s[:, :, 0, :, :c].masked_fill_(same, value)
+        return s
 
 
 def _groups(s: int, length: int, c: int, per_chunk: int) -> list[tuple[int, int]]:
@@ -133,31 +174,35 @@ class LSHChunked(torch.autograd.Function):
         gen = None if seed is None else torch.Generator(qk.device).manual_seed(seed)
         # per position, over the rounds seen so far: the row maximum, the normalizer and
         # the output (unnormalized, relative to the maximum)
-        m = qk.new_full((b, h, s), float("-inf"))
-        z = qk.new_zeros(b, h, s)
-        out = qk.new_zeros(b, h, s, d_v)
+        m = qk.new_full((b * h * s,), float("-inf"))
+        z = qk.new_zeros(b * h * s)
+        out = _heads_last(b, h, s, d_v, v)  # (b, h, s, d_v)
+        rows_qk, rows_v, rows_out = _Rows(qk), _Rows(v), _Rows(out)
+        flat = torch.arange(b * h, device=qk.device).view(b, h, 1) * s
         for lo, hi in _groups(s, length, c, b * h * 2 * c * c):
-            grp = _Group(qk, v, pos, real, c, lo, hi, causal)
-            pq = grp.pq.flatten(2)  # (b, h, g c)
-            top = grp.s.amax(-1)  # (b, h, g, c), finite: every row holds its own score
-            e = grp.s.sub_(top.unsqueeze(-1)).exp_()  # (b, h, g, c, 2c)
-            total = e.sum(-1).flatten(2)  # (b, h, g c) softmax's normalizer (no dropout)
+            grp = _Group(rows_qk, rows_v, pos, real, c, lo, hi)
+            sc = grp.scores(causal)
+            at, rows = (grp.pq.flatten(2) + flat).flatten(), rows_out.index(grp.pq)
+            top = sc.amax(-1, keepdim=True)  # (b, h, g, c, 1), finite: a row holds its own
+            e = sc.sub_(top).exp_()  # (b, h, g, c, 2c)
+            total = e.sum(-1).flatten()  # softmax's normalizer (no dropout)
             if gen is not None:
                 e.mul_(_keep(e.shape, dropout_p, gen, e))
-            o = (e @ grp.v).flatten(2, 3)  # (b, h, g c, d_v)
-            top = top.flatten(2)
+            o = e @ grp.v  # (b, h, g, c, d_v)
+            top = top.flatten()
             if lo < s // c:  # the first round: each position seen for the first time
-                m.scatter_(2, pq, top)
-                z.scatter_(2, pq, total)
-                out.scatter_(2, pq.unsqueeze(-1).expand_as(o), o)
+                m.index_copy_(0, at, top)
+                z.index_copy_(0, at, total)
+                rows_out.put(rows, o)
                 continue
-            m_old = m.gather(2, pq)
+            m_old = m.index_select(0, at)
             m_new = torch.maximum(m_old, top)
-            a, w = torch.exp(m_old - m_new), torch.exp(top - m_new)  # rescale old, new
-            z.scatter_(2, pq, z.gather(2, pq) * a + total * w)
-            o = _rows(out, pq).mul_(a.unsqueeze(-1)).add_(o * w.unsqueeze(-1))
-            out.scatter_(2, pq.unsqueeze(-1).expand_as(o), o)
-            m.scatter_(2, pq, m_new)
+            old, new = torch.exp(m_old - m_new), torch.exp(top - m_new)  # rescalings
+            z.index_copy_(0, at, z.index_select(0, at).mul_(old).add_(total * new))
+            o = o.view(-1, d_v).mul_(new[:, None])
+            rows_out.put(rows, rows_out.take(rows, (-1,)).mul_(old[:, None]).add_(o))
+            m.index_copy_(0, at, m_new)
+        m, z = m.view(b, h, s), z.view(b, h, s)
         out.div_(z.unsqueeze(-1))
         log_z = z.log_()
         ctx.save_for_backward(qk, v, pos, real, m, log_z, out)
@@ -169,20 +214,24 @@ class LSHChunked(torch.autograd.Function):
     def backward(ctx, d_out: Tensor):  # type: ignore[override]
         qk, v, pos, real, m, log_z, out = ctx.saved_tensors
         c, p = ctx.c, ctx.dropout_p
-        b, h, s, _ = qk.shape
-        length = pos.shape[-1]
+        b, h, s, d = qk.shape
+        length, d_v = pos.shape[-1], v.shape[-1]
         gen = None if ctx.seed is None else torch.Generator(qk.device).manual_seed(ctx.seed)
-        delta = (d_out * out).sum(-1)  # (b, h, s) rowsum(dO * O)
-        dq, dk, dv = torch.zeros_like(qk), torch.zeros_like(qk), torch.zeros_like(v)
+        delta = (d_out * out).sum(-1).flatten()  # (b h s) rowsum(dO * O)
+        # P = exp((S - M) - log Z), in this order (see the module docstring)
+        m, log_z = m.flatten(), log_z.flatten()
+        dq, dv = _heads_last(b, h, s, d, qk), _heads_last(b, h, s, d_v, v)
+        rows_qk, rows_v, rows_do = _Rows(qk), _Rows(v), _Rows(d_out)
+        grad_qk, grad_v = _Rows(dq), _Rows(dv)
+        flat = torch.arange(b * h, device=qk.device).view(b, h, 1) * s
         for lo, hi in _groups(s, length, c, b * h * 2 * c * c):
-            grp = _Group(qk, v, pos, real, c, lo, hi, causal=ctx.causal)
+            grp = _Group(rows_qk, rows_v, pos, real, c, lo, hi)
             g = hi - lo
-            pq = grp.pq.flatten(2)  # (b, h, g c)
             rows = (b, h, g, c, 1)
-            # P = exp((S - M) - log Z), in this order (see the module docstring)
-            probs = grp.s.sub_(m.gather(2, pq).view(rows)).sub_(log_z.gather(2, pq).view(rows))
-            probs = probs.exp_()  # (b, h, g, c, 2c)
-            do = _rows(d_out, pq).view(b, h, g, c, -1)  # (b, h, g, c, d_v)
+            at = (grp.pq.flatten(2) + flat).flatten()
+            probs = grp.scores(ctx.causal)
+            probs = probs.sub_(m[at].view(rows)).sub_(log_z[at].view(rows)).exp_()
+            do = rows_do.take(rows_do.index(grp.pq), (b, h, g, c))  # (b, h, g, c, d_v)
             dp = do @ grp.v.transpose(-1, -2)  # (b, h, g, c, 2c)
             if gen is not None:
                 keep = _keep(probs.shape, p, gen, probs)
@@ -190,31 +239,24 @@ class LSHChunked(torch.autograd.Function):
                 dp.mul_(keep)
             else:
                 dvw = probs.transpose(-1, -2) @ do
-            ds = dp.sub_(delta.gather(2, pq).view(rows)).mul_(probs)
-            ds.masked_fill_(grp.own, 0.0)  # a position's own score is a constant
-            _add_rows(dq, pq, (ds @ grp.k).flatten(2, 3))
-            dkw = ds.transpose(-1, -2) @ grp.q  # (b, h, g, 2c, d) to the unit keys
-            keys = grp.ch.flatten(2)  # (b, h, (g + 1) c): the previous chunk, then the group
-            _add_rows(dk, keys, _fold(dkw, c))
-            _add_rows(dv, keys, _fold(dvw, c))
-        dq += _unit_keys_backward_(qk, dk)
+            ds = grp.fill_own(dp.sub_(delta[at].view(rows)).mul_(probs), 0.0)  # own: constant
+            dx = _fold(ds.transpose(-1, -2) @ grp.q, c)  # (b, h, g + 1, c, d) to unit keys
+            dx = _unit_keys_backward_(grp.x, dx)  # to the raw vectors
+            dx[:, :, 1:] += ds @ grp.k  # as queries
+            grad_qk.add(grad_qk.index(grp.ch), dx)
+            grad_v.add(grad_v.index(grp.ch), _fold(dvw, c))
         return dq, dv, None, None, None, None, None
-
-
-def _add_rows(dst: Tensor, idx: Tensor, src: Tensor) -> None:
-    """``dst[.., idx[j], :] += src[.., j, :]`` (repeated positions add up)."""
-    dst.scatter_add_(2, idx.unsqueeze(-1).expand(-1, -1, -1, dst.shape[-1]), src)
 
 
 def _fold(x: Tensor, c: int) -> Tensor:
     """Window gradients ``(b, h, g, 2c, e)`` onto the chunks ``lo - 1 .. hi - 1``:
-    ``(b, h, (g + 1) c, e)`` (chunk ``j`` is the first half of window ``j + 1`` and the
+    ``(b, h, g + 1, c, e)`` (chunk ``j`` is the first half of window ``j + 1`` and the
     second half of window ``j``)."""
     b, h, g, _, e = x.shape
     y = x.new_zeros(b, h, g + 1, c, e)
     y[:, :, :-1] += x[:, :, :, :c]
     y[:, :, 1:] += x[:, :, :, c:]
-    return y.flatten(2, 3)
+    return y
 
 
 def lsh_chunked(
@@ -240,7 +282,7 @@ def lsh_chunked(
         dropout_p: dropout on the weights (each round's, after its normalization).
 
     Returns:
-        ``(b, h, s, d_v)``.
+        ``(b, h, s, d_v)``, stored as ``(b, s, h, d_v)`` (merging the heads is a view).
     """
     return LSHChunked.apply(qk, v, pos, real, c, causal, dropout_p)  # type: ignore[no-any-return]
 
