@@ -28,9 +28,9 @@ from torch.autograd.function import once_differentiable
 SELF_SCORE: float = -1e5
 #: Epsilon of the keys' length normalization ``x / sqrt(mean(x^2) + eps) / sqrt(d)``.
 NORM_EPS: float = 1e-6
-#: Most scores of one group of chunks computed at once (4 MiB in float32): bounds the
+#: Most scores of one group of chunks computed at once (1 MiB in float32): bounds the
 #: working memory of the forward and backward (a few tensors of this size).
-GROUP_ELEMENTS: int = 1 << 20
+GROUP_ELEMENTS: int = 1 << 18
 
 
 def unit_keys(qk: Tensor) -> Tensor:

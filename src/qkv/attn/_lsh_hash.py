@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-#: Most rotated coordinates computed at once while hashing (16 MiB in float32).
-HASH_ELEMENTS: int = 1 << 22
+#: Most rotated coordinates computed at once while hashing (4 MiB in float32).
+HASH_ELEMENTS: int = 1 << 20
 
 
 def default_buckets(length: int, bucket_size: int) -> int:

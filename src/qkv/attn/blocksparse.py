@@ -221,6 +221,13 @@ def _put_rows(dst6: Tensor, u: _Unit, src: Tensor, g: int) -> None:
     dst6[u.n, u.hk].index_copy_(3, u.rows, src.view(n, hk, G, g, gB // g, e).transpose(2, 3))
 
 
+def _heads_last(like: Tensor, n: int, h: int, s: int, e: int) -> Tensor:
+    """Zeros ``(n, h, s, e)`` stored as ``(n, s, h, e)``, the layout of heads split from a
+    projection: merging the heads of the output is a view, and the gradients of the
+    split heads need no copy either. Splitting ``h`` or ``s`` is still a view."""
+    return like.new_zeros(n, s, h, e).transpose(1, 2)
+
+
 def _forward(q: Tensor, k: Tensor, v: Tensor, plan: _Plan, scale: float) -> tuple[Tensor, Tensor]:
     r"""Per unit: :math:`S = \mathrm{scale}\, Q K^\top` on the gathered tiles, masked;
     :math:`O = \mathrm{softmax}(S) V`; keep :math:`\mathrm{lse} = \log \sum_j e^{S_j}`.
@@ -234,7 +241,7 @@ def _forward(q: Tensor, k: Tensor, v: Tensor, plan: _Plan, scale: float) -> tupl
     # reshape: a view of the callers' strided heads where it can be (no copies kept)
     q6 = q.reshape(N, h_kv, g, s_qp // B, B, d)
     k5, v5 = k.reshape(N, h_kv, s_kp // B, B, d), v.reshape(N, h_kv, s_kp // B, B, d_v)
-    out = q.new_zeros(N, H, s_qp, d_v)
+    out = _heads_last(q, N, H, s_qp, d_v)
     lse = q.new_zeros(N, H, s_qp, 1)
     out6, lse6 = out.view(N, h_kv, g, s_qp // B, B, d_v), lse.view(N, h_kv, g, s_qp // B, B, 1)
     for u in plan.units:
@@ -274,7 +281,7 @@ def _backward(
     do6 = d_out.reshape(N, h_kv, g, n_qb, B, d_v)
     lse6 = lse.view(N, h_kv, g, n_qb, B, 1)
     delta6 = (d_out * out).sum(-1, keepdim=True).view(N, h_kv, g, n_qb, B, 1)  # rowsum(dO*O)
-    dq, dk, dv = (torch.zeros_like(x, memory_format=torch.contiguous_format) for x in (q, k, v))
+    dq, dk, dv = (_heads_last(x, N, x.shape[1], x.shape[2], x.shape[3]) for x in (q, k, v))
     dq6 = dq.view(N, h_kv, g, n_qb, B, d)
     dk5, dv5 = dk.view(N, h_kv, n_kb, B, d), dv.view(N, h_kv, n_kb, B, d_v)
     for u in plan.units:
