@@ -14,7 +14,10 @@ previous chunk (the one before the first chunk is the last). Within that window:
 
 Rounds are combined with weights ``softmax_r(logsumexp of round r's scores)`` (eq. 5-6:
 each round's normalizer), which is exactly what attention over the union of the rounds'
-windows would give if no key appeared twice. Cost ``O(n_hashes s bucket_size d)``.
+windows would give if no key appeared twice. Cost ``O(n_hashes s bucket_size d)``; memory
+``O(s d)``: the chunks run in one autograd Function (:mod:`qkv.attn._lsh_chunked`) that
+keeps ``qk``, ``v``, the sorted positions and the output, and recomputes each group of
+chunks' scores in the backward pass (FlashAttention-style).
 
 This follows ``transformers``' ``LSHSelfAttention`` (and trax) step for step; with the
 same rotations (:func:`draw_rotations` draws them as ``transformers`` does from
