@@ -80,23 +80,97 @@ def test_chunked_lsh_matches_the_dense_reference(causal: bool, rounds: int, padd
         torch.testing.assert_close(a, b, atol=1e-9, rtol=0)
 
 
-def test_chunks_computed_a_few_at_a_time(monkeypatch) -> None:
-    """The scores are computed (and, with gradients, recomputed) a few chunks at a time:
-    the same answer as the dense reference, forward and backward."""
-    import qkv.attn.lsh as lsh
+@pytest.mark.parametrize("group", [1, 3, 64])
+@pytest.mark.parametrize("rounds", [1, 2])
+@pytest.mark.parametrize(("causal", "padded"), [(True, False), (False, True)])
+def test_chunks_computed_a_few_at_a_time(
+    monkeypatch, group: int, rounds: int, causal: bool, padded: bool
+) -> None:
+    """The scores are computed (and recomputed in the backward pass) a group of chunks at
+    a time, groups of 1 and 3 chunks cutting the 6 chunks of a round anywhere: the same
+    answer as the dense reference, forward and backward."""
+    import qkv.attn._lsh_chunked as chunked
 
-    monkeypatch.setattr(lsh, "CORE_ELEMENTS", 1)  # one chunk at a time
+    monkeypatch.setattr(chunked, "GROUP_ELEMENTS", group * 2 * 2 * 4 * 4)  # b h 2c c
     g = torch.Generator().manual_seed(2)
     qk = torch.randn(1, 2, 24, 8, generator=g, dtype=torch.float64, requires_grad=True)
     v = torch.randn(1, 2, 24, 4, generator=g, dtype=torch.float64, requires_grad=True)
-    rot = draw_rotations(2, 8, 2, 4, generator=g, dtype=torch.float64)
-    out = lsh_attention(qk, v, rot, bucket_size=4, causal=True)
-    ref = _dense_lsh(qk, v, rot, 4, True, None)
+    rot = draw_rotations(2, 8, rounds, 4, generator=g, dtype=torch.float64)
+    pm = None
+    if padded:
+        pm = torch.arange(24)[None] < 19
+    out = lsh_attention(qk, v, rot, bucket_size=4, causal=causal, padding_mask=pm)
+    ref = _dense_lsh(qk, v, rot, 4, causal, pm)
     torch.testing.assert_close(out, ref, atol=1e-10, rtol=0)
+    grad = torch.randn(out.shape, generator=g, dtype=torch.float64)
     for a, b in zip(
-        torch.autograd.grad(out.sum(), (qk, v)), torch.autograd.grad(ref.sum(), (qk, v))
+        torch.autograd.grad(out, (qk, v), grad), torch.autograd.grad(ref, (qk, v), grad)
     ):
         torch.testing.assert_close(a, b, atol=1e-9, rtol=0)
+
+
+def test_saved_memory_is_linear_in_length() -> None:
+    """The backward keeps qk, v, the sorted positions, the output and two numbers per
+    position: nothing of the (n_hashes s, 2 bucket_size) scores, weights or windows."""
+    s, c, rounds = 2048, 64, 4
+    qk = torch.randn(1, 2, s, 16, requires_grad=True)
+    v = torch.randn(1, 2, s, 16, requires_grad=True)
+    rot = draw_rotations(2, 16, rounds, default_buckets(s, c))
+    saved: list[int] = []
+
+    def pack(t: Tensor) -> Tensor:
+        saved.append(t.numel() * t.element_size())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = lsh_attention(qk, v, rot, bucket_size=c, causal=True)
+    io = qk.numel() * qk.element_size()
+    assert sum(saved) <= 4 * io + 2 * s * rounds * 8 + 2 * 4 * s * 2  # + positions, M, log Z
+    assert max(saved) <= io
+    out.sum().backward()
+    assert torch.isfinite(qk.grad).all() and torch.isfinite(v.grad).all()
+
+
+def test_rows_alone_in_every_round_are_exact_in_float32() -> None:
+    """Causal position 0 sees only itself in every round (score -1e5): its output is its
+    value and its gradient passes through unchanged, in float32 too (the backward
+    recomputes its weights from the row maximum and the normalizer apart)."""
+    g = torch.Generator().manual_seed(4)
+    qk = torch.randn(1, 1, 32, 8, generator=g)
+    v = torch.randn(1, 1, 32, 4, generator=g, requires_grad=True)
+    rot = draw_rotations(1, 8, 4, 4, generator=g)
+    out = lsh_attention(qk, v, rot, bucket_size=4, causal=True)
+    assert torch.equal(out[0, 0, 0], v[0, 0, 0].detach())
+    (grad,) = torch.autograd.grad(out[0, 0, 0].sum(), v)
+    assert torch.equal(grad[0, 0, 0], torch.ones(4))
+    assert grad[0, 0, 1:].abs().max() <= 1e-6
+
+
+def test_dropout_backward_matches_its_forward() -> None:
+    """With dropout, the backward redraws the forward's masks: gradcheck of one draw
+    (float64; the global seed fixed before each call)."""
+    g = torch.Generator().manual_seed(5)
+    qk = torch.randn(1, 2, 16, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(1, 2, 16, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    rot = draw_rotations(2, 4, 2, 4, generator=g, dtype=torch.float64)
+
+    def f(qk: Tensor, v: Tensor) -> Tensor:
+        torch.manual_seed(0)
+        return lsh_attention(qk, v, rot, bucket_size=4, causal=True, dropout_p=0.3)
+
+    assert not torch.equal(f(qk, v), lsh_attention(qk, v, rot, bucket_size=4, causal=True))
+    assert torch.autograd.gradcheck(f, (qk, v))
+
+
+def test_hashing_a_few_positions_at_a_time_is_argmax(monkeypatch) -> None:
+    import qkv.attn._lsh_hash as lsh_hash
+
+    g = torch.Generator().manual_seed(6)
+    qk, rot = torch.randn(2, 3, 40, 8, generator=g), draw_rotations(3, 8, 2, 8, generator=g)
+    rotated = torch.einsum("bhsd,hdnr->bhnsr", qk, rot)
+    want = torch.cat([rotated, -rotated], dim=-1).argmax(dim=-1)
+    monkeypatch.setattr(lsh_hash, "HASH_ELEMENTS", 2 * 3 * 2 * 4 * 7)  # 7 positions a time
+    assert torch.equal(hash_buckets(qk, rot)[0], want)
 
 
 def test_a_position_alone_attends_to_itself() -> None:

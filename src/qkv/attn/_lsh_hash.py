@@ -9,6 +9,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+#: Most rotated coordinates computed at once while hashing (4 MiB in float32).
+HASH_ELEMENTS: int = 1 << 20
+
 
 def default_buckets(length: int, bucket_size: int) -> int:
     """``transformers``' rule for ``num_buckets=None``: about ``2 length / bucket_size``
@@ -60,8 +63,20 @@ def hash_buckets(
         ``(buckets, n)``: ``(b, h, n_hashes, s)`` long buckets and the number of buckets
         per round (``n_buckets``, plus one with padding).
     """
-    rotated = torch.einsum("bhsd,hdnr->bhnsr", qk.detach(), rotations.to(qk.dtype))
-    buckets = torch.cat([rotated, -rotated], dim=-1).argmax(dim=-1)  # (b, h, n_hashes, s)
+    b, h, s, _ = qk.shape
+    half = rotations.shape[-1]
+    rot = rotations.to(qk.dtype)
+    buckets = torch.empty(b, h, rotations.shape[2], s, dtype=torch.long, device=qk.device)
+    # argmax([x R; -x R]) without the (b, h, n_hashes, s, n_buckets) tensor: the larger of
+    # max(x R) and -min(x R), a few positions at a time (ties go to the first half, as
+    # argmax's first index does)
+    step = max(1, HASH_ELEMENTS // (b * h * rotations.shape[2] * half))
+    for i in range(0, s, step):
+        rotated = torch.einsum("bhsd,hdnr->bhnsr", qk[:, :, i : i + step].detach(), rot)
+        hi, lo = rotated.max(dim=-1), rotated.min(dim=-1)  # (b, h, n_hashes, step)
+        buckets[..., i : i + step] = torch.where(
+            hi.values >= -lo.values, hi.indices, lo.indices + half
+        )
     n = 2 * rotations.shape[-1]
     if padding_mask is not None and not bool(padding_mask.all()):
         buckets = buckets.masked_fill(~padding_mask[:, None, None, :], n)

@@ -39,7 +39,7 @@ from qkv.masks._tiles import block_spans, check_block, n_blocks
 BLOCK_SIZE: int = 64
 #: Most score elements computed at once (per chunk of tiles); bounds the working memory
 #: (a few times ``4 * CHUNK_ELEMENTS`` bytes) and sets the number of kernel launches.
-CHUNK_ELEMENTS: int = 1 << 23
+CHUNK_ELEMENTS: int = 1 << 20
 #: Element masks of partial tiles are kept between forward and backward up to this size.
 MASK_CACHE_BYTES: int = 64 << 20
 #: ``"auto"`` picks blocksparse only for ``s_q, s_k >= AUTO_MIN_LEN`` ... (measured on 2 CPU
@@ -221,6 +221,13 @@ def _put_rows(dst6: Tensor, u: _Unit, src: Tensor, g: int) -> None:
     dst6[u.n, u.hk].index_copy_(3, u.rows, src.view(n, hk, G, g, gB // g, e).transpose(2, 3))
 
 
+def _heads_last(like: Tensor, n: int, h: int, s: int, e: int) -> Tensor:
+    """Zeros ``(n, h, s, e)`` stored as ``(n, s, h, e)``, the layout of heads split from a
+    projection: merging the heads of the output is a view, and the gradients of the
+    split heads need no copy either. Splitting ``h`` or ``s`` is still a view."""
+    return like.new_zeros(n, s, h, e).transpose(1, 2)
+
+
 def _forward(q: Tensor, k: Tensor, v: Tensor, plan: _Plan, scale: float) -> tuple[Tensor, Tensor]:
     r"""Per unit: :math:`S = \mathrm{scale}\, Q K^\top` on the gathered tiles, masked;
     :math:`O = \mathrm{softmax}(S) V`; keep :math:`\mathrm{lse} = \log \sum_j e^{S_j}`.
@@ -231,9 +238,10 @@ def _forward(q: Tensor, k: Tensor, v: Tensor, plan: _Plan, scale: float) -> tupl
     N, H, s_qp, d = q.shape
     h_kv, s_kp, d_v = k.shape[1], k.shape[2], v.shape[-1]
     g, B = H // h_kv, plan.block
-    q6 = q.view(N, h_kv, g, s_qp // B, B, d)
-    k5, v5 = k.view(N, h_kv, s_kp // B, B, d), v.view(N, h_kv, s_kp // B, B, d_v)
-    out = q.new_zeros(N, H, s_qp, d_v)
+    # reshape: a view of the callers' strided heads where it can be (no copies kept)
+    q6 = q.reshape(N, h_kv, g, s_qp // B, B, d)
+    k5, v5 = k.reshape(N, h_kv, s_kp // B, B, d), v.reshape(N, h_kv, s_kp // B, B, d_v)
+    out = _heads_last(q, N, H, s_qp, d_v)
     lse = q.new_zeros(N, H, s_qp, 1)
     out6, lse6 = out.view(N, h_kv, g, s_qp // B, B, d_v), lse.view(N, h_kv, g, s_qp // B, B, 1)
     for u in plan.units:
@@ -268,12 +276,12 @@ def _backward(
     N, H, s_qp, d = q.shape
     h_kv, s_kp, d_v = k.shape[1], k.shape[2], v.shape[-1]
     g, B, n_qb, n_kb = H // h_kv, plan.block, s_qp // plan.block, s_kp // plan.block
-    q6 = q.view(N, h_kv, g, n_qb, B, d)
-    k5, v5 = k.view(N, h_kv, n_kb, B, d), v.view(N, h_kv, n_kb, B, d_v)
-    do6 = d_out.view(N, h_kv, g, n_qb, B, d_v)
+    q6 = q.reshape(N, h_kv, g, n_qb, B, d)
+    k5, v5 = k.reshape(N, h_kv, n_kb, B, d), v.reshape(N, h_kv, n_kb, B, d_v)
+    do6 = d_out.reshape(N, h_kv, g, n_qb, B, d_v)
     lse6 = lse.view(N, h_kv, g, n_qb, B, 1)
     delta6 = (d_out * out).sum(-1, keepdim=True).view(N, h_kv, g, n_qb, B, 1)  # rowsum(dO*O)
-    dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
+    dq, dk, dv = (_heads_last(x, N, x.shape[1], x.shape[2], x.shape[3]) for x in (q, k, v))
     dq6 = dq.view(N, h_kv, g, n_qb, B, d)
     dk5, dv5 = dk.view(N, h_kv, n_kb, B, d), dv.view(N, h_kv, n_kb, B, d_v)
     for u in plan.units:
@@ -308,7 +316,7 @@ class _BlockSparseAttention(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, d_out: Tensor):  # type: ignore[override]
         q, k, v, out, lse = ctx.saved_tensors
-        dq, dk, dv = _backward(q, k, v, out, lse, d_out.contiguous(), ctx.plan, ctx.scale)
+        dq, dk, dv = _backward(q, k, v, out, lse, d_out, ctx.plan, ctx.scale)
         return dq, dk, dv, None, None
 
 
@@ -407,7 +415,8 @@ def blocksparse_attention(p: Problem, block: int | None = None) -> Tensor:
     dtype = q.dtype
     ctype = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
     plan = _plan(p.mask, N, k4.shape[1], H // k4.shape[1], s_q, s_k, block, q.device)  # type: ignore[arg-type]
-    qp, kp, vp = (_pad_to(x.to(ctype), block).contiguous() for x in (q4, k4, v4))
+    # no contiguous copies: the tiles are read through views of the callers' heads
+    qp, kp, vp = (_pad_to(x.to(ctype), block) for x in (q4, k4, v4))
     out = _BlockSparseAttention.apply(qp, kp, vp, plan, p.scale)
     out = out[:, :, :s_q].to(dtype)  # (N, H, s_q, d_v)
     return out.reshape(*lead, s_q, d_v)

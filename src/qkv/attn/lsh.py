@@ -14,7 +14,10 @@ previous chunk (the one before the first chunk is the last). Within that window:
 
 Rounds are combined with weights ``softmax_r(logsumexp of round r's scores)`` (eq. 5-6:
 each round's normalizer), which is exactly what attention over the union of the rounds'
-windows would give if no key appeared twice. Cost ``O(n_hashes s bucket_size d)``.
+windows would give if no key appeared twice. Cost ``O(n_hashes s bucket_size d)``; memory
+``O(s d)``: the chunks run in one autograd Function (:mod:`qkv.attn._lsh_chunked`) that
+keeps ``qk``, ``v``, the sorted positions and the output, and recomputes each group of
+chunks' scores in the backward pass (FlashAttention-style).
 
 This follows ``transformers``' ``LSHSelfAttention`` (and trax) step for step; with the
 same rotations (:func:`draw_rotations` draws them as ``transformers`` does from
@@ -25,32 +28,16 @@ key with the same rules (``transformers`` does the same).
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
+from qkv.attn._lsh_chunked import NORM_EPS, SELF_SCORE, lsh_chunked, unit_keys
 from qkv.attn._lsh_hash import default_buckets, draw_rotations, hash_buckets
 from qkv.attn.functional import MaskLike
 from qkv.attn.kv_cache import KVCache
 from qkv.attn.problem import compute_dtype
 from qkv.masks import Causal
-
-#: The score a position gives itself (Kitaev et al. 2020, sec. 3, "shared-QK"): low enough
-#: to vanish beside any other allowed key, finite so that a position alone attends to itself.
-SELF_SCORE: float = -1e5
-#: Epsilon of the keys' length normalization ``x / sqrt(mean(x^2) + eps) / sqrt(d)``.
-NORM_EPS: float = 1e-6
-#: Most scores computed at once (a few chunks at a time; ~64 MB in float32).
-CORE_ELEMENTS: int = 1 << 24
-
-
-def _unit_keys(qk: Tensor) -> Tensor:
-    """Keys from shared-QK vectors: length-normalized, ``x / rms(x) / sqrt(d)``."""
-    d = qk.shape[-1]
-    return qk * torch.rsqrt(qk.square().mean(-1, keepdim=True) + NORM_EPS) / math.sqrt(d)
 
 
 def _softmax_rows(dots: Tensor, dropout_p: float) -> tuple[Tensor, Tensor]:
@@ -93,7 +80,7 @@ def full_shared_qk_attention(
         ``(b, h, s_q, d_v)``.
     """
     s_q, s_k = q.shape[-2], qk.shape[-2]
-    dots = q @ _unit_keys(qk).transpose(-2, -1)  # (b, h, s_q, s_k)
+    dots = q @ unit_keys(qk).transpose(-2, -1)  # (b, h, s_q, s_k)
     q_pos = torch.arange(s_k - s_q, s_k, device=q.device)[:, None]  # (s_q, 1)
     k_pos = torch.arange(s_k, device=q.device)[None, :]  # (1, s_k)
     if causal:
@@ -174,33 +161,6 @@ def lsh_attention(
     return out.to(dtype)
 
 
-def _chunk_core(
-    qc: Tensor,
-    kc: Tensor,
-    vc: Tensor,
-    pc: Tensor,
-    pk: Tensor,
-    real: Tensor | None,
-    causal: bool,
-    dropout_p: float,
-) -> tuple[Tensor, Tensor]:
-    """Attention within chunks: queries ``(b, h, n, c, d)`` against their window's keys
-    and values ``(b, h, n, 2c, d)``, positions ``pc`` ``(b, h, n, c)`` and ``pk``
-    ``(b, h, n, 2c)``, key padding ``real`` ``(b, h, n, 2c)``. Returns the outputs
-    ``(b, h, n, c, d_v)`` and each row's log-sum-exp ``(b, h, n, c, 1)``."""
-    dots = qc @ kc.transpose(-2, -1)  # (b, h, n, c, 2c)
-    q_pos, k_pos = pc.unsqueeze(-1), pk.unsqueeze(-2)  # (b, h, n, c, 1), (b, h, n, 1, 2c)
-    blocked = q_pos < k_pos if causal else None  # (b, h, n, c, 2c)
-    if real is not None:
-        pad = ~real.unsqueeze(-2)  # (b, h, n, 1, 2c)
-        blocked = pad if blocked is None else blocked | pad
-    if blocked is not None:
-        dots = dots.masked_fill(blocked, float("-inf"))
-    dots = dots.masked_fill(q_pos == k_pos, SELF_SCORE)
-    w, lse = _softmax_rows(dots, dropout_p)  # (b, h, n, c, 2c), (b, h, n, c, 1)
-    return w @ vc, lse
-
-
 def _lsh_chunks(
     qk: Tensor,
     v: Tensor,
@@ -210,57 +170,15 @@ def _lsh_chunks(
     padding_mask: Tensor | None,
     dropout_p: float,
 ) -> Tensor:
-    b, h, s, d = qk.shape
-    d_v = v.shape[-1]
+    s = qk.shape[2]
     n_hashes = rotations.shape[2]
     buckets, n = hash_buckets(qk, rotations, padding_mask)  # (b, h, n_hashes, s)
     with torch.no_grad():
-        length = n_hashes * s
         offsets = torch.arange(n_hashes, device=qk.device)[:, None] * n  # rounds apart
-        key = (buckets + offsets).flatten(2) * length + torch.arange(length, device=qk.device)
-        order = key.argsort(dim=-1)  # (b, h, L): sorted by (round, bucket, position)
-        undo = order.argsort(dim=-1)  # (b, h, L): the inverse permutation
+        # a stable sort of (round, bucket) keeps positions in order: (round, bucket, position)
+        order = (buckets + offsets).flatten(2).sort(dim=-1, stable=True).indices  # (b, h, L)
         pos = order % s  # (b, h, L) original position of each sorted slot
-    n_c = length // c
-    qs = qk.gather(2, pos.unsqueeze(-1).expand(-1, -1, -1, d))  # (b, h, L, d)
-    vs = v.gather(2, pos.unsqueeze(-1).expand(-1, -1, -1, d_v))  # (b, h, L, d_v)
-    qc = qs.view(b, h, n_c, c, d)  # (b, h, n_c, c, d) chunks of queries
-    kc = _unit_keys(qc)
-    vc = vs.view(b, h, n_c, c, d_v)
-    pc = pos.view(b, h, n_c, c)  # (b, h, n_c, c)
-    # each chunk sees the previous one (the first sees the last) and itself
-    kc = torch.cat([kc.roll(1, dims=2), kc], dim=3)  # (b, h, n_c, 2c, d)
-    vc = torch.cat([vc.roll(1, dims=2), vc], dim=3)  # (b, h, n_c, 2c, d_v)
-    pk = torch.cat([pc.roll(1, dims=2), pc], dim=3)  # (b, h, n_c, 2c)
-    real = None
-    if padding_mask is not None:
-        real = padding_mask[:, None, :].expand(b, h, s).gather(2, pk.flatten(2))
-        real = real.view(b, h, n_c, 2 * c)  # (b, h, n_c, 2c)
-    # The (c, 2c) scores of a few chunks at a time; with gradients, recomputed in the
-    # backward pass (checkpointing), so no (L, 2c) tensor is ever kept.
-    per_chunk = b * h * c * 2 * c
-    step = max(1, CORE_ELEMENTS // per_chunk)
-    grad = torch.is_grad_enabled() and (qk.requires_grad or v.requires_grad)
-    outs, lses = [], []
-    for i in range(0, n_c, step):
-        sl = slice(i, i + step)
-        args = (qc[:, :, sl], kc[:, :, sl], vc[:, :, sl], pc[:, :, sl], pk[:, :, sl])
-        rest = None if real is None else real[:, :, sl]
-        if grad:
-            o, lse = checkpoint(_chunk_core, *args, rest, causal, dropout_p, use_reentrant=False)
-        else:
-            o, lse = _chunk_core(*args, rest, causal, dropout_p)
-        outs.append(o)
-        lses.append(lse)
-    out = torch.cat(outs, dim=2).view(b, h, length, d_v)  # (b, h, L, d_v) in sorted order
-    lse = torch.cat(lses, dim=2).view(b, h, length)
-    out = out.gather(2, undo.unsqueeze(-1).expand(-1, -1, -1, d_v))  # back to (round, pos)
-    lse = lse.gather(2, undo)
-    if n_hashes == 1:
-        return out
-    out = out.view(b, h, n_hashes, s, d_v)
-    weight = torch.softmax(lse.view(b, h, n_hashes, s, 1), dim=2)  # each round's normalizer
-    return (out * weight).sum(dim=2)  # (b, h, s, d_v)
+    return lsh_chunked(qk, v, pos, padding_mask, c, causal, dropout_p)
 
 
 class LSHSelfAttention(nn.Module):
