@@ -9,22 +9,23 @@ import pytest
 import torch
 
 from qkv.generation import filter_logits, generate, length_penalty
+from qkv.generation._stepper import Stepper
 from qkv.models import from_preset
 
 V = 13
 
 
-def _lm(pos: str = "learned", **kw):
+def _lm(pos: str = "learned", vocab: int = V, **kw):
     torch.manual_seed(0)
     return from_preset(
-        "gpt2-tiny", vocab_size=V, pos=pos, dropout=0.0, attn_dropout=0.0, **kw
+        "gpt2-tiny", vocab_size=vocab, pos=pos, dropout=0.0, attn_dropout=0.0, **kw
     ).eval()
 
 
-def _s2s(pos: str = "sinusoidal", **kw):
+def _s2s(pos: str = "sinusoidal", vocab: int = V, **kw):
     torch.manual_seed(0)
     return from_preset(
-        "transformer-tiny", vocab_size=V, pos=pos, dropout=0.0, attn_dropout=0.0, **kw
+        "transformer-tiny", vocab_size=vocab, pos=pos, dropout=0.0, attn_dropout=0.0, **kw
     ).eval()
 
 
@@ -95,6 +96,47 @@ def test_greedy_stops_at_eos_and_excludes_it():
     eos = free[2]
     stopped = generate(model, prompt, max_new_tokens=8, eos_id=eos).tokens[0]
     assert stopped == free[: free.index(eos)]
+
+
+@pytest.mark.parametrize("model_fn", [_lm, _s2s], ids=["lm", "seq2seq"])
+def test_greedy_dropping_finished_rows_gives_the_full_batch_tokens(model_fn, monkeypatch):
+    """Greedy decoding drops rows that emitted EOS once half the batch has (Stepper.reorder
+    of the caches); every row's tokens and score equal the full batch's (return_logits
+    keeps every row) and its own EOS-free decoding cut at its first EOS."""
+    model = model_fn(vocab=64)  # tiny models of 13 tokens repeat one token forever
+    # the first prompt three times: it ends (at its EOS) with half the batch
+    inputs = torch.tensor([[5, 6, 7, 8]] * 3 + [[4, 3, 0, 0], [7, 0, 0, 0], [9, 2, 6, 0]])
+    mask = inputs != 0
+    n = 12
+    free = generate(model, inputs, padding_mask=mask, max_new_tokens=n, eos_id=None).tokens
+
+    def finish_step(row: list[int], eos: int) -> int:
+        return row.index(eos) if eos in row else n
+
+    # an EOS that ends at least half the rows after their first step, before the last
+    # ones, while another row decodes on
+    eos = next(
+        e
+        for e in range(64)
+        if 2 * sum(0 < finish_step(r, e) < n - 2 for r in free) >= len(free)
+        and any(finish_step(r, e) == n for r in free)
+    )
+    reorders: list[int] = []
+    reorder = Stepper.reorder
+
+    def spy(self, index):
+        reorders.append(len(index))
+        reorder(self, index)
+
+    monkeypatch.setattr(Stepper, "reorder", spy)
+    out = generate(model, inputs, padding_mask=mask, max_new_tokens=n, eos_id=eos)
+    assert reorders and reorders[0] <= 3  # finished rows left the batch
+    full = generate(
+        model, inputs, padding_mask=mask, max_new_tokens=n, eos_id=eos, return_logits=True
+    )
+    assert out.tokens == full.tokens == [r[: finish_step(r, eos)] for r in free]
+    assert out.scores == pytest.approx(full.scores, abs=1e-5)
+    assert out.ids.shape == full.ids.shape and torch.equal(out.ids, full.ids)
 
 
 def _seq_logprob(model, src, seq, bos=1):

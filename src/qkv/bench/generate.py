@@ -61,7 +61,9 @@ class GenerateBenchConfig:
         impls: names from :data:`GENERATE_IMPLS`.
         nocache_batch_sizes: the batch sizes at which ``qkv_nocache`` runs.
         repeats: the most timed rounds per batch size.
-        min_repeats: rounds every implementation runs whatever ``time_budget``.
+        min_repeats: rounds every implementation runs whatever ``time_budget`` (default
+            all 7: the reported ratios are medians of 7 paired rounds, which a loaded
+            machine needs; fewer gave 0.8x-1.7x spreads).
         warmup: untimed calls of each implementation first (each a short generation of
             ``warmup_tokens``).
         warmup_tokens: tokens per warm-up call.
@@ -81,10 +83,10 @@ class GenerateBenchConfig:
     batch_sizes: tuple[int, ...] = (1, 8)
     impls: tuple[str, ...] = tuple(GENERATE_IMPLS)
     nocache_batch_sizes: tuple[int, ...] = (1,)
-    repeats: int = 5
-    min_repeats: int = 2
+    repeats: int = 7
+    min_repeats: int = 7
     warmup: int = 1
-    warmup_tokens: int = 8
+    warmup_tokens: int = 32
     time_budget: float = 300.0
     threads: int | None = None
     seed: int = 0

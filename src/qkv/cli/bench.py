@@ -263,7 +263,7 @@ def register_generate(sub: argparse._SubParsersAction, name: str) -> None:
         default=(1,),
         help="batch sizes at which qkv_nocache runs (slow; default: 1)",
     )
-    _add_timing_args(p, repeats=5, min_repeats=2, warmup=1, budget=300.0)
+    _add_timing_args(p, repeats=7, min_repeats=7, warmup=1, budget=300.0)
     p.set_defaults(func=run_generate)
 
 

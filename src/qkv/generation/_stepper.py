@@ -110,27 +110,50 @@ class Stepper:
             # without padding the mask says nothing: None keeps attention's unmasked path
             self.src_padding_mask = padding_mask if self.padded else None
             self.padded = False  # the decoder's own tokens are never padded
-            self.tokens = torch.full((b, 1), bos_id, dtype=torch.long, device=self.device)
-            self.mask = torch.ones(b, 1, dtype=torch.bool, device=self.device)
-            self.positions = torch.zeros(b, 1, dtype=torch.long, device=self.device)
-            cap = 1 + max_new_tokens
+            tokens = torch.full((b, 1), bos_id, dtype=torch.long, device=self.device)
+            prefix_mask = torch.ones(b, 1, dtype=torch.bool, device=self.device)
+            last = torch.zeros(b, 1, dtype=torch.long, device=self.device)  # BOS at 0
+            s = 1
         else:
             # left-align the real tokens at the end so every row's next token is at index s
             lengths = padding_mask.sum(-1)
             order = torch.argsort(padding_mask.long(), dim=-1, stable=True)  # pads, then prompt
-            self.tokens = inputs.gather(1, order)  # (b, s): pads first, then the prompt
-            self.mask = padding_mask.gather(1, order)
-            self.positions = (
-                torch.arange(s, device=self.device) - (s - lengths)[:, None]
-            ).clamp_min(0)
-            cap = s + max_new_tokens
+            tokens = inputs.gather(1, order)  # (b, s): pads first, then the prompt
+            prefix_mask = padding_mask.gather(1, order)
+            last = (lengths - 1)[:, None]  # (b, 1): the last prompt token's position
+        cap = s + max_new_tokens
+        # Preallocated (b, cap) buffers, written in place by append (no per-step concat):
+        # the new tokens are real and their positions follow each row's last one, so
+        # mask and positions are known in full now.
+        self._tokens = torch.zeros(b, cap, dtype=torch.long, device=self.device)
+        self._tokens[:, :s] = tokens
+        self._mask = torch.ones(b, cap, dtype=torch.bool, device=self.device)
+        self._mask[:, :s] = prefix_mask
+        offsets = torch.arange(cap, device=self.device) - (s - 1)  # (cap,)
+        self._positions = (last + offsets).clamp_min(0)  # (b, cap); pads get 0
+        self._len = s  # tokens held (prompt or BOS, then the appended ones)
         self.cache = None
         if beams > 1:
             self.reorder(torch.arange(b, device=self.device).repeat_interleave(beams))
-        rows = self.tokens.shape[0]
+        rows = self._tokens.shape[0]
         if use_cache:
             self.cache = model.make_cache(rows, cap, dtype=param.dtype, device=self.device)
-        self._fed = 0  # how many of self.tokens the cache has seen
+        self._fed = 0  # how many of the tokens the cache has seen
+
+    @property
+    def tokens(self) -> Tensor:
+        """``(b, n)`` long: the prefix so far (left-padded prompt or BOS, new tokens)."""
+        return self._tokens[:, : self._len]
+
+    @property
+    def mask(self) -> Tensor:
+        """``(b, n)`` bool, True = real token, over :attr:`tokens`."""
+        return self._mask[:, : self._len]
+
+    @property
+    def positions(self) -> Tensor:
+        """``(b, n)`` long positions of :attr:`tokens` (pads at 0)."""
+        return self._positions[:, : self._len]
 
     @property
     def batch_size(self) -> int:
@@ -161,34 +184,32 @@ class Stepper:
                 **src,
             )[:, -1]
         else:
-            if self.tokens.shape[1] != self._fed + 1:
+            n = self._len
+            if n != self._fed + 1:
                 raise RuntimeError(
-                    f"a cached step feeds exactly one new token, got "
-                    f"{self.tokens.shape[1] - self._fed}"
+                    f"a cached step feeds exactly one new token, got {n - self._fed}"
                 )
             out = decode_one_token(
                 self.model,
-                self.tokens[:, -1],
+                self._tokens[:, n - 1],
                 cache=self.cache,
-                positions=self.positions[:, -1],
+                positions=self._positions[:, n - 1],
                 padding_mask=mask,
                 **src,
             )
-        self._fed = self.tokens.shape[1]
+        self._fed = self._len
         return out.float()  # (b, vocab)
 
     def append(self, token: Tensor) -> None:
         """Append ``token`` ``(b,)`` to every row."""
-        nxt = self.positions[:, -1:] + 1
-        self.tokens = torch.cat([self.tokens, token[:, None]], 1)
-        self.mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], 1)
-        self.positions = torch.cat([self.positions, nxt], 1)
+        self._tokens[:, self._len] = token
+        self._len += 1
 
     def reorder(self, index: Tensor) -> None:
         """Keep rows ``index`` (beam search), in that order."""
-        self.tokens = self.tokens.index_select(0, index)
-        self.mask = self.mask.index_select(0, index)
-        self.positions = self.positions.index_select(0, index)
+        self._tokens = self._tokens.index_select(0, index)
+        self._mask = self._mask.index_select(0, index)
+        self._positions = self._positions.index_select(0, index)
         if self.memory is not None:
             self.memory = self.memory.index_select(0, index)
         if self.src_padding_mask is not None:

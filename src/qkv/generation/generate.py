@@ -157,6 +157,9 @@ def generate(
             eos_id=cfg.eos_id,
             pad_id=cfg.pad_id,
             keep_logits=cfg.return_logits,
+            # a greedy row's tokens do not depend on the other rows (sampling's draws do,
+            # through the generator), so finished rows can leave the batch
+            drop_finished=cfg.strategy == "greedy",
         )
         return Generated(toks, scores, logits, **out)  # type: ignore[arg-type]
     finally:
