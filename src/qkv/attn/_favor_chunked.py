@@ -4,10 +4,11 @@ The reference (:func:`qkv.attn.favor._favor_core`, autograd over whole tensors) 
 ``(s, m)`` random features of the queries and the keys and, for causal attention, a
 ``(s / chunk, m, d)`` prefix state per chunk: at 16k tokens and ``m = 266`` that is several
 times the memory of exact attention through SDPA's fused kernel. Here nothing of size
-``s * m`` ever exists: the features of one chunk of ``c`` rows are computed, used and freed,
+``s * m`` ever exists: the features of one segment of rows are computed, used and freed,
 and the backward pass recomputes them instead of saving them (as FlashAttention recomputes
-its scores). What is kept between the passes is the inputs, the output and one normalizer
-per query: ``O(s d)``.
+its scores). What is kept between the passes is the inputs, the output, one normalizer
+per query and, for causal attention, the ``(m, d + 1)`` prefix state before each segment
+of rows (a few hundred rows: :data:`SEGMENT_ELEMENTS`): ``O(s d)``.
 
 The normalizer rides along as an extra value column: with ``v' = [v, 1]`` the numerator and
 the denominator of ``D^-1 phi_q (phi_k^T v)`` are one product ``phi_q (phi_k^T v')``. For
@@ -23,12 +24,16 @@ normalizer) and ``G_t = sum_{u > t} Q_u^T dN'_u`` the gradient of every later st
     dK_t  = tril(dN'_t V'_t^T)^T Q_t + V'_t G_t^T
     dV'_t = A_t^T dN'_t + K_t G_t
 
-A first sweep in query order rebuilds ``S_t`` and gives ``dQ``; a second in reverse order
-accumulates ``G_t`` and gives ``dK`` and ``dV``. Bidirectional attention is the case with no
-``tril`` and one state for every query. The features' own backward is that of
+The rows run in segments of whole chunks, every chunk of a segment one matrix of a batched
+product. The backward pass is one sweep in reverse order: each segment recomputes its
+features, rebuilds its chunks' ``S_t`` from the state kept before it, and accumulates
+``G_t``; the chunk scans run in place, so a segment holds at most five ``(rows, m)``
+blocks. Bidirectional attention is the case with no ``tril`` and one state for every
+query (kept for the backward pass, which needs one sweep over the queries for ``dQ`` and
+``G`` and one over the keys). The features' own backward is that of
 ``exp(x W^T - |x|^2 / 2 - c)``, with the stabilizers ``c`` constants (they cancel, and the
 reference detaches them too). Tested equal to the reference, forward and backward, in
-``tests/attn/test_attention_favor.py``.
+``tests/attn/test_attention_favor_chunked.py``.
 """
 
 from __future__ import annotations
@@ -122,6 +127,18 @@ def _chunks(t: Tensor, c: int) -> Tensor:
     return t.view(*t.shape[:-2], t.shape[-2] // c, c, t.shape[-1])
 
 
+def _anchors(n: int) -> dict[int, int]:
+    """The segments whose starting state the forward pass keeps: ``0`` and the powers of 2
+    (``{segment: slot}``). The backward pass, in reverse order, gets any other segment's
+    start from the one after it minus the segment's own keys: from the next kept state
+    down, at most as many subtractions as additions made it (segment ``j`` in
+    ``[2^i, 2^(i+1))`` is a sum of ``j`` segments and is at least half of the state it is
+    subtracted from), so its rounding stays within a small factor of the forward's, with
+    ``log2(n)`` states kept instead of ``n``."""
+    kept = [0, *(1 << i for i in range(max(0, n - 1).bit_length()))]
+    return {j: slot for slot, j in enumerate(j for j in kept if j < n)}
+
+
 def _flat(t: Tensor) -> Tensor:
     """``(b, h, n, x, y)`` as ``(b h n, x, y)``, for the in-place ``baddbmm_``."""
     return t.view(-1, *t.shape[-2:])
@@ -188,11 +205,16 @@ class FavorChunked(torch.autograd.Function):
         state = keys.state(0, past if causal else k.shape[-2], rows)  # (b, h, m, d_v + 1)
         out = v.new_empty(*q.shape[:-1], v.shape[-1])  # (b, h, s_q, d_v)
         den = q.new_empty(q.shape[:-1])  # (b, h, s_q)
-        starts = []  # causal: the state before each segment, kept for the backward pass
-        for lo, hi, c in _segments(s_q, chunk, rows):
+        segments = list(_segments(s_q, chunk, rows))
+        # causal: the states kept for the backward pass (_anchors); one tensor made before
+        # the loop, so that the kept states do not pin the freed blocks between them
+        anchors = _anchors(len(segments)) if causal else {}
+        starts = state.new_empty(len(anchors) + int(causal), *state.shape)
+        for i, (lo, hi, c) in enumerate(segments):
             phi_q = _features(q[..., lo:hi, :] * root, w, None, None, eps)  # (b, h, r, m)
             if causal:
-                starts.append(state)
+                if i in anchors:
+                    starts[anchors[i]] = state
                 phi_k, v1 = keys.rows(past + lo, past + hi)
                 n, state = _causal_segment(phi_q, phi_k, v1, state, c)
             else:
@@ -200,14 +222,16 @@ class FavorChunked(torch.autograd.Function):
             d = n[..., -1]
             den[..., lo:hi] = d
             out[..., lo:hi, :] = n[..., :-1] / torch.where(d > 0, d, 1.0).unsqueeze(-1)
-        ctx.save_for_backward(q, k, v, w, c_k, out, den, None if causal else state, valid)
-        ctx.starts, ctx.rows = starts, rows
+        if causal:
+            starts[-1] = state  # after the last segment
+        ctx.save_for_backward(q, k, v, w, c_k, out, den, starts if causal else state, valid)
+        ctx.rows = rows
         ctx.root, ctx.causal, ctx.chunk, ctx.eps = root, causal, chunk, eps
         return out
 
     @staticmethod
     def backward(ctx: Any, d_out: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        q, k, v, w, c_k, out, den, state, valid = ctx.saved_tensors
+        q, k, v, w, c_k, out, den, kept, valid = ctx.saved_tensors
         root, causal, chunk, eps, rows = ctx.root, ctx.causal, ctx.chunk, ctx.eps, ctx.rows
         s_q, s_k = q.shape[-2], k.shape[-2]
         past = s_k - s_q
@@ -222,18 +246,27 @@ class FavorChunked(torch.autograd.Function):
             d_den = torch.where(d > 0, -(g * out[..., lo:hi, :]).sum(-1), 0.0)
             return torch.cat([g, d_den.unsqueeze(-1)], dim=-1).div_(safe)  # (b, h, r, d_v+1)
 
-        dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+        # one buffer for the three gradients: at long lengths it is above malloc's mmap
+        # threshold, so it never fragments the heap the segments' blocks come from
+        sizes = (q.numel(), k.numel(), v.numel())
+        dq, dk, dv = (
+            t.view(like.shape)
+            for t, like in zip(q.new_empty(sum(sizes)).split(sizes), (q, k, v), strict=True)
+        )
         # G: the gradient of the state, sum of Q_u^T dN'_u over the queries that saw it
         grad_state = w.new_zeros(*q.shape[:-2], w.shape[0], v.shape[-1] + 1)  # (b, h, m, d_v+1)
         segments = list(_segments(s_q, chunk, rows))
         if causal:  # reverse order: G of the later segments is known
-            for (lo, hi, c), start in zip(reversed(segments), reversed(ctx.starts)):
+            anchors, above = _anchors(len(segments)), kept[-1]
+            for j in reversed(range(len(segments))):
+                lo, hi, c = segments[j]
+                start = kept[anchors[j]] if j in anchors else None
                 xq = q[..., lo:hi, :] * root
                 phi_q = _features(xq, w, None, None, eps)  # (b, h, r, m)
                 phi_k, v1 = keys.rows(past + lo, past + hi)
                 g = grad_n(lo, hi)  # (b, h, r, d_v + 1)
-                dphi_q, dphi_k, dv1, grad_state = _causal_segment_backward(
-                    phi_q, phi_k, v1, g, start, grad_state, c
+                dphi_q, dphi_k, dv1, grad_state, above = _causal_segment_backward(
+                    phi_q, phi_k, v1, g, start, above, grad_state, c
                 )
                 dv[..., past + lo : past + hi, :] = dv1[..., :-1]
                 dk[..., past + lo : past + hi, :] = keys.backward(dphi_k, phi_k, past + lo)
@@ -246,7 +279,7 @@ class FavorChunked(torch.autograd.Function):
                 phi_q = _features(xq, w, None, None, eps)
                 g = grad_n(lo, hi)
                 grad_state += phi_q.transpose(-2, -1) @ g
-                dphi_q = g @ state.transpose(-2, -1)  # (b, h, r, m)
+                dphi_q = g @ kept.transpose(-2, -1)  # (b, h, r, m); kept: the one state
                 e_q = _exp_part(phi_q, eps)
                 dq[..., lo:hi, :] = _features_backward(dphi_q, e_q, xq, w).mul_(root)
             prefix = s_k
@@ -259,13 +292,24 @@ class FavorChunked(torch.autograd.Function):
 
 
 def _causal_segment_backward(
-    phi_q: Tensor, phi_k: Tensor, v1: Tensor, g: Tensor, start: Tensor, grad_state: Tensor, c: int
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    phi_q: Tensor,
+    phi_k: Tensor,
+    v1: Tensor,
+    g: Tensor,
+    start: Tensor | None,
+    above: Tensor,
+    grad_state: Tensor,
+    c: int,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """The gradients of one segment's features and ``[v, 1]`` from ``g = dN'``, the state
-    before the segment and ``G``, the gradient of the state after it; and ``G`` before it."""
+    before the segment (None: not kept, ``above`` minus the segment's keys) and ``G``, the
+    gradient of the state after it; then ``G`` and the state before it."""
     qc, kc, vc, gc = (_chunks(t, c) for t in (phi_q, phi_k, v1, g))  # (b, h, n, c, .)
     upper = ~_tril(c, qc.device)
-    states, _ = _exclusive_scan_(kc.transpose(-2, -1) @ vc, start)  # (b, h, n, m, d_v + 1)
+    kv = kc.transpose(-2, -1) @ vc  # (b, h, n, m, d_v + 1) each chunk's own sum
+    if start is None:
+        start = above - kv.sum(2)
+    states, _ = _exclusive_scan_(kv, start)  # the state before each chunk
     dphi_q = gc @ states.transpose(-2, -1)  # (b, h, n, c, m)
     del states  # the order below keeps at most five (r, m)-sized blocks alive
     da = (gc @ vc.transpose(-2, -1)).masked_fill_(upper, 0.0)  # (b, h, n, c, c)
@@ -278,7 +322,8 @@ def _causal_segment_backward(
     dphi_k = vc @ grads.transpose(-2, -1)  # (b, h, n, c, m)
     del grads
     _flat(dphi_k).baddbmm_(_flat(da).transpose(-2, -1), _flat(qc))
-    return dphi_q.view(phi_q.shape), dphi_k.view(phi_k.shape), dv1.view(v1.shape), before
+    shapes = phi_q.shape, phi_k.shape, v1.shape
+    return dphi_q.view(shapes[0]), dphi_k.view(shapes[1]), dv1.view(shapes[2]), before, start
 
 
 class _Keys:
