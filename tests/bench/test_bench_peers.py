@@ -7,11 +7,13 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 
 import pytest
 import torch
 
 from qkv.bench._timing import num_threads, paired_ratio, time_interleaved
+from qkv.bench._train_steps import cold_first_step, loss_fn, make_batch, train_step
 from qkv.bench._twins import (
     ModelShape,
     TorchGPT,
@@ -233,6 +235,37 @@ def test_train_compile_adds_the_eager_row_and_compile_time():
     assert rows["qkv"].compile_s is not None and rows["qkv_eager"].compile_s is None
     assert _positive_finite(rows["qkv_eager"].qkv_speedup)
     assert "compiled, first step" in format_train_table(run_train_bench(cfg))
+
+
+def _cache_hits() -> int:
+    from torch._dynamo.utils import counters
+
+    return (
+        counters["inductor"]["fxgraph_cache_hit"] + counters["aot_autograd"]["autograd_cache_hit"]
+    )
+
+
+@pytest.mark.slow
+def test_compile_time_of_a_model_is_measured_with_empty_caches():
+    # Three identical models compile one identical graph: the cold first step reuses
+    # nothing the one before it built, while a plain first step does (the control).
+    shape = ModelShape(d_model=32, n_heads=2, n_layers=1, vocab_size=64, max_len=8)
+    batch = make_batch(64, 2, 8, 0, "lm")
+
+    def compiled_step() -> Callable[[], float]:
+        torch.manual_seed(0)
+        model = qkv_lm(shape)
+        return train_step(model, loss_fn("qkv", model, batch), 1e-3, compile=True)
+
+    torch.compiler.reset()
+    compiled_step()()  # fills the process' caches
+    hits = _cache_hits()
+    torch.compiler.reset()
+    assert cold_first_step(compiled_step()) > 0
+    assert _cache_hits() == hits  # compiled from nothing
+    torch.compiler.reset()
+    compiled_step()()
+    assert _cache_hits() > hits  # the same graph, compiled warm, is found in the cache
 
 
 def test_generate_tiny_run():

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from qkv.bench._isolate import serve
 from qkv.bench._memory import optimizer_state_bytes, peak_bytes
+from qkv.bench._timing import time_once
 from qkv.bench._twins import (
     ModelShape,
     TorchGPT,
@@ -139,7 +140,9 @@ def train_step(
     """One optimizer step: ``loss()`` (:func:`loss_fn`), backward, ``AdamW.step``,
     ``zero_grad`` (``opt``: an AdamW over the model's parameters, made here when None;
     ``compile``: the loss, forward included, ``torch.compile``'d as one function, as ``qkv
-    train --compile`` compiles the objective's loss).
+    train --compile`` compiles the objective's loss, with static shapes: every length of
+    the benchmark is compiled for itself, never as a dynamic-shape graph that a change of
+    length in an earlier group would otherwise make of the loss functions' shared code).
 
     Returns:
         The step; it returns the loss.
@@ -147,7 +150,7 @@ def train_step(
     if opt is None:
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
     model.train()
-    loss_of = torch.compile(loss) if compile else loss
+    loss_of = torch.compile(loss, dynamic=False) if compile else loss
 
     def step() -> float:
         value = loss_of()
@@ -157,6 +160,25 @@ def train_step(
         return float(value.detach())
 
     return step
+
+
+def cold_first_step(step: Callable[[], object]) -> float:
+    """Wall seconds of the first call of a compiled ``step`` (:func:`train_step`) with
+    the compiler's caches empty: a fresh inductor cache directory and inductor's in-memory
+    caches cleared, so that the time is what compiling this model costs by itself. With
+    the caches of the process, a model would reuse every kernel (same source, same
+    shapes) that a model compiled before it in the run had already built: a nanoGPT
+    compiled after qkv's identical kernels took 49 s where it takes 216 s cold, and the
+    one compiled first carried the cost of both.
+
+    Returns:
+        The seconds of the first call, compilation included.
+    """
+    # imported here: inductor's modules take a while to load, and only --compile needs them
+    from torch._inductor.utils import fresh_cache
+
+    with fresh_cache():
+        return time_once(step)
 
 
 # ---------------------------------------------------------------------------------------
@@ -211,6 +233,7 @@ __all__ = [
     "SUITES",
     "TRAIN_MODELS",
     "build_model",
+    "cold_first_step",
     "loss_fn",
     "make_batch",
     "measure_step_memory",

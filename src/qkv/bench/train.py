@@ -33,7 +33,10 @@ With ``compile``, every model's forward and the cross-entropy are ``torch.compil
 one function (as ``qkv train --compile`` compiles the objective's loss) and an eager
 ``qkv_eager`` row joins the ``lm`` suite, so that the ``qkv`` row's speed-up over it is
 what compilation gains; the first step, which waits for the compiler, is reported
-separately (``compile_s``).
+separately (``compile_s``), each model's with empty compiler caches
+(:func:`~qkv.bench._train_steps.cold_first_step`: no model reuses kernels another one
+built before it in the run). Every length is compiled with static shapes, in a cache
+emptied at the start of its group.
 
 Peak memory (``memory``): after the timing, so that it disturbs none of it, every row that
 ran is run again in a fresh subprocess that builds its model and batch and runs
@@ -70,7 +73,6 @@ from qkv.bench._timing import (
     format_rows,
     paired_ratio,
     peer_run,
-    time_once,
     time_rows,
     transformers_missing,
 )
@@ -79,6 +81,7 @@ from qkv.bench._train_steps import (
     SUITES,
     TRAIN_MODELS,
     build_model,
+    cold_first_step,
     loss_fn,
     make_batch,
     step_flops,
@@ -330,6 +333,11 @@ def run_train_bench(
                     [p for p in model.parameters() if p.requires_grad], lr=config.lr
                 )
             for seq_len in config.seq_lens:
+                if config.compile:
+                    # The compiled losses of every model and length share one code object
+                    # (loss_fn's closure), whose cache holds 8 graphs: dropping the earlier
+                    # groups' keeps a later model from running eagerly past that limit.
+                    torch.compiler.reset()
                 n_seq = config.batch_size(seq_len)
                 batch = make_batch(config.vocab_size, n_seq, seq_len, config.seed, suite)
                 flops = step_flops(config.shape, suite, seq_len, n_seq)
@@ -354,7 +362,7 @@ def run_train_bench(
                     )
                     steps[name] = _keeping_loss(step, losses, name)
                     if config.compile:
-                        first[name] = time_once(steps[name])
+                        first[name] = cold_first_step(steps[name])
                 times = time_rows(rows, steps, config)
                 tokens = n_seq * seq_len
                 for name, row in rows.items():
