@@ -69,6 +69,7 @@ class CTCPrefixScorer:
         self.psi = torch.zeros(n, device=lp.device)  # psi(h): log 1 for the empty prefix
         self.last = torch.full((n,), -1, dtype=torch.long, device=lp.device)
         self.empty = torch.ones(n, dtype=torch.bool, device=lp.device)
+        self.n_labels = 0  # labels in every row's prefix (all beams grow together)
         self._cand: Tensor | None = None
         self._r_new: Tensor | None = None
 
@@ -103,11 +104,15 @@ class CTCPrefixScorer:
         start = torch.where(self.empty[:, None], x[:, 0], torch.full_like(x[:, 0], NEG_INF))
         new_n[:, 0] = start
         blank_lp = self.log_probs[..., self.blank]  # (n, t)
-        for i in range(1, t):
+        # h's k labels fill positions 0..k-1 at least, so h + c starts at position k: the
+        # recursion begins there (the positions before stay -inf), as ESPnet's does
+        first = max(1, self.n_labels)
+        for i in range(first, t):
             new_n[:, i] = torch.logaddexp(new_n[:, i - 1], phi[:, i - 1]) + x[:, i]
             new_b[:, i] = torch.logaddexp(new_b[:, i - 1], new_n[:, i - 1]) + blank_lp[:, i, None]
         # psi(hc): every position t where c is first emitted after the prefix ended
-        psi = torch.logsumexp(torch.cat([start[:, None], phi[:, :-1] + x[:, 1:]], 1), 1)
+        terms = phi[:, first - 1 : -1] + x[:, first:]  # (n, t - first, c)
+        psi = torch.logsumexp(torch.cat([start[:, None], terms], 1), 1)
         if self.eos_id is not None:  # the whole transcript: both endings at the last position
             full = torch.logaddexp(r_n[:, -1], r_b[:, -1])[:, None].expand(n, c)
             psi = torch.where(candidates == self.eos_id, full, psi)
@@ -131,6 +136,7 @@ class CTCPrefixScorer:
         self.psi = torch.where(found, psi, torch.full_like(psi, NEG_INF))
         self.last = tokens.clone()
         self.empty = torch.zeros_like(found)
+        self.n_labels += 1
         self.log_probs = self.log_probs[index]
         self.lengths = self.lengths[index]
         self._cand = self._r_new = None
