@@ -148,4 +148,27 @@ class CTCPrefixScorer:
         self._cand = self._r_new = None
 
 
-__all__ = ["CTCPrefixScorer"]
+def ctc_best_path(log_probs: Tensor, real: Tensor, drop: tuple[int, ...]) -> list[list[int]]:
+    """Best-path CTC decoding: the most likely id per position, repeats merged, the ids of
+    ``drop`` (the blank first, and any other special ids) removed.
+
+    Args:
+        log_probs: ``(b, t, V)`` per-position log-probabilities.
+        real: ``(b, t)`` bool, True = a real position (padding is skipped).
+        drop: ids never emitted.
+
+    Returns:
+        one id list per row.
+    """
+    out = []
+    for ids, keep in zip(log_probs.argmax(-1).tolist(), real.tolist()):
+        seq, prev = [], None
+        for i, r in zip(ids, keep):
+            if r and i != prev and i not in drop:
+                seq.append(i)
+            prev = i if r else prev
+        out.append(seq)
+    return out
+
+
+__all__ = ["CTCPrefixScorer", "ctc_best_path"]
