@@ -14,7 +14,7 @@ import torch.nn.functional as F
 import qkv.models as M
 from qkv.generation import GenerationConfig, generate
 from qkv.generation._stepper import Stepper
-from qkv.generation.beam import beam_search
+from qkv.generation.beam import beam_search, joint_scores
 from qkv.generation.ctc import CTCPrefixScorer
 from qkv.generation.generate import ctc_scorer
 
@@ -168,3 +168,18 @@ def test_ctc_prefix_weight_needs_a_ctc_head_and_a_valid_value():
             GenerationConfig(ctc_prefix_weight=bad)
     with pytest.raises(ValueError, match="not strategy='sample'"):
         GenerationConfig(ctc_prefix_weight=0.3, strategy="sample")
+
+
+def test_pre_beam_scores_the_attention_top_tokens_only():
+    """A vocabulary larger than ``pre_beam`` (BPE): each beam's ``pre_beam`` likeliest
+    tokens under the attention decoder get the joint scores the whole vocabulary would
+    give them; the others are dropped (-inf)."""
+    lp = _log_probs(3, 6, 9, seed=4)
+    logp = torch.randn(3, 9, generator=torch.Generator().manual_seed(6)).log_softmax(-1)
+    lengths = torch.tensor([6, 5, 3])
+    full = joint_scores(logp, CTCPrefixScorer(lp, lengths, blank=BLANK, eos_id=EOS), 0.4, 32)
+    part = joint_scores(logp, CTCPrefixScorer(lp, lengths, blank=BLANK, eos_id=EOS), 0.4, 4)
+    top = logp.topk(4, dim=-1).indices
+    kept = torch.zeros_like(logp, dtype=torch.bool).scatter(1, top, True)
+    torch.testing.assert_close(part[kept], full[kept])
+    assert torch.isinf(part[~kept]).all()
