@@ -54,7 +54,7 @@ def test_ctc_weight_help_shows_the_dataclass_default(capsys) -> None:
     out = " ".join(capsys.readouterr().out.split())
     field = next(f for f in dataclasses.fields(ASRTask.Options) if f.name == "ctc_weight")
     assert field.default == 0.5 and field.type == "float"
-    entry = out.split("--ctc-weight CTC_WEIGHT ", 1)[1].split(" --workers", 1)[0]
+    entry = out.split("--ctc-weight CTC_WEIGHT ", 1)[1].split(" --ctc-prefix-weight", 1)[0]
     assert entry.startswith(field.metadata["help"]) and entry.endswith(
         f"(default: {field.default})"
     )

@@ -86,6 +86,14 @@ def _cases(run: Path, new: Path, digits: Path) -> list[tuple[str, list[str], tup
          ("--beam-size", "'digits'", "does not decode", "caption")),
         ("eval two checkpoints --beam-size", ["eval", "--checkpoint", dg, "--checkpoint", dg,
          "--beam-size", "2"], ("--beam-size", "'digits'")),
+        ("generate --ctc-prefix-weight to a copy model", ["generate", "--checkpoint", ck,
+         "--ctc-prefix-weight", "0.3", "a"], ("--ctc-prefix-weight", "'copy'", "only asr")),
+        ("eval --ctc-prefix-weight to a copy model", ["eval", "--checkpoint", ck,
+         "--ctc-prefix-weight", "0.3"], ("--ctc-prefix-weight", "'copy'", "only asr")),
+        ("eval --ctc-prefix-weight 2", ["eval", "--checkpoint", ck, "--ctc-prefix-weight", "2"],
+         ("--ctc-prefix-weight", "[0, 1]", "'2'")),
+        ("asr --ctc-prefix-weight -1", ["train", "--task", "asr", "--ctc-prefix-weight", "-1",
+         "--out", out], ("ctc_prefix_weight", "[0, 1]", "-1")),
         ("viz --target to a classifier", ["viz", "--checkpoint", dg, "test:0", "--target", "x",
          "--out", html], ("--target", "'digits'", "translate")),
     ]  # fmt: skip
@@ -102,7 +110,7 @@ def test_every_bad_task_option_is_one_line(run, digits, tmp_path, capsys):
             failures.append(f"{name}: {e}")
     assert not failures, "\n".join(failures)
     assert not new.exists()
-    assert len(cases) == 20
+    assert len(cases) == 24
     assert not (new.parent / "r.html").exists()
 
 

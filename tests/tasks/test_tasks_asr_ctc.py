@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 import qkv.models as M
-from qkv.data.tokenizers import BOS_ID, EOS_ID, PAD_ID
+from qkv.data.tokenizers import BOS_ID, EOS_ID, PAD_ID, train_tokenizer
+from qkv.generation import generate
 from qkv.tasks import TaskError, TaskOptions, get_task
 from qkv.tasks.speech.asr import has_ctc_head
 
@@ -121,3 +122,46 @@ def test_ctc_best_path_merges_repeats_and_drops_blanks_and_padding():
     task = get_task("asr")
     got = task.ctc_greedy(_Scripted(paths), torch.zeros(2, 9, 1), mask)
     assert got == [[5, 5, 6], [7, 7, 9]]
+
+
+def _signals():
+    g = torch.Generator().manual_seed(5)
+    return [(torch.randn(n, generator=g) * 0.1).numpy() for n in (4000, 2500, 3300)]
+
+
+def test_transcribe_decodes_jointly_with_the_tasks_weight():
+    """With a CTC head, transcripts are joint CTC/attention decodes at the task's
+    ``ctc_prefix_weight`` (what ``generate`` gives with that weight), a given weight wins,
+    and 0 is the attention decoder's own greedy decode."""
+    task = get_task("asr", TaskOptions(max_len=8, extra={"ctc_prefix_weight": 0.4}))
+    task._tok = train_tokenizer("char", ["abc def", "ghi jkl mno pqrs"])
+    model = _model().eval()
+    signals = _signals()
+    kw = {"bos_id": BOS_ID, "eos_id": EOS_ID, "pad_id": PAD_ID, "max_new_tokens": 9}
+    for weight, given in ((0.4, {}), (0.8, {"ctc_prefix_weight": 0.8}),
+                          (0.0, {"ctc_prefix_weight": 0.0})):  # fmt: skip
+        got = task.transcribe(model, signals, **given)
+        for x, text in zip(signals, got):
+            feats, mask = task.features([x])
+            want = generate(model, feats, padding_mask=mask, ctc_prefix_weight=weight, **kw)
+            assert text == task.tokenizer.decode(want.tokens[0])
+    plain = []
+    for x in signals:
+        feats, mask = task.features([x])
+        plain.append(
+            task.tokenizer.decode(generate(model, feats, padding_mask=mask, **kw).tokens[0])
+        )
+    assert task.transcribe(model, signals, ctc_prefix_weight=0.0) == plain
+
+
+def test_joint_decoding_needs_a_ctc_head():
+    task = get_task("asr", TaskOptions(max_len=8))
+    task._tok = train_tokenizer("char", ["abc def"])
+    headless = _model(ctc_head=False).eval()
+    signals = _signals()[:1]
+    assert isinstance(task.transcribe(headless, signals)[0], str)  # the default: attention alone
+    with pytest.raises(TaskError, match="ctc_prefix_weight 0.3 needs a CTC head"):
+        task.transcribe(headless, signals, ctc_prefix_weight=0.3)
+    for bad in (-0.1, 1.5, True):
+        with pytest.raises(TaskError, match=r"ctc_prefix_weight must be in \[0, 1\], got"):
+            get_task("asr", TaskOptions(extra={"ctc_prefix_weight": bad}))

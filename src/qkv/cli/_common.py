@@ -394,6 +394,7 @@ _TASK_DEFAULTS = {
     "max_new_tokens": "default: translation: 2 x source + 10; language models: 200",
     "temperature": "default: 1.0; language models: 0.8",
     "top_p": "default: none; language models: 0.95",
+    "ctc_prefix_weight": "default: 0; asr: the run's --ctc-prefix-weight",
 }
 
 

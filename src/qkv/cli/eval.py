@@ -47,12 +47,46 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         help="beam search width of the tasks that decode in evaluation (translation, "
         "summaries, captions, transcripts; default: 1, greedy)",
     )
+    p.add_argument(
+        "--ctc-prefix-weight",
+        type=_weight,
+        metavar="W",
+        help="asr: joint CTC/attention decoding, the weight of the CTC head's prefix score "
+        "(0: the attention decoder alone; default: the run's --ctc-prefix-weight)",
+    )
     p.add_argument("--batch-size", type=_positive_int, default=64, help="(default: 64)")
     p.add_argument(
         "--json", action="store_true", help="print the metrics as one JSON object on stdout"
     )
     add_device_arg(p)
     p.set_defaults(func=run)
+
+
+def _weight(text: str) -> float:
+    """A ``--ctc-prefix-weight`` value: a number in [0, 1]."""
+    try:
+        w = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= w <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text!r}")
+    return w
+
+
+def _decoding(task: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """The decoding keywords of ``evaluate``: ``beam_size`` (1 when not given, refused for
+    a task whose evaluation decodes nothing) and ``ctc_prefix_weight`` when given (refused
+    for a task without joint CTC/attention decoding)."""
+    kw: dict[str, Any] = {"beam_size": _check_beam(task, args)}
+    if args.ctc_prefix_weight is not None:
+        refuse_unless(
+            task,
+            "--ctc-prefix-weight",
+            lambda cls: cls.eval_beam and cls.predict_takes("ctc_prefix_weight"),
+            "has no joint CTC/attention decoding",
+        )
+        kw["ctc_prefix_weight"] = args.ctc_prefix_weight
+    return kw
 
 
 def _check_beam(task: Any, args: argparse.Namespace) -> int:
@@ -96,7 +130,7 @@ def _compare(args: argparse.Namespace) -> int:
             args.split,
             batch_size=args.batch_size,
             limit=args.limit,
-            beam_size=_check_beam(task, args),
+            **_decoding(task, args),
         )
     assert first is not None
     if args.baseline:  # scored on the same examples as the rows above
@@ -124,9 +158,9 @@ def _one(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     model, _ = load_trained(args.checkpoint, device=args.device)
     task = load_task(check_checkpoint(args.checkpoint), rebuild_data=True)
-    beam_size = _check_beam(task, args)
+    decoding = _decoding(task, args)
     metrics = task.evaluate(
-        model, args.split, batch_size=args.batch_size, limit=args.limit, beam_size=beam_size
+        model, args.split, batch_size=args.batch_size, limit=args.limit, **decoding
     )
     seconds = time.perf_counter() - t0
     if args.json:

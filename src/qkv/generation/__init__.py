@@ -6,11 +6,14 @@ preallocated KV caches, for any causal LM or encoder-decoder (``DecoderLM``,
   whole job and returns :class:`Generated` (lists and padded tensors);
 * :func:`prefill` and :func:`decode_one_token` are its two model calls, for hand-written
   loops (gpt-fast's shape); :func:`sample`, :func:`greedy_choice`, :func:`filter_logits`
-  choose tokens; :func:`beam_search` ranks with :func:`length_penalty`.
+  choose tokens; :func:`beam_search` ranks with :func:`length_penalty`;
+* :class:`CTCPrefixScorer` scores hypotheses with a CTC head's prefix probabilities for joint
+  CTC/attention beam search (``GenerationConfig.ctc_prefix_weight``).
 """
 
 from qkv.generation.beam import beam_search, length_penalty
 from qkv.generation.config import STRATEGIES, GenerationConfig
+from qkv.generation.ctc import CTCPrefixScorer
 from qkv.generation.generate import Generated, check_capacity, generate
 from qkv.generation.protocols import (
     Cache,
@@ -25,6 +28,7 @@ from qkv.generation.steps import decode_one_token, prefill
 
 __all__ = [
     "STRATEGIES",
+    "CTCPrefixScorer",
     "Cache",
     "CausalLM",
     "Decodable",

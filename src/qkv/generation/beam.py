@@ -9,13 +9,40 @@ probability.
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 
 from qkv.generation._stepper import Stepper
+from qkv.generation.ctc import CTCPrefixScorer
 
 
 def length_penalty(length: int, alpha: float) -> float:
     """GNMT ``lp = ((5 + length) / 6) ** alpha``."""
     return ((5.0 + length) / 6.0) ** alpha
+
+
+def joint_scores(logp: Tensor, ctc: CTCPrefixScorer, weight: float, pre_beam: int) -> Tensor:
+    """One step's ``(1 - w) log p_att(c | h) + w (psi(hc) - psi(h))`` for every beam ``h``
+    and token ``c`` (``-inf`` outside the pre-beam), the scorer's new states kept for its
+    ``select``.
+
+    Args:
+        logp: ``(n, V)`` the attention decoder's log-probabilities.
+        ctc: the beams' prefix scorer (``n`` rows).
+        weight: ``w`` in ``[0, 1]``.
+        pre_beam: tokens CTC-scored per beam when the vocabulary is larger.
+
+    Returns:
+        ``(n, V)`` joint score increments.
+    """
+    vocab = logp.shape[-1]
+    cand = None if vocab <= pre_beam else logp.topk(pre_beam, dim=-1).indices  # (n, pre_beam)
+    psi = ctc.scores(cand)  # the scorer steps even at weight 0 (its states follow the beams)
+    # weight 0 adds nothing (not 0 * -inf = NaN for the blank)
+    ctc_part = psi * weight if weight > 0 else torch.zeros_like(psi)
+    if cand is None:
+        return (1 - weight) * logp + ctc_part
+    joint = (1 - weight) * logp.gather(1, cand) + ctc_part
+    return torch.full_like(logp, float("-inf")).scatter(1, cand, joint)
 
 
 def beam_search(
@@ -26,6 +53,9 @@ def beam_search(
     eos_id: int | None,
     alpha: float = 0.6,
     early_stopping: bool = True,
+    ctc: CTCPrefixScorer | None = None,
+    ctc_weight: float = 0.0,
+    pre_beam: int = 32,
 ) -> tuple[list[list[int]], list[float]]:
     """Batched beam search over a :class:`Stepper` made with ``beams=beam_size`` (``b``
     inputs, ``b * k`` rows).
@@ -46,6 +76,14 @@ def beam_search(
         eos_id: the token that finishes a hypothesis, or None.
         alpha: the GNMT length penalty exponent.
         early_stopping: see above.
+        ctc: joint CTC/attention decoding (Watanabe et al. 2017): a
+            :class:`~qkv.generation.ctc.CTCPrefixScorer` with one row per beam (``b * k``);
+            a hypothesis then scores ``(1 - w) log p_att(h) + w psi_ctc(h)`` (its CTC prefix
+            score; at EOS, the CTC probability of the whole transcript).
+        ctc_weight: ``w``; 0 with a scorer ranks as without one (tested).
+        pre_beam: with a scorer and a vocabulary larger than this, only each beam's
+            ``pre_beam`` likeliest tokens under the attention decoder are CTC-scored (the
+            others are dropped), as ESPnet's pre-beam; a smaller vocabulary is scored whole.
 
     Returns:
         ``(tokens, scores)``: the best hypothesis per row (EOS excluded) and its penalized
@@ -71,6 +109,8 @@ def beam_search(
 
     for t in range(max_new_tokens):
         logp = stepper.logits().log_softmax(-1)  # (b*k, V)
+        if ctc is not None:
+            logp = joint_scores(logp, ctc, ctc_weight, pre_beam)
         vocab = logp.shape[-1]
         cand = (scores[:, :, None] + logp.view(b, k, vocab)).view(b, k * vocab)
         n_cand = min(2 * k, k * vocab)
@@ -118,6 +158,8 @@ def beam_search(
         scores = new_scores
         stepper.reorder(flat_src)
         stepper.append(new_tok.view(-1))
+        if ctc is not None:
+            ctc.select(flat_src, new_tok.view(-1))
 
     lp_end = length_penalty(seqs.shape[2], alpha)
     out_tokens: list[list[int]] = []

@@ -40,6 +40,12 @@ class GenerationConfig:
         early_stopping: beam search stops a row once it has ``beam_size`` finished
             hypotheses (True, as GNMT and Hugging Face) or once no live beam can beat the
             worst finished one (False).
+        ctc_prefix_weight: joint CTC/attention decoding (Watanabe et al. 2017) of a model with a
+            CTC head (``ctc_log_probs``, e.g. :class:`~qkv.models.Whisper` trained with one):
+            beam search ranks ``(1 - w) log p_att(h) + w psi_ctc(h)``, ``psi`` the head's
+            CTC prefix score (:class:`~qkv.generation.ctc.CTCPrefixScorer`; the blank is
+            ``pad_id``). In ``[0, 1]``; 0 (default): the attention decoder alone. Greedy
+            decoding with ``ctc_prefix_weight > 0`` is beam search with one beam.
         temperature: logits are divided by it before sampling (finite, > 0).
         top_k: sample among the ``top_k`` most likely tokens only (None: all).
         top_p: nucleus sampling: the smallest set of most likely tokens whose mass reaches
@@ -75,6 +81,13 @@ class GenerationConfig:
         default=True,
         metadata=_help("beam search stops an input once it has --beam-size finished beams"),
     )
+    ctc_prefix_weight: float = field(
+        default=0.0,
+        metadata=_help(
+            "joint CTC/attention decoding: weight of the CTC head's prefix score "
+            "(a model with a CTC head; 0 = attention alone)",
+        ),
+    )
     temperature: float = field(
         default=1.0, metadata=_help("divide the logits by this before sampling")
     )
@@ -106,6 +119,14 @@ class GenerationConfig:
         check_number("length_penalty", self.length_penalty)
         if self.length_penalty < 0:
             raise ValueError(f"length_penalty must be >= 0, got {self.length_penalty!r}")
+        check_number("ctc_prefix_weight", self.ctc_prefix_weight)
+        if not 0.0 <= self.ctc_prefix_weight <= 1.0:
+            raise ValueError(f"ctc_prefix_weight must be in [0, 1], got {self.ctc_prefix_weight!r}")
+        if self.ctc_prefix_weight > 0 and self.strategy == "sample":
+            raise ValueError(
+                f"ctc_prefix_weight ({self.ctc_prefix_weight}) scores beam or greedy decoding, not "
+                f"strategy='sample'"
+            )
         check_number("temperature", self.temperature)
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature!r}")

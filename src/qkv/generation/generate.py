@@ -11,6 +11,7 @@ from torch import Tensor
 from qkv.generation._stepper import Stepper, check_source
 from qkv.generation.beam import beam_search
 from qkv.generation.config import GenerationConfig
+from qkv.generation.ctc import CTCPrefixScorer
 from qkv.generation.greedy import decode_loop
 from qkv.generation.protocols import Decodable, Generative, is_encoder_decoder
 from qkv.generation.sampling import greedy_choice, sample
@@ -121,6 +122,9 @@ def generate(
     heads = _decoding_heads(model, cfg.max_new_tokens)
     for head in heads:
         head.prepare_decoding()
+    # joint CTC/attention decoding is a beam search; greedy is its one-beam case
+    beam = cfg.strategy == "beam" or cfg.ctc_prefix_weight > 0
+    beam_size = cfg.beam_size if cfg.strategy == "beam" else 1
     try:
         stepper = Stepper(
             model,
@@ -129,17 +133,19 @@ def generate(
             cfg.max_new_tokens,
             bos_id=cfg.bos_id,
             use_cache=cfg.use_cache,
-            beams=cfg.beam_size if cfg.strategy == "beam" else 1,
+            beams=beam_size if beam else 1,
         )
         out = {"pad_id": cfg.pad_id, "device": inputs.device}
-        if cfg.strategy == "beam":
+        if beam:
             toks, scores = beam_search(
                 stepper,
-                beam_size=cfg.beam_size,
+                beam_size=beam_size,
                 max_new_tokens=cfg.max_new_tokens,
                 eos_id=cfg.eos_id,
                 alpha=cfg.length_penalty,
                 early_stopping=cfg.early_stopping,
+                ctc=ctc_scorer(model, stepper, cfg) if cfg.ctc_prefix_weight > 0 else None,
+                ctc_weight=cfg.ctc_prefix_weight,
             )
             return Generated(toks, scores, **out)  # type: ignore[arg-type]
         if cfg.strategy == "sample":
@@ -166,6 +172,30 @@ def generate(
         for head in heads:
             head.release_decoding()
         model.train(was_training)
+
+
+def ctc_scorer(model: object, stepper: Stepper, cfg: GenerationConfig) -> CTCPrefixScorer:
+    """The CTC prefix scorer of the stepper's rows (``b * k``, one per beam): the model's
+    ``ctc_log_probs`` of the encoded source, the real positions from its ``source_mask``
+    of the source's padding mask (the identity without one), ``pad_id`` as the blank.
+
+    Raises:
+        TypeError: a model without ``ctc_log_probs`` (no encoder-decoder with a CTC head).
+    """
+    head = getattr(model, "ctc_log_probs", None)
+    if not callable(head) or stepper.memory is None:
+        raise TypeError(
+            f"ctc_prefix_weight ({cfg.ctc_prefix_weight}) needs an encoder-decoder with a CTC "
+            f"head (ctc_log_probs), got {type(model).__name__}"
+        )
+    log_probs = head(stepper.memory)  # (b*k, s_src, V)
+    n, s_src = log_probs.shape[:2]
+    if stepper.src_padding_mask is None:
+        lengths = torch.full((n,), s_src, dtype=torch.long, device=log_probs.device)
+    else:
+        to_positions = getattr(model, "source_mask", lambda m: m)
+        lengths = to_positions(stepper.src_padding_mask).sum(-1)  # (b*k,)
+    return CTCPrefixScorer(log_probs, lengths, blank=cfg.pad_id, eos_id=cfg.eos_id)
 
 
 def check_capacity(

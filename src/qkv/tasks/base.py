@@ -107,8 +107,9 @@ class Task(abc.ABC):
     #: ``qkv train --task T --help`` prints it below the task's flags. None: not measured.
     measured: ClassVar[str | None] = None
     #: The decoding settings (:data:`DECODING`) :meth:`predict` uses: ``"all"`` (a model
-    #: that generates text), a few (text2image samples with ``temperature`` and ``top_k``),
-    #: or none (a classifier); ``qkv generate`` refuses the flags of the others.
+    #: that generates text; all but ``ctc_prefix_weight``, which needs a CTC head), a few
+    #: (text2image samples with ``temperature`` and ``top_k``), or none (a classifier);
+    #: ``qkv generate`` refuses the flags of the others.
     decoding: ClassVar[Literal["all"] | tuple[str, ...]] = ()
     #: Whether :meth:`evaluate` decodes with its ``beam_size`` (``qkv eval --beam-size``).
     eval_beam: ClassVar[bool] = False
@@ -300,7 +301,9 @@ class Task(abc.ABC):
         (``question``, ``out_dir``), or a decoding setting of :attr:`decoding`."""
         if name in inspect.signature(cls.predict).parameters:
             return True
-        return name in DECODING and (cls.decoding == "all" or name in cls.decoding)
+        if cls.decoding == "all":
+            return name in DECODING and name != "ctc_prefix_weight"
+        return name in DECODING and name in cls.decoding
 
     # -- persistence (saved inside a checkpoint) -----------------------------------------
     def save(self, directory: Path) -> None:

@@ -39,6 +39,7 @@ from qkv.data.tokenizers import (
     train_tokenizer,
 )
 from qkv.generation import generate
+from qkv.generation.ctc import ctc_best_path
 from qkv.layers.log_mel import LogMel
 from qkv.layers.mode import evaluating
 from qkv.layers.spec_augment import SpecAugment
@@ -52,7 +53,7 @@ from qkv.tasks._common import (
     sized_config,
     write_task_file,
 )
-from qkv.tasks.base import SPLITS, Split, Task, TaskError
+from qkv.tasks.base import DECODING, SPLITS, Split, Task, TaskError
 from qkv.tasks.options import OptionsLike, SeedOption, SizeOptions, TextOptions, option
 from qkv.tasks.speech.viz import report_for_speech
 from qkv.training.evaluate import evaluate_sums
@@ -71,6 +72,19 @@ def has_ctc_head(model: nn.Module) -> bool:
     return getattr(model, "ctc_head", None) is not None
 
 
+def _weight(name: str, value: Any, *, below_one: bool = False) -> float:
+    """A weight option: a number in ``[0, 1]`` (``[0, 1)`` with ``below_one``).
+
+    Raises:
+        TaskError: naming the option and the value.
+    """
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok or not 0.0 <= value <= 1.0 or (below_one and value == 1.0):
+        span = "[0, 1)" if below_one else "[0, 1]"
+        raise TaskError(f"task 'asr': {name} must be in {span}, got {value!r}")
+    return float(value)
+
+
 class ASRTask(Task):
     """Speech recognition: log-mel frames -> transcript.
 
@@ -81,8 +95,11 @@ class ASRTask(Task):
     default True), ``ctc_weight`` (weight ``λ`` of the CTC loss in
     ``(1 - λ) CE + λ CTC``, default 0.5, measured better here than Watanabe et al.'s 0.3
     (``docs/speech.md``); 0 trains the decoder alone and
-    builds no CTC head), ``workers`` (``espeak-ng`` processes, default 2),
-    ``cache_dir`` (default ``~/.cache/qkv/asr``).
+    builds no CTC head), ``ctc_prefix_weight`` (joint CTC/attention decoding, Watanabe et
+    al. 2017: weight ``W`` of the CTC head's prefix score when decoding, default 0.5, the
+    best WER of 0 / 0.3 / 0.5 / 0.7 (``docs/speech.md``); see
+    :class:`~qkv.generation.ctc.CTCPrefixScorer`), ``workers`` (``espeak-ng`` processes,
+    default 2), ``cache_dir`` (default ``~/.cache/qkv/asr``).
     """
 
     @dataclass
@@ -98,6 +115,12 @@ class ASRTask(Task):
             "weight W of the auxiliary CTC loss, (1 - W) CE + W CTC; 0 trains the decoder "
             "alone and builds no CTC head",
         )
+        ctc_prefix_weight: float = option(
+            0.5,
+            "joint CTC/attention decoding: weight W of the CTC head's prefix score in greedy "
+            "and beam decoding, (1 - W) log p_att + W log p_ctc; 0 decodes with the "
+            "attention decoder alone",
+        )
         workers: int = option(2, "espeak-ng processes that synthesise the speech")
         cache_dir: str | None = option(
             None, "where the synthesised speech is cached", shown="~/.cache/qkv/asr"
@@ -107,7 +130,7 @@ class ASRTask(Task):
     name = "asr"
     kind = "seq2seq"
     names_inputs = True
-    decoding = "all"
+    decoding = tuple(sorted(DECODING))  # every setting, ctc_prefix_weight included
     eval_beam = True
     viz_target = True
     headline: ClassVar[str] = "wer"
@@ -144,10 +167,8 @@ class ASRTask(Task):
         for opt in ("n_train", "n_valid", "n_test"):
             if getattr(o, opt) is not None:
                 check_positive(self.name, opt, getattr(o, opt), minimum=1)
-        self.ctc_weight = o.ctc_weight
-        ok = isinstance(self.ctc_weight, (int, float)) and not isinstance(self.ctc_weight, bool)
-        if not ok or not 0.0 <= self.ctc_weight < 1.0:
-            raise TaskError(f"task 'asr': ctc_weight must be in [0, 1), got {self.ctc_weight!r}")
+        self.ctc_weight = _weight("ctc_weight", o.ctc_weight, below_one=True)
+        self.ctc_prefix_weight = _weight("ctc_prefix_weight", o.ctc_prefix_weight)
         self.workers = o.workers
         check_positive(self.name, "workers", self.workers)
         self.front_end = LogMel()
@@ -305,18 +326,8 @@ class ASRTask(Task):
         Returns:
             one token-id list per input.
         """
-        memory = model.encode(feats, mask)
-        best = model.ctc_log_probs(memory).argmax(-1)  # (b, s_src)
-        keep = model.source_mask(mask)
-        out = []
-        for ids, real in zip(best.tolist(), keep.tolist()):
-            seq, prev = [], None
-            for i, r in zip(ids, real):
-                if r and i != prev and i not in (PAD_ID, BOS_ID, EOS_ID):
-                    seq.append(i)
-                prev = i if r else prev
-            out.append(seq)
-        return out
+        log_probs = model.ctc_log_probs(model.encode(feats, mask))  # (b, s_src, V)
+        return ctc_best_path(log_probs, model.source_mask(mask), (PAD_ID, BOS_ID, EOS_ID))
 
     @torch.no_grad()
     def transcribe(
@@ -330,16 +341,21 @@ class ASRTask(Task):
         **generate_kwargs: Any,
     ) -> list[str]:
         """Transcripts of mono 16 kHz signals with :func:`qkv.generation.generate`
-        (greedy unless ``beam_size > 1``), or with the CTC head's best path when ``ctc``;
-        batches are sorted by length.
+        (greedy unless ``beam_size > 1``; with a CTC head, joint CTC/attention decoding
+        with the task's ``ctc_prefix_weight`` unless ``ctc_prefix_weight`` is given), or
+        with the CTC head's best path when ``ctc``; batches are sorted by length.
 
         Raises:
-            TaskError: ``ctc`` on a model without a CTC head.
+            TaskError: ``ctc`` or ``ctc_prefix_weight > 0`` on a model without a CTC head.
         """
-        if ctc and not has_ctc_head(model):
-            raise TaskError("task 'asr': this model has no CTC head (trained with ctc_weight 0)")
+        head = has_ctc_head(model)
+        weight = generate_kwargs.pop("ctc_prefix_weight", self.ctc_prefix_weight if head else 0.0)
+        if (ctc or weight > 0) and not head:
+            what = "ctc" if ctc else f"ctc_prefix_weight {weight}"
+            raise TaskError(f"task 'asr': {what} needs a CTC head (trained with ctc_weight 0)")
         kw = {"bos_id": BOS_ID, "eos_id": EOS_ID, "pad_id": PAD_ID,
-              "max_new_tokens": self.max_len + 1, **generate_kwargs}  # fmt: skip
+              "max_new_tokens": self.max_len + 1, "ctc_prefix_weight": weight,
+              **generate_kwargs}  # fmt: skip
         if kw.get("beam_size", 1) > 1:
             kw.setdefault("strategy", "beam")
         device = model_device(model)
@@ -369,9 +385,11 @@ class ASRTask(Task):
         limit: int | None = None,
         beam_size: int = 1,
         progress: bool = False,
+        ctc_prefix_weight: float | None = None,
     ) -> dict[str, float]:
         """Word and character error rates of the decoded transcripts, with the
-        teacher-forced loss and the decoding speed.
+        teacher-forced loss and the decoding speed; ``ctc_prefix_weight`` overrides the
+        task's weight of joint CTC/attention decoding (:meth:`transcribe`).
 
         Returns:
             ``wer`` (the headline, 0-100, lower is better), ``cer``, ``loss`` (nats per
@@ -387,9 +405,10 @@ class ASRTask(Task):
             raise TaskError(f"task 'asr': split {split!r} has no examples to evaluate")
         total, n, logs = evaluate_sums(model, self, utts, batch_size=batch_size, progress=progress)
         start = time.perf_counter()
+        joint = {} if ctc_prefix_weight is None else {"ctc_prefix_weight": ctc_prefix_weight}
         hyps = self.transcribe(
             model, [u.audio for u in utts], batch_size=batch_size, progress=progress,
-            beam_size=beam_size,
+            beam_size=beam_size, **joint,
         )  # fmt: skip
         seconds = time.perf_counter() - start
         refs = [u.text for u in utts]
