@@ -2,9 +2,10 @@
 one thread, after three untimed steps. CPU time of the process, not wall time, so that two
 settings measured on a shared machine compare (on a quiet core the two are equal).
 
-    PYTHONPATH=src python scripts/text2text_speed.py t5-mini 128 16000 10
-    PYTHONPATH=src python scripts/text2text_speed.py t5-micro 64 4000 30
+    PYTHONPATH=src python scripts/text2text_speed.py t5-mini 128 16000 10 '{"batch_tokens": null}'
+    PYTHONPATH=src python scripts/text2text_speed.py t5-micro 64 4000 30 '{"batch_tokens": null}'
     PYTHONPATH=src python scripts/text2text_speed.py t5-micro 64 4000 30 '{"batch_tokens": 4096}'
+    PYTHONPATH=src python scripts/text2text_speed.py t5-micro 64 4000 30   # the recipe's 2,048
 
 Arguments: preset, max_len, vocab_size, timed steps, and optionally a JSON object of
 training settings that replace the recipe's.
