@@ -10,6 +10,7 @@ import torch
 
 from qkv.generation import filter_logits, generate, length_penalty
 from qkv.generation._stepper import Stepper
+from qkv.generation.beam import beam_search
 from qkv.models import from_preset
 
 V = 13
@@ -248,3 +249,39 @@ def test_generate_errors():
         generate(model, torch.randn(1, 3))
     with pytest.raises(ValueError, match="max_new_tokens must be a positive int, got 0"):
         generate(model, torch.tensor([[1]]), max_new_tokens=0)
+
+
+class _ScriptedStepper:
+    """A stepper whose every row gets ``probs[t]`` at step ``t`` (for beam_search)."""
+
+    def __init__(self, probs: list[list[float]], rows: int) -> None:
+        self.probs, self.batch_size, self.t = probs, rows, 0
+        self.device = torch.device("cpu")
+
+    def logits(self) -> torch.Tensor:
+        return torch.tensor(self.probs[self.t]).log().expand(self.batch_size, -1)
+
+    def reorder(self, index: torch.Tensor) -> None:
+        pass
+
+    def append(self, tokens: torch.Tensor) -> None:
+        self.t += 1
+
+
+def test_beam_finishes_only_an_eos_among_the_best_k_candidates():
+    # tokens: 0 = EOS, 1 = a, 2 = b, 3 = c; two beams. Step 0 ranks a, b, then EOS (third:
+    # outside the best two, so no hypothesis ends there, as in fairseq and transformers);
+    # kept, the empty output's log 0.16 = -1.83 would beat the best two-token one, a a:
+    # log 0.5 + log 0.3 = -1.90
+    probs = [[0.16, 0.5, 0.34, 1e-6], [0.2, 0.3, 0.26, 0.24]]
+    toks, scores = beam_search(
+        _ScriptedStepper(probs, 2), beam_size=2, max_new_tokens=2, eos_id=0, alpha=0.0
+    )
+    assert toks == [[1, 1]]
+    assert scores[0] == pytest.approx(math.log(0.5) + math.log(0.3), abs=1e-6)
+    # an EOS that is among the best two does finish a hypothesis
+    probs[0] = [0.4, 0.5, 0.1, 1e-6]
+    toks, scores = beam_search(
+        _ScriptedStepper(probs, 2), beam_size=2, max_new_tokens=2, eos_id=0, alpha=0.0
+    )
+    assert toks == [[]] and scores[0] == pytest.approx(math.log(0.4), abs=1e-6)

@@ -61,8 +61,8 @@ def beam_search(
     inputs, ``b * k`` rows).
 
     Each step expands the ``k`` live beams of every row with every token, keeps the best
-    ``2k`` candidates, moves those ending in EOS to the row's finished list and keeps the
-    best ``k`` others alive. A row stops once it has ``k`` finished hypotheses
+    ``2k`` candidates, moves those ending in EOS among the best ``k`` of them to the row's
+    finished list and keeps the best ``k`` others alive. A row stops once it has ``k`` finished hypotheses
     (``early_stopping=True``, as in GNMT and Hugging Face), or (``early_stopping=False``)
     once no live beam can still beat its worst finished one. At the budget, live beams are
     finished as they are (scored with the penalty at their length). Without an ``eos_id``
@@ -126,14 +126,20 @@ def beam_search(
             if done[r]:
                 continue
             alive = 0
-            for sc, bi, ti in zip(top_l[r], beam_l[r], tok_l[r]):
+            for rank, (sc, bi, ti) in enumerate(zip(top_l[r], beam_l[r], tok_l[r])):
                 if sc == float("-inf"):
                     break
                 if eos_id is not None and ti == eos_id:
-                    finished[r].append((sc / lp_now, [*prev[r][bi], ti]))
-                elif alive < k:
-                    new_scores[r, alive], new_src[r, alive], new_tok[r, alive] = sc, bi, ti
-                    alive += 1
+                    # only an EOS among the best k candidates finishes a hypothesis (as in
+                    # fairseq and transformers): one ranked below k live continuations is
+                    # not one of the k best, and kept it would favour short outputs
+                    if rank < k:
+                        finished[r].append((sc / lp_now, [*prev[r][bi], ti]))
+                    continue
+                new_scores[r, alive], new_src[r, alive], new_tok[r, alive] = sc, bi, ti
+                alive += 1
+                if alive == k:
+                    break
             finished[r].sort(key=lambda x: -x[0])
             del finished[r][k:]
             if len(finished[r]) >= k and t < max_new_tokens - 1:
