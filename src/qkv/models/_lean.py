@@ -208,6 +208,11 @@ class LeanDecoder:
                     return None
                 if not _plain_attention(layer.cross_attn):
                     return None
+                if src_padding_mask is not None and tuple(src_padding_mask.shape) != (
+                    cross_cache.k.shape[0],  # type: ignore[union-attr]
+                    cross_cache.k.shape[2],  # type: ignore[union-attr]
+                ):
+                    return None  # a mask over something else (audio frames): the model maps it
                 cross = _cross_of(layer.cross_attn, cross_cache, src_padding_mask)
             elif cross_cache is not None:
                 return None

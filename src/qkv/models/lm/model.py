@@ -139,7 +139,8 @@ class DecoderLM(GenerativeModel):
         """The lean one-token step over ``cache`` after the prefill (see
         :mod:`qkv.models._lean`), bit-identical to ``self(token, cache=cache, ...)``; None
         where it does not apply (a sliding window, Transformer-XL segments, rotary or
-        biased attention, hooks, training mode): call the model then.
+        biased attention, hooks, training mode, a subclass that overrides ``forward``):
+        call the model then.
 
         Args:
             cache: from :meth:`make_cache`, filled by the prefill.
@@ -148,7 +149,7 @@ class DecoderLM(GenerativeModel):
         cfg = self.config
         if self.training or self.window_mask is not None or cfg.mem_len or cfg.segment_len:
             return None
-        if hooks_active(self):
+        if type(self).forward is not DecoderLM.forward or hooks_active(self):
             return None
         lean = LeanDecoder.build(self.decoder, cache, padding_mask=padding_mask)
         return None if lean is None else DecodeStep(self.embed.forward, lean, self.lm_head.forward)

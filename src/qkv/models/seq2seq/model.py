@@ -76,13 +76,15 @@ class CrossDecoding:
     ) -> DecodeStep | None:
         """The lean one-token step over ``cache`` after the prefill (see
         :mod:`qkv.models._lean`), bit-identical to :meth:`decode` of one token; None where
-        it does not apply (rotary or biased attention, hooks, training mode): call
-        :meth:`decode` then.
+        it does not apply (rotary or biased attention, hooks, training mode, a subclass
+        that overrides :meth:`decode`): call :meth:`decode` then.
 
         Args:
             cache: from :meth:`make_cache`, filled by the prefill (cross keys set).
             src_padding_mask: ``(b, s_src)`` bool, True = real source token, or None.
         """
+        if type(self).decode is not CrossDecoding.decode:  # a subclass decodes otherwise
+            return None
         if self.training or hooks_active(self):  # type: ignore[attr-defined]
             return None
         lean = LeanDecoder.build(self.decoder, cache, src_padding_mask=src_padding_mask)
