@@ -131,6 +131,24 @@ def test_generate_lean_equals_module_path(family, b):
         assert torch.equal(a, c)
 
 
+@pytest.mark.parametrize("family", ["lm", "seq2seq"])
+def test_beam_search_lean_equals_module_path(family):
+    """Beam search reorders the rows every step: the lean step's prepared tensors follow."""
+    model = _lm() if family == "lm" else _s2s()
+    ids, mask = _left_padded(3, 6)
+    if family == "seq2seq":
+        ids, mask = ids.flip(-1), mask.flip(-1)
+    kw = {"max_new_tokens": 6, "padding_mask": mask, "strategy": "beam", "beam_size": 3}
+    lean = generate(model, ids, **kw)
+    handle = model.lm_head.register_forward_pre_hook(_no_op_hook)
+    try:
+        slow = generate(model, ids, **kw)
+    finally:
+        handle.remove()
+    assert lean.tokens == slow.tokens
+    assert lean.scores == slow.scores
+
+
 def test_recording_sees_every_decode_step():
     """Inside record_attention the lean step stays off: every layer of every step is
     recorded, as without it."""

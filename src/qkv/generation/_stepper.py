@@ -133,16 +133,16 @@ class Stepper:
         self._positions = (last + offsets).clamp_min(0)  # (b, cap); pads get 0
         self._len = s  # tokens held (prompt or BOS, then the appended ones)
         self.cache = None
+        # the model's lean one-token step (qkv.models._lean), made after the prefill; None:
+        # the model call (no lean step for this model, or not made yet)
+        self._step: LeanStep | None = None
+        self._step_ready = False  # whether _make_step ran
         if beams > 1:
             self.reorder(torch.arange(b, device=self.device).repeat_interleave(beams))
         rows = self._tokens.shape[0]
         if use_cache:
             self.cache = model.make_cache(rows, cap, dtype=param.dtype, device=self.device)
         self._fed = 0  # how many of the tokens the cache has seen
-        # the model's lean one-token step (qkv.models._lean), made after the prefill; None:
-        # the model call (no lean step for this model, or not made yet)
-        self._step: LeanStep | None = None
-        self._step_ready = False  # whether _step was made for the current caches
 
     @property
     def tokens(self) -> Tensor:
@@ -214,7 +214,7 @@ class Stepper:
 
     def _make_step(self) -> LeanStep | None:
         """The model's lean one-token step over the filled caches, or None (models without
-        ``make_decode_step``, or ones it does not cover). Made once per cache layout: the
+        ``make_decode_step``, or ones it does not cover). Made once per generation: the
         checks of shapes, dtypes, masks and hooks run here, not per step."""
         make = getattr(self.model, "make_decode_step", None)
         if make is None or not callable(make):
@@ -238,8 +238,9 @@ class Stepper:
             self.memory = self.memory.index_select(0, index)
         if self.src_padding_mask is not None:
             self.src_padding_mask = self.src_padding_mask.index_select(0, index)
-        self._step_ready = False  # new cache tensors: the lean step is made again
         if self.cache is not None:
             for layer in self.cache:
                 for c in layer if isinstance(layer, (tuple, list)) else (layer,):
                     c.reorder(index)
+        if self._step is not None:  # what it prepared once follows the rows
+            self._step.reorder(index)

@@ -98,6 +98,10 @@ class LeanStep(Protocol):
         """Whether it may run now (no attention recorder or hook wants to see the calls)."""
         ...
 
+    def reorder(self, index: Tensor) -> None:
+        """Keep rows ``index`` of what it prepared, after the caches kept them."""
+        ...
+
     def __call__(
         self, token: Tensor, positions: Tensor, padding_mask: Tensor | None = None
     ) -> Tensor:

@@ -244,6 +244,20 @@ class LeanDecoder:
         norm = None if decoder.norm is None else _norm_fn(decoder.norm)
         return cls(layers, norm, caches)
 
+    def reorder(self, index: Tensor) -> None:
+        """Keep rows ``index`` (beam search) of what was prepared once: the cross-attention
+        keys, values and masks (the self-attention caches reorder themselves, their zeroed
+        pad entries with their rows)."""
+        for L in self.layers:
+            C = L.cross
+            if C is None:
+                continue
+            C.k, C.v = C.k.index_select(0, index), C.v.index_select(0, index)
+            if C.mask is not None:
+                C.mask = C.mask.index_select(0, index)
+            if C.empty is not None:
+                C.empty = C.empty.index_select(0, index)
+
     @property
     def length(self) -> int:
         """Tokens cached (the same in every layer)."""
@@ -386,6 +400,10 @@ class DecodeStep:
         """Whether the step may run now (:func:`lean_allowed`: no recorder, no global
         hook); otherwise the caller makes the model call."""
         return lean_allowed()
+
+    def reorder(self, index: Tensor) -> None:
+        """Keep rows ``index`` after the caches did (:meth:`LeanDecoder.reorder`)."""
+        self.decoder.reorder(index)
 
     def __call__(
         self, token: Tensor, positions: Tensor, padding_mask: Tensor | None = None
