@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from qkv.generation.protocols import Generative, is_encoder_decoder
+from qkv.generation.protocols import Generative, LeanStep, is_encoder_decoder
 from qkv.generation.steps import decode_one_token, prefill
 
 
@@ -133,6 +133,10 @@ class Stepper:
         self._positions = (last + offsets).clamp_min(0)  # (b, cap); pads get 0
         self._len = s  # tokens held (prompt or BOS, then the appended ones)
         self.cache = None
+        # the model's lean one-token step (qkv.models._lean), made after the prefill; None:
+        # the model call (no lean step for this model, or not made yet)
+        self._step: LeanStep | None = None
+        self._step_ready = False  # whether _make_step ran
         if beams > 1:
             self.reorder(torch.arange(b, device=self.device).repeat_interleave(beams))
         rows = self._tokens.shape[0]
@@ -189,6 +193,14 @@ class Stepper:
                 raise RuntimeError(
                     f"a cached step feeds exactly one new token, got {n - self._fed}"
                 )
+            if not self._step_ready:
+                self._step = self._make_step()
+                self._step_ready = True
+            step = self._step
+            if step is not None and step.usable():
+                out = step(self._tokens[:, n - 1 : n], self._positions[:, n - 1 : n], mask)
+                self._fed = n
+                return out.float()  # (b, vocab)
             out = decode_one_token(
                 self.model,
                 self._tokens[:, n - 1],
@@ -199,6 +211,18 @@ class Stepper:
             )
         self._fed = self._len
         return out.float()  # (b, vocab)
+
+    def _make_step(self) -> LeanStep | None:
+        """The model's lean one-token step over the filled caches, or None (models without
+        ``make_decode_step``, or ones it does not cover). Made once per generation: the
+        checks of shapes, dtypes, masks and hooks run here, not per step."""
+        make = getattr(self.model, "make_decode_step", None)
+        if make is None or not callable(make):
+            return None
+        if self.seq2seq:
+            return make(self.cache, src_padding_mask=self.src_padding_mask)  # type: ignore[no-any-return]
+        mask = self._mask[:, : self._fed] if self.padded else None
+        return make(self.cache, padding_mask=mask)  # type: ignore[no-any-return]
 
     def append(self, token: Tensor) -> None:
         """Append ``token`` ``(b,)`` to every row."""
@@ -218,3 +242,5 @@ class Stepper:
             for layer in self.cache:
                 for c in layer if isinstance(layer, (tuple, list)) else (layer,):
                     c.reorder(index)
+        if self._step is not None:  # what it prepared once follows the rows
+            self._step.reorder(index)

@@ -89,6 +89,26 @@ class EncoderDecoder(Decodable, Protocol):
         ...
 
 
+class LeanStep(Protocol):
+    """A model's optional lean one-token decoding step, ``model.make_decode_step(cache,
+    ...)`` after the prefill (``qkv.models`` documents it): bit-identical logits to the
+    model call, without its per-call overhead."""
+
+    def usable(self) -> bool:
+        """Whether it may run now (no attention recorder or hook wants to see the calls)."""
+        ...
+
+    def reorder(self, index: Tensor) -> None:
+        """Keep rows ``index`` of what it prepared, after the caches kept them."""
+        ...
+
+    def __call__(
+        self, token: Tensor, positions: Tensor, padding_mask: Tensor | None = None
+    ) -> Tensor:
+        """Logits ``(b, vocab)`` of ``token`` ``(b, 1)`` at ``positions`` ``(b, 1)``."""
+        ...
+
+
 #: Anything :func:`qkv.generation.generate` decodes.
 Generative: TypeAlias = CausalLM | EncoderDecoder
 

@@ -8,6 +8,7 @@ from torch import Tensor
 from qkv import masks
 from qkv.attn.kv_cache import KVCache
 from qkv.layers.head import OutputHead
+from qkv.models._lean import DecodeStep, LeanDecoder, hooks_active
 from qkv.models.base import GenerativeModel
 from qkv.models.decoder import cache_length
 from qkv.models.init import init_weights
@@ -131,6 +132,27 @@ class DecoderLM(GenerativeModel):
             cache=cache,  # type: ignore[arg-type]
         )
         return self.lm_head(x)  # (b, s, vocab)
+
+    def make_decode_step(
+        self, cache: list[KVCache], *, padding_mask: Tensor | None = None
+    ) -> DecodeStep | None:
+        """The lean one-token step over ``cache`` after the prefill (see
+        :mod:`qkv.models._lean`), bit-identical to ``self(token, cache=cache, ...)``; None
+        where it does not apply (a sliding window, Transformer-XL segments, rotary or
+        biased attention, hooks, training mode, a subclass that overrides ``forward``):
+        call the model then.
+
+        Args:
+            cache: from :meth:`make_cache`, filled by the prefill.
+            padding_mask: ``(b, s_cached)`` bool over the cached tokens, or None (unpadded).
+        """
+        cfg = self.config
+        if self.training or self.window_mask is not None or cfg.mem_len or cfg.segment_len:
+            return None
+        if type(self).forward is not DecoderLM.forward or hooks_active(self):
+            return None
+        lean = LeanDecoder.build(self.decoder, cache, padding_mask=padding_mask)
+        return None if lean is None else DecodeStep(self.embed.forward, lean, self.lm_head.forward)
 
     def make_memory(self) -> SegmentMemory:
         """An empty Transformer-XL memory of ``config.mem_len`` states per layer.

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from qkv.attn.kv_cache import CrossKVCache, KVCache
 from qkv.layers.head import OutputHead
+from qkv.models._lean import DecodeStep, LeanDecoder, hooks_active
 from qkv.models.base import GenerativeModel
 from qkv.models.config import TransformerConfig
 from qkv.models.decoder import Decoder, cache_length
@@ -69,6 +70,28 @@ class CrossDecoding:
         if scale != 1.0:
             y = y * scale
         return self.lm_head(y)  # (b, s, tgt_vocab)
+
+    def make_decode_step(
+        self, cache: list[tuple[KVCache, CrossKVCache]], *, src_padding_mask: Tensor | None = None
+    ) -> DecodeStep | None:
+        """The lean one-token step over ``cache`` after the prefill (see
+        :mod:`qkv.models._lean`), bit-identical to :meth:`decode` of one token; None where
+        it does not apply (rotary or biased attention, hooks, training mode, a subclass
+        that overrides :meth:`decode`): call :meth:`decode` then.
+
+        Args:
+            cache: from :meth:`make_cache`, filled by the prefill (cross keys set).
+            src_padding_mask: ``(b, s_src)`` bool, True = real source token, or None.
+        """
+        if type(self).decode is not CrossDecoding.decode:  # a subclass decodes otherwise
+            return None
+        if self.training or hooks_active(self):  # type: ignore[attr-defined]
+            return None
+        lean = LeanDecoder.build(self.decoder, cache, src_padding_mask=src_padding_mask)
+        if lean is None:
+            return None
+        scale = getattr(self.config, "output_scale", 1.0)
+        return DecodeStep(self.tgt_embed.forward, lean, self.lm_head.forward, scale)
 
     def make_cache(
         self,
