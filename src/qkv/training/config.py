@@ -121,6 +121,18 @@ class TrainConfig:
             OPT,
         ),
     )
+    cache_frozen: bool = field(
+        default=False,
+        metadata=_meta(
+            "run the frozen prefix (--freeze embed and the first layers) once over the "
+            "training set and train the layers above on its cached outputs: the same "
+            "steps, without recomputing it; the prefix must be deterministic in training "
+            "(no dropout there) and the batches unaugmented; memory: its outputs for "
+            "every training token",
+            RUN,
+            resume_safe=True,
+        ),
+    )
     seed: int = field(
         default=0, metadata=_meta("seed of initialization, data order and dropout", OPT)
     )

@@ -179,6 +179,7 @@ class Trainer(ProcessSetup, DataOrder, CheckpointIO, TimeBudget):
                 )
             self._batches = train_data
         self._iter: Iterator[Any] | None = None
+        self._step_model = self._set_up_prefix_cache()  # the model, or its unfrozen part
         self.valid_data = valid_data
         self._evaluate = evaluate
         self.step = 0
@@ -227,7 +228,7 @@ class Trainer(ProcessSetup, DataOrder, CheckpointIO, TimeBudget):
             sync = j == len(micro) - 1 or not self.dist.enabled
             ctx = contextlib.nullcontext() if sync else parallel.no_sync(self.ddp)
             with ctx, self._autocast():
-                out = self._loss(self.ddp, batch, label_smoothing=self.cfg.label_smoothing)
+                out = self._loss(self._step_model, batch, label_smoothing=cfg.label_smoothing)
                 out.loss_sum.float().backward()
             loss_sum += float(out.loss_sum.detach())
             n_local += out.n
@@ -306,6 +307,8 @@ class Trainer(ProcessSetup, DataOrder, CheckpointIO, TimeBudget):
         self._start_budget()  # a command's budget: count the preparation, keep eval time
         self._open_log()
         elapsed0 = self.elapsed + self.prepared  # a command's preparation counts
+        if self.prefix_cache is not None and not self.counts_command:  # so does the cache
+            elapsed0 += self.prefix_cache.seconds
         show = Progress(
             self.name,
             total_steps=cfg.steps,
@@ -441,6 +444,8 @@ class Trainer(ProcessSetup, DataOrder, CheckpointIO, TimeBudget):
         if self.frozen:
             n_frozen = sum(p.numel() for p in self.model.parameters() if not p.requires_grad)
             model += f" ({n_frozen:,} frozen: {self.cfg.freeze})"
+        if self.prefix_cache is not None:
+            model += f"; {self.prefix_cache.note()}"
         return [
             ("data", data),
             ("model", model),
