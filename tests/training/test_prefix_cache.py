@@ -23,7 +23,7 @@ def _task(tmp_path: Path) -> TextClassifyTask:
     for label, words in zip(["net", "games", "text", "net"], WORDS):
         w = words.split()
         # lengths from 2 to 9 words: the batches are padded
-        lines += [f"{label}\t{' '.join(w[j % 3] for j in range(2 + i % 8))} {i}" for i in range(30)]
+        lines += [f"{label}\t{' '.join(w[j % 3] for j in range(2 + i % 8))} {i}" for i in range(12)]
     tmp_path.mkdir(parents=True, exist_ok=True)
     p = tmp_path / "texts.tsv"
     p.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -32,7 +32,7 @@ def _task(tmp_path: Path) -> TextClassifyTask:
 
 def _trainer(tmp_path: Path, cache: bool, freeze: str = "embed,encoder.layers.0", **model):
     cfg = TrainConfig(
-        steps=4, batch_size=8, progress=False, freeze=freeze, lr=1e-2, cache_frozen=cache,
+        steps=8, batch_size=8, progress=False, freeze=freeze, lr=1e-2, cache_frozen=cache,
         label_smoothing=0.0, seed=3,
     )  # fmt: skip
     return build_trainer(_task(tmp_path), cfg, None, model_overrides={**SMALL, **model})
@@ -57,7 +57,7 @@ def test_training_on_the_cache_takes_the_same_steps(tmp_path) -> None:
         torch.manual_seed(0)
         trainer = _trainer(tmp_path / str(cache), cache)
         grads, losses = [], []
-        for _ in range(4):
+        for _ in range(8):  # two epochs: the second reads the cache
             # the gradients of the last step, read before the optimizer clears them
             trainer.optimizer.zero_grad = lambda set_to_none=True: None  # type: ignore[method-assign]
             logs = trainer.train_step()
@@ -74,8 +74,10 @@ def test_training_on_the_cache_takes_the_same_steps(tmp_path) -> None:
         runs[cache] = losses, grads, trainer.model.state_dict(), trainer
     (l0, g0, w0, plain), (l1, g1, w1, cached) = runs[False], runs[True]
     assert plain.prefix_cache is None and cached.prefix_cache is not None
-    assert cached.prefix_cache.depth == 2  # embed and encoder.layers.0
-    assert cached.prefix_cache.n_tokens == sum(len(x) for x, _ in cached.train_examples)
+    pc = cached.prefix_cache
+    assert pc.depth == 2  # embed and encoder.layers.0
+    # 8 steps of 8 over 32 examples: the first epoch computes, the second reads
+    assert len(cached.train_examples) == 32 and (pc.computed, pc.reused) == (32, 32)
     torch.testing.assert_close(l1, l0, rtol=1e-5, atol=1e-6)
     assert set(g0[0]) == set(g1[0]) and not any(n.startswith("embed.") for n in g0[0])
     for a, b in zip(g0, g1):
@@ -83,7 +85,7 @@ def test_training_on_the_cache_takes_the_same_steps(tmp_path) -> None:
             torch.testing.assert_close(b[n], a[n], rtol=1e-4, atol=1e-6)
     for n in w0:
         torch.testing.assert_close(w1[n], w0[n], rtol=1e-4, atol=1e-6)
-    assert "frozen prefix cached: 2 module(s)" in dict(cached.describe())["model"]
+    assert "frozen prefix (embed, encoder.layers.0) cached" in dict(cached.describe())["model"]
 
 
 def test_the_cache_is_refused_where_the_frozen_layers_are_random(tmp_path) -> None:

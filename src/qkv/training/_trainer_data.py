@@ -117,10 +117,11 @@ class DataOrder:
             local = idx[rank * len(idx) // world : (rank + 1) * len(idx) // world]
             for j in range(k):
                 part = local[j * len(local) // k : (j + 1) * len(local) // k]
-                batch = self.objective.collate(self._take(part))
-                if self.prefix_cache is not None:  # the frozen prefix's cached output
-                    batch = self.prefix_cache.fill(part, batch)
-                yield self._augment(to_device(batch, self.device))
+                batch = to_device(self.objective.collate(self._take(part)), self.device)
+                if self.prefix_cache is not None:  # the frozen prefix's output, cached
+                    yield self.prefix_cache.fill(self.model, part, batch)  # (no augment)
+                    continue
+                yield self._augment(batch)
             return
         full = self.objective.as_batch(self._next_item())  # type: ignore[attr-defined]
         b = next(iter(full.values())).shape[0]

@@ -124,11 +124,11 @@ class TrainConfig:
     cache_frozen: bool = field(
         default=False,
         metadata=_meta(
-            "run the frozen prefix (--freeze embed and the first layers) once over the "
-            "training set and train the layers above on its cached outputs: the same "
-            "steps, without recomputing it; the prefix must be deterministic in training "
-            "(no dropout there) and the batches unaugmented; memory: its outputs for "
-            "every training token",
+            "keep the frozen prefix's output (--freeze embed and the first layers) for "
+            "each training example as the first epoch computes it; later epochs train the "
+            "layers above on it: the same steps, without recomputing the prefix. Needs no "
+            "dropout in the frozen layers and unaugmented batches; memory: d floats per "
+            "training token",
             RUN,
             resume_safe=True,
         ),

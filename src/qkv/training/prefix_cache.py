@@ -3,11 +3,12 @@ example, computed once (``TrainConfig.cache_frozen``, ``qkv train --cache-frozen
 
 When the embeddings and the first ``k`` layers of a model are frozen (``--freeze
 embed,encoder.layers.0,...``), each training step recomputes their forward pass on inputs
-it has seen before, for the same result. The cache runs them once over the training set,
-without gradients, and keeps each example's states (its real tokens only); every step then
-runs the layers above on the cached states. The steps are the same steps (the same loss and
-gradients, up to float rounding: :func:`frozen_depth` and the tests show it), each costing
-the unfrozen part's forward and backward only.
+it has seen before, for the same result. The cache keeps each example's states (its real
+tokens only) as the first epoch computes them (without gradients, as every step does for
+frozen layers); from the second epoch on, a step runs only the layers above on the cached
+states. The steps are the same steps (the same loss and gradients up to float rounding:
+the tests show it); the first epoch costs what it costs without the cache, each later one
+the unfrozen part's forward and backward only. A run shorter than an epoch gains nothing.
 
 That is exact only where the prefix gives the same output every time it runs in training
 mode: no dropout in it, no augmentation of the batches. :func:`build_prefix_cache` checks
@@ -21,19 +22,14 @@ padding_mask)`` and ``forward_from(states, *, depth, padding_mask)``.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from qkv.layers.mode import evaluating
 from qkv.training.evaluate import to_device
 from qkv.training.objective import Batch, Objective
-
-#: Examples per forward pass while the cache is built (no gradients: larger than a step's).
-CACHE_BATCH = 128
 
 
 def frozen_depth(model: nn.Module, frozen: Sequence[str]) -> int:
@@ -75,52 +71,21 @@ class Suffix(nn.Module):
 
 
 class PrefixCache:
-    """The frozen prefix's output for each training example (its real tokens' states).
+    """The frozen prefix's output for each training example (its real tokens' states),
+    kept as the first epoch computes it: later epochs read it instead of running the
+    prefix again.
 
     Args:
-        model: the model (its first ``depth`` split points frozen and deterministic).
         depth: the prefix: :func:`frozen_depth`.
-        examples: the training examples, in the trainer's indexing.
-        collate: the objective's ``collate`` (a batch with ``inputs`` ids and, for padded
-            tokens, ``padding_mask``).
-        device: where the model is.
-        length: the objective's ``length(example)``: the cache is built in batches of
-            similar lengths (less padding); None = in order.
+        n: the number of training examples (indexed as the trainer indexes them).
+        names: the prefix's modules, for the log.
     """
 
-    def __init__(
-        self,
-        model: nn.Module,
-        depth: int,
-        examples: Sequence[Any],
-        collate: Callable[[Sequence[Any]], Batch],
-        device: torch.device,
-        length: Callable[[Any], int] | None = None,
-    ) -> None:
-        start = time.perf_counter()
-        self.depth = depth
-        self.collate = collate
-        order = list(range(len(examples)))
-        if length is not None:
-            order.sort(key=lambda i: length(examples[i]))
-        self.states: list[Tensor | None] = [None] * len(examples)
-        with evaluating(model), torch.no_grad():  # deterministic: checked before
-            for lo in range(0, len(order), CACHE_BATCH):
-                idx = order[lo : lo + CACHE_BATCH]
-                batch = to_device(collate([examples[i] for i in idx]), device)
-                mask = _real(batch)
-                h = model.forward_prefix(  # type: ignore[operator]
-                    batch["inputs"], depth=depth, padding_mask=batch.get("padding_mask")
-                )  # (b, s, d)
-                # the real tokens only, as one compact tensor and a view per example
-                parts = h[mask].split(mask.sum(-1).tolist())  # each (s_i, d)
-                for i, part in zip(idx, parts):
-                    self.states[i] = part
-        self.n_tokens = sum(int(t.shape[0]) for t in self.states if t is not None)
-        self.width = (
-            int(self.states[0].shape[-1]) if self.states and self.states[0] is not None else 0
-        )
-        self.seconds = time.perf_counter() - start
+    def __init__(self, depth: int, n: int, names: Sequence[str] = ()) -> None:
+        self.depth, self.names = depth, list(names)
+        self.states: list[Tensor | None] = [None] * n
+        #: examples whose states were computed, and those read from the cache
+        self.computed = self.reused = 0
 
     @property
     def nbytes(self) -> int:
@@ -130,19 +95,33 @@ class PrefixCache:
     def note(self) -> str:
         """What the run's header says about the cache."""
         return (
-            f"frozen prefix cached: {self.depth} module(s), {self.n_tokens:,} token states, "
-            f"{self.nbytes / 2**20:,.0f} MiB, in {self.seconds:.0f} s"
+            f"frozen prefix ({', '.join(self.names)}) cached as the first epoch computes "
+            f"it; later epochs run only the layers above"
         )
 
-    def fill(self, indices: Sequence[int], batch: Batch) -> Batch:
-        """``batch`` (collated from the examples at ``indices``) with its ``inputs``
-        replaced by their cached ``(b, s, d)`` states (zeros at padded positions, which
-        no real token attends to and the pooling skips)."""
+    def fill(self, model: nn.Module, indices: Sequence[int], batch: Batch) -> Batch:
+        """``batch`` (collated from the training examples at ``indices``, on the model's
+        device) with its ``inputs`` replaced by the prefix's ``(b, s, d)`` states: read
+        from the cache when every example is in it, else computed (without gradients, in
+        the model's mode: as the step without the cache would) and kept. Padded positions
+        read zeros from the cache, which no real token attends to and the pooling skips.
+        """
         mask = _real(batch)
         parts = [self.states[i] for i in indices]
-        flat = torch.cat(parts).to(mask.device)  # type: ignore[arg-type]  # (n real, d)
-        states = flat.new_zeros(*mask.shape, flat.shape[-1])  # (b, s, d)
-        states[mask] = flat
+        if all(p is not None for p in parts):
+            self.reused += len(parts)
+            flat = torch.cat(parts)  # type: ignore[arg-type]  # (n real, d)
+            states = flat.new_zeros(*mask.shape, flat.shape[-1])  # (b, s, d)
+            states[mask] = flat
+            return {**batch, "inputs": states}
+        with torch.no_grad():
+            states = model.forward_prefix(  # type: ignore[operator]
+                batch["inputs"], depth=self.depth, padding_mask=batch.get("padding_mask")
+            )  # (b, s, d)
+        # the real tokens only, as one compact tensor and a view per example
+        for i, part in zip(indices, states[mask].split(mask.sum(-1).tolist())):
+            self.states[i] = part
+        self.computed += len(indices)
         return {**batch, "inputs": states}
 
 
@@ -194,9 +173,8 @@ def build_prefix_cache(
             f"different outputs on two runs in training mode (dropout in them): set the "
             f"model's dropout to 0 (--model dropout=0) or leave cache_frozen off"
         )
-    return PrefixCache(
-        model, depth, examples, objective.collate, device, getattr(objective, "length", None)
-    )
+    names = model.split_points()[:depth]  # type: ignore[operator]
+    return PrefixCache(depth, len(examples), names)
 
 
 def _deterministic(model: nn.Module, depth: int, batch: Batch, device: torch.device) -> bool:
@@ -227,4 +205,4 @@ def _real(batch: Batch) -> Tensor:
     return mask
 
 
-__all__ = ["CACHE_BATCH", "PrefixCache", "Suffix", "build_prefix_cache", "frozen_depth"]
+__all__ = ["PrefixCache", "Suffix", "build_prefix_cache", "frozen_depth"]

@@ -307,8 +307,6 @@ class Trainer(ProcessSetup, DataOrder, CheckpointIO, TimeBudget):
         self._start_budget()  # a command's budget: count the preparation, keep eval time
         self._open_log()
         elapsed0 = self.elapsed + self.prepared  # a command's preparation counts
-        if self.prefix_cache is not None and not self.counts_command:  # so does the cache
-            elapsed0 += self.prefix_cache.seconds
         show = Progress(
             self.name,
             total_steps=cfg.steps,
