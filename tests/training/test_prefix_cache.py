@@ -91,6 +91,8 @@ def test_training_on_the_cache_takes_the_same_steps(tmp_path) -> None:
 def test_the_cache_is_refused_where_the_frozen_layers_are_random(tmp_path) -> None:
     with pytest.raises(ValueError, match=r"cache_frozen: the frozen layers \(embed, encoder"):
         _trainer(tmp_path, True, dropout=0.1)
+    with pytest.raises(ValueError, match=r"dropouts to 0 \(--model attn_dropout=0\)"):
+        _trainer(tmp_path / "attn", True, attn_dropout=0.1)  # dropout on attention alone
     plain = _trainer(tmp_path / "plain", False, dropout=0.1)  # without the cache: trains
     assert plain.prefix_cache is None and plain.train_step()["loss"] > 0
 

@@ -171,7 +171,7 @@ def build_prefix_cache(
         raise ValueError(
             f"{what}: the frozen layers ({', '.join(model.split_points()[:depth])}) give "  # type: ignore[operator]
             f"different outputs on two runs in training mode (dropout in them): set the "
-            f"model's dropout to 0 (--model dropout=0) or leave cache_frozen off"
+            f"model's dropouts to 0 ({_dropout_hint(model)}) or leave cache_frozen off"
         )
     names = model.split_points()[:depth]  # type: ignore[operator]
     return PrefixCache(depth, len(examples), names)
@@ -194,6 +194,18 @@ def _deterministic(model: nn.Module, depth: int, batch: Batch, device: torch.dev
     finally:
         model.train(was)
     return bool(torch.equal(runs[0], runs[1]))
+
+
+def _dropout_hint(model: nn.Module) -> str:
+    """The ``--model`` settings that turn the model's dropouts off (those its config has
+    above 0)."""
+    config = getattr(model, "config", None)
+    names = [
+        n
+        for n in ("dropout", "attn_dropout", "ff_dropout")
+        if isinstance(getattr(config, n, None), float) and getattr(config, n) > 0
+    ]
+    return " ".join(f"--model {n}=0" for n in names) or "its dropout settings"
 
 
 def _real(batch: Batch) -> Tensor:

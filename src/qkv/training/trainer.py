@@ -221,7 +221,7 @@ class Trainer(ProcessSetup, DataOrder, CheckpointIO, TimeBudget):
             d_model=self._d_model,
         )
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)  # the head's may differ
         loss_sum, n_local, tokens = 0.0, 0, 0
         micro = list(self._micro_batches())
         for j, batch in enumerate(micro):
