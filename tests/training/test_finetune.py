@@ -14,7 +14,7 @@ from qkv.cli import main
 from qkv.interop import from_hf
 from qkv.tasks import TaskOptions, build_trainer, get_task
 from qkv.training import TrainConfig
-from qkv.training.finetune import init_from_state
+from qkv.training.finetune import HEAD_PREFIXES, init_from_state
 from qkv.training.trainer import build_optimizer
 
 T = pytest.importorskip("transformers")
@@ -80,12 +80,14 @@ def test_cli_init_from_hf_with_another_vocabulary_is_one_clear_error(kit, tmp_pa
 def test_head_lr_scale_multiplies_the_heads_learning_rate_only():
     model = M.build(M.EncoderConfig(d_model=16, n_heads=2, d_ff=32, n_layers=1, vocab_size=30,
                                     max_len=8, n_classes=3))  # fmt: skip
-    plain = build_optimizer(model, TrainConfig(lr=1e-3))
+    plain = build_optimizer(model, TrainConfig(lr=1e-3, optimizer="adamw"))
     assert [g["lr_scale"] for g in plain.param_groups] == [1.0, 1.0]  # decay, no decay
-    opt = build_optimizer(model, TrainConfig(lr=1e-3, head_lr_scale=10.0))
-    head = {id(model.classifier.weight), id(model.classifier.bias)}
-    for g in opt.param_groups:
-        assert g["lr_scale"] == (10.0 if {id(p) for p in g["params"]} <= head else 1.0)
+    opt = build_optimizer(model, TrainConfig(lr=1e-3, optimizer="adamw", head_lr_scale=10.0))
+    head = {id(p) for n, p in model.named_parameters() if n.startswith(HEAD_PREFIXES)}
+    # the classifier's, the pooler's and the MLM head's (BERT's defaults) but not the
+    # embedding the MLM decoder shares
+    assert len(head) == 9 and id(model.embed.tok_emb.weight) not in head
+    assert [g["lr_scale"] for g in opt.param_groups] == [1.0, 1.0, 10.0, 10.0]
     assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
     assert {id(p) for g in opt.param_groups if g["lr_scale"] == 10.0 for p in g["params"]} == head
     with pytest.raises(ValueError, match="head_lr_scale"):

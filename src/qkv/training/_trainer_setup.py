@@ -59,9 +59,8 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     head = [p for n, p in named if apart and n.startswith(HEAD_PREFIXES)]
     body = [p for n, p in named if not (apart and n.startswith(HEAD_PREFIXES))]
     groups: list[dict[str, Any]] = []
-    for params, scale in ((body, 1.0), (head, cfg.head_lr_scale)):
-        if scale != 1.0 and not params:
-            continue
+    parts = [(body, 1.0)] + ([(head, cfg.head_lr_scale)] if head else [])
+    for params, scale in parts:
         if cfg.optimizer == "adam":
             groups.append({"params": params, "lr_scale": scale})
             continue
