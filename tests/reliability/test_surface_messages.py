@@ -116,7 +116,7 @@ def test_every_refusal_says_what_to_do(files, capsys):
     assert not failures, "\n".join(failures)
     assert not (files["base"] / "new").exists()
     assert not (files["base"] / "r.html").exists()
-    assert len(cases) == 14
+    assert len(cases) == 16
 
 
 #: Holds a run lock in another process: runlock.py alone (standard library only), loaded by

@@ -49,6 +49,9 @@ def test_the_prefix_splits_the_forward_pass_exactly() -> None:
         out = model.forward_from(h, depth=depth, padding_mask=mask).logits
         torch.testing.assert_close(out, whole, rtol=0, atol=0)
     assert model.split_points() == ["embed", *(f"encoder.layers.{i}" for i in range(3))]
+    # a position bias every layer reads and trains: no prefix can be cached
+    shared = build(EncoderConfig(**SMALL, vocab_size=50, max_len=16, n_classes=3, pos="relative"))
+    assert shared.encoder.pos_bias is not None and shared.split_points() == []
 
 
 def test_training_on_the_cache_takes_the_same_steps(tmp_path) -> None:

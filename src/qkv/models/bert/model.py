@@ -174,8 +174,12 @@ class EncoderModel(TransformerModel):
         each encoder layer. The first ``depth`` of them are :meth:`forward_prefix`, the rest
         :meth:`forward_from` (so a frozen prefix can run once and be cached,
         :mod:`qkv.training.prefix_cache`). Empty where the layers do not chain one state
-        (reversible layers)."""
-        if type(self.encoder) is not Encoder:
+        (reversible layers) or share parameters outside them (a learnt position bias, which
+        a frozen prefix would read while it trains)."""
+        bias = self.encoder.pos_bias
+        if type(self.encoder) is not Encoder or (
+            bias is not None and any(True for _ in bias.parameters())
+        ):
             return []
         return ["embed", *(f"encoder.layers.{i}" for i in range(len(self.encoder.layers)))]
 
