@@ -81,6 +81,11 @@ def _cases(f: dict[str, Path]) -> list[tuple[str, list[str], tuple[str, ...]]]:
          ("does not exist", "no run to resume")),
         ("lm --batch-tokens", ["train", "--task", "lm", "--batch-tokens", "100", "--out", new],
          ("--batch-tokens", "'lm'", "translate", "copy")),
+        ("--cache-frozen on a model that does not split",
+         ["train", *TINY_RUN, "--cache-frozen", "--out", new],
+         ("cache", "cannot run in two parts", "split_points")),
+        ("--head-lr-scale 0", ["train", *TINY_RUN, "--head-lr-scale", "0", "--out", new],
+         ("head", "0")),
         ("a 5000-digit int in config.json",
          ["generate", "--checkpoint", str(f["huge config.json"]), "a"],
          ("config.json", "d_model", "5000 digits")),
@@ -111,7 +116,7 @@ def test_every_refusal_says_what_to_do(files, capsys):
     assert not failures, "\n".join(failures)
     assert not (files["base"] / "new").exists()
     assert not (files["base"] / "r.html").exists()
-    assert len(cases) == 14
+    assert len(cases) == 16
 
 
 #: Holds a run lock in another process: runlock.py alone (standard library only), loaded by

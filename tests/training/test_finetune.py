@@ -14,7 +14,8 @@ from qkv.cli import main
 from qkv.interop import from_hf
 from qkv.tasks import TaskOptions, build_trainer, get_task
 from qkv.training import TrainConfig
-from qkv.training.finetune import init_from_state
+from qkv.training.finetune import HEAD_PREFIXES, init_from_state
+from qkv.training.trainer import build_optimizer
 
 T = pytest.importorskip("transformers")
 TINY = {"d_model": 16, "n_heads": 2, "d_ff": 32, "n_encoder_layers": 1, "n_decoder_layers": 1}
@@ -74,3 +75,39 @@ def test_cli_init_from_hf_with_another_vocabulary_is_one_clear_error(kit, tmp_pa
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("qkv: error:") and "\n" not in err
     assert "embed.tok_emb.weight: pretrained (60, 32) vs model" in err
+
+
+def test_head_lr_scale_multiplies_the_heads_learning_rate_only():
+    model = M.build(M.EncoderConfig(d_model=16, n_heads=2, d_ff=32, n_layers=1, vocab_size=30,
+                                    max_len=8, n_classes=3))  # fmt: skip
+    plain = build_optimizer(model, TrainConfig(lr=1e-3, optimizer="adamw"))
+    assert [g["lr_scale"] for g in plain.param_groups] == [1.0, 1.0]  # decay, no decay
+    opt = build_optimizer(model, TrainConfig(lr=1e-3, optimizer="adamw", head_lr_scale=10.0))
+    head = {id(p) for n, p in model.named_parameters() if n.startswith(HEAD_PREFIXES)}
+    # the classifier's, the pooler's and the MLM head's (BERT's defaults) but not the
+    # embedding the MLM decoder shares
+    assert len(head) == 9 and id(model.embed.tok_emb.weight) not in head
+    assert [g["lr_scale"] for g in opt.param_groups] == [1.0, 1.0, 10.0, 10.0]
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
+    assert {id(p) for g in opt.param_groups if g["lr_scale"] == 10.0 for p in g["params"]} == head
+    with pytest.raises(ValueError, match="head_lr_scale"):
+        TrainConfig(head_lr_scale=0.0)
+
+
+def test_a_step_sets_each_groups_lr_from_the_schedule_times_its_scale(tmp_path):
+    task = get_task("classify", TaskOptions(data=str(_tsv(tmp_path)), n_valid=4, n_test=4,
+                                            tokenizer="word", vocab_size=50))  # fmt: skip
+    cfg = TrainConfig(steps=1, batch_size=4, lr=1e-3, head_lr_scale=10.0, warmup=0,
+                      schedule="constant", progress=False)  # fmt: skip
+    trainer = build_trainer(task, cfg, None, model_overrides={"d_model": 16, "d_ff": 32,
+                                                              "n_heads": 2, "n_layers": 1})  # fmt: skip
+    trainer.train_step()
+    lrs = sorted({g["lr"] for g in trainer.optimizer.param_groups})
+    assert lrs == pytest.approx([1e-3, 1e-2])
+
+
+def _tsv(tmp_path):
+    lines = [f"{'ab'[i % 2]}\t{'net tcp' if i % 2 else 'game chess'} {i}" for i in range(24)]
+    p = tmp_path / "t.tsv"
+    p.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return p

@@ -11,11 +11,13 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
+from torch import nn
 
 from qkv.training.config import TrainConfig
 from qkv.training.distributed import DistInfo
 from qkv.training.evaluate import to_device
 from qkv.training.objective import Batch, Objective
+from qkv.training.prefix_cache import PrefixCache, Suffix, build_prefix_cache
 from qkv.training.sampler import EpochBatches
 
 
@@ -33,6 +35,28 @@ class DataOrder:
     _iter: Iterator[Any] | None
     epoch: int
     batch_in_epoch: int
+    model: nn.Module
+    ddp: nn.Module
+    frozen: list[str]
+    #: the frozen prefix's outputs (``cache_frozen``), or None
+    prefix_cache: PrefixCache | None = None
+
+    def _set_up_prefix_cache(self) -> nn.Module:
+        """With ``cache_frozen``, build :attr:`prefix_cache`
+        (:func:`~qkv.training.prefix_cache.build_prefix_cache`, which raises ValueError
+        naming why it cannot); return the module a step calls: the model after its frozen
+        prefix, or the (DDP-wrapped) model."""
+        if not self.cfg.cache_frozen:
+            return self.ddp
+        self.prefix_cache = build_prefix_cache(
+            self.model,
+            self.frozen,
+            self.train_examples,
+            self.objective,
+            self.device,
+            world_size=self.dist.world_size,
+        )
+        return Suffix(self.model, self.prefix_cache.depth)
 
     def _make_sampler(self, n: int) -> EpochBatches:
         cfg = self.cfg
@@ -93,8 +117,11 @@ class DataOrder:
             local = idx[rank * len(idx) // world : (rank + 1) * len(idx) // world]
             for j in range(k):
                 part = local[j * len(local) // k : (j + 1) * len(local) // k]
-                batch = self.objective.collate(self._take(part))
-                yield self._augment(to_device(batch, self.device))
+                batch = to_device(self.objective.collate(self._take(part)), self.device)
+                if self.prefix_cache is not None:  # the frozen prefix's output, cached
+                    yield self.prefix_cache.fill(self.model, part, batch)  # (no augment)
+                    continue
+                yield self._augment(batch)
             return
         full = self.objective.as_batch(self._next_item())  # type: ignore[attr-defined]
         b = next(iter(full.values())).shape[0]

@@ -20,7 +20,7 @@ from torch import nn
 from qkv.training import parallel
 from qkv.training.config import TrainConfig
 from qkv.training.distributed import DistInfo, all_reduce_sum, init_distributed
-from qkv.training.finetune import freeze_modules
+from qkv.training.finetune import HEAD_PREFIXES, freeze_modules
 from qkv.training.objective import LossOutput, Objective
 
 
@@ -49,16 +49,28 @@ def resolve_device(name: str) -> torch.device:
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """Adam (Vaswani et al. 2017: betas (0.9, 0.98), eps 1e-9) or AdamW with decoupled
-    weight decay on matrices only (not biases, norms or embeddings' 1-D params)."""
-    params = [p for p in model.parameters() if p.requires_grad]
+    weight decay on matrices only (not biases, norms or embeddings' 1-D params).
+
+    Each parameter group carries ``lr_scale``: ``cfg.head_lr_scale`` for the head's
+    parameters (:data:`~qkv.training.finetune.HEAD_PREFIXES`), 1 for the rest; the loop
+    sets a group's lr to the schedule's times its scale."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    apart = cfg.head_lr_scale != 1.0  # else one set of groups, as checkpoints keep them
+    head = [p for n, p in named if apart and n.startswith(HEAD_PREFIXES)]
+    body = [p for n, p in named if not (apart and n.startswith(HEAD_PREFIXES))]
+    groups: list[dict[str, Any]] = []
+    parts = [(body, 1.0)] + ([(head, cfg.head_lr_scale)] if head else [])
+    for params, scale in parts:
+        if cfg.optimizer == "adam":
+            groups.append({"params": params, "lr_scale": scale})
+            continue
+        groups += [
+            {"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+        ]
+        groups[-2]["lr_scale"] = groups[-1]["lr_scale"] = scale
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    groups = [
-        {"params": decay, "weight_decay": cfg.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
+        return torch.optim.Adam(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
 
 

@@ -87,6 +87,14 @@ class TrainConfig:
         default=1.0,
         metadata=_meta("peak learning rate; for --schedule noam, the schedule's factor", OPT),
     )
+    head_lr_scale: float = field(
+        default=1.0,
+        metadata=_meta(
+            "multiply the learning rate of the task's head (classifier, head, pooler: the "
+            "modules fine-tuning initialises anew) by this",
+            OPT,
+        ),
+    )
     schedule: Literal["noam", "cosine", "constant"] = field(
         default="noam",
         metadata=_meta(
@@ -119,6 +127,18 @@ class TrainConfig:
             "embeddings; encoder.layers.0: a layer), each the whole module under it; "
             "empty = train all",
             OPT,
+        ),
+    )
+    cache_frozen: bool = field(
+        default=False,
+        metadata=_meta(
+            "keep the frozen prefix's output (--freeze embed and the first layers) for "
+            "each training example as the first epoch computes it; later epochs train the "
+            "layers above on it: the same steps, without recomputing the prefix. Needs no "
+            "dropout in the frozen layers and unaugmented batches; memory: d floats per "
+            "training token",
+            RUN,
+            resume_safe=True,
         ),
     )
     seed: int = field(
@@ -265,6 +285,7 @@ class TrainConfig:
             raise ValueError(f"schedule 'noam' needs warmup >= 1, got {self.warmup}")
         check_choice("amp", self.amp, AMP_MODES)
         check_range("lr", self.lr, lo=0.0, lo_open=True)
+        check_range("head_lr_scale", self.head_lr_scale, lo=0.0, lo_open=True)
         check_range("eps", self.eps, lo=0.0, lo_open=True)
         check_range("weight_decay", self.weight_decay, lo=0.0)
         check_range("clip_norm", self.clip_norm, lo=0.0)

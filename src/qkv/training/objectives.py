@@ -231,8 +231,9 @@ class ClassificationObjective:
     def logits(self, model: nn.Module, batch: Batch) -> Tensor:
         """``(b, n_classes)`` class logits of a batch."""
         x = batch["inputs"]
-        if x.is_floating_point():
+        if x.is_floating_point() and "padding_mask" not in batch:  # images, features
             return model(x)
+        # token ids, or their states from a cached frozen prefix (qkv.training.prefix_cache)
         return model(x, padding_mask=batch.get("padding_mask")).logits
 
     def loss(self, model: nn.Module, batch: Batch, *, label_smoothing: float = 0.0) -> LossOutput:

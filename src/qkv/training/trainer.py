@@ -179,6 +179,7 @@ class Trainer(ProcessSetup, DataOrder, CheckpointIO, TimeBudget):
                 )
             self._batches = train_data
         self._iter: Iterator[Any] | None = None
+        self._step_model = self._set_up_prefix_cache()  # the model, or its unfrozen part
         self.valid_data = valid_data
         self._evaluate = evaluate
         self.step = 0
@@ -220,14 +221,14 @@ class Trainer(ProcessSetup, DataOrder, CheckpointIO, TimeBudget):
             d_model=self._d_model,
         )
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)  # the head's may differ
         loss_sum, n_local, tokens = 0.0, 0, 0
         micro = list(self._micro_batches())
         for j, batch in enumerate(micro):
             sync = j == len(micro) - 1 or not self.dist.enabled
             ctx = contextlib.nullcontext() if sync else parallel.no_sync(self.ddp)
             with ctx, self._autocast():
-                out = self._loss(self.ddp, batch, label_smoothing=self.cfg.label_smoothing)
+                out = self._loss(self._step_model, batch, label_smoothing=cfg.label_smoothing)
                 out.loss_sum.float().backward()
             loss_sum += float(out.loss_sum.detach())
             n_local += out.n
@@ -441,6 +442,8 @@ class Trainer(ProcessSetup, DataOrder, CheckpointIO, TimeBudget):
         if self.frozen:
             n_frozen = sum(p.numel() for p in self.model.parameters() if not p.requires_grad)
             model += f" ({n_frozen:,} frozen: {self.cfg.freeze})"
+        if self.prefix_cache is not None:
+            model += f"; {self.prefix_cache.note()}"
         return [
             ("data", data),
             ("model", model),

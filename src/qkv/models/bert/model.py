@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from qkv.attn.functional import MaskLike
 from qkv.models.base import TransformerModel
 from qkv.models.bert.config import EncoderConfig
+from qkv.models.encoder import Encoder
 from qkv.models.init import init_weights
 from qkv.models.parts import embeddings_for, encoder_for, norm_for, token_embedding
 
@@ -166,6 +167,48 @@ class EncoderModel(TransformerModel):
         """
         x = self.embed(input_ids, token_type_ids=token_type_ids)  # (b, s, d)
         h = self.encoder(x, padding_mask=padding_mask, mask=mask)  # (b, s, d)
+        return self._heads(h, padding_mask)
+
+    def split_points(self) -> list[str]:
+        """The modules whose outputs chain into the forward pass, in order: ``embed``, then
+        each encoder layer. The first ``depth`` of them are :meth:`forward_prefix`, the rest
+        :meth:`forward_from` (so a frozen prefix can run once and be cached,
+        :mod:`qkv.training.prefix_cache`). Empty where the layers do not chain one state
+        (reversible layers) or share parameters outside them (a learnt position bias, which
+        a frozen prefix would read while it trains)."""
+        bias = self.encoder.pos_bias
+        if type(self.encoder) is not Encoder or (
+            bias is not None and any(True for _ in bias.parameters())
+        ):
+            return []
+        return ["embed", *(f"encoder.layers.{i}" for i in range(len(self.encoder.layers)))]
+
+    def forward_prefix(
+        self, input_ids: Tensor, *, depth: int, padding_mask: Tensor | None = None
+    ) -> Tensor:
+        """The states after the first ``depth`` of :meth:`split_points` (1: the embeddings).
+
+        Args:
+            input_ids: ``(b, s)`` long.
+            depth: 1 to ``n_layers + 1``.
+            padding_mask: ``(b, s)`` bool, True = real token.
+
+        Returns:
+            ``(b, s, d)``; rows at padded positions are meaningless.
+        """
+        x = self.embed(input_ids)  # (b, s, d)
+        return self.encoder.forward_layers(x, 0, depth - 1, padding_mask=padding_mask)
+
+    def forward_from(
+        self, states: Tensor, *, depth: int, padding_mask: Tensor | None = None
+    ) -> EncoderOutput:
+        """The rest of the forward pass on :meth:`forward_prefix`'s ``(b, s, d)`` states:
+        ``forward_from(forward_prefix(x, depth=k), depth=k)`` equals ``forward(x)``."""
+        h = self.encoder.forward_layers(states, depth - 1, None, padding_mask=padding_mask)
+        return self._heads(h, padding_mask)
+
+    def _heads(self, h: Tensor, padding_mask: Tensor | None) -> EncoderOutput:
+        """The pooler, classifier and masked-LM head on the final ``(b, s, d)`` states."""
         pooled = None if self.pooler is None else self.pooler(h)
         logits = None
         if self.classifier is not None:
