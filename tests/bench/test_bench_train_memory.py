@@ -111,6 +111,8 @@ def _standin_parameters(folder: Path, max_len: int) -> int:
 # ---------------------------------------------------------------------------------------
 # every row gets its memory
 # ---------------------------------------------------------------------------------------
+# 13 s: a memory subprocess per row
+@pytest.mark.slow
 def test_every_row_gets_its_peak_and_its_ratio_from_a_memory_subprocess(nanogpt, monkeypatch):
     """The rows' memory subprocesses, run here (each measurement as the subprocess makes
     it): every row that ran has a peak and a ratio to its qkv twin's."""
@@ -144,6 +146,8 @@ def test_every_row_gets_its_peak_and_its_ratio_from_a_memory_subprocess(nanogpt,
     assert "peak MiB" in table and "mem/qkv" in table and "peak memory: a fresh" in table
 
 
+# 14 s: a real training step in a subprocess
+@pytest.mark.slow
 def test_memory_subprocess_measures_a_real_step():
     """One row end to end, in its own subprocess: a step of a model whose activations
     and state are far above the noise of a page or two."""

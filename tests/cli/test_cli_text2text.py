@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from _text2text import write_mixture
 
 
@@ -17,6 +19,8 @@ def _run_cli(args: list[str]) -> subprocess.CompletedProcess:
     )
 
 
+# 36 s on 2 cores: the CLI path of every task is covered quickly by the other tasks' tests
+@pytest.mark.slow
 def test_cli_train_eval_generate(tmp_path) -> None:
     data, out = write_mixture(tmp_path), tmp_path / "run"
     common = ["--data", str(data), "--vocab-size", "300", "--max-len", "24"]

@@ -224,6 +224,8 @@ def test_split_pools_share_no_image(pools: dict) -> None:
         assert set(layout_from_pixels(s, pools["test"])) == {(i.row, i.col) for i in s.items}
 
 
+# 17 s: reads the whole Fashion-MNIST files
+@pytest.mark.slow
 @pytest.mark.skipif(not FASHION_MNIST_DIR.is_dir(), reason="Fashion-MNIST is not installed")
 def test_fashion_scenes_take_train_and_test_items_from_their_files() -> None:
     p = item_pools("fashion-mnist", None, 0, "test")

@@ -208,6 +208,8 @@ def test_task_scores_on_known_strings(tmp_path) -> None:
     assert c == pytest.approx({"accuracy": 100 / 3, "invalid": 100 / 3})
 
 
+# 24 s: trains a model; the prefix routing is covered by the fast tests above
+@pytest.mark.slow
 def test_a_trained_model_answers_by_prefix(tmp_path) -> None:
     """The same held-out text under two prefixes: a section name, or a summary."""
     task = _task(write_mixture(tmp_path))

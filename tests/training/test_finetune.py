@@ -67,6 +67,8 @@ def test_init_from_a_qkv_run_starts_from_its_weights(tmp_path):
     assert second.model.config.d_model == 16  # the architecture is the pretrained one
 
 
+# 14 s: builds and saves a pretrained model first
+@pytest.mark.slow
 def test_cli_init_from_hf_with_another_vocabulary_is_one_clear_error(kit, tmp_path, capsys):
     directory = _bert_dir(kit)
     capsys.readouterr()
