@@ -35,6 +35,8 @@ def data_dir(tmp_path, monkeypatch):
     return tmp_path
 
 
+# 28 s: trains on every README data example
+@pytest.mark.slow
 def test_your_own_data_examples_run_and_learn(data_dir, capsys):
     lm, seq2seq = _blocks("Your own data")
     for code in (lm, seq2seq):

@@ -161,6 +161,8 @@ def test_attention_peers_skips_what_cannot_fit():
     assert rows["naive"].speedup_vs_ref is None and rows["sdpa"].status == "ok"
 
 
+# 11 s: trains every peer
+@pytest.mark.slow
 def test_train_tiny_run_compares_every_model_with_its_qkv_twin():
     pytest.importorskip("transformers")
     cfg = TrainBenchConfig(

@@ -109,6 +109,8 @@ def test_swin_report_and_grid_record(tmp_path) -> None:
     torch.testing.assert_close(w.sum(-1), torch.ones(1, model.config.n_heads, 64))
 
 
+# 13 s: trains a DETR first
+@pytest.mark.slow
 def test_detr_report_shows_each_query_with_its_box(tmp_path) -> None:
     html = _detr_report(tmp_path, tmp_path / "png").read_text(encoding="utf-8")
     assert "each object query" in html and "data:image/png;base64," in html

@@ -257,6 +257,8 @@ def _final(out):
     return load_file(str(check_checkpoint(out) / ckpt.MODEL_FILE))
 
 
+# 23 s: two processes; DDP's twin (test_torchrun_two_processes_equal_one) stays fast
+@pytest.mark.slow
 def test_fsdp_two_processes_equal_one(tmp_path):
     _qkv(["train", *TRAIN_ARGS, "--steps", "4", "--out", str(tmp_path / "one")])
     two = _qkv(
