@@ -129,6 +129,8 @@ def test_twins_have_the_same_parameter_count():
 # ---------------------------------------------------------------------------------------
 # the benchmarks, tiny
 # ---------------------------------------------------------------------------------------
+# 10 s: every peer at every size; test_attention_peers_skips_what_cannot_fit stays fast
+@pytest.mark.slow
 def test_attention_peers_tiny_run_has_every_row_gflops_and_ratios():
     cfg = PeerAttentionConfig(
         lengths=(32, 48), n_heads=2, head_dim=8, matmul_size=64, time_budget=5.0, **FAST

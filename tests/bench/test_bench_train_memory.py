@@ -185,6 +185,8 @@ def test_nanogpt_row_trains_the_checkouts_gpt(nanogpt, capsys):
     assert real.qkv_speedup > 0 and real.tokens_per_s > 0
 
 
+# 10 s: two bench runs; the row itself is tested fast in test_nanogpt_row_trains_the_checkouts_gpt
+@pytest.mark.slow
 def test_nanogpt_row_is_absent_without_a_checkout_or_with_another_width(nanogpt):
     plain = TrainBenchConfig(**TINY, **FAST, models=("qkv", "nanogpt_real"), memory=False)
     assert [r.model for r in run_train_bench(plain).measurements] == ["qkv"]

@@ -250,6 +250,8 @@ def test_every_mutation_of_a_new_step_save(setup, monkeypatch):
     assert points["crash=True"] == points["crash=False"]
 
 
+# 11 s: the new-step sweep stays fast; the same mutations of two other saves are slow
+@pytest.mark.slow
 def test_every_mutation_of_a_resave_of_the_latest_step(setup, monkeypatch):
     def resave(tr: Trainer, run: Path) -> None:
         tr.step -= 1  # step 2 again (as after averaging, or resuming a finished run)
@@ -261,6 +263,8 @@ def test_every_mutation_of_a_resave_of_the_latest_step(setup, monkeypatch):
     _sweep(setup, monkeypatch, "resave", resave, "latest")
 
 
+# 9 s: see the resave sweep
+@pytest.mark.slow
 def test_every_mutation_of_an_averaged_save(setup, monkeypatch):
     def averaged(tr: Trainer, run: Path) -> None:
         rundir.save_averaged(run, tr.model, tr.model_config, extra_writer=tr.save_extra)

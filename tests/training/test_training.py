@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -312,24 +313,27 @@ def test_torchrun_two_processes_equal_one(tmp_path):
         torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=0)
 
 
-def test_cli_end_to_end_train_generate_eval(tmp_path):
+def test_cli_end_to_end_train_generate_eval(tmp_path, capsys, monkeypatch):
+    # the run itself in a real `python -m qkv` process; the rest in this one (no interpreter
+    # and torch start-up per command: 31 s -> about half)
     out = tmp_path / "run"
     r = _run_cli(["train", *TRAIN_ARGS, "--out", str(out)])
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)
     assert summary["step"] == 6 and "exact_match" in summary["valid"]
-    r = _run_cli(["generate", "--checkpoint", str(out), "abc", "de"])
-    assert r.returncode == 0, r.stderr
-    assert len(r.stdout.splitlines()) == 2
-    r = _run_cli(["generate", "--checkpoint", str(out), "--strategy", "beam"], input="abc\nxyz\n")
-    assert r.returncode == 0 and len(r.stdout.splitlines()) == 2, r.stderr
-    r = _run_cli(["eval", "--checkpoint", str(out), "--limit", "8", "--json"])
-    assert r.returncode == 0, r.stderr
-    assert "exact_match" in json.loads(r.stdout)
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # keep the worker's threads
+    capsys.readouterr()
+    assert main(["generate", "--checkpoint", str(out), "abc", "de"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
+    monkeypatch.setattr(sys, "stdin", io.StringIO("abc\nxyz\n"))
+    assert main(["generate", "--checkpoint", str(out), "--strategy", "beam"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
+    assert main(["eval", "--checkpoint", str(out), "--limit", "8", "--json"]) == 0
+    assert "exact_match" in json.loads(capsys.readouterr().out)
     # the run exists: refusing to overwrite it, exit 2, nothing touched
     latest = (out / "latest").read_text()
-    r = _run_cli(["train", *TRAIN_ARGS, "--out", str(out)])
-    assert r.returncode == 2 and "already holds a run" in r.stderr
+    code, err = _main(["train", *TRAIN_ARGS, "--out", str(out)], capsys)
+    assert code == 2 and "already holds a run" in err
     assert (out / "latest").read_text() == latest
 
 
