@@ -15,7 +15,7 @@ from torch import Tensor
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from qkv.attn import _favor_chunked
+from qkv.attn import FavorAttention, MultiHeadAttention, _favor_chunked
 from qkv.attn._favor_chunked import FavorChunked
 from qkv.attn.favor import favor_attention, orthogonal_gaussian
 
@@ -168,3 +168,33 @@ def test_peak_memory_beyond_sdpa_grows_only_by_the_kept_states(causal, monkeypat
     ref_short, ref_long = _excess(reference, 512), _excess(reference, 2048)
     assert long - short <= kept + 0.1 * short, (short, long, kept)
     assert ref_long > 3 * ref_short and long < ref_long / 4, (ref_short, ref_long, long)
+
+
+def _layer_excess(s: int) -> int:
+    """Peak bytes of a FAVOR+ layer's forward + backward beyond the same layer on SDPA's
+    fused kernel (the same weights, a packed projection): heads split from it are strided
+    views of one ``(b, s, 3 d)`` tensor."""
+    peaks = []
+    torch.manual_seed(0)
+    favor = FavorAttention(64, 2, n_features=16, chunk=64, seed=0)
+    sdpa = MultiHeadAttention(64, 2, backend="sdpa")
+    sdpa.load_state_dict(favor.state_dict(), strict=False)
+    for layer in (favor, sdpa):
+        x = torch.randn(1, s, 64, requires_grad=True)
+        with _PeakBytes() as mode:
+            layer(x, is_causal=True).sum().backward()
+        peaks.append(mode.peak)
+    return peaks[0] - peaks[1]
+
+
+def test_a_layers_output_and_gradients_need_no_copies_beyond_sdpas(monkeypatch):
+    """The output is stored sequence-major, ``(b, s, h, d)``, as SDPA's is: merging the
+    heads for the output projection is a view, not a ``(b, s, d)`` copy that projection
+    would keep beside the output this Function keeps; the gradients of ``q, k, v`` are
+    stored so too, and reach the projection without copies. So the excess over SDPA is
+    one segment's blocks and the kept states, whatever the length (it grew by about
+    four ``(s, d)`` tensors when the output and gradients were head-major)."""
+    monkeypatch.setattr(_favor_chunked, "SEGMENT_ELEMENTS", 128 * 16 * 2)  # 128 rows
+    short, long = _layer_excess(512), _layer_excess(2048)
+    per_token = 64 * 4  # one float32 (s, d) tensor, per token
+    assert long - short < 0.5 * per_token * (2048 - 512), (short, long)

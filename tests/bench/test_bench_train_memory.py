@@ -203,10 +203,15 @@ def test_nanogpt_row_compiles_like_the_others_and_gets_its_memory(nanogpt):
     cfg = TrainBenchConfig(
         **TINY, **FAST, models=("qkv", "nanogpt_real"), nanogpt=str(nanogpt), compile=True
     )
-    rows = {r.model: r for r in run_train_bench(cfg).measurements}
+    result = run_train_bench(cfg)
+    rows = {r.model: r for r in result.measurements}
     for r in rows.values():
         assert r.status == "ok" and r.reason == "" and r.compile_s is not None, r
         assert math.isfinite(r.loss) and r.peak_bytes is not None and r.memory_vs_qkv > 0
+    # the compiler's start-up was paid by a throwaway model before the first row, and said
+    assert result.compiler_startup_s > 0
+    assert result.to_json()["compiler_startup_s"] == result.compiler_startup_s
+    assert "compiler start-up" in format_train_table(result)
 
 
 def test_a_bad_checkout_is_refused_naming_it(tmp_path):

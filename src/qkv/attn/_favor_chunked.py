@@ -118,6 +118,18 @@ def _key_stabilizer(k: Tensor, root: float, w: Tensor, valid: Tensor | None, row
     return torch.where(torch.isinf(best), torch.full_like(best, _NO_KEY), best)
 
 
+def _seq_major(like: Tensor, s: int, storage: Tensor | None = None) -> Tensor:
+    """A new ``(b, h, s, like.shape[-1])`` tensor stored as ``(b, s, h, .)`` (in ``storage``,
+    a flat tensor of that many elements, if given): the layout of heads split from a
+    ``(b, s, h d)`` projection. The layer's ``transpose(1, 2).reshape(b, s, h d)`` of the
+    output, and the heads' view back to the projection of each gradient, are then views,
+    not ``(b, s, h d)`` copies (one of which the output projection would keep for its
+    backward beside the output this Function keeps)."""
+    b, h, x = like.shape[0], like.shape[1], like.shape[-1]
+    t = like.new_empty(b, s, h, x) if storage is None else storage.view(b, s, h, x)
+    return t.transpose(1, 2)
+
+
 def _ones_column(v: Tensor) -> Tensor:
     return F.pad(v, (0, 1), value=1.0)  # (..., r, d_v + 1): v' = [v, 1]
 
@@ -203,7 +215,7 @@ class FavorChunked(torch.autograd.Function):
         c_k = _key_stabilizer(k, root, w, valid, rows)
         keys = _Keys(k, root, v, w, c_k, valid, eps)
         state = keys.state(0, past if causal else k.shape[-2], rows)  # (b, h, m, d_v + 1)
-        out = v.new_empty(*q.shape[:-1], v.shape[-1])  # (b, h, s_q, d_v)
+        out = _seq_major(v, q.shape[-2])  # (b, h, s_q, d_v), stored (b, s_q, h, d_v)
         den = q.new_empty(q.shape[:-1])  # (b, h, s_q)
         segments = list(_segments(s_q, chunk, rows))
         # causal: the states kept for the backward pass (_anchors); one tensor made before
@@ -250,7 +262,7 @@ class FavorChunked(torch.autograd.Function):
         # threshold, so it never fragments the heap the segments' blocks come from
         sizes = (q.numel(), k.numel(), v.numel())
         dq, dk, dv = (
-            t.view(like.shape)
+            _seq_major(like, like.shape[-2], t)
             for t, like in zip(q.new_empty(sum(sizes)).split(sizes), (q, k, v), strict=True)
         )
         # G: the gradient of the state, sum of Q_u^T dN'_u over the queries that saw it

@@ -162,6 +162,30 @@ def train_step(
     return step
 
 
+def warm_compiler() -> float:
+    """Compile and run one training step of a tiny model, in a fresh inductor cache, and
+    forget it: the compiler's one-time start-up in a process (loading inductor and its
+    lowerings, the first C++ compiler call, the worker pool) is then charged to no model,
+    where it used to land on whichever model :func:`cold_first_step` compiled first.
+
+    Returns:
+        The seconds it took.
+    """
+    from torch._inductor.utils import fresh_cache  # see cold_first_step
+
+    model = nn.Sequential(nn.Linear(16, 32), nn.GELU(), nn.LayerNorm(32), nn.Linear(32, 8))
+    x, y = torch.randn(4, 16), torch.randint(0, 8, (4,))
+
+    def step() -> None:
+        F.cross_entropy(model(x), y).backward()
+
+    compiled = torch.compile(step, dynamic=False)
+    with fresh_cache():
+        seconds = time_once(compiled)
+    torch.compiler.reset()
+    return seconds
+
+
 def cold_first_step(step: Callable[[], object]) -> float:
     """Wall seconds of the first call of a compiled ``step`` (:func:`train_step`) with
     the compiler's caches empty: a fresh inductor cache directory and inductor's in-memory

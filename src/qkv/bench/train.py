@@ -35,7 +35,9 @@ one function (as ``qkv train --compile`` compiles the objective's loss) and an e
 what compilation gains; the first step, which waits for the compiler, is reported
 separately (``compile_s``), each model's with empty compiler caches
 (:func:`~qkv.bench._train_steps.cold_first_step`: no model reuses kernels another one
-built before it in the run). Every length is compiled with static shapes, in a cache
+built before it in the run) and after a tiny model has paid the compiler's one-time
+start-up in the process (:func:`~qkv.bench._train_steps.warm_compiler`, reported as
+``compiler_startup_s``). Every length is compiled with static shapes, in a cache
 emptied at the start of its group.
 
 Peak memory (``memory``): after the timing, so that it disturbs none of it, every row that
@@ -86,6 +88,7 @@ from qkv.bench._train_steps import (
     make_batch,
     step_flops,
     train_step,
+    warm_compiler,
 )
 from qkv.bench._twins import (
     ModelShape,
@@ -243,6 +246,9 @@ class TrainBenchResult(BenchResult[TrainBenchConfig, TrainMeasurement]):
     benchmark: ClassVar[str] = "train"
     matmul_gflops: dict[str, float] = field(default_factory=dict)
     memory_method: str = ""
+    #: with ``compile``: the seconds of the compiler's one-time start-up in this process
+    #: (:func:`~qkv.bench._train_steps.warm_compiler`), charged to no model's ``compile_s``
+    compiler_startup_s: float | None = None
 
     @property
     def peak_gflops(self) -> float | None:
@@ -256,6 +262,7 @@ class TrainBenchResult(BenchResult[TrainBenchConfig, TrainMeasurement]):
             "matmul_gflops": self.matmul_gflops,
             "peak_gflops": self.peak_gflops,
             "memory_method": self.memory_method,
+            "compiler_startup_s": self.compiler_startup_s,
         }
 
 
@@ -315,6 +322,8 @@ def run_train_bench(
     missing = {"hf": transformers_missing(), "x_transformers": x_transformers_missing()}
     with peer_run(config, TrainBenchResult) as result:
         result.matmul_gflops["before"] = matmul_gflops(config.matmul_size)
+        if config.compile:
+            result.compiler_startup_s = warm_compiler()
         for suite in SUITES:
             names = _models_of(config, suite)
             if not names:
@@ -468,6 +477,11 @@ def format_train_table(result: TrainBenchResult) -> str:
         "qkv speed-up = time(model) / time(vs), median of per-round ratios; "
         "mem/qkv = peak memory / vs's",
         f"peak memory: {result.memory_method}",
-        "",
     ]
+    if result.compiler_startup_s is not None:
+        info.append(
+            f"compiler start-up (a tiny model compiled first, charged to no row): "
+            f"{result.compiler_startup_s:.1f} s"
+        )
+    info.append("")
     return "\n".join(info) + format_rows(head, rows, left=(0, 3, 11, 12))
