@@ -187,13 +187,12 @@ def _layer_excess(s: int) -> int:
     return peaks[0] - peaks[1]
 
 
-def test_a_layers_output_and_gradients_need_no_copies_beyond_sdpas(monkeypatch):
-    """The output is stored sequence-major, ``(b, s, h, d)``, as SDPA's is: merging the
-    heads for the output projection is a view, not a ``(b, s, d)`` copy that projection
-    would keep beside the output this Function keeps; the gradients of ``q, k, v`` are
-    stored so too, and reach the projection without copies. So the excess over SDPA is
-    one segment's blocks and the kept states, whatever the length (it grew by about
-    four ``(s, d)`` tensors when the output and gradients were head-major)."""
+def test_a_layers_excess_over_sdpa_does_not_grow_with_the_length(monkeypatch):
+    """The whole layer (projections, head split and merge, backward into them) beside the
+    same layer on SDPA's fused kernel: what FAVOR+ holds beyond it is one segment's blocks
+    and the kept states, whatever the length. A ``(s, d)`` copy of the heads (a contiguous
+    ``q``, ``k`` or ``v``, a cast) live at the peak, or any ``(s, m)`` features, would grow
+    it by at least half an ``(s, d)`` tensor per token."""
     monkeypatch.setattr(_favor_chunked, "SEGMENT_ELEMENTS", 128 * 16 * 2)  # 128 rows
     short, long = _layer_excess(512), _layer_excess(2048)
     per_token = 64 * 4  # one float32 (s, d) tensor, per token
