@@ -178,3 +178,40 @@ def test_the_vq_stage_stops_at_its_time(capsys):
 )
 def test_format_seconds(seconds, text):
     assert format_seconds(seconds) == text
+
+
+class ColdProbe(SlowEval):
+    """The probe before the loop is slow per example (a cold model); every later evaluation
+    takes ``warm`` seconds per example."""
+
+    def __init__(self, cold: float, warm: float, n: int) -> None:
+        super().__init__(cold, n)
+        self.warm = warm
+
+    def __call__(self, model, limit=None):  # type: ignore[no-untyped-def]
+        out = super().__call__(model, limit)
+        self.per = self.warm
+        return out
+
+
+def test_a_whole_evaluation_in_the_loop_refits_the_final_ones_reserve():
+    task = get_task("copy", OPTIONS)
+    model = models.build(task.model_config(**SHAPE))
+    evaluate = ColdProbe(cold=0.05, warm=0.001, n=100)  # probe: the whole one looks 5 s
+    cfg = TrainConfig(max_time=2.0, batch_size=8, threads=1, progress=False, eval_every=20)
+    trainer = Trainer(model, task.examples("train"), list(range(100)), config=cfg,
+                      objective=task, evaluate=evaluate, started=time.monotonic())  # fmt: skip
+    kept = []
+    refit = trainer._refit_reserve
+
+    def spy() -> None:
+        kept.append(trainer.eval_reserve)
+        refit()
+
+    trainer._refit_reserve = spy  # type: ignore[method-assign]
+    trainer.fit()
+    assert evaluate.limits[0] == PROBE_EXAMPLES and len(kept) >= 2
+    assert kept[0] > 0.5 * EVAL_SHARE * 2.0  # from the probe: most of the share
+    # the loop's whole evaluations took 0.1 s: the reserve is that with the margin
+    assert trainer.eval_reserve < 0.5 * kept[0]
+    assert trainer.eval_reserve == pytest.approx(EVAL_MARGIN * 0.1, rel=0.3)

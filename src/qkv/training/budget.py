@@ -12,7 +12,8 @@ bounded to the time that is left:
 * before the loop, the final evaluation's cost per example is measured on
   :data:`PROBE_EXAMPLES` examples, and the loop stops early enough to leave the whole
   evaluation its time (with a margin, :data:`EVAL_MARGIN`), but never more than
-  :data:`EVAL_SHARE` of what preparation left;
+  :data:`EVAL_SHARE` of what preparation left; each whole evaluation in the loop measures
+  the cost again, on the warm model, and the reserve shrinks to it when it is less;
 * the final evaluation then takes as many examples as fit in the time that is left (at
   least the probe's count, so a run always ends with metrics).
 

@@ -489,4 +489,5 @@ class Trainer(ProcessSetup, DataOrder, CheckpointIO, TimeBudget):
                     else:
                         self.bad_evals += 1
                     stop = float(self.cfg.patience > 0 and self.bad_evals >= self.cfg.patience)
+        self._refit_reserve()  # the final evaluation's time, from this whole one's
         return all_reduce_sum(stop, self.dist, self.device) > 0
