@@ -11,14 +11,13 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch first, pinned, so pip takes the CPU build on disk instead of a CUDA one from the index.
-	# --no-compile, then compileall on every core: pip compiles bytecode on one core (most of
-	# the set-up time), and the bytecode must exist, since PYTHONDONTWRITEBYTECODE=1 (set on
-	# these machines) keeps Python from writing it on import: without it every test process
-	# compiles torch again (make test: 6:11 -> 7:56). As pip does, files that do not compile
-	# (a package's Python 2 examples) are skipped, not fatal. src: qkv's own (editable) modules.
+	# --no-compile: pip's bytecode pass over every module (thousands never imported, most of
+	# the set-up time: venv 2:14 -> 1:01) is skipped. Where PYTHONDONTWRITEBYTECODE=1 is set (as
+	# on these machines) Python would then compile on every start, so the CLI's imports are
+	# compiled once here, and make test lets the suite write what else it imports.
 	$(PY) -m pip install --quiet --no-compile "$(TORCH)"
 	$(PY) -m pip install --quiet --no-compile -e ".[dev]"
-	$(PY) -m compileall -q -j 0 src $$($(PY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))') > /dev/null || true
+	env -u PYTHONDONTWRITEBYTECODE $(PY) -c "import qkv.cli"
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -29,11 +28,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	# worksteal: idle workers take tests from busy ones (measured on 2 cores: 5:24 against 6:31 with
 	# loadfile, whose last big file ran alone on one worker)
-	$(PY) -m pytest -q -n auto --dist worksteal || [ $$? -eq 5 ]
+	# bytecode written once for the modules the suite imports (see the venv's comment): without
+	# it every test process compiles them again (6:11 -> 7:56)
+	env -u PYTHONDONTWRITEBYTECODE $(PY) -m pytest -q -n auto --dist worksteal || [ $$? -eq 5 ]
 
 test-slow: $(STAMP)
 	# exit 5 = no test collected: not a failure when no test is marked slow
-	$(PY) -m pytest -q -m slow -p no:cacheprovider || [ $$? -eq 5 ]
+	env -u PYTHONDONTWRITEBYTECODE $(PY) -m pytest -q -m slow -p no:cacheprovider || [ $$? -eq 5 ]
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests scripts
