@@ -55,6 +55,7 @@ from qkv.tasks._common import (
 )
 from qkv.tasks.base import DECODING, SPLITS, Split, Task, TaskError
 from qkv.tasks.options import OptionsLike, SeedOption, SizeOptions, TextOptions, option
+from qkv.tasks.speech._asr_measured import MEASURED
 from qkv.tasks.speech.viz import report_for_speech
 from qkv.training.evaluate import evaluate_sums
 from qkv.training.objective import Batch, LossOutput
@@ -127,20 +128,7 @@ class ASRTask(Task):
         )
 
     options: Options
-    measured = (
-        "wer and cer are jiwer's word and character error rates (percent of the reference's "
-        "words or characters substituted, deleted or inserted; can pass 100), here on the "
-        "300 test utterances of 3 espeak-ng voices never heard in training. The default "
-        "recipe, --max-time 30m on 2 threads alone (2026-12-07; docs/speech.md): 2,281 "
-        "steps; test WER 50.3, CER 18.1 with --beam-size 4 (joint CTC/attention), 54.8 / "
-        "21.0 with one beam, 54.8 / 26.2 with the attention decoder alone; real-time factor "
-        "0.024 with 4 beams. Three test utterances (voice: reference | transcript, 4 beams):"
-        "\n\nen-gb-x-gbcwmd+f3: it will be unheralded | it will be on a readed"
-        "\n\nen-gb-x-gbcwmd+f3: everyone retired early that night | hevery won retired a "
-        "lith at night"
-        "\n\nen-gb-scotland+klatt2: these street sellers thrive on the naiveness of "
-        "tourists | these strite sel as thrive on the niem no sof to rests"
-    )
+    measured = MEASURED  # the timed run's numbers and samples, for --help
     name = "asr"
     kind = "seq2seq"
     names_inputs = True
@@ -149,11 +137,10 @@ class ASRTask(Task):
     viz_target = True
     headline: ClassVar[str] = "wer"
     default_sizes: ClassVar[dict[str, int]] = {"n_train": 11900, "n_valid": 200, "n_test": 300}
-    # lr 2e-3 over 1e-3: lower valid loss at equal steps (docs/speech.md, "Recipe")
     recipe: ClassVar[dict[str, Any]] = {
         "batch_size": 32,
         "optimizer": "adamw",
-        "lr": 2e-3,
+        "lr": 2e-3,  # over 1e-3: lower valid loss at equal steps (docs/speech.md, "Recipe")
         "schedule": "cosine",
         "warmup": 200,
         "weight_decay": 0.01,
