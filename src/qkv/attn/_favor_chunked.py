@@ -121,10 +121,11 @@ def _key_stabilizer(k: Tensor, root: float, w: Tensor, valid: Tensor | None, row
 def _seq_major(like: Tensor, s: int, storage: Tensor | None = None) -> Tensor:
     """A new ``(b, h, s, like.shape[-1])`` tensor stored as ``(b, s, h, .)`` (in ``storage``,
     a flat tensor of that many elements, if given): the layout of heads split from a
-    ``(b, s, h d)`` projection. The layer's ``transpose(1, 2).reshape(b, s, h d)`` of the
-    output, and the heads' view back to the projection of each gradient, are then views,
-    not ``(b, s, h d)`` copies (one of which the output projection would keep for its
-    backward beside the output this Function keeps)."""
+    ``(b, s, h d)`` projection, and of SDPA's CPU output. The layer's
+    ``transpose(1, 2).reshape(b, s, h d)`` of the output, and the heads' view back to the
+    projection of each gradient, are then views, not ``(b, s, h d)`` copies (the output
+    projection would keep one beside the output this Function keeps, until its backward:
+    before the attention backward's peak, which the layout does not change)."""
     b, h, x = like.shape[0], like.shape[1], like.shape[-1]
     t = like.new_empty(b, s, h, x) if storage is None else storage.view(b, s, h, x)
     return t.transpose(1, 2)
