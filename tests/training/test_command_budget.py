@@ -22,6 +22,7 @@ from qkv.training.budget import (
     EVAL_SHARE,
     PROBE_EXAMPLES,
     STAGE_SHARE,
+    WARMUP_EXAMPLES,
     BudgetSpentError,
     format_seconds,
 )
@@ -112,8 +113,8 @@ def test_the_final_evaluation_is_bounded_to_what_is_left():
     start = time.monotonic()
     summary = trainer.fit()
     wall = time.monotonic() - start
-    probe, final = slow.limits
-    assert probe == PROBE_EXAMPLES
+    warm, probe, final = slow.limits
+    assert (warm, probe) == (WARMUP_EXAMPLES, PROBE_EXAMPLES)
     assert PROBE_EXAMPLES <= final < 1000  # not the whole evaluation: what fits
     # the loop kept at most EVAL_SHARE of the budget for it, and it took about that
     assert trainer.eval_reserve <= EVAL_SHARE * 2.0 + 1e-9
@@ -129,7 +130,7 @@ def test_a_final_evaluation_that_fits_is_whole():
     trainer = Trainer(model, task.examples("train"), list(range(50)), config=cfg,
                       objective=task, evaluate=slow, started=time.monotonic())  # fmt: skip
     trainer.fit()
-    assert slow.limits == [PROBE_EXAMPLES, None]
+    assert slow.limits == [WARMUP_EXAMPLES, PROBE_EXAMPLES, None]
     # what was kept for it: its cost measured on 16 examples (their overhead makes it
     # more, never less) with the margin, at most the share
     assert EVAL_MARGIN * 0.2 * 0.9 <= trainer.eval_reserve <= EVAL_SHARE * 2.0
@@ -181,25 +182,44 @@ def test_format_seconds(seconds, text):
 
 
 class ColdProbe(SlowEval):
-    """The probe before the loop is slow per example (a cold model); every later evaluation
-    takes ``warm`` seconds per example."""
+    """The first ``cold_calls`` calls are slow per example (a cold model); every later
+    evaluation takes ``warm`` seconds per example."""
 
-    def __init__(self, cold: float, warm: float, n: int) -> None:
+    def __init__(self, cold: float, warm: float, n: int, cold_calls: int = 1) -> None:
         super().__init__(cold, n)
-        self.warm = warm
+        self.warm, self.cold_calls = warm, cold_calls
 
     def __call__(self, model, limit=None):  # type: ignore[no-untyped-def]
         out = super().__call__(model, limit)
-        self.per = self.warm
+        if len(self.limits) >= self.cold_calls:
+            self.per = self.warm
         return out
+
+
+def test_the_probe_times_a_warmed_up_model():
+    """A first call's start-up cost (an import, thread pools) is paid by the untimed warm-up:
+    without any evaluation in the loop, the reserve is the warm cost from the start."""
+    task = get_task("copy", OPTIONS)
+    model = models.build(task.model_config(**SHAPE))
+    # cold, the whole evaluation would look like 2 s: the share's cap, ~0.4 s of 2
+    evaluate = ColdProbe(cold=0.02, warm=0.0005, n=100)
+    cfg = TrainConfig(max_time=2.0, batch_size=8, threads=1, progress=False)
+    trainer = Trainer(model, task.examples("train"), list(range(100)), config=cfg,
+                      objective=task, evaluate=evaluate, started=time.monotonic())  # fmt: skip
+    trainer.fit()
+    assert evaluate.limits == [WARMUP_EXAMPLES, PROBE_EXAMPLES, None]
+    # the whole warm evaluation takes 0.05 s: the reserve is that with the margin (the
+    # probe's 16 examples carry their call's overhead: more, never less)
+    assert EVAL_MARGIN * 0.05 * 0.9 <= trainer.eval_reserve <= EVAL_MARGIN * 0.05 * 2
 
 
 def test_a_whole_evaluation_in_the_loop_refits_the_final_ones_reserve():
     task = get_task("copy", OPTIONS)
     model = models.build(task.model_config(**SHAPE))
-    # the probe's 16 examples take 0.32 s (counted in the budget): the whole evaluation
-    # looks like 2 s, so the reserve is the share's cap, a fifth of the ~1.65 s left
-    evaluate = ColdProbe(cold=0.02, warm=0.0005, n=100)
+    # the warm-up and the probe stay cold: 4 + 16 examples take 0.4 s (counted in the
+    # budget), the whole evaluation looks like 2 s, so the reserve is the share's cap, a
+    # fifth of the ~1.6 s left
+    evaluate = ColdProbe(cold=0.02, warm=0.0005, n=100, cold_calls=2)
     cfg = TrainConfig(max_time=2.0, batch_size=8, threads=1, progress=False, eval_every=20)
     trainer = Trainer(model, task.examples("train"), list(range(100)), config=cfg,
                       objective=task, evaluate=evaluate, started=time.monotonic())  # fmt: skip
@@ -212,7 +232,7 @@ def test_a_whole_evaluation_in_the_loop_refits_the_final_ones_reserve():
 
     trainer._refit_reserve = spy  # type: ignore[method-assign]
     trainer.fit()
-    assert evaluate.limits[0] == PROBE_EXAMPLES and len(kept) >= 2, (evaluate.limits, kept)
+    assert evaluate.limits[:2] == [WARMUP_EXAMPLES, PROBE_EXAMPLES] and len(kept) >= 2, (evaluate.limits, kept)
     assert kept[0] > 0.5 * EVAL_SHARE * 2.0, kept  # the probe's: most of the share
     # the loop's whole evaluations took 0.05 s: the reserve is that with the margin
     assert trainer.eval_reserve < 0.5 * kept[0], (trainer.eval_reserve, kept)

@@ -21,6 +21,7 @@ from qkv.training.budget import (
     EVAL_MARGIN,
     EVAL_SHARE,
     PROBE_EXAMPLES,
+    WARMUP_EXAMPLES,
     BudgetSpentError,
     format_seconds,
 )
@@ -97,8 +98,9 @@ class TimeBudget:
 
     def _start_budget(self) -> None:
         """Before the loop, in a command: count the preparation (refused when it spent the
-        whole budget), measure the final evaluation's cost on a few examples and keep its
-        time (at most :data:`EVAL_SHARE` of what is left).
+        whole budget), measure the final evaluation's cost on a few examples of a warmed-up
+        model (an untimed call on :data:`WARMUP_EXAMPLES` first) and keep its time (at most
+        :data:`EVAL_SHARE` of what is left).
 
         Raises:
             BudgetSpentError: preparing took the whole budget.
@@ -116,6 +118,7 @@ class TimeBudget:
         if boundable and n != 0:
             with parallel.full_parameters(self.model):  # FSDP: rank 0 evaluates alone
                 if self.dist.is_main:
+                    self.evaluate(limit=min(n or WARMUP_EXAMPLES, WARMUP_EXAMPLES))  # warm-up
                     self.measured_eval(limit=min(n or PROBE_EXAMPLES, PROBE_EXAMPLES))
         self.prepared = self._agree(time.monotonic() - self.started)
         left = max(0.0, max_time - self.elapsed - self.prepared)
@@ -128,9 +131,10 @@ class TimeBudget:
     def _refit_reserve(self) -> None:
         """After a whole evaluation in the loop (every rank calls it; rank 0's value is
         agreed): the final evaluation's reserve from that evaluation's cost, when it is less
-        than what the probe before the loop gave. The probe times a few examples of a cold
-        model (first calls, thread pools, caches): on ``classify`` it kept 2:20 of a 12-minute
-        budget for a final evaluation that took 7 s. The reserve only shrinks; the schedule
+        than what the probe before the loop gave. The probe times a few examples, which may
+        still carry start-up costs its warm-up call did not pay (before the warm-up, on
+        ``classify`` it kept 2:20 of a 12-minute budget for a final evaluation that took
+        7 s). The reserve only shrinks; the schedule
         stretches over the time it frees (:meth:`_replan`)."""
         if not self.counts_command or self.eval_reserve <= 0:
             return

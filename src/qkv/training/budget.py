@@ -10,7 +10,10 @@ bounded to the time that is left:
 * a task's own training stage may take at most :data:`STAGE_SHARE` of the budget
   (:attr:`qkv.tasks.Task.stage_time`);
 * before the loop, the final evaluation's cost per example is measured on
-  :data:`PROBE_EXAMPLES` examples, and the loop stops early enough to leave the whole
+  :data:`PROBE_EXAMPLES` examples, after an untimed warm-up call on
+  :data:`WARMUP_EXAMPLES` (a model's first call pays for thread pools, caches and lazy
+  set-up, which made the probe alone keep 2:20 of a 12-minute budget for a 7-second
+  evaluation), and the loop stops early enough to leave the whole
   evaluation its time (with a margin, :data:`EVAL_MARGIN`), but never more than
   :data:`EVAL_SHARE` of what preparation left; each whole evaluation in the loop measures
   the cost again, on the warm model, and the reserve shrinks to it when it is less;
@@ -31,6 +34,8 @@ from qkv.training.progress import format_duration
 EVAL_SHARE = 0.2
 #: The examples the final evaluation's cost is measured on before the loop starts.
 PROBE_EXAMPLES = 16
+#: The examples of the untimed call before the probe, which warms the model up.
+WARMUP_EXAMPLES = 4
 #: The loop keeps this times the whole final evaluation's measured cost for it, and the final
 #: evaluation stays whole when its cost is within this times the time left: a loop whose
 #: last step ran past its end does not cut the evaluation it kept time for.
@@ -77,6 +82,7 @@ __all__ = [
     "EVAL_SHARE",
     "PROBE_EXAMPLES",
     "STAGE_SHARE",
+    "WARMUP_EXAMPLES",
     "BudgetSpentError",
     "format_seconds",
 ]
