@@ -279,8 +279,8 @@ def _backward(
     q6 = q.reshape(N, h_kv, g, n_qb, B, d)
     k5, v5 = k.reshape(N, h_kv, n_kb, B, d), v.reshape(N, h_kv, n_kb, B, d_v)
     do6 = d_out.reshape(N, h_kv, g, n_qb, B, d_v)
+    out6 = out.reshape(N, h_kv, g, n_qb, B, d_v)
     lse6 = lse.view(N, h_kv, g, n_qb, B, 1)
-    delta6 = (d_out * out).sum(-1, keepdim=True).view(N, h_kv, g, n_qb, B, 1)  # rowsum(dO*O)
     dq, dk, dv = (_heads_last(x, N, x.shape[1], x.shape[2], x.shape[3]) for x in (q, k, v))
     dq6 = dq.view(N, h_kv, g, n_qb, B, d)
     dk5, dv5 = dk.view(N, h_kv, n_kb, B, d), dv.view(N, h_kv, n_kb, B, d_v)
@@ -290,8 +290,11 @@ def _backward(
         kc, vc = _gather_kv(k5, v5, u, forbidden)
         p = _scores(qc, kc, forbidden, g).sub_(_gather_rows(lse6, u)).exp_()
         doc = _gather_rows(do6, u)  # (n, hk, G, g*B, d_v)
+        # rowsum(dO * O) of the unit's rows only: each query row is in exactly one unit, and
+        # the whole (N, H, s, d_v) product would be the backward's largest temporary
+        delta = _gather_rows(out6, u).mul_(doc).sum(-1, keepdim=True)
         dvc = torch.matmul(p.transpose(-1, -2), doc)  # (n, hk, G, C*B, d_v)
-        ds = torch.matmul(doc, vc.transpose(-1, -2)).sub_(_gather_rows(delta6, u)).mul_(p)
+        ds = torch.matmul(doc, vc.transpose(-1, -2)).sub_(delta).mul_(p)
         _put_rows(dq6, u, torch.matmul(ds, kc).mul_(scale), g)
         dkc = torch.matmul(ds.transpose(-1, -2), qc)  # (n, hk, G, C*B, d)
         flat = u.kv.flatten()
