@@ -232,7 +232,10 @@ def test_a_whole_evaluation_in_the_loop_refits_the_final_ones_reserve():
 
     trainer._refit_reserve = spy  # type: ignore[method-assign]
     trainer.fit()
-    assert evaluate.limits[:2] == [WARMUP_EXAMPLES, PROBE_EXAMPLES] and len(kept) >= 2, (evaluate.limits, kept)
+    assert evaluate.limits[:2] == [WARMUP_EXAMPLES, PROBE_EXAMPLES] and len(kept) >= 2, (
+        evaluate.limits,
+        kept,
+    )
     assert kept[0] > 0.5 * EVAL_SHARE * 2.0, kept  # the probe's: most of the share
     # the loop's whole evaluations took 0.05 s: the reserve is that with the margin
     assert trainer.eval_reserve < 0.5 * kept[0], (trainer.eval_reserve, kept)
