@@ -10,6 +10,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from _ctc_model import BLANK, BOS, EOS, features, whisper
 
 import qkv.models as M
 from qkv.generation import GenerationConfig, generate
@@ -17,8 +18,6 @@ from qkv.generation._stepper import Stepper
 from qkv.generation.beam import beam_search, joint_scores
 from qkv.generation.ctc import CTCPrefixScorer
 from qkv.generation.generate import ctc_scorer
-
-BLANK, BOS, EOS = 0, 1, 2
 
 
 def _brute_prefix(log_probs: torch.Tensor, prefix: list[int]) -> float:
@@ -93,25 +92,9 @@ def test_candidates_and_reorder_keep_rows_apart():
         torch.testing.assert_close(got[row], alone.scores(None)[0])
 
 
-def _whisper():
-    torch.manual_seed(0)
-    cfg = M.WhisperConfig(d_model=32, n_heads=4, d_ff=48, n_encoder_layers=1,
-                          n_decoder_layers=1, vocab_size=7, max_len=12, n_mels=80,
-                          max_frames=64, conv_strides=[2, 2], ctc_head=True, pad_token_id=BLANK,
-                          dropout=0.0)  # fmt: skip
-    return M.build(cfg).eval()
-
-
-def _features():
-    torch.manual_seed(2)
-    frames = torch.tensor([40, 26])
-    mask = torch.arange(40)[None] < frames[:, None]
-    return torch.randn(2, 40, 80) * mask[..., None], mask
-
-
 def test_weight_zero_equals_plain_beam_search():
-    model = _whisper()
-    src, mask = _features()
+    model = whisper()
+    src, mask = features()
     plain = generate(model, src, padding_mask=mask, strategy="beam", beam_size=3,
                      max_new_tokens=8)  # fmt: skip
     cfg = GenerationConfig(strategy="beam", beam_size=3, max_new_tokens=8, ctc_prefix_weight=0.5)
@@ -127,8 +110,8 @@ def test_weight_zero_equals_plain_beam_search():
 def test_joint_score_is_recomputed_from_both_heads(weight, beams):
     """The joint beam's score (no length penalty) equals (1 - w) log p_att(y + EOS) +
     w log p_ctc(y) of the transcript it returns; a padded batch decodes as each row alone."""
-    model = _whisper()
-    src, mask = _features()
+    model = whisper()
+    src, mask = features()
     kw = {"strategy": "beam", "beam_size": beams, "max_new_tokens": 8, "length_penalty": 0.0,
           "ctc_prefix_weight": weight}  # fmt: skip
     out = generate(model, src, padding_mask=mask, **kw)
@@ -153,7 +136,7 @@ def test_joint_score_is_recomputed_from_both_heads(weight, beams):
 
 
 def test_ctc_prefix_weight_needs_a_ctc_head_and_a_valid_value():
-    src, mask = _features()
+    src, mask = features()
     torch.manual_seed(0)
     plain = M.build(M.WhisperConfig(d_model=32, n_heads=4, d_ff=48, n_encoder_layers=1,
                                     n_decoder_layers=1, vocab_size=7, max_len=12,

@@ -94,6 +94,16 @@ def _cases(run: Path, new: Path, digits: Path) -> list[tuple[str, list[str], tup
          ("--ctc-prefix-weight", "[0, 1]", "'2'")),
         ("asr --ctc-prefix-weight -1", ["train", "--task", "asr", "--ctc-prefix-weight", "-1",
          "--out", out], ("ctc_prefix_weight", "[0, 1]", "-1")),
+        ("generate --lm-weight to a copy model", ["generate", "--checkpoint", ck,
+         "--lm-weight", "0.3", "a"], ("--lm-weight", "'copy'", "only asr")),
+        ("eval --lm-weight to a copy model", ["eval", "--checkpoint", ck, "--lm-weight", "0.3"],
+         ("--lm-weight", "'copy'", "only asr")),
+        ("eval --lm-weight 2", ["eval", "--checkpoint", ck, "--lm-weight", "2"],
+         ("--lm-weight", "[0, 1]", "'2'")),
+        ("asr --lm-weight 1.5", ["train", "--task", "asr", "--lm-weight", "1.5", "--out", out],
+         ("lm_weight", "[0, 1]", "1.5")),
+        ("generate --lm-weight -1", ["generate", "--checkpoint", ck, "--lm-weight", "-1", "a"],
+         ("--lm-weight", ">= 0", "-1")),
         ("viz --target to a classifier", ["viz", "--checkpoint", dg, "test:0", "--target", "x",
          "--out", html], ("--target", "'digits'", "translate")),
     ]  # fmt: skip
@@ -110,7 +120,7 @@ def test_every_bad_task_option_is_one_line(run, digits, tmp_path, capsys):
             failures.append(f"{name}: {e}")
     assert not failures, "\n".join(failures)
     assert not new.exists()
-    assert len(cases) == 24
+    assert len(cases) == 29
     assert not (new.parent / "r.html").exists()
 
 

@@ -395,6 +395,7 @@ _TASK_DEFAULTS = {
     "temperature": "default: 1.0; language models: 0.8",
     "top_p": "default: none; language models: 0.95",
     "ctc_prefix_weight": "default: 0; asr: the run's --ctc-prefix-weight",
+    "lm_weight": "default: 0; asr: the run's --lm-weight",
 }
 
 

@@ -54,6 +54,13 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         help="asr: joint CTC/attention decoding, the weight of the CTC head's prefix score "
         "(0: the attention decoder alone; default: the run's --ctc-prefix-weight)",
     )
+    p.add_argument(
+        "--lm-weight",
+        type=_weight,
+        metavar="W",
+        help="asr: shallow fusion, the weight of the training transcripts' n-gram "
+        "(0: none; default: the run's --lm-weight)",
+    )
     p.add_argument("--batch-size", type=_positive_int, default=64, help="(default: 64)")
     p.add_argument(
         "--json", action="store_true", help="print the metrics as one JSON object on stdout"
@@ -63,7 +70,7 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
 
 
 def _weight(text: str) -> float:
-    """A ``--ctc-prefix-weight`` value: a number in [0, 1]."""
+    """A ``--ctc-prefix-weight`` or ``--lm-weight`` value: a number in [0, 1]."""
     try:
         w = float(text)
     except ValueError:
@@ -75,8 +82,9 @@ def _weight(text: str) -> float:
 
 def _decoding(task: Any, args: argparse.Namespace) -> dict[str, Any]:
     """The decoding keywords of ``evaluate``: ``beam_size`` (1 when not given, refused for
-    a task whose evaluation decodes nothing) and ``ctc_prefix_weight`` when given (refused
-    for a task without joint CTC/attention decoding)."""
+    a task whose evaluation decodes nothing), and ``ctc_prefix_weight`` and ``lm_weight``
+    when given (refused for a task without joint CTC/attention decoding or a language
+    model to fuse)."""
     kw: dict[str, Any] = {"beam_size": _check_beam(task, args)}
     if args.ctc_prefix_weight is not None:
         refuse_unless(
@@ -86,6 +94,14 @@ def _decoding(task: Any, args: argparse.Namespace) -> dict[str, Any]:
             "has no joint CTC/attention decoding",
         )
         kw["ctc_prefix_weight"] = args.ctc_prefix_weight
+    if args.lm_weight is not None:
+        refuse_unless(
+            task,
+            "--lm-weight",
+            lambda cls: cls.eval_beam and cls.predict_takes("lm_weight"),
+            "has no language model to fuse",
+        )
+        kw["lm_weight"] = args.lm_weight
     return kw
 
 

@@ -8,13 +8,16 @@ preallocated KV caches, for any causal LM or encoder-decoder (``DecoderLM``,
   loops (gpt-fast's shape); :func:`sample`, :func:`greedy_choice`, :func:`filter_logits`
   choose tokens; :func:`beam_search` ranks with :func:`length_penalty`;
 * :class:`CTCPrefixScorer` scores hypotheses with a CTC head's prefix probabilities for joint
-  CTC/attention beam search (``GenerationConfig.ctc_prefix_weight``).
+  CTC/attention beam search (``GenerationConfig.ctc_prefix_weight``);
+* :class:`NGramLM` is an interpolated Kneser-Ney n-gram over token ids for shallow fusion
+  (``generate(..., lm=...)`` with ``GenerationConfig.lm_weight``).
 """
 
 from qkv.generation.beam import beam_search, length_penalty
 from qkv.generation.config import STRATEGIES, GenerationConfig
 from qkv.generation.ctc import CTCPrefixScorer
 from qkv.generation.generate import Generated, check_capacity, generate
+from qkv.generation.ngram import NGramLM, NGramScorer
 from qkv.generation.protocols import (
     Cache,
     CausalLM,
@@ -36,6 +39,8 @@ __all__ = [
     "Generated",
     "GenerationConfig",
     "Generative",
+    "NGramLM",
+    "NGramScorer",
     "beam_search",
     "check_capacity",
     "decode_one_token",

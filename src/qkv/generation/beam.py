@@ -13,6 +13,7 @@ from torch import Tensor
 
 from qkv.generation._stepper import Stepper
 from qkv.generation.ctc import CTCPrefixScorer
+from qkv.generation.ngram import NGramScorer
 
 
 def length_penalty(length: int, alpha: float) -> float:
@@ -56,6 +57,8 @@ def beam_search(
     ctc: CTCPrefixScorer | None = None,
     ctc_weight: float = 0.0,
     pre_beam: int = 32,
+    lm: NGramScorer | None = None,
+    lm_weight: float = 0.0,
 ) -> tuple[list[list[int]], list[float]]:
     """Batched beam search over a :class:`Stepper` made with ``beams=beam_size`` (``b``
     inputs, ``b * k`` rows).
@@ -84,6 +87,11 @@ def beam_search(
         pre_beam: with a scorer and a vocabulary larger than this, only each beam's
             ``pre_beam`` likeliest tokens under the attention decoder are CTC-scored (the
             others are dropped), as ESPnet's pre-beam; a smaller vocabulary is scored whole.
+        lm: shallow fusion with an external language model
+            (:class:`~qkv.generation.ngram.NGramScorer`, one row per beam): each step adds
+            ``lm_weight * log p_lm(c | h)`` to the decoder's (or the joint) score of
+            token ``c`` after hypothesis ``h``, EOS included.
+        lm_weight: ``beta`` (>= 0) of the language model's log-probability.
 
     Returns:
         ``(tokens, scores)``: the best hypothesis per row (EOS excluded) and its penalized
@@ -111,6 +119,14 @@ def beam_search(
         logp = stepper.logits().log_softmax(-1)  # (b*k, V)
         if ctc is not None:
             logp = joint_scores(logp, ctc, ctc_weight, pre_beam)
+        if lm is not None and lm_weight > 0:
+            lm_logp = lm.scores()
+            if lm_logp.shape[-1] != logp.shape[-1]:
+                raise ValueError(
+                    f"the language model scores {lm_logp.shape[-1]} token ids, the decoder "
+                    f"{logp.shape[-1]}: build it over the decoder's vocabulary"
+                )
+            logp = logp + lm_weight * lm_logp  # -inf (outside the pre-beam) stays
         vocab = logp.shape[-1]
         cand = (scores[:, :, None] + logp.view(b, k, vocab)).view(b, k * vocab)
         n_cand = min(2 * k, k * vocab)
@@ -166,6 +182,8 @@ def beam_search(
         stepper.append(new_tok.view(-1))
         if ctc is not None:
             ctc.select(flat_src, new_tok.view(-1))
+        if lm is not None:
+            lm.select(flat_src, new_tok.view(-1))
 
     lp_end = length_penalty(seqs.shape[2], alpha)
     out_tokens: list[list[int]] = []

@@ -46,6 +46,11 @@ class GenerationConfig:
             CTC prefix score (:class:`~qkv.generation.ctc.CTCPrefixScorer`; the blank is
             ``pad_id``). In ``[0, 1]``; 0 (default): the attention decoder alone. Greedy
             decoding with ``ctc_prefix_weight > 0`` is beam search with one beam.
+        lm_weight: shallow fusion (Gulcehre et al. 2015): ``beta >= 0``, the weight of an
+            external language model's log-probability added at each step of beam search
+            (the ``lm`` given to :func:`~qkv.generation.generate`, e.g. an
+            :class:`~qkv.generation.ngram.NGramLM`). 0 (default): none. Greedy decoding
+            with an ``lm`` and ``lm_weight > 0`` is beam search with one beam.
         temperature: logits are divided by it before sampling (finite, > 0).
         top_k: sample among the ``top_k`` most likely tokens only (None: all).
         top_p: nucleus sampling: the smallest set of most likely tokens whose mass reaches
@@ -88,6 +93,13 @@ class GenerationConfig:
             "(a model with a CTC head; 0 = attention alone)",
         ),
     )
+    lm_weight: float = field(
+        default=0.0,
+        metadata=_help(
+            "shallow fusion: weight of an external language model's log-probability "
+            "(asr: an n-gram of the training transcripts; 0 = none)",
+        ),
+    )
     temperature: float = field(
         default=1.0, metadata=_help("divide the logits by this before sampling")
     )
@@ -125,6 +137,14 @@ class GenerationConfig:
         if self.ctc_prefix_weight > 0 and self.strategy == "sample":
             raise ValueError(
                 f"ctc_prefix_weight ({self.ctc_prefix_weight}) scores beam or greedy decoding, not "
+                f"strategy='sample'"
+            )
+        check_number("lm_weight", self.lm_weight)
+        if self.lm_weight < 0:
+            raise ValueError(f"lm_weight must be >= 0, got {self.lm_weight!r}")
+        if self.lm_weight > 0 and self.strategy == "sample":
+            raise ValueError(
+                f"lm_weight ({self.lm_weight}) scores beam or greedy decoding, not "
                 f"strategy='sample'"
             )
         check_number("temperature", self.temperature)

@@ -13,6 +13,7 @@ from qkv.generation.beam import beam_search
 from qkv.generation.config import GenerationConfig
 from qkv.generation.ctc import CTCPrefixScorer
 from qkv.generation.greedy import decode_loop
+from qkv.generation.ngram import NGramLM, NGramScorer
 from qkv.generation.protocols import Decodable, Generative, is_encoder_decoder
 from qkv.generation.sampling import greedy_choice, sample
 from qkv.layers.head import OutputHead
@@ -67,6 +68,7 @@ def generate(
     *,
     padding_mask: Tensor | None = None,
     generator: torch.Generator | None = None,
+    lm: NGramLM | None = None,
     **overrides: Any,
 ) -> Generated:
     """Continue a batch of prompts (a causal LM such as ``DecoderLM``) or translate a batch
@@ -87,6 +89,9 @@ def generate(
         config: the decoding settings (:class:`GenerationConfig`).
         padding_mask: ``(b, s)`` bool, True = real token; default all real.
         generator: RNG for sampling (else ``config.seed``, else the global RNG).
+        lm: an external language model over the decoder's token ids for shallow fusion,
+            weighted by ``config.lm_weight`` (run-time state like ``generator``, not a
+            setting); None, or ``lm_weight`` 0: none.
         **overrides: fields of :class:`GenerationConfig` (``max_new_tokens``,
             ``strategy``, ``beam_size``, ``temperature``, ``eos_id``, ...).
 
@@ -123,7 +128,8 @@ def generate(
     for head in heads:
         head.prepare_decoding()
     # joint CTC/attention decoding is a beam search; greedy is its one-beam case
-    beam = cfg.strategy == "beam" or cfg.ctc_prefix_weight > 0
+    fused = lm is not None and cfg.lm_weight > 0
+    beam = cfg.strategy == "beam" or cfg.ctc_prefix_weight > 0 or fused
     beam_size = cfg.beam_size if cfg.strategy == "beam" else 1
     try:
         stepper = Stepper(
@@ -146,6 +152,8 @@ def generate(
                 early_stopping=cfg.early_stopping,
                 ctc=ctc_scorer(model, stepper, cfg) if cfg.ctc_prefix_weight > 0 else None,
                 ctc_weight=cfg.ctc_prefix_weight,
+                lm=NGramScorer(lm, stepper.batch_size, inputs.device) if fused else None,
+                lm_weight=cfg.lm_weight,
             )
             return Generated(toks, scores, **out)  # type: ignore[arg-type]
         if cfg.strategy == "sample":

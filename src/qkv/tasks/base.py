@@ -34,6 +34,9 @@ SPLITS: tuple[Split, ...] = ("train", "valid", "test")
 #: The decoding settings (:class:`~qkv.generation.GenerationConfig` fields) a task's
 #: ``predict`` may take through its keyword arguments.
 DECODING: frozenset[str] = frozenset(f.name for f in dataclasses.fields(GenerationConfig))
+#: The decoding settings a task must name in :attr:`Task.decoding` to take them: they need
+#: more than a model that generates text (a CTC head; an external language model).
+SPECIAL_DECODING: frozenset[str] = frozenset({"ctc_prefix_weight", "lm_weight"})
 
 TaskKind = Literal["seq2seq", "lm", "classify", "detect", "caption", "image", "contrastive", "vqa"]
 
@@ -107,7 +110,8 @@ class Task(abc.ABC):
     #: ``qkv train --task T --help`` prints it below the task's flags. None: not measured.
     measured: ClassVar[str | None] = None
     #: The decoding settings (:data:`DECODING`) :meth:`predict` uses: ``"all"`` (a model
-    #: that generates text; all but ``ctc_prefix_weight``, which needs a CTC head), a few
+    #: that generates text; all but :data:`SPECIAL_DECODING`: ``ctc_prefix_weight`` needs a
+    #: CTC head, ``lm_weight`` a task's language model), a few
     #: (text2image samples with ``temperature`` and ``top_k``), or none (a classifier);
     #: ``qkv generate`` refuses the flags of the others.
     decoding: ClassVar[Literal["all"] | tuple[str, ...]] = ()
@@ -302,7 +306,7 @@ class Task(abc.ABC):
         if name in inspect.signature(cls.predict).parameters:
             return True
         if cls.decoding == "all":
-            return name in DECODING and name != "ctc_prefix_weight"
+            return name in DECODING and name not in SPECIAL_DECODING
         return name in DECODING and name in cls.decoding
 
     # -- persistence (saved inside a checkpoint) -----------------------------------------
@@ -317,6 +321,7 @@ class Task(abc.ABC):
 
 __all__ = [
     "DECODING",
+    "SPECIAL_DECODING",
     "SPLITS",
     "Split",
     "Task",
