@@ -1,18 +1,21 @@
 """The asr task end to end on a handful of synthetic utterances: ``qkv train --task asr``,
-``qkv eval`` (WER, CER, real-time factor), ``qkv generate`` on a WAV file and with
-``--say``, ``qkv viz`` (the alignment figure and report), and the task's errors."""
+``qkv eval`` (WER, CER, real-time factor; fused with the transcripts' n-gram), ``qkv
+generate`` on a WAV file and with ``--say``, ``qkv viz`` (the alignment figure and report),
+and the task's errors."""
 
 from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
 from qkv.cli import main
 from qkv.data import ding
 from qkv.data.audio import read_wav, synthesize, write_wav
-from qkv.tasks import TaskError, TaskOptions, get_task
+from qkv.tasks import TaskError, TaskOptions, get_task, load_task
+from qkv.training import check_checkpoint
 
 pytestmark = [
     pytest.mark.skipif(
@@ -39,7 +42,7 @@ def run_dir(tmp_path, monkeypatch, capsys):
     return out
 
 
-def test_train_eval_generate_viz_and_errors(run_dir, tmp_path, capsys):
+def test_train_eval_generate_viz_and_errors(run_dir, tmp_path, capsys, monkeypatch):
     assert main(["eval", "--checkpoint", str(run_dir), "--split", "test", "--json"]) == 0
     scores = json.loads(capsys.readouterr().out)
     assert {"wer", "cer", "loss", "audio_seconds", "decode_seconds", "rtf"} <= set(scores)
@@ -66,6 +69,8 @@ def test_train_eval_generate_viz_and_errors(run_dir, tmp_path, capsys):
     page = out.read_text(encoding="utf-8")
     assert "alignment: cross-attention" in page and "data:image/png;base64," in page
 
+    _check_fused_lm(run_dir, capsys, monkeypatch)
+
     # errors are one line and exit 2
     argv = ["train", "--task", "asr", "--ctc-weight", "1.5", "--steps", "1", *TINY]
     assert main(argv) == 2
@@ -74,6 +79,36 @@ def test_train_eval_generate_viz_and_errors(run_dir, tmp_path, capsys):
     assert "is neither a sound file nor SPLIT:N" in capsys.readouterr().err
     assert main(["generate", "--checkpoint", str(run_dir), "test:99"]) == 2
     assert "split 'test' has 3 utterances" in capsys.readouterr().err
+
+
+def _check_fused_lm(run_dir, capsys, monkeypatch):  # type: ignore[no-untyped-def]
+    """Shallow fusion: the checkpoint keeps the 12 training transcripts; a task loaded from
+    it builds the n-gram from them without the corpus, and that n-gram knows them; ``qkv
+    eval --lm-weight`` decodes with it."""
+    capsys.readouterr()  # what the commands before printed
+    ck = Path(check_checkpoint(run_dir))
+    texts = json.loads((ck / "transcripts.json").read_text(encoding="utf-8"))
+    assert len(texts) == 12 and all(isinstance(t, str) and t for t in texts)
+    task = load_task(ck)
+
+    def no_corpus(split):  # type: ignore[no-untyped-def]
+        raise AssertionError(f"the corpus was read ({split})")
+
+    monkeypatch.setattr(task, "examples", no_corpus)
+    lm = task.language_model()
+    tok = task.tokenizer
+    for text in texts[:3]:  # a training sentence beats its own letters reversed
+        assert lm.score(tok.encode(text)) > lm.score(tok.encode(text[::-1])) + 5.0
+    argv = ["eval", "--checkpoint", str(run_dir), "--split", "test", "--json", "--beam-size",
+            "2", "--lm-weight", "0.5"]  # fmt: skip
+    assert main(argv) == 0
+    fused = json.loads(capsys.readouterr().out)
+    assert fused["wer"] >= 0 and fused["decode_seconds"] > 0
+    saved = (ck / "transcripts.json").read_text(encoding="utf-8")
+    (ck / "transcripts.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(TaskError, match="transcripts.json: not a readable transcript list"):
+        load_task(ck)
+    (ck / "transcripts.json").write_text(saved, encoding="utf-8")
 
 
 def test_task_features_and_options(tmp_path, monkeypatch):

@@ -11,13 +11,14 @@ import qkv.models as M
 from qkv.data.tokenizers import BOS_ID, EOS_ID, PAD_ID, train_tokenizer
 from qkv.generation import generate
 from qkv.tasks import TaskError, TaskOptions, get_task
+from qkv.tasks.speech._asr_decoding import LM_ORDER
 from qkv.tasks.speech.asr import has_ctc_head
 
 
-def _model(ctc_head=True):
+def _model(ctc_head=True, vocab=20):
     torch.manual_seed(0)
     cfg = M.WhisperConfig(d_model=32, n_heads=4, d_ff=48, n_encoder_layers=1,
-                          n_decoder_layers=1, vocab_size=20, max_len=12, n_mels=80,
+                          n_decoder_layers=1, vocab_size=vocab, max_len=12, n_mels=80,
                           max_frames=64, conv_strides=[2, 2], ctc_head=ctc_head,
                           pad_token_id=PAD_ID)  # fmt: skip
     return M.build(cfg)
@@ -133,7 +134,8 @@ def test_transcribe_decodes_jointly_with_the_tasks_weight():
     """With a CTC head, transcripts are joint CTC/attention decodes at the task's
     ``ctc_prefix_weight`` (what ``generate`` gives with that weight), a given weight wins,
     and 0 is the attention decoder's own greedy decode."""
-    task = get_task("asr", TaskOptions(max_len=8, extra={"ctc_prefix_weight": 0.4}))
+    task = get_task("asr", TaskOptions(max_len=8, extra={"ctc_prefix_weight": 0.4,
+                                                         "lm_weight": 0.0}))  # fmt: skip
     task._tok = train_tokenizer("char", ["abc def", "ghi jkl mno pqrs"])
     model = _model().eval()
     signals = _signals()
@@ -154,10 +156,40 @@ def test_transcribe_decodes_jointly_with_the_tasks_weight():
     assert task.transcribe(model, signals, ctc_prefix_weight=0.0) == plain
 
 
+def test_transcribe_fuses_the_transcripts_ngram_at_the_tasks_weight():
+    """The default decoding adds the n-gram of the training transcripts (a checkpoint's, here
+    set by hand: no corpus is read) at the task's ``lm_weight``: what ``generate`` gives with
+    that model; a given weight wins, 0 is none."""
+    texts = ["abc def", "bad face", "cab fed"]
+    task = get_task("asr", TaskOptions(max_len=8))  # lm_weight 0.4, ctc_prefix_weight 0.5
+    task._tok = train_tokenizer("char", texts)
+    task._transcripts = texts
+    vocab = task.tokenizer.vocab_size
+    model = _model(vocab=vocab).eval()
+    lm = task.language_model(vocab)
+    assert (lm.order, lm.vocab_size) == (LM_ORDER, vocab)
+    enc = task.tokenizer.encode
+    assert lm.score(enc("abc def")) > lm.score(enc("eeee aaaa")) + 5.0  # it knows the texts
+    signals = _signals()
+    kw = {"bos_id": BOS_ID, "eos_id": EOS_ID, "pad_id": PAD_ID, "max_new_tokens": 9,
+          "ctc_prefix_weight": 0.5, "lm": lm}  # fmt: skip
+    for weight, given in ((0.4, {}), (1.0, {"lm_weight": 1.0}), (0.0, {"lm_weight": 0.0})):
+        got = task.transcribe(model, signals, beam_size=2, **given)
+        for x, text in zip(signals, got):
+            feats, mask = task.features([x])
+            want = generate(model, feats, padding_mask=mask, strategy="beam", beam_size=2,
+                            lm_weight=weight, **kw)  # fmt: skip
+            assert text == task.tokenizer.decode(want.tokens[0])
+    for bad in (-0.1, 1.5, True):
+        with pytest.raises(TaskError, match=r"lm_weight must be in \[0, 1\], got"):
+            get_task("asr", TaskOptions(extra={"lm_weight": bad}))
+
+
 def test_joint_decoding_needs_a_ctc_head():
     task = get_task("asr", TaskOptions(max_len=8))
     task._tok = train_tokenizer("char", ["abc def"])
-    headless = _model(ctc_head=False).eval()
+    task._transcripts = ["abc def"]  # the default decoding fuses their n-gram
+    headless = _model(ctc_head=False, vocab=task.tokenizer.vocab_size).eval()
     signals = _signals()[:1]
     assert isinstance(task.transcribe(headless, signals)[0], str)  # the default: attention alone
     with pytest.raises(TaskError, match="ctc_prefix_weight 0.3 needs a CTC head"):

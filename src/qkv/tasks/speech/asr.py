@@ -10,7 +10,8 @@ The model is :class:`~qkv.models.Whisper` on Whisper's log-mel features
 (:class:`~qkv.layers.log_mel.LogMel`), trained by teacher forcing on character (or BPE)
 transcripts with SpecAugment (:class:`~qkv.layers.spec_augment.SpecAugment`) and, by
 default, an auxiliary CTC loss on the encoder (hybrid CTC/attention, Watanabe et al. 2017),
-decoded by greedy or beam search (or the CTC head's greedy path), scored by word and
+decoded by greedy or beam search (joint with the CTC head, fused with an n-gram of the
+training transcripts; or the CTC head's greedy path), scored by word and
 character error rates (``jiwer``) with the decoding's real-time factor.
 """
 
@@ -38,8 +39,7 @@ from qkv.data.tokenizers import (
     TokenizerFileError,
     train_tokenizer,
 )
-from qkv.generation import generate
-from qkv.generation.ctc import ctc_best_path
+from qkv.generation import NGramLM, generate
 from qkv.layers.log_mel import LogMel
 from qkv.layers.mode import evaluating
 from qkv.layers.spec_augment import SpecAugment
@@ -55,6 +55,15 @@ from qkv.tasks._common import (
 )
 from qkv.tasks.base import DECODING, SPLITS, Split, Task, TaskError
 from qkv.tasks.options import OptionsLike, SeedOption, SizeOptions, TextOptions, option
+from qkv.tasks.speech._asr_decoding import (
+    check_weight,
+    ctc_greedy,
+    decoder_vocab,
+    has_ctc_head,
+    load_transcripts,
+    save_transcripts,
+    transcript_lm,
+)
 from qkv.tasks.speech._asr_measured import MEASURED
 from qkv.tasks.speech.viz import report_for_speech
 from qkv.training.evaluate import evaluate_sums
@@ -65,42 +74,16 @@ from qkv.training.objectives import Seq2SeqObjective, token_cross_entropy
 MAX_FRAMES = 3000
 
 
-def has_ctc_head(model: nn.Module) -> bool:
-    """Whether ``model`` (or the model inside a ``torch.compile`` or DDP wrapper) is a
-    :class:`~qkv.models.Whisper` with a CTC head."""
-    for wrapper in ("_orig_mod", "module"):
-        model = getattr(model, wrapper, model)
-    return getattr(model, "ctc_head", None) is not None
-
-
-def _weight(name: str, value: Any, *, below_one: bool = False) -> float:
-    """A weight option: a number in ``[0, 1]`` (``[0, 1)`` with ``below_one``).
-
-    Raises:
-        TaskError: naming the option and the value.
-    """
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not ok or not 0.0 <= value <= 1.0 or (below_one and value == 1.0):
-        span = "[0, 1)" if below_one else "[0, 1]"
-        raise TaskError(f"task 'asr': {name} must be in {span}, got {value!r}")
-    return float(value)
-
-
 class ASRTask(Task):
     """Speech recognition: log-mel frames -> transcript.
 
-    Options: ``seed`` (the corpus and its split), ``n_train``/``n_valid``/``n_test``
-    (utterances: 11,900 / 200 / 300), ``max_len`` (longest transcript in tokens, default
-    64; sentences of up to ``max_len - 4`` characters are spoken), ``tokenizer``
-    (``"char"``, default, or ``"bpe"`` with ``vocab_size``), ``augment`` (SpecAugment,
-    default True), ``ctc_weight`` (weight ``λ`` of the CTC loss in
-    ``(1 - λ) CE + λ CTC``, default 0.5, measured better here than Watanabe et al.'s 0.3
-    (``docs/speech.md``); 0 trains the decoder alone and
-    builds no CTC head), ``ctc_prefix_weight`` (joint CTC/attention decoding, Watanabe et
-    al. 2017: weight ``W`` of the CTC head's prefix score when decoding, default 0.5, the
-    best WER of 0 / 0.3 / 0.5 / 0.7 (``docs/speech.md``); see
-    :class:`~qkv.generation.ctc.CTCPrefixScorer`), ``workers`` (``espeak-ng`` processes,
-    default 2), ``cache_dir`` (default ``~/.cache/qkv/asr``).
+    Options (:class:`ASRTask.Options`, each with its help): the corpus (``seed``,
+    ``n_train``/``n_valid``/``n_test`` utterances, ``max_len``: sentences of up to
+    ``max_len - 4`` characters are spoken, ``workers``, ``cache_dir``), the ``tokenizer``,
+    SpecAugment (``augment``), the CTC loss's weight (``ctc_weight``), and decoding: joint
+    CTC/attention (``ctc_prefix_weight``, :class:`~qkv.generation.ctc.CTCPrefixScorer`) and
+    shallow fusion with an n-gram of the training transcripts (``lm_weight``,
+    :mod:`qkv.tasks.speech._asr_decoding`). Each default is measured in ``docs/speech.md``.
     """
 
     @dataclass
@@ -121,6 +104,11 @@ class ASRTask(Task):
             "joint CTC/attention decoding: weight W of the CTC head's prefix score in greedy "
             "and beam decoding, (1 - W) log p_att + W log p_ctc; 0 decodes with the "
             "attention decoder alone",
+        )
+        lm_weight: float = option(
+            0.4,
+            "shallow fusion: weight W of a character 9-gram of the training transcripts "
+            "in beam and greedy decoding, + W log p_lm; 0 decodes without it",
         )
         workers: int = option(2, "espeak-ng processes that synthesise the speech")
         cache_dir: str | None = option(
@@ -168,14 +156,17 @@ class ASRTask(Task):
         for opt in ("n_train", "n_valid", "n_test"):
             if getattr(o, opt) is not None:
                 check_positive(self.name, opt, getattr(o, opt), minimum=1)
-        self.ctc_weight = _weight("ctc_weight", o.ctc_weight, below_one=True)
-        self.ctc_prefix_weight = _weight("ctc_prefix_weight", o.ctc_prefix_weight)
+        self.ctc_weight = check_weight("ctc_weight", o.ctc_weight, below_one=True)
+        self.ctc_prefix_weight = check_weight("ctc_prefix_weight", o.ctc_prefix_weight)
+        self.lm_weight = check_weight("lm_weight", o.lm_weight)
         self.workers = o.workers
         check_positive(self.name, "workers", self.workers)
         self.front_end = LogMel()
         self.spec_augment = SpecAugment() if o.augment else None
         self._splits: dict[str, list[Utterance]] | None = None
         self._tok: Tokenizer | None = None
+        self._transcripts: list[str] | None = None  # the training split's, from a checkpoint
+        self._lm: NGramLM | None = None  # language_model()
         self._objective = Seq2SeqObjective()
 
     # -- data ----------------------------------------------------------------------------
@@ -223,6 +214,13 @@ class ASRTask(Task):
             except ValueError as e:
                 raise TaskError(f"task 'asr': {e}") from e
         return self._tok
+
+    def language_model(self, vocab_size: int | None = None) -> NGramLM:
+        """The transcripts' n-gram over ``vocab_size`` ids (the checkpoint's or the corpus's)."""
+        if self._lm is None or self._lm.vocab_size < (vocab_size or 0):
+            texts = self._transcripts or [u.text for u in self.examples("train")]
+            self._lm = transcript_lm(texts, self.tokenizer, vocab_size)
+        return self._lm
 
     def _target(self, text: str) -> list[int]:
         return self.tokenizer.encode(text)[: self.max_len]
@@ -321,14 +319,8 @@ class ASRTask(Task):
         return out
 
     def ctc_greedy(self, model: nn.Module, feats: Tensor, mask: Tensor) -> list[list[int]]:
-        """Best-path CTC decoding: the head's most likely id per encoder position, repeats
-        merged, blanks (the pad id) and other special ids dropped.
-
-        Returns:
-            one token-id list per input.
-        """
-        log_probs = model.ctc_log_probs(model.encode(feats, mask))  # (b, s_src, V)
-        return ctc_best_path(log_probs, model.source_mask(mask), (PAD_ID, BOS_ID, EOS_ID))
+        """The CTC head's best path (:func:`~qkv.tasks.speech._asr_decoding.ctc_greedy`)."""
+        return ctc_greedy(model, feats, mask)
 
     @torch.no_grad()
     def transcribe(
@@ -342,9 +334,9 @@ class ASRTask(Task):
         **generate_kwargs: Any,
     ) -> list[str]:
         """Transcripts of mono 16 kHz signals with :func:`qkv.generation.generate`
-        (greedy unless ``beam_size > 1``; with a CTC head, joint CTC/attention decoding
-        with the task's ``ctc_prefix_weight`` unless ``ctc_prefix_weight`` is given), or
-        with the CTC head's best path when ``ctc``; batches are sorted by length.
+        (greedy unless ``beam_size > 1``; with a CTC head, joint CTC/attention decoding;
+        fused with :meth:`language_model`; at the task's ``ctc_prefix_weight`` and
+        ``lm_weight`` unless given), or the CTC head's best path (``ctc``), by length.
 
         Raises:
             TaskError: ``ctc`` or ``ctc_prefix_weight > 0`` on a model without a CTC head.
@@ -354,9 +346,12 @@ class ASRTask(Task):
         if (ctc or weight > 0) and not head:
             what = "ctc" if ctc else f"ctc_prefix_weight {weight}"
             raise TaskError(f"task 'asr': {what} needs a CTC head (trained with ctc_weight 0)")
+        lm_weight = generate_kwargs.pop("lm_weight", self.lm_weight)
         kw = {"bos_id": BOS_ID, "eos_id": EOS_ID, "pad_id": PAD_ID,
               "max_new_tokens": self.max_len + 1, "ctc_prefix_weight": weight,
-              **generate_kwargs}  # fmt: skip
+              "lm_weight": lm_weight, **generate_kwargs}  # fmt: skip
+        if lm_weight > 0 and not ctc:
+            kw["lm"] = self.language_model(decoder_vocab(model))
         if kw.get("beam_size", 1) > 1:
             kw.setdefault("strategy", "beam")
         device = model_device(model)
@@ -387,10 +382,11 @@ class ASRTask(Task):
         beam_size: int = 1,
         progress: bool = False,
         ctc_prefix_weight: float | None = None,
+        lm_weight: float | None = None,
     ) -> dict[str, float]:
-        """Word and character error rates of the decoded transcripts, with the
-        teacher-forced loss and the decoding speed; ``ctc_prefix_weight`` overrides the
-        task's weight of joint CTC/attention decoding (:meth:`transcribe`).
+        """Word and character error rates of the decoded transcripts, with the teacher-forced
+        loss and the decoding speed; ``ctc_prefix_weight`` and ``lm_weight`` override the
+        task's decoding weights (:meth:`transcribe`).
 
         Returns:
             ``wer`` (the headline, 0-100, lower is better), ``cer``, ``loss`` (nats per
@@ -406,7 +402,8 @@ class ASRTask(Task):
             raise TaskError(f"task 'asr': split {split!r} has no examples to evaluate")
         total, n, logs = evaluate_sums(model, self, utts, batch_size=batch_size, progress=progress)
         start = time.perf_counter()
-        joint = {} if ctc_prefix_weight is None else {"ctc_prefix_weight": ctc_prefix_weight}
+        joint = {k: v for k, v in (("ctc_prefix_weight", ctc_prefix_weight),
+                                   ("lm_weight", lm_weight)) if v is not None}  # fmt: skip
         hyps = self.transcribe(
             model, [u.audio for u in utts], batch_size=batch_size, progress=progress,
             beam_size=beam_size, **joint,
@@ -443,7 +440,8 @@ class ASRTask(Task):
         the ``N``-th utterance of a split.
 
         Raises:
-            TaskError: a missing or unreadable file, or a bad ``SPLIT:N``.
+            TaskError: a missing or unreadable file, one over 30 s (refused before it is
+                read, naming the file and the limit), or a bad ``SPLIT:N``.
         """
         split, _, index = source.partition(":")
         if split in SPLITS and index.isdigit():
@@ -453,7 +451,6 @@ class ASRTask(Task):
             return utts[int(index)].audio
         if not os.path.lexists(source):
             raise TaskError(f"input {source!r} is neither a sound file nor SPLIT:N")
-        # the reader refuses (naming the file and the limit) before reading too long a file
         x = audio.read_wav(source, max_seconds=MAX_FRAMES * self.front_end.hop / SAMPLE_RATE)
         if len(x) // self.front_end.hop > MAX_FRAMES:
             raise TaskError(f"{source}: {len(x) / SAMPLE_RATE:.1f} s is longer than 30 s")
@@ -481,9 +478,11 @@ class ASRTask(Task):
 
     # -- persistence ---------------------------------------------------------------------
     def save(self, directory: Path) -> None:
-        """Write ``task.json`` and ``tokenizer.json``."""
+        """Write ``task.json``, ``tokenizer.json`` and the training transcripts (the
+        language model's text)."""
         write_task_file(self, Path(directory), {"tokenizer": self.tokenizer_kind})
         self.tokenizer.save(directory)
+        save_transcripts(directory, self._transcripts or [u.text for u in self.examples("train")])
 
     def load(self, directory: Path) -> None:
         """Read the tokenizer written by :meth:`save` (no audio is made).
@@ -495,6 +494,7 @@ class ASRTask(Task):
             self._tok = Tokenizer.load(directory)
         except (FileNotFoundError, TokenizerFileError) as e:
             raise TaskError(f"task 'asr': {e}") from e
+        self._transcripts = load_transcripts(directory)
 
 
 __all__ = ["MAX_FRAMES", "ASRTask", "has_ctc_head"]

@@ -1,0 +1,134 @@
+"""``asr``'s decoding helpers: its weights' checks, the CTC head (whether a model has one,
+its best path), and its external language model: an interpolated Kneser-Ney
+character n-gram of the training transcripts (:class:`~qkv.generation.ngram.NGramLM`),
+for shallow fusion in beam search (``lm_weight``).
+
+The decoder hears letters; the n-gram knows which words they spell and where words end.
+It is trained on the training split's transcripts only (no valid or test sentence), and a
+checkpoint keeps those transcripts (``transcripts.json``), so decoding a sound file needs
+no corpus.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor, nn
+
+from qkv.data.tokenizers import BOS_ID, EOS_ID, PAD_ID, Tokenizer
+from qkv.generation.ctc import ctc_best_path
+from qkv.generation.ngram import NGramLM
+from qkv.tasks.base import TaskError
+
+#: The n-gram's order: it reads the last ``LM_ORDER - 1`` characters (9 against 5, 7 and 12
+#: on the valid split of the timed run: ``docs/speech.md``).
+LM_ORDER = 9
+#: The checkpoint file that keeps the training transcripts.
+TRANSCRIPTS_FILE = "transcripts.json"
+
+
+def _unwrapped(model: nn.Module) -> nn.Module:
+    """The model inside a ``torch.compile`` or DDP wrapper (or the model itself)."""
+    for wrapper in ("_orig_mod", "module"):
+        model = getattr(model, wrapper, model)
+    return model
+
+
+def has_ctc_head(model: nn.Module) -> bool:
+    """Whether ``model`` (or the model inside a ``torch.compile`` or DDP wrapper) is a
+    :class:`~qkv.models.Whisper` with a CTC head."""
+    return getattr(_unwrapped(model), "ctc_head", None) is not None
+
+
+def decoder_vocab(model: nn.Module) -> int:
+    """The size of the decoder's output vocabulary (what the n-gram must score)."""
+    return int(_unwrapped(model).config.vocab_size)
+
+
+def ctc_greedy(model: nn.Module, feats: Tensor, mask: Tensor) -> list[list[int]]:
+    """Best-path CTC decoding: the head's most likely id per encoder position, repeats
+    merged, blanks (the pad id) and other special ids dropped.
+
+    Returns:
+        one token-id list per input.
+    """
+    log_probs = model.ctc_log_probs(model.encode(feats, mask))  # (b, s_src, V)
+    return ctc_best_path(log_probs, model.source_mask(mask), (PAD_ID, BOS_ID, EOS_ID))
+
+
+def check_weight(name: str, value: Any, *, below_one: bool = False, upper: float = 1.0) -> float:
+    """A weight option: a number in ``[0, upper]`` (``[0, upper)`` with ``below_one``).
+
+    Raises:
+        TaskError: naming the option and the value.
+    """
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok or not 0.0 <= value <= upper or (below_one and value == upper):
+        span = f"[0, {upper:g})" if below_one else f"[0, {upper:g}]"
+        raise TaskError(f"task 'asr': {name} must be in {span}, got {value!r}")
+    return float(value)
+
+
+def transcript_lm(
+    texts: Sequence[str],
+    tokenizer: Tokenizer,
+    vocab_size: int | None = None,
+    order: int = LM_ORDER,
+) -> NGramLM:
+    """The n-gram of ``texts`` over the tokenizer's ids, scoring ``vocab_size`` ids (the
+    decoder's; default the tokenizer's).
+
+    Raises:
+        TaskError: no transcripts.
+    """
+    if not texts:
+        raise TaskError("task 'asr': lm_weight > 0 needs training transcripts, and there are none")
+    return NGramLM(
+        [tokenizer.encode(t) for t in texts],
+        vocab_size=max(tokenizer.vocab_size, vocab_size or 0),
+        order=order,
+        bos_id=BOS_ID,
+        eos_id=EOS_ID,
+    )
+
+
+def save_transcripts(directory: Path, texts: Sequence[str]) -> None:
+    """Write the training transcripts beside the tokenizer (one JSON list)."""
+    (Path(directory) / TRANSCRIPTS_FILE).write_text(
+        json.dumps(list(texts), ensure_ascii=False), encoding="utf-8"
+    )
+
+
+def load_transcripts(directory: Path) -> list[str] | None:
+    """The transcripts :func:`save_transcripts` wrote, or None for a checkpoint saved
+    before they were kept.
+
+    Raises:
+        TaskError: a damaged file (named).
+    """
+    path = Path(directory) / TRANSCRIPTS_FILE
+    if not path.is_file():
+        return None
+    try:
+        texts = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise TaskError(f"{path}: not a readable transcript list ({e})") from e
+    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+        raise TaskError(f"{path}: must hold a JSON list of strings")
+    return texts
+
+
+__all__ = [
+    "LM_ORDER",
+    "TRANSCRIPTS_FILE",
+    "check_weight",
+    "ctc_greedy",
+    "decoder_vocab",
+    "has_ctc_head",
+    "load_transcripts",
+    "save_transcripts",
+    "transcript_lm",
+]
