@@ -32,6 +32,7 @@ from qkv.models import CLIPConfig, TransformerConfig
 from qkv.tasks._common import check_positive, load_tokenizer, sized_config, write_task_file
 from qkv.tasks.base import Split, Task, TaskError, split_item, with_truth
 from qkv.tasks.multimodal._scenes import SceneData
+from qkv.tasks.multimodal._vqa_measured import MEASURED
 from qkv.tasks.multimodal.viz_multimodal import report_for_vqa
 from qkv.tasks.options import LengthOption, OptionsLike, option
 from qkv.tasks.vision._items import SceneOptions
@@ -145,12 +146,12 @@ class VQATask(Task):
         )
 
     options: Options
+    measured = MEASURED  # the timed runs' numbers and samples, for --help
     name = "vqa"
     kind = "vqa"
     names_inputs = True
     unit = "ex"  # the throughput counts questions
-    #: a 3-layer image tower (14-pixel patches: 2x2 per item) into a 4-layer language model,
-    #: both 128 wide
+    #: a 3-layer image tower (14-pixel patches, 2x2 per item), a 4-layer LM, both 128 wide
     default_model: ClassVar[dict[str, Any]] = {
         "d_model": 128,
         "n_heads": 4,
