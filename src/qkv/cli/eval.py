@@ -80,28 +80,29 @@ def _weight(text: str) -> float:
     return w
 
 
+#: The decoding weights ``qkv eval`` takes, and what a task that refuses one lacks.
+_WEIGHTS = {
+    "ctc_prefix_weight": "has no joint CTC/attention decoding",
+    "lm_weight": "has no language model to fuse",
+}
+
+
 def _decoding(task: Any, args: argparse.Namespace) -> dict[str, Any]:
     """The decoding keywords of ``evaluate``: ``beam_size`` (1 when not given, refused for
     a task whose evaluation decodes nothing), and ``ctc_prefix_weight`` and ``lm_weight``
     when given (refused for a task without joint CTC/attention decoding or a language
     model to fuse)."""
     kw: dict[str, Any] = {"beam_size": _check_beam(task, args)}
-    if args.ctc_prefix_weight is not None:
+    for name, does_not in _WEIGHTS.items():
+        if getattr(args, name) is None:
+            continue
         refuse_unless(
             task,
-            "--ctc-prefix-weight",
-            lambda cls: cls.eval_beam and cls.predict_takes("ctc_prefix_weight"),
-            "has no joint CTC/attention decoding",
+            "--" + name.replace("_", "-"),
+            lambda cls, name=name: cls.eval_beam and cls.predict_takes(name),
+            does_not,
         )
-        kw["ctc_prefix_weight"] = args.ctc_prefix_weight
-    if args.lm_weight is not None:
-        refuse_unless(
-            task,
-            "--lm-weight",
-            lambda cls: cls.eval_beam and cls.predict_takes("lm_weight"),
-            "has no language model to fuse",
-        )
-        kw["lm_weight"] = args.lm_weight
+        kw[name] = getattr(args, name)
     return kw
 
 
