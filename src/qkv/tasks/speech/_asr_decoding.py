@@ -59,15 +59,15 @@ def ctc_greedy(model: nn.Module, feats: Tensor, mask: Tensor) -> list[list[int]]
     return ctc_best_path(log_probs, model.source_mask(mask), (PAD_ID, BOS_ID, EOS_ID))
 
 
-def check_weight(name: str, value: Any, *, below_one: bool = False, upper: float = 1.0) -> float:
-    """A weight option: a number in ``[0, upper]`` (``[0, upper)`` with ``below_one``).
+def check_weight(name: str, value: Any, *, below_one: bool = False) -> float:
+    """A weight option: a number in ``[0, 1]`` (``[0, 1)`` with ``below_one``).
 
     Raises:
         TaskError: naming the option and the value.
     """
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not ok or not 0.0 <= value <= upper or (below_one and value == upper):
-        span = f"[0, {upper:g})" if below_one else f"[0, {upper:g}]"
+    if not ok or not 0.0 <= value <= 1.0 or (below_one and value == 1.0):
+        span = "[0, 1)" if below_one else "[0, 1]"
         raise TaskError(f"task 'asr': {name} must be in {span}, got {value!r}")
     return float(value)
 
