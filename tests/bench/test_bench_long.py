@@ -119,6 +119,44 @@ def test_xl_rows_get_their_peak_memory_from_a_subprocess_each(monkeypatch):
     assert "MALLOC_MMAP_THRESHOLD_" in result.memory_method and "xl, a 2nd" in result.memory_method
 
 
+def test_speed_rows_time_in_one_subprocess_and_measure_memory_in_another(monkeypatch):
+    """The timed subprocess keeps glibc's default allocator; the peak comes from a second
+    one with MMAP_ENV that measures one call after a first (both run here, recorded)."""
+    calls = []
+
+    def here(module, spec, timeout, env=None):
+        calls.append((module, spec.get("memory_pass", False), spec["impl"], env))
+        with num_threads(None):
+            return json.loads(json.dumps(importlib.import_module(module)._measure(spec)))
+
+    monkeypatch.setattr("qkv.bench.long_speed.run_isolated", here)
+    cfg = LongBenchConfig(sections=("speed",), **{**TINY, "isolate": True}, impls=("sdpa", "math"))
+    rows = run_long_bench(cfg).measurements
+    assert calls == [
+        ("qkv.bench.long_speed", False, "sdpa", None),
+        ("qkv.bench.long_speed", True, "sdpa", MMAP_ENV),
+        ("qkv.bench.long_speed", False, "math", None),
+        ("qkv.bench.long_speed", True, "math", MMAP_ENV),
+    ]
+    assert all(r.status == "ok" and r.time_s > 0 and isinstance(r.peak_bytes, int) for r in rows)
+    assert rows[0].memory_ratio in (None, 1.0)
+
+
+@pytest.mark.slow
+def test_speed_rows_peak_is_the_layers_own():
+    """Real subprocesses: the math backend keeps a (b, h, s, s) score matrix and its
+    softmax for backward, SDPA's fused kernel O(s) rows: at 1024 tokens and 2 heads the
+    difference is several 8 MiB matrices, far above the allocator's noise."""
+    cfg = LongBenchConfig(
+        sections=("speed",), **{**TINY, "isolate": True, "lengths": (1024,)}, impls=("sdpa", "math")
+    )
+    sdpa, math_row = run_long_bench(cfg).measurements
+    score_bytes = 2 * 1024 * 1024 * 4
+    assert math_row.peak_bytes - sdpa.peak_bytes > 2 * score_bytes, (sdpa, math_row)
+    assert sdpa.peak_bytes < score_bytes  # the fused kernel never holds the scores
+    assert math_row.memory_ratio > 3
+
+
 def test_quality_rows_get_the_peak_of_a_training_step(monkeypatch):
     calls = _memory_here(monkeypatch)
     text = "In the beginning God created the heaven and the earth. " * 40

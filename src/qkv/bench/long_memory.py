@@ -53,10 +53,10 @@ def memory_method(cfg: LongBenchConfig) -> str:
             f"subprocess per row: speed, the timed calls; {rows}"
         )
     return (
-        "growth of peak RSS (VmHWM) in a fresh subprocess per row: speed, over the timed "
-        "calls after the inputs are built; with MALLOC_MMAP_THRESHOLD_="
-        f"{MMAP_ENV['MALLOC_MMAP_THRESHOLD_']} (freed large blocks return to the OS) above "
-        f"the RSS after a first pass or step: {rows}"
+        "growth of peak RSS (VmHWM) in a fresh subprocess per row, with "
+        f"MALLOC_MMAP_THRESHOLD_={MMAP_ENV['MALLOC_MMAP_THRESHOLD_']} (freed large blocks "
+        "return to the OS), above the RSS after a first call, pass or step: speed, a 2nd "
+        f"call of the layer (a subprocess of its own, not the timed one); {rows}"
     )
 
 

@@ -16,7 +16,7 @@ from torch import nn
 from qkv import masks
 from qkv.attn import FavorAttention, LinformerAttention, LSHSelfAttention, MultiHeadAttention
 from qkv.bench._isolate import run_isolated, serve
-from qkv.bench._memory import maxrss_bytes
+from qkv.bench._memory import MMAP_ENV, PeakMeter, peak_bytes
 from qkv.bench.attention import _available_bytes
 from qkv.bench.long_config import SPEED_IMPLS, LongBenchConfig, LongRow
 
@@ -59,12 +59,8 @@ def estimate_bytes(impl: str, mode: str, b: int, s: int, cfg: dict[str, Any], it
     return io + 4 * b * h * s * cfg["linformer_k"] * item
 
 
-def measure_speed(spec: dict[str, Any]) -> dict[str, Any]:
-    """Time one (impl, length, mode) in this process (the body of a subprocess).
-
-    Returns:
-        ``{"status", "reason", "times", "peak_bytes"}``.
-    """
+def _setup(spec: dict[str, Any]) -> tuple[torch.device, Callable[[], None]]:
+    """The layer, its input and one call of it (forward, and backward in ``fwdbwd``)."""
     if spec.get("threads"):
         torch.set_num_threads(int(spec["threads"]))
     dev, dtype = torch.device(spec["device"]), getattr(torch, spec["dtype"])
@@ -85,13 +81,20 @@ def measure_speed(spec: dict[str, Any]) -> dict[str, Any]:
         if dev.type == "cuda":
             torch.cuda.synchronize()
 
-    torch.ones(64, 64) @ torch.ones(64, 64)  # thread pools before the baseline
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    else:
-        base = maxrss_bytes()
+    torch.ones(64, 64) @ torch.ones(64, 64)  # thread pools before any baseline
+    return dev, step
+
+
+def measure_speed(spec: dict[str, Any]) -> dict[str, Any]:
+    """Time one (impl, length, mode) in this process (the body of a subprocess); on CUDA
+    also its peak (the allocator's, above what was allocated before the calls).
+
+    Returns:
+        ``{"status", "reason", "times", "peak_bytes"}``.
+    """
+    dev, step = _setup(spec)
+    meter = PeakMeter(dev)
+    meter.start()
     t0 = time.perf_counter()
     for _ in range(spec["warmup"]):
         step()
@@ -104,21 +107,41 @@ def measure_speed(spec: dict[str, Any]) -> dict[str, Any]:
         t = time.perf_counter()
         step()
         times.append(time.perf_counter() - t)
-    peak = None
-    if dev.type == "cuda":
-        peak = int(torch.cuda.max_memory_allocated() - base)
-    elif spec.get("measure_memory"):
-        peak = maxrss_bytes() - base
+    peak = meter.peak() if dev.type == "cuda" else None
     return {"status": "ok", "reason": "", "times": times, "peak_bytes": peak}
+
+
+def measure_memory(spec: dict[str, Any]) -> dict[str, Any]:
+    """Peak memory of one call after a first one (:func:`qkv.bench._memory.peak_bytes`),
+    the body of a subprocess started with :data:`~qkv.bench._memory.MMAP_ENV` on the CPU:
+    the rise of the resident set's high-water mark above the resident set after the first
+    call (its one-time costs, such as libraries' buffers, left out).
+
+    Returns:
+        ``{"status", "reason", "times", "peak_bytes"}`` (no times).
+    """
+    dev, step = _setup(spec)
+    return {"status": "ok", "reason": "", "times": [], "peak_bytes": peak_bytes(step, dev, step)}
+
+
+def _measure(spec: dict[str, Any]) -> dict[str, Any]:
+    return measure_memory(spec) if spec.get("memory_pass") else measure_speed(spec)
 
 
 def _worker() -> None:
     """Subprocess entry point: one JSON spec on stdin, one JSON result on stdout."""
-    serve(measure_speed)
+    serve(_measure)
 
 
-def _isolated(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
-    return run_isolated("qkv.bench.long_speed", spec, timeout)
+def _measure_memory_isolated(spec: dict[str, Any], row: LongRow, timeout: float) -> None:
+    """The CPU peak of ``row`` from a second subprocess (:func:`measure_memory`, with
+    :data:`MMAP_ENV`, so that freed blocks leave the resident set): the timed one keeps
+    glibc's default allocator, whose retained heap would make its own peak an upper bound."""
+    m = run_isolated("qkv.bench.long_speed", {**spec, "memory_pass": True}, timeout, env=MMAP_ENV)
+    if m["status"] == "ok":
+        row.peak_bytes = m["peak_bytes"]
+    else:
+        row.reason = f"memory not measured: {m['reason']}"
 
 
 def run_speed(cfg: LongBenchConfig, progress: Callable[[LongRow], None] | None) -> list[LongRow]:
@@ -137,13 +160,18 @@ def run_speed(cfg: LongBenchConfig, progress: Callable[[LongRow], None] | None) 
                     row.skip(f"needs ~{need / 2**30:.1f} GiB > limit {limit / 2**30:.1f} GiB")
                 else:
                     spec = {**base, "impl": impl, "length": s, "mode": mode}
-                    spec["measure_memory"] = cfg.device == "cpu" and cfg.isolate
                     timeout = 20 * cfg.time_budget + 600
-                    r = _isolated(spec, timeout) if cfg.isolate else measure_speed(spec)
+                    r = (
+                        run_isolated("qkv.bench.long_speed", spec, timeout)
+                        if cfg.isolate
+                        else measure_speed(spec)
+                    )
                     row.status, row.reason = r["status"], r["reason"]
                     if r["times"]:
                         row.record_times(r["times"])
                     row.peak_bytes = r["peak_bytes"]
+                    if r["status"] == "ok" and cfg.device == "cpu" and cfg.isolate:
+                        _measure_memory_isolated(spec, row, timeout)
                 group.append(row)
                 if progress is not None:
                     progress(row)
@@ -157,4 +185,4 @@ def run_speed(cfg: LongBenchConfig, progress: Callable[[LongRow], None] | None) 
     return rows
 
 
-__all__ = ["build_layer", "estimate_bytes", "measure_speed", "run_speed"]
+__all__ = ["build_layer", "estimate_bytes", "measure_memory", "measure_speed", "run_speed"]

