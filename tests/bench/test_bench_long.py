@@ -125,21 +125,39 @@ def test_speed_rows_time_in_one_subprocess_and_measure_memory_in_another(monkeyp
     calls = []
 
     def here(module, spec, timeout, env=None):
-        calls.append((module, spec.get("memory_pass", False), spec["impl"], env))
+        what = spec["impl"] if spec.get("memory_pass") else spec["impls"]
+        calls.append((module, spec.get("memory_pass", False), what, env))
         with num_threads(None):
             return json.loads(json.dumps(importlib.import_module(module)._measure(spec)))
 
     monkeypatch.setattr("qkv.bench.long_speed.run_isolated", here)
-    cfg = LongBenchConfig(sections=("speed",), **{**TINY, "isolate": True}, impls=("sdpa", "math"))
+    settings = {**TINY, "isolate": True, "repeats": 3, "min_repeats": 3}
+    cfg = LongBenchConfig(sections=("speed",), **settings, impls=("sdpa", "math", "lsh"))
     rows = run_long_bench(cfg).measurements
     assert calls == [
-        ("qkv.bench.long_speed", False, "sdpa", None),
+        ("qkv.bench.long_speed", False, ["sdpa", "math", "lsh"], None),  # interleaved, together
         ("qkv.bench.long_speed", True, "sdpa", MMAP_ENV),
-        ("qkv.bench.long_speed", False, "math", None),
         ("qkv.bench.long_speed", True, "math", MMAP_ENV),
+        ("qkv.bench.long_speed", True, "lsh", MMAP_ENV),
     ]
-    assert all(r.status == "ok" and r.time_s > 0 and isinstance(r.peak_bytes, int) for r in rows)
-    assert rows[0].memory_ratio in (None, 1.0)
+    assert all(r.status == "ok" and r.repeats == 3 and isinstance(r.peak_bytes, int) for r in rows)
+    sdpa, math_row, _ = rows
+    pairs = [a / b for a, b in zip(sdpa.times_s, math_row.times_s, strict=True)]
+    assert sdpa.speedup == 1.0 and math_row.speedup == pytest.approx(sorted(pairs)[1])
+    assert sdpa.memory_ratio in (None, 1.0)
+
+
+def test_a_layer_that_fails_is_reported_and_the_others_are_timed(monkeypatch):
+    def broken(impl, cfg, length):
+        if impl == "lsh":
+            raise RuntimeError("no memory left")
+        return build_layer(impl, cfg, length)
+
+    monkeypatch.setattr("qkv.bench.long_speed.build_layer", broken)
+    cfg = LongBenchConfig(sections=("speed",), **TINY, impls=("sdpa", "lsh", "favor"))
+    rows = {r.impl: r for r in run_long_bench(cfg).measurements}
+    assert rows["lsh"].status == "error" and "RuntimeError: no memory left" in rows["lsh"].reason
+    assert rows["sdpa"].status == rows["favor"].status == "ok" and rows["favor"].speedup > 0
 
 
 @pytest.mark.slow

@@ -1,11 +1,13 @@
 """The speed section of ``qkv bench long``: one self-attention layer of each kind,
-forward (+ backward) time and peak memory against sequence length, one fresh subprocess
-per measurement on the CPU (so the peak resident set is the measurement's own)."""
+forward (+ backward) time and peak memory against sequence length. On the CPU the layers
+of one (length, mode) are timed together in interleaved rounds in a fresh subprocess
+(:func:`qkv.bench._timing.time_interleaved`: load falls on all of them alike, and each
+speed-up is the median of per-round ratios), and each layer's peak memory comes from a
+fresh subprocess of its own (so the peak resident set is the measurement's own)."""
 
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
@@ -16,7 +18,8 @@ from torch import nn
 from qkv import masks
 from qkv.attn import FavorAttention, LinformerAttention, LSHSelfAttention, MultiHeadAttention
 from qkv.bench._isolate import run_isolated, serve
-from qkv.bench._memory import MMAP_ENV, PeakMeter, peak_bytes
+from qkv.bench._memory import MMAP_ENV, peak_bytes
+from qkv.bench._timing import num_threads, paired_ratio, time_interleaved
 from qkv.bench.attention import _available_bytes
 from qkv.bench.long_config import SPEED_IMPLS, LongBenchConfig, LongRow
 
@@ -85,30 +88,37 @@ def _setup(spec: dict[str, Any]) -> tuple[torch.device, Callable[[], None]]:
     return dev, step
 
 
-def measure_speed(spec: dict[str, Any]) -> dict[str, Any]:
-    """Time one (impl, length, mode) in this process (the body of a subprocess); on CUDA
-    also its peak (the allocator's, above what was allocated before the calls).
+def measure_group(spec: dict[str, Any]) -> dict[str, Any]:
+    """Time the layers of ``spec["impls"]`` at one (length, mode) in interleaved rounds in
+    this process (the body of a subprocess, :func:`qkv.bench._timing.time_interleaved`):
+    each layer is warmed up alone first, and one that fails there is reported and left out.
 
     Returns:
-        ``{"status", "reason", "times", "peak_bytes"}``.
+        ``{"status", "reason", "times", "peak_bytes", "rows"}``, ``rows``: impl ->
+        ``{"status", "reason", "times"}`` (seconds of each round it ran, in round order).
     """
-    dev, step = _setup(spec)
-    meter = PeakMeter(dev)
-    meter.start()
-    t0 = time.perf_counter()
-    for _ in range(spec["warmup"]):
-        step()
-    per_run = (time.perf_counter() - t0) / max(1, spec["warmup"])
-    n = max(
-        spec["min_repeats"], min(spec["repeats"], int(spec["time_budget"] / max(per_run, 1e-9)))
-    )
-    times = []
-    for _ in range(n):
-        t = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t)
-    peak = meter.peak() if dev.type == "cuda" else None
-    return {"status": "ok", "reason": "", "times": times, "peak_bytes": peak}
+    rows: dict[str, dict[str, Any]] = {}
+    steps: dict[str, Callable[[], None]] = {}
+    for impl in spec["impls"]:
+        try:
+            _, step = _setup({**spec, "impl": impl})
+            for _ in range(spec["warmup"]):
+                step()
+        except Exception as e:  # e.g. out of memory: this row fails, the others go on
+            rows[impl] = {"status": "error", "reason": f"{type(e).__name__}: {e}", "times": []}
+        else:
+            steps[impl] = step
+    if steps:
+        with num_threads(spec.get("threads")):
+            times = time_interleaved(
+                steps,
+                warmup=0,
+                repeats=spec["repeats"],
+                time_budget=spec["time_budget"] * len(steps),  # each layer's share
+                min_repeats=spec["min_repeats"],
+            )
+        rows.update({impl: {"status": "ok", "reason": "", "times": times[impl]} for impl in steps})
+    return {"status": "ok", "reason": "", "times": [], "peak_bytes": None, "rows": rows}
 
 
 def measure_memory(spec: dict[str, Any]) -> dict[str, Any]:
@@ -125,7 +135,7 @@ def measure_memory(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _measure(spec: dict[str, Any]) -> dict[str, Any]:
-    return measure_memory(spec) if spec.get("memory_pass") else measure_speed(spec)
+    return measure_memory(spec) if spec.get("memory_pass") else measure_group(spec)
 
 
 def _worker() -> None:
@@ -133,11 +143,15 @@ def _worker() -> None:
     serve(_measure)
 
 
-def _measure_memory_isolated(spec: dict[str, Any], row: LongRow, timeout: float) -> None:
-    """The CPU peak of ``row`` from a second subprocess (:func:`measure_memory`, with
-    :data:`MMAP_ENV`, so that freed blocks leave the resident set): the timed one keeps
-    glibc's default allocator, whose retained heap would make its own peak an upper bound."""
-    m = run_isolated("qkv.bench.long_speed", {**spec, "memory_pass": True}, timeout, env=MMAP_ENV)
+def _memory(spec: dict[str, Any], row: LongRow, timeout: float, isolate: bool) -> None:
+    """``row``'s peak from :func:`measure_memory`: in a subprocess of its own with
+    :data:`MMAP_ENV` (so that freed blocks leave the resident set; the timed one keeps
+    glibc's default allocator), or in this process on CUDA (the allocator's counters)."""
+    spec = {**spec, "impl": row.impl, "memory_pass": True}
+    if isolate:
+        m = run_isolated("qkv.bench.long_speed", spec, timeout, env=MMAP_ENV)
+    else:
+        m = measure_memory(spec)
     if m["status"] == "ok":
         row.peak_bytes = m["peak_bytes"]
     else:
@@ -145,44 +159,49 @@ def _measure_memory_isolated(spec: dict[str, Any], row: LongRow, timeout: float)
 
 
 def run_speed(cfg: LongBenchConfig, progress: Callable[[LongRow], None] | None) -> list[LongRow]:
-    """The speed section: every (length, mode, impl), ratios to ``sdpa``."""
+    """The speed section: for every (length, mode), the layers timed together in
+    interleaved rounds (one subprocess with ``isolate``), then each one's peak memory;
+    speed-ups are medians of per-round ratios to ``sdpa``."""
     limit = cfg.memory_limit or 0.8 * _available_bytes(cfg.device)
     item = torch.empty((), dtype=getattr(torch, cfg.dtype)).element_size()
     base = asdict(cfg)
+    timeout = 20 * cfg.time_budget * len(cfg.impls) + 600
     rows: list[LongRow] = []
     for s in cfg.lengths:
         for mode in cfg.modes:
-            group = []
-            for impl in cfg.impls:
-                row = LongRow(section="speed", impl=impl, length=s, mode=mode)
+            group = {
+                impl: LongRow(section="speed", impl=impl, length=s, mode=mode) for impl in cfg.impls
+            }
+            for impl, row in group.items():
                 need = estimate_bytes(impl, mode, cfg.batch_size, s, base, item)
                 if need > limit:
                     row.skip(f"needs ~{need / 2**30:.1f} GiB > limit {limit / 2**30:.1f} GiB")
-                else:
-                    spec = {**base, "impl": impl, "length": s, "mode": mode}
-                    timeout = 20 * cfg.time_budget + 600
-                    r = (
-                        run_isolated("qkv.bench.long_speed", spec, timeout)
-                        if cfg.isolate
-                        else measure_speed(spec)
-                    )
-                    row.status, row.reason = r["status"], r["reason"]
-                    if r["times"]:
-                        row.record_times(r["times"])
-                    row.peak_bytes = r["peak_bytes"]
-                    if r["status"] == "ok" and cfg.device == "cpu" and cfg.isolate:
-                        _measure_memory_isolated(spec, row, timeout)
-                group.append(row)
-                if progress is not None:
-                    progress(row)
-            ref = next((r for r in group if r.impl == "sdpa" and r.status == "ok"), None)
-            for row in group:
-                if ref is not None and row.status == "ok" and row.time_s and ref.time_s:
-                    row.speedup = ref.time_s / row.time_s
+            spec = {**base, "length": s, "mode": mode}
+            spec["impls"] = [impl for impl, row in group.items() if row.status == "ok"]
+            if spec["impls"]:
+                r = (
+                    run_isolated("qkv.bench.long_speed", spec, timeout)
+                    if cfg.isolate
+                    else measure_group(spec)
+                )
+                for impl in spec["impls"]:
+                    got = r.get("rows", {}).get(impl, r)  # a crashed group: its reason
+                    row = group[impl]
+                    row.status, row.reason = got["status"], got["reason"]
+                    if got["times"]:
+                        row.record_times(got["times"])
+                    if row.status == "ok" and (cfg.isolate or cfg.device == "cuda"):
+                        _memory(spec, row, timeout, cfg.isolate)
+            ref = group.get("sdpa")
+            for row in group.values():
+                if ref is not None and ref.status == "ok" and row.status == "ok":
+                    row.speedup = paired_ratio(ref.times_s, row.times_s)
                     if ref.peak_bytes and row.peak_bytes is not None:
                         row.memory_ratio = row.peak_bytes / ref.peak_bytes
-            rows += group
+                if progress is not None:
+                    progress(row)
+            rows += group.values()
     return rows
 
 
-__all__ = ["build_layer", "estimate_bytes", "measure_memory", "measure_speed", "run_speed"]
+__all__ = ["build_layer", "estimate_bytes", "measure_group", "measure_memory", "run_speed"]

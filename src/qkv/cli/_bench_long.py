@@ -106,13 +106,22 @@ def register_long(sub: argparse._SubParsersAction, name: str) -> None:
     ):
         lo.add_argument(flag, type=int, default=default, help=f"{what} (default: {default})")
     t = p.add_argument_group("timing")
-    t.add_argument("--repeats", type=int, default=d.repeats, help=f"default: {d.repeats}")
+    t.add_argument(
+        "--repeats", type=int, default=d.repeats, help=f"most timed rounds (default: {d.repeats})"
+    )
+    t.add_argument(
+        "--min-repeats",
+        type=int,
+        default=d.min_repeats,
+        help=f"rounds every layer runs whatever the time budget (default: {d.min_repeats})",
+    )
     t.add_argument("--warmup", type=int, default=d.warmup, help=f"default: {d.warmup}")
     t.add_argument(
         "--time-budget",
         type=float,
         default=d.time_budget,
-        help="seconds per measurement (default: 60)",
+        help="seconds of timed calls per layer and length, roughly: a slow layer sits out "
+        "later rounds once past it and its --min-repeats (default: 60)",
     )
     t.add_argument("--device", default=d.device, choices=["cpu", "cuda"], help="default: cpu")
     t.add_argument("--threads", type=_threads, help=THREADS_HELP)
