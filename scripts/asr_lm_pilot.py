@@ -1,9 +1,11 @@
 """The shallow-fusion pilot of docs/speech.md: a trained ``asr`` run decoded on the valid
-split with the n-gram of its training transcripts, for each order and weight (joint
-CTC/attention decoding with 4 beams, the run's ``ctc_prefix_weight``), then without it.
+split with the task's n-gram (the training transcripts and Ding's other sentences,
+``lm_corpus``; ``--transcripts-only``: the transcripts alone), for each order and weight
+(joint CTC/attention decoding with 4 beams, the run's ``ctc_prefix_weight``), then
+without it.
 
-    python scripts/asr_lm_pilot.py runs/asr --orders 5,7,9 --weights 0.2,0.4,0.6
-    python scripts/asr_lm_pilot.py runs/asr --orders 9,12 --weights 0.6,0.8,1.0
+    python scripts/asr_lm_pilot.py runs/asr --orders 7,9,12 --weights 0.3,0.4,0.5
+    python scripts/asr_lm_pilot.py runs/asr --transcripts-only --orders 5,7,9 --weights 0.2,0.4,0.6
 
 Prints valid WER / CER (jiwer), the hypotheses' words per reference word and the decoding
 time of each setting; the model and the corpus are loaded once.
@@ -18,7 +20,7 @@ import torch
 
 from qkv.data import metrics
 from qkv.tasks import load_trained
-from qkv.tasks.speech._asr_decoding import transcript_lm
+from qkv.tasks.speech._asr_decoding import lm_corpus, transcript_lm
 
 
 def _numbers(text: str, kind: type) -> list:
@@ -32,15 +34,17 @@ def main() -> None:
     p.add_argument("--weights", default="0.2,0.4,0.6", help="lm weights (default: 0.2,0.4,0.6)")
     p.add_argument("--beam-size", type=int, default=4)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--transcripts-only", action="store_true", help="the n-gram of the transcripts")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     model, task = load_trained(args.run)
     model.eval()
     start = time.perf_counter()
     texts = [u.text for u in task.examples("train")]
+    texts = texts if args.transcripts_only else lm_corpus(task.examples)
     utts = task.examples("valid")
     refs = [u.text for u in utts]
-    print(f"corpus {time.perf_counter() - start:.1f} s; {len(texts)} transcripts; "
+    print(f"corpus {time.perf_counter() - start:.1f} s; {len(texts)} sentences; "
           f"valid {len(utts)}", flush=True)  # fmt: skip
 
     def score(label: str, weight: float) -> None:

@@ -48,6 +48,20 @@ def test_usable_sentences_keep_what_is_spoken_as_written():
     assert audio.usable_sentences(pairs, max_chars=20) == ["Fine, thanks!"]
 
 
+def test_language_model_texts_add_other_sentences_but_never_a_held_out_one():
+    pairs = [("a", "Good night."), ("b", "Say good night to him."), ("c", "Hello there!"),
+             ("d", "It costs 5 euros."), ("e", "Goodnightly, fine."), ("f", "Hello   there"),
+             ("g", "A sentence over sixty characters is kept: it is never spoken at all."),
+             ("h", "Goodnightly, fine!")]  # fmt: skip
+    texts = audio.language_model_texts(pairs, ["hello there", "i see"], ["good night"])
+    assert texts == [
+        "hello there",  # the training transcripts first, each once
+        "i see",
+        "goodnightly fine",  # holds "good night" inside a word only
+        "a sentence over sixty characters is kept it is never spoken at all",
+    ]
+
+
 def test_voices_are_held_out():
     for seed in range(5):
         v = audio.split_voices(SpeechSettings(seed=seed))

@@ -189,7 +189,8 @@ needs_speech = pytest.mark.skipif(
 TINY_ASR = ["train", "--task", "asr", "--steps", "1", "--batch-size", "4", "--n-train", "8",
             "--n-valid", "2", "--n-test", "2", "--eval-limit", "2", "--no-progress",
             "--model", "d_model=16", "--model", "n_heads=2", "--model", "d_ff=32",
-            "--model", "n_encoder_layers=1", "--model", "n_decoder_layers=1"]  # fmt: skip
+            "--model", "n_encoder_layers=1", "--model", "n_decoder_layers=1",
+            "--lm-weight", "0"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")

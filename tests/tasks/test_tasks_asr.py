@@ -26,9 +26,11 @@ pytestmark = [
         not ding.DING_PATH.is_file(), reason="trans-de-en is not installed (its sentences)"
     ),
 ]
+# --lm-weight 0: the n-gram of ~14,500 sentences takes seconds to build in every command
+# that decodes; _check_fused_lm decodes with it
 TINY = ["--n-train", "12", "--n-valid", "3", "--n-test", "3", "--model", "d_model=32",
         "--model", "n_heads=2", "--model", "d_ff=48", "--model", "n_encoder_layers=1",
-        "--model", "n_decoder_layers=1"]  # fmt: skip
+        "--model", "n_decoder_layers=1", "--lm-weight", "0"]  # fmt: skip
 
 
 @pytest.fixture
@@ -82,13 +84,18 @@ def test_train_eval_generate_viz_and_errors(run_dir, tmp_path, capsys, monkeypat
 
 
 def _check_fused_lm(run_dir, capsys, monkeypatch):  # type: ignore[no-untyped-def]
-    """Shallow fusion: the checkpoint keeps the 12 training transcripts; a task loaded from
-    it builds the n-gram from them without the corpus, and that n-gram knows them; ``qkv
-    eval --lm-weight`` decodes with it."""
+    """Shallow fusion: the checkpoint keeps the n-gram's text, the 12 training transcripts
+    and Ding's other sentences, no held-out one; a task loaded from it builds the n-gram
+    without the corpus, and that n-gram knows them; ``qkv eval --lm-weight`` decodes with
+    it."""
     capsys.readouterr()  # what the commands before printed
     ck = Path(check_checkpoint(run_dir))
     texts = json.loads((ck / "transcripts.json").read_text(encoding="utf-8"))
-    assert len(texts) == 12 and all(isinstance(t, str) and t for t in texts)
+    task = load_task(ck)
+    train = [u.text for u in task.examples("train")]
+    held = [f" {u.text} " for split in ("valid", "test") for u in task.examples(split)]
+    assert texts[:12] == train and len(texts) > 10_000
+    assert all(isinstance(t, str) and t and not any(h in f" {t} " for h in held) for t in texts)
     task = load_task(ck)
 
     def no_corpus(split):  # type: ignore[no-untyped-def]

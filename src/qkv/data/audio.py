@@ -227,6 +227,26 @@ def usable_sentences(pairs: Sequence[tuple[str, str]], max_chars: int) -> list[s
     return list(seen)
 
 
+def language_model_texts(
+    pairs: Sequence[tuple[str, str]], train: Sequence[str], held_out: Sequence[str]
+) -> list[str]:
+    """The text of a language model for the transcripts: the training transcripts
+    ``train``, then every other English side of ``pairs`` that speaks as written (of any
+    length: those above ``max_chars`` are never spoken), as transcripts
+    (:func:`normalize_text`), in first-seen order: none that equals or contains a
+    ``held_out`` transcript as whole words (the valid and test sentences), so no held-out
+    sentence is in the text, alone or inside a longer one."""
+    held = [f" {h} " for h in sorted(set(held_out), key=len)]
+    known = dict.fromkeys(train)
+    extra: dict[str, None] = {}
+    for _, en in pairs:
+        text = "" if _UNSPOKEN.search(en) else normalize_text(en)
+        if text and text not in known and text not in extra:
+            if not any(h in f" {text} " for h in held):
+                extra[text] = None
+    return [*known, *extra]
+
+
 #: One utterance to make: sentence, voice, speed, pitch, split number, settings, index.
 _Job = tuple[str, str, int, int, int, SpeechSettings, int]
 
@@ -430,6 +450,7 @@ __all__ = [
     "SpeechSettings",
     "Utterance",
     "default_cache_dir",
+    "language_model_texts",
     "normalize_text",
     "read_wav",
     "require_espeak",

@@ -1,23 +1,26 @@
 """``asr``'s decoding helpers: its weights' checks, the CTC head (whether a model has one,
 its best path), and its external language model: an interpolated Kneser-Ney
-character n-gram of the training transcripts (:class:`~qkv.generation.ngram.NGramLM`),
-for shallow fusion in beam search (``lm_weight``).
+character n-gram (:class:`~qkv.generation.ngram.NGramLM`) for shallow fusion in beam
+search (``lm_weight``).
 
 The decoder hears letters; the n-gram knows which words they spell and where words end.
-It is trained on the training split's transcripts only (no valid or test sentence), and a
-checkpoint keeps those transcripts (``transcripts.json``), so decoding a sound file needs
-no corpus.
+Its text (:func:`lm_corpus`) is the training split's transcripts and the other English
+sentences of Ding's dictionary, the corpus's source: none of them a valid or test
+sentence or holding one. A checkpoint keeps that text (``transcripts.json``), so decoding
+a sound file needs no corpus.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from torch import Tensor, nn
 
+from qkv.data import audio, ding
+from qkv.data.audio import Utterance
 from qkv.data.tokenizers import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 from qkv.generation.ctc import ctc_best_path
 from qkv.generation.ngram import NGramLM
@@ -26,7 +29,7 @@ from qkv.tasks.base import TaskError
 #: The n-gram's order: it reads the last ``LM_ORDER - 1`` characters (9 against 5, 7 and 12
 #: on the valid split of the timed run: ``docs/speech.md``).
 LM_ORDER = 9
-#: The checkpoint file that keeps the training transcripts.
+#: The checkpoint file that keeps the n-gram's text (:func:`lm_corpus`).
 TRANSCRIPTS_FILE = "transcripts.json"
 
 
@@ -70,6 +73,16 @@ def check_weight(name: str, value: Any, *, below_one: bool = False) -> float:
         span = "[0, 1)" if below_one else "[0, 1]"
         raise TaskError(f"task 'asr': {name} must be in {span}, got {value!r}")
     return float(value)
+
+
+def lm_corpus(examples: Callable[[str], Sequence[Utterance]]) -> list[str]:
+    """The n-gram's text from a task's splits (``examples(split)``): the training
+    transcripts, then Ding's other English sentences
+    (:func:`qkv.data.audio.language_model_texts`: never a valid or test sentence, nor one
+    holding it)."""
+    held = [u.text for split in ("valid", "test") for u in examples(split)]
+    train = [u.text for u in examples("train")]
+    return audio.language_model_texts(ding.read_ding(ding.DING_PATH), train, held)
 
 
 def transcript_lm(
@@ -128,6 +141,7 @@ __all__ = [
     "ctc_greedy",
     "decoder_vocab",
     "has_ctc_head",
+    "lm_corpus",
     "load_transcripts",
     "save_transcripts",
     "transcript_lm",

@@ -10,9 +10,9 @@ The model is :class:`~qkv.models.Whisper` on Whisper's log-mel features
 (:class:`~qkv.layers.log_mel.LogMel`), trained by teacher forcing on character (or BPE)
 transcripts with SpecAugment (:class:`~qkv.layers.spec_augment.SpecAugment`) and, by
 default, an auxiliary CTC loss on the encoder (hybrid CTC/attention, Watanabe et al. 2017),
-decoded by greedy or beam search (joint with the CTC head, fused with an n-gram of the
-training transcripts; or the CTC head's greedy path), scored by word and
-character error rates (``jiwer``) with the decoding's real-time factor.
+decoded by greedy or beam search (joint with the CTC head, fused with an n-gram of English
+text; or the CTC head's greedy path), scored by word and character error rates
+(``jiwer``) with the decoding's real-time factor.
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ from qkv.tasks.speech._asr_decoding import (
     ctc_greedy,
     decoder_vocab,
     has_ctc_head,
+    lm_corpus,
     load_transcripts,
     save_transcripts,
     transcript_lm,
@@ -82,7 +83,7 @@ class ASRTask(Task):
     ``max_len - 4`` characters are spoken, ``workers``, ``cache_dir``), the ``tokenizer``,
     SpecAugment (``augment``), the CTC loss's weight (``ctc_weight``), and decoding: joint
     CTC/attention (``ctc_prefix_weight``, :class:`~qkv.generation.ctc.CTCPrefixScorer`) and
-    shallow fusion with an n-gram of the training transcripts (``lm_weight``,
+    shallow fusion with an n-gram of English text (``lm_weight``,
     :mod:`qkv.tasks.speech._asr_decoding`). Each default is measured in ``docs/speech.md``.
     """
 
@@ -107,8 +108,8 @@ class ASRTask(Task):
         )
         lm_weight: float = option(
             0.4,
-            "shallow fusion: weight W of a character 9-gram of the training transcripts "
-            "in beam and greedy decoding, + W log p_lm; 0 decodes without it",
+            "shallow fusion: weight W of a character 9-gram of the transcripts and Ding's "
+            "other sentences in beam and greedy decoding, + W log p_lm; 0 decodes without it",
         )
         workers: int = option(2, "espeak-ng processes that synthesise the speech")
         cache_dir: str | None = option(
@@ -165,7 +166,7 @@ class ASRTask(Task):
         self.spec_augment = SpecAugment() if o.augment else None
         self._splits: dict[str, list[Utterance]] | None = None
         self._tok: Tokenizer | None = None
-        self._transcripts: list[str] | None = None  # the training split's, from a checkpoint
+        self._transcripts: list[str] | None = None  # the n-gram's text: a checkpoint's, lm_corpus
         self._lm: NGramLM | None = None  # language_model()
         self._objective = Seq2SeqObjective()
 
@@ -216,10 +217,10 @@ class ASRTask(Task):
         return self._tok
 
     def language_model(self, vocab_size: int | None = None) -> NGramLM:
-        """The transcripts' n-gram over ``vocab_size`` ids (the checkpoint's or the corpus's)."""
+        """The n-gram over ``vocab_size`` ids of the checkpoint's text (or ``lm_corpus``)."""
         if self._lm is None or self._lm.vocab_size < (vocab_size or 0):
-            texts = self._transcripts or [u.text for u in self.examples("train")]
-            self._lm = transcript_lm(texts, self.tokenizer, vocab_size)
+            self._transcripts = self._transcripts or lm_corpus(self.examples)
+            self._lm = transcript_lm(self._transcripts, self.tokenizer, vocab_size)
         return self._lm
 
     def _target(self, text: str) -> list[int]:
@@ -440,8 +441,7 @@ class ASRTask(Task):
         the ``N``-th utterance of a split.
 
         Raises:
-            TaskError: a missing or unreadable file, one over 30 s (refused before it is
-                read, naming the file and the limit), or a bad ``SPLIT:N``.
+            TaskError: a missing or unreadable file, one over 30 s (refused unread), or a bad SPLIT:N.
         """
         split, _, index = source.partition(":")
         if split in SPLITS and index.isdigit():
@@ -478,11 +478,11 @@ class ASRTask(Task):
 
     # -- persistence ---------------------------------------------------------------------
     def save(self, directory: Path) -> None:
-        """Write ``task.json``, ``tokenizer.json`` and the training transcripts (the
-        language model's text)."""
+        """Write ``task.json``, ``tokenizer.json`` and the n-gram's text (``lm_corpus``)."""
         write_task_file(self, Path(directory), {"tokenizer": self.tokenizer_kind})
         self.tokenizer.save(directory)
-        save_transcripts(directory, self._transcripts or [u.text for u in self.examples("train")])
+        self._transcripts = self._transcripts or lm_corpus(self.examples)  # made once
+        save_transcripts(directory, self._transcripts)
 
     def load(self, directory: Path) -> None:
         """Read the tokenizer written by :meth:`save` (no audio is made).
