@@ -242,7 +242,8 @@ def language_model_texts(
     for _, en in pairs:
         text = "" if _UNSPOKEN.search(en) else normalize_text(en)
         if text and text not in known and text not in extra:
-            if not any(h in f" {text} " for h in held):
+            words = f" {text} "  # whole words: a held-out " h " inside " text "
+            if not any(h in words for h in held):
                 extra[text] = None
     return [*known, *extra]
 
