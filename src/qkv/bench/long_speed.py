@@ -19,7 +19,7 @@ from qkv import masks
 from qkv.attn import FavorAttention, LinformerAttention, LSHSelfAttention, MultiHeadAttention
 from qkv.bench._isolate import run_isolated, serve
 from qkv.bench._memory import MMAP_ENV, peak_bytes
-from qkv.bench._timing import num_threads, paired_ratio, time_interleaved
+from qkv.bench._timing import paired_ratio, time_interleaved
 from qkv.bench.attention import _available_bytes
 from qkv.bench.long_config import SPEED_IMPLS, LongBenchConfig, LongRow
 
@@ -109,14 +109,13 @@ def measure_group(spec: dict[str, Any]) -> dict[str, Any]:
         else:
             steps[impl] = step
     if steps:
-        with num_threads(spec.get("threads")):
-            times = time_interleaved(
-                steps,
-                warmup=0,
-                repeats=spec["repeats"],
-                time_budget=spec["time_budget"] * len(steps),  # each layer's share
-                min_repeats=spec["min_repeats"],
-            )
+        times = time_interleaved(  # at the threads _setup set
+            steps,
+            warmup=0,
+            repeats=spec["repeats"],
+            time_budget=spec["time_budget"] * len(steps),  # each layer's share
+            min_repeats=spec["min_repeats"],
+        )
         rows.update({impl: {"status": "ok", "reason": "", "times": times[impl]} for impl in steps})
     return {"status": "ok", "reason": "", "times": [], "peak_bytes": None, "rows": rows}
 
