@@ -11,7 +11,7 @@ import torch
 from qkv.generation import filter_logits, generate, length_penalty
 from qkv.generation._stepper import Stepper
 from qkv.generation.beam import beam_search
-from qkv.models import from_preset
+from qkv.models import MemoryLimitError, from_preset
 
 V = 13
 
@@ -285,3 +285,21 @@ def test_beam_finishes_only_an_eos_among_the_best_k_candidates():
         _ScriptedStepper(probs, 2), beam_size=2, max_new_tokens=2, eos_id=0, alpha=0.0
     )
     assert toks == [[]] and scores[0] == pytest.approx(math.log(0.4), abs=1e-6)
+
+
+def test_a_beam_no_memory_holds_is_refused_before_the_source_is_copied(monkeypatch):
+    """The cache's memory check comes first: 10^8 beams are refused without copying the
+    encoder's output (or any buffer) 10^8 times."""
+    copied, reorder = [], Stepper.reorder
+
+    def spy(self, index):  # type: ignore[no-untyped-def]
+        copied.append(len(index))
+        reorder(self, index)
+
+    monkeypatch.setattr(Stepper, "reorder", spy)
+    model, src = _s2s(), torch.tensor([[5, 6, 7, 2]])
+    with pytest.raises(MemoryLimitError, match="does not fit"):
+        generate(model, src, max_new_tokens=8, strategy="beam", beam_size=10**8, bos_id=1)
+    assert copied == []
+    generate(model, src, max_new_tokens=2, strategy="beam", beam_size=3, bos_id=1)
+    assert copied[0] == 3  # the same path copies a beam that fits

@@ -137,11 +137,16 @@ class Stepper:
         # the model call (no lean step for this model, or not made yet)
         self._step: LeanStep | None = None
         self._step_ready = False  # whether _make_step ran
+        # the cache first: its memory check refuses a beam no memory holds before the
+        # source's memory and the buffers are copied for every beam
+        cache = (
+            model.make_cache(b * beams, cap, dtype=param.dtype, device=self.device)
+            if use_cache
+            else None
+        )
         if beams > 1:
             self.reorder(torch.arange(b, device=self.device).repeat_interleave(beams))
-        rows = self._tokens.shape[0]
-        if use_cache:
-            self.cache = model.make_cache(rows, cap, dtype=param.dtype, device=self.device)
+        self.cache = cache
         self._fed = 0  # how many of the tokens the cache has seen
 
     @property
