@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -126,6 +127,30 @@ def test_ding_parser_on_a_fake_file(tmp_path) -> None:
     ]
     assert ding.clean("Haus {n} [arch.] (alt) ,ok <Abk.>") == "Haus,ok"
     assert ding.is_sentence("Eins zwei drei vier fünf.") and not ding.is_sentence("Eins zwei.")
+
+
+def test_ding_is_parsed_once_per_text(tmp_path, monkeypatch) -> None:
+    """A task loaded three times reads the dictionary once; a changed file of the same size
+    and modification time is parsed again (the text decides, not the file's metadata)."""
+    path = tmp_path / "de-en"
+    path.write_text(FAKE_DING, encoding="utf-8")
+    parsed, parse_lines = [], ding.parse_lines
+
+    def spy(lines, min_words):  # type: ignore[no-untyped-def]
+        parsed.append(min_words)
+        return parse_lines(lines, min_words)
+
+    monkeypatch.setattr(ding, "parse_lines", spy)
+    monkeypatch.setattr(ding, "_PARSED", {})  # what other tests of this process parsed
+    first = ding.read_ding(path)
+    first.append(("mutated", "by the caller"))  # each call gets its own list
+    assert ding.read_ding(path) == ding.read_ding(path) == first[:-1] and parsed == [5]
+    assert len(ding.read_ding(path, min_words=6)) == 5 and parsed == [5, 6]
+    st = path.stat()
+    path.write_text(FAKE_DING.replace("Hund", "Hase"), encoding="utf-8")
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_size == st.st_size
+    assert ding.read_ding(path)[1][0] == "Der Hase bellt die ganze Nacht laut."
 
 
 @pytest.mark.skipif(not ding.DING_PATH.is_file(), reason="trans-de-en is not installed")

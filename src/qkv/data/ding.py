@@ -16,6 +16,8 @@ The dictionary is GPL-2+: it is read at run time and never copied into the repos
 
 from __future__ import annotations
 
+import hashlib
+import io
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -129,14 +131,26 @@ def parse_lines(lines: Iterable[str], min_words: int = 5) -> list[tuple[str, str
     return list(seen)
 
 
+# the last text parsed, by its digest and min_words: a process that loads a task several
+# times (eval, then generate, then viz of one run) parses the 2-second dictionary once
+_PARSED: dict[tuple[bytes, int], tuple[tuple[str, str], ...]] = {}
+
+
 def read_ding(path: str | Path = DING_PATH, min_words: int = 5) -> list[tuple[str, str]]:
-    """Read the sentence pairs of a Ding dictionary file.
+    """Read the sentence pairs of a Ding dictionary file (a new list each call; a text
+    parsed by the last call, byte for byte, is not parsed again).
 
     Raises:
         FileNotFoundError: the file does not exist.
     """
-    with open(path, encoding="utf-8", errors="replace") as f:
-        return parse_lines(f, min_words)
+    raw = Path(path).read_bytes()
+    key = (hashlib.blake2b(raw, digest_size=16).digest(), min_words)
+    if key not in _PARSED:
+        lines = io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8", errors="replace")
+        pairs = tuple(parse_lines(lines, min_words))  # the lines open() would give
+        _PARSED.clear()
+        _PARSED[key] = pairs
+    return list(_PARSED[key])
 
 
 __all__ = [
