@@ -121,9 +121,9 @@ def test_word_attention_is_the_recorded_cross_attention(tmp_path) -> None:
     for j, (_, m) in enumerate(words):
         assert m.shape == (g, g)
         torch.testing.assert_close(m.sum() + last[j, 0], torch.tensor(1.0))  # cls + patches
-    html = report_for_captioner(
-        model, task, "test:2", tmp_path / "c.html", png_dir=tmp_path / "png"
-    )
+    # the PNGs of --png (25 figures, most of this test's time) are checked by the slow
+    # command-line test below
+    html = report_for_captioner(model, task, "test:2", tmp_path / "c.html")
     text = html.read_text(encoding="utf-8")
     assert (
         "for each generated word, its cross-attention" in text and "data:image/png;base64," in text
