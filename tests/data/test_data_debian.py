@@ -4,6 +4,7 @@ when they hold English descriptions (``apt-get update -o Acquire::Languages=en``
 from __future__ import annotations
 
 import gzip
+import os
 from collections import defaultdict
 from pathlib import Path
 
@@ -145,6 +146,32 @@ def test_compressed_lists_read_the_same(tmp_path: Path) -> None:
     plain = read_corpus(write_lists(tmp_path / "plain"))
     assert read_corpus(write_lists(tmp_path / "gz", compress=True)) == plain
     assert debian.read_list_file(next((tmp_path / "gz").glob("*Packages.gz"))) == PACKAGES
+
+
+def test_a_corpus_is_parsed_once_until_a_file_changes(lists: Path, monkeypatch) -> None:
+    """Each split of a task reads the corpus: the second read parses nothing; a file whose
+    bytes change (size and modification time kept) is read again, and so is another
+    directory."""
+    parsed, parse = [], debian.parse_translations
+
+    def spy(text):  # type: ignore[no-untyped-def]
+        parsed.append(len(text))
+        return parse(text)
+
+    monkeypatch.setattr(debian, "parse_translations", spy)
+    monkeypatch.setattr(debian, "_CORPUS", {})
+    first = read_corpus(lists)
+    first.clear()  # each call gets its own list
+    assert read_corpus(lists) == read_corpus(lists) and len(parsed) == 1
+    en = next(lists.glob("*Translation-en"))
+    st = en.stat()
+    en.write_text(TRANSLATION.replace("fast frobnicator", "slow frobnicator"))
+    os.utime(en, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert en.stat().st_size == st.st_size
+    assert {r.synopsis for r in read_corpus(lists)} >= {"slow frobnicator for text"}
+    assert len(parsed) == 2
+    read_corpus(write_lists(lists.parent / "other"))
+    assert len(parsed) == 3
 
 
 def test_missing_translations_name_the_fix(tmp_path: Path) -> None:

@@ -325,6 +325,19 @@ def list_files(lists_dir: str | Path = LISTS_DIR) -> tuple[list[Path], list[Path
     return translations, packages
 
 
+# the last corpus read, by the digests of its files' bytes as stored: a process that reads
+# it again (each split of a task, eval after train) skips the 5 s of decompressing and
+# parsing; a changed file is read again whatever its metadata
+_CORPUS: dict[tuple[tuple[str, bytes], ...], tuple[PackageDescription, ...]] = {}
+
+
+def _digest(path: Path) -> bytes:
+    try:
+        return hashlib.blake2b(path.read_bytes(), digest_size=16).digest()
+    except OSError as e:
+        raise DebianCorpusError(f"{path} cannot be read: {e}") from None
+
+
 def read_corpus(lists_dir: str | Path = LISTS_DIR) -> list[PackageDescription]:
     """Every package description in the apt lists, deduplicated, with its source and section.
 
@@ -342,6 +355,14 @@ def read_corpus(lists_dir: str | Path = LISTS_DIR) -> list[PackageDescription]:
         DebianCorpusError: no English translation file, or a file cannot be read.
     """
     translations, packages = list_files(lists_dir)
+    key = tuple((str(p), _digest(p)) for p in (*packages, *translations))
+    if key not in _CORPUS:
+        _CORPUS.clear()
+        _CORPUS[key] = tuple(_read_corpus(translations, packages))
+    return list(_CORPUS[key])
+
+
+def _read_corpus(translations: list[Path], packages: list[Path]) -> list[PackageDescription]:
     joined: dict[str, tuple[str, str]] = {}
     for path in packages:
         for package, value in parse_packages(read_list_file(path)).items():
