@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from _ctc_model import BLANK, BOS, EOS, features, whisper
 
-from qkv.generation import GenerationConfig, NGramLM, NGramScorer, generate
+from qkv.generation import GenerationConfig, Lexicon, NGramLM, NGramScorer, generate
+from qkv.generation.lexicon import WORD_START
 
 
 def _hand_lm() -> NGramLM:
@@ -150,3 +151,76 @@ def test_a_confident_lm_steers_the_output():
     plain = generate(model, src, padding_mask=mask, strategy="beam", beam_size=2,
                      max_new_tokens=8)  # fmt: skip
     assert plain.tokens != out.tokens  # the decoder alone says something else
+
+
+# the lexicon tests: id 3 is the space, words are spelled with 4, 5 and 6
+SPACE = 3
+
+
+def _lexicon(penalty: float = 2.0) -> Lexicon:
+    return Lexicon([[4, 5], [4, 5, 6], [6]], vocab_size=7, word_ends=[SPACE, EOS],
+                   penalty=penalty)  # fmt: skip
+
+
+def test_the_lexicon_charges_a_word_off_the_list_once():
+    lex, p = _lexicon(), -2.0
+    # ids:                             blank bos  eos  space  4    5    6
+    assert lex.penalties(WORD_START).tolist() == [p, p, 0.0, 0.0, 0.0, p, 0.0]
+    four = lex.step(WORD_START, 4)
+    assert four == ((4,), False)  # a prefix of "4 5", not a word: ending here costs
+    assert lex.penalties(four).tolist() == [p, p, p, p, p, 0.0, p]
+    four_five = lex.step(four, 5)
+    assert lex.penalties(four_five).tolist() == [p, p, 0.0, 0.0, p, p, 0.0]
+    off = lex.step(four, 4)  # "4 4": off the list, paid for at this token
+    assert off == ((4, 4), True) and lex.penalties(off).tolist() == [0.0] * 7
+    assert lex.penalties(lex.step(off, 6)).tolist() == [0.0] * 7  # the rest of it is free
+    assert lex.step(off, SPACE) == lex.step(four_five, EOS) == WORD_START
+    assert (4, 5) in lex and (4,) not in lex and len(lex) == 3
+    with pytest.raises(ValueError, match="outside the vocabulary of 7"):
+        Lexicon([[4, 9]], vocab_size=7, word_ends=[SPACE], penalty=1.0)
+    with pytest.raises(ValueError, match="penalty must be a finite number >= 0"):
+        _lexicon(float("inf"))
+    with pytest.raises(ValueError, match="at least one word"):
+        Lexicon([[]], vocab_size=7, word_ends=[SPACE], penalty=1.0)
+
+
+def test_the_scorer_adds_the_lexicon_to_the_lm_and_follows_the_beams():
+    lm, lex = _lm(), _lexicon()
+    scorer = NGramScorer(lm, rows=2, lexicon=lex)
+    torch.testing.assert_close(scorer.scores(), (lm.log_probs([]) + lex.penalties(WORD_START))
+                               .expand(2, -1))  # fmt: skip
+    scorer.select(torch.tensor([0, 0]), torch.tensor([4, 6]))
+    scorer.select(torch.tensor([1, 0]), torch.tensor([SPACE, 4]))  # the rows swap
+    assert scorer.words == [WORD_START, ((4, 4), True)]
+    start = lm.log_probs([6, SPACE]) + lex.penalties(WORD_START)
+    torch.testing.assert_close(scorer.scores()[0], start)
+    torch.testing.assert_close(scorer.scores()[1], lm.log_probs([4, 4]))  # paid: no penalty
+    with pytest.raises(ValueError, match="the lexicon scores 9 token ids, the n-gram 7"):
+        NGramScorer(lm, rows=1, lexicon=Lexicon([[4]], vocab_size=9, word_ends=[3], penalty=1))
+
+
+def _words(tokens: list[int]) -> list[tuple[int, ...]]:
+    """The words of a hypothesis, split at the space."""
+    words: list[list[int]] = [[]]
+    for t in tokens:
+        words.append([]) if t == SPACE else words[-1].append(t)
+    return [tuple(w) for w in words if w]
+
+
+def test_a_heavy_lexicon_keeps_every_word_on_the_list():
+    """An n-gram that prefers "4 4" (off the list) to "4 5" says it when it steers; with a
+    penalty no score outweighs, the beam says words of the list only, and pays nothing; with penalty 0 the lexicon changes nothing."""
+    model, src, mask = whisper(), *features()
+    lm = NGramLM([[4, 4, SPACE, 6]] * 3 + [[4, 5, SPACE, 6]], vocab_size=7, order=3,
+                 bos_id=BOS, eos_id=EOS)  # fmt: skip
+    kw = {"strategy": "beam", "beam_size": 3, "max_new_tokens": 10, "lm": lm,
+          "lm_weight": 5.0, "padding_mask": mask}  # fmt: skip
+    plain = generate(model, src, **kw)
+    assert plain.tokens == [[4, 4, SPACE, 6]] * 2
+    heavy = generate(model, src, lexicon=_lexicon(1e4), **kw)
+    assert heavy.tokens != plain.tokens and min(heavy.scores) > -1e3
+    assert all(w in _lexicon() for y in heavy.tokens for w in _words(y))
+    free = generate(model, src, lexicon=_lexicon(0.0), **kw)
+    assert free.tokens == plain.tokens and free.scores == pytest.approx(plain.scores)
+    with pytest.raises(ValueError, match="a lexicon is fused with a language model"):
+        generate(model, src, padding_mask=mask, lexicon=_lexicon(), strategy="beam")

@@ -10,13 +10,15 @@ preallocated KV caches, for any causal LM or encoder-decoder (``DecoderLM``,
 * :class:`CTCPrefixScorer` scores hypotheses with a CTC head's prefix probabilities for joint
   CTC/attention beam search (``GenerationConfig.ctc_prefix_weight``);
 * :class:`NGramLM` is an interpolated Kneser-Ney n-gram over token ids for shallow fusion
-  (``generate(..., lm=...)`` with ``GenerationConfig.lm_weight``).
+  (``generate(..., lm=...)`` with ``GenerationConfig.lm_weight``), and a :class:`Lexicon`
+  (``generate(..., lexicon=...)``) a word list fused with it.
 """
 
 from qkv.generation.beam import beam_search, length_penalty
 from qkv.generation.config import STRATEGIES, GenerationConfig
 from qkv.generation.ctc import CTCPrefixScorer
 from qkv.generation.generate import Generated, check_capacity, generate
+from qkv.generation.lexicon import Lexicon
 from qkv.generation.ngram import NGramLM, NGramScorer
 from qkv.generation.protocols import (
     Cache,
@@ -39,6 +41,7 @@ __all__ = [
     "Generated",
     "GenerationConfig",
     "Generative",
+    "Lexicon",
     "NGramLM",
     "NGramScorer",
     "beam_search",

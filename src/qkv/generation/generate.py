@@ -13,6 +13,7 @@ from qkv.generation.beam import beam_search
 from qkv.generation.config import GenerationConfig
 from qkv.generation.ctc import CTCPrefixScorer
 from qkv.generation.greedy import decode_loop
+from qkv.generation.lexicon import Lexicon
 from qkv.generation.ngram import NGramLM, NGramScorer
 from qkv.generation.protocols import Decodable, Generative, is_encoder_decoder
 from qkv.generation.sampling import greedy_choice, sample
@@ -69,6 +70,7 @@ def generate(
     padding_mask: Tensor | None = None,
     generator: torch.Generator | None = None,
     lm: NGramLM | None = None,
+    lexicon: Lexicon | None = None,
     **overrides: Any,
 ) -> Generated:
     """Continue a batch of prompts (a causal LM such as ``DecoderLM``) or translate a batch
@@ -92,6 +94,9 @@ def generate(
         lm: an external language model over the decoder's token ids for shallow fusion,
             weighted by ``config.lm_weight`` (run-time state like ``generator``, not a
             setting); None, or ``lm_weight`` 0: none.
+        lexicon: a word list fused with ``lm`` (:class:`~qkv.generation.lexicon.Lexicon`):
+            a hypothesis pays its penalty once per word off the list, weighted as the
+            language model's log-probabilities; only with ``lm``.
         **overrides: fields of :class:`GenerationConfig` (``max_new_tokens``,
             ``strategy``, ``beam_size``, ``temperature``, ``eos_id``, ...).
 
@@ -111,6 +116,8 @@ def generate(
     elif not isinstance(config, GenerationConfig):
         raise TypeError(f"config must be a GenerationConfig or None, got {type(config).__name__}")
     cfg = config.merged(**overrides)
+    if lexicon is not None and lm is None:
+        raise ValueError("a lexicon is fused with a language model: give lm too")
     if not isinstance(model, Decodable):
         raise TypeError(
             f"generate needs a model with make_cache (a causal LM or an encoder-decoder), "
@@ -152,7 +159,9 @@ def generate(
                 early_stopping=cfg.early_stopping,
                 ctc=ctc_scorer(model, stepper, cfg) if cfg.ctc_prefix_weight > 0 else None,
                 ctc_weight=cfg.ctc_prefix_weight,
-                lm=NGramScorer(lm, stepper.batch_size, inputs.device) if fused else None,
+                lm=NGramScorer(lm, stepper.batch_size, inputs.device, lexicon=lexicon)
+                if fused
+                else None,
                 lm_weight=cfg.lm_weight,
             )
             return Generated(toks, scores, **out)  # type: ignore[arg-type]

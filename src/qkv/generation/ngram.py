@@ -26,6 +26,8 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import Tensor
 
+from qkv.generation.lexicon import WORD_START, Lexicon, LexiconState
+
 
 class NGramLM:
     """An interpolated Kneser-Ney n-gram model over token ids ``0 .. vocab_size - 1``.
@@ -140,24 +142,46 @@ class NGramScorer:
     """The beams' contexts in :func:`~qkv.generation.beam.beam_search`, one row per beam:
     :meth:`scores` gives each row's ``log p_lm(. | h)``, :meth:`select` follows the search's
     reordering and appends the chosen tokens (as
-    :class:`~qkv.generation.ctc.CTCPrefixScorer` does)."""
+    :class:`~qkv.generation.ctc.CTCPrefixScorer` does).
 
-    def __init__(self, lm: NGramLM, rows: int, device: torch.device | str | None = None) -> None:
-        self.lm = lm
+    With a ``lexicon`` (:class:`~qkv.generation.lexicon.Lexicon`), each row also keeps its
+    place in its current word, and :meth:`scores` adds the lexicon's penalties to the
+    log-probabilities: the fused language model is the n-gram and the word list together.
+    """
+
+    def __init__(
+        self,
+        lm: NGramLM,
+        rows: int,
+        device: torch.device | str | None = None,
+        *,
+        lexicon: Lexicon | None = None,
+    ) -> None:
+        if lexicon is not None and lexicon.vocab_size != lm.vocab_size:
+            raise ValueError(
+                f"the lexicon scores {lexicon.vocab_size} token ids, the n-gram {lm.vocab_size}"
+            )
+        self.lm, self.lexicon = lm, lexicon
         self.device = device
         self.contexts: list[tuple[int, ...]] = [()] * rows
+        self.words: list[LexiconState] = [WORD_START] * rows
 
     def scores(self) -> Tensor:
-        """``(rows, V)`` log-probabilities of the next token after each row's context."""
-        return torch.stack([self.lm.log_probs(h) for h in self.contexts]).to(self.device)
+        """``(rows, V)`` log-probabilities of the next token after each row's context
+        (less the lexicon's penalties, with one)."""
+        out = torch.stack([self.lm.log_probs(h) for h in self.contexts])
+        if self.lexicon is not None:
+            out = out + torch.stack([self.lexicon.penalties(w) for w in self.words])
+        return out.to(self.device)
 
     def select(self, src: Tensor, tokens: Tensor) -> None:
         """Row ``i`` becomes row ``src[i]``'s context followed by ``tokens[i]``."""
         keep = self.lm.order - 1
-        old = self.contexts
-        self.contexts = [
-            (*old[s], t)[-keep:] if keep else () for s, t in zip(src.tolist(), tokens.tolist())
-        ]
+        old, rows = self.contexts, list(zip(src.tolist(), tokens.tolist()))
+        self.contexts = [(*old[s], t)[-keep:] if keep else () for s, t in rows]
+        if self.lexicon is not None:
+            words, step = self.words, self.lexicon.step
+            self.words = [step(words[s], t) for s, t in rows]
 
 
 __all__ = ["NGramLM", "NGramScorer"]
