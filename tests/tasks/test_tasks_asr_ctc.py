@@ -185,6 +185,39 @@ def test_transcribe_fuses_the_transcripts_ngram_at_the_tasks_weight():
             get_task("asr", TaskOptions(extra={"lm_weight": bad}))
 
 
+def test_transcribe_with_oov_penalty_fuses_the_texts_words_as_a_lexicon():
+    """``oov_penalty`` > 0: the n-gram's text's words become a lexicon fused with the
+    n-gram, and the transcripts are what ``generate`` gives with that lexicon; the option
+    is refused when negative, infinite, or with a BPE tokenizer."""
+    texts = ["abc def", "bad face", "cab fed"]
+    task = get_task("asr", TaskOptions(max_len=8, extra={"oov_penalty": 3.0}))
+    task._tok = train_tokenizer("char", texts)
+    task._transcripts = texts
+    vocab = task.tokenizer.vocab_size
+    model, enc = _model(vocab=vocab).eval(), task.tokenizer.encode
+    lex = task.lexicon(vocab)
+    assert lex is not None and lex.penalty == 3.0 and lex is task.lexicon(vocab)
+    assert {tuple(enc(w)) for w in ("abc", "def", "bad", "face", "cab", "fed")} == lex.words
+    assert lex.word_ends == tuple(sorted((enc(" ")[0], EOS_ID)))
+    kw = {"bos_id": BOS_ID, "eos_id": EOS_ID, "pad_id": PAD_ID, "max_new_tokens": 9,
+          "ctc_prefix_weight": 0.5, "lm": task.language_model(vocab), "lm_weight": 0.4}  # fmt: skip
+    signals = _signals()
+    got = task.transcribe(model, signals, beam_size=2)
+    for x, text in zip(signals, got):
+        feats, mask = task.features([x])
+        want = generate(model, feats, padding_mask=mask, strategy="beam", beam_size=2,
+                        lexicon=lex, **kw)  # fmt: skip
+        assert text == task.tokenizer.decode(want.tokens[0])
+    off = get_task("asr", TaskOptions(max_len=8))
+    off._tok, off._transcripts = task._tok, texts
+    assert off.oov_penalty == 0.0 and off.lexicon(vocab) is None  # the default: none
+    for bad in (-1.0, float("inf"), True):
+        with pytest.raises(TaskError, match="oov_penalty must be a finite number >= 0, got"):
+            get_task("asr", TaskOptions(extra={"oov_penalty": bad}))
+    with pytest.raises(TaskError, match="oov_penalty 2.0 needs the char tokenizer"):
+        get_task("asr", TaskOptions(extra={"oov_penalty": 2.0, "tokenizer": "bpe"}))
+
+
 def test_joint_decoding_needs_a_ctc_head():
     task = get_task("asr", TaskOptions(max_len=8))
     task._tok = train_tokenizer("char", ["abc def"])

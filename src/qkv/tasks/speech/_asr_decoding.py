@@ -7,7 +7,9 @@ The decoder hears letters; the n-gram knows which words they spell and where wor
 Its text (:func:`lm_corpus`) is the training split's transcripts and the other English
 sentences of Ding's dictionary, the corpus's source: none of them a valid or test
 sentence or holding one. A checkpoint keeps that text (``transcripts.json``), so decoding
-a sound file needs no corpus.
+a sound file needs no corpus. With ``oov_penalty`` > 0 the text's words are also a lexicon
+(:class:`~qkv.generation.lexicon.Lexicon`): a word spelled outside them pays the penalty
+once, in the n-gram's log-probability.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from torch import Tensor, nn
 
 from qkv.data import audio, ding
 from qkv.data.audio import Utterance
-from qkv.data.tokenizers import BOS_ID, EOS_ID, PAD_ID, Tokenizer
+from qkv.data.tokenizers import BOS_ID, EOS_ID, PAD_ID, CharTokenizer, Tokenizer
 from qkv.generation.ctc import ctc_best_path
+from qkv.generation.lexicon import Lexicon
 from qkv.generation.ngram import NGramLM
 from qkv.tasks.base import TaskError
 
@@ -108,8 +111,54 @@ def transcript_lm(
     )
 
 
+def check_penalty(value: Any, tokenizer_kind: str) -> float:
+    """``oov_penalty``: a finite number >= 0, and 0 unless the tokenizer spells characters
+    (a BPE piece holds parts of two words, so no token ends a word).
+
+    Raises:
+        TaskError: naming the option and the value.
+    """
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok or not 0.0 <= value < float("inf"):
+        raise TaskError(f"task 'asr': oov_penalty must be a finite number >= 0, got {value!r}")
+    if value > 0 and tokenizer_kind != "char":
+        raise TaskError(
+            f"task 'asr': oov_penalty {value} needs the char tokenizer (got "
+            f"{tokenizer_kind!r}): give --oov-penalty 0"
+        )
+    return float(value)
+
+
+def lexicon_words(texts: Sequence[str]) -> list[str]:
+    """The lexicon's words: those of the n-gram's ``texts`` (:func:`lm_corpus`), sorted."""
+    return sorted({w for t in texts for w in t.split()})
+
+
+def transcript_lexicon(
+    words: Sequence[str], tokenizer: Tokenizer, vocab_size: int, penalty: float
+) -> Lexicon:
+    """``words`` as a :class:`~qkv.generation.lexicon.Lexicon` over the character
+    tokenizer's ids (``vocab_size``: the n-gram's), the space and EOS ending a word.
+
+    Raises:
+        TaskError: a tokenizer that is not a character one, or no words.
+    """
+    if not isinstance(tokenizer, CharTokenizer):
+        raise TaskError(f"task 'asr': a lexicon needs the char tokenizer, not {tokenizer.kind!r}")
+    if not words:
+        raise TaskError("task 'asr': oov_penalty > 0 needs a lexicon, and it has no words")
+    (space,) = tokenizer.encode(" ")
+    return Lexicon(
+        (tokenizer.encode(w) for w in words),
+        vocab_size=vocab_size,
+        word_ends=(space, EOS_ID),
+        penalty=penalty,
+    )
+
+
 def save_transcripts(directory: Path, texts: Sequence[str]) -> None:
-    """Write the training transcripts beside the tokenizer (one JSON list)."""
+    """Write the n-gram's text beside the tokenizer (one JSON list; the lexicon is its
+    words)."""
     (Path(directory) / TRANSCRIPTS_FILE).write_text(
         json.dumps(list(texts), ensure_ascii=False), encoding="utf-8"
     )
@@ -137,12 +186,15 @@ def load_transcripts(directory: Path) -> list[str] | None:
 __all__ = [
     "LM_ORDER",
     "TRANSCRIPTS_FILE",
+    "check_penalty",
     "check_weight",
     "ctc_greedy",
     "decoder_vocab",
     "has_ctc_head",
+    "lexicon_words",
     "lm_corpus",
     "load_transcripts",
     "save_transcripts",
+    "transcript_lexicon",
     "transcript_lm",
 ]

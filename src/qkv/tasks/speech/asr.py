@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
@@ -39,7 +38,7 @@ from qkv.data.tokenizers import (
     TokenizerFileError,
     train_tokenizer,
 )
-from qkv.generation import NGramLM, generate
+from qkv.generation import Lexicon, NGramLM, generate
 from qkv.layers.log_mel import LogMel
 from qkv.layers.mode import evaluating
 from qkv.layers.spec_augment import SpecAugment
@@ -56,20 +55,24 @@ from qkv.tasks._common import (
 from qkv.tasks.base import DECODING, SPLITS, Split, Task, TaskError
 from qkv.tasks.options import OptionsLike, SeedOption, SizeOptions, TextOptions, option
 from qkv.tasks.speech._asr_decoding import (
+    check_penalty,
     check_weight,
     ctc_greedy,
     decoder_vocab,
     has_ctc_head,
+    lexicon_words,
     lm_corpus,
     load_transcripts,
     save_transcripts,
+    transcript_lexicon,
     transcript_lm,
 )
+from qkv.tasks.speech._asr_loss import hybrid_loss, hybrid_metrics
 from qkv.tasks.speech._asr_measured import MEASURED
 from qkv.tasks.speech.viz import report_for_speech
 from qkv.training.evaluate import evaluate_sums
 from qkv.training.objective import Batch, LossOutput
-from qkv.training.objectives import Seq2SeqObjective, token_cross_entropy
+from qkv.training.objectives import Seq2SeqObjective
 
 #: Longest input, in mel frames (Whisper's 30 s).
 MAX_FRAMES = 3000
@@ -95,11 +98,8 @@ class ASRTask(Task):
             None, "tokenizer kind", choices=("char", "bpe"), shown="char"
         )
         augment: bool = option(True, "SpecAugment's time and frequency masks on training audio")
-        ctc_weight: float = option(
-            0.5,
-            "weight W of the auxiliary CTC loss, (1 - W) CE + W CTC; 0 trains the decoder "
-            "alone and builds no CTC head",
-        )
+        ctc_weight: float = option(0.5, "weight W of the auxiliary CTC loss, (1 - W) CE + W "
+                                   "CTC; 0 trains the decoder alone and builds no CTC head")  # fmt: skip
         ctc_prefix_weight: float = option(
             0.5,
             "joint CTC/attention decoding: weight W of the CTC head's prefix score in greedy "
@@ -111,6 +111,9 @@ class ASRTask(Task):
             "shallow fusion: weight W of a character 9-gram of the transcripts and Ding's "
             "other sentences in beam and greedy decoding, + W log p_lm; 0 decodes without it",
         )
+        oov_penalty: float = option(0.0, "lexicon: a word missing from the n-gram's text "
+                                    "costs P of its log-probability, once per word (char "
+                                    "tokenizer, with lm_weight; 4 with 8 beams: docs/speech.md)")  # fmt: skip
         workers: int = option(2, "espeak-ng processes that synthesise the speech")
         cache_dir: str | None = option(
             None, "where the synthesised speech is cached", shown="~/.cache/qkv/asr"
@@ -160,6 +163,7 @@ class ASRTask(Task):
         self.ctc_weight = check_weight("ctc_weight", o.ctc_weight, below_one=True)
         self.ctc_prefix_weight = check_weight("ctc_prefix_weight", o.ctc_prefix_weight)
         self.lm_weight = check_weight("lm_weight", o.lm_weight)
+        self.oov_penalty = check_penalty(o.oov_penalty, self.tokenizer_kind)
         self.workers = o.workers
         check_positive(self.name, "workers", self.workers)
         self.front_end = LogMel()
@@ -168,6 +172,7 @@ class ASRTask(Task):
         self._tok: Tokenizer | None = None
         self._transcripts: list[str] | None = None  # the n-gram's text: a checkpoint's, lm_corpus
         self._lm: NGramLM | None = None  # language_model()
+        self._lexicon: Lexicon | None = None  # lexicon()
         self._objective = Seq2SeqObjective()
 
     # -- data ----------------------------------------------------------------------------
@@ -219,12 +224,22 @@ class ASRTask(Task):
     def language_model(self, vocab_size: int | None = None) -> NGramLM:
         """The n-gram over ``vocab_size`` ids of the checkpoint's text (or ``lm_corpus``)."""
         if self._lm is None or self._lm.vocab_size < (vocab_size or 0):
-            self._transcripts = self._transcripts or lm_corpus(self.examples)
-            self._lm = transcript_lm(self._transcripts, self.tokenizer, vocab_size)
+            text = self._lm_text()  # the lexicon below is over the n-gram's ids
+            self._lm, self._lexicon = transcript_lm(text, self.tokenizer, vocab_size), None
         return self._lm
 
-    def _target(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text)[: self.max_len]
+    def lexicon(self, vocab_size: int | None = None) -> Lexicon | None:
+        """The lexicon (:func:`lexicon_words`) with ``oov_penalty``, None at 0."""
+        lm, penalty = self.language_model(vocab_size), self.oov_penalty
+        if self._lexicon is None and penalty > 0:
+            words = lexicon_words(self._lm_text())
+            self._lexicon = transcript_lexicon(words, self.tokenizer, lm.vocab_size, penalty)
+        return self._lexicon
+
+    def _lm_text(self) -> list[str]:
+        """The n-gram's text: the checkpoint's, or :func:`lm_corpus` (made once)."""
+        self._transcripts = self._transcripts or lm_corpus(self.examples)
+        return self._transcripts
 
     def features(self, signals: Sequence[Any]) -> tuple[Tensor, Tensor]:
         """Log-mel features of mono 16 kHz signals, right-padded.
@@ -247,7 +262,7 @@ class ASRTask(Task):
         ``transcript + [EOS]``, ``tgt_padding_mask`` (as
         :class:`~qkv.training.objectives.Seq2SeqObjective`)."""
         src, mask = self.features([u.audio for u in examples])
-        tgt = [self._target(u.text) for u in examples]
+        tgt = [self.tokenizer.encode(u.text)[: self.max_len] for u in examples]
         tgt_in, tgt_mask = pad_ids([[BOS_ID, *t] for t in tgt])
         tgt_out, _ = pad_ids([[*t, EOS_ID] for t in tgt])
         return {"src": src, "src_padding_mask": mask, "tgt_in": tgt_in, "tgt_out": tgt_out,
@@ -294,30 +309,11 @@ class ASRTask(Task):
         evaluation reports the cross entropy as ``loss`` and the CTC sum as ``ctc``."""
         if not (self.ctc_weight > 0 and has_ctc_head(model)):
             return self._objective.loss(model, batch, label_smoothing=label_smoothing)
-        logits, log_probs, enc_mask = model(
-            batch["src"], batch["tgt_in"], src_padding_mask=batch["src_padding_mask"],
-            tgt_padding_mask=batch["tgt_padding_mask"], ctc=True,
-        )  # fmt: skip
-        ce, n, correct = token_cross_entropy(
-            logits, batch["tgt_out"], label_smoothing=label_smoothing
-        )
-        ctc = F.ctc_loss(
-            log_probs.transpose(0, 1), batch["tgt_in"][:, 1:], enc_mask.sum(-1),
-            batch["tgt_padding_mask"].sum(-1) - 1, blank=PAD_ID, reduction="sum",
-            zero_infinity=True,
-        )  # fmt: skip
-        logs = {"correct": correct, "ctc": float(ctc.detach())}
-        if not model.training:
-            return LossOutput(ce, n, logs)
-        return LossOutput((1 - self.ctc_weight) * ce + self.ctc_weight * ctc, n, logs)
+        return hybrid_loss(model, batch, self.ctc_weight, label_smoothing=label_smoothing)
 
     def metrics(self, loss_sum: float, n: int, logs: Mapping[str, float]) -> dict[str, float]:
-        """Teacher-forced ``loss``, ``ppl`` and ``token_acc``, and ``ctc_loss`` (nats per
-        transcript token) when the model has a CTC head."""
-        out = self._objective.metrics(loss_sum, n, logs)
-        if "ctc" in logs:
-            out["ctc_loss"] = logs["ctc"] / max(n, 1)
-        return out
+        """:func:`~qkv.tasks.speech._asr_loss.hybrid_metrics`."""
+        return hybrid_metrics(self._objective.metrics(loss_sum, n, logs), n, logs)
 
     def ctc_greedy(self, model: nn.Module, feats: Tensor, mask: Tensor) -> list[list[int]]:
         """The CTC head's best path (:func:`~qkv.tasks.speech._asr_decoding.ctc_greedy`)."""
@@ -353,6 +349,7 @@ class ASRTask(Task):
               "lm_weight": lm_weight, **generate_kwargs}  # fmt: skip
         if lm_weight > 0 and not ctc:
             kw["lm"] = self.language_model(decoder_vocab(model))
+            kw["lexicon"] = self.lexicon(decoder_vocab(model))
         if kw.get("beam_size", 1) > 1:
             kw.setdefault("strategy", "beam")
         device = model_device(model)
@@ -481,8 +478,7 @@ class ASRTask(Task):
         """Write ``task.json``, ``tokenizer.json`` and the n-gram's text (``lm_corpus``)."""
         write_task_file(self, Path(directory), {"tokenizer": self.tokenizer_kind})
         self.tokenizer.save(directory)
-        self._transcripts = self._transcripts or lm_corpus(self.examples)  # made once
-        save_transcripts(directory, self._transcripts)
+        save_transcripts(directory, self._lm_text())
 
     def load(self, directory: Path) -> None:
         """Read the tokenizer written by :meth:`save` (no audio is made).
