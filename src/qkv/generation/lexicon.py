@@ -70,6 +70,7 @@ class Lexicon:
             raise ValueError(f"token ids {bad[:5]} are outside the vocabulary of {vocab_size}")
         self._prefixes = frozenset(w[:n] for w in self.words for n in range(1, len(w) + 1))
         self._cache: dict[tuple[int, ...], Tensor] = {}
+        self._free = torch.zeros(vocab_size)  # a paid word's (read only: callers stack it)
 
     def __len__(self) -> int:
         return len(self.words)
@@ -82,7 +83,7 @@ class Lexicon:
         0 for the others (all 0 once the word left the list)."""
         prefix, off = state
         if off or self.penalty == 0.0:
-            return torch.zeros(self.vocab_size)
+            return self._free
         out = self._cache.get(prefix)
         if out is None:
             out = torch.full((self.vocab_size,), -self.penalty)
