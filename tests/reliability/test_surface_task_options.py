@@ -104,6 +104,14 @@ def _cases(run: Path, new: Path, digits: Path) -> list[tuple[str, list[str], tup
          ("lm_weight", "[0, 1]", "1.5")),
         ("generate --lm-weight -1", ["generate", "--checkpoint", ck, "--lm-weight", "-1", "a"],
          ("--lm-weight", ">= 0", "-1")),
+        ("eval --oov-penalty to a copy model", ["eval", "--checkpoint", ck, "--oov-penalty", "2"],
+         ("--oov-penalty", "'copy'", "has no lexicon", "only asr")),
+        ("eval --oov-penalty -1", ["eval", "--checkpoint", ck, "--oov-penalty", "-1"],
+         ("--oov-penalty", ">= 0", "'-1'")),
+        ("eval --oov-penalty inf", ["eval", "--checkpoint", ck, "--oov-penalty", "inf"],
+         ("--oov-penalty", ">= 0", "'inf'")),
+        ("asr --oov-penalty with bpe", ["train", "--task", "asr", "--tokenizer", "bpe",
+         "--oov-penalty", "2", "--out", out], ("oov_penalty 2.0", "char tokenizer")),
         ("viz --target to a classifier", ["viz", "--checkpoint", dg, "test:0", "--target", "x",
          "--out", html], ("--target", "'digits'", "translate")),
     ]  # fmt: skip
@@ -120,7 +128,7 @@ def test_every_bad_task_option_is_one_line(run, digits, tmp_path, capsys):
             failures.append(f"{name}: {e}")
     assert not failures, "\n".join(failures)
     assert not new.exists()
-    assert len(cases) == 29
+    assert len(cases) == 33
     assert not (new.parent / "r.html").exists()
 
 

@@ -15,6 +15,8 @@ from qkv.cli import main
 from qkv.data import ding
 from qkv.data.audio import read_wav, synthesize, write_wav
 from qkv.tasks import TaskError, TaskOptions, get_task, load_task
+from qkv.tasks.speech import asr as asr_module
+from qkv.tasks.speech._asr_decoding import transcript_lexicon
 from qkv.training import check_checkpoint
 
 pytestmark = [
@@ -106,11 +108,20 @@ def _check_fused_lm(run_dir, capsys, monkeypatch):  # type: ignore[no-untyped-de
     tok = task.tokenizer
     for text in texts[:3]:  # a training sentence beats its own letters reversed
         assert lm.score(tok.encode(text)) > lm.score(tok.encode(text[::-1])) + 5.0
+    penalties = []
+
+    def spy(words, tokenizer, vocab, penalty):  # type: ignore[no-untyped-def]
+        penalties.append(penalty)
+        return transcript_lexicon(words, tokenizer, vocab, penalty)
+
+    monkeypatch.setattr(asr_module, "transcript_lexicon", spy)
     argv = ["eval", "--checkpoint", str(run_dir), "--split", "test", "--json", "--beam-size",
             "2", "--lm-weight", "0.5"]  # fmt: skip
     assert main(argv) == 0
     fused = json.loads(capsys.readouterr().out)
-    assert fused["wer"] >= 0 and fused["decode_seconds"] > 0
+    assert fused["wer"] >= 0 and fused["decode_seconds"] > 0 and penalties == []  # run's: 0
+    assert main([*argv, "--oov-penalty", "3"]) == 0  # the flag decodes with the lexicon
+    assert json.loads(capsys.readouterr().out)["wer"] >= 0 and penalties == [3.0]
     saved = (ck / "transcripts.json").read_text(encoding="utf-8")
     (ck / "transcripts.json").write_text("{not json", encoding="utf-8")
     with pytest.raises(TaskError, match="transcripts.json: not a readable transcript list"):

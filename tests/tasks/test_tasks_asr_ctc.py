@@ -208,6 +208,12 @@ def test_transcribe_with_oov_penalty_fuses_the_texts_words_as_a_lexicon():
         want = generate(model, feats, padding_mask=mask, strategy="beam", beam_size=2,
                         lexicon=lex, **kw)  # fmt: skip
         assert text == task.tokenizer.decode(want.tokens[0])
+    # a given penalty wins (the eval flag's path); 0 decodes with the n-gram alone
+    assert task.lexicon(vocab, 5.0).penalty == 5.0 and task.lexicon(vocab, 0.0) is None
+    feats, mask = task.features([signals[0]])
+    plain = generate(model, feats, padding_mask=mask, strategy="beam", beam_size=2, **kw)
+    alone = task.transcribe(model, signals[:1], beam_size=2, oov_penalty=0.0)
+    assert alone == [task.tokenizer.decode(plain.tokens[0])]
     off = get_task("asr", TaskOptions(max_len=8))
     off._tok, off._transcripts = task._tok, texts
     assert off.oov_penalty == 0.0 and off.lexicon(vocab) is None  # the default: none

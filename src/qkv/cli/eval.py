@@ -4,6 +4,7 @@ task (and its baseline) side by side on the same split."""
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 import time
@@ -61,6 +62,13 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         help="asr: shallow fusion, the weight of the training transcripts' n-gram "
         "(0: none; default: the run's --lm-weight)",
     )
+    p.add_argument(
+        "--oov-penalty",
+        type=_penalty,
+        metavar="P",
+        help="asr: the lexicon's penalty for a word missing from the n-gram's text, with "
+        "--lm-weight (0: no lexicon; default: the run's --oov-penalty)",
+    )
     p.add_argument("--batch-size", type=_positive_int, default=64, help="(default: 64)")
     p.add_argument(
         "--json", action="store_true", help="print the metrics as one JSON object on stdout"
@@ -78,6 +86,17 @@ def _weight(text: str) -> float:
     if not 0.0 <= w <= 1.0:
         raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text!r}")
     return w
+
+
+def _penalty(text: str) -> float:
+    """An ``--oov-penalty`` value: a finite number >= 0."""
+    try:
+        p = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}") from None
+    if not 0.0 <= p < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
+    return p
 
 
 #: The decoding weights ``qkv eval`` takes, and what a task that refuses one lacks.
@@ -103,6 +122,14 @@ def _decoding(task: Any, args: argparse.Namespace) -> dict[str, Any]:
             does_not,
         )
         kw[name] = getattr(args, name)
+    if args.oov_penalty is not None:
+        refuse_unless(
+            task,
+            "--oov-penalty",
+            lambda cls: "oov_penalty" in inspect.signature(cls.evaluate).parameters,
+            "has no lexicon",
+        )
+        kw["oov_penalty"] = args.oov_penalty
     return kw
 
 

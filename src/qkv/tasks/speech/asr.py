@@ -228,13 +228,13 @@ class ASRTask(Task):
             self._lm, self._lexicon = transcript_lm(text, self.tokenizer, vocab_size), None
         return self._lm
 
-    def lexicon(self, vocab_size: int | None = None) -> Lexicon | None:
-        """The lexicon (:func:`lexicon_words`) with ``oov_penalty``, None at 0."""
-        lm, penalty = self.language_model(vocab_size), self.oov_penalty
-        if self._lexicon is None and penalty > 0:
+    def lexicon(self, vocab: int | None = None, penalty: float | None = None) -> Lexicon | None:
+        """The lexicon (:func:`lexicon_words`) at ``penalty`` (``oov_penalty``); None at 0."""
+        lm, p = self.language_model(vocab), self.oov_penalty if penalty is None else penalty
+        if p > 0 and (self._lexicon is None or self._lexicon.penalty != p):
             words = lexicon_words(self._lm_text())
-            self._lexicon = transcript_lexicon(words, self.tokenizer, lm.vocab_size, penalty)
-        return self._lexicon
+            self._lexicon = transcript_lexicon(words, self.tokenizer, lm.vocab_size, p)
+        return self._lexicon if p > 0 else None
 
     def _lm_text(self) -> list[str]:
         """The n-gram's text: the checkpoint's, or :func:`lm_corpus` (made once)."""
@@ -332,8 +332,9 @@ class ASRTask(Task):
     ) -> list[str]:
         """Transcripts of mono 16 kHz signals with :func:`qkv.generation.generate`
         (greedy unless ``beam_size > 1``; with a CTC head, joint CTC/attention decoding;
-        fused with :meth:`language_model`; at the task's ``ctc_prefix_weight`` and
-        ``lm_weight`` unless given), or the CTC head's best path (``ctc``), by length.
+        fused with :meth:`language_model` and :meth:`lexicon`; at the task's
+        ``ctc_prefix_weight``, ``lm_weight`` and ``oov_penalty`` unless given), or the CTC
+        head's best path (``ctc``), by length.
 
         Raises:
             TaskError: ``ctc`` or ``ctc_prefix_weight > 0`` on a model without a CTC head.
@@ -344,12 +345,13 @@ class ASRTask(Task):
             what = "ctc" if ctc else f"ctc_prefix_weight {weight}"
             raise TaskError(f"task 'asr': {what} needs a CTC head (trained with ctc_weight 0)")
         lm_weight = generate_kwargs.pop("lm_weight", self.lm_weight)
+        oov = generate_kwargs.pop("oov_penalty", None)  # None: the task's
         kw = {"bos_id": BOS_ID, "eos_id": EOS_ID, "pad_id": PAD_ID,
               "max_new_tokens": self.max_len + 1, "ctc_prefix_weight": weight,
               "lm_weight": lm_weight, **generate_kwargs}  # fmt: skip
         if lm_weight > 0 and not ctc:
             kw["lm"] = self.language_model(decoder_vocab(model))
-            kw["lexicon"] = self.lexicon(decoder_vocab(model))
+            kw["lexicon"] = self.lexicon(decoder_vocab(model), oov)
         if kw.get("beam_size", 1) > 1:
             kw.setdefault("strategy", "beam")
         device = model_device(model)
@@ -381,10 +383,11 @@ class ASRTask(Task):
         progress: bool = False,
         ctc_prefix_weight: float | None = None,
         lm_weight: float | None = None,
+        oov_penalty: float | None = None,
     ) -> dict[str, float]:
         """Word and character error rates of the decoded transcripts, with the teacher-forced
-        loss and the decoding speed; ``ctc_prefix_weight`` and ``lm_weight`` override the
-        task's decoding weights (:meth:`transcribe`).
+        loss and the decoding speed; ``ctc_prefix_weight``, ``lm_weight`` and ``oov_penalty``
+        override the task's decoding settings (:meth:`transcribe`).
 
         Returns:
             ``wer`` (the headline, 0-100, lower is better), ``cer``, ``loss`` (nats per
@@ -400,8 +403,8 @@ class ASRTask(Task):
             raise TaskError(f"task 'asr': split {split!r} has no examples to evaluate")
         total, n, logs = evaluate_sums(model, self, utts, batch_size=batch_size, progress=progress)
         start = time.perf_counter()
-        joint = {k: v for k, v in (("ctc_prefix_weight", ctc_prefix_weight),
-                                   ("lm_weight", lm_weight)) if v is not None}  # fmt: skip
+        joint = {k: v for k, v in (("ctc_prefix_weight", ctc_prefix_weight), ("lm_weight", lm_weight),
+                                   ("oov_penalty", oov_penalty)) if v is not None}  # fmt: skip
         hyps = self.transcribe(
             model, [u.audio for u in utts], batch_size=batch_size, progress=progress,
             beam_size=beam_size, **joint,
