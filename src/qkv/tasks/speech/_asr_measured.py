@@ -9,7 +9,7 @@ MEASURED = (
     "the 9-gram of the training transcripts and Ding's other sentences at --lm-weight 0.4; "
     "real-time factor 0.048); 50.3 / 18.1 with 4 beams and no n-gram; 53.0 / 23.3 with one "
     "beam (the default; 54.8 / 21.0 without the n-gram); 30.9 / 13.0 with --beam-size 8 "
-    "(real-time factor 0.065), 30.5 / 13.3 with 8 beams and qkv eval --oov-penalty 4 "
+    "(real-time factor 0.069), 30.5 / 13.3 with 8 beams and qkv eval --oov-penalty 4 "
     "(2026-12-08). Decode with --beam-size 8. Three test utterances (voice: reference | transcript, 4 "
     "beams):"
     "\n\nen-gb-x-gbcwmd+f3: it will be unheralded | it will be on a readed"
