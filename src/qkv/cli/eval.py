@@ -8,6 +8,7 @@ import inspect
 import json
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from qkv.cli import CLIError
@@ -77,26 +78,26 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     p.set_defaults(func=run)
 
 
+def _number(text: str, ok: Callable[[float], bool], span: str) -> float:
+    """``text`` as a number for which ``ok`` holds (``nan`` never does), else an argparse
+    error saying it must be a number ``span``."""
+    try:
+        x = float(text)
+    except ValueError:
+        x = float("nan")
+    if not ok(x):
+        raise argparse.ArgumentTypeError(f"must be a number {span}, got {text!r}")
+    return x
+
+
 def _weight(text: str) -> float:
     """A ``--ctc-prefix-weight`` or ``--lm-weight`` value: a number in [0, 1]."""
-    try:
-        w = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text!r}") from None
-    if not 0.0 <= w <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text!r}")
-    return w
+    return _number(text, lambda w: 0.0 <= w <= 1.0, "in [0, 1]")
 
 
 def _penalty(text: str) -> float:
     """An ``--oov-penalty`` value: a finite number >= 0."""
-    try:
-        p = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}") from None
-    if not 0.0 <= p < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
-    return p
+    return _number(text, lambda p: 0.0 <= p < float("inf"), ">= 0")
 
 
 #: The decoding weights ``qkv eval`` takes, and what a task that refuses one lacks.
