@@ -86,6 +86,9 @@ def _cases(f: dict[str, Path]) -> list[tuple[str, list[str], tuple[str, ...]]]:
          ("cache", "cannot run in two parts", "split_points")),
         ("--head-lr-scale 0", ["train", *TINY_RUN, "--head-lr-scale", "0", "--out", new],
          ("head", "0")),
+        ("--lr-scale with a module the model lacks",
+         ["train", *TINY_RUN, "--lr-scale", "vision=0.1", "--out", new],
+         ("lr_scale", "'vision'", "no module", "embed")),
         ("a 5000-digit int in config.json",
          ["generate", "--checkpoint", str(f["huge config.json"]), "a"],
          ("config.json", "d_model", "5000 digits")),
@@ -116,7 +119,7 @@ def test_every_refusal_says_what_to_do(files, capsys):
     assert not failures, "\n".join(failures)
     assert not (files["base"] / "new").exists()
     assert not (files["base"] / "r.html").exists()
-    assert len(cases) == 16
+    assert len(cases) == 17
 
 
 #: Holds a run lock in another process: runlock.py alone (standard library only), loaded by

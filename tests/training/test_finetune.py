@@ -113,3 +113,44 @@ def _tsv(tmp_path):
     p = tmp_path / "t.tsv"
     p.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return p
+
+
+def test_lr_scale_gives_named_modules_their_own_rate_the_longest_name_winning():
+    model = M.build(M.EncoderConfig(d_model=16, n_heads=2, d_ff=32, n_layers=2, vocab_size=30,
+                                    max_len=8, n_classes=3))  # fmt: skip
+    cfg = TrainConfig(lr=1e-3, optimizer="adam", head_lr_scale=10.0,
+                      lr_scale="encoder=0.1, encoder.layers.1=0.5,classifier=3")  # fmt: skip
+    opt = build_optimizer(model, cfg)
+    names = {id(p): n for n, p in model.named_parameters()}
+    got = {names[id(p)]: g["lr_scale"] for g in opt.param_groups for p in g["params"]}
+    assert len(got) == len(names)  # every parameter once
+    for n, scale in got.items():
+        if n.startswith("encoder.layers.1."):
+            want = 0.5
+        elif n.startswith("encoder."):
+            want = 0.1
+        elif n.startswith("classifier."):
+            want = 3.0  # the named scale wins over the head's
+        elif n.startswith(HEAD_PREFIXES):
+            want = 10.0
+        else:
+            want = 1.0
+        assert scale == want, n
+    assert opt.param_groups[0]["lr_scale"] == 1.0  # the body's group first, as before
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [("vision", "'vision' is not MODULE=SCALE"), ("a=0", "lr_scale 'a' must be a finite number"),
+     ("a=x", "got 'x'"), ("a=1,a=2", "'a' is given twice"), ("a=nan", "got nan")],
+)  # fmt: skip
+def test_lr_scale_refuses_a_malformed_spec_naming_the_part(spec, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(lr_scale=spec)
+
+
+def test_lr_scale_refuses_a_name_the_model_lacks_listing_its_modules():
+    model = M.build(M.EncoderConfig(d_model=16, n_heads=2, d_ff=32, n_layers=1, vocab_size=30,
+                                    max_len=8, n_classes=3))  # fmt: skip
+    with pytest.raises(ValueError, match="lr_scale: 'vision' is no module .* its modules: embed"):
+        build_optimizer(model, TrainConfig(lr_scale="vision=0.1"))

@@ -18,9 +18,9 @@ import torch
 from torch import nn
 
 from qkv.training import parallel
-from qkv.training.config import TrainConfig
+from qkv.training.config import TrainConfig, parse_lr_scale
 from qkv.training.distributed import DistInfo, all_reduce_sum, init_distributed
-from qkv.training.finetune import HEAD_PREFIXES, freeze_modules
+from qkv.training.finetune import HEAD_PREFIXES, freeze_modules, parameters_under
 from qkv.training.objective import LossOutput, Objective
 
 
@@ -52,14 +52,29 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     weight decay on matrices only (not biases, norms or embeddings' 1-D params).
 
     Each parameter group carries ``lr_scale``: ``cfg.head_lr_scale`` for the head's
-    parameters (:data:`~qkv.training.finetune.HEAD_PREFIXES`), 1 for the rest; the loop
-    sets a group's lr to the schedule's times its scale."""
+    parameters (:data:`~qkv.training.finetune.HEAD_PREFIXES`), the scale of the longest
+    module name of ``cfg.lr_scale`` that holds a parameter (winning over the head's), 1 for
+    the rest; the loop sets a group's lr to the schedule's times its scale.
+
+    Raises:
+        ValueError: a ``cfg.lr_scale`` name that is no module or parameter of the model.
+    """
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    apart = cfg.head_lr_scale != 1.0  # else one set of groups, as checkpoints keep them
-    head = [p for n, p in named if apart and n.startswith(HEAD_PREFIXES)]
-    body = [p for n, p in named if not (apart and n.startswith(HEAD_PREFIXES))]
+    given = parse_lr_scale(cfg.lr_scale)
+    for want in given:
+        parameters_under(model, want, "lr_scale")
+
+    def scale_of(name: str) -> float:
+        hits = [w for w in given if name == w or name.startswith(w + ".")]
+        if hits:
+            return given[max(hits, key=len)]
+        return cfg.head_lr_scale if name.startswith(HEAD_PREFIXES) else 1.0
+
+    # one group per scale, the body's (1.0) first: a run without scales keeps one set of
+    # groups, as checkpoints keep them
+    scales = sorted({scale_of(n) for n, _ in named} - {1.0})
+    parts = [([p for n, p in named if scale_of(n) == s], s) for s in [1.0, *scales]]
     groups: list[dict[str, Any]] = []
-    parts = [(body, 1.0)] + ([(head, cfg.head_lr_scale)] if head else [])
     for params, scale in parts:
         if cfg.optimizer == "adam":
             groups.append({"params": params, "lr_scale": scale})

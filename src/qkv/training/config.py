@@ -38,6 +38,30 @@ MAX_SEED = 2**63 - 1
 MAX_TIME = 30 * 86400.0
 
 
+def parse_lr_scale(spec: object) -> dict[str, float]:
+    """``"vision=0.1,fuse=2"`` -> ``{"vision": 0.1, "fuse": 2.0}`` (``--lr-scale``).
+
+    Raises:
+        ValueError: not a string of ``NAME=SCALE`` parts, a name given twice, or a scale
+            that is not a finite number > 0 (the message names ``lr_scale`` and the part).
+    """
+    if not isinstance(spec, str):
+        raise ValueError(f"lr_scale must be comma-separated MODULE=SCALE, got {spec!r}")
+    out: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        name, eq, value = (x.strip() for x in part.partition("="))
+        if not (name and eq):
+            raise ValueError(f"lr_scale: {part!r} is not MODULE=SCALE (e.g. vision=0.1)")
+        if name in out:
+            raise ValueError(f"lr_scale: {name!r} is given twice in {spec!r}")
+        try:
+            number: object = float(value)
+        except ValueError:
+            number = value
+        out[name] = check_range(f"lr_scale {name!r}", number, lo=0.0, lo_open=True)
+    return out
+
+
 @dataclass
 class TrainConfig:
     """Settings of :class:`qkv.training.Trainer` (each field's help is in its metadata,
@@ -92,6 +116,16 @@ class TrainConfig:
         metadata=_meta(
             "multiply the learning rate of the task's head (classifier, head, pooler: the "
             "modules fine-tuning initialises anew) by this",
+            OPT,
+        ),
+    )
+    lr_scale: str = field(
+        default="",
+        metadata=_meta(
+            "multiply the learning rate of modules by a factor: comma-separated "
+            "MODULE=SCALE (names as --freeze takes them; the longest name that holds a "
+            "parameter wins, over --head-lr-scale too), e.g. vision=0.1 tunes a "
+            "pretrained image tower slowly under layers that start from scratch",
             OPT,
         ),
     )
@@ -286,6 +320,7 @@ class TrainConfig:
         check_choice("amp", self.amp, AMP_MODES)
         check_range("lr", self.lr, lo=0.0, lo_open=True)
         check_range("head_lr_scale", self.head_lr_scale, lo=0.0, lo_open=True)
+        parse_lr_scale(self.lr_scale)
         check_range("eps", self.eps, lo=0.0, lo_open=True)
         check_range("weight_decay", self.weight_decay, lo=0.0)
         check_range("clip_norm", self.clip_norm, lo=0.0)
@@ -387,5 +422,6 @@ __all__ = [
     "UNBOUNDED_STEPS",
     "TrainConfig",
     "flag_of",
+    "parse_lr_scale",
     "resume_config",
 ]

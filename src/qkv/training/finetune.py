@@ -112,6 +112,22 @@ def init_from_state(model: nn.Module, source: Mapping[str, Tensor]) -> InitRepor
     return report
 
 
+def parameters_under(model: nn.Module, name: str, what: str) -> list[str]:
+    """The names of the parameters of module (or parameter) ``name`` of ``model``.
+
+    Raises:
+        ValueError: none (``{what}: 'x' is no module or parameter of the model; its
+            modules: ...``, listing the top-level modules).
+    """
+    hit = [n for n, _ in model.named_parameters() if n == name or n.startswith(name + ".")]
+    if not hit:
+        top = ", ".join(n for n, _ in model.named_children())
+        raise ValueError(
+            f"{what}: {name!r} is no module or parameter of the model; its modules: {top}"
+        )
+    return hit
+
+
 def freeze_modules(model: nn.Module, names: str) -> list[str]:
     """Stop the gradients of whole modules (``requires_grad = False``) so that fine-tuning
     leaves them as loaded; the optimizer then never sees them.
@@ -132,17 +148,11 @@ def freeze_modules(model: nn.Module, names: str) -> list[str]:
     wanted = [n.strip() for n in names.split(",") if n.strip()]
     frozen: list[str] = []
     for want in wanted:
-        hit = [n for n, _ in model.named_parameters() if n == want or n.startswith(want + ".")]
-        if not hit:
-            top = ", ".join(n for n, _ in model.named_children())
-            raise ValueError(
-                f"freeze: {want!r} is no module or parameter of the model; its modules: {top}"
-            )
-        frozen += [n for n in hit if n not in frozen]
+        frozen += [n for n in parameters_under(model, want, "freeze") if n not in frozen]
     params = dict(model.named_parameters())
     for n in frozen:
         params[n].requires_grad_(False)
     return frozen
 
 
-__all__ = ["HEAD_PREFIXES", "InitReport", "freeze_modules", "init_from_state"]
+__all__ = ["HEAD_PREFIXES", "InitReport", "freeze_modules", "init_from_state", "parameters_under"]
