@@ -296,20 +296,23 @@ def test_record_tiny_run():
     cfg = RecordBenchConfig(**TINY, lengths=(8, 16), **FAST)
     result = run_record_bench(cfg)
     rows = {(r["length"], r["impl"]): r for r in result.to_json()["results"]}
-    assert len(rows) == 2 * len(RECORD_IMPLS) == 18
+    assert len(rows) == 2 * len(RECORD_IMPLS) == 20
     for (_, impl), r in rows.items():
         assert r["status"] == "ok", r
         assert _positive_finite(r["overhead"]) and _positive_finite(r["qkv_speedup"])
         records = impl in RECORD_OPTIONS or impl == "hf_attentions"
         assert (r["weights_mib"] > 0) == records
     assert rows[(8, "qkv_plain")]["overhead"] == 1.0
-    # what each option holds: bf16 half, streaming one layer (of 2), one head (of 2), one row
-    full = rows[(16, "qkv_record")]["weights_mib"]
+    # what each option holds, against float32's whole record (transformers' too): the
+    # default bfloat16 half, streaming one layer (of 2), one head (of 2), one row
+    full = rows[(16, "qkv_record_fp32")]["weights_mib"]
     assert full == rows[(16, "hf_attentions")]["weights_mib"] == 4 * 2 * 16 * 16 * 2 / 2**20
+    assert rows[(16, "qkv_record")]["weights_mib"] == full / 2
     assert rows[(16, "qkv_record_bf16")]["weights_mib"] == full / 2
+    assert rows[(16, "qkv_record_stream")]["weights_mib"] == full / 4
     assert rows[(16, "qkv_record_stream_bf16")]["weights_mib"] == full / 4
-    assert rows[(16, "qkv_record_one_head")]["weights_mib"] == full / 2
-    assert rows[(16, "qkv_record_last_row")]["weights_mib"] == full / 16
+    assert rows[(16, "qkv_record_one_head")]["weights_mib"] == full / 4
+    assert rows[(16, "qkv_record_last_row")]["weights_mib"] == full / 32
     assert "x plain" in format_record_table(result)
 
 

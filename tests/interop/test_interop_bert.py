@@ -96,7 +96,7 @@ def test_record_attention_matches_transformers_weights(kit):
         ref = hf(
             input_ids=ids, token_type_ids=types, attention_mask=mask.long(), output_attentions=True
         )
-        with record_attention(model) as rec:
+        with record_attention(model, dtype=None) as rec:  # float32, as transformers'
             out = model(ids, token_type_ids=types, padding_mask=mask)
     assert list(rec) == [f"encoder.layers.{i}.self_attn" for i in range(2)]
     for i, name in enumerate(rec):

@@ -85,7 +85,7 @@ def test_record_attention_on_loaded_t5(kit):
         ref = hf(
             input_ids=src, attention_mask=mask.long(), decoder_input_ids=tgt, output_attentions=True
         )
-        with record_attention(model) as rec:
+        with record_attention(model, dtype=None) as rec:  # float32, as transformers'
             model(src, tgt, src_padding_mask=mask)
     assert rec.kinds == ("encoder_self", "decoder_self", "cross")
     enc, dec, cross = (rec.stack(k) for k in rec.kinds)  # (layers, b, h, s_q, s_k)

@@ -59,7 +59,7 @@ def test_recording_equals_math_weights_and_keeps_outputs(family, backend, tiny):
     model = tiny.family(family)
     model.set_backend(backend)
     plain = tiny.run(model)
-    with record_attention(model) as rec:
+    with record_attention(model, dtype=None) as rec:  # kept in float32
         recorded = tiny.run(model)
     torch.testing.assert_close(recorded, plain, **OUT_TOL)
     reference = _math_weights(model, tiny)
@@ -85,19 +85,21 @@ def test_record_keys_kinds_and_layer_indices(tiny):
     assert rec.kinds == ("encoder_self", "decoder_self", "cross")
     cross = rec["decoder.layers.1.cross_attn"]
     assert cross.kind == "cross" and cross.layer_index == 1
-    assert tuple(cross.weights.shape) == (2, 4, 5, 7)
-    # the padded source keys get no weight, every query row sums to 1
+    assert tuple(cross.weights.shape) == (2, 4, 5, 7) and cross.weights.dtype == torch.bfloat16
+    # the padded source keys get no weight, every query row sums to 1 (each of its 7
+    # weights within bfloat16's relative 2^-8, so the sum within 2^-8)
     assert torch.all(cross.weights[-1, :, :, 5:] == 0)
-    torch.testing.assert_close(cross.weights.sum(-1), torch.ones(2, 4, 5))
+    sums = cross.weights.float().sum(-1)
+    torch.testing.assert_close(sums, torch.ones(2, 4, 5), atol=2**-8, rtol=0)
     assert rec.stack("encoder_self").shape == (2, 2, 4, 7, 7)
     assert rec["decoder.layers.0.self_attn"].weights.triu(1).abs().max() == 0  # causal
 
 
 def test_selection_of_layers_heads_rows_matches_full_record(tiny):
     model = tiny.seq2seq(pos="alibi")  # a per-head float bias must be sliced with the heads
-    with record_attention(model) as full:
+    with record_attention(model, dtype=None) as full:
         tiny.run(model)
-    with record_attention(model, layers=[1], heads=[3, 1], rows=[0, -1]) as part:
+    with record_attention(model, layers=[1], heads=[3, 1], rows=[0, -1], dtype=None) as part:
         tiny.run(model)
     assert sorted(part) == [
         "decoder.layers.1.cross_attn",
@@ -124,17 +126,17 @@ def test_grouped_query_attention(pos, tiny):
     model = tiny.lm(n_heads=4, n_kv_heads=2, pos=pos)
     model.set_backend("sdpa")
     plain = tiny.run(model)
-    with record_attention(model) as full:
+    with record_attention(model, dtype=None) as full:
         out = tiny.run(model)
     torch.testing.assert_close(out, plain, **OUT_TOL)
-    with record_attention(model, heads=[1, 2], rows=[3, 8]) as part:
+    with record_attention(model, heads=[1, 2], rows=[3, 8], dtype=None) as part:
         tiny.run(model)
     for name, e in part.items():
         torch.testing.assert_close(e.weights, full[name].weights[:, [1, 2]][:, :, [3, 8]], **TOL)
     # math-backend weights of a GQA module, computed by hand from its projections
     m = model.decoder.layers[0].self_attn
     x = torch.randn(1, 6, 32)
-    with record_attention(m) as rec:
+    with record_attention(m, dtype=None) as rec:
         m(x, is_causal=True, positions=torch.arange(6))
     _, w = m(x, is_causal=True, positions=torch.arange(6), return_weights=True)
     torch.testing.assert_close(rec[""].weights, w, **TOL)
@@ -221,15 +223,16 @@ def test_streaming_entries_share_one_buffer_and_equal_the_full_record(family, ti
     assert len(by_shape) < len(seen)
 
 
-def test_compact_dtype_rounds_the_float32_weights_once(tiny):
+def test_the_default_bfloat16_rounds_the_float32_weights_once(tiny):
     model = tiny.lm()
-    with record_attention(model) as full:
+    with record_attention(model, dtype=None) as full:
         out = tiny.run(model)
-    with record_attention(model, dtype=torch.bfloat16) as compact:
+    with record_attention(model) as compact:  # the default: bfloat16
         out_compact = tiny.run(model)
     # the outputs come from the float32 weights, before they are rounded for storage
     assert torch.equal(out_compact, out)
     for name, e in compact.items():
+        assert full[name].weights.dtype == torch.float32 and e.weights.dtype == torch.bfloat16
         assert torch.equal(e.weights, full[name].weights.to(torch.bfloat16))
     with record_attention(model, dtype=torch.bfloat16, heads=[1], rows=[-1, 0]) as half:
         tiny.run(model)
@@ -245,10 +248,10 @@ def test_causal_selections_equal_the_full_record(tiny):
     # a plain causal mask keeps its shortcut for head selections and gives row selections
     # their own rows of the mask; both must equal slices of the full record
     model = tiny.lm()
-    with record_attention(model) as full:
+    with record_attention(model, dtype=None) as full:
         tiny.run(model)
     for heads, rows in (([2, 0], None), (None, [0, -1, 3]), ([1], [-2])):
-        with record_attention(model, heads=heads, rows=rows) as part:
+        with record_attention(model, heads=heads, rows=rows, dtype=None) as part:
             tiny.run(model)
         for name, e in part.items():
             want = full[name].weights[:, list(e.heads)][:, :, list(e.rows)]
@@ -308,7 +311,7 @@ def test_every_weight_runs_attention_once_and_selections_keep_the_backend(tiny, 
         ({"heads": [0]}, 2),  # selections compute only what is asked, beside the backend
         ({"rows": [-1]}, 2),
         ({"layers": [0]}, 1),  # the layer not recorded runs its backend
-        ({"dtype": torch.bfloat16}, 0),  # the output comes from the float32 weights
+        ({"dtype": None}, 0),  # kept in float32, as the default bfloat16 (rounded after)
     ):
         calls.clear()
         with record_attention(model, **selection) as rec:
@@ -324,7 +327,7 @@ def test_every_weight_runs_attention_once_and_selections_keep_the_backend(tiny, 
         torch.testing.assert_close(e.weights, outer[name].weights, atol=0, rtol=0)
     mha = model.decoder.layers[0].self_attn
     x = torch.randn(1, 6, 32)
-    with record_attention(mha) as rec:
+    with record_attention(mha, dtype=None) as rec:
         _, w = mha(x, is_causal=True, return_weights=True)  # asked of the module: it runs
     assert len(calls) == 1
     torch.testing.assert_close(rec[""].weights, w, **TOL)
@@ -335,7 +338,7 @@ def test_attention_dropout_in_training_keeps_the_backend_and_pre_dropout_weights
     torch.manual_seed(3)
     plain = tiny.run(model)
     torch.manual_seed(3)
-    with record_attention(model) as rec:
+    with record_attention(model, dtype=None) as rec:
         out = tiny.run(model)
     assert torch.equal(out, plain)  # the backend ran, with the same dropout draws
     assert not torch.allclose(out, tiny.run(model.eval()), **OUT_TOL)  # dropout did act

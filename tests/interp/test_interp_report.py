@@ -53,8 +53,9 @@ def test_report_data_round_trips_and_tokens_cannot_break_out(record):
     e = record["decoder.layers.1.cross_attn"]
     raw = base64.b64decode(cross["layers"][1]["data"][3])
     got = torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(len(TGT), len(SRC))
-    assert torch.equal(got, (e.weights[0, 3].sqrt() * 255).round().to(torch.uint8))
-    torch.testing.assert_close((got / 255.0) ** 2, e.weights[0, 3], atol=0.008, rtol=0)
+    w = e.weights[0, 3].float()  # stored in bfloat16, encoded from float32
+    assert torch.equal(got, (w.sqrt() * 255).round().to(torch.uint8))
+    torch.testing.assert_close((got / 255.0) ** 2, w, atol=0.008, rtol=0)
     assert len(data["stats"]) == len(head_stats(record))
     # the Content Security Policy pins the one script by its hash
     script = text.rsplit("<script>", 1)[1].split("</script>")[0]

@@ -83,7 +83,7 @@ def test_query_positions_follow_recorded_rows_and_cache_offset():
 
 def test_head_stats_of_a_record_and_query_mask(tiny):
     model = tiny.lm()
-    with record_attention(model, layers=[0], heads=[0, 2]) as rec:
+    with record_attention(model, layers=[0], heads=[0, 2], dtype=None) as rec:
         tiny.run(model)
     stats = head_stats(rec)
     assert [(s.layer, s.head) for s in stats] == [

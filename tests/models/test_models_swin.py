@@ -156,7 +156,7 @@ def test_counts_and_round_trip(tmp_path) -> None:
 def test_recording_gives_every_windows_weights() -> None:
     model = M.from_preset("swin-tiny").eval()
     x = torch.randn(2, 3, 32, 32)
-    with torch.no_grad(), record_attention(model) as rec:
+    with torch.no_grad(), record_attention(model, dtype=None) as rec:
         out = model(x)
     with torch.no_grad():  # outputs from the recorded weights: the backend's within 1e-5
         torch.testing.assert_close(out, model(x), atol=1e-5, rtol=1e-5)

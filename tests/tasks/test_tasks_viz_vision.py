@@ -61,7 +61,7 @@ def test_vit_report_has_the_image_panel_after_the_class_token(tmp_path) -> None:
 def test_windows_to_grid_equals_the_dense_reference(image_size: int, window: int) -> None:
     model = M.from_preset("swin-tiny", image_size=image_size, window_size=window).eval()
     x = torch.randn(2, 3, image_size, image_size)
-    with torch.no_grad(), record_attention(model, layers=["layers.1.self_attn"]) as rec:
+    with torch.no_grad(), record_attention(model, layers=["layers.1.self_attn"], dtype=None) as rec:
         model(x)
     block = model.layers[1]
     grid = model.stage_of_layers()[1][1]
@@ -100,7 +100,7 @@ def test_swin_report_and_grid_record(tmp_path) -> None:
     assert "r7c7" in html  # the stage-0 grid is 8x8 patches
     panel = _data(html)["image"]  # the image panel over the same grid, every cell a patch
     assert (panel["rows"], panel["cols"], panel["patches"]) == (8, 8, list(range(64)))
-    with torch.no_grad(), record_attention(model) as rec:
+    with torch.no_grad(), record_attention(model, dtype=None) as rec:
         model(task.read_image("test:0")[None])
     grid = swin_grid_record(model, rec)
     assert list(grid) == ["layers.0.self_attn", "layers.1.self_attn"]

@@ -4,12 +4,13 @@ For each sequence length, in interleaved rounds in one process on the same token
 (:mod:`qkv.bench._timing`), inference forwards (eval, ``no_grad``) of GPT-2-shaped models:
 
 * ``qkv_plain``: qkv's :class:`~qkv.models.DecoderLM`, fast backend (the reference);
-* ``qkv_record``: the same model inside :func:`qkv.interp.record_attention` (every layer,
-  every head, every row), which computes each layer's attention once, with the math
+* ``qkv_record``: the same model inside :func:`qkv.interp.record_attention` with its
+  defaults (every layer, every head, every row, stored in bfloat16), which computes each layer's attention once, with the math
   reference: the weights a few rows at a time and the output from them, instead of the
   fast backend;
 * the options of :func:`~qkv.interp.record_attention` for long inputs, each still every
-  layer: ``qkv_record_bf16`` (weights stored in bfloat16), ``qkv_record_stream`` (each layer
+  layer: ``qkv_record_fp32`` (weights kept in float32, ``dtype=None``),
+  ``qkv_record_bf16`` (``dtype=torch.bfloat16``, the default said), ``qkv_record_stream`` (each layer
   handed to ``on_entry`` and dropped, one buffer reused across layers), the two together
   (``qkv_record_stream_bf16``), and selections: ``qkv_record_last_row`` (``rows=[-1]``, every
   head) and ``qkv_record_one_head`` (``heads=[0]``, every row), which compute only the
@@ -52,6 +53,7 @@ from qkv.interp import record_attention
 #: the keyword arguments of record_attention of each qkv recording row (on_entry added)
 RECORD_OPTIONS: dict[str, dict[str, Any]] = {
     "qkv_record": {},
+    "qkv_record_fp32": {"dtype": None},
     "qkv_record_bf16": {"dtype": torch.bfloat16},
     "qkv_record_stream": {"stream": True},
     "qkv_record_stream_bf16": {"stream": True, "dtype": torch.bfloat16},
@@ -62,7 +64,8 @@ RECORD_OPTIONS: dict[str, dict[str, Any]] = {
 #: implementation -> (its plain forward, the qkv row it is compared with, description)
 RECORD_IMPLS: dict[str, tuple[str, str, str]] = {
     "qkv_plain": ("qkv_plain", "qkv_plain", "DecoderLM forward"),
-    "qkv_record": ("qkv_plain", "qkv_record", "DecoderLM forward in record_attention"),
+    "qkv_record": ("qkv_plain", "qkv_record", "DecoderLM forward in record_attention (bf16)"),
+    "qkv_record_fp32": ("qkv_plain", "qkv_record_fp32", "record_attention(dtype=None): float32"),
     "qkv_record_bf16": ("qkv_plain", "qkv_record_bf16", "record_attention(dtype=torch.bfloat16)"),
     "qkv_record_stream": ("qkv_plain", "qkv_record_stream", "record_attention(on_entry=...)"),
     "qkv_record_stream_bf16": (
@@ -76,7 +79,7 @@ RECORD_IMPLS: dict[str, tuple[str, str, str]] = {
     "hf_attentions": (
         "hf_sdpa",
         "qkv_record",
-        "GPT2LMHeadModel (eager), output_attentions=True",
+        "GPT2LMHeadModel (eager), output_attentions=True (float32)",
     ),
 }
 
@@ -211,10 +214,11 @@ def _calls(
 
 def _held_fraction(impl: str, n_heads: int, length: int, n_layers: int) -> float:
     """The part of every layer's fp32 weights an implementation holds at its peak."""
-    opts = RECORD_OPTIONS.get(impl, {})
-    f = 1.0
-    if "dtype" in opts:
-        f /= 2  # bfloat16
+    if impl not in RECORD_OPTIONS:
+        return 1.0  # transformers' output_attentions: float32, every layer kept
+    opts = RECORD_OPTIONS[impl]
+    dtype = opts.get("dtype", torch.bfloat16)  # record_attention's default
+    f = 1.0 if dtype is None else dtype.itemsize / 4
     if opts.get("stream"):
         f /= n_layers  # one layer's buffer
     if "rows" in opts:
