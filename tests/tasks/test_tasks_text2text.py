@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import sacrebleu
 import torch
+import torch.nn.functional as F
 from rouge_score import rouge_scorer
 
 import qkv.models as M
@@ -20,6 +21,7 @@ from qkv.tasks.base import SPLITS
 from qkv.tasks.text._seq2seq import Pair
 from qkv.tasks.text.text2text import PREFIXES, mix, parse_tasks, read_mixture_tsv, task_of
 from qkv.tasks.text.translate import TranslateTask
+from qkv.training.objectives import example_cross_entropy, token_cross_entropy
 
 NO_DROPOUT = {"dropout": 0.0, "attn_dropout": 0.0, "ff_dropout": 0.0}
 
@@ -255,3 +257,39 @@ def test_real_mixture() -> None:
     cut = len(PREFIXES["translate"])
     test = [Pair(p.src[cut:], p.tgt) for p in task.task_examples("test")["translate"]]
     assert test == alone.examples("test") and len(test) == 500
+
+
+def test_example_cross_entropy_weighs_every_target_once() -> None:
+    """Hand-worked: a 1-token and a 3-token target (one padded row, one empty row); the loss
+    is the sum of each row's mean, over the two rows with targets, against
+    ``F.cross_entropy`` of each row alone."""
+    torch.manual_seed(0)
+    logits = torch.randn(3, 3, 5, dtype=torch.float64, requires_grad=True)
+    labels = torch.tensor([[4, 0, 0], [1, 2, 3], [0, 0, 0]])  # 0 = PAD
+    loss_sum, n = example_cross_entropy(logits, labels, label_smoothing=0.1)
+    row0 = F.cross_entropy(logits[0, :1], labels[0, :1], label_smoothing=0.1)
+    row1 = F.cross_entropy(logits[1], labels[1], label_smoothing=0.1)  # mean of 3
+    assert n == 2 and torch.allclose(loss_sum, row0 + row1, rtol=1e-12, atol=0)
+    loss_sum.backward()
+    assert logits.grad[2].abs().sum() == 0 and logits.grad[0, 1:].abs().sum() == 0
+    # per token, the long target would weigh 3x the short one: here each is one
+    tok_sum, tok_n, _ = token_cross_entropy(logits.detach(), labels, label_smoothing=0.1)
+    assert tok_n == 4 and torch.allclose(tok_sum, row0 + 3 * row1)
+
+
+def test_loss_per_example_trains_on_it_and_evaluates_per_token(tmp_path) -> None:
+    path = write_mixture(tmp_path)
+    task, plain = _task(path, loss_per="example"), _task(path)
+    assert task.split_options() == plain.split_options()  # runs compare in one eval table
+    batch = task.collate(task.examples("valid")[:6])
+    model = M.Seq2SeqTransformer(M.Seq2SeqConfig(d_model=16, n_heads=2, d_ff=32, vocab_size=300,
+                                                 n_encoder_layers=1, n_decoder_layers=1,
+                                                 max_len=64))  # fmt: skip
+    real = batch["tgt_out"] != 0
+    model.train()
+    out = task.loss(model, batch, label_smoothing=0.0)
+    assert out.n == 6 and plain.loss(model, batch).n == int(real.sum())
+    model.eval()
+    assert task.loss(model, batch).n == int(real.sum())  # evaluation stays per token
+    with pytest.raises(TaskError, match="loss_per must be one of token, example, got 'row'"):
+        _task(path, loss_per="row")

@@ -83,6 +83,31 @@ def token_cross_entropy(
     return loss_sum, int(n_real), n_correct
 
 
+def example_cross_entropy(
+    logits: Tensor, labels: Tensor, *, label_smoothing: float = 0.0, pad_id: int = PAD_ID
+) -> tuple[Tensor, int]:
+    """Cross entropy averaged over each row's real label tokens (``pad_id`` ignored), summed
+    over the rows that have any: every example counts once whatever its length, so a
+    one-word target weighs as much as a paragraph (where :func:`token_cross_entropy` weighs
+    each by its tokens).
+
+    Returns:
+        ``(loss_sum, n_rows)``: the trainer divides by the rows, as it divides a token sum
+        by the tokens.
+    """
+    per_token = F.cross_entropy(
+        logits.flatten(0, 1),
+        labels.flatten(),
+        ignore_index=pad_id,
+        reduction="none",
+        label_smoothing=label_smoothing,
+    ).view(labels.shape)  # 0 at padding
+    count = (labels != pad_id).sum(-1)
+    loss_sum = (per_token.sum(-1) / count.clamp(min=1)).sum()
+    (n_rows,) = host_numbers((count > 0).sum())
+    return loss_sum, int(n_rows)
+
+
 class LMObjective:
     """Next-token prediction: ``input_ids = x[:-1]``, ``labels = x[1:]``, padding ignored.
 
@@ -147,6 +172,11 @@ class Seq2SeqObjective:
 
     keys = ("src", "tgt_in", "tgt_out")
 
+    def __init__(self, per_example: bool = False) -> None:
+        #: train on :func:`example_cross_entropy` (each target's mean, summed over the
+        #: examples) instead of the token sum; evaluation (``model.eval()``) stays per token
+        self.per_example = per_example
+
     def collate(self, examples: Sequence[Any]) -> Batch:
         src, tgt = [], []
         for e in examples:
@@ -180,6 +210,10 @@ class Seq2SeqObjective:
             src_padding_mask=batch.get("src_padding_mask"),
             tgt_padding_mask=batch.get("tgt_padding_mask"),
         )  # (b, s_tgt, V)
+        if self.per_example and model.training:
+            return LossOutput(
+                *example_cross_entropy(logits, batch["tgt_out"], label_smoothing=label_smoothing)
+            )
         loss_sum, n, correct = token_cross_entropy(
             logits, batch["tgt_out"], label_smoothing=label_smoothing
         )
@@ -294,6 +328,7 @@ __all__ = [
     "ClassificationObjective",
     "LMObjective",
     "Seq2SeqObjective",
+    "example_cross_entropy",
     "host_numbers",
     "objective_for",
     "token_cross_entropy",

@@ -53,7 +53,7 @@ from qkv.data import debian, metrics
 from qkv.data.tokenizers import Tokenizer
 from qkv.layers.mode import evaluating
 from qkv.models import TransformerConfig
-from qkv.tasks._common import check_positive, read_text_file, sized_config
+from qkv.tasks._common import check_positive, sized_config
 from qkv.tasks.base import SPLITS, Split, TaskError, split_sizes
 from qkv.tasks.options import (
     DataOption,
@@ -64,16 +64,21 @@ from qkv.tasks.options import (
     option,
 )
 from qkv.tasks.text._seq2seq import Pair, Seq2SeqTask
+from qkv.tasks.text._text2text_data import (
+    PREFIXES,
+    TASK_NAMES,
+    by_source,
+    cap_sources,
+    interleave,
+    mix,
+    parse_tasks,
+    read_mixture_tsv,
+    task_of,
+)
 from qkv.tasks.text.translate import TranslateTask
 from qkv.training.evaluate import evaluate_sums
+from qkv.training.objectives import Seq2SeqObjective
 
-#: Task name -> the prefix its inputs start with (T5's own wording).
-PREFIXES: dict[str, str] = {
-    "summarize": "summarize: ",
-    "translate": "translate German to English: ",
-    "classify": "classify: ",
-}
-TASK_NAMES: tuple[str, ...] = tuple(PREFIXES)
 #: The default mixture: every task.
 ALL_TASKS = ",".join(TASK_NAMES)
 #: Each task's headline metric (its key in :meth:`Text2TextTask.evaluate` is ``task_metric``).
@@ -86,115 +91,12 @@ HEADLINES: dict[str, str] = {
 N_SECTIONS = 20
 #: Values of ``corpus``: the translate task's corpora of German -> English pairs.
 CORPORA: tuple[str, ...] = ("debian", "ding", "debian,ding")
+#: Values of ``loss_per``: what the training loss averages over.
+LOSS_PER: tuple[str, ...] = ("token", "example")
 #: Default ``mix_cap`` (``K`` of examples-proportional mixing).
 MIX_CAP = 2**15
 #: Characters of an input shown in a sample line.
 SAMPLE_CHARS = 100
-
-
-def task_of(text: str) -> str | None:
-    """The task whose prefix ``text`` starts with, or None."""
-    return next((t for t, p in PREFIXES.items() if text.startswith(p)), None)
-
-
-def parse_tasks(value: Any) -> tuple[str, ...]:
-    """Option ``tasks`` (a comma-separated string or a list of names) as task names, in
-    :data:`TASK_NAMES` order.
-
-    Raises:
-        TaskError: an unknown or repeated name, or none.
-    """
-    names = value.split(",") if isinstance(value, str) else value
-    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
-        raise TaskError(f"task 'text2text': tasks must be a comma-separated string, got {value!r}")
-    names = [n.strip() for n in names if n.strip()]
-    unknown = sorted(set(names) - set(TASK_NAMES))
-    if unknown or not names or len(set(names)) != len(names):
-        raise TaskError(
-            f"task 'text2text': tasks must be distinct names among {list(TASK_NAMES)}, "
-            f"got {value!r}"
-        )
-    return tuple(t for t in TASK_NAMES if t in names)
-
-
-def read_mixture_tsv(path: str) -> dict[str, list[Pair]]:
-    """``PREFIX: input<TAB>target`` lines by task (file order), prefixes kept in the input.
-
-    Raises:
-        TaskError: a missing, empty or non-UTF-8 file, or a line without exactly one tab,
-            with an empty side, or without a known prefix (naming the file and line).
-    """
-    text = read_text_file(path, "text2text data")
-    out: dict[str, list[Pair]] = {t: [] for t in TASK_NAMES}
-    for i, line in enumerate(text.split("\n"), start=1):
-        line = line.rstrip("\r")
-        if not line.strip():
-            continue
-        cols = line.split("\t")
-        if len(cols) != 2 or not cols[0].strip() or not cols[1].strip():
-            raise TaskError(
-                f"{path}, line {i}: expected 'PREFIX: input<TAB>target' (one tab, both sides "
-                f"non-empty), got {line[:80]!r}"
-            )
-        src, tgt = cols[0].strip(), cols[1].strip()
-        task = task_of(src + " ")
-        if task is None or not src[len(PREFIXES[task]) :].strip():
-            known = ", ".join(repr(p) for p in PREFIXES.values())
-            raise TaskError(f"{path}, line {i}: the input must start with one of {known}")
-        out[task].append(Pair(src, tgt))
-    return out
-
-
-def mix(
-    train: dict[str, list[Pair]], cap: int | None, seed: int
-) -> tuple[list[Pair], dict[str, float]]:
-    """One epoch of examples-proportional mixing with cap ``K`` (T5, sec. 3.5.2).
-
-    Args:
-        train: each task's training examples (tasks without examples are left out).
-        cap: ``K``; None for no cap.
-        seed: seed of the sampled partial copies and of the order.
-
-    Returns:
-        The epoch (shuffled) and each task's rate ``min(e_m, K) / sum_n min(e_n, K)``.
-    """
-    sizes = {t: len(x) for t, x in train.items() if x}
-    capped = {t: min(e, cap) if cap else e for t, e in sizes.items()}
-    total = sum(capped.values())
-    rates = {t: c / total for t, c in capped.items()}
-    scale = max(sizes[t] / capped[t] for t in sizes)  # every example at least once
-    rng = random.Random(seed)
-    epoch: list[Pair] = []
-    for t, examples in train.items():
-        if not examples:
-            continue
-        want = round(capped[t] * scale)
-        whole, rest = divmod(want, len(examples))
-        epoch += examples * whole + rng.sample(examples, rest)
-    rng.shuffle(epoch)
-    return epoch, rates
-
-
-def _interleave(groups: Sequence[Sequence[Pair]]) -> list[Pair]:
-    """Round-robin over lists of pairs, keeping pairs that share a source together."""
-    units = [_by_source(g) for g in groups]
-    out: list[Pair] = []
-    for i in range(max((len(u) for u in units), default=0)):
-        for u in units:
-            if i < len(u):
-                out += u[i]
-    return out
-
-
-def _by_source(pairs: Sequence[Pair]) -> list[list[Pair]]:
-    """Consecutive runs of pairs with the same source (the alternative translations)."""
-    runs: list[list[Pair]] = []
-    for p in pairs:
-        if runs and runs[-1][0].src == p.src:
-            runs[-1].append(p)
-        else:
-            runs.append([p])
-    return runs
 
 
 class Text2TextTask(Seq2SeqTask):
@@ -204,7 +106,8 @@ class Text2TextTask(Seq2SeqTask):
     ``n_train`` / ``n_valid`` / ``n_test`` (per task; defaults all / 200 / 500), ``max_len``
     (default 64 tokens), ``tokenizer`` (default ``"bpe"``), ``vocab_size`` (default 4,000;
     docs/recipes.md), ``tasks`` (the mixture, default all three), ``mix_cap`` (``K``,
-    default 2**15; 0: no cap), ``corpus`` (translate's data: ``debian`` or ``ding``).
+    default 2**15; 0: no cap), ``corpus`` (translate's data: ``debian`` or ``ding``),
+    ``loss_per`` (``token`` or ``example``: what the training loss averages over).
     """
 
     @dataclass
@@ -225,6 +128,12 @@ class Text2TextTask(Seq2SeqTask):
             MIX_CAP,
             "examples-proportional mixing with each task's size capped at K (T5, sec. "
             "3.5.2); 0: no cap",
+        )
+        loss_per: str = option(
+            "token",
+            "what the training loss averages over: token (every target token counts once, "
+            "so a task with long targets outweighs one with one-word labels) or example "
+            "(each target's mean, every example counting once); evaluation is per token",
         )
         corpus: str = option(
             "debian",
@@ -268,15 +177,21 @@ class Text2TextTask(Seq2SeqTask):
                 f"task 'text2text': corpus must be one of {', '.join(CORPORA)}, "
                 f"got {self.options.corpus!r}"
             )
+        if self.options.loss_per not in LOSS_PER:
+            raise TaskError(
+                f"task 'text2text': loss_per must be one of {', '.join(LOSS_PER)}, "
+                f"got {self.options.loss_per!r}"
+            )
+        self._objective = Seq2SeqObjective(per_example=self.options.loss_per == "example")
         self.rates: dict[str, float] = {}
         self._by_task: dict[str, dict[str, list[Pair]]] | None = None
 
     def split_options(self) -> dict[str, Any]:
         """As :meth:`Task.split_options`, without the mixture (``tasks``, ``mix_cap``): a
         task's held-out examples do not depend on it, so a multitask run and its single-task
-        baselines compare in one table."""
+        baselines compare in one table (nor on ``loss_per``, which only trains)."""
         out = super().split_options()
-        return {k: v for k, v in out.items() if k not in ("tasks", "mix_cap")}
+        return {k: v for k, v in out.items() if k not in ("tasks", "mix_cap", "loss_per")}
 
     # -- data ----------------------------------------------------------------------------
     def task_examples(self, split: Split) -> dict[str, list[Pair]]:
@@ -301,13 +216,13 @@ class Text2TextTask(Seq2SeqTask):
                 raise TaskError(f"task 'text2text': no training examples for {t!r}")
             for split in SPLITS:
                 cap = caps[split] if caps[split] is not None else self.default_eval_sizes.get(split)
-                by_task[t][split] = _cap_sources(by_task[t][split], cap)
+                by_task[t][split] = cap_sources(by_task[t][split], cap)
         return by_task
 
     def _split_user_data(self, pairs: dict[str, list[Pair]]) -> dict[str, dict[str, list[Pair]]]:
         out: dict[str, dict[str, list[Pair]]] = {}
         for t in self.tasks:
-            runs = _by_source(sorted(pairs[t], key=lambda p: p.src))
+            runs = by_source(sorted(pairs[t], key=lambda p: p.src))
             random.Random(f"{self.options.seed}:{t}").shuffle(runs)
             what = f"text2text data {self.options.data} ({t})"
             sizes = split_sizes(len(runs), self.options, valid=200, test=500, what=what)
@@ -358,7 +273,7 @@ class Text2TextTask(Seq2SeqTask):
     def _make_splits(self) -> dict[str, list[Pair]]:
         by_split = {s: self.task_examples(s) for s in SPLITS}
         train, self.rates = mix(by_split["train"], self.mix_cap, self.options.seed)
-        held = {s: _interleave(list(by_split[s].values())) for s in ("valid", "test")}
+        held = {s: interleave(list(by_split[s].values())) for s in ("valid", "test")}
         return {"train": train, **held}
 
     def labels(self) -> list[str]:
@@ -473,13 +388,6 @@ class Text2TextTask(Seq2SeqTask):
                 known = ", ".join(repr(PREFIXES[t]) for t in self.tasks)
                 raise TaskError(f"text2text input must start with one of {known}: {x[:60]!r}")
         return self.generate_texts(model, list(inputs), **generate_kwargs)
-
-
-def _cap_sources(pairs: list[Pair], cap: int | None) -> list[Pair]:
-    """The pairs of the first ``cap`` distinct sources (all when None)."""
-    if cap is None:
-        return pairs
-    return [p for run in _by_source(pairs)[:cap] for p in run]
 
 
 def _shorten(text: str, n: int = SAMPLE_CHARS) -> str:
