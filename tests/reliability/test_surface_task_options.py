@@ -72,6 +72,8 @@ def _cases(run: Path, new: Path, digits: Path) -> list[tuple[str, list[str], tup
          out, "a"], ("--out-dir", "'copy'", "only text2image takes it")),
         ("generate --hf --out-dir", ["generate", "--hf", ck, "--out-dir", out, "a"],
          ("--out-dir", "--hf", "text2image")),
+        ("generate --hf --oov-penalty", ["generate", "--hf", ck, "--oov-penalty", "1", "a"],
+         ("--oov-penalty", "--hf", "asr", "no lexicon")),
         ("generate --voice without --say", ["generate", "--checkpoint", ck, "--voice", "en-gb",
          "a"], ("--voice", "--say")),
         ("generate --say with --prompt", ["generate", "--checkpoint", ck, "--say", "hello",
@@ -110,6 +112,10 @@ def _cases(run: Path, new: Path, digits: Path) -> list[tuple[str, list[str], tup
          ("--oov-penalty", ">= 0", "'-1'")),
         ("eval --oov-penalty inf", ["eval", "--checkpoint", ck, "--oov-penalty", "inf"],
          ("--oov-penalty", ">= 0", "'inf'")),
+        ("generate --oov-penalty to a copy model", ["generate", "--checkpoint", ck,
+         "--oov-penalty", "2", "a"], ("--oov-penalty", "'copy'", "has no lexicon", "only asr")),
+        ("generate --oov-penalty nan", ["generate", "--checkpoint", ck, "--oov-penalty", "nan",
+         "a"], ("--oov-penalty", ">= 0", "'nan'")),
         ("asr --oov-penalty with bpe", ["train", "--task", "asr", "--tokenizer", "bpe",
          "--oov-penalty", "2", "--out", out], ("oov_penalty 2.0", "char tokenizer")),
         ("viz --target to a classifier", ["viz", "--checkpoint", dg, "test:0", "--target", "x",
@@ -128,7 +134,7 @@ def test_every_bad_task_option_is_one_line(run, digits, tmp_path, capsys):
             failures.append(f"{name}: {e}")
     assert not failures, "\n".join(failures)
     assert not new.exists()
-    assert len(cases) == 33
+    assert len(cases) == 36
     assert not (new.parent / "r.html").exists()
 
 

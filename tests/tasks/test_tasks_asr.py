@@ -122,6 +122,9 @@ def _check_fused_lm(run_dir, capsys, monkeypatch):  # type: ignore[no-untyped-de
     assert fused["wer"] >= 0 and fused["decode_seconds"] > 0 and penalties == []  # run's: 0
     assert main([*argv, "--oov-penalty", "3"]) == 0  # the flag decodes with the lexicon
     assert json.loads(capsys.readouterr().out)["wer"] >= 0 and penalties == [3.0]
+    gen = ["generate", "--checkpoint", str(run_dir), "test:0", "--beam-size", "2"]
+    assert main([*gen, "--lm-weight", "0.5", "--oov-penalty", "2"]) == 0  # generate's too
+    assert penalties == [3.0, 2.0] and "test:0\t" in capsys.readouterr().out
     saved = (ck / "transcripts.json").read_text(encoding="utf-8")
     (ck / "transcripts.json").write_text("{not json", encoding="utf-8")
     with pytest.raises(TaskError, match="transcripts.json: not a readable transcript list"):

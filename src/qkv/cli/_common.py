@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import json
 import os
 import re
@@ -125,6 +126,52 @@ def refuse_unless(task: Any, flag: str, takes: Callable[[type], bool], does_not:
     takers = [name for name, cls in TASKS.items() if takes(cls)]
     verb = "takes" if len(takers) == 1 else "take"
     raise CLIError(f"{flag}: task {task.name!r} {does_not} (only {', '.join(takers)} {verb} it)")
+
+
+def number_arg(text: str, ok: Callable[[float], bool], span: str) -> float:
+    """``text`` as a number for which ``ok`` holds (``nan`` never does), else an argparse
+    error saying it must be a number ``span``."""
+    try:
+        x = float(text)
+    except ValueError:
+        x = float("nan")
+    if not ok(x):
+        raise argparse.ArgumentTypeError(f"must be a number {span}, got {text!r}")
+    return x
+
+
+def _penalty(text: str) -> float:
+    """An ``--oov-penalty`` value: a finite number >= 0."""
+    return number_arg(text, lambda p: 0.0 <= p < float("inf"), ">= 0")
+
+
+def add_oov_penalty_arg(p: argparse.ArgumentParser) -> None:
+    """``--oov-penalty P`` of ``qkv eval`` and ``qkv generate`` (asr's lexicon)."""
+    p.add_argument(
+        "--oov-penalty",
+        type=_penalty,
+        metavar="P",
+        help="asr: the lexicon's penalty for a word missing from the n-gram's text, with "
+        "--lm-weight (0: no lexicon; default: the run's --oov-penalty)",
+    )
+
+
+def oov_penalty_kwargs(task: Any, args: argparse.Namespace) -> dict[str, float]:
+    """``{"oov_penalty": P}`` when ``--oov-penalty`` was given, else nothing.
+
+    Raises:
+        CLIError: the flag given for a task without a lexicon (its ``evaluate`` takes no
+            ``oov_penalty``), naming the tasks that have one.
+    """
+    if args.oov_penalty is None:
+        return {}
+    refuse_unless(
+        task,
+        "--oov-penalty",
+        lambda cls: "oov_penalty" in inspect.signature(cls.evaluate).parameters,
+        "has no lexicon",
+    )
+    return {"oov_penalty": args.oov_penalty}
 
 
 def check_takes_question(task: Any) -> None:

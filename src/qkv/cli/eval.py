@@ -4,15 +4,22 @@ task (and its baseline) side by side on the same split."""
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
 from qkv.cli import CLIError
-from qkv.cli._common import _positive_int, add_device_arg, apply_threads, path_arg, refuse_unless
+from qkv.cli._common import (
+    _positive_int,
+    add_device_arg,
+    add_oov_penalty_arg,
+    apply_threads,
+    number_arg,
+    oov_penalty_kwargs,
+    path_arg,
+    refuse_unless,
+)
 
 
 def register(sub: argparse._SubParsersAction, name: str) -> None:
@@ -63,13 +70,7 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         help="asr: shallow fusion, the weight of the training transcripts' n-gram "
         "(0: none; default: the run's --lm-weight)",
     )
-    p.add_argument(
-        "--oov-penalty",
-        type=_penalty,
-        metavar="P",
-        help="asr: the lexicon's penalty for a word missing from the n-gram's text, with "
-        "--lm-weight (0: no lexicon; default: the run's --oov-penalty)",
-    )
+    add_oov_penalty_arg(p)
     p.add_argument("--batch-size", type=_positive_int, default=64, help="(default: 64)")
     p.add_argument(
         "--json", action="store_true", help="print the metrics as one JSON object on stdout"
@@ -78,26 +79,9 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
     p.set_defaults(func=run)
 
 
-def _number(text: str, ok: Callable[[float], bool], span: str) -> float:
-    """``text`` as a number for which ``ok`` holds (``nan`` never does), else an argparse
-    error saying it must be a number ``span``."""
-    try:
-        x = float(text)
-    except ValueError:
-        x = float("nan")
-    if not ok(x):
-        raise argparse.ArgumentTypeError(f"must be a number {span}, got {text!r}")
-    return x
-
-
 def _weight(text: str) -> float:
     """A ``--ctc-prefix-weight`` or ``--lm-weight`` value: a number in [0, 1]."""
-    return _number(text, lambda w: 0.0 <= w <= 1.0, "in [0, 1]")
-
-
-def _penalty(text: str) -> float:
-    """An ``--oov-penalty`` value: a finite number >= 0."""
-    return _number(text, lambda p: 0.0 <= p < float("inf"), ">= 0")
+    return number_arg(text, lambda w: 0.0 <= w <= 1.0, "in [0, 1]")
 
 
 #: The decoding weights ``qkv eval`` takes, and what a task that refuses one lacks.
@@ -123,15 +107,7 @@ def _decoding(task: Any, args: argparse.Namespace) -> dict[str, Any]:
             does_not,
         )
         kw[name] = getattr(args, name)
-    if args.oov_penalty is not None:
-        refuse_unless(
-            task,
-            "--oov-penalty",
-            lambda cls: "oov_penalty" in inspect.signature(cls.evaluate).parameters,
-            "has no lexicon",
-        )
-        kw["oov_penalty"] = args.oov_penalty
-    return kw
+    return kw | oov_penalty_kwargs(task, args)
 
 
 def _check_beam(task: Any, args: argparse.Namespace) -> int:

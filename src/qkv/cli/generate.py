@@ -11,11 +11,13 @@ from qkv.cli import CLIError
 from qkv.cli._common import (
     add_device_arg,
     add_generation_args,
+    add_oov_penalty_arg,
     apply_threads,
     check_decoding_flags,
     check_question_text,
     check_takes_question,
     generation_kwargs,
+    oov_penalty_kwargs,
     path_arg,
     refuse_unless,
 )
@@ -82,6 +84,7 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         help="asr: the espeak-ng voice of --say, an accent with an optional variant "
         f"(default: {VOICE}; e.g. en-gb-scotland+f2); only with --say",
     )
+    add_oov_penalty_arg(p)
     add_device_arg(p)
     add_generation_args(p)
     p.set_defaults(func=run)
@@ -105,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
             raise CLIError(
                 "--out-dir needs a text2image --checkpoint; a --hf model writes no files"
             )
+        if args.oov_penalty is not None:
+            raise CLIError("--oov-penalty needs an asr --checkpoint; a --hf model has no lexicon")
         from qkv.cli._hf import generate_text
 
         _print_outputs(list(generate_text(args.hf, inputs, device=args.device, **kw)))
@@ -117,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
         kw["question"] = args.question
     if args.out_dir is not None:
         kw["out_dir"] = args.out_dir
+    kw |= oov_penalty_kwargs(task, args)
     outputs = task.predict(model, inputs, **kw)
     # the heading after the inputs were read: a bad input's error is then the only line
     if task.prediction:
@@ -185,5 +191,7 @@ def _say(args: argparse.Namespace, kw: dict[str, Any]) -> int:
         signals = [synthesize(text, args.voice or VOICE) for text in args.say]
     except SpeechError as e:
         raise CLIError(str(e)) from None
-    _print_outputs(transcribe(model, signals, **kw), names=args.say)
+    _print_outputs(
+        transcribe(model, signals, **kw, **oov_penalty_kwargs(task, args)), names=args.say
+    )
     return 0
