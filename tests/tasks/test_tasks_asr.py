@@ -5,6 +5,7 @@ and the task's errors."""
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from pathlib import Path
@@ -122,6 +123,17 @@ def _check_fused_lm(run_dir, capsys, monkeypatch):  # type: ignore[no-untyped-de
     assert fused["wer"] >= 0 and fused["decode_seconds"] > 0 and penalties == []  # run's: 0
     assert main([*argv, "--oov-penalty", "3"]) == 0  # the flag decodes with the lexicon
     assert json.loads(capsys.readouterr().out)["wer"] >= 0 and penalties == [3.0]
+    beams = []
+    evaluate = asr_module.ASRTask.evaluate
+
+    @functools.wraps(evaluate)  # its signature stays evaluate's (the CLI inspects it)
+    def spy_beam(self, *args, **kw):  # type: ignore[no-untyped-def]
+        beams.append(kw["beam_size"])
+        return evaluate(self, *args, **kw)
+
+    monkeypatch.setattr(asr_module.ASRTask, "evaluate", spy_beam)
+    assert main(["eval", "--checkpoint", str(run_dir), "--split", "test", "--lm-weight", "0"]) == 0
+    assert beams == [8]  # without --beam-size: the task's default_beam, not 1
     gen = ["generate", "--checkpoint", str(run_dir), "test:0", "--beam-size", "2"]
     assert main([*gen, "--lm-weight", "0.5", "--oov-penalty", "2"]) == 0  # generate's too
     assert penalties == [3.0, 2.0] and "test:0\t" in capsys.readouterr().out

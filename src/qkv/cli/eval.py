@@ -54,7 +54,7 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         "--beam-size",
         type=_positive_int,
         help="beam search width of the tasks that decode in evaluation (translation, "
-        "summaries, captions, transcripts; default: 1, greedy)",
+        "summaries, captions, transcripts; default: 1, greedy; asr: 8)",
     )
     p.add_argument(
         "--ctc-prefix-weight",
@@ -111,10 +111,11 @@ def _decoding(task: Any, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _check_beam(task: Any, args: argparse.Namespace) -> int:
-    """The ``--beam-size`` to evaluate with (1 when not given), refused for a task whose
-    evaluation decodes nothing (a classifier, a language model's bits per character)."""
+    """The ``--beam-size`` to evaluate with (the task's ``default_beam`` when not given: 1,
+    asr's 8), refused for a task whose evaluation decodes nothing (a classifier, a
+    language model's bits per character)."""
     if args.beam_size is None:
-        return 1
+        return task.default_beam
     refuse_unless(task, "--beam-size", lambda cls: cls.eval_beam, "does not decode in evaluation")
     return int(args.beam_size)
 

@@ -117,6 +117,9 @@ class Task(abc.ABC):
     decoding: ClassVar[Literal["all"] | tuple[str, ...]] = ()
     #: Whether :meth:`evaluate` decodes with its ``beam_size`` (``qkv eval --beam-size``).
     eval_beam: ClassVar[bool] = False
+    #: The beam ``qkv eval`` decodes with when not given ``--beam-size`` (the decoding the
+    #: task's documented numbers use).
+    default_beam: ClassVar[int] = 1
     #: Whether :meth:`pictures` reads a ``target`` (an encoder-decoder's; ``qkv viz --target``).
     viz_target: ClassVar[bool] = False
     #: Seconds the task's own training stage (text2image's VQ-VAE) may take while it
