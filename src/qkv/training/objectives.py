@@ -62,6 +62,20 @@ def host_numbers(*values: Tensor) -> tuple[float, ...]:
     return tuple(float(v) for v in values)
 
 
+def _flat_cross_entropy(
+    logits: Tensor, labels: Tensor, label_smoothing: float, pad_id: int, reduction: str
+) -> Tensor:
+    """``F.cross_entropy`` of ``(..., V)`` logits against ``(...)`` labels, ``pad_id``
+    ignored."""
+    return F.cross_entropy(
+        logits.flatten(0, 1),
+        labels.flatten(),
+        ignore_index=pad_id,
+        reduction=reduction,
+        label_smoothing=label_smoothing,
+    )
+
+
 def token_cross_entropy(
     logits: Tensor, labels: Tensor, *, label_smoothing: float = 0.0, pad_id: int = PAD_ID
 ) -> tuple[Tensor, int, float]:
@@ -70,13 +84,7 @@ def token_cross_entropy(
     Returns:
         ``(loss_sum, n_real, n_correct)``.
     """
-    loss_sum = F.cross_entropy(
-        logits.flatten(0, 1),
-        labels.flatten(),
-        ignore_index=pad_id,
-        reduction="sum",
-        label_smoothing=label_smoothing,
-    )
+    loss_sum = _flat_cross_entropy(logits, labels, label_smoothing, pad_id, "sum")
     real = labels != pad_id
     correct = ((logits.detach().argmax(-1) == labels) & real).sum()
     n_real, n_correct = host_numbers(real.sum(), correct)
@@ -95,13 +103,8 @@ def example_cross_entropy(
         ``(loss_sum, n_rows)``: the trainer divides by the rows, as it divides a token sum
         by the tokens.
     """
-    per_token = F.cross_entropy(
-        logits.flatten(0, 1),
-        labels.flatten(),
-        ignore_index=pad_id,
-        reduction="none",
-        label_smoothing=label_smoothing,
-    ).view(labels.shape)  # 0 at padding
+    per_token = _flat_cross_entropy(logits, labels, label_smoothing, pad_id, "none")
+    per_token = per_token.view(labels.shape)  # 0 at padding
     count = (labels != pad_id).sum(-1)
     loss_sum = (per_token.sum(-1) / count.clamp(min=1)).sum()
     (n_rows,) = host_numbers((count > 0).sum())
