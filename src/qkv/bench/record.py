@@ -5,13 +5,13 @@ For each sequence length, in interleaved rounds in one process on the same token
 
 * ``qkv_plain``: qkv's :class:`~qkv.models.DecoderLM`, fast backend (the reference);
 * ``qkv_record``: the same model inside :func:`qkv.interp.record_attention` with its
-  defaults (every layer, every head, every row, stored in bfloat16), which computes each layer's attention once, with the math
-  reference: the weights a few rows at a time and the output from them, instead of the
-  fast backend;
+  defaults (every layer, every head, every row, stored in bfloat16), which computes each
+  layer's attention once, with the math reference: the weights a few rows at a time and
+  the output from them, instead of the fast backend;
 * the options of :func:`~qkv.interp.record_attention` for long inputs, each still every
   layer: ``qkv_record_fp32`` (weights kept in float32, ``dtype=None``),
-  ``qkv_record_bf16`` (``dtype=torch.bfloat16``, the default said), ``qkv_record_stream`` (each layer
-  handed to ``on_entry`` and dropped, one buffer reused across layers), the two together
+  ``qkv_record_bf16`` (the default dtype given explicitly), ``qkv_record_stream`` (each
+  layer handed to ``on_entry`` and dropped, one buffer reused across layers), the two together
   (``qkv_record_stream_bf16``), and selections: ``qkv_record_last_row`` (``rows=[-1]``, every
   head) and ``qkv_record_one_head`` (``heads=[0]``, every row), which compute only the
   selected weights beside the fast backend;

@@ -60,20 +60,18 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
         ValueError: a ``cfg.lr_scale`` name that is no module or parameter of the model.
     """
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    scale = {n: cfg.head_lr_scale if n.startswith(HEAD_PREFIXES) else 1.0 for n, _ in named}
     given = parse_lr_scale(cfg.lr_scale)
-    for want in given:
-        parameters_under(model, want, "lr_scale")
-
-    def scale_of(name: str) -> float:
-        hits = [w for w in given if name == w or name.startswith(w + ".")]
-        if hits:
-            return given[max(hits, key=len)]
-        return cfg.head_lr_scale if name.startswith(HEAD_PREFIXES) else 1.0
-
+    # shortest name first: a longer name that holds a parameter lies inside a shorter one
+    # that holds it too, so it is applied later and wins
+    for want in sorted(given, key=len):
+        for n in parameters_under(model, want, "lr_scale"):
+            if n in scale:  # frozen parameters have no group
+                scale[n] = given[want]
     # one group per scale, the body's (1.0) first: a run without scales keeps one set of
     # groups, as checkpoints keep them
-    scales = sorted({scale_of(n) for n, _ in named} - {1.0})
-    parts = [([p for n, p in named if scale_of(n) == s], s) for s in [1.0, *scales]]
+    scales = sorted(set(scale.values()) - {1.0})
+    parts = [([p for n, p in named if scale[n] == s], s) for s in [1.0, *scales]]
     groups: list[dict[str, Any]] = []
     for params, scale in parts:
         if cfg.optimizer == "adam":
